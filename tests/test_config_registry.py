@@ -1,0 +1,69 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from threedistill.config import load_config, save_config, scheduled
+from threedistill.errors import ConfigError, UnknownNameError
+from threedistill.registry import Registry
+
+
+@dataclass
+class Demo:
+    steps: int = 10
+    lr: float = 0.1
+    name: str = "x"
+    sizes: list[int] = field(default_factory=lambda: [1, 2])
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 20\nname: y\n")
+    cfg = load_config(Demo, path, ["lr=0.5", "sizes=[3,4,5]"])
+    assert (cfg.steps, cfg.lr, cfg.name, cfg.sizes) == (20, 0.5, "y", [3, 4, 5])
+    save_config(cfg, tmp_path / "out.yaml")
+    assert load_config(Demo, tmp_path / "out.yaml") == cfg
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["stepz=3"], "unknown config key 'stepz'"),
+    (["steps=abc"], "bad value for config key 'steps'"),
+    (["steps"], "expected key=value"),
+])
+def test_bad_overrides_name_the_key(overrides, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config(Demo, None, overrides)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_key_in_yaml_and_missing_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("stpes: 3\n")
+    with pytest.raises(ConfigError, match="stpes"):
+        load_config(Demo, path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(Demo, tmp_path / "missing.yaml")
+
+
+def test_schedules():
+    assert scheduled(0.5, 100) == 0.5
+    assert scheduled([0.98, 0.5, 100], 50) == pytest.approx(0.74)
+    assert scheduled([10, 1.0, 0.0, 20], 5) == 1.0
+    assert scheduled([10, 1.0, 0.0, 20], 15) == pytest.approx(0.5)
+    assert scheduled([10, 1.0, 0.0, 20], 25) == 0.0
+    with pytest.raises(ConfigError):
+        scheduled([1, 2], 0)
+
+
+def test_registry_builds_and_lists_known_names():
+    reg = Registry("widget")
+
+    @reg.register("round")
+    class Round:
+        def __init__(self, r):
+            self.r = r
+
+    assert reg.build("round", 3).r == 3 and "round" in reg and reg.names() == ["round"]
+    with pytest.raises(UnknownNameError, match="unknown widget 'square'; known: round"):
+        reg.get("square")
+    with pytest.raises(ValueError):
+        reg.register("round")(type("Other", (), {}))

@@ -1,0 +1,22 @@
+import pytest
+
+tomllib = pytest.importorskip("tomllib")
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_subpackage_is_listed_in_pyproject():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "threedistill").rglob("__init__.py")}
+    assert found <= listed, f"add to pyproject.toml [tool.setuptools] packages: {sorted(found - listed)}"
+
+
+def test_embedded_prior_is_complete_and_small():
+    root = ROOT / "assets" / "priors" / "toyworld"
+    for part in ("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                 "scheduler/scheduler_config.json", "text_encoder/config.json", "text_encoder/model.safetensors",
+                 "tokenizer/tokenizer.json"):
+        assert (root / part).is_file(), part
+    size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    assert size < 25e6

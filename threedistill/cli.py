@@ -1,0 +1,192 @@
+"""The `t3d` command. Each subcommand is a thin layer over the Python API; user errors print one line."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import ThreeDistillError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="threedistill: text to 3D by score distillation, on CPU, measured against ground truth.")
+toyworld_app = typer.Typer(no_args_is_help=True, help="Toy world: objects with known 3D ground truth.")
+prior_app = typer.Typer(no_args_is_help=True, help="The 2D diffusion prior: train, sample, evaluate, inspect.")
+app.add_typer(toyworld_app, name="toyworld")
+app.add_typer(prior_app, name="prior")
+
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+PriorOption = typer.Option(None, "--prior", help="Local diffusers directory; default: the embedded toy prior.")
+
+
+def _console():
+    from rich.console import Console
+    return Console(stderr=True)
+
+
+# ---------------------------------------------------------------- toyworld
+@toyworld_app.command("list")
+def toyworld_list():
+    """List the catalogue's objects and colours."""
+    from .toyworld.catalogue import COLOURS, OBJECTS
+    for obj in OBJECTS.values():
+        front = " (has a front)" if obj.has_front else ""
+        typer.echo(f"{obj.name:10s} {obj.description}{front}")
+    typer.echo("colours: " + ", ".join(COLOURS))
+
+
+@toyworld_app.command("render")
+def toyworld_render(
+    object: str = typer.Option(..., "--object", help="'<colour> <object>', e.g. 'red duck'."),
+    azimuth: float = typer.Option(0.0, help="Degrees; 0 looks at the object's front."),
+    elevation: float = typer.Option(15.0, help="Degrees above the horizon."),
+    radius: float = typer.Option(2.9, help="Camera distance from the origin."),
+    fov: float = typer.Option(40.0, help="Vertical field of view in degrees."),
+    resolution: int = typer.Option(256, help="Image height and width in pixels."),
+    what: str = typer.Option("rgb", help="rgb, alpha, depth, normal, or all (a strip of the four)."),
+    out: Path = typer.Option(Path("toy.png"), "--out", help="Output image file."),
+):
+    """Render a toy object from one camera."""
+    import torch
+
+    from .cameras import orbit_cameras
+    from .toyworld.catalogue import parse_subject
+    from .toyworld.render import render_toy
+    from .utils.images import save_image
+
+    colour, obj = parse_subject(object)
+    if not 8 <= resolution <= 2048:
+        raise ThreeDistillError(f"--resolution must be between 8 and 2048, got {resolution}")
+    if not 0 < fov < 180:
+        raise ThreeDistillError(f"--fov must be between 0 and 180 degrees, got {fov}")
+    if radius <= 1.0:
+        raise ThreeDistillError(f"--radius must exceed 1 (the objects fill the unit sphere), got {radius}")
+    views = {"rgb", "alpha", "depth", "normal", "all"}
+    if what not in views:
+        raise ThreeDistillError(f"--what must be one of {', '.join(sorted(views))}, got {what!r}")
+    result = render_toy(obj, colour, orbit_cameras(azimuth, elevation, radius, fov), resolution, resolution)
+    panels = {
+        "rgb": result["rgb"][0],
+        "alpha": result["alpha"][0].expand(3, -1, -1),
+        "depth": torch.where(result["alpha"][0] > 0, 1 - (result["depth"][0] - (radius - 1)) / 2, torch.ones(1)).expand(3, -1, -1),
+        "normal": torch.where(result["alpha"][0] > 0, result["normal"][0] * 0.5 + 0.5, torch.ones(1)),
+    }
+    image = torch.cat(list(panels.values()), -1) if what == "all" else panels[what]
+    typer.echo(f"wrote {save_image(image.clamp(0, 1), out)}")
+
+
+@toyworld_app.command("dataset")
+def toyworld_dataset(
+    views: int = typer.Option(500, help="Random views per (colour, object) subject."),
+    resolution: int = typer.Option(32, help="Image size in pixels."),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("data/toyworld_dataset.npz"), "--out"),
+):
+    """Render the prior's training set: images, prompts and cameras (.npz)."""
+    from .toyworld.dataset import generate_dataset
+
+    if views < 1 or not 8 <= resolution <= 512:
+        raise ThreeDistillError(f"--views must be >= 1 and --resolution within 8..512, got {views}, {resolution}")
+    data = generate_dataset(views, resolution, seed=seed)
+    data.save(out)
+    typer.echo(f"wrote {len(data)} images of {len(data.subjects)} subjects to {out}")
+
+
+# ---------------------------------------------------------------- prior
+@prior_app.command("train", context_settings=EXTRA_ARGS)
+def prior_train(ctx: typer.Context,
+                config: Path = typer.Option(Path("configs/prior/toyworld.yaml"), help="YAML config; key=value overrides follow.")):
+    """Train the toy prior (reproduces assets/priors/toyworld with the default config)."""
+    from .config import load_config
+    from .priors.train import PriorTrainConfig, train_prior
+
+    cfg = load_config(PriorTrainConfig, config, ctx.args)
+    train_prior(cfg, log=lambda s: _console().print(s))
+
+
+def _load(prior: Optional[Path]):
+    from .priors import load_prior
+    return load_prior(prior)
+
+
+@prior_app.command("info")
+def prior_info(prior: Optional[Path] = PriorOption):
+    """Describe a prior: kind, resolution, prediction type, parameter count."""
+    p = _load(prior)
+    n = sum(x.numel() for x in p.unet.parameters())
+    typer.echo(f"{p}\nunet parameters: {n / 1e6:.2f}M\ntraining info: {json.dumps(p.info.get('trained_steps', 'n/a'))} steps")
+
+
+@prior_app.command("sample")
+def prior_sample(
+    prompt: str = typer.Option(..., help="Text prompt, e.g. 'a blue cone, side view'."),
+    n: int = typer.Option(8, help="Number of images."),
+    out: Path = typer.Option(Path("samples.png"), "--out", help="Grid image to write."),
+    steps: int = typer.Option(50, help="DDIM steps."),
+    guidance: float = typer.Option(3.0, help="Classifier-free guidance scale (diffusers convention; 1 = none)."),
+    seed: int = typer.Option(0),
+    prior: Optional[Path] = PriorOption,
+):
+    """Draw images from the prior for a prompt."""
+    from .priors.sampling import sample_images
+    from .utils.images import save_image
+
+    if not prompt.strip():
+        raise ThreeDistillError("--prompt is empty; give a text prompt such as 'a red duck'")
+    if n < 1 or steps < 1:
+        raise ThreeDistillError(f"--n and --steps must be positive, got {n} and {steps}")
+    images = sample_images(_load(prior), [prompt] * n, steps=steps, guidance_scale=guidance, seed=seed, progress=True)
+    typer.echo(f"wrote {save_image(images, out)}")
+
+
+@prior_app.command("eval")
+def prior_eval(
+    n: int = typer.Option(8, help="Samples per catalogue prompt."),
+    steps: int = typer.Option(50, help="DDIM steps."),
+    guidance: float = typer.Option(3.0, help="Classifier-free guidance scale (diffusers convention)."),
+    seed: int = typer.Option(0),
+    prior: Optional[Path] = PriorOption,
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the report as JSON (and a grid PNG beside it)."),
+):
+    """Quality gate: sample every catalogue prompt and judge against toy-world ground truth."""
+    from rich.table import Table
+
+    from .evaluation.prior_gate import evaluate_prior
+    from .utils.images import save_image
+
+    if n < 1 or steps < 1:
+        raise ThreeDistillError(f"--n and --steps must be positive, got {n} and {steps}")
+    report = evaluate_prior(_load(prior), samples_per_prompt=n, steps=steps, guidance_scale=guidance, seed=seed)
+    images = report.pop("_images")
+    table = Table(title="prior quality gate (share of samples judged right)")
+    for col in ("prompt", "all", "object", "colour", "background"):
+        table.add_column(col, justify="left" if col == "prompt" else "right")
+    for prompt, row in report["per_prompt"].items():
+        table.add_row(prompt, *(f"{row[k]:.2f}" for k in ("all", "object", "colour", "background")))
+    acc = report["accuracy"]
+    table.add_row("[b]overall", *(f"[b]{acc[k]:.3f}" for k in ("all", "object", "colour", "background")))
+    from rich.console import Console
+    Console().print(table)
+    verdict = "PASS" if report["passed"] else "FAIL"
+    typer.echo(f"{verdict}: {acc['all']:.1%} of {len(images)} samples right (target {report['target']:.0%}); "
+               f"{report['seconds_per_image']:.3f}s per image")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        save_image(images, out.with_suffix(".png"))
+        typer.echo(f"wrote {out}")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Entry point: run the app and turn user errors into one line on stderr with exit code 2."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except ThreeDistillError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

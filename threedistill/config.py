@@ -1,0 +1,75 @@
+"""Typed dataclass configs loaded with OmegaConf: YAML file, then `key=value` overrides, validated by type.
+
+Errors name the offending key and say what would be right (one line, no traceback). Also holds the
+threestudio-style piecewise-linear scalar schedules used by trainers.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _known_keys(schema) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(schema))
+
+
+def _parse_overrides(overrides: Sequence[str]) -> list[str]:
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"bad override {item!r}: expected key=value, e.g. seed=1")
+    return list(overrides)
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Build a `schema` dataclass from defaults, then the YAML file at `path`, then `key=value` overrides."""
+    merged = OmegaConf.structured(schema)
+    where = "command line"
+    try:
+        if path is not None:
+            where = str(path)
+            if not Path(path).is_file():
+                raise ConfigError(f"config file not found: {path}")
+            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        where = "command line"
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(_parse_overrides(overrides)))
+        result = OmegaConf.to_object(merged)
+    except ConfigKeyError as err:
+        raise ConfigError(f"unknown config key {err.full_key!r} ({where}); known keys: {_known_keys(schema)}") from None
+    except ValidationError as err:
+        raise ConfigError(f"bad value for config key {err.full_key!r} ({where}): {err.msg.splitlines()[0]}") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot read config ({where}): {str(err).splitlines()[0]}") from None
+    return result
+
+
+def save_config(cfg, path: str | Path) -> None:
+    """Write a resolved config as YAML (what a run directory keeps as config.yaml)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.structured(cfg), path)
+
+
+def scheduled(value, step: int) -> float:
+    """Evaluate a scalar schedule at `step`: a number, [v0, v1, k1] or [k0, v0, v1, k1] meaning v0 until k0,
+    linear to v1 at k1, v1 afterwards (threestudio's convention)."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    seq = list(value)
+    if len(seq) == 3:
+        seq = [0] + seq
+    if len(seq) != 4:
+        raise ConfigError(f"bad schedule {value!r}: expected a number, [v0, v1, k1] or [k0, v0, v1, k1]")
+    k0, v0, v1, k1 = seq
+    if step <= k0:
+        return float(v0)
+    if step >= k1:
+        return float(v1)
+    return float(v0 + (v1 - v0) * (step - k0) / (k1 - k0))

@@ -1,0 +1,89 @@
+"""The one interface every frozen 2D teacher implements (pixel priors such as the toy prior or DeepFloyd IF,
+latent priors such as Stable Diffusion). Guidance methods talk only to this."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+
+class Prior(ABC):
+    """A frozen text-conditioned diffusion model.
+
+    Attributes: `alphas_cumprod` (T,) of the training noise schedule, `native_resolution` (pixels the model
+    was trained at), `latent` (whether x lives in a VAE latent space), `prediction_type` of the raw UNet
+    ("epsilon", "v_prediction" or "sample"; `predict_noise` always returns epsilon).
+    """
+
+    alphas_cumprod: torch.Tensor
+    native_resolution: int
+    latent: bool
+    prediction_type: str
+    num_train_timesteps: int = 1000
+
+    def __init__(self):
+        self._prompt_cache: dict[str, torch.Tensor] = {}
+
+    @abstractmethod
+    def _encode_uncached(self, texts: list[str]) -> torch.Tensor:
+        """Text embeddings (B, L, D) for the given prompts."""
+
+    def encode_prompt(self, texts: str | list[str]) -> torch.Tensor:
+        """Text embeddings (B, L, D); each distinct prompt is encoded once per prior and then cached."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        missing = sorted({t for t in texts if t not in self._prompt_cache})
+        if missing:
+            with torch.no_grad():
+                for text, emb in zip(missing, self._encode_uncached(missing)):
+                    self._prompt_cache[text] = emb
+        return torch.stack([self._prompt_cache[t] for t in texts])
+
+    @abstractmethod
+    def to_diffusion_space(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Differentiably map renders (B,3,H,W) in [0,1] to the model's input space x at native resolution."""
+
+    @abstractmethod
+    def from_diffusion_space(self, x: torch.Tensor) -> torch.Tensor:
+        """Map x back to RGB images (B,3,h,w) in [0,1] (VAE decode for latent priors)."""
+
+    @abstractmethod
+    def _unet(self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor, **cond) -> torch.Tensor:
+        """Raw model output with the model's prediction type and the input's channel count."""
+
+    def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Signal and noise scales alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t), shaped (B,1,1,1)."""
+        abar = self.alphas_cumprod.to(t.device)[t.long()].view(-1, 1, 1, 1)
+        return abar.sqrt(), (1 - abar).sqrt()
+
+    def add_noise(self, x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        alpha, sigma = self.alpha_sigma(t)
+        return alpha.to(x.dtype) * x + sigma.to(x.dtype) * noise
+
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor, **cond) -> torch.Tensor:
+        """Epsilon prediction, converting v- or x0-prediction models (no gradient through the teacher)."""
+        t = t.expand(x_t.shape[0]) if t.ndim == 0 or t.numel() == 1 else t
+        out = self._unet(x_t, t, embeddings, **cond)
+        if self.prediction_type == "epsilon":
+            return out
+        alpha, sigma = (s.to(x_t.dtype) for s in self.alpha_sigma(t))
+        if self.prediction_type == "v_prediction":
+            return sigma * x_t + alpha * out
+        if self.prediction_type == "sample":
+            return (x_t - alpha * out) / sigma.clamp_min(1e-8)
+        raise ValueError(f"unsupported prediction type {self.prediction_type!r}")
+
+    def predict_noise_cfg(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
+                          guidance_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Classifier-free guidance in the diffusers convention: eps_u + s * (eps_c - eps_u), so s = 1 is
+        conditional only (threestudio's scale s' equals s - 1 here). Returns (eps_cfg, eps_cond, eps_uncond);
+        both branches run in one batched call."""
+        b = x_t.shape[0]
+        t = t.expand(b) if t.numel() == 1 else t
+        eps = self.predict_noise(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, uncond]))
+        eps_c, eps_u = eps[:b], eps[b:]
+        return eps_u + guidance_scale * (eps_c - eps_u), eps_c, eps_u
+
+    def predict_x0(self, x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """One-step clean estimate (x_t - sigma_t eps) / alpha_t."""
+        alpha, sigma = self.alpha_sigma(t)
+        return (x_t - sigma * eps) / alpha

@@ -1,0 +1,143 @@
+"""Loads any local diffusers pipeline directory (Stable Diffusion 1.x/2.x, DeepFloyd IF stage I, the embedded
+toy prior) behind the Prior interface. Only classes from diffusers and transformers are instantiated, and
+nothing is fetched from a hub: the directory must hold every component."""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import PriorLoadError
+from .base import Prior
+
+REQUIRED = ("unet", "scheduler", "text_encoder", "tokenizer")
+LAYOUT_HINT = "a diffusers directory: model_index.json, unet/, scheduler/, text_encoder/, tokenizer/ [, vae/]"
+
+
+def default_prior_path() -> Path:
+    """The embedded toy prior: $THREEDISTILL_PRIOR if set, else the copy installed with the package, else the
+    source checkout's assets/priors/toyworld."""
+    if os.environ.get("THREEDISTILL_PRIOR"):
+        return Path(os.environ["THREEDISTILL_PRIOR"])
+    package_assets = Path(__file__).resolve().parents[1] / "assets" / "priors" / "toyworld"
+    if package_assets.is_dir():
+        return package_assets
+    return Path(__file__).resolve().parents[2] / "assets" / "priors" / "toyworld"
+
+
+def _read_index(root: Path) -> dict:
+    if not root.is_dir():
+        raise PriorLoadError(f"prior directory not found: {root} (expected {LAYOUT_HINT})")
+    index_path = root / "model_index.json"
+    if not index_path.is_file():
+        raise PriorLoadError(f"{index_path} is missing; a prior must be {LAYOUT_HINT}")
+    try:
+        index = json.loads(index_path.read_text())
+    except json.JSONDecodeError as err:
+        raise PriorLoadError(f"{index_path} is not valid JSON: {err}") from None
+    for name in REQUIRED + (("vae",) if "vae" in index else ()):
+        entry = index.get(name)
+        if not (isinstance(entry, list) and len(entry) == 2):
+            raise PriorLoadError(f"{index_path} has no [library, class] entry for {name!r}")
+        if not (root / name).is_dir():
+            raise PriorLoadError(f"prior component folder {root / name} is missing ({LAYOUT_HINT})")
+    return index
+
+
+def _load_component(root: Path, name: str, entry: list):
+    library, class_name = entry
+    if library not in ("diffusers", "transformers"):
+        raise PriorLoadError(f"component {name!r} comes from {library!r}; only diffusers and transformers are loaded")
+    cls = getattr(importlib.import_module(library), class_name, None)
+    if cls is None:
+        raise PriorLoadError(f"component {name!r}: {library} has no class {class_name!r}")
+    try:
+        if name == "scheduler":
+            return cls.from_pretrained(root, subfolder=name)
+        return cls.from_pretrained(root / name, local_files_only=True)
+    except (OSError, ValueError, EnvironmentError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PriorLoadError(f"cannot load prior component {root / name}: {first}") from None
+
+
+def _quiet_libraries() -> None:
+    """Silence per-load progress bars and advice (e.g. to install accelerate) from transformers/diffusers."""
+    import diffusers
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+
+
+def _frozen(module, device: torch.device, dtype: torch.dtype):
+    module = module.to(device)
+    if next(module.parameters()).dtype != dtype:
+        module = module.to(dtype)
+    return module.eval().requires_grad_(False)
+
+
+class DiffusersPrior(Prior):
+    """A frozen diffusers pipeline directory behind the Prior interface."""
+
+    def __init__(self, path: str | Path | None = None, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.path = Path(path) if path is not None else default_prior_path()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        _quiet_libraries()
+        index = _read_index(self.path)
+        self.index = index
+        self.device, self.dtype = torch.device(device), dtype
+        load = lambda n: _load_component(self.path, n, index[n])  # noqa: E731
+        self.scheduler = load("scheduler")
+        self.tokenizer = load("tokenizer")
+        self.text_encoder = _frozen(load("text_encoder"), self.device, dtype)
+        self.unet = _frozen(load("unet"), self.device, dtype)
+        self.vae = _frozen(load("vae"), self.device, dtype) if "vae" in index else None
+        self.latent = self.vae is not None
+        self.alphas_cumprod = self.scheduler.alphas_cumprod.to(torch.float32).to(self.device)
+        self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
+        self.prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
+        if self.latent:
+            self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+            self.latent_scaling = float(self.vae.config.get("scaling_factor", 0.18215))
+            self.native_resolution = int(self.unet.config.sample_size) * self.vae_scale
+        else:
+            self.native_resolution = int(self.unet.config.sample_size)
+        self.channels = int(self.unet.config.in_channels)
+        self.info = index.get("threedistill", {})
+
+    def __repr__(self) -> str:
+        kind = "latent" if self.latent else "pixel"
+        return f"DiffusersPrior({self.path}, {kind}, {self.native_resolution}px, {self.prediction_type})"
+
+    def _encode_uncached(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt")
+        return self.text_encoder(tokens.input_ids.to(self.device)).last_hidden_state.to(self.dtype)
+
+    def to_diffusion_space(self, rgb: torch.Tensor) -> torch.Tensor:
+        size = self.native_resolution
+        if rgb.shape[-2:] != (size, size):
+            rgb = F.interpolate(rgb, (size, size), mode="bilinear", align_corners=False,
+                                antialias=rgb.shape[-1] > size)
+        x = rgb.to(self.device, self.dtype) * 2.0 - 1.0
+        if not self.latent:
+            return x
+        return self.vae.encode(x).latent_dist.sample() * self.latent_scaling
+
+    def from_diffusion_space(self, x: torch.Tensor) -> torch.Tensor:
+        if self.latent:
+            x = self.vae.decode(x / self.latent_scaling).sample
+        return ((x + 1.0) / 2.0).clamp(0, 1)
+
+    def _unet(self, x_t, t, embeddings, **cond):
+        out = self.unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=embeddings.to(self.dtype), **cond).sample
+        if out.shape[1] == 2 * x_t.shape[1]:  # learned variance (DeepFloyd IF): the first half is epsilon
+            out = out[:, : x_t.shape[1]]
+        return out

@@ -1,0 +1,69 @@
+"""Training data for the toy prior: renders of every catalogue subject from random views, with prompts."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..cameras import sample_orbit
+from ..errors import ThreeDistillError
+from .catalogue import catalogue_subjects
+from .prompts import subject_prompt
+from .render import render_toy
+
+
+@dataclass
+class ToyDataset:
+    """images uint8 (N,H,W,3); per image: subject index into `subjects`, azimuth, elevation, radius, fovy."""
+
+    images: np.ndarray
+    subject: np.ndarray
+    azimuth: np.ndarray
+    elevation: np.ndarray
+    radius: np.ndarray
+    fovy: np.ndarray
+    subjects: list[tuple[str, str]]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def prompt(self, i: int) -> str:
+        return subject_prompt(*self.subjects[int(self.subject[i])])
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, images=self.images, subject=self.subject, azimuth=self.azimuth,
+                            elevation=self.elevation, radius=self.radius, fovy=self.fovy,
+                            subjects=np.array([f"{c} {o}" for c, o in self.subjects]))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ToyDataset":
+        try:
+            data = np.load(path)
+            subjects = [tuple(s.split(" ")) for s in data["subjects"].tolist()]
+            return cls(data["images"], data["subject"], data["azimuth"], data["elevation"], data["radius"],
+                       data["fovy"], subjects)
+        except (OSError, KeyError, ValueError) as err:
+            raise ThreeDistillError(f"cannot read toy dataset {path}: {err}") from None
+
+
+def generate_dataset(views_per_subject: int, resolution: int, seed: int = 0, elevation=(-10.0, 75.0),
+                     radius=(2.6, 3.2), fovy=(40.0, 40.0), supersample: int = 2, progress: bool = True) -> ToyDataset:
+    """Render `views_per_subject` random views of every catalogue subject (seeded, so reproducible)."""
+    gen = torch.Generator().manual_seed(seed)
+    subjects = catalogue_subjects()
+    images, subject_idx, cams = [], [], []
+    for i, (colour, obj) in enumerate(tqdm(subjects, desc="rendering toy dataset", disable=not progress)):
+        cameras = sample_orbit(gen, views_per_subject, elevation=elevation, radius=radius, fovy=fovy)
+        for chunk in range(0, views_per_subject, 64):
+            part = cameras[chunk:chunk + 64]
+            rgb = render_toy(obj, colour, part, resolution, resolution, supersample=supersample)["rgb"]
+            images.append((rgb.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
+        subject_idx.append(np.full(views_per_subject, i, dtype=np.int16))
+        cams.append(cameras)
+    cat = lambda f: np.concatenate([getattr(c, f).numpy() for c in cams]).astype(np.float32)  # noqa: E731
+    return ToyDataset(np.concatenate(images), np.concatenate(subject_idx), cat("azimuth"), cat("elevation"),
+                      cat("radius"), np.rad2deg(cat("fovy")), subjects)
