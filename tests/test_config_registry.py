@@ -67,3 +67,18 @@ def test_registry_builds_and_lists_known_names():
         reg.get("square")
     with pytest.raises(ValueError):
         reg.register("round")(type("Other", (), {}))
+
+
+def test_registry_finds_plugins_through_entry_points(tmp_path, monkeypatch):
+    """A package installed with a `threedistill.widget` entry point adds a name without code changes here."""
+    import sys
+
+    (tmp_path / "widget_plugin.py").write_text("class Square:\n    def __init__(self, a):\n        self.a = a\n")
+    (tmp_path / "widget_plugin-1.0.dist-info").mkdir()
+    (tmp_path / "widget_plugin-1.0.dist-info" / "METADATA").write_text("Name: widget-plugin\nVersion: 1.0\n")
+    (tmp_path / "widget_plugin-1.0.dist-info" / "entry_points.txt").write_text(
+        "[threedistill.widget]\nsquare = widget_plugin:Square\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry("widget")
+    assert reg.build("square", 2).a == 2 and "square" in reg.names()
+    sys.modules.pop("widget_plugin", None)

@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from threedistill.cameras import orbit_cameras
+from threedistill.errors import ConfigError, UnknownNameError
+from threedistill.guidance import GUIDANCE, GuidanceConfig, inject_gradient
+from threedistill.guidance.sds import sds_gradient
+from threedistill.priors.analytic import AnalyticGaussianPrior
+
+
+@pytest.fixture
+def prior():
+    return AnalyticGaussianPrior(resolution=8)
+
+
+def test_inject_gradient_gives_grad_over_batch():
+    x = torch.randn(3, 4, 5, 5, requires_grad=True)
+    g = torch.randn(3, 4, 5, 5)
+    inject_gradient(x, g).backward()
+    assert torch.allclose(x.grad, g / 3, atol=1e-6)
+
+
+def test_sds_with_cfg_one_is_the_x0_residual(prior):
+    """Spec 1.7: with s = 1 and w = 1, G = (alpha/sigma)(x - x0_hat(eps(x_t; y)))."""
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    noise = torch.randn_like(x)
+    t = torch.tensor([250, 700])
+    x_t = prior.add_noise(x, noise, t)
+    cond, uncond = prior.encode_prompt(["a cat", "a cat"]), prior.encode_prompt(["", ""])
+    grad = sds_gradient(prior, x_t, noise, t, cond, uncond, 1.0, torch.ones(2, 1, 1, 1))
+    alpha, sigma = prior.alpha_sigma(t)
+    x0_hat = prior.predict_x0(x_t, prior.predict_noise(x_t, t, cond), t)
+    assert torch.allclose(grad, alpha / sigma * (x - x0_hat), atol=1e-5)
+
+
+def test_sds_is_zero_when_teacher_recovers_the_noise():
+    """Spec 1.7: a teacher whose eps is exactly the injected noise gives G = 0. A Gaussian teacher with
+    vanishing data spread centred on x itself is such a teacher."""
+    prior = AnalyticGaussianPrior(resolution=8, data_std=0.0)
+    x = prior.mean_for("a cat")[None]
+    noise = torch.randn_like(x)
+    t = torch.tensor([500])
+    grad = sds_gradient(prior, prior.add_noise(x, noise, t), noise, t, prior.encode_prompt(["a cat"]),
+                        prior.encode_prompt([""]), 1.0, torch.ones(1, 1, 1, 1))
+    assert grad.abs().max() < 1e-4
+
+
+def test_sds_guidance_pulls_renders_toward_the_prompt_mean(prior):
+    """Gradient descent on SDS moves a render toward the analytic data mean of its prompt."""
+    guidance = GUIDANCE.build("sds", prior, GuidanceConfig(guidance_scale=1.0, view_dependent_prompting=False))
+    state = guidance.prompt_state("a cat")
+    target = prior.from_diffusion_space(prior.mean_for("a cat")[None])
+    rgb = torch.full((1, 3, 8, 8), 0.5, requires_grad=True)
+    opt = torch.optim.SGD([rgb], lr=0.05)
+    gen = torch.Generator().manual_seed(0)
+    start = (rgb.detach() - target).abs().mean()
+    cams = orbit_cameras(0.0, 0.0, 3.0)
+    for step in range(300):
+        opt.zero_grad()
+        out = guidance(rgb, cams, state, step, gen)
+        out["loss_sds"].backward()
+        opt.step()
+    assert (rgb.detach() - target).abs().mean() < 0.5 * start
+
+
+def test_timestep_window_schedule_and_sqrt_anneal(prior):
+    g = GUIDANCE.build("sds", prior, GuidanceConfig(min_step_percent=0.02, max_step_percent=[0, 0.98, 0.5, 100]))
+    assert g.timestep_window(0) == (20, 980) and g.timestep_window(100) == (20, 500)
+    t = g.sample_timesteps(1000, 0, torch.Generator().manual_seed(0))
+    assert t.min() >= 20 and t.max() <= 980
+    hifa = GUIDANCE.build("sds", prior, GuidanceConfig(min_step_percent=0.3, max_step_percent=0.98, sqrt_anneal=True,
+                                                       trainer_max_steps=100))
+    assert hifa.timestep_window(0) == (980, 980) and hifa.timestep_window(100) == (300, 300)
+    assert abs(hifa.timestep_window(25)[0] - 1000 * (0.3 + 0.68 * 0.5)) <= 1
+
+
+def test_weightings_and_clipping(prior):
+    t = torch.tensor([100, 900])
+    alpha, sigma = prior.alpha_sigma(t)
+    for name, expected in [("sds", sigma ** 2), ("uniform", torch.ones_like(sigma)), ("fantasia3d", alpha * sigma ** 2)]:
+        assert torch.allclose(GUIDANCE.build("sds", prior, GuidanceConfig(weighting=name)).weight(t), expected)
+    clipped = GUIDANCE.build("sds", prior, GuidanceConfig(grad_clip=0.1)).finish_gradient(
+        torch.tensor([1.0, -1.0, float("nan")]), 0)
+    assert torch.allclose(clipped, torch.tensor([0.1, -0.1, 0.0]))
+
+
+def test_bad_guidance_names_and_settings(prior):
+    with pytest.raises(UnknownNameError, match="unknown guidance 'sdss'; known: sds"):
+        GUIDANCE.get("sdss")
+    with pytest.raises(ConfigError, match="weighting must be one of"):
+        GuidanceConfig(weighting="linear")
+    with pytest.raises(ConfigError, match="prompt is empty"):
+        GUIDANCE.build("sds", prior).prompt_state("   ")
