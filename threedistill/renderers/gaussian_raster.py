@@ -1,0 +1,230 @@
+"""Differentiable 3D Gaussian splatting on CPU: EWA projection, tile binning, depth-sorted alpha compositing.
+
+Every (tile, Gaussian) overlap becomes one row of a packed table sorted by (tile, depth); per-pixel
+transmittance is an exclusive cumulative product inside each tile's segment, computed as a segmented cumsum
+of log(1 - alpha). All of it is plain PyTorch, so autograd gives the backward pass. On CUDA tensors
+`rasterize` dispatches to gsplat's CUDA rasterizer when gsplat is importable.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..cameras import Cameras, focal_length
+
+TILE = 16
+ALPHA_MAX = 0.99
+ALPHA_MIN = 1.0 / 255.0
+EPS_2D = 0.3  # screen-space low-pass filter, in pixels^2 (3DGS)
+NEAR = 0.05
+
+
+def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
+    """(N,4) quaternions (w, x, y, z), normalised here, to (N,3,3) rotation matrices."""
+    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
+    return torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1).reshape(-1, 3, 3)
+
+
+def covariances(scales: torch.Tensor, quats: torch.Tensor) -> torch.Tensor:
+    """World-space covariances R S S^T R^T, (N,3,3)."""
+    m = quat_to_rotmat(quats) * scales[:, None, :]
+    return m @ m.transpose(1, 2)
+
+
+def opencv_viewmats(cameras: Cameras) -> torch.Tensor:
+    """World-to-camera matrices in the OpenCV convention (x right, y down, looking down +z), (B,4,4)."""
+    flip = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=cameras.c2w.dtype))
+    return flip @ torch.linalg.inv(cameras.c2w)
+
+
+def intrinsics(cameras: Cameras, height: int, width: int) -> torch.Tensor:
+    """Pinhole K matrices (B,3,3), square pixels, principal point at the image centre."""
+    f = focal_length(cameras.fovy, height)
+    k = torch.zeros(len(cameras), 3, 3)
+    k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2], k[:, 2, 2] = f, f, width / 2, height / 2, 1.0
+    return k
+
+
+def project(means: torch.Tensor, covs: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor, height: int, width: int):
+    """EWA projection for one camera: 2D means (N,2), conics (N,3) = upper triangle of the inverse 2D
+    covariance, depths (N,), pixel radii (N,) (0 = culled)."""
+    rot, trans = viewmat[:3, :3], viewmat[:3, 3]
+    p = means @ rot.T + trans
+    cov_c = rot @ covs @ rot.T
+    tx, ty, tz = p.unbind(-1)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    tz_safe = tz.clamp_min(NEAR)
+    # Clamp the Jacobian's evaluation point to a little beyond the frustum, as 3DGS does, for stability.
+    lim_x, lim_y = 1.3 * 0.5 * width / fx, 1.3 * 0.5 * height / fy
+    tx_c = tz_safe * (tx / tz_safe).clamp(-lim_x, lim_x)
+    ty_c = tz_safe * (ty / tz_safe).clamp(-lim_y, lim_y)
+    zero = torch.zeros_like(tz)
+    J = torch.stack([fx / tz_safe, zero, -fx * tx_c / tz_safe ** 2,
+                     zero, fy / tz_safe, -fy * ty_c / tz_safe ** 2], -1).reshape(-1, 2, 3)
+    cov2d = J @ cov_c @ J.transpose(1, 2) + EPS_2D * torch.eye(2, dtype=means.dtype)
+    a, b, c = cov2d[:, 0, 0], cov2d[:, 0, 1], cov2d[:, 1, 1]
+    det = (a * c - b * b).clamp_min(1e-10)
+    conics = torch.stack([c / det, -b / det, a / det], -1)
+    means2d = torch.stack([fx * tx / tz_safe + cx, fy * ty / tz_safe + cy], -1)
+    mid = 0.5 * (a + c)
+    lam = mid + torch.sqrt((mid * mid - det).clamp_min(0.01))
+    radii = torch.ceil(3.33 * torch.sqrt(lam)).detach()  # exp(-3.33^2/2) ~ 1/255: nothing visible is cut
+    visible = (tz > NEAR) & (means2d[:, 0] + radii > 0) & (means2d[:, 0] - radii < width) \
+        & (means2d[:, 1] + radii > 0) & (means2d[:, 1] - radii < height)
+    return means2d, conics, tz, torch.where(visible, radii, torch.zeros_like(radii))
+
+
+def _tile_pairs(means2d: torch.Tensor, radii: torch.Tensor, depths: torch.Tensor, tiles_x: int, tiles_y: int):
+    """Packed (tile, gaussian) overlaps sorted by tile, then depth: returns (tile ids, gaussian ids)."""
+    with torch.no_grad():
+        idx = (radii > 0).nonzero().squeeze(-1)
+        m, r = means2d[idx].detach(), radii[idx]
+        x0 = ((m[:, 0] - r) / TILE).floor().clamp(0, tiles_x - 1).long()
+        x1 = ((m[:, 0] + r) / TILE).floor().clamp(0, tiles_x - 1).long()
+        y0 = ((m[:, 1] - r) / TILE).floor().clamp(0, tiles_y - 1).long()
+        y1 = ((m[:, 1] + r) / TILE).floor().clamp(0, tiles_y - 1).long()
+        nx, ny = x1 - x0 + 1, y1 - y0 + 1
+        counts = nx * ny
+        owner = torch.repeat_interleave(torch.arange(len(idx)), counts)
+        local = torch.arange(int(counts.sum())) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+        tx = x0[owner] + local % nx[owner]
+        ty = y0[owner] + local // nx[owner]
+        tile = ty * tiles_x + tx
+        gauss = idx[owner]
+        # Sort by depth, then stably by tile: pairs end up grouped by tile and depth-ordered inside each tile.
+        order_depth = torch.argsort(depths.detach()[gauss], stable=True)
+        tile, gauss = tile[order_depth], gauss[order_depth]
+        order_tile = torch.argsort(tile, stable=True)
+        return tile[order_tile], gauss[order_tile]
+
+
+def rasterize_camera(means, covs, opacities, features, viewmat, K, height, width, background=None, meta=None,
+                     alpha_min: float = ALPHA_MIN):
+    """Composite Gaussians for one camera. features (N,F) are blended like colours (rgb, depth, normals ...).
+    Returns blended features (F,H,W) and alpha (1,H,W); background (F,) fills what is left. If `meta` is a
+    list, (means2d, radii) are appended to it, means2d retaining its gradient (for densification).
+    Works in the inputs' dtype (float64 for gradient checks)."""
+    dtype = means.dtype
+    viewmat, K = viewmat.to(dtype), K.to(dtype)
+    means2d, conics, depths, radii = project(means, covs, viewmat, K, height, width)
+    if meta is not None:
+        if means2d.requires_grad:
+            means2d.retain_grad()
+        meta.append((means2d, radii))
+    tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
+    n_tiles = tiles_x * tiles_y
+    tile, gauss = _tile_pairs(means2d, radii, depths, tiles_x, tiles_y)
+    f = features.shape[1]
+    # Pixel centres of every tile, (n_tiles, TILE*TILE, 2).
+    py, px = torch.meshgrid(torch.arange(TILE, dtype=dtype), torch.arange(TILE, dtype=dtype), indexing="ij")
+    offs = torch.stack([px.reshape(-1), py.reshape(-1)], -1) + 0.5
+    ty_all, tx_all = torch.meshgrid(torch.arange(tiles_y), torch.arange(tiles_x), indexing="ij")
+    origin = torch.stack([tx_all.reshape(-1), ty_all.reshape(-1)], -1).to(dtype) * TILE
+    accum = torch.zeros(n_tiles, TILE * TILE, f + 1, dtype=dtype)
+    if len(gauss):
+        d = origin[tile][:, None, :] + offs[None] - means2d[gauss][:, None, :]  # (P, 256, 2)
+        con = conics[gauss]
+        power = -0.5 * (con[:, None, 0] * d[..., 0] ** 2 + con[:, None, 2] * d[..., 1] ** 2) - con[:, None, 1] * d[..., 0] * d[..., 1]
+        alpha = (opacities[gauss][:, None] * torch.exp(power.clamp_max(0))).clamp_max(ALPHA_MAX)
+        alpha = torch.where(alpha >= alpha_min, alpha, torch.zeros_like(alpha))
+        log_t = torch.log1p(-alpha)
+        # Exclusive cumulative sum within each tile segment: global cumsum minus the segment's starting value.
+        log_t = log_t.double()  # long running sums: float64 keeps the differences exact enough
+        csum = log_t.cumsum(0)
+        first = torch.ones_like(tile, dtype=torch.bool)
+        first[1:] = tile[1:] != tile[:-1]
+        seg_start = torch.cummax(torch.where(first, torch.arange(len(tile)), torch.zeros_like(tile)), 0).values
+        before = csum[seg_start] - log_t[seg_start]
+        transmittance = torch.exp(csum - log_t - before).to(dtype)
+        weight = transmittance * alpha  # (P, 256)
+        contrib = torch.cat([weight[..., None] * features[gauss][:, None, :], weight[..., None]], -1)
+        accum = accum.index_add(0, tile, contrib)
+    image = accum[..., :f]
+    alpha_img = accum[..., f:]
+    if background is not None:
+        image = image + (1 - alpha_img) * background
+    image = image.reshape(tiles_y, tiles_x, TILE, TILE, f + 0).permute(4, 0, 2, 1, 3).reshape(f, tiles_y * TILE, tiles_x * TILE)
+    alpha_img = alpha_img.reshape(tiles_y, tiles_x, TILE, TILE, 1).permute(4, 0, 2, 1, 3).reshape(1, tiles_y * TILE, tiles_x * TILE)
+    return image[:, :height, :width], alpha_img[:, :height, :width]
+
+
+SH_C0 = 0.28209479177387814
+SH_C1 = 0.4886025119029199
+SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
+SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154, -0.4570457994644658,
+         1.445305721320277, -0.5900435899266435)
+
+
+def sh_to_rgb(sh: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+    """Evaluate real spherical harmonics (N,K,3), K = (degree+1)^2 in {1,4,9,16}, along unit view directions
+    (N,3); returns colours (N,3) with the 3DGS convention rgb = SH + 0.5, clamped at 0."""
+    k = sh.shape[1]
+    out = SH_C0 * sh[:, 0]
+    if k > 1:
+        x, y, z = dirs[:, 0:1], dirs[:, 1:2], dirs[:, 2:3]
+        out = out - SH_C1 * y * sh[:, 1] + SH_C1 * z * sh[:, 2] - SH_C1 * x * sh[:, 3]
+        if k > 4:
+            xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
+            out = out + SH_C2[0] * xy * sh[:, 4] + SH_C2[1] * yz * sh[:, 5] + SH_C2[2] * (2 * zz - xx - yy) * sh[:, 6] \
+                + SH_C2[3] * xz * sh[:, 7] + SH_C2[4] * (xx - yy) * sh[:, 8]
+            if k > 9:
+                out = out + SH_C3[0] * y * (3 * xx - yy) * sh[:, 9] + SH_C3[1] * xy * z * sh[:, 10] \
+                    + SH_C3[2] * y * (4 * zz - xx - yy) * sh[:, 11] + SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy) * sh[:, 12] \
+                    + SH_C3[4] * x * (4 * zz - xx - yy) * sh[:, 13] + SH_C3[5] * z * (xx - yy) * sh[:, 14] \
+                    + SH_C3[6] * x * (xx - 3 * yy) * sh[:, 15]
+    return (out + 0.5).clamp_min(0.0)
+
+
+def shortest_axis_normals(scales: torch.Tensor, quats: torch.Tensor, view_dirs: torch.Tensor) -> torch.Tensor:
+    """Per-Gaussian normal: the rotation column of the smallest scale, flipped to face the camera (N,3)."""
+    rot = quat_to_rotmat(quats)
+    axis = scales.argmin(-1)
+    n = rot.gather(2, axis[:, None, None].expand(-1, 3, 1)).squeeze(-1)
+    return torch.where(((n * view_dirs).sum(-1, keepdim=True) > 0), -n, n)
+
+
+def _camera_features(means, scales, quats, sh, position) -> torch.Tensor:
+    """Per-Gaussian features seen from one camera centre: rgb (3), distance (1), normal (3)."""
+    offset = means - position
+    dist = offset.norm(dim=-1, keepdim=True)
+    dirs = offset / dist.clamp_min(1e-8)
+    return torch.cat([sh_to_rgb(sh, dirs), dist, shortest_axis_normals(scales, quats, dirs)], -1)
+
+
+def _finish(features: torch.Tensor, alpha: torch.Tensor, bg: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Blended features (B,7,H,W) and alpha (B,1,H,W) to the renderer's output dictionary."""
+    return {"rgb": features[:, :3] + (1 - alpha) * bg[None, :, None, None], "alpha": alpha,
+            "depth": features[:, 3:4] / alpha.clamp_min(1e-6), "normal": F.normalize(features[:, 4:7], dim=1)}
+
+
+def rasterize(means, scales, quats, opacities, sh, cameras: Cameras, height: int, width: int,
+              background: torch.Tensor | None = None, meta: list | None = None) -> dict[str, torch.Tensor]:
+    """Render Gaussians from every camera: rgb (B,3,H,W), alpha (B,1,H,W), depth (B,1,H,W; distance to the
+    camera, normalised by alpha), normal (B,3,H,W; world space). Differentiable w.r.t. every input.
+    `meta`, if a list, receives (means2d, radii) per camera for densification statistics (CPU path)."""
+    bg = (torch.ones(3) if background is None else background).to(means.device)
+    feats = torch.stack([_camera_features(means, scales, quats, sh, cameras.positions[i].to(means.device))
+                         for i in range(len(cameras))])
+    if means.is_cuda:
+        return _rasterize_gsplat(means, scales, quats, opacities, feats, cameras, height, width, bg)
+    covs = covariances(scales, quats)
+    viewmats, Ks = opencv_viewmats(cameras), intrinsics(cameras, height, width)
+    images, alphas = zip(*(rasterize_camera(means, covs, opacities, feats[i], viewmats[i], Ks[i], height, width,
+                                            meta=meta) for i in range(len(cameras))))
+    return _finish(torch.stack(images), torch.stack(alphas), bg)
+
+
+def _rasterize_gsplat(means, scales, quats, opacities, feats, cameras, height, width, bg):
+    """CUDA path: gsplat's fused rasterizer (imported lazily, only for CUDA tensors), blending the same
+    per-camera features as the CPU path."""
+    import gsplat
+
+    dev = means.device
+    viewmats = opencv_viewmats(cameras).to(dev)
+    Ks = intrinsics(cameras, height, width).to(dev)
+    images, alphas, _ = gsplat.rasterization(means, F.normalize(quats, dim=-1), scales, opacities, feats, viewmats,
+                                             Ks, width, height, sh_degree=None, render_mode="RGB")
+    return _finish(images.permute(0, 3, 1, 2), alphas.permute(0, 3, 1, 2), bg)
