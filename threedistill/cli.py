@@ -179,6 +179,63 @@ def prior_eval(
         typer.echo(f"wrote {out}")
 
 
+# ---------------------------------------------------------------- generate / eval / bench
+@app.command("generate", context_settings=EXTRA_ARGS)
+def generate_cmd(
+    ctx: typer.Context,
+    prompt: str = typer.Option("", help="Text prompt, e.g. 'a red duck'."),
+    representation: Optional[str] = typer.Option(None, help="nerf or gaussians (default gaussians)."),
+    guidance: Optional[str] = typer.Option(None, help="Guidance method (default sds)."),
+    prior: Optional[str] = typer.Option(None, help="Local diffusers directory; default: the embedded toy prior."),
+    steps: Optional[int] = typer.Option(None, help="Optimisation steps."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same result on CPU)."),
+    out: Optional[str] = typer.Option(None, help="Root of run directories (default outputs/)."),
+    config: Optional[Path] = typer.Option(None, help="YAML config (default configs/generate/<representation>.yaml)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this directory."),
+    evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate against ground truth at the end (toy prompts)."),
+):
+    """Text to 3D: optimise a NeRF or 3D Gaussians with score distillation, write a run directory."""
+    from .generate import default_config_path, generate
+
+    if resume is None and not prompt.strip():
+        raise ThreeDistillError("--prompt is empty; give a text prompt such as --prompt 'a red duck'")
+    cfg_path = config if config is not None or resume is not None else default_config_path(representation or "gaussians")
+    run = generate(prompt=prompt, representation=representation, guidance=guidance, prior=prior, steps=steps, seed=seed,
+                   out=out, config=cfg_path, overrides=ctx.args, resume=resume, log=lambda s: _console().print(s))
+    typer.echo(f"run directory: {run.dir}")
+    if evaluate and run.trainer.step == run.config.trainer.steps:
+        _evaluate_and_print(run.dir, quiet_if_no_gt=True)
+
+
+def _evaluate_and_print(run_dir: Path, quiet_if_no_gt: bool = False) -> dict | None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .evaluation.run_eval import evaluate_run
+
+    try:
+        metrics = evaluate_run(run_dir)
+    except ThreeDistillError as err:
+        if quiet_if_no_gt and "no ground truth" in str(err):
+            typer.echo(str(err))
+            return None
+        raise
+    table = Table(title=f"ground-truth evaluation: {metrics['prompt']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("silhouette_iou", "colour_error", "front_back_correct", "wall_seconds"):
+        if key in metrics:
+            table.add_row(key, f"{metrics[key]:.3f}")
+    Console().print(table)
+    return metrics
+
+
+@app.command("eval")
+def eval_cmd(run_dir: Path = typer.Argument(..., help="A run directory written by t3d generate.")):
+    """Compare a run with the toy world's ground truth at 16 fixed views; writes metrics.json."""
+    _evaluate_and_print(run_dir)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point: run the app and turn user errors into one line on stderr with exit code 2."""
     try:

@@ -1,0 +1,63 @@
+"""Ground-truth evaluation of a 3D result on the toy world: silhouette IoU, masked colour error and per-view
+front/back correctness (a Janus result looks like a front from behind) at fixed views."""
+from __future__ import annotations
+
+import torch
+
+from ..cameras import orbit_cameras
+from ..errors import ThreeDistillError
+from ..toyworld.catalogue import get_object, parse_subject
+from ..toyworld.render import render_toy
+
+EVAL_AZIMUTHS = tuple(range(0, 360, 45))
+EVAL_ELEVATIONS = (10.0, 35.0)
+EVAL_RADIUS = 2.9
+EVAL_FOV = 40.0
+
+
+def eval_cameras():
+    grid = [(a, e) for e in EVAL_ELEVATIONS for a in EVAL_AZIMUTHS]
+    az, el = zip(*grid)
+    return orbit_cameras(list(az), list(el), EVAL_RADIUS, EVAL_FOV)
+
+
+def subject_of(prompt: str) -> tuple[str, str]:
+    """(colour, object) of a toy prompt, or a one-line error saying ground truth is unavailable."""
+    try:
+        return parse_subject(prompt)
+    except ThreeDistillError:
+        raise ThreeDistillError(f"no ground truth for prompt {prompt!r}: only toy-world prompts "
+                                "'a <colour> <object>' can be evaluated (see `t3d toyworld list`)") from None
+
+
+def compare(render: dict, colour: str, obj: str, resolution: int) -> dict:
+    """Metrics of renders (rgb, alpha at eval_cameras()) against the toy ground truth."""
+    cams = eval_cameras()
+    gt = render_toy(obj, colour, cams, resolution, resolution)
+    pred_mask, gt_mask = render["alpha"][:, 0] > 0.5, gt["alpha"][:, 0] > 0.5
+    inter = (pred_mask & gt_mask).flatten(1).sum(1).float()
+    union = (pred_mask | gt_mask).flatten(1).sum(1).float().clamp_min(1)
+    iou = inter / union
+    both = (pred_mask & gt_mask)[:, None].expand(-1, 3, -1, -1)
+    colour_err = (render["rgb"] - gt["rgb"]).abs()[both].mean().item() if both.any() else 1.0
+    out = {"silhouette_iou": iou.mean().item(), "silhouette_iou_per_view": [round(v, 4) for v in iou.tolist()],
+           "colour_error": colour_err}
+    if get_object(obj).has_front:
+        out |= front_back(render["rgb"], colour, obj, resolution, cams)
+    return out
+
+
+def front_back(rgb: torch.Tensor, colour: str, obj: str, resolution: int, cams) -> dict:
+    """For views facing the front or back (|cos az| > 0.5): the render must be closer to the ground truth at
+    its own azimuth a than to the front-back mirrored object, whose view at a is the mirror image of the
+    ground truth at 180 - a. A Janus (two-faced) result matches the latter."""
+    az = cams.azimuth
+    mirrored = orbit_cameras((180.0 - az).tolist(), cams.elevation.tolist(), EVAL_RADIUS, EVAL_FOV)
+    gt = render_toy(obj, colour, cams, resolution, resolution)["rgb"]
+    gt_mirror = render_toy(obj, colour, mirrored, resolution, resolution)["rgb"].flip(-1)
+    considered = torch.cos(torch.deg2rad(az)).abs() > 0.5
+    err_true = (rgb - gt).pow(2).flatten(1).mean(1)
+    err_janus = (rgb - gt_mirror).pow(2).flatten(1).mean(1)
+    correct = (err_true < err_janus) & considered
+    n = int(considered.sum())
+    return {"front_back_correct": correct.sum().item() / max(n, 1), "front_back_views": n}

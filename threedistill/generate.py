@@ -1,0 +1,155 @@
+"""Text to 3D: builds prior, guidance, representation and trainer from one typed config, manages the run
+directory (outputs/<prompt-slug>/<method>@<timestamp>/), resumes, and writes previews. The CLI's
+`t3d generate` and the Python API `threedistill.generate(...)` both land here."""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .config import load_config, save_config
+from .errors import ConfigError, ThreeDistillError
+from .guidance import GUIDANCE, GuidanceConfig
+from .registry import Registry
+from .representations.gaussians import Gaussians, GaussiansConfig
+from .representations.nerf import NeRF, NeRFConfig
+from .trainer import Trainer, TrainerConfig
+
+REPRESENTATIONS: Registry = Registry("representation")
+REPRESENTATIONS.register("nerf")(NeRF)
+REPRESENTATIONS.register("gaussians")(Gaussians)
+
+
+@dataclass
+class GenerateConfig:
+    prompt: str = ""
+    representation: str = "gaussians"
+    guidance_type: str = "sds"
+    prior: Optional[str] = None  # local diffusers directory; None = the embedded toy prior
+    out: str = "outputs"
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    nerf: NeRFConfig = field(default_factory=NeRFConfig)
+    gaussians: GaussiansConfig = field(default_factory=GaussiansConfig)
+
+
+def default_config_path(representation: str) -> Path | None:
+    """configs/generate/<representation>.yaml from the source checkout or the installed package, if present."""
+    here = Path(__file__).resolve()
+    for root in (here.parents[1], here.parent):
+        path = root / "configs" / "generate" / f"{representation}.yaml"
+        if path.is_file():
+            return path
+    return None
+
+
+def slugify(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "prompt"
+
+
+@dataclass
+class Run:
+    """A finished (or interrupted) generation: its directory, config, model and trainer."""
+
+    dir: Path
+    config: GenerateConfig
+    model: torch.nn.Module
+    trainer: Trainer
+
+    def render(self, cameras, resolution: int = 64) -> dict:
+        with torch.no_grad():
+            kwargs = {"perturb": False, "with_normals": True} if hasattr(self.model, "density") else {}
+            return self.model.render(cameras, resolution, resolution, **kwargs)
+
+
+def build(cfg: GenerateConfig, run_dir: Path | None, log=print) -> tuple[torch.nn.Module, Trainer]:
+    from .priors import load_prior
+
+    if not cfg.prompt.strip():
+        raise ConfigError("the prompt is empty; give a text prompt such as --prompt 'a red duck'")
+    model_cls = REPRESENTATIONS.get(cfg.representation)
+    guidance_cls = GUIDANCE.get(cfg.guidance_type)
+    torch.manual_seed(cfg.trainer.seed)
+    gen = torch.Generator().manual_seed(cfg.trainer.seed)
+    model = model_cls(cfg.nerf if cfg.representation == "nerf" else cfg.gaussians, generator=gen)
+    guidance = guidance_cls(load_prior(cfg.prior), cfg.guidance)
+    return model, Trainer(cfg.trainer, model, guidance, cfg.prompt, run_dir, log=log)
+
+
+def new_run_dir(cfg: GenerateConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(cfg.out) / slugify(cfg.prompt) / f"{cfg.guidance_type}-{cfg.representation}@{stamp}"
+    path, k = base, 1
+    while path.exists():
+        path, k = Path(f"{base}-{k}"), k + 1
+    return path
+
+
+def generate(prompt: str = "", representation: str | None = None, guidance: str | None = None,
+             prior: str | None = None, steps: int | None = None, seed: int | None = None, out: str | None = None,
+             config: str | Path | None = None, overrides: list[str] | tuple = (), resume: str | Path | None = None,
+             progress: bool = True, stop_at: int | None = None, log=print) -> Run:
+    """Run text-to-3D and return the Run. Arguments override `config` (a YAML file), which overrides defaults;
+    `resume` continues the run in that directory with its saved config."""
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise ThreeDistillError(f"cannot resume: {run_dir} is not a run directory (no config.yaml)")
+        cfg = load_config(GenerateConfig, run_dir / "config.yaml", list(overrides))
+    else:
+        picked = [f"prompt={json.dumps(prompt)}" if prompt else None,
+                  f"representation={representation}" if representation else None,
+                  f"guidance_type={guidance}" if guidance else None, f"prior={prior}" if prior else None,
+                  f"trainer.steps={steps}" if steps is not None else None,
+                  f"trainer.seed={seed}" if seed is not None else None, f"out={out}" if out else None]
+        cfg = load_config(GenerateConfig, config, list(overrides) + [p for p in picked if p])
+        run_dir = new_run_dir(cfg)
+    model, trainer = build(cfg, run_dir, log)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume is not None:
+        trainer.load_checkpoint(run_dir)
+        log(f"resuming {run_dir} at step {trainer.step}")
+    else:
+        save_config(cfg, run_dir / "config.yaml")
+    run = Run(run_dir, cfg, model, trainer)
+    started = time.time()
+    trainer.fit(progress=progress, stop_at=stop_at, preview=lambda step: write_preview(run, step))
+    if trainer.step == cfg.trainer.steps:
+        write_turntable(run)
+        metrics_path = run_dir / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        metrics["wall_seconds"] = round(metrics.get("wall_seconds", 0.0) + time.time() - started, 1)
+        metrics_path.write_text(json.dumps(metrics, indent=2))
+    return run
+
+
+def write_preview(run: Run, step: int) -> None:
+    from .cameras import orbit_cameras
+    from .utils.images import save_image
+
+    out = run.render(orbit_cameras([0, 90, 180, 270], 15.0, 2.9), 64)
+    save_image(out["rgb"], run.dir / "renders" / f"preview_{step:06d}.png")
+
+
+def write_turntable(run: Run, frames: int = 24, resolution: int = 128) -> None:
+    """renders/turntable.mp4 (or .gif without ffmpeg) and a PNG grid of 8 views."""
+    import imageio.v3 as iio
+
+    from .cameras import orbit_cameras
+    from .utils.images import save_image, to_uint8
+
+    cams = orbit_cameras(torch.linspace(0, 360, frames + 1)[:-1], 15.0, 2.9)
+    rgb = torch.cat([run.render(cams[i:i + 4], resolution)["rgb"] for i in range(0, frames, 4)])
+    renders = run.dir / "renders"
+    renders.mkdir(parents=True, exist_ok=True)
+    save_image(rgb[:: frames // 8], renders / "views.png")
+    video = [to_uint8(f) for f in rgb]
+    try:
+        iio.imwrite(renders / "turntable.mp4", video, fps=12)
+    except Exception:  # no ffmpeg backend: a GIF carries the same frames
+        iio.imwrite(renders / "turntable.gif", video, duration=80, loop=0)

@@ -1,0 +1,197 @@
+"""The per-prompt optimisation loop: sample cameras, render, guidance + regularisers, step, advance
+schedules, log, preview, checkpoint. Knows nothing about specific methods. All randomness comes from one
+torch.Generator whose state is checkpointed, so a resumed run ends bit-identical to an uninterrupted one."""
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from .cameras import sample_orbit
+from .config import scheduled
+from .errors import ThreeDistillError
+
+
+@dataclass
+class CameraRange:
+    azimuth: list[float] = field(default_factory=lambda: [-180.0, 180.0])
+    elevation: list[float] = field(default_factory=lambda: [-10.0, 45.0])
+    radius: list[float] = field(default_factory=lambda: [2.6, 3.2])
+    fovy: list[float] = field(default_factory=lambda: [38.0, 42.0])
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 300
+    batch_size: int = 2  # views per step
+    resolution: int = 32  # render size (square); the prior resizes to its native size
+    seed: int = 0
+    cameras: CameraRange = field(default_factory=CameraRange)
+    lambda_guidance: float = 1.0
+    lambda_opacity: float = 0.0  # sparsity: mean alpha (NeRF / Gaussians)
+    lambda_entropy: float = 0.0  # push alpha to 0 or 1
+    lambda_orientation: float = 0.0  # NeRF: normals facing away from the camera (DreamFusion)
+    lambda_scale: float = 0.0  # Gaussians: penalise large scales
+    grad_clip_norm: float = 0.0  # 0 = off
+    checkpoint_every: int = 100
+    preview_every: int = 100
+    log_every: int = 10
+
+
+def _generator_state(gen: torch.Generator) -> str:
+    return base64.b64encode(gen.get_state().numpy().tobytes()).decode()
+
+
+def _set_generator_state(gen: torch.Generator, state: str) -> None:
+    gen.set_state(torch.frombuffer(bytearray(base64.b64decode(state)), dtype=torch.uint8))
+
+
+class Trainer:
+    """Optimises `model` (a representation with `render`, `param_groups`) with `guidance` for `prompt`."""
+
+    def __init__(self, cfg: TrainerConfig, model, guidance, prompt: str, run_dir: Path | None = None,
+                 log: Callable[[str], None] | None = None):
+        self.cfg, self.model, self.guidance = cfg, model, guidance
+        self.prompt_state = guidance.prompt_state(prompt)
+        self.run_dir = run_dir
+        self.log = log or (lambda s: None)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+        self.optimizer = self._make_optimizer()
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        groups = self.model.param_groups() + [{"params": list(self.guidance.parameters()), "lr": 1e-4, "name": "guidance"}]
+        groups = [g for g in groups if g["params"]]
+        return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+
+    # ------------------------------------------------------------ one step
+    def train_step(self) -> dict[str, float]:
+        c = self.cfg
+        cams = sample_orbit(self.generator, c.batch_size, tuple(c.cameras.azimuth), tuple(c.cameras.elevation),
+                            tuple(c.cameras.radius), tuple(c.cameras.fovy))
+        is_nerf = hasattr(self.model, "density")
+        kwargs = {"generator": self.generator, "with_normals": c.lambda_orientation > 0} if is_nerf else {}
+        out = self.model.render(cams, c.resolution, c.resolution, **kwargs)
+        losses = self.guidance(out["rgb"], cams, self.prompt_state, self.step, self.generator)
+        total = sum(scheduled(c.lambda_guidance, self.step) * v for k, v in losses.items() if k.startswith("loss_"))
+        logs = {k: float(v.detach()) for k, v in losses.items()}
+        alpha = out["alpha"].clamp(1e-5, 1 - 1e-5)
+        if c.lambda_opacity:
+            reg = alpha.mean()
+            total = total + scheduled(c.lambda_opacity, self.step) * reg
+            logs["reg_opacity"] = float(reg.detach())
+        if c.lambda_entropy:
+            reg = -(alpha * alpha.log() + (1 - alpha) * (1 - alpha).log()).mean()
+            total = total + scheduled(c.lambda_entropy, self.step) * reg
+            logs["reg_entropy"] = float(reg.detach())
+        if c.lambda_scale and hasattr(self.model, "scales"):
+            reg = self.model.scales.max(-1).values.mean()
+            total = total + scheduled(c.lambda_scale, self.step) * reg
+            logs["reg_scale"] = float(reg.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if c.grad_clip_norm:
+            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], c.grad_clip_norm)
+        self.optimizer.step()
+        if hasattr(self.model, "accumulate_stats"):
+            self._densify()
+        self.step += 1
+        logs["loss"] = float(total.detach())
+        return logs
+
+    def _densify(self) -> None:
+        m = self.model
+        m.accumulate_stats()
+        g = m.cfg
+        s = self.step + 1
+        if g.densify_from <= s <= g.densify_until and s % g.densify_every == 0:
+            info = m.densify_and_prune(self.optimizer, self.generator)
+            self.log(json.dumps({"step": s, "densify": info}))
+
+    # ------------------------------------------------------------ loop
+    def fit(self, progress: bool = True, stop_at: int | None = None, preview: Callable[[int], None] | None = None) -> None:
+        """Run until cfg.steps (or `stop_at`, for tests that simulate an interruption)."""
+        end = min(self.cfg.steps, stop_at) if stop_at is not None else self.cfg.steps
+        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="optimising", disable=not progress, unit="step")
+        log_file = (self.run_dir / "log.jsonl").open("a") if self.run_dir else None
+        try:
+            while self.step < end:
+                start = time.perf_counter()
+                logs = self.train_step()
+                logs["step_seconds"] = round(time.perf_counter() - start, 4)
+                bar.update(1)
+                bar.set_postfix(loss=f"{logs['loss']:.4f}", s_per_step=f"{logs['step_seconds']:.2f}")
+                if log_file and (self.step % self.cfg.log_every == 0 or self.step == end):
+                    log_file.write(json.dumps({"step": self.step, **logs}) + "\n")
+                    log_file.flush()
+                if self.run_dir and self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if preview and self.cfg.preview_every and self.step % self.cfg.preview_every == 0:
+                    preview(self.step)
+        finally:
+            bar.close()
+            if log_file:
+                log_file.close()
+        if self.run_dir and self.step == self.cfg.steps:
+            self.save_checkpoint()
+
+    # ------------------------------------------------------------ checkpoints
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {f"model.{k}": v.detach().contiguous() for k, v in self.model.state_dict().items()}
+        for name in ("grad_accum", "grad_count"):
+            if hasattr(self.model, name):
+                tensors[f"stats.{name}"] = getattr(self.model, name).contiguous()
+        for gi, group in enumerate(self.optimizer.param_groups):
+            for pi, p in enumerate(group["params"]):
+                for key, value in self.optimizer.state.get(p, {}).items():
+                    tensors[f"optim.{gi}.{pi}.{key}"] = torch.as_tensor(value).contiguous()
+        return tensors
+
+    def save_checkpoint(self) -> Path:
+        """Write checkpoints/step_XXXXXX.safetensors + .json atomically, and point latest.json at them."""
+        ckpt_dir = self.run_dir / "checkpoints"
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        stem = ckpt_dir / f"step_{self.step:06d}"
+        tmp = stem.with_suffix(".safetensors.tmp")
+        save_file(self._tensors(), str(tmp))
+        tmp.replace(stem.with_suffix(".safetensors"))
+        state = {"step": self.step, "generator": _generator_state(self.generator),
+                 "num_points": len(self.model) if hasattr(self.model, "__len__") else None}
+        stem.with_suffix(".json").write_text(json.dumps(state))
+        latest = ckpt_dir / "latest.json.tmp"
+        latest.write_text(json.dumps({"checkpoint": stem.name}))
+        latest.replace(ckpt_dir / "latest.json")
+        return stem
+
+    def load_checkpoint(self, run_dir: Path) -> None:
+        ckpt_dir = Path(run_dir) / "checkpoints"
+        try:
+            stem = ckpt_dir / json.loads((ckpt_dir / "latest.json").read_text())["checkpoint"]
+            state = json.loads(stem.with_suffix(".json").read_text())
+            tensors = load_file(str(stem.with_suffix(".safetensors")))
+        except (OSError, KeyError, ValueError) as err:
+            raise ThreeDistillError(f"cannot resume from {run_dir}: no readable checkpoint ({err})") from None
+        model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        if hasattr(self.model, "load_tensors"):
+            self.model.load_tensors(model_state)
+        else:
+            self.model.load_state_dict(model_state)
+        for name in ("grad_accum", "grad_count"):
+            if f"stats.{name}" in tensors:
+                setattr(self.model, name, tensors[f"stats.{name}"].clone())
+        self.optimizer = self._make_optimizer()
+        for gi, group in enumerate(self.optimizer.param_groups):
+            for pi, p in enumerate(group["params"]):
+                prefix = f"optim.{gi}.{pi}."
+                entries = {k[len(prefix):]: v.clone() for k, v in tensors.items() if k.startswith(prefix)}
+                if entries:
+                    self.optimizer.state[p] = entries
+        self.step = state["step"]
+        _set_generator_state(self.generator, state["generator"])
