@@ -74,3 +74,45 @@ def test_prior_train_smoke(tmp_path):
     from threedistill.priors import load_prior
     prior = load_prior(tmp_path / "p")
     assert prior.native_resolution == 16 and prior.info["trained_steps"] == 2
+
+
+FAST_GAUSSIANS = ["gaussians.num_points=200", "trainer.batch_size=1", "trainer.resolution=16",
+                  "trainer.checkpoint_every=0", "trainer.preview_every=0"]
+
+
+def test_generate_then_eval_from_the_command_line(tmp_path):
+    result = t3d("generate", "--prompt", "a red cone", "--steps", "2", "--seed", "1", "--out", str(tmp_path),
+                 *FAST_GAUSSIANS)
+    assert result.returncode == 0, result.stderr
+    run_dir = next((tmp_path / "a-red-cone").iterdir())
+    assert run_dir.name.startswith("sds-gaussians@")
+    for part in ("config.yaml", "metrics.json", "log.jsonl", "renders/views.png", "checkpoints/latest.json"):
+        assert (run_dir / part).exists(), part
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["silhouette_iou"] <= 1.0 and metrics["wall_seconds"] > 0
+    again = t3d("eval", str(run_dir))
+    assert again.returncode == 0 and "silhouette_iou" in again.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["generate", "--prompt", ""], "--prompt is empty"),
+    (["generate", "--prompt", "a red cube", "--representation", "voxels"], "unknown representation 'voxels'"),
+    (["generate", "--prompt", "a red cube", "--guidance", "magic"], "unknown guidance 'magic'"),
+    (["generate", "--prompt", "a red cube", "trainer.stepz=3"], "unknown config key 'trainer.stepz'"),
+    (["generate", "--resume", "/nonexistent/run"], "not a run directory"),
+    (["eval", "/nonexistent/run"], "not a run directory"),
+    (["bench", "fidelity", "--prompts", "/nonexistent.txt"], "prompt file not found"),
+])
+def test_generate_bad_input(tmp_path, args, fragment):
+    assert_one_line_error(t3d(*args, cwd=tmp_path), fragment)
+
+
+def test_bench_fidelity_writes_a_table(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# two toy prompts\na red cone\na blue duck\n")
+    out = tmp_path / "fidelity.md"
+    result = t3d("bench", "fidelity", "--prompts", str(prompts), "--seeds", "1", "--representation", "gaussians",
+                 "--steps", "1", "--out", str(out), "--runs-dir", str(tmp_path / "runs"), *FAST_GAUSSIANS)
+    assert result.returncode == 0, result.stderr
+    table = out.read_text()
+    assert "| gaussians | a red cone | 1 |" in table and "| **gaussians** | **mean** | 2 |" in table

@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from threedistill.errors import ThreeDistillError, UnknownNameError
 from threedistill.evaluation.ground_truth import compare, eval_cameras
-from threedistill.generate import generate
+from threedistill.runs import generate
 from threedistill.toyworld.render import render_toy
 
 FAST = {

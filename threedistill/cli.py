@@ -14,8 +14,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="threedistill: text to 3D by score distillation, on CPU, measured against ground truth.")
 toyworld_app = typer.Typer(no_args_is_help=True, help="Toy world: objects with known 3D ground truth.")
 prior_app = typer.Typer(no_args_is_help=True, help="The 2D diffusion prior: train, sample, evaluate, inspect.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: quality against ground truth, speed.")
 app.add_typer(toyworld_app, name="toyworld")
 app.add_typer(prior_app, name="prior")
+app.add_typer(bench_app, name="bench")
 
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 PriorOption = typer.Option(None, "--prior", help="Local diffusers directory; default: the embedded toy prior.")
@@ -97,12 +99,14 @@ def toyworld_dataset(
 # ---------------------------------------------------------------- prior
 @prior_app.command("train", context_settings=EXTRA_ARGS)
 def prior_train(ctx: typer.Context,
-                config: Path = typer.Option(Path("configs/prior/toyworld.yaml"), help="YAML config; key=value overrides follow.")):
+                config: Optional[Path] = typer.Option(None, help="YAML config (default configs/prior/toyworld.yaml); key=value overrides follow.")):
     """Train the toy prior (reproduces assets/priors/toyworld with the default config)."""
     from .config import load_config
     from .priors.train import PriorTrainConfig, train_prior
 
-    cfg = load_config(PriorTrainConfig, config, ctx.args)
+    from .config import packaged_config
+
+    cfg = load_config(PriorTrainConfig, config or packaged_config("prior", "toyworld.yaml"), ctx.args)
     train_prior(cfg, log=lambda s: _console().print(s))
 
 
@@ -124,8 +128,9 @@ def prior_sample(
     prompt: str = typer.Option(..., help="Text prompt, e.g. 'a blue cone, side view'."),
     n: int = typer.Option(8, help="Number of images."),
     out: Path = typer.Option(Path("samples.png"), "--out", help="Grid image to write."),
-    steps: int = typer.Option(50, help="DDIM steps."),
+    steps: int = typer.Option(100, help="Sampling steps."),
     guidance: float = typer.Option(3.0, help="Classifier-free guidance scale (diffusers convention; 1 = none)."),
+    sampler: str = typer.Option("ddpm", help="ddpm (ancestral, default) or ddim."),
     seed: int = typer.Option(0),
     prior: Optional[Path] = PriorOption,
 ):
@@ -137,14 +142,15 @@ def prior_sample(
         raise ThreeDistillError("--prompt is empty; give a text prompt such as 'a red duck'")
     if n < 1 or steps < 1:
         raise ThreeDistillError(f"--n and --steps must be positive, got {n} and {steps}")
-    images = sample_images(_load(prior), [prompt] * n, steps=steps, guidance_scale=guidance, seed=seed, progress=True)
+    images = sample_images(_load(prior), [prompt] * n, steps=steps, guidance_scale=guidance, seed=seed, progress=True,
+                           sampler=sampler)
     typer.echo(f"wrote {save_image(images, out)}")
 
 
 @prior_app.command("eval")
 def prior_eval(
     n: int = typer.Option(8, help="Samples per catalogue prompt."),
-    steps: int = typer.Option(50, help="DDIM steps."),
+    steps: int = typer.Option(100, help="Sampling steps (ancestral DDPM)."),
     guidance: float = typer.Option(3.0, help="Classifier-free guidance scale (diffusers convention)."),
     seed: int = typer.Option(0),
     prior: Optional[Path] = PriorOption,
@@ -195,7 +201,7 @@ def generate_cmd(
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate against ground truth at the end (toy prompts)."),
 ):
     """Text to 3D: optimise a NeRF or 3D Gaussians with score distillation, write a run directory."""
-    from .generate import default_config_path, generate
+    from .runs import default_config_path, generate
 
     if resume is None and not prompt.strip():
         raise ThreeDistillError("--prompt is empty; give a text prompt such as --prompt 'a red duck'")
@@ -234,6 +240,37 @@ def _evaluate_and_print(run_dir: Path, quiet_if_no_gt: bool = False) -> dict | N
 def eval_cmd(run_dir: Path = typer.Argument(..., help="A run directory written by t3d generate.")):
     """Compare a run with the toy world's ground truth at 16 fixed views; writes metrics.json."""
     _evaluate_and_print(run_dir)
+
+
+@bench_app.command("fidelity", context_settings=EXTRA_ARGS)
+def bench_fidelity(
+    ctx: typer.Context,
+    prompts: Optional[Path] = typer.Option(None, help="Prompt file, one per line (default configs/bench/fidelity_prompts.txt)."),
+    seeds: int = typer.Option(3, help="Seeds per prompt."),
+    representation: str = typer.Option("both", help="nerf, gaussians or both."),
+    steps: Optional[int] = typer.Option(None, help="Override the configs' step count."),
+    out: Path = typer.Option(Path("docs/benchmarks/fidelity.md"), "--out", help="Markdown table to write."),
+    runs_dir: Path = typer.Option(Path("outputs/bench-fidelity"), help="Where the runs go."),
+):
+    """Text-to-3D quality against ground truth over a prompt set: IoU, colour error, Janus, wall time."""
+    import os
+    import platform
+
+    from .evaluation.fidelity_bench import markdown_table, read_prompts, run_fidelity
+
+    reps = ["gaussians", "nerf"] if representation == "both" else [representation]
+    for rep in reps:
+        if rep not in ("gaussians", "nerf"):
+            raise ThreeDistillError(f"--representation must be nerf, gaussians or both, got {representation!r}")
+    if seeds < 1:
+        raise ThreeDistillError(f"--seeds must be positive, got {seeds}")
+    rows = run_fidelity(read_prompts(prompts), seeds, reps, runs_dir, ctx.args, steps, log=typer.echo)
+    header = (f"# Text-to-3D fidelity against toy-world ground truth\n\n`t3d bench fidelity --seeds {seeds} "
+              f"--representation {representation}` on {platform.machine()} ({os.cpu_count()} cores), "
+              f"embedded toy prior, SDS.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown_table(rows, header))
+    typer.echo(f"wrote {out}")
 
 
 def main(argv: Optional[List[str]] = None) -> None:

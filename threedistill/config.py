@@ -17,8 +17,17 @@ from .errors import ConfigError
 T = TypeVar("T")
 
 
-def _known_keys(schema) -> str:
-    return ", ".join(f.name for f in dataclasses.fields(schema))
+def _known_keys(schema, full_key: str = "") -> str:
+    """The keys beside `full_key` (those of its parent section), for error messages."""
+    import typing
+
+    section, prefix = schema, ""
+    for part in full_key.split(".")[:-1]:
+        hints = typing.get_type_hints(section) if dataclasses.is_dataclass(section) else {}
+        if part not in hints or not dataclasses.is_dataclass(hints[part]):
+            break
+        section, prefix = hints[part], f"{prefix}{part}."
+    return ", ".join(prefix + f.name for f in dataclasses.fields(section))
 
 
 def _parse_overrides(overrides: Sequence[str]) -> list[str]:
@@ -27,6 +36,13 @@ def _parse_overrides(overrides: Sequence[str]) -> list[str]:
         if not sep or not key.strip():
             raise ConfigError(f"bad override {item!r}: expected key=value, e.g. seed=1")
     return list(overrides)
+
+
+def packaged_config(*parts: str) -> Path:
+    """A file under configs/: the installed copy (threedistill/configs) or the source checkout's."""
+    here = Path(__file__).resolve()
+    installed = here.parent.joinpath("configs", *parts)
+    return installed if installed.exists() else here.parents[1].joinpath("configs", *parts)
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
@@ -43,7 +59,8 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(_parse_overrides(overrides)))
         result = OmegaConf.to_object(merged)
     except ConfigKeyError as err:
-        raise ConfigError(f"unknown config key {err.full_key!r} ({where}); known keys: {_known_keys(schema)}") from None
+        raise ConfigError(f"unknown config key {err.full_key!r} ({where}); known keys: "
+                          f"{_known_keys(schema, err.full_key)}") from None
     except ValidationError as err:
         raise ConfigError(f"bad value for config key {err.full_key!r} ({where}): {err.msg.splitlines()[0]}") from None
     except OmegaConfBaseException as err:

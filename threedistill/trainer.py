@@ -76,9 +76,8 @@ class Trainer:
         c = self.cfg
         cams = sample_orbit(self.generator, c.batch_size, tuple(c.cameras.azimuth), tuple(c.cameras.elevation),
                             tuple(c.cameras.radius), tuple(c.cameras.fovy))
-        is_nerf = hasattr(self.model, "density")
-        kwargs = {"generator": self.generator, "with_normals": c.lambda_orientation > 0} if is_nerf else {}
-        out = self.model.render(cams, c.resolution, c.resolution, **kwargs)
+        out = self.model.render(cams, c.resolution, c.resolution, generator=self.generator,
+                                geometry=c.lambda_orientation > 0)
         losses = self.guidance(out["rgb"], cams, self.prompt_state, self.step, self.generator)
         total = sum(scheduled(c.lambda_guidance, self.step) * v for k, v in losses.items() if k.startswith("loss_"))
         logs = {k: float(v.detach()) for k, v in losses.items()}
@@ -91,6 +90,9 @@ class Trainer:
             reg = -(alpha * alpha.log() + (1 - alpha) * (1 - alpha).log()).mean()
             total = total + scheduled(c.lambda_entropy, self.step) * reg
             logs["reg_entropy"] = float(reg.detach())
+        if c.lambda_orientation and "orientation" in out:
+            total = total + scheduled(c.lambda_orientation, self.step) * out["orientation"]
+            logs["reg_orientation"] = float(out["orientation"].detach())
         if c.lambda_scale and hasattr(self.model, "scales"):
             reg = self.model.scales.max(-1).values.mean()
             total = total + scheduled(c.lambda_scale, self.step) * reg

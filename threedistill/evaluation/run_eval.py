@@ -16,7 +16,7 @@ EVAL_RESOLUTION = 64
 def load_run(run_dir: Path):
     """Rebuild a run's model from config.yaml and its latest checkpoint."""
     from ..config import load_config
-    from ..generate import GenerateConfig, Run, build
+    from ..runs import GenerateConfig, Run, build
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -30,7 +30,7 @@ def load_run(run_dir: Path):
 def evaluate_run(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     from ..config import load_config
-    from ..generate import GenerateConfig
+    from ..runs import GenerateConfig
 
     if not (run_dir / "config.yaml").is_file():
         raise ThreeDistillError(f"{run_dir} is not a run directory (no config.yaml)")

@@ -1,20 +1,37 @@
-"""Deterministic DDIM sampling from a Prior with classifier-free guidance (diffusers convention), used by
-`t3d prior sample` and the prior's quality gate."""
+"""Sampling from a Prior with classifier-free guidance (diffusers convention), used by `t3d prior sample`
+and the prior's quality gate. Default: ancestral DDPM sampling, whose fresh noise at every step corrects the
+small toy prior's errors (measured: visibly cleaner objects and backgrounds than DDIM or DPM-Solver++ at
+the same model). Deterministic for a given seed."""
 from __future__ import annotations
 
 import torch
 from tqdm import tqdm
 
+from ..errors import ThreeDistillError
 from .base import Prior
+
+SAMPLERS = ("ddpm", "ddim")
+
+
+def make_scheduler(prior: Prior, sampler: str):
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    if sampler not in SAMPLERS:
+        raise ThreeDistillError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
+    cls = DDPMScheduler if sampler == "ddpm" else DDIMScheduler
+    config = {k: v for k, v in prior.scheduler.config.items() if not k.startswith("_")}
+    config["prediction_type"] = "epsilon"  # predict_noise always returns epsilon
+    if sampler == "ddpm":
+        config["variance_type"] = "fixed_small"  # learned-range variances (IF) need the model's second half
+    return cls.from_config(config)
 
 
 @torch.no_grad()
-def sample_images(prior: Prior, prompts: list[str], steps: int = 50, guidance_scale: float = 3.0,
-                  seed: int = 0, negative_prompt: str = "", batch_size: int = 128, progress: bool = False) -> torch.Tensor:
-    """Draw one image per prompt: (N,3,H,W) in [0,1]. Deterministic for a given seed."""
-    from diffusers import DDIMScheduler
-
-    scheduler = DDIMScheduler.from_config(prior.scheduler.config, prediction_type="epsilon")  # we pass eps
+def sample_images(prior: Prior, prompts: list[str], steps: int = 100, guidance_scale: float = 3.0,
+                  seed: int = 0, negative_prompt: str = "", batch_size: int = 128, progress: bool = False,
+                  sampler: str = "ddpm") -> torch.Tensor:
+    """Draw one image per prompt: (N,3,H,W) in [0,1]."""
+    scheduler = make_scheduler(prior, sampler)
     scheduler.set_timesteps(steps)
     gen = torch.Generator().manual_seed(seed)
     size = prior.native_resolution // (prior.vae_scale if prior.latent else 1)
@@ -29,7 +46,7 @@ def sample_images(prior: Prior, prompts: list[str], steps: int = 50, guidance_sc
         unc = uncond.expand(len(cond), -1, -1)
         for t in scheduler.timesteps:
             eps, _, _ = prior.predict_noise_cfg(x, t.reshape(1), cond, unc, guidance_scale)
-            x = scheduler.step(eps, t, x).prev_sample
+            x = scheduler.step(eps, t, x, generator=gen).prev_sample
             bar.update(1)
         out.append(prior.from_diffusion_space(x).cpu())
     bar.close()

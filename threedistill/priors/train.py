@@ -7,6 +7,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Optional
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ class PriorTrainConfig:
     beta_schedule: str = "squaredcos_cap_v2"
     snapshot_every: int = 250  # write the (EMA) pipeline every N steps so a crash loses little
     threads: int = 0  # torch threads; 0 keeps torch's default
+    init_from: Optional[str] = None  # continue from the unet / text encoder of a saved prior (a second stage)
 
     def __post_init__(self):
         if self.resolution not in (16, 32, 64):
@@ -86,8 +88,16 @@ def train_prior(cfg: PriorTrainConfig, progress: bool = True, log=print) -> Path
     images = torch.from_numpy(data.images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # [-1, 1]
 
     tokenizer = build_tokenizer()
-    text_encoder = build_text_encoder(len(tokenizer), cfg.text_width, cfg.text_layers)
-    unet = build_unet(cfg.resolution, cfg.channels, cfg.layers_per_block, cfg.text_width)
+    if cfg.init_from:
+        from .diffusers_prior import DiffusersPrior
+
+        start_prior = DiffusersPrior(cfg.init_from)  # loaded, then trained further (frozen flags undone below)
+        text_encoder, unet = start_prior.text_encoder.train(), start_prior.unet.train()
+        text_encoder.requires_grad_(True)
+        unet.requires_grad_(True)
+    else:
+        text_encoder = build_text_encoder(len(tokenizer), cfg.text_width, cfg.text_layers)
+        unet = build_unet(cfg.resolution, cfg.channels, cfg.layers_per_block, cfg.text_width)
     scheduler = build_scheduler(cfg.beta_schedule)
     modules = torch.nn.ModuleDict({"unet": unet, "text_encoder": text_encoder})
     ema = copy.deepcopy(modules).requires_grad_(False)
@@ -96,7 +106,8 @@ def train_prior(cfg: PriorTrainConfig, progress: bool = True, log=print) -> Path
     alphas_cumprod = scheduler.alphas_cumprod
     snr = alphas_cumprod / (1 - alphas_cumprod)
     n_params = sum(p.numel() for p in modules.parameters())
-    log(f"toy prior: {n_params / 1e6:.2f}M parameters, {len(data)} images at {cfg.resolution}px, {cfg.steps} steps")
+    log(f"toy prior: {n_params / 1e6:.2f}M parameters, {len(data)} images at {cfg.resolution}px, {cfg.steps} steps"
+        + (f", starting from {cfg.init_from}" if cfg.init_from else ""))
     out = Path(cfg.out)
     start = time.time()
 

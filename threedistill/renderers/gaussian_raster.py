@@ -195,19 +195,26 @@ def _camera_features(means, scales, quats, sh, position) -> torch.Tensor:
 
 
 def _finish(features: torch.Tensor, alpha: torch.Tensor, bg: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Blended features (B,7,H,W) and alpha (B,1,H,W) to the renderer's output dictionary."""
-    return {"rgb": features[:, :3] + (1 - alpha) * bg[None, :, None, None], "alpha": alpha,
-            "depth": features[:, 3:4] / alpha.clamp_min(1e-6), "normal": F.normalize(features[:, 4:7], dim=1)}
+    """Blended features (B,3 or 7,H,W) and alpha (B,1,H,W) to the renderer's output dictionary."""
+    out = {"rgb": features[:, :3] + (1 - alpha) * bg[None, :, None, None], "alpha": alpha}
+    if features.shape[1] > 3:
+        out["depth"] = features[:, 3:4] / alpha.clamp_min(1e-6)
+        out["normal"] = F.normalize(features[:, 4:7], dim=1)
+    return out
 
 
 def rasterize(means, scales, quats, opacities, sh, cameras: Cameras, height: int, width: int,
-              background: torch.Tensor | None = None, meta: list | None = None) -> dict[str, torch.Tensor]:
+              background: torch.Tensor | None = None, meta: list | None = None,
+              geometry: bool = True) -> dict[str, torch.Tensor]:
     """Render Gaussians from every camera: rgb (B,3,H,W), alpha (B,1,H,W), depth (B,1,H,W; distance to the
     camera, normalised by alpha), normal (B,3,H,W; world space). Differentiable w.r.t. every input.
-    `meta`, if a list, receives (means2d, radii) per camera for densification statistics (CPU path)."""
+    `meta`, if a list, receives (means2d, radii) per camera for densification statistics (CPU path).
+    geometry=False skips depth and normals (about half the compositing work; training needs only rgb)."""
     bg = (torch.ones(3) if background is None else background).to(means.device)
     feats = torch.stack([_camera_features(means, scales, quats, sh, cameras.positions[i].to(means.device))
                          for i in range(len(cameras))])
+    if not geometry:
+        feats = feats[..., :3]
     if means.is_cuda:
         return _rasterize_gsplat(means, scales, quats, opacities, feats, cameras, height, width, bg)
     covs = covariances(scales, quats)

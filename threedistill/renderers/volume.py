@@ -75,8 +75,13 @@ def render_volume(field, cameras: Cameras, height: int, width: int, n_samples: i
     acc = weights.sum(-1, keepdim=True)
     depth = accumulate_along_rays(weights, mids[..., None]) / acc.clamp_min(1e-6)
     normal = torch.zeros(r, 3)
+    extra = {}
     if with_normals:
-        normal = F.normalize(accumulate_along_rays(weights, field.normals(points).reshape(r, k, 3)), dim=-1)
+        normals = field.normals(points).reshape(r, k, 3)
+        normal = F.normalize(accumulate_along_rays(weights, normals), dim=-1)
+        # DreamFusion's orientation loss: visible samples whose normal faces away from the camera.
+        facing = (normals * d_h[:, None]).sum(-1).clamp_min(0) ** 2
+        extra["orientation"] = (weights.detach() * facing).sum(-1).mean() if r else torch.zeros(())
     bg_all = field.background(d) if background is None else background.to(d.dtype).expand(n_rays, 3)
     rgb = rgb + (1 - acc) * bg_all[idx]
 
@@ -85,4 +90,4 @@ def render_volume(field, cameras: Cameras, height: int, width: int, n_samples: i
         return out.reshape(len(cameras), height, width, -1).permute(0, 3, 1, 2)
 
     return {"rgb": scatter(rgb, bg_all), "alpha": scatter(acc, torch.zeros(1)), "depth": scatter(depth, torch.zeros(1)),
-            "normal": scatter(normal, torch.zeros(3)), "weights": weights, "sigma": sigma}
+            "normal": scatter(normal, torch.zeros(3)), "weights": weights, "sigma": sigma, **extra}

@@ -102,10 +102,13 @@ class Gaussians(nn.Module):
         lrs = (c.lr_means, c.lr_scales, c.lr_quats, c.lr_opacity, c.lr_sh)
         return [{"params": [getattr(self, n)], "lr": lr, "name": n} for n, lr in zip(PARAM_NAMES, lrs)]
 
-    def render(self, cameras: Cameras, height: int, width: int, background: torch.Tensor | None = None) -> dict:
+    def render(self, cameras: Cameras, height: int, width: int, background: torch.Tensor | None = None,
+               generator: torch.Generator | None = None, geometry: bool = True, perturb: bool = True) -> dict:
+        """rgb, alpha (+ depth, normal when `geometry`), (B,C,H,W). Rasterization draws no random numbers, so
+        `generator` and `perturb` (used by volume rendering) are accepted and ignored."""
         self._meta = []
         return rasterize(self.means, self.scales, self.quats, self.opacities, self.sh, cameras, height, width,
-                         background, meta=self._meta)
+                         background, meta=self._meta, geometry=geometry)
 
     # ------------------------------------------------------------ densification
     def accumulate_stats(self) -> None:

@@ -84,6 +84,7 @@ class NeRF(nn.Module):
         return -F.normalize(torch.stack(grads, -1), dim=-1)
 
     def render(self, cameras: Cameras, height: int, width: int, background: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, with_normals: bool = False, perturb: bool = True) -> dict:
+               generator: torch.Generator | None = None, geometry: bool = False, perturb: bool = True) -> dict:
+        """rgb, alpha, depth, normal (B,C,H,W); normals (6 extra field evaluations) only when `geometry`."""
         return render_volume(self, cameras, height, width, self.cfg.n_samples, self.cfg.n_importance, background,
-                             with_normals, generator, perturb)
+                             geometry, generator, perturb)

@@ -1,4 +1,4 @@
-"""Text to 3D: builds prior, guidance, representation and trainer from one typed config, manages the run
+"""Runs of text to 3D: builds prior, guidance, representation and trainer from one typed config, manages the run
 directory (outputs/<prompt-slug>/<method>@<timestamp>/), resumes, and writes previews. The CLI's
 `t3d generate` and the Python API `threedistill.generate(...)` both land here."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from .config import load_config, save_config
+from .config import load_config, packaged_config, save_config
 from .errors import ConfigError, ThreeDistillError
 from .guidance import GUIDANCE, GuidanceConfig
 from .registry import Registry
@@ -39,13 +39,9 @@ class GenerateConfig:
 
 
 def default_config_path(representation: str) -> Path | None:
-    """configs/generate/<representation>.yaml from the source checkout or the installed package, if present."""
-    here = Path(__file__).resolve()
-    for root in (here.parents[1], here.parent):
-        path = root / "configs" / "generate" / f"{representation}.yaml"
-        if path.is_file():
-            return path
-    return None
+    """configs/generate/<representation>.yaml, if it exists."""
+    path = packaged_config("generate", f"{representation}.yaml")
+    return path if path.is_file() else None
 
 
 def slugify(text: str) -> str:
@@ -61,10 +57,10 @@ class Run:
     model: torch.nn.Module
     trainer: Trainer
 
-    def render(self, cameras, resolution: int = 64) -> dict:
+    def render(self, cameras, resolution: int = 64, geometry: bool = False) -> dict:
+        """Deterministic renders (no sample jitter); depth and normals only when `geometry`."""
         with torch.no_grad():
-            kwargs = {"perturb": False, "with_normals": True} if hasattr(self.model, "density") else {}
-            return self.model.render(cameras, resolution, resolution, **kwargs)
+            return self.model.render(cameras, resolution, resolution, geometry=geometry, perturb=False)
 
 
 def build(cfg: GenerateConfig, run_dir: Path | None, log=print) -> tuple[torch.nn.Module, Trainer]:
