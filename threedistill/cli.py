@@ -129,7 +129,7 @@ def prior_sample(
     n: int = typer.Option(8, help="Number of images."),
     out: Path = typer.Option(Path("samples.png"), "--out", help="Grid image to write."),
     steps: int = typer.Option(100, help="Sampling steps."),
-    guidance: float = typer.Option(3.0, help="Classifier-free guidance scale (diffusers convention; 1 = none)."),
+    guidance: float = typer.Option(5.0, help="Classifier-free guidance scale (diffusers convention; 1 = none)."),
     sampler: str = typer.Option("ddpm", help="ddpm (ancestral, default) or ddim."),
     seed: int = typer.Option(0),
     prior: Optional[Path] = PriorOption,
@@ -151,7 +151,7 @@ def prior_sample(
 def prior_eval(
     n: int = typer.Option(8, help="Samples per catalogue prompt."),
     steps: int = typer.Option(100, help="Sampling steps (ancestral DDPM)."),
-    guidance: float = typer.Option(3.0, help="Classifier-free guidance scale (diffusers convention)."),
+    guidance: float = typer.Option(5.0, help="Classifier-free guidance scale (diffusers convention)."),
     seed: int = typer.Option(0),
     prior: Optional[Path] = PriorOption,
     out: Optional[Path] = typer.Option(None, "--out", help="Write the report as JSON (and a grid PNG beside it)."),
@@ -201,13 +201,12 @@ def generate_cmd(
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate against ground truth at the end (toy prompts)."),
 ):
     """Text to 3D: optimise a NeRF or 3D Gaussians with score distillation, write a run directory."""
-    from .runs import default_config_path, generate
+    from .runs import generate
 
     if resume is None and not prompt.strip():
         raise ThreeDistillError("--prompt is empty; give a text prompt such as --prompt 'a red duck'")
-    cfg_path = config if config is not None or resume is not None else default_config_path(representation or "gaussians")
     run = generate(prompt=prompt, representation=representation, guidance=guidance, prior=prior, steps=steps, seed=seed,
-                   out=out, config=cfg_path, overrides=ctx.args, resume=resume, log=lambda s: _console().print(s))
+                   out=out, config=config, overrides=ctx.args, resume=resume, log=lambda s: _console().print(s))
     typer.echo(f"run directory: {run.dir}")
     if evaluate and run.trainer.step == run.config.trainer.steps:
         _evaluate_and_print(run.dir, quiet_if_no_gt=True)

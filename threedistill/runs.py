@@ -90,8 +90,9 @@ def generate(prompt: str = "", representation: str | None = None, guidance: str 
              prior: str | None = None, steps: int | None = None, seed: int | None = None, out: str | None = None,
              config: str | Path | None = None, overrides: list[str] | tuple = (), resume: str | Path | None = None,
              progress: bool = True, stop_at: int | None = None, log=print) -> Run:
-    """Run text-to-3D and return the Run. Arguments override `config` (a YAML file), which overrides defaults;
-    `resume` continues the run in that directory with its saved config."""
+    """Run text-to-3D and return the Run. Arguments override `config` (a YAML file; by default
+    configs/generate/<representation>.yaml), which overrides the dataclass defaults; `resume` continues the run
+    in that directory with its saved config."""
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "config.yaml").is_file():
@@ -103,6 +104,8 @@ def generate(prompt: str = "", representation: str | None = None, guidance: str 
                   f"guidance_type={guidance}" if guidance else None, f"prior={prior}" if prior else None,
                   f"trainer.steps={steps}" if steps is not None else None,
                   f"trainer.seed={seed}" if seed is not None else None, f"out={out}" if out else None]
+        if config is None:
+            config = default_config_path(representation or GenerateConfig.representation)
         cfg = load_config(GenerateConfig, config, list(overrides) + [p for p in picked if p])
         run_dir = new_run_dir(cfg)
     model, trainer = build(cfg, run_dir, log)

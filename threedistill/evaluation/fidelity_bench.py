@@ -27,7 +27,7 @@ def read_prompts(path: Path | None) -> list[str]:
 
 def run_fidelity(prompts: list[str], seeds: int, representations: list[str], out_root: Path,
                  overrides: list[str], steps: int | None = None, log=print) -> list[dict]:
-    from ..runs import default_config_path, generate
+    from ..runs import generate
 
     rows = []
     for rep in representations:
@@ -35,7 +35,7 @@ def run_fidelity(prompts: list[str], seeds: int, representations: list[str], out
             for seed in range(seeds):
                 start = time.time()
                 run = generate(prompt=prompt, representation=rep, seed=seed, steps=steps, out=str(out_root),
-                               config=default_config_path(rep), overrides=overrides, progress=False, log=lambda s: None)
+                               overrides=overrides, progress=False, log=lambda s: None)
                 metrics = evaluate_run(run.dir)
                 row = {"representation": rep, "prompt": prompt, "seed": seed, "wall_seconds": time.time() - start,
                        **{k: metrics.get(k) for k in ("silhouette_iou", "colour_error", "front_back_correct")}}

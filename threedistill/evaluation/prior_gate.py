@@ -14,7 +14,7 @@ from .image_judge import SilhouetteBank, judge_image
 GATE_TARGET = 0.90
 
 
-def evaluate_prior(prior: Prior, samples_per_prompt: int = 8, steps: int = 100, guidance_scale: float = 3.0,
+def evaluate_prior(prior: Prior, samples_per_prompt: int = 8, steps: int = 100, guidance_scale: float = 5.0,
                    seed: int = 0, subjects=None, progress: bool = True) -> dict:
     """Sample and judge; returns a JSON-ready report with per-prompt and overall accuracies."""
     subjects = subjects or catalogue_subjects()

@@ -27,7 +27,7 @@ def make_scheduler(prior: Prior, sampler: str):
 
 
 @torch.no_grad()
-def sample_images(prior: Prior, prompts: list[str], steps: int = 100, guidance_scale: float = 3.0,
+def sample_images(prior: Prior, prompts: list[str], steps: int = 100, guidance_scale: float = 5.0,
                   seed: int = 0, negative_prompt: str = "", batch_size: int = 128, progress: bool = False,
                   sampler: str = "ddpm") -> torch.Tensor:
     """Draw one image per prompt: (N,3,H,W) in [0,1]."""
