@@ -44,6 +44,14 @@ def default_config_path(representation: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def read_run_config(run_dir: Path, overrides=(), action: str = "") -> GenerateConfig:
+    """A run directory's saved config.yaml (plus overrides), or a one-line error if it is not a run directory."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ThreeDistillError(f"{action}{run_dir} is not a run directory (no config.yaml)")
+    return load_config(GenerateConfig, path, list(overrides))
+
+
 def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "prompt"
 
@@ -95,9 +103,7 @@ def generate(prompt: str = "", representation: str | None = None, guidance: str 
     in that directory with its saved config."""
     if resume is not None:
         run_dir = Path(resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise ThreeDistillError(f"cannot resume: {run_dir} is not a run directory (no config.yaml)")
-        cfg = load_config(GenerateConfig, run_dir / "config.yaml", list(overrides))
+        cfg = read_run_config(run_dir, overrides, action="cannot resume: ")
     else:
         picked = [f"prompt={json.dumps(prompt)}" if prompt else None,
                   f"representation={representation}" if representation else None,

@@ -7,40 +7,33 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ThreeDistillError
 from .ground_truth import compare, eval_cameras, subject_of
 
 EVAL_RESOLUTION = 64
 
 
-def load_run(run_dir: Path):
-    """Rebuild a run's model from config.yaml and its latest checkpoint."""
-    from ..config import load_config
-    from ..runs import GenerateConfig, Run, build
+def load_run(run_dir: Path, cfg=None):
+    """Rebuild a run's model from its config (read from config.yaml unless given) and latest checkpoint."""
+    from ..runs import Run, build, read_run_config
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise ThreeDistillError(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = load_config(GenerateConfig, run_dir / "config.yaml")
+    cfg = cfg or read_run_config(run_dir)
     model, trainer = build(cfg, None, log=lambda s: None)
     trainer.load_checkpoint(run_dir)
     return Run(run_dir, cfg, model, trainer)
 
 
 def evaluate_run(run_dir: Path) -> dict:
-    run_dir = Path(run_dir)
-    from ..config import load_config
-    from ..runs import GenerateConfig
+    from ..runs import read_run_config
 
-    if not (run_dir / "config.yaml").is_file():
-        raise ThreeDistillError(f"{run_dir} is not a run directory (no config.yaml)")
-    prompt = load_config(GenerateConfig, run_dir / "config.yaml").prompt
-    colour, obj = subject_of(prompt)
-    run = load_run(run_dir)
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    colour, obj = subject_of(cfg.prompt)  # before building anything: fails fast on prompts without ground truth
+    run = load_run(run_dir, cfg)
     cams = eval_cameras()
     renders = [run.render(cams[i:i + 4], EVAL_RESOLUTION) for i in range(0, len(cams), 4)]
     render = {k: torch.cat([r[k] for r in renders]) for k in ("rgb", "alpha")}
-    metrics = {"prompt": prompt, "object": obj, "colour": colour, "step": run.trainer.step}
+    metrics = {"prompt": cfg.prompt, "object": obj, "colour": colour, "step": run.trainer.step}
     metrics |= compare(render, colour, obj, EVAL_RESOLUTION)
     path = run_dir / "metrics.json"
     existing = json.loads(path.read_text()) if path.is_file() else {}
