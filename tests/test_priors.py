@@ -139,3 +139,23 @@ def test_broken_prior_directories_give_one_line_errors(tmp_path, breakage, fragm
 def test_missing_prior_directory(tmp_path):
     with pytest.raises(PriorLoadError, match="prior directory not found"):
         load_prior(tmp_path / "nothing")
+
+
+def test_object_weights_oversample_and_reject_unknown_objects():
+    import numpy as np
+
+    from threedistill.config import load_config
+    from threedistill.errors import ConfigError
+    from threedistill.priors.train import PriorTrainConfig, sampling_probabilities
+    from threedistill.toyworld.dataset import ToyDataset
+
+    subjects = [("red", "robot"), ("red", "sphere")]
+    data = ToyDataset(np.zeros((4, 2, 2, 3), np.uint8), np.array([0, 0, 1, 1]), *[np.zeros(4)] * 4, subjects)
+    assert sampling_probabilities(data, {}) is None
+    assert sampling_probabilities(data, {"robot": 3.0}).tolist() == pytest.approx([3 / 8, 3 / 8, 1 / 8, 1 / 8])
+    cfg = load_config(PriorTrainConfig, None, ["object_weights={robot: 2.0}"])
+    assert cfg.object_weights == {"robot": 2.0}
+    with pytest.raises(ConfigError, match="unknown object 'robott'.*known: sphere"):
+        load_config(PriorTrainConfig, None, ["object_weights={robott: 2.0}"])
+    with pytest.raises(ConfigError, match="object_weights.robot must be positive"):
+        PriorTrainConfig(object_weights={"robot": 0.0})

@@ -177,7 +177,8 @@ def prior_eval(
     Console().print(table)
     verdict = "PASS" if report["passed"] else "FAIL"
     typer.echo(f"{verdict}: {acc['all']:.1%} of {len(images)} samples right (target {report['target']:.0%}); "
-               f"{report['seconds_per_image']:.3f}s per image")
+               f"{report['seconds_per_image']:.3f}s per image; the judge scores ground-truth renders "
+               f"{report['judge_on_ground_truth']:.1%}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2))

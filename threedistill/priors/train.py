@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import ConfigError
+from ..toyworld.catalogue import OBJECTS
 from ..toyworld.dataset import ToyDataset, generate_dataset
 from ..toyworld.prompts import view_prompt
 from .toy_components import build_scheduler, build_text_encoder, build_tokenizer, build_unet, save_pipeline
@@ -45,6 +46,7 @@ class PriorTrainConfig:
     snapshot_every: int = 250  # write the (EMA) pipeline every N steps so a crash loses little
     threads: int = 0  # torch threads; 0 keeps torch's default
     init_from: Optional[str] = None  # continue from the unet / text encoder of a saved prior (a second stage)
+    object_weights: dict[str, float] = field(default_factory=dict)  # oversample hard objects, e.g. {robot: 3}
 
     def __post_init__(self):
         if self.resolution not in (16, 32, 64):
@@ -52,6 +54,20 @@ class PriorTrainConfig:
         for name in ("steps", "batch_size", "views_per_subject"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name, weight in self.object_weights.items():
+            if name not in OBJECTS:
+                raise ConfigError(f"object_weights: unknown object {name!r}; known: {', '.join(OBJECTS)}")
+            if weight <= 0:
+                raise ConfigError(f"object_weights.{name} must be positive, got {weight}")
+
+
+def sampling_probabilities(data: ToyDataset, object_weights: dict[str, float]) -> np.ndarray | None:
+    """Per-image sampling probability from per-object weights (None = uniform, the stage 1-3 behaviour)."""
+    if not object_weights:
+        return None
+    per_subject = np.array([object_weights.get(obj, 1.0) for _, obj in data.subjects])
+    weights = per_subject[data.subject.astype(np.int64)]
+    return weights / weights.sum()
 
 
 def _prompts_for_batch(data: ToyDataset, idx: np.ndarray, rng: np.random.Generator, cfg: PriorTrainConfig) -> list[str]:
@@ -116,9 +132,10 @@ def train_prior(cfg: PriorTrainConfig, progress: bool = True, log=print) -> Path
                       extra={"trained_steps": step, "train_config": asdict(cfg), "resolution": cfg.resolution,
                              "train_seconds": round(time.time() - start, 1)})
 
+    probs = sampling_probabilities(data, cfg.object_weights)
     bar = tqdm(range(cfg.steps), desc="training toy prior", disable=not progress)
     for step in bar:
-        idx = rng.integers(0, len(data), cfg.batch_size)
+        idx = rng.integers(0, len(data), cfg.batch_size) if probs is None else rng.choice(len(data), cfg.batch_size, p=probs)
         x0 = images[idx]
         flip = torch.from_numpy(rng.random(cfg.batch_size) < 0.5)
         x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)  # mirror: every object is left-right symmetric

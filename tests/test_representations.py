@@ -1,0 +1,113 @@
+"""Volume rendering of known densities, the hash-grid encoding, the NeRF's blob and 3DGS densification."""
+import math
+
+import pytest
+import torch
+
+from threedistill.cameras import orbit_cameras
+from threedistill.renderers.volume import render_volume
+from threedistill.representations.gaussians import Gaussians, GaussiansConfig
+from threedistill.representations.hash_grid import HashGridEncoding
+from threedistill.representations.nerf import NeRF
+
+
+class ConstantBall:
+    """Density `sigma` everywhere inside the unit bounding sphere, colour `rgb`, black background."""
+
+    def __init__(self, sigma: float, rgb=(1.0, 0.0, 0.0)):
+        self.sigma, self.rgb = sigma, torch.tensor(rgb)
+
+    def density(self, points):
+        return torch.full((len(points),), self.sigma), torch.zeros(len(points), 1)
+
+    def color(self, features, dirs):
+        return self.rgb.expand(len(features), 3)
+
+    def background(self, dirs):
+        return torch.zeros_like(dirs)
+
+
+@pytest.mark.parametrize("sigma", [0.3, 1.0, 4.0])
+def test_transmittance_and_depth_of_a_constant_density_ball(sigma):
+    # The central ray crosses the unit sphere over length 2 from distance r-1: alpha = 1 - exp(-2 sigma), and
+    # the expected hit distance is the mean of an exponential truncated to the segment.
+    radius, length = 3.0, 2.0
+    out = render_volume(ConstantBall(sigma), orbit_cameras(0.0, 0.0, radius), 1, 1, n_samples=256, n_importance=0,
+                        perturb=False)
+    alpha = 1 - math.exp(-sigma * length)
+    assert out["alpha"].item() == pytest.approx(alpha, abs=1e-4)
+    assert out["rgb"][0, :, 0, 0].tolist() == pytest.approx([alpha, 0.0, 0.0], abs=1e-4)
+    mean_offset = 1 / sigma - length * math.exp(-sigma * length) / (1 - math.exp(-sigma * length))
+    assert out["depth"].item() == pytest.approx(radius - 1 + mean_offset, abs=2e-3)
+
+
+def test_rays_missing_the_bound_show_the_background():
+    out = render_volume(ConstantBall(5.0), orbit_cameras(0.0, 0.0, 3.0, fovy=120.0), 9, 9, n_samples=8, n_importance=8)
+    assert out["alpha"][0, 0, 0, 0] == 0 and out["alpha"][0, 0, 4, 4] > 0.99
+    assert out["rgb"][0, :, 0, 0].abs().sum() == 0
+
+
+def test_dense_hash_level_interpolates_linear_functions_exactly():
+    enc = HashGridEncoding(levels=1, features_per_level=2, log2_table_size=12, base_resolution=8, max_resolution=8)
+    assert enc.dense == [True]
+    res = enc.resolutions[0]
+    grid = torch.stack(torch.meshgrid(*[torch.arange(res + 1.0)] * 3, indexing="ij"), -1).reshape(-1, 3) / res
+    with torch.no_grad():  # table rows in the dense x-major order hold a linear function of the vertex position
+        enc.table[:] = torch.stack([grid @ torch.tensor([1.0, 2.0, 3.0]), grid[:, 0] - grid[:, 2]], -1)
+    x = torch.rand(500, 3, generator=torch.Generator().manual_seed(0))
+    expected = torch.stack([x @ torch.tensor([1.0, 2.0, 3.0]), x[:, 0] - x[:, 2]], -1)
+    assert torch.allclose(enc(x), expected, atol=1e-5)
+
+
+def test_hashed_levels_stay_in_their_table_and_pass_gradients():
+    enc = HashGridEncoding(levels=4, features_per_level=2, log2_table_size=10, base_resolution=4, max_resolution=64)
+    assert enc.dense[0] and not enc.dense[-1]
+    x = torch.rand(300, 3, generator=torch.Generator().manual_seed(1))
+    for level in range(enc.levels):
+        cell = (x * enc.resolutions[level]).floor().clamp(max=enc.resolutions[level] - 1).to(torch.int32)
+        idx = enc._index(cell, level)
+        assert idx.min() >= enc.offsets[level] and idx.max() < enc.offsets[level + 1]
+    enc.table.data.normal_(generator=torch.Generator().manual_seed(2))
+    enc(x).square().sum().backward()
+    assert enc.table.grad.abs().sum() > 0
+    # the encoding is continuous: a tiny step moves the features a tiny amount
+    assert (enc(x + 1e-4) - enc(x)).abs().max() < 5e-2  # a wrong corner index would jump by ~1
+
+
+def test_nerf_starts_as_a_centred_blob_with_outward_normals():
+    nerf = NeRF(generator=torch.Generator().manual_seed(0))
+    centre, edge = nerf.density(torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.9]]))[0]
+    assert centre > 5.0 and edge < 0.5
+    points = torch.tensor([[0.3, 0.0, 0.0], [0.0, -0.3, 0.0], [0.0, 0.0, 0.3]])
+    cosine = (nerf.normals(points) * torch.nn.functional.normalize(points, dim=-1)).sum(-1)
+    assert (cosine > 0.9).all()
+
+
+def _with_adam(model: Gaussians) -> torch.optim.Adam:
+    opt = torch.optim.Adam(model.param_groups())
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    return opt
+
+
+def test_densify_clones_small_splits_large_and_prunes_transparent_gaussians():
+    cfg = GaussiansConfig(num_points=4, split_scale=0.1, densify_grad_threshold=0.5, prune_opacity=0.05)
+    model = Gaussians(cfg, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.log_scales[:] = math.log(0.05)
+        model.log_scales[1] = math.log(0.2)  # large -> split
+        model.opacity_logits[:] = 0.0
+        model.opacity_logits[3] = -5.0  # transparent -> pruned
+    opt = _with_adam(model)
+    parent_scale = model.scales[1].detach().clone()
+    model.grad_accum[:] = torch.tensor([1.0, 1.0, 0.1, 0.1])  # 0 and 1 are hot
+    model.grad_count[:] = 1
+    stats = model.densify_and_prune(opt, torch.Generator().manual_seed(0))
+    assert stats == {"cloned": 1, "split": 1, "pruned": 2, "count": 5}  # 4 + 1 clone + 2 children - parent - pruned
+    assert torch.allclose(model.scales[-2:], (parent_scale / 1.6).expand(2, 3))  # children: 1/1.6 of the parent
+    for group in opt.param_groups:  # optimizer follows the new tensors, with moments for every row
+        param = group["params"][0]
+        assert any(param is p for p in model.parameters())
+        assert opt.state[param]["exp_avg"].shape == param.shape
+    assert len(model) == 5 and model.grad_accum.shape == (5,)

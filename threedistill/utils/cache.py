@@ -1,0 +1,20 @@
+"""The user cache folder for things that are slow to build and cheap to keep (silhouette banks, later the
+native kernels): $THREEDISTILL_CACHE, else $XDG_CACHE_HOME/threedistill, else ~/.cache/threedistill."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+
+def cache_dir(kind: str) -> Path:
+    root = os.environ.get("THREEDISTILL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "threedistill"
+    path = Path(root) / kind
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cache_key(**settings) -> str:
+    """A short stable name for a set of JSON-serialisable settings."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
