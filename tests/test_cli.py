@@ -86,8 +86,11 @@ def test_generate_then_eval_from_the_command_line(tmp_path):
     assert result.returncode == 0, result.stderr
     run_dir = next((tmp_path / "a-red-cone").iterdir())
     assert run_dir.name.startswith("sds-gaussians@")
-    for part in ("config.yaml", "metrics.json", "log.jsonl", "renders/views.png", "checkpoints/latest.json"):
+    for part in ("config.yaml", "metrics.json", "log.jsonl", "renders/views.png", "checkpoints/latest.json",
+                 "renders/eval_vs_ground_truth.png"):
         assert (run_dir / part).exists(), part
+    # result and ground truth, two rows per evaluation elevation, 8 azimuths of 64 px (+2 px padding)
+    assert iio.imread(run_dir / "renders/eval_vs_ground_truth.png").shape == (4 * 66 - 2, 8 * 66 - 2, 3)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.0 <= metrics["silhouette_iou"] <= 1.0 and metrics["wall_seconds"] > 0
     again = t3d("eval", str(run_dir))

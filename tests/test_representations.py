@@ -8,7 +8,7 @@ from threedistill.cameras import orbit_cameras
 from threedistill.renderers.volume import render_volume
 from threedistill.representations.gaussians import Gaussians, GaussiansConfig
 from threedistill.representations.hash_grid import HashGridEncoding
-from threedistill.representations.nerf import NeRF
+from threedistill.representations.nerf import NeRF, NeRFConfig
 
 
 class ConstantBall:
@@ -111,3 +111,14 @@ def test_densify_clones_small_splits_large_and_prunes_transparent_gaussians():
         assert any(param is p for p in model.parameters())
         assert opt.state[param]["exp_avg"].shape == param.shape
     assert len(model) == 5 and model.grad_accum.shape == (5,)
+
+
+def test_inference_renders_skip_empty_rays_without_changing_the_image():
+    nerf = NeRF(NeRFConfig(blob_radius=0.3), generator=torch.Generator().manual_seed(0))
+    cams = orbit_cameras([0.0, 120.0], 20.0, 2.9)
+    full = nerf.render(cams, 24, 24, perturb=False)  # with gradients: every ray takes the fine pass
+    with torch.no_grad():
+        fast = nerf.render(cams, 24, 24, perturb=False)
+    assert len(fast["weights"]) < len(full["weights"])  # some rays were skipped
+    assert (fast["rgb"] - full["rgb"].detach()).abs().max() < 2e-3
+    assert (fast["alpha"] - full["alpha"].detach()).abs().max() < 2e-3

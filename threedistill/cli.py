@@ -264,12 +264,13 @@ def bench_fidelity(
             raise ThreeDistillError(f"--representation must be nerf, gaussians or both, got {representation!r}")
     if seeds < 1:
         raise ThreeDistillError(f"--seeds must be positive, got {seeds}")
-    rows = run_fidelity(read_prompts(prompts), seeds, reps, runs_dir, ctx.args, steps, log=typer.echo)
+    extra = " " + " ".join(ctx.args) if ctx.args else ""
     header = (f"# Text-to-3D fidelity against toy-world ground truth\n\n`t3d bench fidelity --seeds {seeds} "
-              f"--representation {representation}` on {platform.machine()} ({os.cpu_count()} cores), "
+              f"--representation {representation}{extra}` on {platform.machine()} ({os.cpu_count()} cores), "
               f"embedded toy prior, SDS.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown_table(rows, header))
+    write = lambda rows: out.write_text(markdown_table(rows, header))  # noqa: E731  (rewritten after every run)
+    run_fidelity(read_prompts(prompts), seeds, reps, runs_dir, ctx.args, steps, log=typer.echo, on_row=write)
     typer.echo(f"wrote {out}")
 
 

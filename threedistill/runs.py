@@ -137,17 +137,24 @@ def write_preview(run: Run, step: int) -> None:
     from .cameras import orbit_cameras
     from .utils.images import save_image
 
-    out = run.render(orbit_cameras([0, 90, 180, 270], 15.0, 2.9), 64)
+    out = run.render(orbit_cameras([0, 90, 180, 270], 15.0, 2.9), output_resolution(run))
     save_image(out["rgb"], run.dir / "renders" / f"preview_{step:06d}.png")
 
 
-def write_turntable(run: Run, frames: int = 24, resolution: int = 128) -> None:
+def output_resolution(run: Run) -> int:
+    """Size of previews and turntables: twice the training renders, at least 64 px (a NeRF frame at 128 px
+    costs ~13 s on one CPU core, so larger sizes are left to `t3d export`)."""
+    return max(64, 2 * run.config.trainer.resolution)
+
+
+def write_turntable(run: Run, frames: int = 24, resolution: int | None = None) -> None:
     """renders/turntable.mp4 (or .gif without ffmpeg) and a PNG grid of 8 views."""
     import imageio.v3 as iio
 
     from .cameras import orbit_cameras
     from .utils.images import save_image, to_uint8
 
+    resolution = resolution or output_resolution(run)
     cams = orbit_cameras(torch.linspace(0, 360, frames + 1)[:-1], 15.0, 2.9)
     rgb = torch.cat([run.render(cams[i:i + 4], resolution)["rgb"] for i in range(0, frames, 4)])
     renders = run.dir / "renders"

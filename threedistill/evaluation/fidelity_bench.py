@@ -12,7 +12,6 @@ from .ground_truth import subject_of
 from .run_eval import evaluate_run
 
 
-
 def read_prompts(path: Path | None) -> list[str]:
     path = Path(path) if path else packaged_config("bench", "fidelity_prompts.txt")
     if not path.is_file():
@@ -26,7 +25,8 @@ def read_prompts(path: Path | None) -> list[str]:
 
 
 def run_fidelity(prompts: list[str], seeds: int, representations: list[str], out_root: Path,
-                 overrides: list[str], steps: int | None = None, log=print) -> list[dict]:
+                 overrides: list[str], steps: int | None = None, log=print, on_row=None) -> list[dict]:
+    """Every (representation, prompt, seed) run, evaluated; `on_row(rows)` after each, so a crash loses little."""
     from ..runs import generate
 
     rows = []
@@ -42,6 +42,8 @@ def run_fidelity(prompts: list[str], seeds: int, representations: list[str], out
                 log(f"{rep:9s} {prompt:22s} seed {seed}: IoU {row['silhouette_iou']:.3f}  "
                     f"colour err {row['colour_error']:.3f}  {row['wall_seconds']:.0f}s")
                 rows.append(row)
+                if on_row is not None:
+                    on_row(rows)
     return rows
 
 

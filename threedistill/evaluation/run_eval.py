@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .ground_truth import compare, eval_cameras, subject_of
+from .ground_truth import EVAL_AZIMUTHS, compare, eval_cameras, subject_of
 
 EVAL_RESOLUTION = 64
 
@@ -23,6 +23,18 @@ def load_run(run_dir: Path, cfg=None):
     return Run(run_dir, cfg, model, trainer)
 
 
+def write_comparison(path: Path, rgb: torch.Tensor, colour: str, obj: str) -> None:
+    """One picture to judge a result by eye: the evaluation views (rows: result, then ground truth, per elevation)."""
+    from ..toyworld.render import render_toy
+    from ..utils.images import make_grid, save_image
+
+    gt = render_toy(obj, colour, eval_cameras(), rgb.shape[-2], rgb.shape[-1])["rgb"]
+    n = len(EVAL_AZIMUTHS)
+    rows = [block for e in range(0, len(rgb), n) for block in (rgb[e:e + n], gt[e:e + n])]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(make_grid(torch.cat(rows), nrow=n), path)
+
+
 def evaluate_run(run_dir: Path) -> dict:
     from ..runs import read_run_config
 
@@ -35,6 +47,7 @@ def evaluate_run(run_dir: Path) -> dict:
     render = {k: torch.cat([r[k] for r in renders]) for k in ("rgb", "alpha")}
     metrics = {"prompt": cfg.prompt, "object": obj, "colour": colour, "step": run.trainer.step}
     metrics |= compare(render, colour, obj, EVAL_RESOLUTION)
+    write_comparison(run_dir / "renders" / "eval_vs_ground_truth.png", render["rgb"], colour, obj)
     path = run_dir / "metrics.json"
     existing = json.loads(path.read_text()) if path.is_file() else {}
     existing.update(metrics)
