@@ -91,3 +91,27 @@ def test_bad_guidance_names_and_settings(prior):
         GuidanceConfig(weighting="linear")
     with pytest.raises(ConfigError, match="prompt is empty"):
         GUIDANCE.build("sds", prior).prompt_state("   ")
+    with pytest.raises(ConfigError, match=r"guidance.guidance_scale: expected a number or a schedule"):
+        GuidanceConfig(guidance_scale=[1, 2])
+    with pytest.raises(ConfigError, match=r"guidance.max_step_percent"):
+        GuidanceConfig(max_step_percent="high")
+
+
+def test_guidance_scale_follows_its_schedule(prior):
+    # With a schedule the CFG scale changes the gradient between steps exactly as a fixed scale would.
+    from threedistill.cameras import orbit_cameras
+
+    rgb = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cams = orbit_cameras(0.0, 10.0, 2.9)
+
+    def grad(scale, step):
+        guidance = GUIDANCE.build("sds", prior, GuidanceConfig(guidance_scale=scale))
+        x = rgb.clone().requires_grad_(True)
+        guidance(x, cams, guidance.prompt_state("a red cone"), step, torch.Generator().manual_seed(1))["loss_sds"].backward()
+        return x.grad
+
+    schedule = [0, 20.0, 5.0, 100]
+    assert torch.allclose(grad(schedule, 0), grad(20.0, 0))
+    assert torch.allclose(grad(schedule, 50), grad(12.5, 50))
+    assert torch.allclose(grad(schedule, 200), grad(5.0, 200))
+    assert not torch.allclose(grad(20.0, 0), grad(5.0, 0))

@@ -23,7 +23,7 @@ WEIGHTINGS = ("sds", "uniform", "fantasia3d")
 
 @dataclass
 class GuidanceConfig:
-    guidance_scale: float = 7.5  # diffusers CFG convention (1 = conditional only)
+    guidance_scale: Any = 7.5  # diffusers CFG convention (1 = conditional only); number or schedule [k0, v0, v1, k1]
     min_step_percent: Any = 0.02  # number or schedule [k0, v0, v1, k1]
     max_step_percent: Any = 0.98
     weighting: str = "sds"  # w(t): sds = sigma_t^2, uniform = 1, fantasia3d = alpha_t sigma_t^2
@@ -36,6 +36,12 @@ class GuidanceConfig:
     def __post_init__(self):
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
+        for name in ("guidance_scale", "min_step_percent", "max_step_percent") + (("grad_clip",) if self.grad_clip is not None else ()):
+            try:
+                scheduled(getattr(self, name), 0)
+            except (ConfigError, TypeError, ValueError):
+                raise ConfigError(f"guidance.{name}: expected a number or a schedule [k0, v0, v1, k1], "
+                                  f"got {getattr(self, name)!r}") from None
 
 
 class PromptState:

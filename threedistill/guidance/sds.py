@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..cameras import Cameras
+from ..config import scheduled
 from .base import Guidance, PromptState, inject_gradient
 
 
@@ -28,7 +29,7 @@ class SDSGuidance(Guidance):
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
         x_t = self.prior.add_noise(x.detach(), noise, t)
         grad = sds_gradient(self.prior, x_t, noise, t, prompt.conditional(cameras), prompt.unconditional(b),
-                            self.cfg.guidance_scale, self.weight(t))
+                            scheduled(self.cfg.guidance_scale, step), self.weight(t))
         grad = self.finish_gradient(grad, step)
         return {"loss_sds": inject_gradient(x, grad), "grad_norm": grad.flatten(1).norm(dim=1).mean(),
                 "timestep": t.float().mean()}
