@@ -95,6 +95,15 @@ def test_generate_then_eval_from_the_command_line(tmp_path):
     assert 0.0 <= metrics["silhouette_iou"] <= 1.0 and metrics["wall_seconds"] > 0
     again = t3d("eval", str(run_dir))
     assert again.returncode == 0 and "silhouette_iou" in again.stdout
+    # a Gaussians run also leaves the standard 3DGS point cloud, and `t3d export` writes .splat on demand
+    from threedistill.export.splats import read_ply, read_splat
+
+    params = read_ply(run_dir / "export/point_cloud.ply")
+    exported = t3d("export", str(run_dir), "--format", "splat", "--out", str(tmp_path / "m.splat"))
+    assert exported.returncode == 0, exported.stderr
+    assert len(read_splat(tmp_path / "m.splat").means) == len(params.means) > 0
+    wrong = t3d("export", str(run_dir), "--format", "fbx")
+    assert wrong.returncode == 2 and "unknown export format 'fbx'; known: ply, splat" in wrong.stderr
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -104,6 +113,7 @@ def test_generate_then_eval_from_the_command_line(tmp_path):
     (["generate", "--prompt", "a red cube", "trainer.stepz=3"], "unknown config key 'trainer.stepz'"),
     (["generate", "--resume", "/nonexistent/run"], "not a run directory"),
     (["eval", "/nonexistent/run"], "not a run directory"),
+    (["export", "/nonexistent/run"], "not a run directory"),
     (["bench", "fidelity", "--prompts", "/nonexistent.txt"], "prompt file not found"),
 ])
 def test_generate_bad_input(tmp_path, args, fragment):

@@ -236,6 +236,18 @@ def _evaluate_and_print(run_dir: Path, quiet_if_no_gt: bool = False) -> dict | N
     return metrics
 
 
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory written by t3d generate."),
+    fmt: str = typer.Option("ply", "--format", help="ply (3DGS point_cloud.ply) or splat (web viewers); Gaussians runs."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output file (default RUN_DIR/export/...)."),
+):
+    """Write a run's result for other tools: 3DGS point_cloud.ply or .splat."""
+    from .export.run_export import export_run
+
+    typer.echo(f"wrote {export_run(run_dir, fmt, out)}")
+
+
 @app.command("eval")
 def eval_cmd(run_dir: Path = typer.Argument(..., help="A run directory written by t3d generate.")):
     """Compare a run with the toy world's ground truth at 16 fixed views; writes metrics.json."""

@@ -126,6 +126,10 @@ def generate(prompt: str = "", representation: str | None = None, guidance: str 
     trainer.fit(progress=progress, stop_at=stop_at, preview=lambda step: write_preview(run, step))
     if trainer.step == cfg.trainer.steps:
         write_turntable(run)
+        if cfg.representation == "gaussians":  # splat tools read this directly
+            from .export.run_export import default_export_path, export_model
+
+            export_model(model, cfg.representation, "ply", default_export_path(run_dir, "ply"))
         metrics_path = run_dir / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         metrics["wall_seconds"] = round(metrics.get("wall_seconds", 0.0) + time.time() - started, 1)

@@ -1,0 +1,94 @@
+"""3DGS .ply and .splat export: exact property layout, bit-exact round trip, and one-line errors."""
+import numpy as np
+import pytest
+import torch
+
+from threedistill.errors import ThreeDistillError
+from threedistill.export.splats import SH_C0, SplatParams, read_ply, read_splat, write_ply, write_splat
+from threedistill.representations.gaussians import Gaussians, GaussiansConfig
+
+
+def random_params(n=50, degree=3, seed=0) -> SplatParams:
+    rng = np.random.default_rng(seed)
+    f = lambda *s: rng.normal(size=s).astype(np.float32)  # noqa: E731
+    return SplatParams(f(n, 3), f(n, 3) - 3, f(n, 4), f(n), f(n, (degree + 1) ** 2, 3))
+
+
+@pytest.mark.parametrize("degree", [0, 1, 3])
+def test_ply_round_trip_is_exact_and_uses_the_inria_layout(tmp_path, degree):
+    from plyfile import PlyData
+
+    params = random_params(degree=degree)
+    path = write_ply(params, tmp_path / "point_cloud.ply")
+    names = PlyData.read(str(path))["vertex"].data.dtype.names
+    k = (degree + 1) ** 2 - 1
+    assert len(names) == 17 + 3 * k  # 62 properties for degree 3
+    assert names[:9] == ("x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2")
+    assert names[-8:] == ("opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
+    assert path.stat().st_size > len(params.means) * 4 * len(names)  # binary float32 body after the header
+    back = read_ply(path)
+    for key in ("means", "log_scales", "quats", "opacity_logits", "sh"):
+        assert np.array_equal(getattr(back, key), getattr(params, key)), key
+    if degree:  # channel-major f_rest: f_rest_{c*K + k} is coefficient k+1 of channel c
+        vertex = PlyData.read(str(path))["vertex"].data
+        assert vertex[f"f_rest_{1 * k + 0}"][0] == params.sh[0, 1, 1]
+        assert vertex[f"f_rest_{2 * k + k - 1}"][0] == params.sh[0, k, 2]
+
+
+def test_trained_gaussians_survive_a_ply_round_trip(tmp_path):
+    model = Gaussians(GaussiansConfig(num_points=30, sh_degree=1), torch.Generator().manual_seed(0))
+    write_ply(SplatParams.from_gaussians(model), tmp_path / "g.ply")
+    copy = Gaussians(GaussiansConfig(num_points=1, sh_degree=1))
+    copy.load_tensors(read_ply(tmp_path / "g.ply").tensors())
+    for a, b in zip(model.parameters(), copy.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_splat_is_32_bytes_each_sorted_and_quantised(tmp_path):
+    params = random_params(n=40, degree=0)
+    path = write_splat(params, tmp_path / "x.splat")
+    assert path.stat().st_size == 40 * 32
+    back = read_splat(path)
+    importance = np.exp(params.log_scales.sum(1)) / (1 + np.exp(-params.opacity_logits))
+    order = np.argsort(-importance, kind="stable")
+    assert np.array_equal(back.means, params.means[order])  # positions are exact: the file is in this order
+    assert np.all(np.diff(importance[order]) <= 0)  # descending size x opacity
+    assert np.allclose(back.log_scales, params.log_scales[order], atol=1e-6)
+    rgb = np.clip(0.5 + SH_C0 * params.sh[order, 0], 0, 1)
+    assert np.abs((0.5 + SH_C0 * back.sh[:, 0]) - rgb).max() <= 0.5 / 255 + 1e-6
+    unit = params.quats[order] / np.linalg.norm(params.quats[order], axis=1, keepdims=True)
+    assert np.abs(back.quats - unit).max() <= 1 / 128 + 1e-6
+
+
+def test_bad_files_give_one_line_errors(tmp_path):
+    with pytest.raises(ThreeDistillError, match="no such file"):
+        read_ply(tmp_path / "missing.ply")
+    junk = tmp_path / "junk.ply"
+    junk.write_bytes(b"not a ply at all")
+    with pytest.raises(ThreeDistillError, match="not a readable PLY"):
+        read_ply(junk)
+    import trimesh
+
+    mesh_ply = tmp_path / "mesh.ply"
+    trimesh.creation.box().export(mesh_ply)
+    with pytest.raises(ThreeDistillError, match="not a 3DGS point cloud: missing properties f_dc_0"):
+        read_ply(mesh_ply)
+    params = random_params(degree=1)
+    from plyfile import PlyData, PlyElement
+
+    path = write_ply(params, tmp_path / "odd.ply")
+    data = PlyData.read(str(path))["vertex"].data
+    keep = [n for n in data.dtype.names if n != "f_rest_8"]  # 8 rest coefficients: no integer degree
+    PlyData([PlyElement.describe(np.array(data[keep].tolist(), dtype=[(n, "<f4") for n in keep]), "vertex")]).write(str(path))
+    with pytest.raises(ThreeDistillError, match="8 f_rest properties give no SH degree"):
+        read_ply(path)
+    (tmp_path / "bad.splat").write_bytes(b"x" * 33)
+    with pytest.raises(ThreeDistillError, match="not a multiple of 32"):
+        read_splat(tmp_path / "bad.splat")
+
+
+def test_splat_formats_need_a_gaussians_run(tmp_path):
+    from threedistill.export.run_export import export_model
+
+    with pytest.raises(ThreeDistillError, match="needs a 3D Gaussians run, this one is 'nerf'"):
+        export_model(None, "nerf", "ply", tmp_path / "x.ply")
