@@ -103,7 +103,7 @@ def test_generate_then_eval_from_the_command_line(tmp_path):
     assert exported.returncode == 0, exported.stderr
     assert len(read_splat(tmp_path / "m.splat").means) == len(params.means) > 0
     wrong = t3d("export", str(run_dir), "--format", "fbx")
-    assert wrong.returncode == 2 and "unknown export format 'fbx'; known: ply, splat" in wrong.stderr
+    assert wrong.returncode == 2 and "unknown export format 'fbx'; known: ply, splat, spz" in wrong.stderr
 
 
 @pytest.mark.parametrize("args, fragment", [

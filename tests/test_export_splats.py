@@ -92,3 +92,41 @@ def test_splat_formats_need_a_gaussians_run(tmp_path):
 
     with pytest.raises(ThreeDistillError, match="needs a 3D Gaussians run, this one is 'nerf'"):
         export_model(None, "nerf", "ply", tmp_path / "x.ply")
+
+
+@pytest.mark.parametrize("degree", [0, 1, 3])
+def test_spz_round_trip_within_its_quantisation(tmp_path, degree):
+    from threedistill.export.splats import read_spz, write_spz
+
+    params = random_params(n=200, degree=degree, seed=3)
+    params.sh[:, 1:] = np.clip(params.sh[:, 1:] * 0.3, -0.95, 0.95)  # .spz stores SH rest in [-1, 1)
+    params.sh[:, 0] *= 0.5
+    path = write_spz(params, tmp_path / "m.spz")
+    ply = write_ply(params, tmp_path / "m.ply")
+    assert path.stat().st_size < ply.stat().st_size / 3  # 8-bit quantised and gzipped (random data barely compresses)
+    back = read_spz(path)
+    assert np.abs(back.means - params.means).max() <= 0.5 / 4096 + 1e-6  # 12 fractional bits
+    assert np.abs(back.log_scales - params.log_scales).max() <= 0.5 / 16 + 1e-6
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    assert np.abs(sig(back.opacity_logits) - sig(params.opacity_logits)).max() <= 0.5 / 255 + 1e-5
+    assert np.abs(back.sh[:, 0] - params.sh[:, 0]).max() <= 0.5 / (255 * 0.15) + 1e-5
+    if degree:
+        assert np.abs(back.sh[:, 1:4] - params.sh[:, 1:4]).max() <= 4.5 / 128  # 5-bit buckets for degree 1
+    if degree > 1:
+        assert np.abs(back.sh[:, 4:] - params.sh[:, 4:]).max() <= 8.5 / 128 + 1e-6  # 4-bit buckets beyond
+    unit = params.quats / np.linalg.norm(params.quats, axis=1, keepdims=True)
+    same_rotation = np.abs((back.quats * unit).sum(1))  # q and -q are the same rotation
+    assert same_rotation.min() > 0.999
+
+
+def test_bad_spz_files(tmp_path):
+    import gzip
+
+    from threedistill.export.splats import read_spz
+
+    (tmp_path / "a.spz").write_bytes(b"plain bytes")
+    with pytest.raises(ThreeDistillError, match="not a gzip-compressed .spz"):
+        read_spz(tmp_path / "a.spz")
+    (tmp_path / "b.spz").write_bytes(gzip.compress(b"\x00" * 20))
+    with pytest.raises(ThreeDistillError, match="no .spz header"):
+        read_spz(tmp_path / "b.spz")

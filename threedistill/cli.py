@@ -239,10 +239,10 @@ def _evaluate_and_print(run_dir: Path, quiet_if_no_gt: bool = False) -> dict | N
 @app.command("export")
 def export_cmd(
     run_dir: Path = typer.Argument(..., help="A run directory written by t3d generate."),
-    fmt: str = typer.Option("ply", "--format", help="ply (3DGS point_cloud.ply) or splat (web viewers); Gaussians runs."),
+    fmt: str = typer.Option("ply", "--format", help="ply (3DGS point_cloud.ply), splat or spz (web viewers); Gaussians runs."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file (default RUN_DIR/export/...)."),
 ):
-    """Write a run's result for other tools: 3DGS point_cloud.ply or .splat."""
+    """Write a run's result for other tools: 3DGS point_cloud.ply, .splat or .spz."""
     from .export.run_export import export_run
 
     typer.echo(f"wrote {export_run(run_dir, fmt, out)}")

@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ThreeDistillError
-from .splats import SplatParams, write_ply, write_splat
+from .splats import SplatParams, write_ply, write_splat, write_spz
 
-SPLAT_FORMATS = {"ply": ("point_cloud.ply", write_ply), "splat": ("model.splat", write_splat)}
+SPLAT_FORMATS = {"ply": ("point_cloud.ply", write_ply), "splat": ("model.splat", write_splat), "spz": ("model.spz", write_spz)}
 FORMATS = tuple(SPLAT_FORMATS)
 
 

@@ -1,6 +1,7 @@
 """3D Gaussians as the files splat tools read: the INRIA 3DGS `point_cloud.ply` (pre-activation values, exact
-property names; SuperSplat, gsplat and nerfstudio read it) and antimatter15's `.splat` for web viewers.
-Conventions in docs/formats.md. Reading our own .ply back gives the same parameters bit for bit."""
+property names; SuperSplat, gsplat and nerfstudio read it), antimatter15's `.splat` and Niantic's compressed
+`.spz` for web viewers. Reading our own .ply back gives the same parameters bit for bit. Coordinates are the
+project's world frame (+Y up, front +Z), written as they are."""
 from __future__ import annotations
 
 import math
@@ -126,3 +127,113 @@ def read_splat(path: str | Path) -> SplatParams:
     return SplatParams(rec["position"].astype(np.float32), np.log(rec["scale"].clip(1e-12)).astype(np.float32),
                        (rec["rot"].astype(np.float32) - 128) / 128, np.log(alpha / (1 - alpha)).astype(np.float32),
                        ((rgba[:, None, :3] - 0.5) / SH_C0).astype(np.float32))
+
+
+# ---------------------------------------------------------------- .spz (Niantic)
+SPZ_MAGIC = 0x5053474E
+SPZ_COLOR_SCALE = 0.15  # DC colour is stored as dc * 0.15 + 0.5 so slightly out-of-range colours survive
+SPZ_FRACTIONAL_BITS = 12
+_SQRT1_2 = 0.7071067811865476
+
+
+def _quantize_sh(x: np.ndarray, bits: int) -> np.ndarray:
+    bucket = 1 << (8 - bits)
+    q = np.round(x * 128.0).astype(np.int32) + 128
+    return np.clip((q + bucket // 2) // bucket * bucket, 0, 255).astype(np.uint8)
+
+
+def _pack_smallest_three(quats_wxyz: np.ndarray) -> np.ndarray:
+    """Quaternions (N,4, w first) -> (N,4) bytes: index of the largest |component| of (x,y,z,w) in the top 2 bits,
+    then the other three as sign + 9-bit magnitude scaled by 1/sqrt(1/2)."""
+    q = quats_wxyz[:, [1, 2, 3, 0]].astype(np.float64)
+    q /= np.linalg.norm(q, axis=1, keepdims=True).clip(1e-12)
+    largest = np.abs(q).argmax(1)
+    negate = q[np.arange(len(q)), largest] < 0
+    comp = largest.astype(np.uint32)
+    for i in range(4):
+        other = largest != i
+        negbit = ((q[:, i] < 0) ^ negate).astype(np.uint32)
+        mag = np.floor(511.0 * np.abs(q[:, i]) / _SQRT1_2 + 0.5).astype(np.uint32)
+        comp = np.where(other, (comp << 10) | (negbit << 9) | mag, comp)
+    return comp.astype("<u4").view(np.uint8).reshape(-1, 4)
+
+
+def _unpack_smallest_three(raw: np.ndarray) -> np.ndarray:
+    comp = raw.reshape(-1, 4).copy().view("<u4")[:, 0].astype(np.uint64)
+    largest = (comp >> 30).astype(np.int64)
+    q = np.zeros((len(comp), 4))
+    for i in range(3, -1, -1):
+        other = largest != i
+        mag = (comp & 511).astype(np.float64)
+        sign = np.where((comp >> 9) & 1, -1.0, 1.0)
+        q[:, i] = np.where(other, sign * _SQRT1_2 * mag / 511.0, 0.0)
+        comp = np.where(other, comp >> 10, comp)
+    rows = np.arange(len(q))
+    q[rows, largest] = np.sqrt(np.clip(1.0 - (q ** 2).sum(1), 0.0, None))
+    return q[:, [3, 0, 1, 2]].astype(np.float32)  # back to w first
+
+
+def write_spz(params: SplatParams, path: str | Path) -> Path:
+    """Niantic .spz version 3 (gzip; 24-bit fixed-point positions, 8-bit everything else, smallest-three
+    rotations). Our world frame is already the format's RUB (+X right, +Y up, +Z back), so nothing is flipped."""
+    import gzip
+
+    n, degree = len(params.means), params.sh_degree
+    fixed = np.round(params.means.astype(np.float64) * (1 << SPZ_FRACTIONAL_BITS)).astype(np.int64)
+    if np.abs(fixed).max(initial=0) >= 1 << 23:
+        raise ThreeDistillError(f"positions beyond +-{(1 << 23) / (1 << SPZ_FRACTIONAL_BITS):.0f} do not fit .spz's 24-bit coordinates")
+    positions = (fixed.astype("<i4").view(np.uint8).reshape(n, 3, 4)[:, :, :3]).reshape(-1)
+    alphas = np.clip(np.round(255.0 / (1.0 + np.exp(-params.opacity_logits.astype(np.float64)))), 0, 255).astype(np.uint8)
+    colors = np.clip(np.round(params.sh[:, 0, :] * (SPZ_COLOR_SCALE * 255.0) + 127.5), 0, 255).astype(np.uint8)
+    scales = np.clip(np.round((params.log_scales + 10.0) * 16.0), 0, 255).astype(np.uint8)
+    rest = params.sh[:, 1:, :]  # (N, K, 3): coefficient-major, channel inner, as .spz stores it
+    sh = np.concatenate([_quantize_sh(rest[:, :3], 5), _quantize_sh(rest[:, 3:], 4)], 1) if degree else rest.astype(np.uint8)
+    header = np.array([SPZ_MAGIC, 3, n], "<u4").tobytes() + bytes([degree, SPZ_FRACTIONAL_BITS, 0, 0])
+    body = b"".join(a.tobytes() for a in (positions, alphas, colors.reshape(-1), scales.reshape(-1),
+                                          _pack_smallest_three(params.quats).reshape(-1), sh.reshape(-1)))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(header + body))
+    return path
+
+
+def read_spz(path: str | Path) -> SplatParams:
+    """Read .spz versions 2 (first-three rotations) and 3 (smallest-three)."""
+    import gzip
+    import zlib
+
+    try:
+        data = gzip.decompress(Path(path).read_bytes())
+    except (OSError, EOFError, zlib.error) as err:
+        raise ThreeDistillError(f"{path} is not a gzip-compressed .spz file: {err}") from None
+    if len(data) < 16 or int.from_bytes(data[:4], "little") != SPZ_MAGIC:
+        raise ThreeDistillError(f"{path}: no .spz header (magic 0x5053474e)")
+    version, n = (int.from_bytes(data[i:i + 4], "little") for i in (4, 8))
+    degree, frac = data[12], data[13]
+    if version not in (2, 3) or degree > 3:
+        raise ThreeDistillError(f"{path}: unsupported .spz version {version} / SH degree {degree} (expected 2 or 3 / 0-3)")
+    k = (degree + 1) ** 2 - 1
+    rot_bytes = 4 if version == 3 else 3
+    sizes = [9 * n, n, 3 * n, 3 * n, rot_bytes * n, 3 * k * n]
+    if len(data) - 16 != sum(sizes):
+        raise ThreeDistillError(f"{path}: {len(data) - 16} bytes of data, expected {sum(sizes)} for {n} Gaussians")
+    chunks, offset = [], 16
+    for size in sizes:
+        chunks.append(np.frombuffer(data, np.uint8, size, offset))
+        offset += size
+    pos, alpha, colour, scale, rot, sh_raw = chunks
+    p = pos.reshape(-1, 3).astype(np.int32)
+    fixed = p[:, 0] | (p[:, 1] << 8) | (p[:, 2] << 16)
+    fixed = np.where(fixed & 0x800000, fixed - (1 << 24), fixed)
+    a = (alpha.astype(np.float32) / 255).clip(1e-6, 1 - 1e-6)
+    if version == 3:
+        quats = _unpack_smallest_three(rot)
+    else:
+        xyz = rot.reshape(-1, 3).astype(np.float32) / 127.5 - 1.0
+        quats = np.concatenate([np.sqrt(np.clip(1 - (xyz ** 2).sum(1, keepdims=True), 0, None)), xyz], 1)
+    sh = np.empty((n, k + 1, 3), np.float32)
+    sh[:, 0] = (colour.reshape(-1, 3).astype(np.float32) / 255 - 0.5) / SPZ_COLOR_SCALE
+    sh[:, 1:] = ((sh_raw.astype(np.float32) - 128) / 128).reshape(n, k, 3)
+    return SplatParams((fixed.reshape(n, 3) / float(1 << frac)).astype(np.float32),
+                       (scale.reshape(n, 3).astype(np.float32) / 16 - 10), quats.astype(np.float32),
+                       np.log(a / (1 - a)).astype(np.float32), sh)
