@@ -147,7 +147,7 @@ def write_preview(run: Run, step: int) -> None:
 
 def output_resolution(run: Run) -> int:
     """Size of previews and turntables: twice the training renders, at least 64 px (a NeRF frame at 128 px
-    costs ~13 s on one CPU core, so larger sizes are left to `t3d export`)."""
+    costs ~13 s on one CPU core; `write_turntable(run, resolution=...)` renders larger ones from a loaded run)."""
     return max(64, 2 * run.config.trainer.resolution)
 
 

@@ -10,10 +10,14 @@ SPLAT_FORMATS = {"ply": ("point_cloud.ply", write_ply), "splat": ("model.splat",
 FORMATS = tuple(SPLAT_FORMATS)
 
 
-def export_model(model, representation: str, fmt: str, out: Path) -> Path:
+def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise ThreeDistillError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)} "
                                 "(mesh formats glb/obj are not implemented yet)")
+
+
+def export_model(model, representation: str, fmt: str, out: Path) -> Path:
+    check_format(fmt)
     if representation != "gaussians":
         raise ThreeDistillError(f"--format {fmt} needs a 3D Gaussians run, this one is {representation!r} "
                                 "(mesh export of NeRF runs is not implemented yet)")
@@ -21,13 +25,12 @@ def export_model(model, representation: str, fmt: str, out: Path) -> Path:
 
 
 def default_export_path(run_dir: Path, fmt: str) -> Path:
-    return Path(run_dir) / "export" / SPLAT_FORMATS[fmt][0] if fmt in SPLAT_FORMATS else Path(run_dir) / "export" / f"model.{fmt}"
+    return Path(run_dir) / "export" / SPLAT_FORMATS[fmt][0]
 
 
 def export_run(run_dir: Path, fmt: str = "ply", out: Path | None = None) -> Path:
     from ..evaluation.run_eval import load_run
 
-    if fmt not in FORMATS:  # before loading anything
-        export_model(None, "", fmt, Path())
+    check_format(fmt)  # before loading anything
     run = load_run(run_dir)
     return export_model(run.model, run.config.representation, fmt, Path(out) if out else default_export_path(run_dir, fmt))
