@@ -82,6 +82,8 @@ def test_bad_files_give_one_line_errors(tmp_path):
     PlyData([PlyElement.describe(np.array(data[keep].tolist(), dtype=[(n, "<f4") for n in keep]), "vertex")]).write(str(path))
     with pytest.raises(ThreeDistillError, match="8 f_rest properties give no SH degree"):
         read_ply(path)
+    with pytest.raises(ThreeDistillError, match="no such file"):
+        read_splat(tmp_path / "missing.splat")
     (tmp_path / "bad.splat").write_bytes(b"x" * 33)
     with pytest.raises(ThreeDistillError, match="not a multiple of 32"):
         read_splat(tmp_path / "bad.splat")

@@ -101,10 +101,8 @@ def toyworld_dataset(
 def prior_train(ctx: typer.Context,
                 config: Optional[Path] = typer.Option(None, help="YAML config (default configs/prior/toyworld.yaml); key=value overrides follow.")):
     """Train the toy prior (reproduces assets/priors/toyworld with the default config)."""
-    from .config import load_config
+    from .config import load_config, packaged_config
     from .priors.train import PriorTrainConfig, train_prior
-
-    from .config import packaged_config
 
     cfg = load_config(PriorTrainConfig, config or packaged_config("prior", "toyworld.yaml"), ctx.args)
     train_prior(cfg, log=lambda s: _console().print(s))

@@ -52,6 +52,12 @@ def _mean(values) -> str:
     return f"{statistics.mean(values):.3f}" if values else "-"
 
 
+def _cells(rs: list[dict], bold_iou: bool = False) -> str:
+    iou = _mean(r["silhouette_iou"] for r in rs)
+    return (f"{len(rs)} | {f'**{iou}**' if bold_iou else iou} | {_mean(r['colour_error'] for r in rs)} | "
+            f"{_mean(r['front_back_correct'] for r in rs)} | {_mean(r['wall_seconds'] for r in rs)} |")
+
+
 def markdown_table(rows: list[dict], header: str) -> str:
     lines = [header, "", "| representation | prompt | runs | silhouette IoU | colour error | front/back correct | wall s/run |",
              "|---|---|---|---|---|---|---|"]
@@ -59,14 +65,6 @@ def markdown_table(rows: list[dict], header: str) -> str:
     for r in rows:
         groups.setdefault((r["representation"], r["prompt"]), []).append(r)
     for rep in dict.fromkeys(r["representation"] for r in rows):
-        for (rp, prompt), rs in groups.items():
-            if rp != rep:
-                continue
-            lines.append(f"| {rep} | {prompt} | {len(rs)} | {_mean(r['silhouette_iou'] for r in rs)} | "
-                         f"{_mean(r['colour_error'] for r in rs)} | {_mean(r['front_back_correct'] for r in rs)} | "
-                         f"{_mean(r['wall_seconds'] for r in rs)} |")
-        rs = [r for r in rows if r["representation"] == rep]
-        lines.append(f"| **{rep}** | **mean** | {len(rs)} | **{_mean(r['silhouette_iou'] for r in rs)}** | "
-                     f"{_mean(r['colour_error'] for r in rs)} | {_mean(r['front_back_correct'] for r in rs)} | "
-                     f"{_mean(r['wall_seconds'] for r in rs)} |")
+        lines += [f"| {rep} | {prompt} | {_cells(rs)}" for (rp, prompt), rs in groups.items() if rp == rep]
+        lines.append(f"| **{rep}** | **mean** | {_cells([r for r in rows if r['representation'] == rep], bold_iou=True)}")
     return "\n".join(lines) + "\n"

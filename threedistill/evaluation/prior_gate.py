@@ -11,6 +11,7 @@ from ..cameras import sample_orbit
 from ..priors.base import Prior
 from ..priors.sampling import sample_images
 from ..toyworld.catalogue import catalogue_subjects
+from ..toyworld.dataset import TRAIN_ELEVATION, TRAIN_FOVY, TRAIN_RADIUS
 from ..toyworld.prompts import subject_prompt
 from ..toyworld.render import render_toy
 from .image_judge import SilhouetteBank, judge_image
@@ -23,7 +24,7 @@ def judge_ground_truth(bank: SilhouetteBank, views_per_subject: int = 4, seed: i
     gen = torch.Generator().manual_seed(seed)
     right = total = 0
     for colour, obj in catalogue_subjects():
-        cams = sample_orbit(gen, views_per_subject, elevation=(-10.0, 75.0), radius=(2.6, 3.2), fovy=(40.0, 40.0))
+        cams = sample_orbit(gen, views_per_subject, elevation=TRAIN_ELEVATION, radius=TRAIN_RADIUS, fovy=TRAIN_FOVY)
         for image in render_toy(obj, colour, cams, bank.resolution, bank.resolution, supersample=2)["rgb"]:
             j = judge_image(image, bank)
             right += j.object == obj and j.colour == colour and j.background_clean

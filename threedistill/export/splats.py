@@ -12,8 +12,10 @@ import numpy as np
 import torch
 
 from ..errors import ThreeDistillError
+from ..renderers.gaussian_raster import SH_C0
+from ..representations.gaussians import PARAM_NAMES
 
-SH_C0 = 0.28209479177387814
+SPLAT_RECORD = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])  # 32 bytes
 
 
 @dataclass
@@ -34,12 +36,18 @@ class SplatParams:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The dict `Gaussians.load_tensors` takes."""
-        return {k: torch.from_numpy(np.ascontiguousarray(getattr(self, k)))
-                for k in ("means", "log_scales", "quats", "opacity_logits", "sh")}
+        return {k: torch.from_numpy(np.ascontiguousarray(getattr(self, k))) for k in PARAM_NAMES}
 
     @property
     def sh_degree(self) -> int:
         return int(round(math.sqrt(self.sh.shape[1]))) - 1
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ThreeDistillError(f"no such file: {path}")
+    return path
 
 
 def _ply_properties(n_rest: int) -> list[str]:
@@ -51,7 +59,7 @@ def write_ply(params: SplatParams, path: str | Path) -> Path:
     """Binary little-endian 3DGS point_cloud.ply; f_rest is channel-major (index = c * K + k)."""
     from plyfile import PlyData, PlyElement
 
-    n, coeffs, _ = params.sh.shape
+    n = len(params.sh)
     rest = params.sh[:, 1:, :].transpose(0, 2, 1).reshape(n, -1)  # (N, 3*K), channel-major
     columns = [params.means, np.zeros((n, 3), np.float32), params.sh[:, 0, :], rest,
                params.opacity_logits[:, None], params.log_scales, params.quats]
@@ -70,9 +78,7 @@ def read_ply(path: str | Path) -> SplatParams:
     """Read a 3DGS point_cloud.ply of any SH degree; one-line errors for anything else."""
     from plyfile import PlyData
 
-    path = Path(path)
-    if not path.is_file():
-        raise ThreeDistillError(f"no such file: {path}")
+    path = _existing(path)
     try:
         ply = PlyData.read(str(path))
         vertex = ply["vertex"].data
@@ -105,7 +111,7 @@ def write_splat(params: SplatParams, path: str | Path) -> Path:
     rgb = np.clip(0.5 + SH_C0 * params.sh[:, 0, :], 0.0, 1.0)
     quats = params.quats / np.linalg.norm(params.quats, axis=1, keepdims=True).clip(1e-12)
     order = np.argsort(-(np.exp(params.log_scales.sum(1)) * alpha), kind="stable")
-    record = np.empty(len(order), dtype=[("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
+    record = np.empty(len(order), dtype=SPLAT_RECORD)
     record["position"] = params.means[order]
     record["scale"] = scales[order]
     record["rgba"] = np.round(np.concatenate([rgb, alpha[:, None]], 1)[order] * 255).astype(np.uint8)
@@ -118,10 +124,10 @@ def write_splat(params: SplatParams, path: str | Path) -> Path:
 
 def read_splat(path: str | Path) -> SplatParams:
     """Read a .splat back (lossy: colours and rotations are 8-bit, SH degree 0)."""
-    raw = Path(path).read_bytes()
-    if len(raw) % 32:
+    raw = _existing(path).read_bytes()
+    if len(raw) % SPLAT_RECORD.itemsize:
         raise ThreeDistillError(f"{path}: size {len(raw)} is not a multiple of 32 bytes, so not a .splat file")
-    rec = np.frombuffer(raw, dtype=[("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
+    rec = np.frombuffer(raw, dtype=SPLAT_RECORD)
     rgba = rec["rgba"].astype(np.float32) / 255
     alpha = rgba[:, 3].clip(1e-6, 1 - 1e-6)
     return SplatParams(rec["position"].astype(np.float32), np.log(rec["scale"].clip(1e-12)).astype(np.float32),
@@ -203,7 +209,7 @@ def read_spz(path: str | Path) -> SplatParams:
     import zlib
 
     try:
-        data = gzip.decompress(Path(path).read_bytes())
+        data = gzip.decompress(_existing(path).read_bytes())
     except (OSError, EOFError, zlib.error) as err:
         raise ThreeDistillError(f"{path} is not a gzip-compressed .spz file: {err}") from None
     if len(data) < 16 or int.from_bytes(data[:4], "little") != SPZ_MAGIC:

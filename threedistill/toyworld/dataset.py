@@ -50,8 +50,12 @@ class ToyDataset:
             raise ThreeDistillError(f"cannot read toy dataset {path}: {err}") from None
 
 
-def generate_dataset(views_per_subject: int, resolution: int, seed: int = 0, elevation=(-10.0, 75.0),
-                     radius=(2.6, 3.2), fovy=(40.0, 40.0), supersample: int = 2, progress: bool = True) -> ToyDataset:
+# The views the prior is trained on (azimuth covers the full circle); the gate judges ground truth on the same.
+TRAIN_ELEVATION, TRAIN_RADIUS, TRAIN_FOVY = (-10.0, 75.0), (2.6, 3.2), (40.0, 40.0)
+
+
+def generate_dataset(views_per_subject: int, resolution: int, seed: int = 0, elevation=TRAIN_ELEVATION,
+                     radius=TRAIN_RADIUS, fovy=TRAIN_FOVY, supersample: int = 2, progress: bool = True) -> ToyDataset:
     """Render `views_per_subject` random views of every catalogue subject (seeded, so reproducible)."""
     gen = torch.Generator().manual_seed(seed)
     subjects = catalogue_subjects()
