@@ -4,6 +4,7 @@ import sys
 
 import imageio.v3 as iio
 import pytest
+import trimesh
 
 
 def t3d(*args, cwd=None):
@@ -95,15 +96,18 @@ def test_generate_then_eval_from_the_command_line(tmp_path):
     assert 0.0 <= metrics["silhouette_iou"] <= 1.0 and metrics["wall_seconds"] > 0
     again = t3d("eval", str(run_dir))
     assert again.returncode == 0 and "silhouette_iou" in again.stdout
-    # a Gaussians run also leaves the standard 3DGS point cloud, and `t3d export` writes .splat on demand
+    # a Gaussians run also leaves a glb and the standard 3DGS point cloud; `t3d export` writes .splat on demand
     from threedistill.export.splats import read_ply, read_splat
 
+    assert trimesh.load(run_dir / "export/model.glb", force="mesh").faces.shape[0] > 0
     params = read_ply(run_dir / "export/point_cloud.ply")
     exported = t3d("export", str(run_dir), "--format", "splat", "--out", str(tmp_path / "m.splat"))
     assert exported.returncode == 0, exported.stderr
     assert len(read_splat(tmp_path / "m.splat").means) == len(params.means) > 0
     wrong = t3d("export", str(run_dir), "--format", "fbx")
-    assert wrong.returncode == 2 and "unknown export format 'fbx'; known: ply, splat, spz" in wrong.stderr
+    assert wrong.returncode == 2 and "unknown export format 'fbx'; known: glb, obj, ply, splat, spz" in wrong.stderr
+    budget = t3d("export", str(run_dir), "--faces", "10")
+    assert budget.returncode == 2 and "--faces 10 is too small" in budget.stderr
 
 
 @pytest.mark.parametrize("args, fragment", [

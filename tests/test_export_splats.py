@@ -92,7 +92,7 @@ def test_bad_files_give_one_line_errors(tmp_path):
 def test_splat_formats_need_a_gaussians_run(tmp_path):
     from threedistill.export.run_export import export_model
 
-    with pytest.raises(ThreeDistillError, match="needs a 3D Gaussians run, this one is 'nerf'"):
+    with pytest.raises(ThreeDistillError, match="stores 3D Gaussians, this run is 'nerf'"):
         export_model(None, "nerf", "ply", tmp_path / "x.ply")
 
 

@@ -9,11 +9,11 @@ from threedistill.evaluation.ground_truth import compare, eval_cameras
 from threedistill.runs import generate
 from threedistill.toyworld.render import render_toy
 
-FAST = {
-    "gaussians": ["gaussians.num_points=200", "gaussians.densify_from=1", "gaussians.densify_every=2",
+FAST = {  # small models, and no export at the end (tests/test_export_mesh.py and test_cli cover it)
+    "gaussians": ["export=[]", "gaussians.num_points=200", "gaussians.densify_from=1", "gaussians.densify_every=2",
                   "gaussians.densify_until=6", "gaussians.densify_grad_threshold=0.0", "trainer.batch_size=1",
                   "trainer.resolution=16"],
-    "nerf": ["nerf.n_samples=8", "nerf.n_importance=8", "nerf.levels=4", "nerf.log2_table_size=10",
+    "nerf": ["export=[]", "nerf.n_samples=8", "nerf.n_importance=8", "nerf.levels=4", "nerf.log2_table_size=10",
              "trainer.batch_size=1", "trainer.resolution=16"],
 }
 
@@ -49,6 +49,21 @@ def test_same_seed_same_result_different_seed_differs(tmp_path):
     two = generate(out=str(tmp_path / "2"), seed=1, **args).model.means.detach()
     three = generate(out=str(tmp_path / "3"), seed=2, **args).model.means.detach()
     assert torch.equal(one, two) and not torch.equal(one, three)
+
+
+def test_learning_rate_schedules_reach_the_optimiser(tmp_path):
+    """lr_means decays linearly to 0 at step 3: the positions stop moving then, while colours go on changing."""
+    args = dict(prompt="a blue cube", representation="gaussians", seed=0, progress=False, log=lambda s: None,
+                overrides=FAST["gaussians"] + ["gaussians.densify_from=100", "trainer.checkpoint_every=0",
+                                               "trainer.preview_every=0", "gaussians.lr_means=[0,0.01,0.0,3]"])
+    at3 = generate(out=str(tmp_path / "3"), steps=3, **args).model
+    at5 = generate(out=str(tmp_path / "5"), steps=5, **args)
+    assert at5.trainer.optimizer.param_groups[0]["lr"] == 0.0
+    assert torch.equal(at3.means, at5.model.means) and not torch.equal(at3.sh, at5.model.sh)
+    start = generate(out=str(tmp_path / "0"), steps=0, **args).model
+    assert not torch.equal(start.means, at3.means)
+    with pytest.raises(ThreeDistillError, match=r"gaussians.lr_means: expected a number or a schedule"):
+        generate(prompt="a blue cube", out=str(tmp_path / "bad"), progress=False, overrides=["gaussians.lr_means=[1,2]"])
 
 
 def test_bad_generate_inputs(tmp_path):

@@ -237,13 +237,16 @@ def _evaluate_and_print(run_dir: Path, quiet_if_no_gt: bool = False) -> dict | N
 @app.command("export")
 def export_cmd(
     run_dir: Path = typer.Argument(..., help="A run directory written by t3d generate."),
-    fmt: str = typer.Option("ply", "--format", help="ply (3DGS point_cloud.ply), splat or spz (web viewers); Gaussians runs."),
+    fmt: str = typer.Option("glb", "--format", help="glb or obj (textured mesh, any run); ply (3DGS point_cloud.ply), "
+                                                    "splat or spz (Gaussians runs)."),
+    faces: int = typer.Option(20000, help="Mesh face budget (decimation target)."),
+    texture_size: int = typer.Option(1024, help="Baked texture size, a power of two; 0 = per-vertex colours."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file (default RUN_DIR/export/...)."),
 ):
-    """Write a run's result for other tools: 3DGS point_cloud.ply, .splat or .spz."""
+    """Write a run's result for other tools: a textured glb/obj mesh, or the Gaussians as .ply/.splat/.spz."""
     from .export.run_export import export_run
 
-    typer.echo(f"wrote {export_run(run_dir, fmt, out)}")
+    typer.echo(f"wrote {export_run(run_dir, fmt, out, faces, texture_size, log=lambda s: _console().print(s))}")
 
 
 @app.command("eval")

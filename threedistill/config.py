@@ -74,6 +74,16 @@ def save_config(cfg, path: str | Path) -> None:
     OmegaConf.save(OmegaConf.structured(cfg), path)
 
 
+def check_schedules(cfg, section: str, names: Sequence[str]) -> None:
+    """One-line error unless each named field of `cfg` is a number or a schedule [k0, v0, v1, k1]."""
+    for name in names:
+        try:
+            scheduled(getattr(cfg, name), 0)
+        except (ConfigError, TypeError, ValueError):
+            raise ConfigError(f"{section}.{name}: expected a number or a schedule [k0, v0, v1, k1], "
+                              f"got {getattr(cfg, name)!r}") from None
+
+
 def scheduled(value, step: int) -> float:
     """Evaluate a scalar schedule at `step`: a number, [v0, v1, k1] or [k0, v0, v1, k1] meaning v0 until k0,
     linear to v1 at k1, v1 afterwards (threestudio's convention)."""

@@ -32,10 +32,19 @@ class GenerateConfig:
     guidance_type: str = "sds"
     prior: Optional[str] = None  # local diffusers directory; None = the embedded toy prior
     out: str = "outputs"
+    # Written into RUN_DIR/export/ when the run finishes: mesh formats (glb, obj) and, for Gaussians, splat
+    # formats (ply, splat, spz); [] for none. `t3d export` writes any of them later.
+    export: list = field(default_factory=lambda: ["glb", "ply"])
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     nerf: NeRFConfig = field(default_factory=NeRFConfig)
     gaussians: GaussiansConfig = field(default_factory=GaussiansConfig)
+
+    def __post_init__(self):
+        from .export.run_export import check_format
+
+        for fmt in self.export:  # fail before optimising, not after
+            check_format(fmt)
 
 
 def default_config_path(representation: str) -> Path | None:
@@ -126,15 +135,23 @@ def generate(prompt: str = "", representation: str | None = None, guidance: str 
     trainer.fit(progress=progress, stop_at=stop_at, preview=lambda step: write_preview(run, step))
     if trainer.step == cfg.trainer.steps:
         write_turntable(run)
-        if cfg.representation == "gaussians":  # splat tools read this directly
-            from .export.run_export import default_export_path, export_model
-
-            export_model(model, cfg.representation, "ply", default_export_path(run_dir, "ply"))
+        export_finished_run(run, log)
         metrics_path = run_dir / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         metrics["wall_seconds"] = round(metrics.get("wall_seconds", 0.0) + time.time() - started, 1)
         metrics_path.write_text(json.dumps(metrics, indent=2))
     return run
+
+
+def export_finished_run(run: Run, log=print) -> None:
+    """The config's `export` formats into RUN_DIR/export/; splat formats only for Gaussians runs."""
+    from .export.run_export import MESH_FORMATS, check_format, default_export_path, export_model
+
+    for fmt in run.config.export:
+        check_format(fmt)
+        if fmt in MESH_FORMATS or run.config.representation == "gaussians":
+            path = export_model(run.model, run.config.representation, fmt, default_export_path(run.dir, fmt), log=log)
+            log(f"exported {path}")
 
 
 def write_preview(run: Run, step: int) -> None:

@@ -69,7 +69,14 @@ class Trainer:
     def _make_optimizer(self) -> torch.optim.Optimizer:
         groups = self.model.param_groups() + [{"params": list(self.guidance.parameters()), "lr": 1e-4, "name": "guidance"}]
         groups = [g for g in groups if g["params"]]
+        for g in groups:  # a learning rate may be a schedule [k0, v0, v1, k1] (threestudio style)
+            g["lr_schedule"] = g["lr"]
+            g["lr"] = scheduled(g["lr"], self.step)
         return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+
+    def _update_learning_rates(self) -> None:
+        for g in self.optimizer.param_groups:
+            g["lr"] = scheduled(g["lr_schedule"], self.step)
 
     # ------------------------------------------------------------ one step
     def train_step(self) -> dict[str, float]:
@@ -98,12 +105,14 @@ class Trainer:
             total = total + scheduled(c.lambda_scale, self.step) * reg
             logs["reg_scale"] = float(reg.detach())
         self.optimizer.zero_grad(set_to_none=True)
+        self._update_learning_rates()
         total.backward()
         if c.grad_clip_norm:
             torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], c.grad_clip_norm)
         self.optimizer.step()
         if hasattr(self.model, "accumulate_stats"):
             self._densify()
+            logs["num_points"] = len(self.model)
         self.step += 1
         logs["loss"] = float(total.detach())
         return logs

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import torch
 
 from ..cameras import Cameras
-from ..config import scheduled
+from ..config import check_schedules, scheduled
 from ..errors import ConfigError
 from ..priors.base import Prior
 from ..toyworld.prompts import view_prompts
@@ -36,12 +36,8 @@ class GuidanceConfig:
     def __post_init__(self):
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
-        for name in ("guidance_scale", "min_step_percent", "max_step_percent") + (("grad_clip",) if self.grad_clip is not None else ()):
-            try:
-                scheduled(getattr(self, name), 0)
-            except (ConfigError, TypeError, ValueError):
-                raise ConfigError(f"guidance.{name}: expected a number or a schedule [k0, v0, v1, k1], "
-                                  f"got {getattr(self, name)!r}") from None
+        check_schedules(self, "guidance", ("guidance_scale", "min_step_percent", "max_step_percent")
+                        + (("grad_clip",) if self.grad_clip is not None else ()))
 
 
 class PromptState:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..cameras import Cameras
+from ..config import check_schedules
 from ..errors import ConfigError
 from ..renderers.gaussian_raster import SH_C0, quat_to_rotmat, rasterize
 
@@ -21,11 +23,12 @@ class GaussiansConfig:
     init_scale: float = 0.04
     init_opacity: float = 0.1
     sh_degree: int = 0  # 0..3
-    lr_means: float = 2e-3
-    lr_scales: float = 5e-3
-    lr_quats: float = 5e-3
-    lr_opacity: float = 5e-2
-    lr_sh: float = 1e-2
+    # Learning rates: a number or a schedule [k0, v0, v1, k1] (e.g. a decaying position rate, as in 3DGS).
+    lr_means: Any = 2e-3
+    lr_scales: Any = 5e-3
+    lr_quats: Any = 5e-3
+    lr_opacity: Any = 5e-2
+    lr_sh: Any = 1e-2
     densify_from: int = 100
     densify_until: int = 600
     densify_every: int = 100
@@ -40,6 +43,7 @@ class GaussiansConfig:
             raise ConfigError(f"sh_degree must be 0..3, got {self.sh_degree}")
         if self.num_points < 1:
             raise ConfigError(f"num_points must be positive, got {self.num_points}")
+        check_schedules(self, "gaussians", ("lr_means", "lr_scales", "lr_quats", "lr_opacity", "lr_sh"))
 
 
 PARAM_NAMES = ("means", "log_scales", "quats", "opacity_logits", "sh")

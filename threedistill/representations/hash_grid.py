@@ -26,23 +26,23 @@ class HashGridEncoding(nn.Module):
         self.dense = [(r + 1) ** 3 <= self.table_size for r in self.resolutions]
         self.offsets = [0] + list(torch.tensor(sizes).cumsum(0).tolist())
         self.table = nn.Parameter(torch.empty(self.offsets[-1], features_per_level).uniform_(-init_scale, init_scale))
-        corners = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)], dtype=torch.int32)
-        self.register_buffer("corners", corners, persistent=False)
 
     @property
     def output_dim(self) -> int:
         return self.levels * self.features
 
     def _index(self, cell: torch.Tensor, level: int) -> torch.Tensor:
-        """Table indices (N,8) of the 8 corners of integer cells (N,3) at one level."""
-        corner = cell[:, None, :] + self.corners  # (N, 8, 3) int32
+        """Table indices (N,8) of the 8 corners of integer cells (N,3) at one level, corner c = 4 cx + 2 cy + cz.
+        Both indexings are separable per axis (a sum or an XOR of per-axis terms), so each axis is done once."""
+        axes = torch.stack([cell, cell + 1], -1)  # (N, 3, 2) int32: lower / upper corner coordinate per axis
         res = self.resolutions[level]
         if self.dense[level]:
-            idx = (corner[..., 0] * (res + 1) + corner[..., 1]) * (res + 1) + corner[..., 2]
+            x, y, z = (axes * torch.tensor([(res + 1) ** 2, res + 1, 1], dtype=torch.int32)[:, None]).unbind(1)
+            idx = (x[:, :, None] + y[:, None, :]).reshape(-1, 4, 1) + z[:, None, :]
         else:
-            idx = (corner[..., 0] * PRIMES[0]) ^ (corner[..., 1] * PRIMES[1]) ^ (corner[..., 2] * PRIMES[2])
-            idx = idx & (self.table_size - 1)
-        return idx + self.offsets[level]
+            x, y, z = (axes * torch.tensor(PRIMES, dtype=torch.int32)[:, None]).unbind(1)
+            idx = ((x[:, :, None] ^ y[:, None, :]).reshape(-1, 4, 1) ^ z[:, None, :]) & (self.table_size - 1)
+        return idx.reshape(-1, 8) + self.offsets[level]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode points x (N,3) in [0,1]^3 to (N, levels * features)."""
@@ -54,9 +54,10 @@ class HashGridEncoding(nn.Module):
             frac = pos - cell
             idx = self._index(cell.to(torch.int32), level)
             feats = self.table.index_select(0, idx.reshape(-1).long()).reshape(-1, 8, self.features)
-            c = self.corners.to(x.dtype)
-            w = (c * frac[:, None, :] + (1 - c) * (1 - frac[:, None, :])).prod(-1)  # (N, 8)
-            out.append((w[..., None] * feats).sum(1))
+            # Trilinear weights as an outer product of per-axis (1 - f, f); corner c = 4 cx + 2 cy + cz.
+            wx, wy, wz = torch.stack([1 - frac, frac], -1).unbind(1)  # each (N, 2)
+            w = ((wx[:, :, None] * wy[:, None, :]).reshape(-1, 4, 1) * wz[:, None, :]).reshape(-1, 8)
+            out.append(torch.bmm(w[:, None, :], feats)[:, 0])
         return torch.cat(out, -1)
 
 

@@ -4,12 +4,14 @@ white by default, or a learnable MLP on the view direction)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..cameras import Cameras
+from ..config import check_schedules
 from ..errors import ConfigError
 from ..renderers.volume import BOUND, render_volume
 from .hash_grid import make_encoding
@@ -29,13 +31,14 @@ class NeRFConfig:
     n_samples: int = 32
     n_importance: int = 32
     normal_eps: float = 0.01  # finite-difference step for density-gradient normals
-    lr_grid: float = 1e-2
-    lr_mlp: float = 1e-3
-    lr_background: float = 1e-3
+    lr_grid: Any = 1e-2  # learning rates: a number or a schedule [k0, v0, v1, k1]
+    lr_mlp: Any = 1e-3
+    lr_background: Any = 1e-3
 
     def __post_init__(self):
         if self.background not in ("white", "learned"):
             raise ConfigError(f"background must be 'white' or 'learned', got {self.background!r}")
+        check_schedules(self, "nerf", ("lr_grid", "lr_mlp", "lr_background"))
 
 
 class NeRF(nn.Module):

@@ -1,0 +1,83 @@
+"""UV unwrapping with xatlas (in a child process with a time limit: xatlas can crash or stall on some
+meshes, and that must never take the export down) and baking a representation's colour into a texture,
+dilated past the UV islands so bilinear filtering and mipmaps never pull in the empty background."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..renderers.mesh_raster import triangle_pixels
+
+UNWRAP_TIMEOUT_S = 60.0
+
+
+def unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 1024, timeout: float = UNWRAP_TIMEOUT_S,
+           log=lambda s: None):
+    """xatlas parametrisation packed for a texture_size^2 texture with 2 texels between charts: (vertex map
+    into the input vertices (V',), faces (F,3), uvs (V',2) in [0,1]), or None (with a message to `log`) if
+    xatlas fails or runs past `timeout` seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "mesh.npz", Path(tmp) / "uv.npz"
+        np.savez(src, vertices=vertices.astype(np.float32), faces=faces.astype(np.uint32))
+        try:
+            proc = subprocess.run([sys.executable, "-m", "threedistill.export.texture", str(src), str(dst),
+                                   str(texture_size)],
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log(f"warning: xatlas took more than {timeout:.0f} s; exporting per-vertex colours instead of a texture")
+            return None
+        if proc.returncode != 0 or not dst.is_file():
+            reason = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+            log(f"warning: xatlas failed ({reason}); exporting per-vertex colours instead of a texture")
+            return None
+        data = np.load(dst)
+        return data["vmapping"].astype(np.int64), data["faces"].astype(np.int64), data["uvs"].astype(np.float32)
+
+
+def bake(colour_fn, positions: torch.Tensor, normals: torch.Tensor, faces: torch.Tensor, uvs: torch.Tensor,
+         size: int, dilate: int = 8) -> np.ndarray:
+    """Texture (size,size,3) uint8: each covered texel gets colour_fn(points, normals) at the surface point
+    its UV maps to; empty texels next to islands are filled from their neighbours `dilate` times.
+    Image rows go top-down while UV v goes up (glTF flips v: row = (1 - v) * size)."""
+    tri_xy = torch.stack([uvs[..., 0] * size, (1 - uvs[..., 1]) * size], -1)[faces]
+    tri, pix, bary = triangle_pixels(tri_xy, size, size)
+    points = (bary[..., None] * positions[faces[tri]]).sum(1)
+    nrm = F.normalize((bary[..., None] * normals[faces[tri]]).sum(1), dim=-1)
+    texture = torch.zeros(3, size * size)
+    filled = torch.zeros(1, size * size)
+    texture[:, pix] = colour_fn(points, nrm).T.clamp(0, 1)
+    filled[:, pix] = 1.0
+    texture, filled = texture.reshape(1, 3, size, size), filled.reshape(1, 1, size, size)
+    kernel = torch.ones(1, 1, 3, 3)
+    for _ in range(dilate):
+        count = F.conv2d(filled, kernel, padding=1)
+        sums = F.conv2d(texture * filled, kernel.expand(3, 1, 3, 3), padding=1, groups=3)
+        grow = (filled == 0) & (count > 0)
+        texture = torch.where(grow, sums / count.clamp_min(1), texture)
+        filled = torch.where(grow, torch.ones_like(filled), filled)
+    mean = (texture * filled).sum((2, 3), keepdim=True) / filled.sum().clamp_min(1)
+    texture = torch.where(filled > 0, texture, mean)  # the rest: the average colour, never black
+    return (texture[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def _unwrap_worker(src: str, dst: str, texture_size: int) -> None:
+    import xatlas
+
+    data = np.load(src)
+    atlas = xatlas.Atlas()
+    atlas.add_mesh(data["vertices"], data["faces"])
+    pack = xatlas.PackOptions()
+    pack.resolution, pack.padding = texture_size, 2
+    atlas.generate(xatlas.ChartOptions(), pack)
+    vmapping, faces, uvs = atlas[0]
+    np.savez(dst, vmapping=vmapping, faces=faces, uvs=uvs)
+
+
+if __name__ == "__main__":  # the child process of `unwrap`
+    _unwrap_worker(sys.argv[1], sys.argv[2], int(sys.argv[3]))
