@@ -104,6 +104,13 @@ def test_generate_then_eval_from_the_command_line(tmp_path):
     exported = t3d("export", str(run_dir), "--format", "splat", "--out", str(tmp_path / "m.splat"))
     assert exported.returncode == 0, exported.stderr
     assert len(read_splat(tmp_path / "m.splat").means) == len(params.means) > 0
+    # the exported glb is evaluated too, and `t3d bench export` tabulates it
+    again = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 <= again["mesh_silhouette_iou"] <= 1.0 and again["mesh_chamfer"] > 0
+    table = tmp_path / "export.md"
+    bench = t3d("bench", "export", "--runs-dir", str(tmp_path), "--faces", "2000", "--texture-size", "128", "--out", str(table))
+    assert bench.returncode == 0, bench.stderr
+    assert "| gaussians | a red cone |" in table.read_text()
     wrong = t3d("export", str(run_dir), "--format", "fbx")
     assert wrong.returncode == 2 and "unknown export format 'fbx'; known: glb, obj, ply, splat, spz" in wrong.stderr
     budget = t3d("export", str(run_dir), "--faces", "10")

@@ -160,3 +160,23 @@ def test_bad_export_requests_give_one_line_errors(tmp_path):
         export_model(model, "nerf", "ply", tmp_path / "x.ply")
     with pytest.raises(ThreeDistillError, match="unknown export format 'fbx'; known: glb, obj, ply, splat, spz"):
         export_model(model, "nerf", "fbx", tmp_path / "x.fbx")
+
+
+def test_winding_numbers_tell_inside_from_outside():
+    from threedistill.evaluation.mesh_eval import winding_numbers
+
+    box = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
+    points = torch.tensor([[0, 0, 0], [0.4, -0.4, 0.4], [0.6, 0, 0], [0, 2, 0]], dtype=torch.float32)
+    w = winding_numbers(torch.tensor(box.vertices, dtype=torch.float32), torch.tensor(box.faces), points)
+    assert torch.allclose(w, torch.tensor([1.0, 1.0, 0.0, 0.0]), atol=1e-4)
+
+
+def test_ground_truth_mesh_scores_as_ground_truth():
+    from threedistill.evaluation.mesh_eval import mesh_metrics
+    from threedistill.toyworld.mesh import toy_mesh
+
+    good = mesh_metrics(toy_mesh("house", "red"), "red", "house")
+    assert good["mesh_silhouette_iou"] > 0.97 and good["mesh_chamfer"] < 0.01 and good["mesh_volume_iou"] > 0.97
+    shifted = toy_mesh("house", "red").apply_translation((0.0, 0.3, 0.0))
+    bad = mesh_metrics(shifted, "red", "house")
+    assert bad["mesh_silhouette_iou"] < 0.8 and bad["mesh_chamfer"] > 0.05 and bad["mesh_volume_iou"] < 0.7

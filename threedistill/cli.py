@@ -227,7 +227,8 @@ def _evaluate_and_print(run_dir: Path, quiet_if_no_gt: bool = False) -> dict | N
     table = Table(title=f"ground-truth evaluation: {metrics['prompt']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("silhouette_iou", "colour_error", "front_back_correct", "wall_seconds"):
+    for key in ("silhouette_iou", "colour_error", "front_back_correct", "mesh_silhouette_iou", "mesh_chamfer",
+                "mesh_volume_iou", "wall_seconds"):
         if key in metrics:
             table.add_row(key, f"{metrics[key]:.3f}")
     Console().print(table)
@@ -284,6 +285,30 @@ def bench_fidelity(
     out.parent.mkdir(parents=True, exist_ok=True)
     write = lambda rows: out.write_text(markdown_table(rows, header))  # noqa: E731  (rewritten after every run)
     run_fidelity(read_prompts(prompts), seeds, reps, runs_dir, ctx.args, steps, log=typer.echo, on_row=write)
+    typer.echo(f"wrote {out}")
+
+
+@bench_app.command("export")
+def bench_export(
+    runs_dir: Path = typer.Option(Path("outputs/bench-fidelity"), help="Directory holding finished runs."),
+    faces: int = typer.Option(20000, help="Mesh face budget."),
+    texture_size: int = typer.Option(1024, help="Baked texture size (0 = per-vertex colours)."),
+    out: Path = typer.Option(Path("docs/benchmarks/export.md"), "--out", help="Markdown table to write."),
+):
+    """Mesh export quality and speed: every finished run exported as glb and compared with ground truth."""
+    import os
+    import platform
+
+    from .evaluation.export_bench import finished_runs, markdown_table, run_export_bench
+    from .export.mesh import check_budget
+
+    check_budget(faces, texture_size)
+    runs = finished_runs(runs_dir)
+    header = (f"# Mesh export against toy-world ground truth\n\n`t3d bench export --runs-dir {runs_dir} --faces {faces} "
+              f"--texture-size {texture_size}` on {platform.machine()} ({os.cpu_count()} cores): {len(runs)} runs. "
+              "render IoU: the representation's own renders; mesh IoU: the exported glb, rendered.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    run_export_bench(runs, faces, texture_size, log=typer.echo, on_row=lambda rows: out.write_text(markdown_table(rows, header)))
     typer.echo(f"wrote {out}")
 
 

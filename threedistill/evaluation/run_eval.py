@@ -1,5 +1,5 @@
 """`t3d eval RUN_DIR`: load a run's latest checkpoint, render the fixed evaluation views, compare with
-ground truth and merge the numbers into the run's metrics.json."""
+ground truth (and the exported export/model.glb, if any) and merge the numbers into the run's metrics.json."""
 from __future__ import annotations
 
 import json
@@ -48,6 +48,11 @@ def evaluate_run(run_dir: Path) -> dict:
     metrics = {"prompt": cfg.prompt, "object": obj, "colour": colour, "step": run.trainer.step}
     metrics |= compare(render, colour, obj, EVAL_RESOLUTION)
     write_comparison(run_dir / "renders" / "eval_vs_ground_truth.png", render["rgb"], colour, obj)
+    mesh_path = run_dir / "export" / "model.glb"
+    if mesh_path.is_file():  # the exported mesh too: what a game engine gets
+        from .mesh_eval import load_mesh, mesh_metrics
+
+        metrics |= mesh_metrics(load_mesh(mesh_path), colour, obj, EVAL_RESOLUTION)
     path = run_dir / "metrics.json"
     existing = json.loads(path.read_text()) if path.is_file() else {}
     existing.update(metrics)

@@ -71,6 +71,7 @@ def surface(grid: torch.Tensor, level: float) -> trimesh.Trimesh:
     res = grid.shape[0]
     spacing = 2 * BOUND / (res - 1)
     padded = np.pad(grid.numpy().astype(np.float32), 1, constant_values=min(float(grid.min()), level) - 1.0)
+    padded = _fill_cavities(padded, level)
     verts, faces, _, _ = marching_cubes(padded, level=level, spacing=(spacing,) * 3)
     verts = verts - spacing - BOUND
     # skimage orients faces toward increasing values (our inside); flip them so normals point out.
@@ -81,6 +82,20 @@ def surface(grid: torch.Tensor, level: float) -> trimesh.Trimesh:
     if mesh.is_watertight and mesh.volume < 0:
         mesh.invert()
     return mesh
+
+
+def _fill_cavities(field: np.ndarray, level: float) -> np.ndarray:
+    """Raise empty pockets that are not connected to the outside (a Gaussians shell's hollow inside, NeRF
+    bubbles) above `level`, so the surface is one outer skin without inner walls. field[0,0,0] is outside."""
+    from skimage.measure import label
+
+    empty = field <= level
+    regions = label(empty, connectivity=1)
+    cavity = empty & (regions != regions[0, 0, 0])
+    if cavity.any():
+        field = field.copy()
+        field[cavity] = level + max(abs(level), 1e-3)
+    return field
 
 
 def decimate(mesh: trimesh.Trimesh, faces: int) -> trimesh.Trimesh:
