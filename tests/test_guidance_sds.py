@@ -4,7 +4,6 @@ import torch
 from threedistill.cameras import orbit_cameras
 from threedistill.errors import ConfigError, UnknownNameError
 from threedistill.guidance import GUIDANCE, GuidanceConfig, inject_gradient
-from threedistill.guidance.sds import sds_gradient
 from threedistill.priors.analytic import AnalyticGaussianPrior
 
 
@@ -20,14 +19,20 @@ def test_inject_gradient_gives_grad_over_batch():
     assert torch.allclose(x.grad, g / 3, atol=1e-6)
 
 
+def sds(prior, scale=1.0, **kw):
+    return GUIDANCE.build("sds", prior, GuidanceConfig(guidance_scale=scale, weighting="uniform",
+                                                       view_dependent_prompting=False, **kw))
+
+
 def test_sds_with_cfg_one_is_the_x0_residual(prior):
     """Spec 1.7: with s = 1 and w = 1, G = (alpha/sigma)(x - x0_hat(eps(x_t; y)))."""
     x = torch.rand(2, 3, 8, 8) * 2 - 1
     noise = torch.randn_like(x)
     t = torch.tensor([250, 700])
     x_t = prior.add_noise(x, noise, t)
-    cond, uncond = prior.encode_prompt(["a cat", "a cat"]), prior.encode_prompt(["", ""])
-    grad = sds_gradient(prior, x_t, noise, t, cond, uncond, 1.0, torch.ones(2, 1, 1, 1))
+    cond = prior.encode_prompt(["a cat", "a cat"])
+    guidance = sds(prior)
+    grad = guidance.gradient(x, orbit_cameras([0, 0], 0.0, 3.0), guidance.prompt_state("a cat"), 0, t, noise)
     alpha, sigma = prior.alpha_sigma(t)
     x0_hat = prior.predict_x0(x_t, prior.predict_noise(x_t, t, cond), t)
     assert torch.allclose(grad, alpha / sigma * (x - x0_hat), atol=1e-5)
@@ -40,8 +45,8 @@ def test_sds_is_zero_when_teacher_recovers_the_noise():
     x = prior.mean_for("a cat")[None]
     noise = torch.randn_like(x)
     t = torch.tensor([500])
-    grad = sds_gradient(prior, prior.add_noise(x, noise, t), noise, t, prior.encode_prompt(["a cat"]),
-                        prior.encode_prompt([""]), 1.0, torch.ones(1, 1, 1, 1))
+    guidance = sds(prior)
+    grad = guidance.gradient(x, orbit_cameras(0.0, 0.0, 3.0), guidance.prompt_state("a cat"), 0, t, noise)
     assert grad.abs().max() < 1e-4
 
 
@@ -115,3 +120,36 @@ def test_guidance_scale_follows_its_schedule(prior):
     assert torch.allclose(grad(schedule, 50), grad(12.5, 50))
     assert torch.allclose(grad(schedule, 200), grad(5.0, 200))
     assert not torch.allclose(grad(20.0, 0), grad(5.0, 0))
+
+
+def test_perp_neg_weights_follow_the_azimuth(prior):
+    from threedistill.guidance.perp_neg import perp_neg_embeddings
+
+    cams = orbit_cameras([0.0, 90.0, 180.0, -45.0, 30.0], [10.0, 10.0, 10.0, 10.0, 70.0], 3.0)
+    pos, negs, w = perp_neg_embeddings(prior, "a cat", cams)
+    front, side, back, overhead = prior.encode_prompt([f"a cat, {v} view" for v in ("front", "side", "back", "overhead")])
+    assert torch.allclose(pos[0], front) and torch.allclose(pos[1], side) and torch.allclose(pos[2], back)
+    assert torch.allclose(pos[3], 0.5 * front + 0.5 * side) and torch.allclose(pos[4], overhead)
+    # front: no push from its own prompt, away from the side; side: away from the front; back: away from both
+    assert torch.allclose(w[0], torch.tensor([0.0, -1.5741]), atol=1e-3)
+    assert torch.allclose(w[1], torch.tensor([0.0, -1.5741]), atol=1e-3) and torch.allclose(negs[1, 1], front)
+    assert torch.allclose(w[2], torch.tensor([-0.394, -1.967]), atol=1e-3) and torch.equal(w[4], torch.zeros(2))
+
+
+def test_perp_neg_is_cfg_plus_components_orthogonal_to_the_prompt(prior):
+    from threedistill.guidance.perp_neg import perp_neg_eps, perpendicular
+
+    a, b = torch.randn(3, 4, 5, 5), torch.randn(3, 4, 5, 5)
+    assert (perpendicular(a, b) * b).flatten(1).sum(1).abs().max() < 1e-4
+    x_t, t = torch.randn(2, 3, 8, 8), torch.tensor([300, 600])
+    pos, uncond = prior.encode_prompt(["a cat", "a cat"]), prior.encode_prompt(["", ""])
+    negs = torch.stack([prior.encode_prompt(["a dog", "a dog"]), prior.encode_prompt(["a cow", "a cow"])], 1)
+    plain = prior.predict_noise_cfg(x_t, t, pos, uncond, 7.5)[0]
+    assert torch.allclose(perp_neg_eps(prior, x_t, t, pos, negs, torch.zeros(2, 2), uncond, 7.5), plain, atol=1e-5)
+    pushed = perp_neg_eps(prior, x_t, t, pos, negs, torch.tensor([[-1.0, 0.0], [-1.0, 0.0]]), uncond, 7.5)
+    e_u = prior.predict_noise(x_t, t, uncond)
+    d_pos, d_neg = plain - e_u, prior.predict_noise(x_t, t, negs[:, 0]) - e_u
+    # the extra push is orthogonal to the prompt's direction and against the negative's
+    extra = pushed - plain
+    assert (extra * d_pos).flatten(1).sum(1).abs().max() < 1e-2 * d_pos.flatten(1).norm(dim=1).max() ** 2
+    assert ((extra * d_neg).flatten(1).sum(1) < 0).all()

@@ -20,6 +20,7 @@ def finished_runs(root: Path) -> list[Path]:
 def run_export_bench(runs: list[Path], faces: int, texture_size: int, log=print, on_row=None) -> list[dict]:
     from ..export.run_export import default_export_path, export_run
     from ..runs import read_run_config
+    from .fidelity_bench import record
     from .run_eval import evaluate_run
 
     rows = []
@@ -32,11 +33,9 @@ def run_export_bench(runs: list[Path], faces: int, texture_size: int, log=print,
                "prompt": m["prompt"], "render_iou": m["silhouette_iou"], "mesh_iou": m["mesh_silhouette_iou"],
                "chamfer": m["mesh_chamfer"], "volume_iou": m["mesh_volume_iou"], "faces": m["mesh_faces"],
                "export_seconds": seconds}
-        log(f"{row['representation']:9s} {row['prompt']:22s} render IoU {row['render_iou']:.3f}  mesh IoU "
-            f"{row['mesh_iou']:.3f}  chamfer {row['chamfer']:.3f}  volume IoU {row['volume_iou']:.3f}  {seconds:.1f}s")
-        rows.append(row)
-        if on_row is not None:
-            on_row(rows)
+        record(rows, row, f"{row['representation']:9s} {row['prompt']:22s} render IoU {row['render_iou']:.3f}  mesh "
+                          f"IoU {row['mesh_iou']:.3f}  chamfer {row['chamfer']:.3f}  volume IoU {row['volume_iou']:.3f}  "
+                          f"{seconds:.1f}s", log, on_row)
     return rows
 
 

@@ -39,12 +39,17 @@ def run_fidelity(prompts: list[str], seeds: int, representations: list[str], out
                 metrics = evaluate_run(run.dir)
                 row = {"representation": rep, "prompt": prompt, "seed": seed, "wall_seconds": time.time() - start,
                        **{k: metrics.get(k) for k in ("silhouette_iou", "colour_error", "front_back_correct")}}
-                log(f"{rep:9s} {prompt:22s} seed {seed}: IoU {row['silhouette_iou']:.3f}  "
-                    f"colour err {row['colour_error']:.3f}  {row['wall_seconds']:.0f}s")
-                rows.append(row)
-                if on_row is not None:
-                    on_row(rows)
+                record(rows, row, f"{rep:9s} {prompt:22s} seed {seed}: IoU {row['silhouette_iou']:.3f}  "
+                                  f"colour err {row['colour_error']:.3f}  {row['wall_seconds']:.0f}s", log, on_row)
     return rows
+
+
+def record(rows: list[dict], row: dict, message: str, log, on_row) -> None:
+    """Append a benchmark row, report it, and let the caller rewrite its table (a crash loses little)."""
+    rows.append(row)
+    log(message)
+    if on_row is not None:
+        on_row(rows)
 
 
 def _mean(values) -> str:

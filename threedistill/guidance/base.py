@@ -30,6 +30,7 @@ class GuidanceConfig:
     grad_clip: Any = None  # element-wise clamp of G (number or schedule), None = off
     view_dependent_prompting: bool = True
     negative_prompt: str = ""
+    perp_neg: bool = False  # Perp-Neg view-aware CFG (4 teacher evals per view instead of 2), see perp_neg.py
     sqrt_anneal: bool = False  # HiFA: deterministic t from sqrt(step / trainer_max_steps)
     trainer_max_steps: int = 1000
 
@@ -102,6 +103,20 @@ class Guidance(torch.nn.Module):
         if self.cfg.weighting == "fantasia3d":
             return alpha * sigma ** 2
         return torch.ones_like(alpha)
+
+    @torch.no_grad()
+    def guided_eps(self, x_t: torch.Tensor, t: torch.Tensor, cameras: Cameras, prompt: PromptState,
+                   step: int) -> torch.Tensor:
+        """The teacher's guided epsilon at noisy renders: plain CFG with the (view-suffixed) prompt, or
+        Perp-Neg when configured."""
+        scale = scheduled(self.cfg.guidance_scale, step)
+        uncond = prompt.unconditional(x_t.shape[0])
+        if self.cfg.perp_neg:
+            from .perp_neg import perp_neg_embeddings, perp_neg_eps
+
+            pos, negs, weights = perp_neg_embeddings(self.prior, prompt.prompt, cameras)
+            return perp_neg_eps(self.prior, x_t, t, pos, negs, weights, uncond, scale)
+        return self.prior.predict_noise_cfg(x_t, t, prompt.conditional(cameras), uncond, scale)[0]
 
     def finish_gradient(self, grad: torch.Tensor, step: int) -> torch.Tensor:
         """Optional element-wise clamp (debiased SDS) and NaN removal before injection."""
