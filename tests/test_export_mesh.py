@@ -20,9 +20,8 @@ from threedistill.export.texture import unwrap
 from threedistill.renderers.mesh_raster import rasterize_mesh
 from threedistill.representations.gaussians import Gaussians, GaussiansConfig
 from threedistill.representations.nerf import NeRF, NeRFConfig
-from threedistill.toyworld.catalogue import BEAK
+from threedistill.toyworld.catalogue import BEAK, get_object
 from threedistill.toyworld.render import object_sdf, part_colours
-from threedistill.toyworld.catalogue import get_object
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 SMALL = dict(faces=3000, texture_size=256, resolution=64)
@@ -180,3 +179,13 @@ def test_ground_truth_mesh_scores_as_ground_truth():
     shifted = toy_mesh("house", "red").apply_translation((0.0, 0.3, 0.0))
     bad = mesh_metrics(shifted, "red", "house")
     assert bad["mesh_silhouette_iou"] < 0.8 and bad["mesh_chamfer"] > 0.05 and bad["mesh_volume_iou"] < 0.7
+
+
+def test_exporting_a_run_without_a_checkpoint_says_so(tmp_path):
+    from threedistill.config import save_config
+    from threedistill.export.run_export import export_run
+    from threedistill.runs import GenerateConfig
+
+    save_config(GenerateConfig(prompt="a red cone"), tmp_path / "config.yaml")
+    with pytest.raises(ThreeDistillError, match="has no readable checkpoint"):
+        export_run(tmp_path, "glb")

@@ -188,7 +188,8 @@ class Trainer:
             state = json.loads(stem.with_suffix(".json").read_text())
             tensors = load_file(str(stem.with_suffix(".safetensors")))
         except (OSError, KeyError, ValueError) as err:
-            raise ThreeDistillError(f"cannot resume from {run_dir}: no readable checkpoint ({err})") from None
+            raise ThreeDistillError(f"{run_dir} has no readable checkpoint ({err}); was the run started and did it "
+                                    f"reach its first checkpoint?") from None
         model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         if hasattr(self.model, "load_tensors"):
             self.model.load_tensors(model_state)
