@@ -189,3 +189,9 @@ def test_exporting_a_run_without_a_checkpoint_says_so(tmp_path):
     save_config(GenerateConfig(prompt="a red cone"), tmp_path / "config.yaml")
     with pytest.raises(ThreeDistillError, match="has no readable checkpoint"):
         export_run(tmp_path, "glb")
+
+
+def test_an_empty_representation_gives_a_one_line_error():
+    empty = Gaussians(GaussiansConfig(num_points=10, init_opacity=0.001))
+    with pytest.raises(ThreeDistillError, match="empty"):
+        extract_mesh(empty, **SMALL)

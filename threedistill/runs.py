@@ -150,8 +150,12 @@ def export_finished_run(run: Run, log=print) -> None:
     for fmt in run.config.export:
         check_format(fmt)
         if fmt in MESH_FORMATS or run.config.representation == "gaussians":
-            path = export_model(run.model, run.config.representation, fmt, default_export_path(run.dir, fmt), log=log)
-            log(f"exported {path}")
+            try:
+                path = export_model(run.model, run.config.representation, fmt, default_export_path(run.dir, fmt), log=log)
+            except ThreeDistillError as err:  # the run itself is saved; say why the file is missing and go on
+                log(f"warning: no {fmt} export: {err}")
+            else:
+                log(f"exported {path}")
 
 
 def write_preview(run: Run, step: int) -> None:

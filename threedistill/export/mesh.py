@@ -1,6 +1,7 @@
 """Surfaces from representations: a scalar field on a grid (NeRF density, or the Gaussians' summed opacity),
 an isosurface threshold chosen automatically so the surface's silhouettes best match the representation's
-own rendered alpha, marching cubes, largest-component cleanup, decimation to a face budget, vertex colours.
+own rendered alpha, marching cubes, largest-component cleanup, decimation to a face budget, then a baked
+texture (or per-vertex colours).
 
 No hand-tuned threshold: for every pixel ray of a few views the maximum of the field along the ray tells for
 which thresholds that pixel is covered, so the silhouette IoU of every candidate threshold costs one compare.
@@ -49,6 +50,8 @@ def choose_threshold(grid: torch.Tensor, render_alpha, candidates: torch.Tensor 
     """The level whose silhouettes best match the representation's alpha > 0.5 on THRESHOLD_VIEWS: (level, IoU)."""
     cams = orbit_cameras(THRESHOLD_VIEWS["azimuth"], THRESHOLD_VIEWS["elevation"], 2.9)
     target = render_alpha(cams, THRESHOLD_RESOLUTION) > 0.5  # (B,H,W)
+    if not target.any():
+        raise ThreeDistillError("the representation renders empty (no pixel reaches alpha 0.5): nothing to export")
     peaks = ray_max(grid, cams, THRESHOLD_RESOLUTION)
     if candidates is None:
         top = float(grid.max())
@@ -71,6 +74,8 @@ def surface(grid: torch.Tensor, level: float) -> trimesh.Trimesh:
     res = grid.shape[0]
     spacing = 2 * BOUND / (res - 1)
     padded = np.pad(grid.numpy().astype(np.float32), 1, constant_values=min(float(grid.min()), level) - 1.0)
+    if not (padded > level).any():
+        raise ThreeDistillError(f"nothing of the representation reaches the surface level {level:.4g}: it is empty")
     padded = _fill_cavities(padded, level)
     verts, faces, _, _ = marching_cubes(padded, level=level, spacing=(spacing,) * 3)
     verts = verts - spacing - BOUND

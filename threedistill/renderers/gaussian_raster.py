@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..cameras import Cameras, focal_length
 
-TILE = 4  # pixels per tile side: small tiles waste less work on pixels outside a footprint (4x faster than 16 at 32 px)
+TILE = 4  # pixels per tile side: small tiles waste less work outside each footprint (~4x faster than 16 at 32 px)
 ALPHA_MAX = 0.99
 ALPHA_MIN = 1.0 / 255.0
 EPS_2D = 0.3  # screen-space low-pass filter, in pixels^2 (3DGS)
