@@ -112,6 +112,7 @@ def test_nerf_surface_from_density_and_obj_files(tmp_path):
     model = NeRF(NeRFConfig(levels=4, log2_table_size=10, n_samples=16, n_importance=16), torch.Generator().manual_seed(0))
     out = export_model(model, "nerf", "obj", tmp_path / "blob.obj", faces=2000, texture_size=128)
     assert out.is_file() and (tmp_path / "blob.mtl").is_file() and (tmp_path / "blob.png").is_file()
+    assert "Kd 1.0" in (tmp_path / "blob.mtl").read_text()  # white diffuse: the texture alone sets the colour
     report = json.loads((tmp_path / "blob.obj.json").read_text())
     assert report["field"] == "density" and report["threshold_silhouette_iou"] > 0.9
     mesh = trimesh.load(out, force="mesh")

@@ -22,9 +22,14 @@ WINDING_FACES = 4000  # winding numbers are computed on a copy decimated to this
 
 
 def load_mesh(path: Path) -> trimesh.Trimesh:
-    """A glb/obj as one triangle mesh with per-vertex colours (textures sampled at the vertices)."""
+    """A glb/obj as one triangle mesh with per-vertex colours (textures sampled at the vertices). trimesh
+    drops COLOR_0 of a glb that also has a material, so a vertex-coloured export reads back in one flat
+    colour; the geometric metrics do not use colour."""
     mesh = trimesh.load(path, force="mesh")
-    mesh.visual = mesh.visual.to_color()
+    colours = np.asarray(mesh.visual.to_color().vertex_colors)
+    if colours.ndim == 1:
+        colours = np.tile(colours, (len(mesh.vertices), 1))
+    mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=colours)
     return mesh
 
 

@@ -169,7 +169,8 @@ def extract_mesh(model, faces: int = 20000, texture_size: int = 1024, resolution
     if uv is None:
         rgba = np.concatenate([(colour_fn(positions, normals).clamp(0, 1).numpy() * 255).round().astype(np.uint8),
                                np.full((len(positions), 1), 255, np.uint8)], 1)
-        mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=rgba)
+        mesh = trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.faces), vertex_normals=unit_normals,
+                               vertex_colors=rgba, process=False)
     else:
         vmap, uv_faces, uvs = uv
         image = bake(colour_fn, positions[vmap], normals[vmap], torch.from_numpy(uv_faces), torch.from_numpy(uvs),
