@@ -17,7 +17,7 @@ from threedistill.export.mesh import check_budget, choose_threshold, extract_mes
 from threedistill.export.mesh_files import write_mesh
 from threedistill.export.run_export import export_model
 from threedistill.export.texture import unwrap
-from threedistill.renderers.mesh_raster import rasterize_mesh
+from threedistill.evaluation.mesh_eval import load_mesh, render_mesh
 from threedistill.representations.gaussians import Gaussians, GaussiansConfig
 from threedistill.representations.nerf import NeRF, NeRFConfig
 from threedistill.toyworld.catalogue import BEAK, get_object
@@ -44,11 +44,6 @@ def silhouette_iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a & b).sum() / (a | b).sum())
 
 
-def mesh_render(mesh: trimesh.Trimesh, cams, res=48):
-    colours = torch.tensor(np.asarray(mesh.visual.to_color().vertex_colors)[:, :3] / 255.0)
-    return rasterize_mesh(torch.tensor(mesh.vertices), torch.tensor(mesh.faces), colours, cams, res, res)
-
-
 @pytest.fixture(scope="module")
 def duck():
     return solid_toy_gaussians()
@@ -63,13 +58,13 @@ def duck_glb(duck, tmp_path_factory):
 def test_gaussian_mesh_matches_its_renders_and_keeps_the_world_convention(duck, duck_glb):
     result, path = duck_glb
     assert result.field == "opacity" and result.textured and result.threshold_iou > 0.9
-    mesh = trimesh.load(path, force="mesh")  # what an engine loads
+    mesh = load_mesh(path)  # what an engine loads, texture sampled at the vertices
     assert len(mesh.faces) <= SMALL["faces"] and len(mesh.vertices) <= 65535
     cams = orbit_cameras([0, 90, 180, 270, 45], [10, 10, 10, 10, 60], 2.9)
     ours = duck.render(cams, 48, 48, geometry=False)["alpha"][:, 0]
-    assert silhouette_iou(mesh_render(mesh, cams)["alpha"][:, 0], ours) > 0.85
+    assert silhouette_iou(render_mesh(mesh, cams, 48)["alpha"][:, 0], ours) > 0.85
     # Front toward +Z and up +Y: the (orange) beak sits in front, high; the head is the top.
-    colours = np.asarray(mesh.visual.to_color().vertex_colors)[:, :3] / 255.0
+    colours = np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
     beak = np.linalg.norm(colours - np.array(BEAK), axis=1) < 0.25
     assert beak.sum() > 5
     assert mesh.vertices[beak, 2].mean() > 0.4 and mesh.vertices[beak, 1].mean() > 0.1
@@ -115,11 +110,11 @@ def test_nerf_surface_from_density_and_obj_files(tmp_path):
     assert "Kd 1.0" in (tmp_path / "blob.mtl").read_text()  # white diffuse: the texture alone sets the colour
     report = json.loads((tmp_path / "blob.obj.json").read_text())
     assert report["field"] == "density" and report["threshold_silhouette_iou"] > 0.9
-    mesh = trimesh.load(out, force="mesh")
+    mesh = load_mesh(out)
     radius = np.linalg.norm(mesh.vertices, axis=1)
     cams = orbit_cameras([0, 120, 240], [15, 15, 15], 2.9)
     ours = model.render(cams, 48, 48, perturb=False)["alpha"][:, 0]
-    assert silhouette_iou(mesh_render(mesh, cams)["alpha"][:, 0], ours) > 0.85
+    assert silhouette_iou(render_mesh(mesh, cams, 48)["alpha"][:, 0], ours) > 0.85
     assert 0.25 < radius.mean() < 0.6 and radius.std() < 0.05  # the blob initialisation is a ball
 
 

@@ -57,11 +57,9 @@ def _coarse(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     mesh = trimesh.Trimesh(mesh.vertices, mesh.faces, process=True)
     if len(mesh.faces) <= WINDING_FACES:
         return mesh
-    import fast_simplification
+    from ..export.mesh import simplify
 
-    verts, faces = fast_simplification.simplify(np.asarray(mesh.vertices, dtype=np.float32),
-                                                np.asarray(mesh.faces, dtype=np.int64), target_count=WINDING_FACES)
-    return trimesh.Trimesh(verts, faces, process=False)
+    return trimesh.Trimesh(*simplify(mesh.vertices, mesh.faces, WINDING_FACES), process=False)
 
 
 def chamfer(a: torch.Tensor, b: torch.Tensor, chunk: int = 2048) -> float:

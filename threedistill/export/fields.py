@@ -16,6 +16,11 @@ MAX_WINDOW = 12  # half-width in cells of a Gaussian's splat window (larger Gaus
 CHUNK = 1 << 18
 
 
+def grid_spacing(resolution: int) -> float:
+    """Distance between neighbouring cell centres of a resolution^3 grid over [-BOUND, BOUND]^3."""
+    return 2 * BOUND / (resolution - 1)
+
+
 def grid_points(resolution: int) -> torch.Tensor:
     """Cell centres of a resolution^3 grid over [-BOUND, BOUND]^3, (R,R,R,3), ij indexing."""
     axis = torch.linspace(-BOUND, BOUND, resolution)
@@ -36,7 +41,7 @@ class FieldGrids:
 
     @property
     def spacing(self) -> float:
-        return 2 * BOUND / (self.field.shape[0] - 1)
+        return grid_spacing(self.field.shape[0])
 
 
 @torch.no_grad()
@@ -73,7 +78,7 @@ def _inverse_covariances(model) -> torch.Tensor:
 def _gaussian_grids(model, resolution: int) -> FieldGrids:
     """Opacity field sum_i o_i exp(-d^T Sigma_i^-1 d / 2) and the same-weighted mean colour at the grid's
     cells, each Gaussian splatted over its own 3-sigma window."""
-    spacing = 2 * BOUND / (resolution - 1)
+    spacing = grid_spacing(resolution)
     means, opac, inv_cov = model.means.detach(), model.opacities.detach(), _inverse_covariances(model)
     colours = (SH_C0 * model.sh[:, 0].detach() + 0.5).clamp(0, 1)
     half = (3 * model.scales.max(-1).values / spacing).ceil().clamp(1, MAX_WINDOW).long()

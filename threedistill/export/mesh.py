@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..cameras import camera_rays, orbit_cameras
 from ..errors import ThreeDistillError
-from .fields import BOUND, field_grids, sample_grid, surface_colours
+from .fields import BOUND, field_grids, grid_spacing, sample_grid, surface_colours
 from .texture import bake, unwrap
 
 MIN_FACES = 500
@@ -71,8 +71,7 @@ def surface(grid: torch.Tensor, level: float) -> trimesh.Trimesh:
     counter-clockwise triangles; only the largest connected component is kept."""
     from skimage.measure import marching_cubes
 
-    res = grid.shape[0]
-    spacing = 2 * BOUND / (res - 1)
+    spacing = grid_spacing(grid.shape[0])
     padded = np.pad(grid.numpy().astype(np.float32), 1, constant_values=min(float(grid.min()), level) - 1.0)
     if not (padded > level).any():
         raise ThreeDistillError(f"nothing of the representation reaches the surface level {level:.4g}: it is empty")
@@ -80,10 +79,7 @@ def surface(grid: torch.Tensor, level: float) -> trimesh.Trimesh:
     verts, faces, _, _ = marching_cubes(padded, level=level, spacing=(spacing,) * 3)
     verts = verts - spacing - BOUND
     # skimage orients faces toward increasing values (our inside); flip them so normals point out.
-    mesh = _clean(trimesh.Trimesh(verts, faces[:, ::-1], process=True))
-    parts = mesh.split(only_watertight=False)
-    if len(parts) > 1:
-        mesh = max(parts, key=lambda m: len(m.faces))
+    mesh = _largest_component(_clean(trimesh.Trimesh(verts, faces[:, ::-1], process=True)))
     if mesh.is_watertight and mesh.volume < 0:
         mesh.invert()
     return mesh
@@ -103,16 +99,24 @@ def _fill_cavities(field: np.ndarray, level: float) -> np.ndarray:
     return field
 
 
-def decimate(mesh: trimesh.Trimesh, faces: int) -> trimesh.Trimesh:
-    """Quadric decimation (fast-simplification) to at most `faces` triangles."""
-    if len(mesh.faces) <= faces:
-        return mesh
+def simplify(vertices: np.ndarray, faces: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
+    """Quadric decimation (fast-simplification) of a triangle soup to about `target` faces."""
     import fast_simplification
 
-    verts, tris = fast_simplification.simplify(mesh.vertices.astype(np.float32), mesh.faces.astype(np.int64),
-                                               target_count=faces)
-    out = _clean(trimesh.Trimesh(verts, tris, process=True))
-    return max(out.split(only_watertight=False), key=lambda m: len(m.faces)) if out.body_count > 1 else out
+    return fast_simplification.simplify(np.asarray(vertices, dtype=np.float32), np.asarray(faces, dtype=np.int64),
+                                        target_count=target)
+
+
+def decimate(mesh: trimesh.Trimesh, faces: int) -> trimesh.Trimesh:
+    """Decimation to at most `faces` triangles, cleaned, largest component."""
+    if len(mesh.faces) <= faces:
+        return mesh
+    return _largest_component(_clean(trimesh.Trimesh(*simplify(mesh.vertices, mesh.faces, faces), process=True)))
+
+
+def _largest_component(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    parts = mesh.split(only_watertight=False)
+    return max(parts, key=lambda m: len(m.faces)) if len(parts) > 1 else mesh
 
 
 def _clean(mesh: trimesh.Trimesh) -> trimesh.Trimesh:

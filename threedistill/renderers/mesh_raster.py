@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..cameras import Cameras, project_points
+from .packing import box_cells
 
 
 def rasterize_mesh(vertices: torch.Tensor, faces: torch.Tensor, colours: torch.Tensor, cameras: Cameras,
@@ -30,11 +31,9 @@ def triangle_pixels(tri_xy: torch.Tensor, height: int, width: int, keep: torch.T
     hi = tri_xy.max(1).values.ceil().long()
     hi[:, 0], hi[:, 1] = hi[:, 0].clamp(max=width), hi[:, 1].clamp(max=height)
     nx, ny = (hi[:, 0] - lo[:, 0]).clamp_min(0), (hi[:, 1] - lo[:, 1]).clamp_min(0)
-    counts = nx * ny if keep is None else torch.where(keep, nx * ny, torch.zeros_like(nx))
-    tri = torch.repeat_interleave(torch.arange(len(tri_xy)), counts)
-    local = torch.arange(int(counts.sum())) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
-    px = lo[tri, 0] + local % nx[tri]
-    py = lo[tri, 1] + local // nx[tri]
+    if keep is not None:
+        nx = torch.where(keep, nx, torch.zeros_like(nx))
+    tri, px, py = box_cells(lo[:, 0], lo[:, 1], nx, ny)
     p = torch.stack([px, py], -1).to(tri_xy.dtype) + 0.5
     a, b, c = tri_xy[tri, 0], tri_xy[tri, 1], tri_xy[tri, 2]
     area = _cross(b - a, c - a)
