@@ -126,6 +126,8 @@ def test_generate_then_eval_from_the_command_line(tmp_path):
     (["eval", "/nonexistent/run"], "not a run directory"),
     (["export", "/nonexistent/run"], "not a run directory"),
     (["bench", "fidelity", "--prompts", "/nonexistent.txt"], "prompt file not found"),
+    (["bench", "fidelity", "--jobs", "0"], "--jobs must be positive"),
+    (["generate", "--prompt", "a red cube", "--device", "gpu"], "device must be auto, cpu, cuda or cuda:N"),
 ])
 def test_generate_bad_input(tmp_path, args, fragment):
     assert_one_line_error(t3d(*args, cwd=tmp_path), fragment)
@@ -136,7 +138,8 @@ def test_bench_fidelity_writes_a_table(tmp_path):
     prompts.write_text("# two toy prompts\na red cone\na blue duck\n")
     out = tmp_path / "fidelity.md"
     result = t3d("bench", "fidelity", "--prompts", str(prompts), "--seeds", "1", "--representation", "gaussians",
-                 "--steps", "1", "--out", str(out), "--runs-dir", str(tmp_path / "runs"), *FAST_GAUSSIANS)
+                 "--steps", "1", "--out", str(out), "--runs-dir", str(tmp_path / "runs"), "--jobs", "2", *FAST_GAUSSIANS)
     assert result.returncode == 0, result.stderr
     table = out.read_text()
     assert "| gaussians | a red cone | 1 |" in table and "| **gaussians** | **mean** | 2 |" in table
+    assert table.index("a red cone") < table.index("a blue duck")  # prompt-file order, whichever finished first

@@ -9,11 +9,12 @@ from threedistill.evaluation.ground_truth import compare, eval_cameras
 from threedistill.runs import generate
 from threedistill.toyworld.render import render_toy
 
-FAST = {  # small models, and no export at the end (tests/test_export_mesh.py and test_cli cover it)
-    "gaussians": ["export=[]", "gaussians.num_points=200", "gaussians.densify_from=1", "gaussians.densify_every=2",
+FAST = {  # small models, no export at the end (tests/test_export_mesh.py and test_cli cover it), and the CPU, where
+    # results are bit-reproducible (gsplat's CUDA backward sums with atomics; tests/test_devices.py covers CUDA)
+    "gaussians": ["device=cpu", "export=[]", "gaussians.num_points=200", "gaussians.densify_from=1", "gaussians.densify_every=2",
                   "gaussians.densify_until=6", "gaussians.densify_grad_threshold=0.0", "trainer.batch_size=1",
                   "trainer.resolution=16"],
-    "nerf": ["export=[]", "nerf.n_samples=8", "nerf.n_importance=8", "nerf.levels=4", "nerf.log2_table_size=10",
+    "nerf": ["device=cpu", "export=[]", "nerf.n_samples=8", "nerf.n_importance=8", "nerf.levels=4", "nerf.log2_table_size=10",
              "trainer.batch_size=1", "trainer.resolution=16"],
 }
 

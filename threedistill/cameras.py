@@ -30,6 +30,10 @@ class Cameras:
     def positions(self) -> torch.Tensor:
         return self.c2w[:, :3, 3]
 
+    def to(self, device) -> "Cameras":
+        """The same cameras with every tensor on `device` (a no-op when they are there already)."""
+        return Cameras(*(getattr(self, f).to(device) for f in ("c2w", "fovy", "azimuth", "elevation", "radius")))
+
     def __getitem__(self, idx) -> "Cameras":
         pick = lambda t: t[idx] if t.ndim and t.shape[0] == len(self) else t  # noqa: E731
         out = Cameras(*(pick(getattr(self, f)) for f in ("c2w", "fovy", "azimuth", "elevation", "radius")))
@@ -78,8 +82,9 @@ def focal_length(fovy: torch.Tensor, height: int) -> torch.Tensor:
 def camera_rays(cameras: Cameras, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Ray origins and unit directions through pixel centres, each (B,H,W,3) in world space."""
     focal = focal_length(cameras.fovy, height)  # (B,)
-    j = torch.arange(width, dtype=torch.float32) + 0.5 - 0.5 * width
-    i = torch.arange(height, dtype=torch.float32) + 0.5 - 0.5 * height
+    dev = cameras.c2w.device
+    j = torch.arange(width, dtype=torch.float32, device=dev) + 0.5 - 0.5 * width
+    i = torch.arange(height, dtype=torch.float32, device=dev) + 0.5 - 0.5 * height
     ii, jj = torch.meshgrid(i, j, indexing="ij")
     dirs_cam = torch.stack([jj[None] / focal[:, None, None], -ii[None] / focal[:, None, None],
                             -torch.ones_like(ii)[None].expand(len(cameras), -1, -1)], -1)

@@ -195,6 +195,7 @@ def generate_cmd(
     steps: Optional[int] = typer.Option(None, help="Optimisation steps."),
     seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same result on CPU)."),
     out: Optional[str] = typer.Option(None, help="Root of run directories (default outputs/)."),
+    device: Optional[str] = typer.Option(None, help="auto (default: CUDA when torch sees a GPU), cpu, cuda or cuda:N."),
     config: Optional[Path] = typer.Option(None, help="YAML config (default configs/generate/<representation>.yaml)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this directory."),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate against ground truth at the end (toy prompts)."),
@@ -205,7 +206,7 @@ def generate_cmd(
     if resume is None and not prompt.strip():
         raise ThreeDistillError("--prompt is empty; give a text prompt such as --prompt 'a red duck'")
     run = generate(prompt=prompt, representation=representation, guidance=guidance, prior=prior, steps=steps, seed=seed,
-                   out=out, config=config, overrides=ctx.args, resume=resume, log=lambda s: _console().print(s))
+                   out=out, device=device, config=config, overrides=ctx.args, resume=resume, log=lambda s: _console().print(s))
     typer.echo(f"run directory: {run.dir}")
     if evaluate and run.trainer.step == run.config.trainer.steps:
         _evaluate_and_print(run.dir, quiet_if_no_gt=True)
@@ -265,6 +266,7 @@ def bench_fidelity(
     steps: Optional[int] = typer.Option(None, help="Override the configs' step count."),
     out: Path = typer.Option(Path("docs/benchmarks/fidelity.md"), "--out", help="Markdown table to write."),
     runs_dir: Path = typer.Option(Path("outputs/bench-fidelity"), help="Where the runs go."),
+    jobs: int = typer.Option(1, help="Runs at once (worker processes sharing the cores; results do not change)."),
 ):
     """Text-to-3D quality against ground truth over a prompt set: IoU, colour error, Janus, wall time."""
     import os
@@ -278,13 +280,17 @@ def bench_fidelity(
             raise ThreeDistillError(f"--representation must be nerf, gaussians or both, got {representation!r}")
     if seeds < 1:
         raise ThreeDistillError(f"--seeds must be positive, got {seeds}")
+    if jobs < 1:
+        raise ThreeDistillError(f"--jobs must be positive, got {jobs}")
     extra = " " + " ".join(ctx.args) if ctx.args else ""
     header = (f"# Text-to-3D fidelity against toy-world ground truth\n\n`t3d bench fidelity --seeds {seeds} "
-              f"--representation {representation}{extra}` on {platform.machine()} ({os.cpu_count()} cores), "
-              f"embedded toy prior, SDS.")
+              f"--representation {representation} --jobs {jobs}{extra}` on {platform.machine()} ({os.cpu_count()} "
+              f"cores), embedded toy prior, SDS." + (f" {jobs} runs shared the cores at a time, so the wall time of a "
+                                                     f"run is longer than alone." if jobs > 1 else ""))
     out.parent.mkdir(parents=True, exist_ok=True)
     write = lambda rows: out.write_text(markdown_table(rows, header))  # noqa: E731  (rewritten after every run)
-    run_fidelity(read_prompts(prompts), seeds, reps, runs_dir, ctx.args, steps, log=typer.echo, on_row=write)
+    run_fidelity(read_prompts(prompts), seeds, reps, runs_dir, ctx.args, steps, log=typer.echo, on_row=write,
+                 jobs=jobs)
     typer.echo(f"wrote {out}")
 
 

@@ -31,6 +31,9 @@ class GenerateConfig:
     representation: str = "gaussians"
     guidance_type: str = "sds"
     prior: Optional[str] = None  # local diffusers directory; None = the embedded toy prior
+    # Where optimisation runs: auto (CUDA when torch sees a GPU, else CPU), cpu, cuda or cuda:N. Random numbers
+    # are always drawn on the CPU from the run's seed; exports, previews and evaluation run on the CPU.
+    device: str = "auto"
     out: str = "outputs"
     # Written into RUN_DIR/export/ when the run finishes: mesh formats (glb, obj) and, for Gaussians, splat
     # formats (ply, splat, spz); [] for none. `t3d export` writes any of them later.
@@ -45,6 +48,21 @@ class GenerateConfig:
 
         for fmt in self.export:  # fail before optimising, not after
             check_format(fmt)
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):  # availability is checked when used
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for a `device` setting, or a one-line error when that GPU is not there."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= count:
+            raise ConfigError(f"device={name} but torch sees {count} CUDA GPU(s) (torch {torch.__version__}); "
+                              f"use device=cpu or device=auto")
+    return torch.device(name)
 
 
 def default_config_path(representation: str) -> Path | None:
@@ -77,10 +95,13 @@ class Run:
     def render(self, cameras, resolution: int = 64, geometry: bool = False) -> dict:
         """Deterministic renders (no sample jitter); depth and normals only when `geometry`."""
         with torch.no_grad():
-            return self.model.render(cameras, resolution, resolution, geometry=geometry, perturb=False)
+            out = self.model.render(cameras, resolution, resolution, geometry=geometry, perturb=False)
+        return {k: v.cpu() for k, v in out.items()}
 
 
-def build(cfg: GenerateConfig, run_dir: Path | None, log=print) -> tuple[torch.nn.Module, Trainer]:
+def build(cfg: GenerateConfig, run_dir: Path | None, log=print,
+          device: str | None = None) -> tuple[torch.nn.Module, Trainer]:
+    """Prior, guidance, representation and trainer for a config, on `device` (default: the config's)."""
     from .priors import load_prior
 
     if not cfg.prompt.strip():
@@ -89,8 +110,9 @@ def build(cfg: GenerateConfig, run_dir: Path | None, log=print) -> tuple[torch.n
     guidance_cls = GUIDANCE.get(cfg.guidance_type)
     torch.manual_seed(cfg.trainer.seed)
     gen = torch.Generator().manual_seed(cfg.trainer.seed)
-    model = model_cls(cfg.nerf if cfg.representation == "nerf" else cfg.gaussians, generator=gen)
-    guidance = guidance_cls(load_prior(cfg.prior), cfg.guidance)
+    device = resolve_device(device or cfg.device)
+    model = model_cls(cfg.nerf if cfg.representation == "nerf" else cfg.gaussians, generator=gen, device=device)
+    guidance = guidance_cls(load_prior(cfg.prior, device=device), cfg.guidance)
     return model, Trainer(cfg.trainer, model, guidance, cfg.prompt, run_dir, log=log)
 
 
@@ -105,20 +127,23 @@ def new_run_dir(cfg: GenerateConfig) -> Path:
 
 def generate(prompt: str = "", representation: str | None = None, guidance: str | None = None,
              prior: str | None = None, steps: int | None = None, seed: int | None = None, out: str | None = None,
-             config: str | Path | None = None, overrides: list[str] | tuple = (), resume: str | Path | None = None,
+             device: str | None = None, config: str | Path | None = None, overrides: list[str] | tuple = (),
+             resume: str | Path | None = None,
              progress: bool = True, stop_at: int | None = None, log=print) -> Run:
     """Run text-to-3D and return the Run. Arguments override `config` (a YAML file; by default
     configs/generate/<representation>.yaml), which overrides the dataclass defaults; `resume` continues the run
     in that directory with its saved config."""
     if resume is not None:
         run_dir = Path(resume)
-        cfg = read_run_config(run_dir, overrides, action="cannot resume: ")
+        cfg = read_run_config(run_dir, list(overrides) + ([f"device={device}"] if device else []),
+                              action="cannot resume: ")
     else:
         picked = [f"prompt={json.dumps(prompt)}" if prompt else None,
                   f"representation={representation}" if representation else None,
                   f"guidance_type={guidance}" if guidance else None, f"prior={prior}" if prior else None,
                   f"trainer.steps={steps}" if steps is not None else None,
-                  f"trainer.seed={seed}" if seed is not None else None, f"out={out}" if out else None]
+                  f"trainer.seed={seed}" if seed is not None else None, f"out={out}" if out else None,
+                  f"device={device}" if device else None]
         if config is None:
             config = default_config_path(representation or GenerateConfig.representation)
         cfg = load_config(GenerateConfig, config, list(overrides) + [p for p in picked if p])
@@ -134,6 +159,7 @@ def generate(prompt: str = "", representation: str | None = None, guidance: str 
     started = time.time()
     trainer.fit(progress=progress, stop_at=stop_at, preview=lambda step: write_preview(run, step))
     if trainer.step == cfg.trainer.steps:
+        model.cpu()  # turntable and exports run on the CPU whatever the training device
         write_turntable(run)
         export_finished_run(run, log)
         metrics_path = run_dir / "metrics.json"

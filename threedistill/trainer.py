@@ -155,15 +155,15 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
     def _tensors(self) -> dict[str, torch.Tensor]:
-        tensors = {f"model.{k}": v.detach().contiguous() for k, v in self.model.state_dict().items()}
+        tensors = {f"model.{k}": v.detach() for k, v in self.model.state_dict().items()}
         for name in ("grad_accum", "grad_count"):
             if hasattr(self.model, name):
-                tensors[f"stats.{name}"] = getattr(self.model, name).contiguous()
+                tensors[f"stats.{name}"] = getattr(self.model, name)
         for gi, group in enumerate(self.optimizer.param_groups):
             for pi, p in enumerate(group["params"]):
                 for key, value in self.optimizer.state.get(p, {}).items():
-                    tensors[f"optim.{gi}.{pi}.{key}"] = torch.as_tensor(value).contiguous()
-        return tensors
+                    tensors[f"optim.{gi}.{pi}.{key}"] = torch.as_tensor(value)
+        return {k: v.cpu().contiguous() for k, v in tensors.items()}
 
     def save_checkpoint(self) -> Path:
         """Write checkpoints/step_XXXXXX.safetensors + .json atomically, and point latest.json at them."""
@@ -197,12 +197,14 @@ class Trainer:
             self.model.load_state_dict(model_state)
         for name in ("grad_accum", "grad_count"):
             if f"stats.{name}" in tensors:
-                setattr(self.model, name, tensors[f"stats.{name}"].clone())
+                setattr(self.model, name, tensors[f"stats.{name}"].to(self.model.device))
         self.optimizer = self._make_optimizer()
         for gi, group in enumerate(self.optimizer.param_groups):
             for pi, p in enumerate(group["params"]):
                 prefix = f"optim.{gi}.{pi}."
-                entries = {k[len(prefix):]: v.clone() for k, v in tensors.items() if k.startswith(prefix)}
+                # Adam keeps its step counter on the CPU (non-capturable); the moments live with the parameter.
+                entries = {k[len(prefix):]: v.clone() if k.endswith(".step") else v.to(p.device)
+                           for k, v in tensors.items() if k.startswith(prefix)}
                 if entries:
                     self.optimizer.state[p] = entries
         self.step = state["step"]

@@ -2,9 +2,14 @@
 against ground truth and write a markdown table (per prompt and mean, with wall time per run)."""
 from __future__ import annotations
 
+import multiprocessing
+import os
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+
+import torch
 
 from ..config import packaged_config
 from ..errors import ThreeDistillError
@@ -24,23 +29,46 @@ def read_prompts(path: Path | None) -> list[str]:
     return prompts
 
 
-def run_fidelity(prompts: list[str], seeds: int, representations: list[str], out_root: Path,
-                 overrides: list[str], steps: int | None = None, log=print, on_row=None) -> list[dict]:
-    """Every (representation, prompt, seed) run, evaluated; `on_row(rows)` after each, so a crash loses little."""
+def _one_run(rep: str, prompt: str, seed: int, steps: int | None, out_root: str, overrides: list[str],
+             threads: int | None = None) -> dict:
+    """Generate and evaluate one benchmark run (also the body of a worker process when runs go in parallel)."""
     from ..runs import generate
 
-    rows = []
-    for rep in representations:
-        for prompt in prompts:
-            for seed in range(seeds):
-                start = time.time()
-                run = generate(prompt=prompt, representation=rep, seed=seed, steps=steps, out=str(out_root),
-                               overrides=overrides, progress=False, log=lambda s: None)
-                metrics = evaluate_run(run.dir)
-                row = {"representation": rep, "prompt": prompt, "seed": seed, "wall_seconds": time.time() - start,
-                       **{k: metrics.get(k) for k in ("silhouette_iou", "colour_error", "front_back_correct")}}
-                record(rows, row, f"{rep:9s} {prompt:22s} seed {seed}: IoU {row['silhouette_iou']:.3f}  "
-                                  f"colour err {row['colour_error']:.3f}  {row['wall_seconds']:.0f}s", log, on_row)
+    if threads:
+        torch.set_num_threads(threads)
+    start = time.time()
+    # One folder per seed: parallel runs of the same prompt never share a timestamped run directory.
+    run = generate(prompt=prompt, representation=rep, seed=seed, steps=steps, out=str(Path(out_root) / f"seed{seed}"),
+                   overrides=overrides, progress=False, log=lambda s: None)
+    metrics = evaluate_run(run.dir)
+    return {"representation": rep, "prompt": prompt, "seed": seed, "wall_seconds": time.time() - start,
+            **{k: metrics.get(k) for k in ("silhouette_iou", "colour_error", "front_back_correct")}}
+
+
+def run_fidelity(prompts: list[str], seeds: int, representations: list[str], out_root: Path,
+                 overrides: list[str], steps: int | None = None, log=print, on_row=None, jobs: int = 1) -> list[dict]:
+    """Every (representation, prompt, seed) run, evaluated; `on_row(rows)` after each, so a crash loses little.
+    `jobs` > 1 runs that many at once in worker processes sharing the CPU cores (results do not change: every
+    run is seeded; wall times per run grow when the cores are shared)."""
+    tasks = [(rep, prompt, seed) for rep in representations for prompt in prompts for seed in range(seeds)]
+    rows: list[dict] = []
+
+    def report(row: dict) -> None:
+        record(rows, row, f"{row['representation']:9s} {row['prompt']:22s} seed {row['seed']}: IoU "
+                          f"{row['silhouette_iou']:.3f}  colour err {row['colour_error']:.3f}  "
+                          f"{row['wall_seconds']:.0f}s", log, on_row)
+
+    if jobs <= 1:
+        for task in tasks:
+            report(_one_run(*task, steps, str(out_root), list(overrides)))
+        return rows
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_one_run, *task, steps, str(out_root), list(overrides), threads) for task in tasks]
+        for future in as_completed(futures):
+            report(future.result())
+    order = {task: i for i, task in enumerate(tasks)}
+    rows.sort(key=lambda r: order[(r["representation"], r["prompt"], r["seed"])])
     return rows
 
 

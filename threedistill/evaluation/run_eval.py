@@ -18,7 +18,7 @@ def load_run(run_dir: Path, cfg=None):
 
     run_dir = Path(run_dir)
     cfg = cfg or read_run_config(run_dir)
-    model, trainer = build(cfg, None, log=lambda s: None)
+    model, trainer = build(cfg, None, log=lambda s: None, device="cpu")
     trainer.load_checkpoint(run_dir)
     return Run(run_dir, cfg, model, trainer)
 

@@ -68,6 +68,6 @@ def perp_neg_eps(prior, x_t: torch.Tensor, t: torch.Tensor, pos: torch.Tensor, n
     eps = prior.predict_noise(x_t.repeat(4, *[1] * (x_t.ndim - 1)), t.repeat(4), emb)
     e_pos, e_n1, e_n2, e_u = eps.split(b)
     d_pos = e_pos - e_u
-    w = weights.to(x_t.dtype).view(b, 2, *[1] * (x_t.ndim - 1))
+    w = weights.to(x_t.device, x_t.dtype).view(b, 2, *[1] * (x_t.ndim - 1))
     accum = w[:, 0] * perpendicular(e_n1 - e_u, d_pos) + w[:, 1] * perpendicular(e_n2 - e_u, d_pos)
     return e_u + guidance_scale * (d_pos + accum)

@@ -22,8 +22,8 @@ class SDSGuidance(Guidance):
     def forward(self, rgb: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int,
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         x = self.prior.to_diffusion_space(rgb)
-        t = self.sample_timesteps(x.shape[0], step, generator)
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        t = self.sample_timesteps(x.shape[0], step, generator).to(x.device)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)  # CPU generator, any device
         grad = self.gradient(x, cameras, prompt, step, t, noise)
         return {"loss_sds": inject_gradient(x, grad), "grad_norm": grad.flatten(1).norm(dim=1).mean(),
                 "timestep": t.float().mean()}

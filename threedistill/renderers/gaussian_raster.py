@@ -3,9 +3,12 @@
 Every (tile, Gaussian) overlap becomes one row of a packed table sorted by (tile, depth); per-pixel
 transmittance is an exclusive cumulative product inside each tile's segment, computed as a segmented cumsum
 of log(1 - alpha). All of it is plain PyTorch, so autograd gives the backward pass. On CUDA tensors
-`rasterize` dispatches to gsplat's CUDA rasterizer when gsplat is importable.
+`rasterize` dispatches to gsplat's CUDA rasterizer when gsplat is importable (else this path runs on CUDA too).
 """
 from __future__ import annotations
+
+import functools
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -37,14 +40,14 @@ def covariances(scales: torch.Tensor, quats: torch.Tensor) -> torch.Tensor:
 
 def opencv_viewmats(cameras: Cameras) -> torch.Tensor:
     """World-to-camera matrices in the OpenCV convention (x right, y down, looking down +z), (B,4,4)."""
-    flip = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=cameras.c2w.dtype))
+    flip = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=cameras.c2w.dtype, device=cameras.c2w.device))
     return flip @ torch.linalg.inv(cameras.c2w)
 
 
 def intrinsics(cameras: Cameras, height: int, width: int) -> torch.Tensor:
     """Pinhole K matrices (B,3,3), square pixels, principal point at the image centre."""
     f = focal_length(cameras.fovy, height)
-    k = torch.zeros(len(cameras), 3, 3)
+    k = torch.zeros(len(cameras), 3, 3, device=f.device)
     k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2], k[:, 2, 2] = f, f, width / 2, height / 2, 1.0
     return k
 
@@ -65,7 +68,7 @@ def project(means: torch.Tensor, covs: torch.Tensor, viewmat: torch.Tensor, K: t
     zero = torch.zeros_like(tz)
     J = torch.stack([fx / tz_safe, zero, -fx * tx_c / tz_safe ** 2,
                      zero, fy / tz_safe, -fy * ty_c / tz_safe ** 2], -1).reshape(-1, 2, 3)
-    cov2d = J @ cov_c @ J.transpose(1, 2) + EPS_2D * torch.eye(2, dtype=means.dtype)
+    cov2d = J @ cov_c @ J.transpose(1, 2) + EPS_2D * torch.eye(2, dtype=means.dtype, device=means.device)
     a, b, c = cov2d[:, 0, 0], cov2d[:, 0, 1], cov2d[:, 1, 1]
     det = (a * c - b * b).clamp_min(1e-10)
     conics = torch.stack([c / det, -b / det, a / det], -1)
@@ -113,13 +116,14 @@ def rasterize_camera(means, covs, opacities, features, viewmat, K, height, width
     tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
     n_tiles = tiles_x * tiles_y
     tile, gauss = _tile_pairs(means2d, radii, depths, tiles_x, tiles_y)
-    f = features.shape[1]
+    f, dev = features.shape[1], means.device
     # Pixel centres of every tile, (n_tiles, TILE*TILE, 2).
-    py, px = torch.meshgrid(torch.arange(TILE, dtype=dtype), torch.arange(TILE, dtype=dtype), indexing="ij")
+    py, px = torch.meshgrid(torch.arange(TILE, dtype=dtype, device=dev), torch.arange(TILE, dtype=dtype, device=dev),
+                            indexing="ij")
     offs = torch.stack([px.reshape(-1), py.reshape(-1)], -1) + 0.5
-    ty_all, tx_all = torch.meshgrid(torch.arange(tiles_y), torch.arange(tiles_x), indexing="ij")
+    ty_all, tx_all = torch.meshgrid(torch.arange(tiles_y, device=dev), torch.arange(tiles_x, device=dev), indexing="ij")
     origin = torch.stack([tx_all.reshape(-1), ty_all.reshape(-1)], -1).to(dtype) * TILE
-    accum = torch.zeros(n_tiles, TILE * TILE, f + 1, dtype=dtype)
+    accum = torch.zeros(n_tiles, TILE * TILE, f + 1, dtype=dtype, device=dev)
     if len(gauss):
         d = origin[tile][:, None, :] + offs[None] - means2d[gauss][:, None, :]  # (P, 256, 2)
         con = conics[gauss]
@@ -132,7 +136,7 @@ def rasterize_camera(means, covs, opacities, features, viewmat, K, height, width
         csum = log_t.cumsum(0)
         first = torch.ones_like(tile, dtype=torch.bool)
         first[1:] = tile[1:] != tile[:-1]
-        seg_start = torch.cummax(torch.where(first, torch.arange(len(tile)), torch.zeros_like(tile)), 0).values
+        seg_start = torch.cummax(torch.where(first, torch.arange(len(tile), device=dev), torch.zeros_like(tile)), 0).values
         before = csum[seg_start] - log_t[seg_start]
         transmittance = torch.exp(csum - log_t - before).to(dtype)
         weight = transmittance * alpha  # (P, 256)
@@ -201,18 +205,19 @@ def _finish(features: torch.Tensor, alpha: torch.Tensor, bg: torch.Tensor) -> di
 
 def rasterize(means, scales, quats, opacities, sh, cameras: Cameras, height: int, width: int,
               background: torch.Tensor | None = None, meta: list | None = None,
-              geometry: bool = True) -> dict[str, torch.Tensor]:
+              geometry: bool = True, backend: str = "auto") -> dict[str, torch.Tensor]:
     """Render Gaussians from every camera: rgb (B,3,H,W), alpha (B,1,H,W), depth (B,1,H,W; distance to the
     camera, normalised by alpha), normal (B,3,H,W; world space). Differentiable w.r.t. every input.
-    `meta`, if a list, receives (means2d, radii) per camera for densification statistics (CPU path).
-    geometry=False skips depth and normals (about half the compositing work; training needs only rgb)."""
+    `meta`, if a list, receives (means2d, radii) for densification statistics: per camera on the PyTorch path,
+    (cameras, N, 2) and (cameras, N) at once from gsplat. geometry=False skips depth and normals (about half the
+    compositing work; training needs only rgb). `backend`: auto (gsplat for CUDA tensors when importable) or torch."""
     bg = (torch.ones(3) if background is None else background).to(means.device)
     feats = torch.stack([_camera_features(means, scales, quats, sh, cameras.positions[i].to(means.device))
                          for i in range(len(cameras))])
     if not geometry:
         feats = feats[..., :3]
-    if means.is_cuda:
-        return _rasterize_gsplat(means, scales, quats, opacities, feats, cameras, height, width, bg)
+    if backend == "auto" and means.is_cuda and gsplat_available():
+        return _rasterize_gsplat(means, scales, quats, opacities, feats, cameras, height, width, bg, meta)
     covs = covariances(scales, quats)
     viewmats, Ks = opencv_viewmats(cameras), intrinsics(cameras, height, width)
     images, alphas = zip(*(rasterize_camera(means, covs, opacities, feats[i], viewmats[i], Ks[i], height, width,
@@ -220,14 +225,36 @@ def rasterize(means, scales, quats, opacities, sh, cameras: Cameras, height: int
     return _finish(torch.stack(images), torch.stack(alphas), bg)
 
 
-def _rasterize_gsplat(means, scales, quats, opacities, feats, cameras, height, width, bg):
-    """CUDA path: gsplat's fused rasterizer (imported lazily, only for CUDA tensors), blending the same
-    per-camera features as the CPU path."""
+@functools.cache
+def gsplat_available() -> bool:
+    """Whether gsplat's CUDA rasterizer can be used (checked once; a missing or unbuildable gsplat falls back to
+    the PyTorch path with a one-line warning)."""
+    try:
+        from gsplat.cuda._backend import _C  # builds gsplat's kernels on first use (minutes, cached after)
+    except Exception as err:  # noqa: BLE001 - any import or build failure means: use our rasterizer
+        _C, reason = None, f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
+    else:
+        reason = "its CUDA kernels did not build (is nvcc installed?)"
+    if _C is None:
+        warnings.warn(f"gsplat is unavailable ({reason}); CUDA Gaussians use the slower PyTorch rasterizer",
+                      stacklevel=2)
+        return False
+    return True
+
+
+def _rasterize_gsplat(means, scales, quats, opacities, feats, cameras, height, width, bg, meta=None):
+    """CUDA path: gsplat's fused rasterizer, blending the same per-camera features as the PyTorch path with the
+    same conventions (EWA with a 0.3 px^2 filter, alpha in [1/255, 0.99], pixel centres at +0.5)."""
     import gsplat
 
     dev = means.device
     viewmats = opencv_viewmats(cameras).to(dev)
     Ks = intrinsics(cameras, height, width).to(dev)
-    images, alphas, _ = gsplat.rasterization(means, F.normalize(quats, dim=-1), scales, opacities, feats, viewmats,
-                                             Ks, width, height, sh_degree=None, render_mode="RGB")
+    images, alphas, info = gsplat.rasterization(means, F.normalize(quats, dim=-1), scales, opacities, feats, viewmats,
+                                                Ks, width, height, near_plane=NEAR, eps2d=EPS_2D, sh_degree=None,
+                                                packed=False, render_mode="RGB")
+    if meta is not None and info["means2d"].requires_grad:
+        info["means2d"].retain_grad()
+        radii = info["radii"]
+        meta.append((info["means2d"], radii.amax(-1) if radii.ndim == 3 else radii))
     return _finish(images.permute(0, 3, 1, 2), alphas.permute(0, 3, 1, 2), bg)

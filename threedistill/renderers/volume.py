@@ -1,4 +1,4 @@
-"""Volume rendering of radiance fields on CPU: stratified samples inside the unit bounding sphere, one round
+"""Volume rendering of radiance fields (CPU or CUDA tensors alike): stratified samples inside the unit bounding sphere, one round
 of importance resampling, compositing with nerfacc's batched (non-packed) functions, which run on CPU."""
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, generator=None
     pdf = (weights + 1e-5) / (weights + 1e-5).sum(-1, keepdim=True)
     cdf = torch.cat([torch.zeros_like(pdf[:, :1]), pdf.cumsum(-1)], -1)
     if deterministic:
-        u = torch.linspace(0.0, 1.0, n + 2)[1:-1].expand(len(cdf), n).contiguous()
-    else:
-        u = torch.rand(len(cdf), n, generator=generator)
+        u = torch.linspace(0.0, 1.0, n + 2, device=cdf.device)[1:-1].expand(len(cdf), n).contiguous()
+    else:  # drawn on the CPU generator, so a seed gives the same samples on any device
+        u = torch.rand(len(cdf), n, generator=generator).to(cdf.device)
     idx = torch.searchsorted(cdf, u, right=True).clamp(1, cdf.shape[-1] - 1)
     lo, hi = cdf.gather(1, idx - 1), cdf.gather(1, idx)
     b_lo, b_hi = bins.gather(1, idx - 1), bins.gather(1, idx)
@@ -48,11 +48,12 @@ def render_volume(field, cameras: Cameras, height: int, width: int, n_samples: i
     idx = hit.nonzero().squeeze(-1)
     o_h, d_h, near_h, far_h = o[idx], d[idx], near[idx], far[idx]
     r = len(idx)
-    steps = torch.linspace(0.0, 1.0, n_samples + 1)
+    dev = o.device
+    steps = torch.linspace(0.0, 1.0, n_samples + 1, device=dev)
     bins = near_h[:, None] + (far_h - near_h)[:, None] * steps
     if perturb:
         width_bin = (far_h - near_h)[:, None] / n_samples
-        jitter = torch.rand(r, n_samples, generator=generator) * width_bin
+        jitter = torch.rand(r, n_samples, generator=generator).to(dev) * width_bin
         t_coarse = bins[:, :-1] + jitter
     else:
         t_coarse = 0.5 * (bins[:, :-1] + bins[:, 1:])
@@ -80,20 +81,21 @@ def render_volume(field, cameras: Cameras, height: int, width: int, n_samples: i
     rgb = accumulate_along_rays(weights, rgb_s.reshape(r, k, 3))
     acc = weights.sum(-1, keepdim=True)
     depth = accumulate_along_rays(weights, mids[..., None]) / acc.clamp_min(1e-6)
-    normal = torch.zeros(r, 3)
+    normal = torch.zeros(r, 3, device=dev)
     extra = {}
     if with_normals:
         normals = field.normals(points).reshape(r, k, 3)
         normal = F.normalize(accumulate_along_rays(weights, normals), dim=-1)
         # DreamFusion's orientation loss: visible samples whose normal faces away from the camera.
         facing = (normals * d_h[:, None]).sum(-1).clamp_min(0) ** 2
-        extra["orientation"] = (weights.detach() * facing).sum(-1).mean() if r else torch.zeros(())
-    bg_all = field.background(d) if background is None else background.to(d.dtype).expand(n_rays, 3)
+        extra["orientation"] = (weights.detach() * facing).sum(-1).mean() if r else torch.zeros((), device=dev)
+    bg_all = field.background(d) if background is None else background.to(dev, d.dtype).expand(n_rays, 3)
     rgb = rgb + (1 - acc) * bg_all[idx]
 
     def scatter(values: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
         out = fill.expand(n_rays, values.shape[-1]).to(values.dtype).index_put((idx,), values)
         return out.reshape(len(cameras), height, width, -1).permute(0, 3, 1, 2)
 
-    return {"rgb": scatter(rgb, bg_all), "alpha": scatter(acc, torch.zeros(1)), "depth": scatter(depth, torch.zeros(1)),
-            "normal": scatter(normal, torch.zeros(3)), "weights": weights, "sigma": sigma, **extra}
+    zero = torch.zeros(3, device=dev)
+    return {"rgb": scatter(rgb, bg_all), "alpha": scatter(acc, zero[:1]), "depth": scatter(depth, zero[:1]),
+            "normal": scatter(normal, zero), "weights": weights, "sigma": sigma, **extra}

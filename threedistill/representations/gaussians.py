@@ -54,7 +54,8 @@ def _inverse_sigmoid(x: float) -> float:
 
 
 class Gaussians(nn.Module):
-    def __init__(self, cfg: GaussiansConfig | None = None, generator: torch.Generator | None = None):
+    def __init__(self, cfg: GaussiansConfig | None = None, generator: torch.Generator | None = None,
+                 device: str | torch.device = "cpu"):
         super().__init__()
         self.cfg = cfg = cfg or GaussiansConfig()
         gen = generator or torch.Generator().manual_seed(0)
@@ -65,6 +66,7 @@ class Gaussians(nn.Module):
                   torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1),
                   torch.full((n,), _inverse_sigmoid(cfg.init_opacity)),
                   torch.zeros(n, (cfg.sh_degree + 1) ** 2, 3))
+        self.to(device)  # drawn on the CPU (same values on any device), then moved
         self._reset_stats()
 
     @classmethod
@@ -85,9 +87,13 @@ class Gaussians(nn.Module):
         for name, value in zip(PARAM_NAMES, (means, log_scales, quats, opacity_logits, sh)):
             setattr(self, name, nn.Parameter(value.detach().clone()))
 
+    @property
+    def device(self) -> torch.device:
+        return self.means.device
+
     def _reset_stats(self):
-        self.grad_accum = torch.zeros(len(self))
-        self.grad_count = torch.zeros(len(self))
+        self.grad_accum = torch.zeros(len(self), device=self.device)
+        self.grad_count = torch.zeros(len(self), device=self.device)
         self._meta: list = []
 
     def __len__(self) -> int:
@@ -111,19 +117,21 @@ class Gaussians(nn.Module):
         """rgb, alpha (+ depth, normal when `geometry`), (B,C,H,W). Rasterization draws no random numbers, so
         `generator` and `perturb` (used by volume rendering) are accepted and ignored."""
         self._meta = []
-        return rasterize(self.means, self.scales, self.quats, self.opacities, self.sh, cameras, height, width,
+        return rasterize(self.means, self.scales, self.quats, self.opacities, self.sh, cameras.to(self.device),
+                         height, width,
                          background, meta=self._meta, geometry=geometry)
 
     # ------------------------------------------------------------ densification
     def accumulate_stats(self) -> None:
         """After backward: add each visible Gaussian's screen-space gradient norm (scaled to pixels of a
         unit-size image so the threshold does not depend on resolution)."""
-        for means2d, radii in self._meta:
+        n = len(self)
+        for means2d, radii in self._meta:  # per camera (CPU path) or (cameras, N, 2) at once (gsplat)
             if means2d.grad is None:
                 continue
-            visible = radii > 0
-            self.grad_accum[visible] += means2d.grad[visible].norm(dim=-1)
-            self.grad_count[visible] += 1
+            grad, visible = means2d.grad.reshape(-1, n, 2), radii.reshape(-1, n) > 0
+            self.grad_accum += torch.where(visible, grad.norm(dim=-1), 0.0).sum(0)
+            self.grad_count += visible.sum(0)
         self._meta = []
 
     def densify_and_prune(self, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict:
@@ -148,18 +156,19 @@ class Gaussians(nn.Module):
             if len(sidx):
                 rot = quat_to_rotmat(self.quats[sidx])
                 for _ in range(2):  # two children sampled from the parent, 1/1.6 of its size (3DGS)
-                    offset = (rot @ (torch.randn(len(sidx), 3, generator=generator) * self.scales[sidx])[..., None])[..., 0]
+                    draw = torch.randn(len(sidx), 3, generator=generator).to(self.device)  # CPU generator, any device
+                    offset = (rot @ (draw * self.scales[sidx])[..., None])[..., 0]
                     new["means"].append(self.means[sidx] + offset)
                     new["log_scales"].append(self.log_scales[sidx] - math.log(1.6))
                     for n in ("quats", "opacity_logits", "sh"):
                         new[n].append(getattr(self, n).detach()[sidx])
             n_old = len(self)
             grown = {n: torch.cat(v) for n, v in new.items()}
-            keep = torch.ones(len(grown["means"]), dtype=torch.bool)
+            keep = torch.ones(len(grown["means"]), dtype=torch.bool, device=self.device)
             keep[:n_old] = ~split  # split parents are replaced by their children
             keep &= torch.sigmoid(grown["opacity_logits"]) > c.prune_opacity
             keep &= grown["log_scales"].exp().max(-1).values < c.prune_scale
-        source = torch.cat([torch.arange(n_old), idx, sidx, sidx])  # parent of every grown row
+        source = torch.cat([torch.arange(n_old, device=self.device), idx, sidx, sidx])  # parent of every grown row
         self._replace(optimizer, grown, source, n_old, keep)
         self._reset_stats()
         return {"cloned": int(clone.sum()), "split": int(split.sum()), "pruned": int((~keep).sum()), "count": len(self)}
@@ -176,7 +185,7 @@ class Gaussians(nn.Module):
                     if state:
                         for key in ("exp_avg", "exp_avg_sq"):
                             value = state[key]
-                            extra = torch.zeros((len(source) - n_old,) + value.shape[1:], dtype=value.dtype)
+                            extra = value.new_zeros((len(source) - n_old,) + value.shape[1:])
                             state[key] = torch.cat([value, extra])[keep].contiguous()
                         optimizer.state[param] = state
             setattr(self, name, param)
@@ -184,5 +193,5 @@ class Gaussians(nn.Module):
     # ------------------------------------------------------------ checkpoints
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore from a state dict whose point count may differ from the current one."""
-        self._set(*(tensors[n] for n in PARAM_NAMES))
+        self._set(*(tensors[n].to(self.device) for n in PARAM_NAMES))
         self._reset_stats()

@@ -37,10 +37,10 @@ class HashGridEncoding(nn.Module):
         axes = torch.stack([cell, cell + 1], -1)  # (N, 3, 2) int32: lower / upper corner coordinate per axis
         res = self.resolutions[level]
         if self.dense[level]:
-            x, y, z = (axes * torch.tensor([(res + 1) ** 2, res + 1, 1], dtype=torch.int32)[:, None]).unbind(1)
+            x, y, z = (axes * torch.tensor([(res + 1) ** 2, res + 1, 1], dtype=torch.int32, device=cell.device)[:, None]).unbind(1)
             idx = (x[:, :, None] + y[:, None, :]).reshape(-1, 4, 1) + z[:, None, :]
         else:
-            x, y, z = (axes * torch.tensor(PRIMES, dtype=torch.int32)[:, None]).unbind(1)
+            x, y, z = (axes * torch.tensor(PRIMES, dtype=torch.int32, device=cell.device)[:, None]).unbind(1)
             idx = ((x[:, :, None] ^ y[:, None, :]).reshape(-1, 4, 1) ^ z[:, None, :]) & (self.table_size - 1)
         return idx.reshape(-1, 8) + self.offsets[level]
 

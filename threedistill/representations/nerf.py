@@ -42,18 +42,24 @@ class NeRFConfig:
 
 
 class NeRF(nn.Module):
-    def __init__(self, cfg: NeRFConfig | None = None, generator: torch.Generator | None = None):
+    def __init__(self, cfg: NeRFConfig | None = None, generator: torch.Generator | None = None,
+                 device: str | torch.device = "cpu"):
         super().__init__()
         self.cfg = cfg = cfg or NeRFConfig()
         if generator is not None:
             torch.manual_seed(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
-        self.encoding = make_encoding(torch.device("cpu"), levels=cfg.levels, log2_table_size=cfg.log2_table_size,
+        self.encoding = make_encoding(torch.device(device), levels=cfg.levels, log2_table_size=cfg.log2_table_size,
                                       base_resolution=cfg.base_resolution, max_resolution=cfg.max_resolution)
         self.density_net = nn.Sequential(nn.Linear(self.encoding.output_dim, cfg.hidden), nn.ReLU(),
                                          nn.Linear(cfg.hidden, 1 + cfg.geo_features))
         self.color_net = nn.Sequential(nn.Linear(cfg.geo_features, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 3))
         self.background_net = nn.Sequential(nn.Linear(3, 32), nn.ReLU(), nn.Linear(32, 3)) \
             if cfg.background == "learned" else None
+        self.to(device)  # parameters are initialised on the CPU (same values on any device), then moved
+
+    @property
+    def device(self) -> torch.device:
+        return self.density_net[0].weight.device
 
     def param_groups(self) -> list[dict]:
         c = self.cfg
@@ -82,12 +88,12 @@ class NeRF(nn.Module):
     def normals(self, points: torch.Tensor) -> torch.Tensor:
         """Outward normals -grad(sigma)/|grad(sigma)| by central differences (6 extra density evaluations)."""
         eps = self.cfg.normal_eps
-        offsets = torch.eye(3) * eps
+        offsets = torch.eye(3, device=points.device) * eps
         grads = [self.density(points + o)[0] - self.density(points - o)[0] for o in offsets]
         return -F.normalize(torch.stack(grads, -1), dim=-1)
 
     def render(self, cameras: Cameras, height: int, width: int, background: torch.Tensor | None = None,
                generator: torch.Generator | None = None, geometry: bool = False, perturb: bool = True) -> dict:
         """rgb, alpha, depth, normal (B,C,H,W); normals (6 extra field evaluations) only when `geometry`."""
-        return render_volume(self, cameras, height, width, self.cfg.n_samples, self.cfg.n_importance, background,
+        return render_volume(self, cameras.to(self.device), height, width, self.cfg.n_samples, self.cfg.n_importance, background,
                              geometry, generator, perturb)
