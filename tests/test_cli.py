@@ -127,6 +127,8 @@ def test_generate_then_eval_from_the_command_line(tmp_path):
     (["export", "/nonexistent/run"], "not a run directory"),
     (["bench", "fidelity", "--prompts", "/nonexistent.txt"], "prompt file not found"),
     (["bench", "fidelity", "--jobs", "0"], "--jobs must be positive"),
+    (["bench", "perf", "--repeats", "0"], "--repeats must be positive"),
+    (["generate", "--prompt", "a red cube", "native=fast"], "native must be one of auto, native, torch"),
     (["generate", "--prompt", "a red cube", "--device", "gpu"], "device must be auto, cpu, cuda or cuda:N"),
 ])
 def test_generate_bad_input(tmp_path, args, fragment):

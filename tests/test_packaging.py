@@ -21,3 +21,20 @@ def test_embedded_prior_is_complete_and_small():
         assert (root / part).is_file(), part
     size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
     assert size < 25e6
+
+
+def test_wheel_ships_the_native_kernel_sources(tmp_path):
+    """The kernels build on first use from sources installed with the package (threedistill/kernels)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    pytest.importorskip("setuptools")
+    pytest.importorskip("wheel")
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                             str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    names = set(zipfile.ZipFile(next(tmp_path.glob("threedistill-*.whl"))).namelist())
+    from threedistill.native import SOURCES
+    assert {f"threedistill/kernels/{name}" for name in SOURCES} <= names
+    assert "threedistill/configs/generate/gaussians.yaml" in names

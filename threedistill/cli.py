@@ -294,6 +294,44 @@ def bench_fidelity(
     typer.echo(f"wrote {out}")
 
 
+@bench_app.command("perf")
+def bench_perf(
+    repeats: int = typer.Option(5, help="Timed repetitions per measurement (the median is reported)."),
+    generate: bool = typer.Option(True, "--generate/--no-generate", help="Also time the default generate end to end."),
+    target: float = typer.Option(0.8, help="Silhouette IoU the generate timing waits for."),
+    out: Path = typer.Option(Path("docs/benchmarks/performance.md"), "--out", help="Markdown report to write."),
+):
+    """CPU speed, native kernels vs PyTorch: rasterizer, hash grid, and the default generate (time, step split, memory)."""
+    import os
+    import platform
+    import tempfile
+
+    import torch
+
+    from . import native
+    from .evaluation.perf_bench import command_peak_memory, generate_row, hash_rows, markdown_report, raster_rows
+
+    if repeats < 1:
+        raise ThreeDistillError(f"--repeats must be positive, got {repeats}")
+    if native.kernels() is None:
+        raise ThreeDistillError("the native kernels are unavailable here (no C++ compiler, or THREEDISTILL_NATIVE=torch); "
+                                "nothing to compare")
+    header = (f"# CPU performance: native kernels vs the PyTorch path\n\n`t3d bench perf --repeats {repeats}` on "
+              f"{platform.machine()} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads), torch "
+              f"{torch.__version__}; medians of {repeats} runs after a warm-up.")
+    raster = raster_rows(repeats, typer.echo)
+    hashing = hash_rows(repeats, typer.echo)
+    runs, command = [], None
+    if generate:
+        runs = [generate_row(mode, "a red cone", target, 25, typer.echo) for mode in ("native", "torch")]
+        with tempfile.TemporaryDirectory() as tmp:
+            command = command_peak_memory("a red cone", Path(tmp))
+        typer.echo(f"whole command: {command['wall_seconds']:.1f} s, peak {command['peak_mb']:.0f} MB")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown_report(header, raster, hashing, runs, command, target))
+    typer.echo(f"wrote {out}")
+
+
 @bench_app.command("export")
 def bench_export(
     runs_dir: Path = typer.Option(Path("outputs/bench-fidelity"), help="Directory holding finished runs."),

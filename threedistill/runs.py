@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from . import native as native_kernels
 from .config import load_config, packaged_config, save_config
 from .errors import ConfigError, ThreeDistillError
 from .guidance import GUIDANCE, GuidanceConfig
@@ -34,6 +35,9 @@ class GenerateConfig:
     # Where optimisation runs: auto (CUDA when torch sees a GPU, else CPU), cpu, cuda or cuda:N. Random numbers
     # are always drawn on the CPU from the run's seed; exports, previews and evaluation run on the CPU.
     device: str = "auto"
+    # CPU kernels: auto (native C++ kernels, built on first use, else PyTorch), native (required) or torch;
+    # None follows $THREEDISTILL_NATIVE (default auto). See threedistill/native.py.
+    native: Optional[str] = None
     out: str = "outputs"
     # Written into RUN_DIR/export/ when the run finishes: mesh formats (glb, obj) and, for Gaussians, splat
     # formats (ply, splat, spz); [] for none. `t3d export` writes any of them later.
@@ -50,6 +54,8 @@ class GenerateConfig:
             check_format(fmt)
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):  # availability is checked when used
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.native is not None and self.native not in native_kernels.MODES:
+            raise ConfigError(f"native must be one of {', '.join(native_kernels.MODES)}, got {self.native!r}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -111,6 +117,7 @@ def build(cfg: GenerateConfig, run_dir: Path | None, log=print,
     torch.manual_seed(cfg.trainer.seed)
     gen = torch.Generator().manual_seed(cfg.trainer.seed)
     device = resolve_device(device or cfg.device)
+    native_kernels.set_mode(cfg.native)
     model = model_cls(cfg.nerf if cfg.representation == "nerf" else cfg.gaussians, generator=gen, device=device)
     guidance = guidance_cls(load_prior(cfg.prior, device=device), cfg.guidance)
     return model, Trainer(cfg.trainer, model, guidance, cfg.prompt, run_dir, log=log)

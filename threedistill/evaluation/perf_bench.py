@@ -1,0 +1,233 @@
+"""`t3d bench perf`: the CPU path's speed, native kernels against the PyTorch path, side by side in one run:
+the Gaussian rasterizer (and a dense per-pixel reference), the hash-grid encoding, and the default
+`t3d generate` end to end (time to the IoU target, where a step's time goes, peak memory)."""
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from .. import native
+from ..cameras import orbit_cameras
+from ..renderers.gaussian_raster import ALPHA_MAX, ALPHA_MIN, covariances, intrinsics, opencv_viewmats, project, rasterize, sh_to_rgb
+from ..representations.hash_grid import HashGridEncoding
+
+RASTER_SIZES = [(1000, 64), (4000, 64), (16000, 64), (1000, 128), (4000, 128), (16000, 128)]
+HASH_POINTS = (65536, 262144)
+HASH_GRIDS = {"NeRF default (12 levels, 2^15)": dict(levels=12, log2_table_size=15, max_resolution=256),
+              "Instant-NGP size (16 levels, 2^19)": dict(levels=16, log2_table_size=19, max_resolution=2048)}
+DENSE_LIMIT = 20e6  # pixels x Gaussians above which the dense reference is skipped (memory)
+
+
+@contextmanager
+def kernel_mode(mode: str):
+    previous = native._mode
+    native.set_mode(mode)
+    try:
+        yield
+    finally:
+        native.set_mode(previous)
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up (and the native build, if it has not happened)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def random_scene(n: int, seed: int = 0):
+    """Gaussians in a ball of radius ~0.5 seen from 2.8 units: a generate-like scene (scale ~2-5% of the object)."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, 3, generator=g) * 0.3, 0.02 + 0.03 * torch.rand(n, 3, generator=g),
+            torch.randn(n, 4, generator=g), 0.1 + 0.8 * torch.rand(n, generator=g), torch.randn(n, 1, 3, generator=g) * 0.5]
+
+
+def dense_composite(means, scales, quats, opacities, sh, cameras, size: int) -> torch.Tensor:
+    """Every pixel against every Gaussian, depth-sorted, vectorised (the obvious differentiable CPU rasterizer)."""
+    covs = covariances(scales, quats)
+    m2d, conics, depths, radii = project(means, covs, opencv_viewmats(cameras)[0], intrinsics(cameras, size, size)[0],
+                                         size, size)
+    order = torch.argsort(depths.detach())
+    m2d, conics, opac = m2d[order], conics[order], opacities[order]
+    rgb = sh_to_rgb(sh[order], torch.nn.functional.normalize(means[order] - cameras.positions[0], dim=-1))
+    ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    d = torch.stack([xs, ys], -1).reshape(-1, 1, 2) - m2d[None]  # (P, N, 2)
+    power = -0.5 * (conics[:, 0] * d[..., 0] ** 2 + conics[:, 2] * d[..., 1] ** 2) - conics[:, 1] * d[..., 0] * d[..., 1]
+    alpha = (opac * torch.exp(power.clamp_max(0))).clamp_max(ALPHA_MAX) * (radii[order] > 0)
+    alpha = torch.where(alpha >= ALPHA_MIN, alpha, torch.zeros_like(alpha))
+    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha[:, :-1]], 1), 1)
+    return (alpha * trans) @ rgb
+
+
+def raster_rows(repeats: int, log) -> list[dict]:
+    cams = orbit_cameras([30.0], [15.0], 2.8)
+    rows = []
+    for n, size in RASTER_SIZES:
+        scene = [t.requires_grad_() for t in random_scene(n)]
+
+        def ours():
+            rasterize(*scene, cams, size, size, geometry=False)["rgb"].sum().backward()
+
+        row = {"gaussians": n, "size": size}
+        for mode in ("torch", "native"):
+            with kernel_mode(mode):
+                row[mode] = median_time(ours, repeats)
+        row["dense"] = median_time(lambda: dense_composite(*scene, cams, size).sum().backward(), repeats) \
+            if n * size * size <= DENSE_LIMIT else None
+        log(f"rasterizer {n:6d} Gaussians {size}x{size}: " + "  ".join(
+            f"{k} {row[k] * 1000:.0f} ms" for k in ("torch", "native", "dense") if row[k] is not None))
+        rows.append(row)
+    return rows
+
+
+def hash_rows(repeats: int, log) -> list[dict]:
+    rows = []
+    for name, kwargs in HASH_GRIDS.items():
+        torch.manual_seed(0)
+        enc = HashGridEncoding(init_scale=1.0, **kwargs)
+        for n in HASH_POINTS:
+            x = torch.rand(n, 3, generator=torch.Generator().manual_seed(1))
+
+            def step():
+                enc.table.grad = None
+                enc(x).square().sum().backward()
+
+            row = {"grid": name, "points": n}
+            for mode in ("torch", "native"):
+                with kernel_mode(mode):
+                    row[mode] = median_time(step, repeats)
+            log(f"hash grid {name}, {n} points: torch {row['torch'] * 1000:.0f} ms  native {row['native'] * 1000:.0f} ms")
+            rows.append(row)
+    return rows
+
+
+class StepTimer:
+    """Splits trainer steps into the prior's UNet, rendering, the rest of guidance, the optimiser (with
+    densification) and the remainder (backward pass and bookkeeping), by wrapping those calls."""
+
+    def __init__(self, trainer):
+        self.totals = {k: 0.0 for k in ("prior UNet", "render (forward)", "guidance (rest)", "optimiser + densify")}
+        self.steps, self.wall = 0, 0.0
+        unet = trainer.guidance.prior.unet
+        unet.register_forward_pre_hook(lambda *a: self._start("unet"))
+        unet.register_forward_hook(lambda *a: self._stop("unet", "prior UNet"))
+        self._clock: dict[str, float] = {}
+        self._wrap(trainer.model, "render", "render (forward)")
+        self._wrap(trainer.guidance, "forward", "guidance (rest)")
+        self._wrap(trainer.optimizer, "step", "optimiser + densify")
+        self._wrap(trainer, "_densify", "optimiser + densify")
+
+    def _start(self, key):
+        self._clock[key] = time.perf_counter()
+
+    def _stop(self, key, total):
+        self.totals[total] += time.perf_counter() - self._clock.pop(key)
+
+    def _wrap(self, obj, name, total):
+        inner = getattr(obj, name)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.totals[total] += time.perf_counter() - start
+        setattr(obj, name, timed)
+
+    def split(self) -> dict[str, float]:
+        """Seconds per step of each part; the guidance's own time excludes the UNet it calls."""
+        per = {k: v / max(self.steps, 1) for k, v in self.totals.items()}
+        per["guidance (rest)"] -= per["prior UNet"]
+        per["backward + rest"] = self.wall / max(self.steps, 1) - sum(per.values())
+        return per
+
+
+def generate_row(mode: str, prompt: str, target: float, chunk: int, log, overrides=()) -> dict:
+    """The default generate for `prompt`, evaluated every `chunk` steps (outside the timing)."""
+    from ..runs import GenerateConfig, build, default_config_path
+    from ..config import load_config
+    from .ground_truth import compare, eval_cameras, subject_of
+    from .run_eval import EVAL_RESOLUTION
+
+    cfg = load_config(GenerateConfig, default_config_path("gaussians"), [f"prompt={json.dumps(prompt)}", f"native={mode}", *overrides])
+    colour, obj = subject_of(prompt)
+    model, trainer = build(cfg, None, log=lambda s: None)
+    timer = StepTimer(trainer)
+    curve, reached = [], None
+    while trainer.step < cfg.trainer.steps:
+        start = time.perf_counter()
+        trainer.fit(progress=False, stop_at=trainer.step + chunk)
+        timer.wall += time.perf_counter() - start
+        timer.steps = trainer.step
+        with torch.no_grad():
+            out = model.render(eval_cameras(), EVAL_RESOLUTION, EVAL_RESOLUTION, geometry=False, perturb=False)
+        iou = compare(out, colour, obj, EVAL_RESOLUTION)["silhouette_iou"]
+        curve.append((trainer.step, round(timer.wall, 1), round(iou, 3)))
+        if reached is None and iou >= target:
+            reached = timer.wall
+    log(f"generate ({mode}): {timer.wall:.1f} s for {trainer.step} steps, IoU {curve[-1][2]:.3f}, "
+        f"target {target} reached at {'-' if reached is None else f'{reached:.1f} s'}")
+    return {"mode": mode, "train_seconds": timer.wall, "reached_seconds": reached, "final_iou": curve[-1][2],
+            "curve": curve, "split": timer.split()}
+
+
+def command_peak_memory(prompt: str, workdir: Path) -> dict:
+    """The whole default `t3d generate` command (with export and evaluation) in a child process: wall time and
+    peak resident memory."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "threedistill.cli", "generate", "--prompt", prompt, "--out",
+                             str(workdir)], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"t3d generate failed: {result.stderr.strip().splitlines()[-1:]}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"wall_seconds": wall, "peak_mb": max(peak_kb, before) / 1024}
+
+
+def markdown_report(header: str, raster: list[dict], hashing: list[dict], runs: list[dict], command: dict | None,
+                    target: float) -> str:
+    ms = lambda s: "-" if s is None else f"{s * 1000:.0f} ms"  # noqa: E731
+    lines = [header, "", "## Gaussian rasterizer, forward + backward, one camera", "",
+             "| Gaussians | image | PyTorch path | native | dense reference | native vs PyTorch | native vs dense |",
+             "|---|---|---|---|---|---|---|"]
+    for r in raster:
+        dense_ratio = "-" if r["dense"] is None else f"{r['dense'] / r['native']:.1f}x"
+        lines.append(f"| {r['gaussians']} | {r['size']}x{r['size']} | {ms(r['torch'])} | {ms(r['native'])} | "
+                     f"{ms(r['dense'])} | **{r['torch'] / r['native']:.1f}x** | {dense_ratio} |")
+    lines += ["", "## Hash-grid encoding, forward + backward", "",
+              "| grid | points | PyTorch path | native | native vs PyTorch |", "|---|---|---|---|---|"]
+    for r in hashing:
+        lines.append(f"| {r['grid']} | {r['points']} | {ms(r['torch'])} | {ms(r['native'])} | "
+                     f"**{r['torch'] / r['native']:.1f}x** |")
+    if runs:
+        lines += ["", f"## Default `t3d generate --prompt \"a red cone\"` (Gaussians), optimisation only", "",
+                  f"| kernels | 300 steps | time to IoU >= {target} | final IoU | s/step |", "|---|---|---|---|---|"]
+        for r in runs:
+            reached = "not reached" if r["reached_seconds"] is None else f"{r['reached_seconds']:.1f} s"
+            lines.append(f"| {r['mode']} | {r['train_seconds']:.1f} s | {reached} | {r['final_iou']:.3f} | "
+                         f"{r['train_seconds'] / r['curve'][-1][0]:.3f} |")
+        lines += ["", "Where a step's time goes (seconds per step, share):", "",
+                  "| part | " + " | ".join(r["mode"] for r in runs) + " |", "|---|" + "---|" * len(runs)]
+        for part in runs[0]["split"]:
+            cells = []
+            for r in runs:
+                total = sum(r["split"].values())
+                cells.append(f"{r['split'][part]:.3f} ({100 * r['split'][part] / total:.0f}%)")
+            lines.append(f"| {part} | " + " | ".join(cells) + " |")
+    if command:
+        lines += ["", f"Whole default command (`t3d generate --prompt \"a red cone\"`: prior loading, 300 steps, "
+                      f"turntable, glb + ply export, evaluation) in a child process: **{command['wall_seconds']:.1f} s** "
+                      f"wall, peak resident memory **{command['peak_mb']:.0f} MB**."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,88 @@
+"""Native CPU kernels (kernels/*.cpp: Gaussian compositing and the hash-grid encoding), compiled with OpenMP
+through torch's C++ extension API on first use into the user cache, never at install time.
+
+Which path runs: `set_mode("auto" | "native" | "torch")` (the run config's `native` key calls it), else the
+environment variable THREEDISTILL_NATIVE (same values), else auto. auto builds the kernels when first needed
+and falls back to the PyTorch path with a one-line warning if there is no compiler or the build fails; native
+makes that failure an error; torch never builds anything.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from .errors import ThreeDistillError
+
+MODES = ("auto", "native", "torch")
+SOURCES = ("bindings.cpp", "gaussian_raster.cpp", "hash_grid.cpp")
+_mode: str | None = None  # set_mode's choice; None = the environment variable's
+_module = None
+_failed: str | None = None
+
+
+def kernels_dir() -> Path:
+    """The C++ sources: the installed copy (threedistill/kernels) or the source checkout's kernels/."""
+    here = Path(__file__).resolve().parent
+    installed = here / "kernels"
+    return installed if (installed / SOURCES[0]).is_file() else here.parent / "kernels"
+
+
+def check_mode(mode: str, where: str = "native") -> str:
+    if mode not in MODES:
+        raise ThreeDistillError(f"{where} must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+def set_mode(mode: str | None) -> None:
+    """Choose the kernels for this process: auto, native or torch (None: $THREEDISTILL_NATIVE, else auto)."""
+    global _mode
+    _mode = None if mode is None else check_mode(mode)
+
+
+def mode() -> str:
+    return _mode or check_mode(os.environ.get("THREEDISTILL_NATIVE", "auto"), "THREEDISTILL_NATIVE")
+
+
+def _build():
+    from torch.utils.cpp_extension import load
+
+    from .utils.cache import cache_dir
+
+    sources = [kernels_dir() / name for name in SOURCES]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources) + torch.__version__.encode()).hexdigest()[:12]
+    build_dir = cache_dir("native") / digest
+    build_dir.mkdir(parents=True, exist_ok=True)
+    flags = ["-O3", "-fopenmp"]
+    return load(name=f"threedistill_native_{digest}", sources=[str(p) for p in sources], extra_cflags=flags,
+                extra_ldflags=["-fopenmp"], build_directory=str(build_dir), verbose=False)
+
+
+def kernels():
+    """The compiled kernels module, or None when the PyTorch path should run (mode torch, or a failed build in
+    mode auto). Built once per process; the compiled library is cached across processes."""
+    global _module, _failed
+    chosen = mode()
+    if chosen == "torch":
+        return None
+    if _module is None and _failed is None:
+        try:
+            _module = _build()
+        except Exception as err:  # noqa: BLE001 - no compiler, no ninja, a compile error: all mean the same
+            _failed = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[-1][:200]}"
+            if chosen == "auto":
+                warnings.warn(f"native CPU kernels unavailable ({_failed}); using the PyTorch path "
+                              f"(THREEDISTILL_NATIVE=torch silences this)", stacklevel=2)
+    if _module is None and chosen == "native":
+        raise ThreeDistillError(f"native kernels were required (native=native) but could not be built: {_failed}")
+    return _module
+
+
+def usable(*tensors: torch.Tensor) -> bool:
+    """Whether the native kernels apply: CPU float32 tensors and a built (or buildable) module."""
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
+        return False
+    return kernels() is not None
