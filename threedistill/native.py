@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -56,8 +57,11 @@ def _build():
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources) + torch.__version__.encode()).hexdigest()[:12]
     build_dir = cache_dir("native") / digest
     build_dir.mkdir(parents=True, exist_ok=True)
-    flags = ["-O3", "-fopenmp"]
-    return load(name=f"threedistill_native_{digest}", sources=[str(p) for p in sources], extra_cflags=flags,
+    name = f"threedistill_native_{digest}"
+    if not (build_dir / f"{name}.so").is_file():  # say why the first run pauses
+        print(f"threedistill: building the native CPU kernels (first use only, about a minute) in {build_dir}",
+              file=sys.stderr, flush=True)
+    return load(name=name, sources=[str(p) for p in sources], extra_cflags=["-O3", "-fopenmp"],
                 extra_ldflags=["-fopenmp"], build_directory=str(build_dir), verbose=False)
 
 
