@@ -12,6 +12,8 @@ std::vector<at::Tensor> raster_backward(const at::Tensor& means2d, const at::Ten
                                         const at::Tensor& gauss_ids, const at::Tensor& final_t, const at::Tensor& last,
                                         const at::Tensor& grad_image, const at::Tensor& grad_alpha, int64_t tile,
                                         double alpha_min, double alpha_max, int64_t threads);
+std::vector<at::Tensor> bin_gaussians(const at::Tensor& means2d, const at::Tensor& radii, const at::Tensor& depths,
+                                      int64_t tiles_x, int64_t tiles_y, int64_t tile);
 at::Tensor hash_grid_forward(const at::Tensor& points, const at::Tensor& table, const std::vector<int64_t>& resolutions,
                              const std::vector<bool>& dense, const std::vector<int64_t>& offsets, int64_t table_size, int64_t threads);
 at::Tensor hash_grid_backward(const at::Tensor& points, const at::Tensor& grad_out, int64_t rows,
@@ -19,6 +21,7 @@ at::Tensor hash_grid_backward(const at::Tensor& points, const at::Tensor& grad_o
                               const std::vector<int64_t>& offsets, int64_t table_size, int64_t threads);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+    m.def("bin_gaussians", &bin_gaussians, "tiles touched by each Gaussian, front to back per tile");
     m.def("raster_forward", &raster_forward, "alpha compositing of binned 2D Gaussians (forward)");
     m.def("raster_backward", &raster_backward, "alpha compositing of binned 2D Gaussians (backward)");
     m.def("hash_grid_forward", &hash_grid_forward, "multiresolution hash-grid encoding (forward)");

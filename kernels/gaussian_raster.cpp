@@ -96,6 +96,52 @@ struct Scene {
 
 }  // namespace
 
+// Tile binning: for every Gaussian with a radius > 0, the tiles its square footprint (mean +- radius) touches.
+// Returns tile_offsets (tiles + 1) and gauss_ids, grouped by tile and front to back inside each tile, ties in index
+// order: the same lists as the PyTorch path's two stable sorts.
+std::vector<at::Tensor> bin_gaussians(const at::Tensor& means2d, const at::Tensor& radii, const at::Tensor& depths,
+                                      int64_t tiles_x, int64_t tiles_y, int64_t tile) {
+    TORCH_CHECK(means2d.dtype() == at::kFloat && radii.dtype() == at::kFloat && depths.dtype() == at::kFloat &&
+                means2d.is_contiguous() && radii.is_contiguous() && depths.is_contiguous(),
+                "native binning: contiguous float32 inputs expected");
+    const int64_t n = means2d.size(0), n_tiles = tiles_x * tiles_y;
+    const float* m = means2d.data_ptr<float>();
+    const float* r = radii.data_ptr<float>();
+    const float* d = depths.data_ptr<float>();
+    std::vector<int64_t> box(4 * n, 0);  // x0, x1, y0, y1 per Gaussian (empty when not visible)
+    auto offsets = at::zeros({n_tiles + 1}, at::TensorOptions().dtype(at::kLong));
+    int64_t* offs = offsets.data_ptr<int64_t>();
+    const auto cell = [tile](float v, int64_t count) {
+        return std::min(std::max(static_cast<int64_t>(std::floor(v / static_cast<float>(tile))), int64_t(0)), count - 1);
+    };
+    for (int64_t g = 0; g < n; ++g) {
+        if (!(r[g] > 0.0f)) {
+            box[4 * g + 1] = -1;
+            continue;
+        }
+        int64_t* b = box.data() + 4 * g;
+        b[0] = cell(m[2 * g] - r[g], tiles_x);
+        b[1] = cell(m[2 * g] + r[g], tiles_x);
+        b[2] = cell(m[2 * g + 1] - r[g], tiles_y);
+        b[3] = cell(m[2 * g + 1] + r[g], tiles_y);
+        for (int64_t ty = b[2]; ty <= b[3]; ++ty)
+            for (int64_t tx = b[0]; tx <= b[1]; ++tx) ++offs[ty * tiles_x + tx + 1];
+    }
+    for (int64_t t = 0; t < n_tiles; ++t) offs[t + 1] += offs[t];
+    auto ids = at::empty({offs[n_tiles]}, offsets.options());
+    int64_t* out = ids.data_ptr<int64_t>();
+    std::vector<int64_t> fill(offs, offs + n_tiles);
+    for (int64_t g = 0; g < n; ++g) {
+        const int64_t* b = box.data() + 4 * g;
+        if (b[1] < 0) continue;  // not visible
+        for (int64_t ty = b[2]; ty <= b[3]; ++ty)
+            for (int64_t tx = b[0]; tx <= b[1]; ++tx) out[fill[ty * tiles_x + tx]++] = g;
+    }
+    for (int64_t t = 0; t < n_tiles; ++t)
+        std::stable_sort(out + offs[t], out + offs[t + 1], [d](int64_t a, int64_t b) { return d[a] < d[b]; });
+    return {offsets, ids};
+}
+
 // Returns image (H, W, F), alpha (H, W), the final transmittance (H, W) and, per pixel, one past the position in
 // its tile's list of the last Gaussian it blended (int32, H x W); the backward pass needs the last two.
 std::vector<at::Tensor> raster_forward(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& opacities,

@@ -88,7 +88,8 @@ def project(means: torch.Tensor, covs: torch.Tensor, viewmat: torch.Tensor, K: t
 
 def _tile_pairs(means2d: torch.Tensor, radii: torch.Tensor, depths: torch.Tensor, tiles_x: int, tiles_y: int,
                 tile_size: int = TILE):
-    """Packed (tile, gaussian) overlaps sorted by tile, then depth: returns (tile ids, gaussian ids)."""
+    """Packed (tile, gaussian) overlaps sorted by tile, then depth: returns (tile ids, gaussian ids). The native
+    path bins the same way in C++ (`bin_gaussians`; tests/test_native.py compares the two)."""
     with torch.no_grad():
         idx = (radii > 0).nonzero().squeeze(-1)
         m, r = means2d[idx].detach(), radii[idx]
@@ -162,9 +163,8 @@ def rasterize_camera(means, covs, opacities, features, viewmat, K, height, width
 def _composite_native(means2d, conics, depths, radii, opacities, features, height, width):
     """The compositing of `rasterize_camera` through the native kernel (kernels/gaussian_raster.cpp)."""
     tiles_x, tiles_y = -(-width // NATIVE_TILE), -(-height // NATIVE_TILE)
-    tile, gauss = _tile_pairs(means2d, radii, depths, tiles_x, tiles_y, NATIVE_TILE)
-    counts = torch.bincount(tile, minlength=tiles_x * tiles_y)
-    offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    offsets, gauss = native.kernels().bin_gaussians(means2d.detach().contiguous(), radii.contiguous(),
+                                                    depths.detach().contiguous(), tiles_x, tiles_y, NATIVE_TILE)
     image, alpha = _NativeComposite.apply(means2d, conics, opacities, features, offsets, gauss, height, width)
     return image.permute(2, 0, 1), alpha[None]
 
