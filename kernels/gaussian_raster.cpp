@@ -53,14 +53,14 @@ inline bool evaluate(const Splat& s, float px, float py, float a_min, float a_ma
 struct Scene {
     const float *m, *con, *op, *feat;
     const int64_t *offs, *ids;
-    int64_t nf, height, width, tile, tiles_x, tiles_y;
+    int64_t nf, tile, tiles_x, tiles_y;
     float a_min, a_max;  // compared in float32, as the PyTorch path does
 
     Scene(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& opacities, const at::Tensor& features,
-          const at::Tensor& tile_offsets, const at::Tensor& gauss_ids, int64_t height_, int64_t width_, int64_t tile_,
+          const at::Tensor& tile_offsets, const at::Tensor& gauss_ids, int64_t height, int64_t width, int64_t tile_,
           double alpha_min, double alpha_max)
-        : nf(features.size(1)), height(height_), width(width_), tile(tile_), tiles_x((width_ + tile_ - 1) / tile_),
-          tiles_y((height_ + tile_ - 1) / tile_), a_min(static_cast<float>(alpha_min)),
+        : nf(features.size(1)), tile(tile_), tiles_x((width + tile_ - 1) / tile_), tiles_y((height + tile_ - 1) / tile_),
+          a_min(static_cast<float>(alpha_min)),
           a_max(static_cast<float>(alpha_max)) {
         TORCH_CHECK(means2d.dtype() == at::kFloat && conics.dtype() == at::kFloat && opacities.dtype() == at::kFloat &&
                     features.dtype() == at::kFloat, "native rasterizer: float32 inputs expected");

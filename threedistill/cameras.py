@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import torch
 
 
+CAMERA_FIELDS = ("c2w", "fovy", "azimuth", "elevation", "radius")
+
+
 @dataclass
 class Cameras:
     """A batch of pinhole cameras: c2w (B,4,4), vertical field of view fovy (B,) in radians, and the
@@ -32,11 +35,11 @@ class Cameras:
 
     def to(self, device) -> "Cameras":
         """The same cameras with every tensor on `device` (a no-op when they are there already)."""
-        return Cameras(*(getattr(self, f).to(device) for f in ("c2w", "fovy", "azimuth", "elevation", "radius")))
+        return Cameras(*(getattr(self, f).to(device) for f in CAMERA_FIELDS))
 
     def __getitem__(self, idx) -> "Cameras":
         pick = lambda t: t[idx] if t.ndim and t.shape[0] == len(self) else t  # noqa: E731
-        out = Cameras(*(pick(getattr(self, f)) for f in ("c2w", "fovy", "azimuth", "elevation", "radius")))
+        out = Cameras(*(pick(getattr(self, f)) for f in CAMERA_FIELDS))
         if out.c2w.ndim == 2:  # a single index: keep the batch dimension
             out = Cameras(out.c2w[None], out.fovy[None], out.azimuth[None], out.elevation[None], out.radius[None])
         return out

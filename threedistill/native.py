@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ThreeDistillError
+from .errors import ConfigError, ThreeDistillError
 
 MODES = ("auto", "native", "torch")
 SOURCES = ("bindings.cpp", "gaussian_raster.cpp", "hash_grid.cpp")
@@ -34,14 +34,16 @@ def kernels_dir() -> Path:
 
 def check_mode(mode: str, where: str = "native") -> str:
     if mode not in MODES:
-        raise ThreeDistillError(f"{where} must be one of {', '.join(MODES)}, got {mode!r}")
+        raise ConfigError(f"{where} must be one of {', '.join(MODES)}, got {mode!r}")
     return mode
 
 
-def set_mode(mode: str | None) -> None:
-    """Choose the kernels for this process: auto, native or torch (None: $THREEDISTILL_NATIVE, else auto)."""
+def set_mode(mode: str | None) -> str | None:
+    """Choose the kernels for this process: auto, native or torch (None: $THREEDISTILL_NATIVE, else auto).
+    Returns the previous setting, so a caller can restore it."""
     global _mode
-    _mode = None if mode is None else check_mode(mode)
+    previous, _mode = _mode, None if mode is None else check_mode(mode)
+    return previous
 
 
 def mode() -> str:

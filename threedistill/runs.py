@@ -54,8 +54,8 @@ class GenerateConfig:
             check_format(fmt)
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):  # availability is checked when used
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.native is not None and self.native not in native_kernels.MODES:
-            raise ConfigError(f"native must be one of {', '.join(native_kernels.MODES)}, got {self.native!r}")
+        if self.native is not None:
+            native_kernels.check_mode(self.native)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -28,8 +28,7 @@ DENSE_LIMIT = 20e6  # pixels x Gaussians above which the dense reference is skip
 
 @contextmanager
 def kernel_mode(mode: str):
-    previous = native._mode
-    native.set_mode(mode)
+    previous = native.set_mode(mode)
     try:
         yield
     finally:
@@ -119,20 +118,11 @@ class StepTimer:
     def __init__(self, trainer):
         self.totals = {k: 0.0 for k in ("prior UNet", "render (forward)", "guidance (rest)", "optimiser + densify")}
         self.steps, self.wall = 0, 0.0
-        unet = trainer.guidance.prior.unet
-        unet.register_forward_pre_hook(lambda *a: self._start("unet"))
-        unet.register_forward_hook(lambda *a: self._stop("unet", "prior UNet"))
-        self._clock: dict[str, float] = {}
+        self._wrap(trainer.guidance.prior.unet, "forward", "prior UNet")
         self._wrap(trainer.model, "render", "render (forward)")
         self._wrap(trainer.guidance, "forward", "guidance (rest)")
         self._wrap(trainer.optimizer, "step", "optimiser + densify")
         self._wrap(trainer, "_densify", "optimiser + densify")
-
-    def _start(self, key):
-        self._clock[key] = time.perf_counter()
-
-    def _stop(self, key, total):
-        self.totals[total] += time.perf_counter() - self._clock.pop(key)
 
     def _wrap(self, obj, name, total):
         inner = getattr(obj, name)

@@ -36,7 +36,7 @@ class HashGridEncoding(nn.Module):
 
     def native_layout(self) -> tuple:
         """Per-level resolutions, dense flags and first rows, and the hash table size, for the native kernel."""
-        return self.resolutions, self.dense, self.offsets[:-1], self.table_size, torch.get_num_threads()
+        return self.resolutions, self.dense, self.offsets[:-1], self.table_size
 
     def _index(self, cell: torch.Tensor, level: int) -> torch.Tensor:
         """Table indices (N,8) of the 8 corners of integer cells (N,3) at one level, corner c = 4 cx + 2 cy + cz.
@@ -75,14 +75,15 @@ class _NativeHashGrid(torch.autograd.Function):
     def forward(ctx, x, table, grid: HashGridEncoding):
         ctx.grid = grid
         ctx.save_for_backward(x)
-        return native.kernels().hash_grid_forward(x, table.detach().contiguous(), *grid.native_layout())
+        return native.kernels().hash_grid_forward(x, table.detach().contiguous(), *grid.native_layout(),
+                                                  torch.get_num_threads())
 
     @staticmethod
     def backward(ctx, grad_out):
         (x,) = ctx.saved_tensors
         grid = ctx.grid
         grad_table = native.kernels().hash_grid_backward(x, grad_out.contiguous(), grid.table.shape[0],
-                                                         *grid.native_layout())
+                                                         *grid.native_layout(), torch.get_num_threads())
         return None, grad_table, None
 
 
