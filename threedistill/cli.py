@@ -294,6 +294,53 @@ def bench_fidelity(
     typer.echo(f"wrote {out}")
 
 
+@bench_app.command("guidance", context_settings=EXTRA_ARGS)
+def bench_guidance(
+    ctx: typer.Context,
+    methods: str = typer.Option("all", help="Comma-separated guidance methods, or all."),
+    prompts: Optional[Path] = typer.Option(None, help="Prompt file, one per line (default configs/bench/fidelity_prompts.txt)."),
+    seeds: int = typer.Option(3, help="Seeds per prompt."),
+    representation: str = typer.Option("both", help="nerf, gaussians or both."),
+    steps: Optional[int] = typer.Option(None, help="Override the configs' step count."),
+    quick: bool = typer.Option(False, "--quick", help="Smoke-size run: 2 prompts (unless --prompts), 1 seed, 100 steps (unless --steps)."),
+    out: Path = typer.Option(Path("docs/benchmarks/guidance.md"), "--out", help="Markdown report to write."),
+    runs_dir: Path = typer.Option(Path("outputs/bench-guidance"), help="Where the runs go."),
+    jobs: int = typer.Option(2, help="Runs at once (fresh worker processes sharing the cores; results do not change)."),
+):
+    """Every guidance method against ground truth: IoU, colour, saturation, Janus rate, seed diversity, cost."""
+    import os
+    import platform
+
+    from .evaluation.fidelity_bench import read_prompts, run_fidelity
+    from .evaluation.guidance_bench import QUICK_PROMPTS, QUICK_STEPS, kept_reading, markdown_report
+    from .guidance import GUIDANCE
+
+    names = GUIDANCE.names() if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    for name in names:
+        GUIDANCE.get(name)  # one-line error for an unknown method, before anything runs
+    reps = ["gaussians", "nerf"] if representation == "both" else [representation]
+    if any(rep not in ("gaussians", "nerf") for rep in reps):
+        raise ThreeDistillError(f"--representation must be nerf, gaussians or both, got {representation!r}")
+    if seeds < 1 or jobs < 1:
+        raise ThreeDistillError(f"--seeds and --jobs must be positive, got {seeds} and {jobs}")
+    prompt_list = read_prompts(prompts)
+    if quick:
+        prompt_list, seeds, steps = (prompt_list if prompts else QUICK_PROMPTS), 1, steps or QUICK_STEPS
+    extra = " " + " ".join(ctx.args) if ctx.args else ""
+    command = (f"t3d bench guidance{' --quick' if quick else ''} --seeds {seeds} --representation {representation}"
+               f"{f' --steps {steps}' if steps else ''} --jobs {jobs}{extra}")
+    header = (f"# Guidance methods against toy-world ground truth\n\n`{command}` on {platform.machine()} "
+              f"({os.cpu_count()} cores), embedded toy prior, each method with its defaults "
+              f"(threedistill/guidance/<method>.py, configs/guidance/<method>.yaml) on the representation's config. "
+              f"{jobs} run(s) at a time in fresh processes: step and wall times are of shared cores.")
+    reading = kept_reading(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write = lambda rows: out.write_text(markdown_report(rows, header, reading))  # noqa: E731
+    run_fidelity(prompt_list, seeds, reps, runs_dir, ctx.args, steps, log=typer.echo, on_row=write, jobs=jobs,
+                 methods=names)
+    typer.echo(f"wrote {out}")
+
+
 @bench_app.command("perf")
 def bench_perf(
     repeats: int = typer.Option(5, help="Timed repetitions per measurement (the median is reported)."),

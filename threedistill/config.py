@@ -9,7 +9,7 @@ import dataclasses
 from pathlib import Path
 from typing import Sequence, TypeVar
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from .errors import ConfigError
@@ -45,16 +45,19 @@ def packaged_config(*parts: str) -> Path:
     return installed if installed.exists() else here.parents[1].joinpath("configs", *parts)
 
 
-def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Build a `schema` dataclass from defaults, then the YAML file at `path`, then `key=value` overrides."""
+def load_config(schema: type[T], path: str | Path | Sequence[str | Path] | None = None,
+                overrides: Sequence[str] = ()) -> T:
+    """Build a `schema` dataclass from defaults, then the YAML file(s) at `path` (later files win), then
+    `key=value` overrides."""
     merged = OmegaConf.structured(schema)
     where = "command line"
+    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
     try:
-        if path is not None:
-            where = str(path)
-            if not Path(path).is_file():
-                raise ConfigError(f"config file not found: {path}")
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        for item in paths:
+            where = str(item)
+            if not Path(item).is_file():
+                raise ConfigError(f"config file not found: {item}")
+            merged = OmegaConf.merge(merged, OmegaConf.load(item))
         where = "command line"
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(_parse_overrides(overrides)))
         result = OmegaConf.to_object(merged)
@@ -66,6 +69,25 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
     except OmegaConfBaseException as err:
         raise ConfigError(f"cannot read config ({where}): {str(err).splitlines()[0]}") from None
     return result
+
+
+def peek_key(key: str, paths: Sequence[str | Path], overrides: Sequence[str], default=None):
+    """The value a top-level `key` will have after loading `paths` then `overrides` (the last setting wins),
+    without validating anything else; used to pick a schema that depends on that key."""
+    value = default
+    for item in paths:
+        if Path(item).is_file():
+            try:
+                loaded = OmegaConf.load(item)
+            except OmegaConfBaseException:
+                continue  # load_config reports the malformed file
+            if isinstance(loaded, DictConfig) and key in loaded:
+                value = loaded[key]
+    for item in overrides:
+        name, sep, raw = item.partition("=")
+        if sep and name.strip() == key:
+            value = raw.strip().strip("'\"")
+    return value
 
 
 def save_config(cfg, path: str | Path) -> None:
@@ -82,6 +104,11 @@ def check_schedules(cfg, section: str, names: Sequence[str]) -> None:
         except (ConfigError, TypeError, ValueError):
             raise ConfigError(f"{section}.{name}: expected a number or a schedule [k0, v0, v1, k1], "
                               f"got {getattr(cfg, name)!r}") from None
+
+
+def schedule_field(*values: float):
+    """A dataclass field whose default is the schedule [k0, v0, v1, k1] (a fresh list per instance)."""
+    return dataclasses.field(default_factory=lambda: list(values))
 
 
 def scheduled(value, step: int) -> float:

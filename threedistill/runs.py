@@ -3,6 +3,8 @@ directory (outputs/<prompt-slug>/<method>@<timestamp>/), resumes, and writes pre
 `t3d generate` and the Python API `threedistill.generate(...)` both land here."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import re
 import time
@@ -13,7 +15,7 @@ from typing import Optional
 import torch
 
 from . import native as native_kernels
-from .config import load_config, packaged_config, save_config
+from .config import load_config, packaged_config, peek_key, save_config
 from .errors import ConfigError, ThreeDistillError
 from .guidance import GUIDANCE, GuidanceConfig
 from .registry import Registry
@@ -77,12 +79,61 @@ def default_config_path(representation: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def method_config_path(guidance_type: str) -> Path | None:
+    """configs/guidance/<method>.yaml (a method's settings adapted to the embedded prior), if it exists."""
+    path = packaged_config("guidance", f"{guidance_type}.yaml")
+    return path if path.is_file() else None
+
+
+def generate_schema(guidance_type: str) -> type[GenerateConfig]:
+    """GenerateConfig with its `guidance` section typed by that method's config class, so a key of another
+    method is an error naming this method's keys."""
+    return _schema_for(GUIDANCE.get(guidance_type).config_class)
+
+
+@functools.lru_cache(maxsize=None)
+def _schema_for(config_class: type) -> type[GenerateConfig]:
+    if config_class is GuidanceConfig:
+        return GenerateConfig
+    schema = dataclasses.make_dataclass(f"GenerateConfig_{config_class.__name__}",
+                                        [("guidance", config_class, field(default_factory=config_class))],
+                                        bases=(GenerateConfig,))
+    schema.__module__ = __name__
+    return schema
+
+
+def _check_guidance_overrides(guidance_type: str, overrides, action: str = "") -> None:
+    """A `guidance.KEY=...` override that this method lacks: one line naming its keys (and the methods that have KEY)."""
+    fields = {f.name for f in dataclasses.fields(GUIDANCE.get(guidance_type).config_class)}
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key.startswith("guidance.") and key.split(".")[1] not in fields:
+            name = key.split(".")[1]
+            owners = [m for m in GUIDANCE.names()
+                      if name in {f.name for f in dataclasses.fields(GUIDANCE.get(m).config_class)}]
+            where = f" (it belongs to {', '.join(owners)})" if owners else ""
+            raise ConfigError(f"{action}guidance {guidance_type!r} has no parameter {name!r}{where}; its parameters: "
+                              f"{', '.join(sorted(fields))}")
+
+
+def load_generate_config(config_files, overrides) -> GenerateConfig:
+    """Dataclass defaults, then the method's configs/guidance/<method>.yaml, then `config_files` (a representation's
+    defaults or the user's YAML), then `key=value` overrides, validated against the chosen method's schema."""
+    files = [f for f in config_files if f is not None]
+    guidance_type = str(peek_key("guidance_type", files, overrides, GenerateConfig.guidance_type))
+    _check_guidance_overrides(guidance_type, overrides)
+    method_file = method_config_path(guidance_type)
+    return load_config(generate_schema(guidance_type), ([method_file] if method_file else []) + files, overrides)
+
+
 def read_run_config(run_dir: Path, overrides=(), action: str = "") -> GenerateConfig:
     """A run directory's saved config.yaml (plus overrides), or a one-line error if it is not a run directory."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ThreeDistillError(f"{action}{run_dir} is not a run directory (no config.yaml)")
-    return load_config(GenerateConfig, path, list(overrides))
+    guidance_type = str(peek_key("guidance_type", [path], overrides, GenerateConfig.guidance_type))
+    _check_guidance_overrides(guidance_type, overrides, action)
+    return load_config(generate_schema(guidance_type), path, list(overrides))
 
 
 def slugify(text: str) -> str:
@@ -119,7 +170,13 @@ def build(cfg: GenerateConfig, run_dir: Path | None, log=print,
     device = resolve_device(device or cfg.device)
     native_kernels.set_mode(cfg.native)
     model = model_cls(cfg.nerf if cfg.representation == "nerf" else cfg.gaussians, generator=gen, device=device)
-    guidance = guidance_cls(load_prior(cfg.prior, device=device), cfg.guidance)
+    guidance_cfg = cfg.guidance
+    if not isinstance(guidance_cfg, guidance_cls.config_class):  # e.g. a GenerateConfig built in Python
+        # carry over what was changed from the shared defaults; the method's own defaults fill the rest
+        fields, shared = {f.name for f in dataclasses.fields(guidance_cls.config_class)}, GuidanceConfig()
+        guidance_cfg = guidance_cls.config_class(**{k: v for k, v in dataclasses.asdict(guidance_cfg).items()
+                                                    if k in fields and v != getattr(shared, k)})
+    guidance = guidance_cls(load_prior(cfg.prior, device=device), guidance_cfg)
     return model, Trainer(cfg.trainer, model, guidance, cfg.prompt, run_dir, log=log)
 
 
@@ -153,7 +210,7 @@ def generate(prompt: str = "", representation: str | None = None, guidance: str 
                   f"device={device}" if device else None]
         if config is None:
             config = default_config_path(representation or GenerateConfig.representation)
-        cfg = load_config(GenerateConfig, config, list(overrides) + [p for p in picked if p])
+        cfg = load_generate_config([config], list(overrides) + [p for p in picked if p])
         run_dir = new_run_dir(cfg)
     model, trainer = build(cfg, run_dir, log)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -67,7 +67,8 @@ class Trainer:
         self.optimizer = self._make_optimizer()
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        groups = self.model.param_groups() + [{"params": list(self.guidance.parameters()), "lr": 1e-4, "name": "guidance"}]
+        trainable = [p for p in self.guidance.parameters() if p.requires_grad]  # e.g. VSD's LoRA and camera MLP
+        groups = self.model.param_groups() + [{"params": trainable, "lr": 1e-4, "name": "guidance"}]
         groups = [g for g in groups if g["params"]]
         for g in groups:  # a learning rate may be a schedule [k0, v0, v1, k1] (threestudio style)
             g["lr_schedule"] = g["lr"]
@@ -159,6 +160,7 @@ class Trainer:
         for name in ("grad_accum", "grad_count"):
             if hasattr(self.model, name):
                 tensors[f"stats.{name}"] = getattr(self.model, name)
+        tensors.update({f"guidance.{k}": v for k, v in self.guidance.checkpoint_tensors().items()})
         for gi, group in enumerate(self.optimizer.param_groups):
             for pi, p in enumerate(group["params"]):
                 for key, value in self.optimizer.state.get(p, {}).items():
@@ -198,6 +200,8 @@ class Trainer:
         for name in ("grad_accum", "grad_count"):
             if f"stats.{name}" in tensors:
                 setattr(self.model, name, tensors[f"stats.{name}"].to(self.model.device))
+        self.guidance.load_checkpoint_tensors({k[len("guidance."):]: v for k, v in tensors.items()
+                                               if k.startswith("guidance.")})
         self.optimizer = self._make_optimizer()
         for gi, group in enumerate(self.optimizer.param_groups):
             for pi, p in enumerate(group["params"]):

@@ -30,45 +30,62 @@ def read_prompts(path: Path | None) -> list[str]:
 
 
 def _one_run(rep: str, prompt: str, seed: int, steps: int | None, out_root: str, overrides: list[str],
-             threads: int | None = None) -> dict:
-    """Generate and evaluate one benchmark run (also the body of a worker process when runs go in parallel)."""
+             threads: int | None = None, guidance: str | None = None) -> dict:
+    """Generate and evaluate one benchmark run (also the body of a worker process when runs go in parallel).
+    Besides the ground-truth metrics: mean step time, teacher evaluations per step and the process's peak memory
+    (the run's own when the worker runs one task)."""
+    import json
+    import resource
+
     from ..runs import generate
 
     if threads:
         torch.set_num_threads(threads)
     start = time.time()
     # One folder per seed: parallel runs of the same prompt never share a timestamped run directory.
-    run = generate(prompt=prompt, representation=rep, seed=seed, steps=steps, out=str(Path(out_root) / f"seed{seed}"),
+    out = Path(out_root) / (f"{guidance}-{rep}" if guidance else "") / f"seed{seed}"
+    run = generate(prompt=prompt, representation=rep, guidance=guidance, seed=seed, steps=steps, out=str(out),
                    overrides=overrides, progress=False, log=lambda s: None)
     metrics = evaluate_run(run.dir)
-    return {"representation": rep, "prompt": prompt, "seed": seed, "wall_seconds": time.time() - start,
-            **{k: metrics.get(k) for k in ("silhouette_iou", "colour_error", "front_back_correct")}}
+    logs = [json.loads(line) for line in (run.dir / "log.jsonl").read_text().splitlines()]
+    step_seconds = [row["step_seconds"] for row in logs if "step_seconds" in row]
+    return {"representation": rep, "prompt": prompt, "seed": seed, "guidance": run.config.guidance_type,
+            "run_dir": str(run.dir), "wall_seconds": time.time() - start,
+            "step_seconds": statistics.median(step_seconds) if step_seconds else None,
+            "teacher_evals_per_step": run.trainer.guidance.teacher_evals * run.config.trainer.batch_size,
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            **{k: metrics.get(k) for k in ("silhouette_iou", "colour_error", "front_back_correct", "saturation_ratio")}}
 
 
 def run_fidelity(prompts: list[str], seeds: int, representations: list[str], out_root: Path,
-                 overrides: list[str], steps: int | None = None, log=print, on_row=None, jobs: int = 1) -> list[dict]:
-    """Every (representation, prompt, seed) run, evaluated; `on_row(rows)` after each, so a crash loses little.
-    `jobs` > 1 runs that many at once in worker processes sharing the CPU cores (results do not change: every
-    run is seeded; wall times per run grow when the cores are shared)."""
-    tasks = [(rep, prompt, seed) for rep in representations for prompt in prompts for seed in range(seeds)]
+                 overrides: list[str], steps: int | None = None, log=print, on_row=None, jobs: int = 1,
+                 methods: list[str] | None = None) -> list[dict]:
+    """Every (method, representation, prompt, seed) run, evaluated; `on_row(rows)` after each, so a crash loses
+    little. `methods` None keeps the configs' guidance. `jobs` > 1 runs that many at once in worker processes
+    sharing the CPU cores (results do not change: every run is seeded; wall times per run grow when the cores
+    are shared); with `methods` every run gets a fresh process, so its peak memory is its own."""
+    tasks = [(rep, prompt, seed, method) for method in (methods or [None]) for rep in representations
+             for prompt in prompts for seed in range(seeds)]
     rows: list[dict] = []
 
     def report(row: dict) -> None:
-        record(rows, row, f"{row['representation']:9s} {row['prompt']:22s} seed {row['seed']}: IoU "
-                          f"{row['silhouette_iou']:.3f}  colour err {row['colour_error']:.3f}  "
+        record(rows, row, f"{row['guidance']:5s} {row['representation']:9s} {row['prompt']:22s} seed {row['seed']}: "
+                          f"IoU {row['silhouette_iou']:.3f}  colour err {row['colour_error']:.3f}  "
                           f"{row['wall_seconds']:.0f}s", log, on_row)
 
-    if jobs <= 1:
-        for task in tasks:
-            report(_one_run(*task, steps, str(out_root), list(overrides)))
+    if jobs <= 1 and not methods:
+        for rep, prompt, seed, method in tasks:
+            report(_one_run(rep, prompt, seed, steps, str(out_root), list(overrides), None, method))
         return rows
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_one_run, *task, steps, str(out_root), list(overrides), threads) for task in tasks]
+    fresh = {"max_tasks_per_child": 1} if methods else {}
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), **fresh) as pool:
+        futures = [pool.submit(_one_run, rep, prompt, seed, steps, str(out_root), list(overrides), threads, method)
+                   for rep, prompt, seed, method in tasks]
         for future in as_completed(futures):
             report(future.result())
     order = {task: i for i, task in enumerate(tasks)}
-    rows.sort(key=lambda r: order[(r["representation"], r["prompt"], r["seed"])])
+    rows.sort(key=lambda r: order[(r["representation"], r["prompt"], r["seed"], r["guidance"] if methods else None)])
     return rows
 
 

@@ -41,10 +41,19 @@ def compare(render: dict, colour: str, obj: str, resolution: int) -> dict:
     both = (pred_mask & gt_mask)[:, None].expand(-1, 3, -1, -1)
     colour_err = (render["rgb"] - gt["rgb"]).abs()[both].mean().item() if both.any() else 1.0
     out = {"silhouette_iou": iou.mean().item(), "silhouette_iou_per_view": [round(v, 4) for v in iou.tolist()],
-           "colour_error": colour_err}
+           "colour_error": colour_err,
+           "saturation_ratio": mean_saturation(render["rgb"], pred_mask) / max(mean_saturation(gt["rgb"], gt_mask), 1e-6)}
     if get_object(obj).has_front:
         out |= front_back(render["rgb"], colour, obj, resolution, cams)
     return out
+
+
+def mean_saturation(rgb: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean HSV saturation (max - min) / max of the masked pixels of images (B,3,H,W); 0 when nothing is masked.
+    Over-saturated results (a known SDS failure at high CFG) score above the ground truth's value."""
+    hi, lo = rgb.amax(dim=1), rgb.amin(dim=1)
+    sat = (hi - lo) / hi.clamp_min(1e-6)
+    return sat[mask].mean().item() if mask.any() else 0.0
 
 
 def front_back(rgb: torch.Tensor, colour: str, obj: str, resolution: int, cams) -> dict:

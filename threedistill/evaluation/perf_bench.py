@@ -145,12 +145,12 @@ class StepTimer:
 
 def generate_row(mode: str, prompt: str, target: float, chunk: int, log, overrides=()) -> dict:
     """The default generate for `prompt`, evaluated every `chunk` steps (outside the timing)."""
-    from ..runs import GenerateConfig, build, default_config_path
+    from ..runs import build, default_config_path, load_generate_config
     from ..config import load_config
     from .ground_truth import compare, eval_cameras, subject_of
     from .run_eval import EVAL_RESOLUTION
 
-    cfg = load_config(GenerateConfig, default_config_path("gaussians"), [f"prompt={json.dumps(prompt)}", f"native={mode}", *overrides])
+    cfg = load_generate_config([default_config_path("gaussians")], [f"prompt={json.dumps(prompt)}", f"native={mode}", *overrides])
     colour, obj = subject_of(prompt)
     model, trainer = build(cfg, None, log=lambda s: None)
     timer = StepTimer(trainer)

@@ -35,6 +35,22 @@ def write_comparison(path: Path, rgb: torch.Tensor, colour: str, obj: str) -> No
     save_image(make_grid(torch.cat(rows), nrow=n), path)
 
 
+def save_eval_views(run_dir: Path, rgb: torch.Tensor) -> None:
+    """The evaluation views as uint8 (renders/eval_views.npz), so benchmarks can compare runs (e.g. seed diversity)."""
+    import numpy as np
+
+    np.savez_compressed(run_dir / "renders" / "eval_views.npz",
+                        rgb=(rgb.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+
+
+def load_eval_views(run_dir: Path) -> torch.Tensor:
+    """The evaluation views saved by `t3d eval`, float (V,3,H,W) in [0, 1]."""
+    import numpy as np
+
+    data = np.load(Path(run_dir) / "renders" / "eval_views.npz")["rgb"]
+    return torch.from_numpy(data).float() / 255.0
+
+
 def evaluate_run(run_dir: Path) -> dict:
     from ..runs import read_run_config
 
@@ -48,6 +64,7 @@ def evaluate_run(run_dir: Path) -> dict:
     metrics = {"prompt": cfg.prompt, "object": obj, "colour": colour, "step": run.trainer.step}
     metrics |= compare(render, colour, obj, EVAL_RESOLUTION)
     write_comparison(run_dir / "renders" / "eval_vs_ground_truth.png", render["rgb"], colour, obj)
+    save_eval_views(run_dir, render["rgb"])
     mesh_path = run_dir / "export" / "model.glb"
     if mesh_path.is_file():  # the exported mesh too: what a game engine gets
         from .mesh_eval import load_mesh, mesh_metrics

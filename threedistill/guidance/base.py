@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..priors.base import Prior
 from ..toyworld.prompts import view_prompts
 
-WEIGHTINGS = ("sds", "uniform", "fantasia3d")
+WEIGHTINGS = ("sds", "uniform", "fantasia3d", "sigma_over_alpha")
 
 
 @dataclass
@@ -26,17 +26,23 @@ class GuidanceConfig:
     guidance_scale: Any = 7.5  # diffusers CFG convention (1 = conditional only); number or schedule [k0, v0, v1, k1]
     min_step_percent: Any = 0.02  # number or schedule [k0, v0, v1, k1]
     max_step_percent: Any = 0.98
-    weighting: str = "sds"  # w(t): sds = sigma_t^2, uniform = 1, fantasia3d = alpha_t sigma_t^2
+    # w(t): sds = sigma_t^2, uniform = 1, fantasia3d = alpha_t sigma_t^2, sigma_over_alpha = sigma_t / alpha_t (ISM)
+    weighting: str = "sds"
     grad_clip: Any = None  # element-wise clamp of G (number or schedule), None = off
     view_dependent_prompting: bool = True
     negative_prompt: str = ""
     perp_neg: bool = False  # Perp-Neg view-aware CFG (4 teacher evals per view instead of 2), see perp_neg.py
     sqrt_anneal: bool = False  # HiFA: deterministic t from sqrt(step / trainer_max_steps)
     trainer_max_steps: int = 1000
+    # Dreamer XL's pixel-wise gradient clipping on the rendered RGB (any method): every pixel's largest channel
+    # gradient is scaled down to at most this value, its direction kept. None = off (their default: 0.05).
+    pixel_grad_clip: Optional[float] = None
 
     def __post_init__(self):
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
+        if self.pixel_grad_clip is not None and self.pixel_grad_clip <= 0:
+            raise ConfigError(f"guidance.pixel_grad_clip must be positive (or null for off), got {self.pixel_grad_clip}")
         check_schedules(self, "guidance", ("guidance_scale", "min_step_percent", "max_step_percent")
                         + (("grad_clip",) if self.grad_clip is not None else ()))
 
@@ -59,7 +65,12 @@ class PromptState:
         return self.prior.encode_prompt(self.texts(cameras))
 
     def unconditional(self, batch: int) -> torch.Tensor:
+        """The CFG unconditional slot: the negative prompt (the empty prompt unless one is configured)."""
         return self.prior.encode_prompt([self.negative_prompt] * batch)
+
+    def empty(self, batch: int) -> torch.Tensor:
+        """The empty prompt's embedding, for methods that keep it apart from the negative prompt."""
+        return self.prior.encode_prompt([""] * batch)
 
 
 def inject_gradient(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -68,16 +79,39 @@ def inject_gradient(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return 0.5 * (x - target).pow(2).sum() / x.shape[0]
 
 
+def pixel_clip(grad: torch.Tensor, tau: float) -> torch.Tensor:
+    """Dreamer XL's pixel-wise gradient clipping (guidance_spec 7.3): scale each pixel's gradient (B,C,H,W) by
+    min(1, tau / max_c |g|), so its largest channel is at most tau and its direction is unchanged."""
+    peak = grad.abs().amax(dim=1, keepdim=True)
+    return grad * (tau / peak.clamp_min(1e-20)).clamp(max=1.0)
+
+
 class Guidance(torch.nn.Module):
-    """Base class: turns renders into a gradient through a frozen prior. Subclasses implement `forward`
-    returning named losses ("loss_<name>") and scalar diagnostics."""
+    """Base class: turns renders into a gradient through a frozen prior.
+
+    `forward` maps renders into the prior's space, draws t and noise, asks `gradient` (the method's update
+    rule, deterministic given the draws) for G, and injects it as `loss_<name>`; methods with auxiliary
+    networks add their own `loss_*` terms in `auxiliary_losses`. `teacher_evals` counts UNet evaluations per
+    view and step (guidance_spec 0.5)."""
 
     config_class = GuidanceConfig
+    name = "guidance"
+    shared_timestep = False  # one t for every view of a step (LucidDreamer-family methods)
 
     def __init__(self, prior: Prior, cfg: Optional[GuidanceConfig] = None):
         super().__init__()
         self.prior = prior
         self.cfg = cfg or self.config_class()
+
+    @property
+    def guided_evals(self) -> int:
+        """Teacher evaluations of one `guided_eps` call per view: CFG's 2, or Perp-Neg's 4."""
+        return 4 if self.cfg.perp_neg else 2
+
+    @property
+    def teacher_evals(self) -> int:
+        """Teacher (UNet) evaluations per view and step, every CFG branch counted (guidance_spec 0.5)."""
+        return self.guided_evals
 
     def prompt_state(self, prompt: str) -> PromptState:
         return PromptState(self.prior, prompt, self.cfg.negative_prompt, self.cfg.view_dependent_prompting)
@@ -94,6 +128,8 @@ class Guidance(torch.nn.Module):
 
     def sample_timesteps(self, batch: int, step: int, generator: torch.Generator | None = None) -> torch.Tensor:
         lo, hi = self.timestep_window(step)
+        if self.shared_timestep:
+            return torch.randint(lo, hi + 1, (1,), generator=generator).expand(batch).clone()
         return torch.randint(lo, hi + 1, (batch,), generator=generator)
 
     def weight(self, t: torch.Tensor) -> torch.Tensor:
@@ -102,14 +138,24 @@ class Guidance(torch.nn.Module):
             return sigma ** 2
         if self.cfg.weighting == "fantasia3d":
             return alpha * sigma ** 2
+        if self.cfg.weighting == "sigma_over_alpha":
+            return sigma / alpha
         return torch.ones_like(alpha)
 
     @torch.no_grad()
+    def teacher(self, *branches: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Epsilon of the frozen teacher for several (x_t, t, embeddings) branches in one batched call."""
+        xs, ts, embs = zip(*branches)
+        eps = self.prior.predict_noise(torch.cat(xs), torch.cat([t.expand(x.shape[0]) for x, t in zip(xs, ts)]),
+                                       torch.cat(embs))
+        return eps.split([x.shape[0] for x in xs])
+
+    @torch.no_grad()
     def guided_eps(self, x_t: torch.Tensor, t: torch.Tensor, cameras: Cameras, prompt: PromptState,
-                   step: int) -> torch.Tensor:
+                   step: int, scale: float | None = None) -> torch.Tensor:
         """The teacher's guided epsilon at noisy renders: plain CFG with the (view-suffixed) prompt, or
-        Perp-Neg when configured."""
-        scale = scheduled(self.cfg.guidance_scale, step)
+        Perp-Neg when configured; `scale` defaults to the configured guidance scale at this step."""
+        scale = scheduled(self.cfg.guidance_scale, step) if scale is None else scale
         uncond = prompt.unconditional(x_t.shape[0])
         if self.cfg.perp_neg:
             from .perp_neg import perp_neg_embeddings, perp_neg_eps
@@ -124,3 +170,54 @@ class Guidance(torch.nn.Module):
             clip = scheduled(self.cfg.grad_clip, step)
             grad = grad.clamp(-clip, clip)
         return torch.nan_to_num(grad)
+
+    # ------------------------------------------------------------ checkpoints
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint must keep of this guidance: trained parameters and buffers (not the frozen UNet)."""
+        out = {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+        out.update(dict(self.named_buffers()))
+        return out
+
+    def load_checkpoint_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore `checkpoint_tensors` (buffers may change shape, e.g. CDS's noise drawn at the first step)."""
+        params, buffers = dict(self.named_parameters()), dict(self.named_buffers())
+        for name, value in tensors.items():
+            if name in params:
+                params[name].data.copy_(value)
+            elif name in buffers:
+                owner, _, attr = name.rpartition(".")
+                module = self.get_submodule(owner) if owner else self
+                setattr(module, attr, value.to(buffers[name].device))
+
+    # ------------------------------------------------------------ the step
+    def gradient(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor,
+                 noise: torch.Tensor) -> torch.Tensor:
+        """The method's G at renders x (diffusion space) for the given timesteps and noise."""
+        raise NotImplementedError
+
+    def sample_noise(self, x: torch.Tensor, step: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Fresh Gaussian noise like x, drawn on the CPU generator (the same numbers on any device)."""
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+
+    def sample_extras(self, batch: int, step: int, generator: torch.Generator | None) -> dict:
+        """Further random draws a method's `gradient` takes as keyword arguments (drawn after t and noise)."""
+        return {}
+
+    def auxiliary_losses(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int,
+                         generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """Extra `loss_*` terms (e.g. VSD's LoRA denoising loss); none by default."""
+        return {}
+
+    def forward(self, rgb: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        if self.cfg.pixel_grad_clip is not None and rgb.requires_grad:
+            rgb.register_hook(lambda g: pixel_clip(g, self.cfg.pixel_grad_clip))
+        x = self.prior.to_diffusion_space(rgb)
+        t = self.sample_timesteps(x.shape[0], step, generator).to(x.device)
+        noise = self.sample_noise(x, step, generator)
+        extras = self.sample_extras(x.shape[0], step, generator)
+        grad = self.finish_gradient(self.gradient(x, cameras, prompt, step, t, noise, **extras), step)
+        out = {f"loss_{self.name}": inject_gradient(x, grad), "grad_norm": grad.flatten(1).norm(dim=1).mean(),
+               "timestep": t.float().mean()}
+        out.update(self.auxiliary_losses(x, cameras, prompt, step, generator))
+        return out

@@ -60,9 +60,10 @@ def perpendicular(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def perp_neg_eps(prior, x_t: torch.Tensor, t: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor,
-                 weights: torch.Tensor, uncond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-    """Perp-Neg guided epsilon for noisy inputs x_t (B,...): one batched teacher call over 4B inputs."""
+def perp_neg_terms(prior, x_t: torch.Tensor, t: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor,
+                   weights: torch.Tensor, uncond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(eps_pos, eps_u, sum_i w_i perp(eps_neg_i - eps_u; eps_pos - eps_u)) for noisy inputs x_t (B,...), from
+    one batched teacher call over 4B inputs."""
     b = x_t.shape[0]
     emb = torch.cat([pos, negs[:, 0], negs[:, 1], uncond])
     eps = prior.predict_noise(x_t.repeat(4, *[1] * (x_t.ndim - 1)), t.repeat(4), emb)
@@ -70,4 +71,11 @@ def perp_neg_eps(prior, x_t: torch.Tensor, t: torch.Tensor, pos: torch.Tensor, n
     d_pos = e_pos - e_u
     w = weights.to(x_t.device, x_t.dtype).view(b, 2, *[1] * (x_t.ndim - 1))
     accum = w[:, 0] * perpendicular(e_n1 - e_u, d_pos) + w[:, 1] * perpendicular(e_n2 - e_u, d_pos)
-    return e_u + guidance_scale * (d_pos + accum)
+    return e_pos, e_u, accum
+
+
+def perp_neg_eps(prior, x_t: torch.Tensor, t: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor,
+                 weights: torch.Tensor, uncond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Perp-Neg guided epsilon eps_u + s [(eps_pos - eps_u) + perpendicular negatives]."""
+    e_pos, e_u, accum = perp_neg_terms(prior, x_t, t, pos, negs, weights, uncond)
+    return e_u + guidance_scale * (e_pos - e_u + accum)

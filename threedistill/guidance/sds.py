@@ -9,21 +9,14 @@ from __future__ import annotations
 import torch
 
 from ..cameras import Cameras
-from .base import Guidance, PromptState, inject_gradient
+from .base import Guidance, PromptState
 
 
 class SDSGuidance(Guidance):
+    name = "sds"
+
     def gradient(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor,
                  noise: torch.Tensor) -> torch.Tensor:
         """G_SDS = w(t) (eps_guided(x_t) - eps) at renders x in diffusion space, for given t and noise."""
         x_t = self.prior.add_noise(x.detach(), noise, t)
-        return self.finish_gradient(self.weight(t) * (self.guided_eps(x_t, t, cameras, prompt, step) - noise), step)
-
-    def forward(self, rgb: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        x = self.prior.to_diffusion_space(rgb)
-        t = self.sample_timesteps(x.shape[0], step, generator).to(x.device)
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)  # CPU generator, any device
-        grad = self.gradient(x, cameras, prompt, step, t, noise)
-        return {"loss_sds": inject_gradient(x, grad), "grad_norm": grad.flatten(1).norm(dim=1).mean(),
-                "timestep": t.float().mean()}
+        return self.weight(t) * (self.guided_eps(x_t, t, cameras, prompt, step) - noise)

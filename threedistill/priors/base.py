@@ -62,7 +62,10 @@ class Prior(ABC):
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor, **cond) -> torch.Tensor:
         """Epsilon prediction, converting v- or x0-prediction models (no gradient through the teacher)."""
         t = t.expand(x_t.shape[0]) if t.ndim == 0 or t.numel() == 1 else t
-        out = self._unet(x_t, t, embeddings, **cond)
+        return self.to_epsilon(self._unet(x_t, t, embeddings, **cond), x_t, t)
+
+    def to_epsilon(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Convert a raw model output of this prior's prediction type to epsilon."""
         if self.prediction_type == "epsilon":
             return out
         alpha, sigma = (s.to(x_t.dtype) for s in self.alpha_sigma(t))
@@ -70,6 +73,17 @@ class Prior(ABC):
             return sigma * x_t + alpha * out
         if self.prediction_type == "sample":
             return (x_t - alpha * out) / sigma.clamp_min(1e-8)
+        raise ValueError(f"unsupported prediction type {self.prediction_type!r}")
+
+    def training_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What a model of this prediction type is trained to output at alpha_t x0 + sigma_t noise."""
+        if self.prediction_type == "epsilon":
+            return noise
+        alpha, sigma = (s.to(x0.dtype) for s in self.alpha_sigma(t))
+        if self.prediction_type == "v_prediction":
+            return alpha * noise - sigma * x0
+        if self.prediction_type == "sample":
+            return x0
         raise ValueError(f"unsupported prediction type {self.prediction_type!r}")
 
     def predict_noise_cfg(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,

@@ -137,7 +137,11 @@ class DiffusersPrior(Prior):
         return ((x + 1.0) / 2.0).clamp(0, 1)
 
     def _unet(self, x_t, t, embeddings, **cond):
-        out = self.unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=embeddings.to(self.dtype), **cond).sample
+        return self.unet_output(self.unet, x_t, t, embeddings, **cond)
+
+    def unet_output(self, unet, x_t, t, embeddings, **cond) -> torch.Tensor:
+        """Raw output of `unet` (this prior's UNet or an adapted copy, e.g. VSD's LoRA particle model)."""
+        out = unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=embeddings.to(self.dtype), **cond).sample
         if out.shape[1] == 2 * x_t.shape[1]:  # learned variance (DeepFloyd IF): the first half is epsilon
             out = out[:, : x_t.shape[1]]
         return out

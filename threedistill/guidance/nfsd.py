@@ -1,0 +1,46 @@
+"""NFSD, Noise-Free Score Distillation, = HumanGaussian's Annealed Negative Prompt Guidance in epsilon space
+(guidance_spec.md section 13.2).
+
+Three predictions on one x_t: eps_y, eps_n (the negative prompt), eps_e (empty). G = w(t) (d_C + d_D) with the
+condition term d_C = s (eps_y - eps_e) and the domain term d_D = eps_e for t < t_switch (small noise: the
+prior's own denoising), else eps_e - eps_n (push away from the negative prompt). No "- eps" term: the random
+noise never enters G. 3 teacher evaluations per view (2 without a negative prompt).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..cameras import Cameras
+from ..config import scheduled
+from .base import Guidance, GuidanceConfig, PromptState
+
+
+@dataclass
+class NFSDConfig(GuidanceConfig):
+    t_switch: int = 200  # below this timestep the domain term is eps_empty, above it eps_empty - eps_negative
+
+
+class NFSDGuidance(Guidance):
+    config_class = NFSDConfig
+    name = "nfsd"
+
+    @property
+    def teacher_evals(self) -> int:
+        return 2 if self.cfg.negative_prompt == "" else 3
+
+    def gradient(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor,
+                 noise: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        x_t = self.prior.add_noise(x.detach(), noise, t)
+        branches = [(x_t, t, prompt.conditional(cameras)), (x_t, t, prompt.empty(b))]
+        if prompt.negative_prompt != "":
+            branches.append((x_t, t, prompt.unconditional(b)))
+        eps = self.teacher(*branches)
+        eps_y, eps_e = eps[0], eps[1]
+        eps_n = eps[2] if len(eps) == 3 else eps_e
+        d_c = scheduled(self.cfg.guidance_scale, step) * (eps_y - eps_e)
+        small = (t < self.cfg.t_switch).view(-1, *[1] * (x.ndim - 1))
+        d_d = torch.where(small, eps_e, eps_e - eps_n)
+        return self.weight(t) * (d_c + d_d)
