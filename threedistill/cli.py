@@ -190,7 +190,7 @@ def generate_cmd(
     ctx: typer.Context,
     prompt: str = typer.Option("", help="Text prompt, e.g. 'a red duck'."),
     representation: Optional[str] = typer.Option(None, help="nerf or gaussians (default gaussians)."),
-    guidance: Optional[str] = typer.Option(None, help="Guidance method (default sds)."),
+    guidance: Optional[str] = typer.Option(None, help="Guidance method: sds (default), vsd, esd, asd, csd, csm, ism, tsm, bsd, cds, nfsd."),
     prior: Optional[str] = typer.Option(None, help="Local diffusers directory; default: the embedded toy prior."),
     steps: Optional[int] = typer.Option(None, help="Optimisation steps."),
     seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same result on CPU)."),
@@ -257,6 +257,17 @@ def eval_cmd(run_dir: Path = typer.Argument(..., help="A run directory written b
     _evaluate_and_print(run_dir)
 
 
+def _bench_representations(representation: str, seeds: int, jobs: int) -> list[str]:
+    """The representations a benchmark runs (one-line errors for bad --representation, --seeds or --jobs)."""
+    reps = ["gaussians", "nerf"] if representation == "both" else [representation]
+    if any(rep not in ("gaussians", "nerf") for rep in reps):
+        raise ThreeDistillError(f"--representation must be nerf, gaussians or both, got {representation!r}")
+    for name, value in (("--seeds", seeds), ("--jobs", jobs)):
+        if value < 1:
+            raise ThreeDistillError(f"{name} must be positive, got {value}")
+    return reps
+
+
 @bench_app.command("fidelity", context_settings=EXTRA_ARGS)
 def bench_fidelity(
     ctx: typer.Context,
@@ -274,14 +285,7 @@ def bench_fidelity(
 
     from .evaluation.fidelity_bench import markdown_table, read_prompts, run_fidelity
 
-    reps = ["gaussians", "nerf"] if representation == "both" else [representation]
-    for rep in reps:
-        if rep not in ("gaussians", "nerf"):
-            raise ThreeDistillError(f"--representation must be nerf, gaussians or both, got {representation!r}")
-    if seeds < 1:
-        raise ThreeDistillError(f"--seeds must be positive, got {seeds}")
-    if jobs < 1:
-        raise ThreeDistillError(f"--jobs must be positive, got {jobs}")
+    reps = _bench_representations(representation, seeds, jobs)
     extra = " " + " ".join(ctx.args) if ctx.args else ""
     header = (f"# Text-to-3D fidelity against toy-world ground truth\n\n`t3d bench fidelity --seeds {seeds} "
               f"--representation {representation} --jobs {jobs}{extra}` on {platform.machine()} ({os.cpu_count()} "
@@ -318,11 +322,7 @@ def bench_guidance(
     names = GUIDANCE.names() if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
     for name in names:
         GUIDANCE.get(name)  # one-line error for an unknown method, before anything runs
-    reps = ["gaussians", "nerf"] if representation == "both" else [representation]
-    if any(rep not in ("gaussians", "nerf") for rep in reps):
-        raise ThreeDistillError(f"--representation must be nerf, gaussians or both, got {representation!r}")
-    if seeds < 1 or jobs < 1:
-        raise ThreeDistillError(f"--seeds and --jobs must be positive, got {seeds} and {jobs}")
+    reps = _bench_representations(representation, seeds, jobs)
     prompt_list = read_prompts(prompts)
     if quick:
         prompt_list, seeds, steps = (prompt_list if prompts else QUICK_PROMPTS), 1, steps or QUICK_STEPS

@@ -146,7 +146,6 @@ class StepTimer:
 def generate_row(mode: str, prompt: str, target: float, chunk: int, log, overrides=()) -> dict:
     """The default generate for `prompt`, evaluated every `chunk` steps (outside the timing)."""
     from ..runs import build, default_config_path, load_generate_config
-    from ..config import load_config
     from .ground_truth import compare, eval_cameras, subject_of
     from .run_eval import EVAL_RESOLUTION
 
@@ -202,7 +201,7 @@ def markdown_report(header: str, raster: list[dict], hashing: list[dict], runs: 
         lines.append(f"| {r['grid']} | {r['points']} | {ms(r['torch'])} | {ms(r['native'])} | "
                      f"**{r['torch'] / r['native']:.1f}x** |")
     if runs:
-        lines += ["", f"## Default `t3d generate --prompt \"a red cone\"` (Gaussians), optimisation only", "",
+        lines += ["", "## Default `t3d generate --prompt \"a red cone\"` (Gaussians), optimisation only", "",
                   f"| kernels | 300 steps | time to IoU >= {target} | final IoU | s/step |", "|---|---|---|---|---|"]
         for r in runs:
             reached = "not reached" if r["reached_seconds"] is None else f"{r['reached_seconds']:.1f} s"

@@ -13,24 +13,14 @@ import torch
 
 from ..cameras import Cameras
 from ..config import scheduled
-from ..errors import ConfigError
-from .base import Guidance, GuidanceConfig, PromptState
+from .base import Guidance, PromptState
 from .inversion import invert
-from .ism import INVERSIONS
+from .ism import InversionConfig
 
 
 @dataclass
-class CSMConfig(GuidanceConfig):
-    delta_s: int = 200
-    n_s: int = 5
-    inversion: str = "ddim"
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.inversion not in INVERSIONS:
-            raise ConfigError(f"guidance.inversion must be one of {', '.join(INVERSIONS)}, got {self.inversion!r}")
-        if self.delta_s < 1 or self.n_s < 1:
-            raise ConfigError(f"guidance.delta_s and guidance.n_s must be >= 1, got {self.delta_s}, {self.n_s}")
+class CSMConfig(InversionConfig):
+    """The inversion settings of ISM (delta_s, n_s, inversion)."""
 
 
 class CSMGuidance(Guidance):

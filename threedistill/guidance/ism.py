@@ -25,23 +25,32 @@ INVERSIONS = ("ddim", "noise")
 
 
 @dataclass
-class ISMConfig(GuidanceConfig):
-    weighting: str = "sigma_over_alpha"
-    # The reference's warm-up (1500 of 5000 steps) scaled to 300 steps: t_max 0.98 -> 0.5 and delta_T 100 -> 80.
-    max_step_percent: Any = schedule_field(0, 0.98, 0.5, 90)
-    delta_t: Any = schedule_field(0, 100, 80, 90)  # interval t - s: number or schedule
-    delta_s: int = 200  # stride of the inversion from 0 to s
-    n_s: int = 5  # at most this many inversion steps to s
-    offset_noise: float = 0.1  # per-channel offset added to the start noise (reference code)
+class InversionConfig(GuidanceConfig):
+    """Settings of the deterministic DDIM noising shared by ISM, TSM and CSM."""
+
+    delta_s: int = 200  # stride of the inversion from 0 to its target timestep
+    n_s: int = 5  # at most this many inversion steps
     inversion: str = "ddim"  # ddim (the method) or noise (ablation: forward noising, target = the noise)
 
     def __post_init__(self):
         super().__post_init__()
-        check_schedules(self, "guidance", ("delta_t",))
         if self.inversion not in INVERSIONS:
             raise ConfigError(f"guidance.inversion must be one of {', '.join(INVERSIONS)}, got {self.inversion!r}")
         if self.delta_s < 1 or self.n_s < 1:
             raise ConfigError(f"guidance.delta_s and guidance.n_s must be >= 1, got {self.delta_s}, {self.n_s}")
+
+
+@dataclass
+class ISMConfig(InversionConfig):
+    weighting: str = "sigma_over_alpha"
+    # The reference's warm-up (1500 of 5000 steps) scaled to 300 steps: t_max 0.98 -> 0.5 and delta_T 100 -> 80.
+    max_step_percent: Any = schedule_field(0, 0.98, 0.5, 90)
+    delta_t: Any = schedule_field(0, 100, 80, 90)  # interval t - s: number or schedule
+    offset_noise: float = 0.1  # per-channel offset added to the start noise (reference code)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_schedules(self, "guidance", ("delta_t",))
 
 
 class ISMGuidance(Guidance):
