@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #ifdef _OPENMP
@@ -98,7 +99,8 @@ struct Scene {
 
 // Tile binning: for every Gaussian with a radius > 0, the tiles its square footprint (mean +- radius) touches.
 // Returns tile_offsets (tiles + 1) and gauss_ids, grouped by tile and front to back inside each tile, ties in index
-// order: the same lists as the PyTorch path's two stable sorts.
+// order: the same lists as the PyTorch path's two stable sorts. The visible Gaussians are stable-sorted by depth
+// once and then dealt out to their tiles in that order, which leaves every tile's list sorted.
 std::vector<at::Tensor> bin_gaussians(const at::Tensor& means2d, const at::Tensor& radii, const at::Tensor& depths,
                                       int64_t tiles_x, int64_t tiles_y, int64_t tile) {
     TORCH_CHECK(means2d.dtype() == at::kFloat && radii.dtype() == at::kFloat && depths.dtype() == at::kFloat &&
@@ -109,16 +111,15 @@ std::vector<at::Tensor> bin_gaussians(const at::Tensor& means2d, const at::Tenso
     const float* r = radii.data_ptr<float>();
     const float* d = depths.data_ptr<float>();
     std::vector<int64_t> box(4 * n, 0);  // x0, x1, y0, y1 per Gaussian (empty when not visible)
+    std::vector<std::pair<float, int64_t>> order;  // (depth, index) of the visible Gaussians
+    order.reserve(n);
     auto offsets = at::zeros({n_tiles + 1}, at::TensorOptions().dtype(at::kLong));
     int64_t* offs = offsets.data_ptr<int64_t>();
     const auto cell = [tile](float v, int64_t count) {
         return std::min(std::max(static_cast<int64_t>(std::floor(v / static_cast<float>(tile))), int64_t(0)), count - 1);
     };
     for (int64_t g = 0; g < n; ++g) {
-        if (!(r[g] > 0.0f)) {
-            box[4 * g + 1] = -1;
-            continue;
-        }
+        if (!(r[g] > 0.0f)) continue;
         int64_t* b = box.data() + 4 * g;
         b[0] = cell(m[2 * g] - r[g], tiles_x);
         b[1] = cell(m[2 * g] + r[g], tiles_x);
@@ -126,19 +127,19 @@ std::vector<at::Tensor> bin_gaussians(const at::Tensor& means2d, const at::Tenso
         b[3] = cell(m[2 * g + 1] + r[g], tiles_y);
         for (int64_t ty = b[2]; ty <= b[3]; ++ty)
             for (int64_t tx = b[0]; tx <= b[1]; ++tx) ++offs[ty * tiles_x + tx + 1];
+        order.emplace_back(d[g], g);
     }
     for (int64_t t = 0; t < n_tiles; ++t) offs[t + 1] += offs[t];
+    std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     auto ids = at::empty({offs[n_tiles]}, offsets.options());
     int64_t* out = ids.data_ptr<int64_t>();
     std::vector<int64_t> fill(offs, offs + n_tiles);
-    for (int64_t g = 0; g < n; ++g) {
+    for (const auto& entry : order) {
+        const int64_t g = entry.second;
         const int64_t* b = box.data() + 4 * g;
-        if (b[1] < 0) continue;  // not visible
         for (int64_t ty = b[2]; ty <= b[3]; ++ty)
             for (int64_t tx = b[0]; tx <= b[1]; ++tx) out[fill[ty * tiles_x + tx]++] = g;
     }
-    for (int64_t t = 0; t < n_tiles; ++t)
-        std::stable_sort(out + offs[t], out + offs[t + 1], [d](int64_t a, int64_t b) { return d[a] < d[b]; });
     return {offsets, ids};
 }
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from threedistill import native
 from threedistill.cameras import orbit_cameras
 from threedistill.errors import ThreeDistillError
+from threedistill.renderers import gaussian_raster as gr
 from threedistill.renderers.gaussian_raster import rasterize
 from threedistill.representations.hash_grid import HashGridEncoding
 
@@ -50,7 +51,7 @@ def largest(t: torch.Tensor) -> float:
 scenes = st.fixed_dictionaries({
     "n": st.integers(0, 250), "seed": st.integers(0, 10_000), "scale": st.sampled_from([1e-4, 0.02, 0.1, 0.6]),
     "spread": st.sampled_from([0.2, 0.6, 3.0]), "height": st.integers(1, 40), "width": st.integers(1, 40),
-    "geometry": st.booleans()})
+    "geometry": st.booleans(), "sh_degree": st.integers(0, 3)})
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -60,7 +61,8 @@ def test_native_rasterizer_matches_pytorch(case):
     n = case["n"]
     scene = [torch.randn(n, 3, generator=g) * case["spread"],  # some far off-screen or behind the camera
              case["scale"] * (0.3 + torch.rand(n, 3, generator=g)) * torch.where(torch.rand(n, 3, generator=g) < 0.1, 0.01, 1.0),
-             torch.randn(n, 4, generator=g), torch.rand(n, generator=g), torch.randn(n, 1, 3, generator=g)]
+             torch.randn(n, 4, generator=g), torch.rand(n, generator=g),
+             torch.randn(n, (case["sh_degree"] + 1) ** 2, 3, generator=g) * 0.5]
     cams = orbit_cameras([float(case["seed"] % 360), 90.0], [10.0, -20.0], 2.5)
     (out_t, grad_t), (out_n, grad_n) = render_both(scene, cams, case["height"], case["width"], case["geometry"])
     for key in out_t:
@@ -196,3 +198,142 @@ def test_native_binning_equals_pytorch(n, height, width, seed):
     assert torch.equal(ids, gauss)
     assert torch.equal(offsets, torch.cat([torch.zeros(1, dtype=torch.long),
                                            torch.bincount(tile, minlength=tiles_x * tiles_y).cumsum(0)]))
+
+
+def gaussians(n, seed, scale, spread, dtype=torch.float64):
+    """Random Gaussians with some degenerate ones: tiny and huge scales, near-zero quaternions, many behind the
+    camera or outside the frustum (with spread 3), a few at the camera centre's depth."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(n, 3, generator=g) * spread
+    scales = scale * (0.3 + torch.rand(n, 3, generator=g)) * torch.where(torch.rand(n, 3, generator=g) < 0.15, 1e-3, 1.0)
+    scales = torch.where(torch.rand(n, 1, generator=g) < 0.1, 5.0 * scales, scales)
+    quats = torch.randn(n, 4, generator=g) * torch.where(torch.rand(n, 1, generator=g) < 0.1, 1e-4, 1.0)
+    return [t.to(dtype) for t in (means, scales, quats)]
+
+
+def camera(seed, height, width, dtype=torch.float64):
+    cams = orbit_cameras([float(seed % 360)], [float(seed % 70) - 35.0], 2.5, 30.0 + seed % 50)
+    return cams, gr.opencv_viewmats(cams)[0].to(dtype), gr.intrinsics(cams, height, width)[0].to(dtype)
+
+
+def projected(native_path, means, scales, quats, viewmat, K, height, width):
+    """The projection (the PyTorch path's or the native one) and the gradients of a fixed random loss on means2d
+    and conics to means, scales and quats."""
+    params = [t.clone().requires_grad_() for t in (means, scales, quats)]
+    if native_path:
+        out = gr._NativeProject.apply(*params, viewmat, K, height, width)
+    else:
+        out = gr.project(params[0], gr.covariances(params[1], params[2]), viewmat, K, height, width)
+    g = torch.Generator().manual_seed(7)
+    loss = sum((o * torch.randn(o.shape, generator=g).to(o.dtype)).sum() for o in out[:2])
+    grads = torch.autograd.grad(loss, params) if len(means) else [torch.zeros_like(p) for p in params]
+    return [o.detach().contiguous() for o in out], grads
+
+
+def close(a, b, rel):
+    """Equal within `rel` of the larger magnitude of the two, entry by entry (plus a floor at rel * max |a|)."""
+    floor = rel * max(float(a.abs().max()) if a.numel() else 0.0, 1e-30)
+    return bool(((a - b).abs() <= rel * torch.maximum(a.abs(), b.abs()) + floor).all())
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 200), st.integers(0, 10_000), st.sampled_from([1e-4, 0.05, 0.5]), st.sampled_from([0.3, 3.0]),
+       st.integers(1, 48), st.integers(1, 48))
+def test_native_projection_equals_pytorch_in_float64(n, seed, scale, spread, height, width):
+    """Same 2D means, conics, depths, radii (culling included) and gradients, to rounding."""
+    means, scales, quats = gaussians(n, seed, scale, spread)
+    _, viewmat, K = camera(seed, height, width)
+    (out_t, grad_t), (out_n, grad_n) = [projected(p, means, scales, quats, viewmat, K, height, width) for p in (0, 1)]
+    assert torch.equal(out_t[3], out_n[3])  # radii: the same Gaussians culled, the same footprints
+    for a, b in zip(out_t[:3], out_n[:3]):
+        assert close(a, b, 1e-9)
+    for a, b in zip(grad_t, grad_n):
+        assert close(a, b, 1e-8)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 200), st.integers(0, 10_000), st.sampled_from([1e-4, 0.05, 0.5]), st.sampled_from([0.3, 3.0]))
+def test_native_projection_matches_pytorch_in_float32(n, seed, scale, spread):
+    """float32, as rendering runs. The native kernel computes in float64 inside: its outputs and gradients are
+    those of the PyTorch path in float64 to float32 rounding. The PyTorch path in float32 is further off (its
+    conics of huge or thin Gaussians by up to a few %, from cancellation in the determinant), yet puts the same
+    Gaussians in the same tiles: radii differ only where the footprint lies within its rounding of an integer."""
+    means, scales, quats = gaussians(n, seed, scale, spread, torch.float32)
+    _, viewmat, K = camera(seed, 40, 56, torch.float32)
+    out_t, _ = projected(False, means, scales, quats, viewmat, K, 40, 56)
+    out_n, grad_n = projected(True, means, scales, quats, viewmat, K, 40, 56)
+    out_x, grad_x = projected(False, *(t.double() for t in (means, scales, quats, viewmat, K)), 40, 56)
+    for a, b in zip(out_x[:3], out_n[:3]):
+        assert close(a, b.double(), 1e-6)
+    for a, b in zip(grad_x, grad_n):
+        assert close(a, b.double(), 1e-5)
+    assert close(out_t[0], out_n[0], 1e-5) and close(out_t[2], out_n[2], 1e-6)
+    conic = out_x[1]
+    det = conic[:, 0] * conic[:, 2] - conic[:, 1] ** 2
+    mid = 0.5 * (conic[:, 0] + conic[:, 2]) / det
+    footprint = 3.33 * torch.sqrt(mid + torch.sqrt((mid * mid - 1 / det).clamp_min(0.01)))
+    off_integer = (footprint - footprint.round()).abs()
+    assert torch.equal(out_x[3][off_integer > 1e-6], out_n[3][off_integer > 1e-6])
+    on_edge = off_integer < 3e-4 * footprint
+    assert torch.equal(out_t[3][~on_edge], out_n[3][~on_edge])
+    tiles = -(-56 // gr.NATIVE_TILE), -(-40 // gr.NATIVE_TILE)
+    bins = [native.kernels().bin_gaussians(o[0], torch.where(on_edge, 0.0, o[3]), o[2], *tiles, gr.NATIVE_TILE)
+            for o in (out_t, out_n)]
+    assert all(torch.equal(a, b) for a, b in zip(*bins))
+
+
+@pytest.mark.parametrize("geometry", [False, True])
+@pytest.mark.parametrize("degree", [0, 1, 2, 3])
+def test_native_features_equal_pytorch(geometry, degree):
+    """Colours (all SH degrees), distances and normals, and their gradients to means, quats and sh."""
+    means, scales, quats = gaussians(300, degree, 0.05, 1.0)
+    sh = torch.randn(300, (degree + 1) ** 2, 3, generator=torch.Generator().manual_seed(degree), dtype=torch.float64)
+    position = orbit_cameras([40.0], [20.0], 2.5).positions[0]
+    means[0] = position  # at the camera centre: the direction's clamp
+    results = []
+    for native_path in (False, True):
+        params = [t.clone().requires_grad_() for t in (means, scales, quats, sh)]
+        if native_path:
+            out = gr._NativeFeatures.apply(*params, position, geometry)
+        else:
+            out = gr._camera_features(*params, position.double())[:, :7 if geometry else 3]
+        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=out.dtype)
+        grads = torch.autograd.grad((out * weights).sum(), params, allow_unused=True)
+        results.append((out.detach(), [torch.zeros_like(p) if d is None else d for p, d in zip(params, grads)]))
+    (out_t, grad_t), (out_n, grad_n) = results
+    assert (out_t[:, :3] == 0).any()  # some colours clamped at 0
+    assert close(out_t, out_n, 1e-12)
+    for a, b in zip(grad_t, grad_n):
+        assert close(a, b, 1e-10)
+
+
+def test_native_projection_and_features_pass_gradcheck():
+    """The hand-written backward passes against finite differences, in float64."""
+    means, scales, quats = gaussians(12, 5, 0.1, 0.3)
+    _, viewmat, K = camera(5, 20, 24)
+    params = [t.requires_grad_() for t in (means, scales, quats)]
+    assert torch.autograd.gradcheck(lambda *p: gr._NativeProject.apply(*p, viewmat, K, 20, 24)[:2], params)
+    sh = torch.randn(12, 16, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64).requires_grad_()
+    position = orbit_cameras([0.0], [0.0], 2.5).positions[0]
+    for geometry in (False, True):
+        assert torch.autograd.gradcheck(lambda m, q, c: gr._NativeFeatures.apply(m, scales, q, c, position, geometry),
+                                        [means, quats, sh])
+
+
+def test_native_rasterizer_keeps_densification_statistics():
+    """meta receives means2d with its gradient and radii per camera, as on the PyTorch path."""
+    g = torch.Generator().manual_seed(2)
+    scene = [torch.randn(300, 3, generator=g) * 0.3, 0.03 + 0.02 * torch.rand(300, 3, generator=g),
+             torch.randn(300, 4, generator=g), torch.rand(300, generator=g), torch.randn(300, 4, 3, generator=g)]
+    cams = orbit_cameras([0.0, 120.0], [10.0, 30.0], 2.5)
+    metas = {}
+    for mode in ("torch", "native"):
+        native.set_mode(mode)
+        meta = []
+        params = [t.clone().requires_grad_() for t in scene]
+        rasterize(*params, cams, 24, 32, meta=meta)["rgb"].sum().backward()
+        metas[mode] = [(m.grad, r) for m, r in meta]
+    assert len(metas["native"]) == 2
+    for (grad_t, radii_t), (grad_n, radii_n) in zip(metas["torch"], metas["native"]):
+        assert torch.equal(radii_t, radii_n) and (radii_n > 0).sum() > 100
+        assert torch.allclose(grad_t, grad_n, atol=1e-3 * float(grad_t.abs().max()))

@@ -1,4 +1,4 @@
-"""Native CPU kernels (kernels/*.cpp: Gaussian compositing and the hash-grid encoding), compiled with OpenMP
+"""Native CPU kernels (kernels/*.cpp: Gaussian projection, features and compositing, and the hash-grid encoding), compiled with OpenMP
 through torch's C++ extension API on first use into the user cache, never at install time.
 
 Which path runs: `set_mode("auto" | "native" | "torch")` (the run config's `native` key calls it), else the
@@ -19,7 +19,7 @@ import torch
 from .errors import ConfigError, ThreeDistillError
 
 MODES = ("auto", "native", "torch")
-SOURCES = ("bindings.cpp", "gaussian_raster.cpp", "hash_grid.cpp")
+SOURCES = ("bindings.cpp", "gaussian_project.cpp", "gaussian_raster.cpp", "hash_grid.cpp")
 _mode: str | None = None  # set_mode's choice; None = the environment variable's
 _module = None
 _failed: str | None = None

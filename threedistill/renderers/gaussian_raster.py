@@ -2,8 +2,9 @@
 
 Every (tile, Gaussian) overlap becomes one row of a packed table sorted by (tile, depth); per-pixel
 transmittance is an exclusive cumulative product inside each tile's segment, computed as a segmented cumsum
-of log(1 - alpha). All of it is plain PyTorch, so autograd gives the backward pass. For CPU float32 tensors the
-compositing runs in the native kernel instead (kernels/gaussian_raster.cpp, see threedistill/native.py). On CUDA tensors
+of log(1 - alpha). All of it is plain PyTorch, so autograd gives the backward pass. For CPU float32 tensors every
+per-camera step (features, projection, binning, compositing) runs in the native kernels instead, with hand-written
+backward passes (kernels/gaussian_project.cpp, kernels/gaussian_raster.cpp; see threedistill/native.py). On CUDA tensors
 `rasterize` dispatches to gsplat's CUDA rasterizer when gsplat is importable (else this path runs on CUDA too).
 """
 from __future__ import annotations
@@ -248,6 +249,9 @@ def rasterize(means, scales, quats, opacities, sh, cameras: Cameras, height: int
     (cameras, N, 2) and (cameras, N) at once from gsplat. geometry=False skips depth and normals (about half the
     compositing work; training needs only rgb). `backend`: auto (gsplat for CUDA tensors when importable) or torch."""
     bg = (torch.ones(3) if background is None else background).to(means.device)
+    if not (backend == "auto" and means.is_cuda and gsplat_available()) \
+            and native.usable(means, scales, quats, opacities, sh) and sh.shape[1] in (1, 4, 9, 16):
+        return _rasterize_native(means, scales, quats, opacities, sh, cameras, height, width, bg, meta, geometry)
     feats = torch.stack([_camera_features(means, scales, quats, sh, cameras.positions[i].to(means.device))
                          for i in range(len(cameras))])
     if not geometry:
@@ -259,6 +263,64 @@ def rasterize(means, scales, quats, opacities, sh, cameras: Cameras, height: int
     images, alphas = zip(*(rasterize_camera(means, covs, opacities, feats[i], viewmats[i], Ks[i], height, width,
                                             meta=meta) for i in range(len(cameras))))
     return _finish(torch.stack(images), torch.stack(alphas), bg)
+
+
+def _rasterize_native(means, scales, quats, opacities, sh, cameras, height, width, bg, meta, geometry):
+    """`rasterize` for CPU float32 tensors with every per-camera step native: features, projection, binning and
+    compositing (kernels/gaussian_project.cpp, kernels/gaussian_raster.cpp), each with its hand-written backward."""
+    viewmats, Ks = opencv_viewmats(cameras), intrinsics(cameras, height, width)
+    images, alphas = [], []
+    for i in range(len(cameras)):
+        feats = _NativeFeatures.apply(means, scales, quats, sh, cameras.positions[i], geometry)
+        means2d, conics, depths, radii = _NativeProject.apply(means, scales, quats, viewmats[i], Ks[i], height, width)
+        if meta is not None:
+            if means2d.requires_grad:
+                means2d.retain_grad()
+            meta.append((means2d, radii))
+        image, alpha = _composite_native(means2d, conics, depths, radii, opacities, feats, height, width)
+        images.append(image)
+        alphas.append(alpha)
+    return _finish(torch.stack(images), torch.stack(alphas), bg)
+
+
+class _NativeProject(torch.autograd.Function):
+    """`project(means, covariances(scales, quats), ...)` in one native kernel: means2d, conics, depths, radii
+    (the last two without gradient: they only sort and cull); gradients to means, scales and quats."""
+
+    @staticmethod
+    def forward(ctx, means, scales, quats, viewmat, K, height, width):
+        args = [t.detach().contiguous() for t in (means, scales, quats)]
+        camera = [viewmat.detach().to(means.dtype), K.detach().to(means.dtype), height, width]
+        means2d, conics, depths, radii = native.kernels().project_forward(*args, *camera, NEAR, EPS_2D,
+                                                                          torch.get_num_threads())
+        ctx.mark_non_differentiable(depths, radii)
+        ctx.save_for_backward(*args)
+        ctx.camera = camera
+        return means2d, conics, depths, radii
+
+    @staticmethod
+    def backward(ctx, grad_means2d, grad_conics, _grad_depths, _grad_radii):
+        grads = native.kernels().project_backward(*ctx.saved_tensors, *ctx.camera, grad_means2d.contiguous(),
+                                                  grad_conics.contiguous(), NEAR, EPS_2D, torch.get_num_threads())
+        return (*grads, None, None, None, None)
+
+
+class _NativeFeatures(torch.autograd.Function):
+    """`_camera_features` in one native kernel: rgb from the SH (N,3), plus distance and normal (N,7) with
+    `geometry`; gradients to means, quats and sh (none to scales, which only pick the normal's axis)."""
+
+    @staticmethod
+    def forward(ctx, means, scales, quats, sh, position, geometry):
+        args = [t.detach().contiguous() for t in (means, scales, quats, sh)]
+        position = position.detach().to(means.dtype)
+        ctx.save_for_backward(*args, position)
+        return native.kernels().features_forward(*args, position, geometry, torch.get_num_threads())
+
+    @staticmethod
+    def backward(ctx, grad):
+        d_means, d_quats, d_sh = native.kernels().features_backward(*ctx.saved_tensors, grad.contiguous(),
+                                                                    torch.get_num_threads())
+        return d_means, None, d_quats, d_sh, None, None
 
 
 @functools.cache
