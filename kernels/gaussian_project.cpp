@@ -2,8 +2,9 @@
 // the EWA projection (project_forward / project_backward) and the per-Gaussian features seen from the camera
 // (features_forward / features_backward: spherical-harmonics colour, distance, normal).
 //
-// The maths is that of threedistill/renderers/gaussian_raster.py, step for step (quat_to_rotmat, covariances,
-// project, sh_to_rgb, _camera_features), including its clamps: F.normalize's 1e-12, the near plane, the
+// The maths is that of threedistill/renderers/gaussian_raster.py (quat_to_rotmat, covariances, project, sh_to_rgb,
+// _camera_features; the 2D covariance J V Sigma V^T J^T taken as U U^T with U = J V R diag(scales), which is
+// cheaper), including its clamps: F.normalize's 1e-12, the near plane, the
 // Jacobian's evaluation point clamped to 1.3x the frustum, the determinant's 1e-10, the direction's 1e-8 and the
 // colour's clamp at 0. Gradients are written out by hand and pass through a clamp exactly where torch's clamp
 // backward does (input >= bound). Everything is computed in double and stored in the inputs' dtype (float32 or
@@ -72,29 +73,14 @@ inline void rotmat_backward(const double q[4], const double u[4], double norm, c
     for (int i = 0; i < 4; ++i) dq[i] = raw_norm >= kQuatEps ? (du[i] - u[i] * along) / norm : du[i] / norm;
 }
 
-// C = A S A^T for a symmetric S (row-major 3x3 each); with transpose, C = A^T S A.
-inline void sandwich(const double A[9], const double S[9], double C[9], bool transpose) {
-    double AS[9];
-    for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j) {
-            double s = 0;
-            for (int k = 0; k < 3; ++k) s += (transpose ? A[3 * k + i] : A[3 * i + k]) * S[3 * k + j];
-            AS[3 * i + j] = s;
-        }
-    for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j) {
-            double s = 0;
-            for (int k = 0; k < 3; ++k) s += AS[3 * i + k] * (transpose ? A[3 * k + j] : A[3 * j + k]);
-            C[3 * i + j] = s;
-        }
-}
-
-// Everything the projection of one Gaussian computes, kept for the backward pass.
+// Everything the projection of one Gaussian computes, kept for the backward pass. With T = J V (the Jacobian
+// times the view rotation, 2x3) and U = T M (M = R diag(scales)), the 2D covariance J V Sigma V^T J^T is U U^T.
 struct Projection {
     double u[4], norm, R[9], M[9];  // unit quaternion, its divisor, rotation, M = R diag(scales)
-    double p[3], C[9];              // camera-space mean and covariance
+    double p[3];                    // camera-space mean
     double tz_s, ux, uy, uxc, uyc;  // clamped depth, tan-space position, clamped for the Jacobian
     double J00, J02, J11, J12;      // the Jacobian's non-zero entries
+    double T[6], U[6];              // J V and J V M, row-major 2x3
     double a, b, c, det_raw, det;   // 2D covariance (upper triangle) and its determinant, raw and clamped
     double mx, my, radius;          // pixel mean and radius (before culling)
 };
@@ -106,22 +92,25 @@ inline Projection project_one(const Camera& cam, const double m[3], const double
     rotmat(P.u, P.R);
     for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 3; ++j) P.M[3 * i + j] = P.R[3 * i + j] * s[j];
-    double sigma[9];
-    for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j)
-            sigma[3 * i + j] = P.M[3 * i] * P.M[3 * j] + P.M[3 * i + 1] * P.M[3 * j + 1] + P.M[3 * i + 2] * P.M[3 * j + 2];
-    sandwich(cam.V, sigma, P.C, false);
-    for (int i = 0; i < 3; ++i) P.p[i] = cam.V[3 * i] * m[0] + cam.V[3 * i + 1] * m[1] + cam.V[3 * i + 2] * m[2] + cam.t[i];
+    const double* V = cam.V;
+    for (int i = 0; i < 3; ++i) P.p[i] = V[3 * i] * m[0] + V[3 * i + 1] * m[1] + V[3 * i + 2] * m[2] + cam.t[i];
     P.tz_s = std::max(P.p[2], cam.near);
     P.ux = P.p[0] / P.tz_s, P.uy = P.p[1] / P.tz_s;
     P.uxc = std::min(std::max(P.ux, -cam.lim_x), cam.lim_x);
     P.uyc = std::min(std::max(P.uy, -cam.lim_y), cam.lim_y);
     P.J00 = cam.fx / P.tz_s, P.J02 = -cam.fx * P.uxc / P.tz_s;
     P.J11 = cam.fy / P.tz_s, P.J12 = -cam.fy * P.uyc / P.tz_s;
-    const double* C = P.C;
-    P.a = P.J00 * P.J00 * C[0] + 2 * P.J00 * P.J02 * C[2] + P.J02 * P.J02 * C[8] + cam.eps2d;
-    P.b = P.J00 * P.J11 * C[1] + P.J00 * P.J12 * C[2] + P.J02 * P.J11 * C[5] + P.J02 * P.J12 * C[8];
-    P.c = P.J11 * P.J11 * C[4] + 2 * P.J11 * P.J12 * C[5] + P.J12 * P.J12 * C[8] + cam.eps2d;
+    for (int i = 0; i < 3; ++i) {
+        P.T[i] = P.J00 * V[i] + P.J02 * V[6 + i];
+        P.T[3 + i] = P.J11 * V[3 + i] + P.J12 * V[6 + i];
+    }
+    for (int r = 0; r < 2; ++r)
+        for (int j = 0; j < 3; ++j)
+            P.U[3 * r + j] = P.T[3 * r] * P.M[j] + P.T[3 * r + 1] * P.M[3 + j] + P.T[3 * r + 2] * P.M[6 + j];
+    const double* U = P.U;
+    P.a = U[0] * U[0] + U[1] * U[1] + U[2] * U[2] + cam.eps2d;
+    P.b = U[0] * U[3] + U[1] * U[4] + U[2] * U[5];
+    P.c = U[3] * U[3] + U[4] * U[4] + U[5] * U[5] + cam.eps2d;
     P.det_raw = P.a * P.c - P.b * P.b;
     P.det = std::max(P.det_raw, kDetMin);
     P.mx = cam.fx * P.ux + cam.cx, P.my = cam.fy * P.uy + cam.cy;
@@ -140,17 +129,24 @@ inline void project_one_backward(const Camera& cam, const double s[3], const dou
         const double d_det = -(gc[0] * P.c - gc[1] * P.b + gc[2] * P.a) / (P.det * P.det);
         da += d_det * P.c, dc += d_det * P.a, db -= 2 * d_det * P.b;
     }
-    // cov2d = J C J^T with rows J0 = (J00, 0, J02), J1 = (0, J11, J12): dC (symmetrised) and dJ.
-    const double J0[3] = {P.J00, 0, P.J02}, J1[3] = {0, P.J11, P.J12};
-    double dC[9], CJ0[3], CJ1[3];
-    for (int i = 0; i < 3; ++i) {
-        for (int j = 0; j < 3; ++j)
-            dC[3 * i + j] = da * J0[i] * J0[j] + 0.5 * db * (J0[i] * J1[j] + J1[i] * J0[j]) + dc * J1[i] * J1[j];
-        CJ0[i] = P.C[3 * i] * J0[0] + P.C[3 * i + 1] * J0[1] + P.C[3 * i + 2] * J0[2];
-        CJ1[i] = P.C[3 * i] * J1[0] + P.C[3 * i + 1] * J1[1] + P.C[3 * i + 2] * J1[2];
+    // (a, b, c) = U U^T: dU = [[2 da, db], [db, 2 dc]] U; U = T M: dT = dU M^T, dM = T^T dU.
+    const double* U = P.U;
+    double dU[6], dT[6], dM[9];
+    for (int j = 0; j < 3; ++j) {
+        dU[j] = 2 * da * U[j] + db * U[3 + j];
+        dU[3 + j] = db * U[j] + 2 * dc * U[3 + j];
     }
-    const double dJ00 = 2 * da * CJ0[0] + db * CJ1[0], dJ02 = 2 * da * CJ0[2] + db * CJ1[2];
-    const double dJ11 = 2 * dc * CJ1[1] + db * CJ0[1], dJ12 = 2 * dc * CJ1[2] + db * CJ0[2];
+    for (int r = 0; r < 2; ++r)
+        for (int i = 0; i < 3; ++i)
+            dT[3 * r + i] = dU[3 * r] * P.M[3 * i] + dU[3 * r + 1] * P.M[3 * i + 1] + dU[3 * r + 2] * P.M[3 * i + 2];
+    for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) dM[3 * i + j] = P.T[i] * dU[j] + P.T[3 + i] * dU[3 + j];
+    // T = J V with rows J0 = (J00, 0, J02), J1 = (0, J11, J12)
+    const double* V = cam.V;
+    const double dJ00 = dT[0] * V[0] + dT[1] * V[1] + dT[2] * V[2];
+    const double dJ02 = dT[0] * V[6] + dT[1] * V[7] + dT[2] * V[8];
+    const double dJ11 = dT[3] * V[3] + dT[4] * V[4] + dT[5] * V[5];
+    const double dJ12 = dT[3] * V[6] + dT[4] * V[7] + dT[5] * V[8];
     // J00 = fx / tz, J02 = -fx uxc / tz (= -fx tx_c / tz^2 with tx_c = tz uxc), means2d = f u + c.
     const double tz = P.tz_s;
     double d_tz = -(dJ00 * cam.fx + dJ11 * cam.fy) / (tz * tz);
@@ -159,19 +155,16 @@ inline void project_one_backward(const Camera& cam, const double s[3], const dou
     double d_ux = gm[0] * cam.fx, d_uy = gm[1] * cam.fy;
     if (P.ux >= -cam.lim_x && P.ux <= cam.lim_x) d_ux += d_uxc;
     if (P.uy >= -cam.lim_y && P.uy <= cam.lim_y) d_uy += d_uyc;
-    // u = p / tz
+    // u = p / tz, p = V m + t
     const double dp[3] = {d_ux / tz, d_uy / tz, P.p[2] >= cam.near ? d_tz - (d_ux * P.ux + d_uy * P.uy) / tz : 0.0};
-    for (int j = 0; j < 3; ++j) dm[j] = cam.V[j] * dp[0] + cam.V[3 + j] * dp[1] + cam.V[6 + j] * dp[2];
-    // C = V Sigma V^T, Sigma = M M^T, M = R diag(s)
-    double d_sigma[9];
-    sandwich(cam.V, dC, d_sigma, true);
+    for (int j = 0; j < 3; ++j) dm[j] = V[j] * dp[0] + V[3 + j] * dp[1] + V[6 + j] * dp[2];
+    // M = R diag(s)
     double dR[9];
     for (int j = 0; j < 3; ++j) ds[j] = 0;
     for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 3; ++j) {
-            const double dM = 2 * (d_sigma[3 * i] * P.M[j] + d_sigma[3 * i + 1] * P.M[3 + j] + d_sigma[3 * i + 2] * P.M[6 + j]);
-            ds[j] += dM * P.R[3 * i + j];
-            dR[3 * i + j] = dM * s[j];
+            ds[j] += dM[3 * i + j] * P.R[3 * i + j];
+            dR[3 * i + j] = dM[3 * i + j] * s[j];
         }
     rotmat_backward(q, P.u, P.norm, dR, dq);
 }
