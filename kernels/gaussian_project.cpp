@@ -22,6 +22,12 @@ namespace {
 constexpr double kQuatEps = 1e-12;  // F.normalize's eps
 constexpr double kDetMin = 1e-10;   // the conic's determinant clamp
 constexpr double kDirEps = 1e-8;    // the view direction's distance clamp
+constexpr int64_t kGrain = 1024;    // Gaussians per thread at least: below, a parallel region costs more than it saves
+
+// The threads worth using for n Gaussians (at most the caller's count).
+int64_t threads_for(int64_t n, int64_t threads) {
+    return std::max<int64_t>(1, std::min<int64_t>(threads, n / kGrain));
+}
 
 // The camera of one view: world-to-camera rotation V and translation t, pinhole intrinsics, image size, near plane,
 // low-pass filter and the Jacobian's clamp limits (in tan units).
@@ -273,7 +279,7 @@ std::vector<at::Tensor> project_forward(const at::Tensor& means, const at::Tenso
         scalar_t *dep = depths.data_ptr<scalar_t>(), *rad = radii.data_ptr<scalar_t>();
         const scalar_t near_t = static_cast<scalar_t>(near), w_t = static_cast<scalar_t>(width),
                        h_t = static_cast<scalar_t>(height);
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(threads_for(n, threads))
         for (int64_t g = 0; g < n; ++g) {
             double mg[3], sg[3], qg[4];
             load(m + 3 * g, mg, 3), load(s + 3 * g, sg, 3), load(q + 4 * g, qg, 4);
@@ -310,7 +316,7 @@ std::vector<at::Tensor> project_backward(const at::Tensor& means, const at::Tens
         const scalar_t *m = means.data_ptr<scalar_t>(), *s = scales.data_ptr<scalar_t>(), *q = quats.data_ptr<scalar_t>();
         const scalar_t *gm = grad_means2d.data_ptr<scalar_t>(), *gc = grad_conics.data_ptr<scalar_t>();
         scalar_t *dm = d_means.data_ptr<scalar_t>(), *ds = d_scales.data_ptr<scalar_t>(), *dq = d_quats.data_ptr<scalar_t>();
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(threads_for(n, threads))
         for (int64_t g = 0; g < n; ++g) {
             double mg[3], sg[3], qg[4], gmg[2], gcg[3], dmg[3], dsg[3], dqg[4];
             load(m + 3 * g, mg, 3), load(s + 3 * g, sg, 3), load(q + 4 * g, qg, 4);
@@ -340,7 +346,7 @@ at::Tensor features_forward(const at::Tensor& means, const at::Tensor& scales, c
         const scalar_t *m = means.data_ptr<scalar_t>(), *s = scales.data_ptr<scalar_t>(), *q = quats.data_ptr<scalar_t>();
         const scalar_t* c = sh.data_ptr<scalar_t>();
         scalar_t* o = out.data_ptr<scalar_t>();
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(threads_for(n, threads))
         for (int64_t g = 0; g < n; ++g) {
             double mg[3], B[16], dB[16][3];
             load(m + 3 * g, mg, 3);
@@ -383,7 +389,7 @@ std::vector<at::Tensor> features_backward(const at::Tensor& means, const at::Ten
         const scalar_t *m = means.data_ptr<scalar_t>(), *s = scales.data_ptr<scalar_t>(), *q = quats.data_ptr<scalar_t>();
         const scalar_t *c = sh.data_ptr<scalar_t>(), *go = grad_out.data_ptr<scalar_t>();
         scalar_t *dm = d_means.data_ptr<scalar_t>(), *dq = d_quats.data_ptr<scalar_t>(), *dc = d_sh.data_ptr<scalar_t>();
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(threads_for(n, threads))
         for (int64_t g = 0; g < n; ++g) {
             double mg[3], B[16], dB[16][3], d_dir[3] = {0, 0, 0}, d_off[3] = {0, 0, 0};
             load(m + 3 * g, mg, 3);
