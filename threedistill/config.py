@@ -47,13 +47,17 @@ def packaged_config(*parts: str) -> Path:
 
 def load_config(schema: type[T], path: str | Path | Sequence[str | Path] | None = None,
                 overrides: Sequence[str] = ()) -> T:
-    """Build a `schema` dataclass from defaults, then the YAML file(s) at `path` (later files win), then
-    `key=value` overrides."""
+    """Build a `schema` dataclass from defaults, then the YAML file(s) (or dicts) at `path` (later ones win),
+    then `key=value` overrides."""
     merged = OmegaConf.structured(schema)
     where = "command line"
     paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
     try:
         for item in paths:
+            if isinstance(item, dict):  # an already-resolved config (e.g. a run's, under a stage's overrides)
+                where = "resolved config"
+                merged = OmegaConf.merge(merged, item)
+                continue
             where = str(item)
             if not Path(item).is_file():
                 raise ConfigError(f"config file not found: {item}")

@@ -21,11 +21,26 @@ from .guidance import GUIDANCE, GuidanceConfig
 from .registry import Registry
 from .representations.gaussians import Gaussians, GaussiansConfig
 from .representations.nerf import NeRF, NeRFConfig
-from .trainer import Trainer, TrainerConfig
+from .trainer import Trainer, TrainerConfig, latest_checkpoint
 
 REPRESENTATIONS: Registry = Registry("representation")
 REPRESENTATIONS.register("nerf")(NeRF)
 REPRESENTATIONS.register("gaussians")(Gaussians)
+
+
+@dataclass
+class StageConfig:
+    """One stage of a multi-stage run: its length and the `key=value` overrides that turn the run's config into
+    this stage's (e.g. another prior, guidance method, resolution or schedule; schedules count the stage's own
+    steps). A stage that changes `guidance_type` starts its guidance section from that method's defaults."""
+
+    name: str = ""
+    steps: int = 100
+    overrides: list = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ConfigError(f"stages: stage {self.name or '?'} has steps={self.steps}; each stage needs >= 1 step")
 
 
 @dataclass
@@ -48,8 +63,14 @@ class GenerateConfig:
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     nerf: NeRFConfig = field(default_factory=NeRFConfig)
     gaussians: GaussiansConfig = field(default_factory=GaussiansConfig)
+    # Stages run one after another on the same representation, each from the previous one's result (StableDreamer's
+    # pixel-then-latent prior, coarse-to-fine schedules); empty = one stage, this config. With stages, trainer.steps
+    # is their total.
+    stages: list[StageConfig] = field(default_factory=list)
 
     def __post_init__(self):
+        if self.stages:
+            self.trainer.steps = sum(stage.steps for stage in self.stages)
         from .export.run_export import check_format
 
         for fmt in self.export:  # fail before optimising, not after
@@ -124,6 +145,31 @@ def load_generate_config(config_files, overrides) -> GenerateConfig:
     _check_guidance_overrides(guidance_type, overrides)
     method_file = method_config_path(guidance_type)
     return load_config(generate_schema(guidance_type), ([method_file] if method_file else []) + files, overrides)
+
+
+def stage_configs(cfg: GenerateConfig) -> list[GenerateConfig]:
+    """The config of every stage of a run (just `cfg` without stages), each with its own trainer.steps."""
+    if not cfg.stages:
+        return [cfg]
+    from omegaconf import OmegaConf
+
+    resolved = OmegaConf.to_container(OmegaConf.structured(cfg))
+    resolved["stages"] = []
+    out = []
+    for i, stage in enumerate(cfg.stages):
+        overrides = list(stage.overrides) + [f"trainer.steps={stage.steps}"]
+        label = f"stage {i} ({stage.name}): " if stage.name else f"stage {i}: "
+        method = str(peek_key("guidance_type", [], overrides, cfg.guidance_type))
+        _check_guidance_overrides(method, overrides, label)
+        base, sources = dict(resolved), []
+        if method != cfg.guidance_type:  # another method: its own defaults, not the first method's settings
+            base["guidance"] = {}
+            sources = [f for f in [method_config_path(method)] if f]
+        try:
+            out.append(load_config(generate_schema(method), sources + [base], overrides))
+        except ConfigError as err:
+            raise ConfigError(f"{label}{err}") from None
+    return out
 
 
 def read_run_config(run_dir: Path, overrides=(), action: str = "") -> GenerateConfig:
@@ -212,18 +258,36 @@ def generate(prompt: str = "", representation: str | None = None, guidance: str 
             config = default_config_path(representation or GenerateConfig.representation)
         cfg = load_generate_config([config], list(overrides) + [p for p in picked if p])
         run_dir = new_run_dir(cfg)
-    model, trainer = build(cfg, run_dir, log)
+    stages = stage_configs(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    first = 0
     if resume is not None:
-        trainer.load_checkpoint(run_dir)
-        log(f"resuming {run_dir} at step {trainer.step}")
+        first = int(latest_checkpoint(run_dir)[1].get("stage", 0))
     else:
         save_config(cfg, run_dir / "config.yaml")
-    run = Run(run_dir, cfg, model, trainer)
-    started = time.time()
-    trainer.fit(progress=progress, stop_at=stop_at, preview=lambda step: write_preview(run, step))
-    if trainer.step == cfg.trainer.steps:
-        model.cpu()  # turntable and exports run on the CPU whatever the training device
+    started, run, offset = time.time(), None, sum(c.trainer.steps for c in stages[:first])
+    for index in range(first, len(stages)):
+        if stop_at is not None and stop_at <= offset:
+            break
+        previous = run
+        model, trainer = build(stages[index], run_dir, log)
+        trainer.stage, trainer.step_offset = index, offset
+        if previous is not None:
+            trainer.continue_from(previous.trainer)
+            log(f"stage {index}{f' ({cfg.stages[index].name})' if cfg.stages[index].name else ''} from step {offset}")
+        elif resume is not None:
+            trainer.load_checkpoint(run_dir)
+            log(f"resuming {run_dir} at step {offset + trainer.step}")
+        run = Run(run_dir, stages[index], model, trainer)
+        trainer.fit(progress=progress, stop_at=None if stop_at is None else stop_at - offset,
+                    preview=lambda step, run=run: write_preview(run, step))
+        offset += stages[index].trainer.steps
+        if trainer.step < stages[index].trainer.steps:
+            break
+    if run is None:
+        raise ThreeDistillError(f"nothing to run: stop_at={stop_at} is before the run's next step {offset}")
+    if run.trainer.step == run.config.trainer.steps and run.trainer.stage == len(stages) - 1:
+        run.model.cpu()  # turntable and exports run on the CPU whatever the training device
         write_turntable(run)
         export_finished_run(run, log)
         metrics_path = run_dir / "metrics.json"

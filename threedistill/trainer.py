@@ -8,7 +8,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -40,6 +40,10 @@ class TrainerConfig:
     lambda_orientation: float = 0.0  # NeRF: normals facing away from the camera (DreamFusion)
     lambda_scale: float = 0.0  # Gaussians: penalise large scales
     grad_clip_norm: float = 0.0  # 0 = off
+    # The run length the schedules (guidance windows, CFG and coefficient schedules, learning rates, lambdas) are
+    # written for; when set, they are stretched to `steps` (e.g. 300 with steps=150 runs every schedule twice as
+    # fast). None: schedule keys are absolute steps. Densification steps stay absolute.
+    schedule_steps: Optional[int] = None
     checkpoint_every: int = 100
     preview_every: int = 100
     log_every: int = 10
@@ -53,6 +57,17 @@ def _set_generator_state(gen: torch.Generator, state: str) -> None:
     gen.set_state(torch.frombuffer(bytearray(base64.b64decode(state)), dtype=torch.uint8))
 
 
+def latest_checkpoint(run_dir: Path) -> tuple[Path, dict]:
+    """(path stem, JSON state) of a run's latest checkpoint, or a one-line error."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    try:
+        stem = ckpt_dir / json.loads((ckpt_dir / "latest.json").read_text())["checkpoint"]
+        return stem, json.loads(stem.with_suffix(".json").read_text())
+    except (OSError, KeyError, ValueError) as err:
+        raise ThreeDistillError(f"{run_dir} has no readable checkpoint ({err}); was the run started and did it "
+                                f"reach its first checkpoint?") from None
+
+
 class Trainer:
     """Optimises `model` (a representation with `render`, `param_groups`) with `guidance` for `prompt`."""
 
@@ -63,7 +78,8 @@ class Trainer:
         self.run_dir = run_dir
         self.log = log or (lambda s: None)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.step = 0
+        self.step = 0  # steps taken in this stage
+        self.stage, self.step_offset = 0, 0  # a multi-stage run: this stage's index and the steps before it
         self.optimizer = self._make_optimizer()
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -72,12 +88,31 @@ class Trainer:
         groups = [g for g in groups if g["params"]]
         for g in groups:  # a learning rate may be a schedule [k0, v0, v1, k1] (threestudio style)
             g["lr_schedule"] = g["lr"]
-            g["lr"] = scheduled(g["lr"], self.step)
+            g["lr"] = scheduled(g["lr"], self.schedule_step)
         return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+
+    def _load_model(self, state: dict[str, torch.Tensor]) -> None:
+        if hasattr(self.model, "load_tensors"):  # Gaussians: the point count may differ from the current one
+            self.model.load_tensors(state)
+        else:
+            self.model.load_state_dict(state)
+
+    def continue_from(self, previous: "Trainer") -> None:
+        """Start this stage from the previous stage's result and random state, with a fresh optimiser."""
+        self._load_model({k: v.detach() for k, v in previous.model.state_dict().items()})
+        self.generator.set_state(previous.generator.get_state())
+        self.optimizer = self._make_optimizer()
+
+    @property
+    def schedule_step(self) -> int:
+        """The step the schedules see: this stage's step, stretched when `schedule_steps` is set."""
+        if not self.cfg.schedule_steps:
+            return self.step
+        return int(self.step * self.cfg.schedule_steps / self.cfg.steps)
 
     def _update_learning_rates(self) -> None:
         for g in self.optimizer.param_groups:
-            g["lr"] = scheduled(g["lr_schedule"], self.step)
+            g["lr"] = scheduled(g["lr_schedule"], self.schedule_step)
 
     # ------------------------------------------------------------ one step
     def train_step(self) -> dict[str, float]:
@@ -86,24 +121,25 @@ class Trainer:
                             tuple(c.cameras.radius), tuple(c.cameras.fovy))
         out = self.model.render(cams, c.resolution, c.resolution, generator=self.generator,
                                 geometry=c.lambda_orientation > 0)
-        losses = self.guidance(out["rgb"], cams, self.prompt_state, self.step, self.generator)
-        total = sum(scheduled(c.lambda_guidance, self.step) * v for k, v in losses.items() if k.startswith("loss_"))
+        when = self.schedule_step
+        losses = self.guidance(out["rgb"], cams, self.prompt_state, when, self.generator)
+        total = sum(scheduled(c.lambda_guidance, when) * v for k, v in losses.items() if k.startswith("loss_"))
         logs = {k: float(v.detach()) for k, v in losses.items()}
         alpha = out["alpha"].clamp(1e-5, 1 - 1e-5)
         if c.lambda_opacity:
             reg = alpha.mean()
-            total = total + scheduled(c.lambda_opacity, self.step) * reg
+            total = total + scheduled(c.lambda_opacity, when) * reg
             logs["reg_opacity"] = float(reg.detach())
         if c.lambda_entropy:
             reg = -(alpha * alpha.log() + (1 - alpha) * (1 - alpha).log()).mean()
-            total = total + scheduled(c.lambda_entropy, self.step) * reg
+            total = total + scheduled(c.lambda_entropy, when) * reg
             logs["reg_entropy"] = float(reg.detach())
         if c.lambda_orientation and "orientation" in out:
-            total = total + scheduled(c.lambda_orientation, self.step) * out["orientation"]
+            total = total + scheduled(c.lambda_orientation, when) * out["orientation"]
             logs["reg_orientation"] = float(out["orientation"].detach())
         if c.lambda_scale and hasattr(self.model, "scales"):
             reg = self.model.scales.max(-1).values.mean()
-            total = total + scheduled(c.lambda_scale, self.step) * reg
+            total = total + scheduled(c.lambda_scale, when) * reg
             logs["reg_scale"] = float(reg.detach())
         self.optimizer.zero_grad(set_to_none=True)
         self._update_learning_rates()
@@ -125,7 +161,7 @@ class Trainer:
         s = self.step + 1
         if g.densify_from <= s <= g.densify_until and s % g.densify_every == 0:
             info = m.densify_and_prune(self.optimizer, self.generator)
-            self.log(json.dumps({"step": s, "densify": info}))
+            self.log(json.dumps({"step": self.step_offset + s, "densify": info}))
 
     # ------------------------------------------------------------ loop
     def fit(self, progress: bool = True, stop_at: int | None = None, preview: Callable[[int], None] | None = None) -> None:
@@ -141,12 +177,13 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{logs['loss']:.4f}", s_per_step=f"{logs['step_seconds']:.2f}")
                 if log_file and (self.step % self.cfg.log_every == 0 or self.step == end):
-                    log_file.write(json.dumps({"step": self.step, **logs}) + "\n")
+                    stage = {"stage": self.stage} if self.stage else {}
+                    log_file.write(json.dumps({"step": self.step_offset + self.step, **stage, **logs}) + "\n")
                     log_file.flush()
                 if self.run_dir and self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
                     self.save_checkpoint()
                 if preview and self.cfg.preview_every and self.step % self.cfg.preview_every == 0:
-                    preview(self.step)
+                    preview(self.step_offset + self.step)
         finally:
             bar.close()
             if log_file:
@@ -171,11 +208,11 @@ class Trainer:
         """Write checkpoints/step_XXXXXX.safetensors + .json atomically, and point latest.json at them."""
         ckpt_dir = self.run_dir / "checkpoints"
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        stem = ckpt_dir / f"step_{self.step:06d}"
+        stem = ckpt_dir / f"step_{self.step_offset + self.step:06d}"
         tmp = stem.with_suffix(".safetensors.tmp")
         save_file(self._tensors(), str(tmp))
         tmp.replace(stem.with_suffix(".safetensors"))
-        state = {"step": self.step, "generator": _generator_state(self.generator),
+        state = {"step": self.step, "stage": self.stage, "generator": _generator_state(self.generator),
                  "num_points": len(self.model) if hasattr(self.model, "__len__") else None}
         stem.with_suffix(".json").write_text(json.dumps(state))
         latest = ckpt_dir / "latest.json.tmp"
@@ -184,19 +221,12 @@ class Trainer:
         return stem
 
     def load_checkpoint(self, run_dir: Path) -> None:
-        ckpt_dir = Path(run_dir) / "checkpoints"
+        stem, state = latest_checkpoint(run_dir)
         try:
-            stem = ckpt_dir / json.loads((ckpt_dir / "latest.json").read_text())["checkpoint"]
-            state = json.loads(stem.with_suffix(".json").read_text())
             tensors = load_file(str(stem.with_suffix(".safetensors")))
-        except (OSError, KeyError, ValueError) as err:
-            raise ThreeDistillError(f"{run_dir} has no readable checkpoint ({err}); was the run started and did it "
-                                    f"reach its first checkpoint?") from None
-        model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        if hasattr(self.model, "load_tensors"):
-            self.model.load_tensors(model_state)
-        else:
-            self.model.load_state_dict(model_state)
+        except (OSError, ValueError) as err:
+            raise ThreeDistillError(f"{run_dir}: checkpoint {stem.name} is unreadable ({err})") from None
+        self._load_model({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
         for name in ("grad_accum", "grad_count"):
             if f"stats.{name}" in tensors:
                 setattr(self.model, name, tensors[f"stats.{name}"].to(self.model.device))

@@ -14,10 +14,12 @@ EVAL_RESOLUTION = 64
 
 def load_run(run_dir: Path, cfg=None):
     """Rebuild a run's model from its config (read from config.yaml unless given) and latest checkpoint."""
-    from ..runs import Run, build, read_run_config
+    from ..runs import Run, build, read_run_config, stage_configs
+    from ..trainer import latest_checkpoint
 
     run_dir = Path(run_dir)
     cfg = cfg or read_run_config(run_dir)
+    cfg = stage_configs(cfg)[int(latest_checkpoint(run_dir)[1].get("stage", 0))]  # a multi-stage run's current stage
     model, trainer = build(cfg, None, log=lambda s: None, device="cpu")
     trainer.load_checkpoint(run_dir)
     return Run(run_dir, cfg, model, trainer)

@@ -1,0 +1,70 @@
+"""Multi-stage runs: each stage is the run's config under its own overrides, continues from the previous stage,
+and a run interrupted anywhere resumes bit-identical."""
+import pytest
+import torch
+
+from test_generate import FAST, final_tensors
+from threedistill.errors import ConfigError
+from threedistill.runs import generate, load_generate_config, stage_configs
+
+STAGES = ('stages=[{name: coarse, steps: 3, overrides: ["trainer.resolution=16"]}, '
+          '{name: fine, steps: 3, overrides: ["guidance_type=asd", "guidance.plus_ratio=0.2"]}]')
+
+
+def staged(tmp_path, name, **kw):
+    return generate(prompt="a red cone", representation="gaussians", seed=1, out=str(tmp_path / name), progress=False,
+                    log=lambda s: None, overrides=FAST["gaussians"] + ["trainer.preview_every=0",
+                                                                      "trainer.checkpoint_every=2", STAGES], **kw)
+
+
+def test_stage_configs_apply_their_overrides():
+    cfg = load_generate_config([], ["prompt=a red cone", "guidance.guidance_scale=12", STAGES])
+    first, second = stage_configs(cfg)
+    assert cfg.trainer.steps == 6 and first.trainer.steps == second.trainer.steps == 3
+    assert first.guidance_type == "sds" and first.guidance.guidance_scale == 12 and first.trainer.resolution == 16
+    # a new method starts from its own defaults: ASD's CFG and window, not the first stage's settings
+    assert second.guidance_type == "asd" and second.guidance.plus_ratio == 0.2
+    assert second.guidance.guidance_scale == 7.5 and second.guidance.min_step_percent == [0, 0.5, 0.02, 300]
+    with pytest.raises(ConfigError, match=r"stage 1: guidance 'sds' has no parameter 'plus_ratio'"):
+        stage_configs(load_generate_config([], ["prompt=x", 'stages=[{steps: 1}, {steps: 1, overrides: ["guidance.plus_ratio=1"]}]']))
+    with pytest.raises(ConfigError, match="stage 0 .a.: unknown config key 'trainer.resolutoin'"):
+        stage_configs(load_generate_config([], ["prompt=x", 'stages=[{name: a, overrides: ["trainer.resolutoin=3"]}]']))
+    with pytest.raises(ConfigError, match="each stage needs >= 1 step"):
+        load_generate_config([], ["prompt=x", "stages=[{steps: 0}]"])
+
+
+@pytest.mark.parametrize("stop_at", [3, 5])  # at the stage boundary, and inside the second stage
+def test_interrupted_multi_stage_run_resumes_bit_identical(tmp_path, stop_at):
+    full = staged(tmp_path, "full")
+    assert full.trainer.stage == 1 and full.config.guidance_type == "asd" and full.trainer.step == 3
+    cut = staged(tmp_path, "cut", stop_at=stop_at)
+    resumed = generate(resume=cut.dir, progress=False, log=lambda s: None)
+    a, b = final_tensors(full), final_tensors(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    logged = (full.dir / "log.jsonl").read_text()
+    assert '"loss_asd"' in logged and '"loss_sds"' in logged and '"stage": 1' in logged
+
+
+def test_a_multi_stage_run_is_evaluated_at_its_last_stage(tmp_path):
+    from threedistill.evaluation.run_eval import evaluate_run
+
+    run = staged(tmp_path, "eval")
+    metrics = evaluate_run(run.dir)
+    assert metrics["step"] == 3 and 0.0 <= metrics["silhouette_iou"] <= 1.0
+
+
+def test_schedule_steps_stretch_every_schedule(tmp_path):
+    """Schedules written for 6 steps, run in 3 with trainer.schedule_steps=6, equal the same schedules written for 3."""
+    def run(name, extra):
+        return generate(prompt="a blue cube", representation="gaussians", seed=0, steps=3, out=str(tmp_path / name),
+                        progress=False, log=lambda s: None,
+                        overrides=FAST["gaussians"] + ["trainer.checkpoint_every=0", "trainer.preview_every=0",
+                                                       "gaussians.densify_from=100"] + extra).model
+
+    native = run("a", ["gaussians.lr_means=[0,0.01,0.0,3]", "guidance.max_step_percent=[0,0.98,0.5,3]"])
+    stretched = run("b", ["gaussians.lr_means=[0,0.01,0.0,6]", "guidance.max_step_percent=[0,0.98,0.5,6]",
+                          "trainer.schedule_steps=6"])
+    absolute = run("c", ["gaussians.lr_means=[0,0.01,0.0,6]", "guidance.max_step_percent=[0,0.98,0.5,6]"])
+    assert torch.equal(native.means, stretched.means) and not torch.equal(native.means, absolute.means)
