@@ -128,6 +128,9 @@ def test_generate_then_eval_from_the_command_line(tmp_path):
     (["bench", "fidelity", "--prompts", "/nonexistent.txt"], "prompt file not found"),
     (["bench", "fidelity", "--jobs", "0"], "--jobs must be positive"),
     (["bench", "perf", "--repeats", "0"], "--repeats must be positive"),
+    (["bench", "guidance", "--methods", "sds,magic"], "unknown guidance 'magic'; known: asd"),
+    (["bench", "guidance", "--representation", "mesh"], "--representation must be nerf, gaussians or both"),
+    (["bench", "guidance", "--steps", "0"], "--steps must be positive"),
     (["generate", "--prompt", "a red cube", "native=fast"], "native must be one of auto, native, torch"),
     (["generate", "--prompt", "a red cube", "--device", "gpu"], "device must be auto, cpu, cuda or cuda:N"),
 ])
@@ -145,3 +148,20 @@ def test_bench_fidelity_writes_a_table(tmp_path):
     table = out.read_text()
     assert "| gaussians | a red cone | 1 |" in table and "| **gaussians** | **mean** | 2 |" in table
     assert table.index("a red cone") < table.index("a blue duck")  # prompt-file order, whichever finished first
+
+
+def test_bench_guidance_writes_the_method_table(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red cone\n")
+    out = tmp_path / "guidance.md"
+    out.write_text("old tables\n\n## Reading\n\nkept by hand\n")
+    result = t3d("bench", "guidance", "--methods", "sds,cds", "--prompts", str(prompts), "--seeds", "2",
+                 "--representation", "gaussians", "--steps", "1", "--out", str(out), "--runs-dir", str(tmp_path / "runs"),
+                 "--jobs", "2", *FAST_GAUSSIANS)
+    assert result.returncode == 0, result.stderr
+    table = out.read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| gaussians |")]
+    assert [r.split(" | ")[1] for r in rows[:2]] == ["sds", "cds"] and all(" | 2 | " in r for r in rows[:2])
+    assert "| gaussians | cds | 2 | " in table and "old tables" not in table and "kept by hand" in table
+    diversity = float(rows[0].split(" | ")[7])
+    assert diversity > 0  # two seeds differ

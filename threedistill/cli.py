@@ -20,7 +20,7 @@ app.add_typer(prior_app, name="prior")
 app.add_typer(bench_app, name="bench")
 
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
-PriorOption = typer.Option(None, "--prior", help="Local diffusers directory; default: the embedded toy prior.")
+PriorOption = typer.Option(None, "--prior", help="Local diffusers directory or embedded prior name (toyworld, toyworld-latent); default: toyworld.")
 
 
 def _console():
@@ -100,7 +100,7 @@ def toyworld_dataset(
 @prior_app.command("train", context_settings=EXTRA_ARGS)
 def prior_train(ctx: typer.Context,
                 config: Optional[Path] = typer.Option(None, help="YAML config (default configs/prior/toyworld.yaml); key=value overrides follow.")):
-    """Train the toy prior (reproduces assets/priors/toyworld with the default config)."""
+    """Train a toy prior (default config: assets/priors/toyworld; configs/prior/toyworld_latent.yaml: the latent one)."""
     from .config import load_config, packaged_config
     from .priors.train import PriorTrainConfig, train_prior
 
@@ -119,6 +119,10 @@ def prior_info(prior: Optional[Path] = PriorOption):
     p = _load(prior)
     n = sum(x.numel() for x in p.unet.parameters())
     typer.echo(f"{p}\nunet parameters: {n / 1e6:.2f}M\ntraining info: {json.dumps(p.info.get('trained_steps', 'n/a'))} steps")
+    if p.latent:
+        psnr = p.info.get("vae", {}).get("holdout_psnr")
+        typer.echo(f"vae: {p.vae_scale}x downsampling to {p.channels} latent channels, scaling factor "
+                   f"{p.latent_scaling:.4f}" + (f", held-out reconstruction PSNR {psnr} dB" if psnr else ""))
 
 
 @prior_app.command("sample")
@@ -302,11 +306,11 @@ def bench_fidelity(
 def bench_guidance(
     ctx: typer.Context,
     methods: str = typer.Option("all", help="Comma-separated guidance methods, or all."),
-    prompts: Optional[Path] = typer.Option(None, help="Prompt file, one per line (default configs/bench/fidelity_prompts.txt)."),
+    prompts: Optional[Path] = typer.Option(None, help="Prompt file, one per line (default configs/bench/guidance_prompts.txt)."),
     seeds: int = typer.Option(3, help="Seeds per prompt."),
     representation: str = typer.Option("both", help="nerf, gaussians or both."),
-    steps: Optional[int] = typer.Option(None, help="Override the configs' step count."),
-    quick: bool = typer.Option(False, "--quick", help="Smoke-size run: 2 prompts (unless --prompts), 1 seed, 100 steps (unless --steps)."),
+    steps: int = typer.Option(150, help="Steps per run; the configs' 300-step schedules are stretched to fit."),
+    quick: bool = typer.Option(False, "--quick", help="Smoke-size run: 2 prompts (unless --prompts), 1 seed, 100 steps."),
     out: Path = typer.Option(Path("docs/benchmarks/guidance.md"), "--out", help="Markdown report to write."),
     runs_dir: Path = typer.Option(Path("outputs/bench-guidance"), help="Where the runs go."),
     jobs: int = typer.Option(2, help="Runs at once (fresh worker processes sharing the cores; results do not change)."),
@@ -316,6 +320,7 @@ def bench_guidance(
     import platform
 
     from .evaluation.fidelity_bench import read_prompts, run_fidelity
+    from .config import packaged_config
     from .evaluation.guidance_bench import QUICK_PROMPTS, QUICK_STEPS, kept_reading, markdown_report
     from .guidance import GUIDANCE
 
@@ -323,20 +328,25 @@ def bench_guidance(
     for name in names:
         GUIDANCE.get(name)  # one-line error for an unknown method, before anything runs
     reps = _bench_representations(representation, seeds, jobs)
-    prompt_list = read_prompts(prompts)
+    prompt_list = read_prompts(prompts or packaged_config("bench", "guidance_prompts.txt"))
     if quick:
-        prompt_list, seeds, steps = (prompt_list if prompts else QUICK_PROMPTS), 1, steps or QUICK_STEPS
+        prompt_list, seeds, steps = (prompt_list if prompts else QUICK_PROMPTS), 1, QUICK_STEPS
+    if steps < 1:
+        raise ThreeDistillError(f"--steps must be positive, got {steps}")
     extra = " " + " ".join(ctx.args) if ctx.args else ""
     command = (f"t3d bench guidance{' --quick' if quick else ''} --seeds {seeds} --representation {representation}"
-               f"{f' --steps {steps}' if steps else ''} --jobs {jobs}{extra}")
+               f" --steps {steps} --jobs {jobs}{extra}")
     header = (f"# Guidance methods against toy-world ground truth\n\n`{command}` on {platform.machine()} "
               f"({os.cpu_count()} cores), embedded toy prior, each method with its defaults "
-              f"(threedistill/guidance/<method>.py, configs/guidance/<method>.yaml) on the representation's config. "
+              f"(threedistill/guidance/<method>.py, configs/guidance/<method>.yaml) on the representation's config, "
+              f"its 300-step schedules stretched to {steps} steps (`trainer.schedule_steps=300`), no export. "
               f"{jobs} run(s) at a time in fresh processes: step and wall times are of shared cores.")
     reading = kept_reading(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write = lambda rows: out.write_text(markdown_report(rows, header, reading))  # noqa: E731
-    run_fidelity(prompt_list, seeds, reps, runs_dir, ctx.args, steps, log=typer.echo, on_row=write, jobs=jobs,
+    # Bench runs skip the export; the schedules of the 300-step configs are stretched to --steps (README "Generate").
+    overrides = ["export=[]", "trainer.schedule_steps=300", *ctx.args]
+    run_fidelity(prompt_list, seeds, reps, runs_dir, overrides, steps, log=typer.echo, on_row=write, jobs=jobs,
                  methods=names)
     typer.echo(f"wrote {out}")
 
