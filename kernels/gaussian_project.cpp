@@ -175,6 +175,7 @@ inline void project_one_backward(const Camera& cam, const double s[3], const dou
     rotmat_backward(q, P.u, P.norm, dR, dq);
 }
 
+// Copies n values of a Gaussian's row into doubles.
 template <typename T>
 void load(const T* src, double* dst, int n) {
     for (int i = 0; i < n; ++i) dst[i] = static_cast<double>(src[i]);
@@ -220,6 +221,7 @@ struct View {
     double offset[3], dist, safe, dir[3];
 };
 
+// The view of the Gaussian at m from the camera centre pos.
 inline View view_of(const double m[3], const double pos[3]) {
     View v;
     for (int i = 0; i < 3; ++i) v.offset[i] = m[i] - pos[i];
@@ -239,6 +241,7 @@ inline int normal_axis(const double s[3], const double R[9], const double dir[3]
     return axis;
 }
 
+// The shape, layout and dtype checks shared by every entry point.
 void check_gaussians(const at::Tensor& means, const at::Tensor& scales, const at::Tensor& quats) {
     TORCH_CHECK(means.dim() == 2 && means.size(1) == 3 && scales.sizes() == means.sizes() && quats.dim() == 2 &&
                 quats.size(0) == means.size(0) && quats.size(1) == 4, "native projection: means/scales (N,3), quats (N,4)");

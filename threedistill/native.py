@@ -1,5 +1,5 @@
-"""Native CPU kernels (kernels/*.cpp: Gaussian projection, features and compositing, and the hash-grid encoding), compiled with OpenMP
-through torch's C++ extension API on first use into the user cache, never at install time.
+"""Native CPU kernels (kernels/*.cpp: Gaussian projection, features and compositing, and the hash-grid encoding),
+compiled with OpenMP through torch's C++ extension API on first use into the user cache, never at install time.
 
 Which path runs: `set_mode("auto" | "native" | "torch")` (the run config's `native` key calls it), else the
 environment variable THREEDISTILL_NATIVE (same values), else auto. auto builds the kernels when first needed
