@@ -297,8 +297,8 @@ def bench_fidelity(
                                                      f"run is longer than alone." if jobs > 1 else ""))
     out.parent.mkdir(parents=True, exist_ok=True)
     write = lambda rows: out.write_text(markdown_table(rows, header))  # noqa: E731  (rewritten after every run)
-    run_fidelity(read_prompts(prompts), seeds, reps, runs_dir, ctx.args, steps, log=typer.echo, on_row=write,
-                 jobs=jobs)
+    write(run_fidelity(read_prompts(prompts), seeds, reps, runs_dir, ctx.args, steps, log=typer.echo, on_row=write,
+                       jobs=jobs))  # once more in task order (parallel runs finish in any order)
     typer.echo(f"wrote {out}")
 
 
@@ -346,8 +346,8 @@ def bench_guidance(
     write = lambda rows: out.write_text(markdown_report(rows, header, reading))  # noqa: E731
     # Bench runs skip the export; the schedules of the 300-step configs are stretched to --steps (README "Generate").
     overrides = ["export=[]", "trainer.schedule_steps=300", *ctx.args]
-    run_fidelity(prompt_list, seeds, reps, runs_dir, overrides, steps, log=typer.echo, on_row=write, jobs=jobs,
-                 methods=names)
+    write(run_fidelity(prompt_list, seeds, reps, runs_dir, overrides, steps, log=typer.echo, on_row=write,
+                       jobs=jobs, methods=names))  # once more in task order
     typer.echo(f"wrote {out}")
 
 

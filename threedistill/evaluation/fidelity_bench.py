@@ -64,7 +64,7 @@ def run_fidelity(prompts: list[str], seeds: int, representations: list[str], out
     little. `methods` None keeps the configs' guidance. `jobs` > 1 runs that many at once in worker processes
     sharing the CPU cores (results do not change: every run is seeded; wall times per run grow when the cores
     are shared); with `methods` every run gets a fresh process, so its peak memory is its own."""
-    tasks = [(rep, prompt, seed, method) for method in (methods or [None]) for rep in representations
+    tasks = [(rep, prompt, seed, method) for rep in representations for method in (methods or [None])
              for prompt in prompts for seed in range(seeds)]
     rows: list[dict] = []
 
