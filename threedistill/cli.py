@@ -200,7 +200,8 @@ def generate_cmd(
     seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same result on CPU)."),
     out: Optional[str] = typer.Option(None, help="Root of run directories (default outputs/)."),
     device: Optional[str] = typer.Option(None, help="auto (default: CUDA when torch sees a GPU), cpu, cuda or cuda:N."),
-    config: Optional[Path] = typer.Option(None, help="YAML config (default configs/generate/<representation>.yaml)."),
+    config: Optional[Path] = typer.Option(None, help="YAML config laid over configs/generate/<representation>.yaml "
+                                          "(e.g. configs/generate/stabledreamer.yaml)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this directory."),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate against ground truth at the end (toy prompts)."),
 ):

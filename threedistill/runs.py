@@ -240,7 +240,7 @@ def generate(prompt: str = "", representation: str | None = None, guidance: str 
              device: str | None = None, config: str | Path | None = None, overrides: list[str] | tuple = (),
              resume: str | Path | None = None,
              progress: bool = True, stop_at: int | None = None, log=print) -> Run:
-    """Run text-to-3D and return the Run. Arguments override `config` (a YAML file; by default
+    """Run text-to-3D and return the Run. Arguments override `config` (a YAML file laid over
     configs/generate/<representation>.yaml), which overrides the dataclass defaults; `resume` continues the run
     in that directory with its saved config."""
     if resume is not None:
@@ -254,9 +254,10 @@ def generate(prompt: str = "", representation: str | None = None, guidance: str 
                   f"trainer.steps={steps}" if steps is not None else None,
                   f"trainer.seed={seed}" if seed is not None else None, f"out={out}" if out else None,
                   f"device={device}" if device else None]
-        if config is None:
-            config = default_config_path(representation or GenerateConfig.representation)
-        cfg = load_generate_config([config], list(overrides) + [p for p in picked if p])
+        overrides = list(overrides) + [p for p in picked if p]
+        rep = str(peek_key("representation", [config] if config else [], overrides, GenerateConfig.representation))
+        # the representation's defaults, then the user's YAML on top (it only needs what it changes)
+        cfg = load_generate_config([default_config_path(rep), config], overrides)
         run_dir = new_run_dir(cfg)
     stages = stage_configs(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
