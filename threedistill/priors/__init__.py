@@ -1,15 +1,16 @@
 """Frozen 2D diffusion teachers behind one interface (`Prior`), loaded from local diffusers directories."""
 from ..registry import Registry
 from .base import Prior
-from .diffusers_prior import DiffusersPrior, default_prior_path
+from .diffusers_prior import EMBEDDED, DiffusersPrior, default_prior_path, embedded_prior_path
 
 PRIORS: Registry[Prior] = Registry("prior")
 PRIORS.register("diffusers")(DiffusersPrior)
 
 
 def load_prior(path=None, device="cpu") -> Prior:
-    """The prior at `path` (a local diffusers directory), or the embedded toy prior when `path` is None."""
+    """The prior at `path` (a local diffusers directory, or the name of an embedded prior: "toyworld",
+    "toyworld-latent"), or the embedded pixel prior when `path` is None."""
     return DiffusersPrior(path, device=device)
 
 
-__all__ = ["Prior", "DiffusersPrior", "PRIORS", "load_prior", "default_prior_path"]
+__all__ = ["Prior", "DiffusersPrior", "PRIORS", "load_prior", "default_prior_path", "embedded_prior_path", "EMBEDDED"]

@@ -18,15 +18,37 @@ REQUIRED = ("unet", "scheduler", "text_encoder", "tokenizer")
 LAYOUT_HINT = "a diffusers directory: model_index.json, unet/, scheduler/, text_encoder/, tokenizer/ [, vae/]"
 
 
+EMBEDDED = ("toyworld", "toyworld-latent")  # the priors shipped under assets/priors (pixel, latent)
+
+
+def embedded_prior_path(name: str = "toyworld") -> Path:
+    """An embedded prior by name: the copy installed with the package, else the source checkout's."""
+    package_assets = Path(__file__).resolve().parents[1] / "assets" / "priors" / name
+    if package_assets.is_dir():
+        return package_assets
+    return Path(__file__).resolve().parents[2] / "assets" / "priors" / name
+
+
 def default_prior_path() -> Path:
     """The embedded toy prior: $THREEDISTILL_PRIOR if set, else the copy installed with the package, else the
     source checkout's assets/priors/toyworld."""
     if os.environ.get("THREEDISTILL_PRIOR"):
         return Path(os.environ["THREEDISTILL_PRIOR"])
-    package_assets = Path(__file__).resolve().parents[1] / "assets" / "priors" / "toyworld"
-    if package_assets.is_dir():
-        return package_assets
-    return Path(__file__).resolve().parents[2] / "assets" / "priors" / "toyworld"
+    return embedded_prior_path("toyworld")
+
+
+def resolve_prior_path(path: str | Path | None) -> Path:
+    """`path` if it exists; else, when it names an embedded prior ("toyworld-latent" or
+    "assets/priors/toyworld-latent", so the source checkout's spelling works from an installed package too),
+    that prior; None gives the default prior."""
+    if path is None:
+        return default_prior_path()
+    path = Path(path)
+    if path.exists():
+        return path
+    if path.name in EMBEDDED and path.parts[:-1] in ((), ("assets", "priors")):
+        return embedded_prior_path(path.name)
+    return path
 
 
 def _read_index(root: Path) -> dict:
@@ -87,7 +109,7 @@ class DiffusersPrior(Prior):
     def __init__(self, path: str | Path | None = None, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.path = Path(path) if path is not None else default_prior_path()
+        self.path = resolve_prior_path(path)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         _quiet_libraries()
         index = _read_index(self.path)

@@ -1,5 +1,7 @@
-"""Trains the embedded toy prior on toy-world renders (seeded, so `t3d prior train` reproduces the shipped
-weights up to floating-point differences between machines). See configs/prior/toyworld.yaml."""
+"""Trains the embedded toy priors on toy-world renders (seeded, so `t3d prior train` reproduces the shipped
+weights up to floating-point differences between machines): `kind: pixel` (configs/prior/toyworld.yaml) trains
+a UNet on the images; `kind: latent` (configs/prior/toyworld_latent.yaml) first trains a VAE (latent_train.py),
+then the same UNet training on its scaled latents."""
 from __future__ import annotations
 
 import copy
@@ -7,7 +9,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +23,51 @@ from ..toyworld.dataset import ToyDataset, generate_dataset
 from ..toyworld.prompts import view_prompt
 from .toy_components import build_scheduler, build_text_encoder, build_tokenizer, build_unet, save_pipeline
 
+KINDS = ("pixel", "latent")
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+@dataclass
+class VaeTrainConfig:
+    """The latent prior's autoencoder (diffusers AutoencoderKL), trained before the UNet (kind: latent only)."""
+
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64])  # each level after the first halves the size
+    latent_channels: int = 4
+    layers_per_block: int = 1
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    l1_weight: float = 1.0  # reconstruction loss: l1 |x - x'| + l2 (x - x')², means over pixels
+    l2_weight: float = 1.0
+    kl_weight: float = 1e-4  # KL(posterior || N(0, I)), mean over latent elements; small, as in SD's VAE
+    holdout_views: int = 4  # views per subject rendered with another seed, for the reported PSNR; 0 skips it
+    snapshot_every: int = 500  # write the VAE to <out>/vae every N steps
+    init_from: Optional[str] = None  # take the trained VAE of this latent prior directory (skips VAE training)
+
+    def check(self, resolution: int) -> None:
+        """One-line ConfigError for settings the VAE cannot be built or trained with."""
+        if not self.channels or any(c < 1 or c % 8 for c in self.channels):
+            raise ConfigError(f"vae.channels must be a non-empty list of multiples of 8, got {self.channels}")
+        if resolution % 2 ** (len(self.channels) - 1):
+            raise ConfigError(f"vae.channels: {len(self.channels)} levels downsample by "
+                              f"{2 ** (len(self.channels) - 1)}, which does not divide resolution {resolution}")
+        for name in ("latent_channels", "layers_per_block", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"vae.{name} must be positive, got {getattr(self, name)}")
+        for name in ("l1_weight", "l2_weight", "kl_weight", "holdout_views"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"vae.{name} must be non-negative, got {getattr(self, name)}")
+        if self.l1_weight + self.l2_weight <= 0:
+            raise ConfigError("vae.l1_weight + vae.l2_weight must be positive (no reconstruction loss otherwise)")
+
 
 @dataclass
 class PriorTrainConfig:
     out: str = "assets/priors/toyworld"
+    kind: str = "pixel"  # pixel: UNet on images; latent: VAE, then UNet on its latents (Stable Diffusion's layout)
     dataset_cache: str = "data/toyworld_dataset.npz"  # rendered once, reused while its settings match
+    dataset_seed: Optional[int] = None  # seed of the rendered dataset; None: the training seed
     resolution: int = 32
     views_per_subject: int = 500
     seed: int = 0
@@ -33,6 +75,7 @@ class PriorTrainConfig:
     batch_size: int = 64
     lr: float = 6e-4
     warmup_steps: int = 100
+    lr_end: float = 0.1  # the cosine decay ends at lr_end * lr
     weight_decay: float = 0.01
     ema_decay: float = 0.999
     min_snr_gamma: float = 5.0  # min-SNR-gamma loss weighting (Hang et al. 2023); 0 disables
@@ -40,25 +83,60 @@ class PriorTrainConfig:
     plain_prompt_prob: float = 0.2  # prompt without a view suffix
     channels: list[int] = field(default_factory=lambda: [32, 64, 64])
     layers_per_block: int = 2
+    attention_levels: int = 1  # UNet levels with cross-attention, counted from the lowest resolution
     text_width: int = 64
     text_layers: int = 2
     beta_schedule: str = "squaredcos_cap_v2"
     snapshot_every: int = 250  # write the (EMA) pipeline every N steps so a crash loses little
     threads: int = 0  # torch threads; 0 keeps torch's default
-    init_from: Optional[str] = None  # continue from the unet / text encoder of a saved prior (a second stage)
+    init_from: Optional[str] = None  # continue from the unet / text encoder [/ vae] of a saved prior (a second stage)
     object_weights: dict[str, float] = field(default_factory=dict)  # oversample hard objects, e.g. {robot: 3}
+    weights_dtype: str = "float32"  # of the saved weights (float16 halves the files; the loader casts back)
+    vae: VaeTrainConfig = field(default_factory=VaeTrainConfig)
 
     def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ConfigError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.resolution not in (16, 32, 64):
             raise ConfigError(f"resolution must be 16, 32 or 64, got {self.resolution}")
         for name in ("steps", "batch_size", "views_per_subject"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.lr_end <= 1:
+            raise ConfigError(f"lr_end must be between 0 and 1, got {self.lr_end}")
+        if not 1 <= self.attention_levels <= len(self.channels):
+            raise ConfigError(f"attention_levels must be between 1 and len(channels) = {len(self.channels)}, "
+                              f"got {self.attention_levels}")
+        if self.weights_dtype not in WEIGHT_DTYPES:
+            raise ConfigError(f"weights_dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {self.weights_dtype!r}")
         for name, weight in self.object_weights.items():
             if name not in OBJECTS:
                 raise ConfigError(f"object_weights: unknown object {name!r}; known: {', '.join(OBJECTS)}")
             if weight <= 0:
                 raise ConfigError(f"object_weights.{name} must be positive, got {weight}")
+        if self.kind == "latent":
+            self.vae.check(self.resolution)
+
+
+@dataclass
+class DiffusionData:
+    """What the UNet learns to denoise: `batch(idx, flip)` gives x0 for dataset images `idx` (mirrored where
+    `flip`), `channels` x `size`²; `vae` maps it to images (None: x0 are pixels in [-1, 1])."""
+
+    batch: Callable[[np.ndarray, torch.Tensor], torch.Tensor]
+    channels: int
+    size: int
+    vae: Optional[torch.nn.Module] = None
+    info: dict = field(default_factory=dict)  # recorded in model_index.json (e.g. the VAE's held-out PSNR)
+
+
+def pixel_data(images: torch.Tensor) -> DiffusionData:
+    """The pixel prior's training data: the images themselves, mirrored (every object is left-right symmetric)."""
+    def batch(idx: np.ndarray, flip: torch.Tensor) -> torch.Tensor:
+        x0 = images[idx]
+        return torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+
+    return DiffusionData(batch, images.shape[1], images.shape[-1])
 
 
 def sampling_probabilities(data: ToyDataset, object_weights: dict[str, float]) -> np.ndarray | None:
@@ -71,6 +149,7 @@ def sampling_probabilities(data: ToyDataset, object_weights: dict[str, float]) -
 
 
 def _prompts_for_batch(data: ToyDataset, idx: np.ndarray, rng: np.random.Generator, cfg: PriorTrainConfig) -> list[str]:
+    """Each image's prompt: empty (for classifier-free guidance), plain, or with its camera's view suffix."""
     out = []
     for i in idx:
         u = rng.random()
@@ -84,61 +163,96 @@ def _prompts_for_batch(data: ToyDataset, idx: np.ndarray, rng: np.random.Generat
 
 
 def load_or_render_dataset(cfg: PriorTrainConfig, progress: bool = True) -> ToyDataset:
+    """The toy dataset `cfg` names: the cache at cfg.dataset_cache if it was rendered with the same settings,
+    else rendered now (minutes) and cached."""
     cache = Path(cfg.dataset_cache)
-    meta = {"views_per_subject": cfg.views_per_subject, "resolution": cfg.resolution, "seed": cfg.seed}
+    seed = cfg.seed if cfg.dataset_seed is None else cfg.dataset_seed
+    meta = {"views_per_subject": cfg.views_per_subject, "resolution": cfg.resolution, "seed": seed}
     meta_path = cache.with_suffix(".json")
     if cache.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == meta:
         return ToyDataset.load(cache)
-    data = generate_dataset(cfg.views_per_subject, cfg.resolution, seed=cfg.seed, progress=progress)
+    data = generate_dataset(cfg.views_per_subject, cfg.resolution, seed=seed, progress=progress)
     data.save(cache)
     meta_path.write_text(json.dumps(meta))
     return data
 
 
+def dataset_images(data: ToyDataset) -> torch.Tensor:
+    """The dataset's uint8 images as float (N, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(data.images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def warmup_cosine(lr: float, warmup_steps: int, steps: int, end: float = 0.1) -> Callable[[int], float]:
+    """Learning rate at a step: linear warm-up, then a half cosine from lr down to end * lr at the last step."""
+    mid, amplitude = (1 + end) / 2, (1 - end) / 2
+    return lambda s: lr * min(1.0, (s + 1) / warmup_steps) * (mid + amplitude * math.cos(math.pi * s / steps))
+
+
 def train_prior(cfg: PriorTrainConfig, progress: bool = True, log=print) -> Path:
+    """Train the prior `cfg` describes and save it (diffusers layout) to cfg.out; returns that directory."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     data = load_or_render_dataset(cfg, progress)
-    images = torch.from_numpy(data.images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # [-1, 1]
+    images = dataset_images(data)
+    if cfg.kind == "latent":
+        from .latent_train import latent_data
 
-    tokenizer = build_tokenizer()
+        space = latent_data(cfg, images, progress=progress, log=log)
+    else:
+        space = pixel_data(images)
+    return train_denoiser(cfg, data, space, rng, progress=progress, log=log)
+
+
+def _start_models(cfg: PriorTrainConfig, tokenizer, space: DiffusionData):
+    """(text encoder, unet) in training mode: those of cfg.init_from, else freshly built from cfg."""
     if cfg.init_from:
         from .diffusers_prior import DiffusersPrior
 
         start_prior = DiffusersPrior(cfg.init_from)  # loaded, then trained further (frozen flags undone below)
         text_encoder, unet = start_prior.text_encoder.train(), start_prior.unet.train()
-        text_encoder.requires_grad_(True)
-        unet.requires_grad_(True)
-    else:
-        text_encoder = build_text_encoder(len(tokenizer), cfg.text_width, cfg.text_layers)
-        unet = build_unet(cfg.resolution, cfg.channels, cfg.layers_per_block, cfg.text_width)
-    scheduler = build_scheduler(cfg.beta_schedule)
+        if (unet.config.in_channels, unet.config.sample_size) != (space.channels, space.size):
+            raise ConfigError(f"init_from {cfg.init_from}: its UNet takes {unet.config.in_channels}x"
+                              f"{unet.config.sample_size}², this {cfg.kind} prior needs {space.channels}x{space.size}²")
+        return text_encoder.requires_grad_(True), unet.requires_grad_(True)
+    text_encoder = build_text_encoder(len(tokenizer), cfg.text_width, cfg.text_layers)
+    unet = build_unet(space.size, cfg.channels, cfg.layers_per_block, cfg.text_width, in_channels=space.channels,
+                      attention_levels=cfg.attention_levels)
+    return text_encoder, unet
+
+
+def train_denoiser(cfg: PriorTrainConfig, data: ToyDataset, space: DiffusionData, rng: np.random.Generator,
+                   progress: bool = True, log=print) -> Path:
+    """Train the text encoder and UNet to predict the noise added to `space`'s x0 (the loop both kinds share):
+    CFG prompt dropout, min-SNR weighting, AdamW with warm-up and cosine decay, EMA weights, snapshots."""
+    tokenizer = build_tokenizer()
+    text_encoder, unet = _start_models(cfg, tokenizer, space)
+    scheduler = build_scheduler(cfg.beta_schedule, clip_sample=space.vae is None)
     modules = torch.nn.ModuleDict({"unet": unet, "text_encoder": text_encoder})
     ema = copy.deepcopy(modules).requires_grad_(False)
     opt = torch.optim.AdamW(modules.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    lr_at = lambda s: cfg.lr * min(1.0, (s + 1) / cfg.warmup_steps) * (0.55 + 0.45 * math.cos(math.pi * s / cfg.steps))  # noqa: E731
+    lr_at = warmup_cosine(cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr_end)
     alphas_cumprod = scheduler.alphas_cumprod
     snr = alphas_cumprod / (1 - alphas_cumprod)
     n_params = sum(p.numel() for p in modules.parameters())
-    log(f"toy prior: {n_params / 1e6:.2f}M parameters, {len(data)} images at {cfg.resolution}px, {cfg.steps} steps"
-        + (f", starting from {cfg.init_from}" if cfg.init_from else ""))
+    log(f"toy {cfg.kind} prior: {n_params / 1e6:.2f}M parameters, {len(data)} images at {cfg.resolution}px "
+        f"(x0 {space.channels}x{space.size}²), {cfg.steps} steps" + (f", starting from {cfg.init_from}" if cfg.init_from else ""))
     out = Path(cfg.out)
     start = time.time()
 
     def snapshot(step: int):
-        save_pipeline(out, ema["unet"], ema["text_encoder"], tokenizer, scheduler,
+        save_pipeline(out, ema["unet"], ema["text_encoder"], tokenizer, scheduler, vae=space.vae,
+                      dtype=WEIGHT_DTYPES[cfg.weights_dtype],
                       extra={"trained_steps": step, "train_config": asdict(cfg), "resolution": cfg.resolution,
-                             "train_seconds": round(time.time() - start, 1)})
+                             "train_seconds": round(time.time() - start, 1)} | space.info)
 
     probs = sampling_probabilities(data, cfg.object_weights)
-    bar = tqdm(range(cfg.steps), desc="training toy prior", disable=not progress)
+    bar = tqdm(range(cfg.steps), desc=f"training toy {cfg.kind} prior", disable=not progress)
     for step in bar:
         idx = rng.integers(0, len(data), cfg.batch_size) if probs is None else rng.choice(len(data), cfg.batch_size, p=probs)
-        x0 = images[idx]
         flip = torch.from_numpy(rng.random(cfg.batch_size) < 0.5)
-        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)  # mirror: every object is left-right symmetric
+        x0 = space.batch(idx, flip)
         ids = tokenizer(_prompts_for_batch(data, idx, rng, cfg), padding="max_length", truncation=True,
                         max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
         t = torch.randint(0, 1000, (cfg.batch_size,))
@@ -165,5 +279,5 @@ def train_prior(cfg: PriorTrainConfig, progress: bool = True, log=print) -> Path
         if cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0 and step + 1 < cfg.steps:
             snapshot(step + 1)
     snapshot(cfg.steps)
-    log(f"saved toy prior to {out} after {time.time() - start:.0f}s")
+    log(f"saved toy {cfg.kind} prior to {out} after {time.time() - start:.0f}s")
     return out
