@@ -68,3 +68,23 @@ def test_schedule_steps_stretch_every_schedule(tmp_path):
                           "trainer.schedule_steps=6"])
     absolute = run("c", ["gaussians.lr_means=[0,0.01,0.0,6]", "guidance.max_step_percent=[0,0.98,0.5,6]"])
     assert torch.equal(native.means, stretched.means) and not torch.equal(native.means, absolute.means)
+
+
+def test_stabledreamer_config_switches_to_the_latent_prior(tmp_path):
+    """configs/generate/stabledreamer.yaml: the pixel prior, then the latent prior (renders through the VAE)."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from threedistill.config import packaged_config
+
+    path = packaged_config("generate", "stabledreamer.yaml")
+    first, second = stage_configs(load_generate_config([path], ["prompt=a red cone"]))
+    assert first.prior is None and second.prior == "toyworld-latent" and first.trainer.steps == 150
+    short = [{"name": s.name, "steps": 2, "overrides": list(s.overrides)} for s in OmegaConf.load(path).stages]
+    run = generate(prompt="a red cone", seed=0, out=str(tmp_path), progress=False, log=lambda s: None, config=path,
+                   overrides=FAST["gaussians"] + ["trainer.preview_every=0", "trainer.checkpoint_every=0",
+                                                  f"stages={json.dumps(short)}"])
+    assert run.trainer.stage == 1 and run.trainer.step == 2 and run.trainer.guidance.prior.latent
+    assert run.config.prior == "toyworld-latent" and run.config.trainer.resolution == 16
+    assert all(torch.isfinite(p).all() for p in run.model.parameters())
