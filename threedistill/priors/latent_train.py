@@ -15,7 +15,7 @@ from tqdm import tqdm
 from ..errors import ConfigError
 from ..toyworld.dataset import generate_dataset
 from .toy_components import build_vae
-from .train import DiffusionData, PriorTrainConfig, dataset_images, warmup_cosine
+from .train import DiffusionData, PriorTrainConfig, clipped_step, dataset_images, warmup_cosine
 
 HOLDOUT_SEED_OFFSET = 10_000  # held-out views are rendered with seed dataset_seed + this
 
@@ -70,12 +70,7 @@ def train_vae(cfg: PriorTrainConfig, images: torch.Tensor, progress: bool = True
         flip = torch.from_numpy(rng.random(vc.batch_size) < 0.5)[:, None, None, None]
         x = torch.where(flip, images[idx].flip(-1), images[idx])
         loss, parts = vae_loss(vae, x, vc.l1_weight, vc.l2_weight, vc.kl_weight)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        clipped_step(opt, loss, vae.parameters(), lr_at(step))
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % 50 == 0:
             log(json.dumps({"vae_step": step + 1, "loss": round(loss.item(), 5)}

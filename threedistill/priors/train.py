@@ -188,6 +188,16 @@ def warmup_cosine(lr: float, warmup_steps: int, steps: int, end: float = 0.1) ->
     return lambda s: lr * min(1.0, (s + 1) / warmup_steps) * (mid + amplitude * math.cos(math.pi * s / steps))
 
 
+def clipped_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, lr: float) -> None:
+    """One optimiser step at learning rate `lr` with the gradient norm clipped to 1 (both priors' training)."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
 def train_prior(cfg: PriorTrainConfig, progress: bool = True, log=print) -> Path:
     """Train the prior `cfg` describes and save it (diffusers layout) to cfg.out; returns that directory."""
     if cfg.threads:
@@ -263,12 +273,7 @@ def train_denoiser(cfg: PriorTrainConfig, data: ToyDataset, space: DiffusionData
         per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
         weight = (snr[t].clamp(max=cfg.min_snr_gamma) / snr[t]) if cfg.min_snr_gamma > 0 else torch.ones_like(per_sample)
         loss = (weight * per_sample).mean()
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
-        opt.step()
+        clipped_step(opt, loss, modules.parameters(), lr_at(step))
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for p_ema, p in zip(ema.parameters(), modules.parameters()):
