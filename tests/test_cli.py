@@ -165,3 +165,8 @@ def test_bench_guidance_writes_the_method_table(tmp_path):
     assert "| gaussians | cds | 2 | " in table and "old tables" not in table and "kept by hand" in table
     diversity = float(rows[0].split(" | ")[7])
     assert diversity > 0  # two seeds differ
+    again = t3d("bench", "guidance", "--methods", "sds,cds", "--prompts", str(prompts), "--seeds", "2", "--resume",
+                "--representation", "gaussians", "--steps", "1", "--out", str(out), "--runs-dir", str(tmp_path / "runs"),
+                "--jobs", "2", *FAST_GAUSSIANS)
+    assert again.returncode == 0, again.stderr
+    assert out.read_text() == table and len(list((tmp_path / "runs").glob("*/seed*/*/*/bench_row.json"))) == 4

@@ -315,6 +315,7 @@ def bench_guidance(
     out: Path = typer.Option(Path("docs/benchmarks/guidance.md"), "--out", help="Markdown report to write."),
     runs_dir: Path = typer.Option(Path("outputs/bench-guidance"), help="Where the runs go."),
     jobs: int = typer.Option(2, help="Runs at once (fresh worker processes sharing the cores; results do not change)."),
+    resume: bool = typer.Option(False, "--resume", help="Read finished runs of the same tasks back from --runs-dir."),
 ):
     """Every guidance method against ground truth: IoU, colour, saturation, Janus rate, seed diversity, cost."""
     import os
@@ -348,7 +349,7 @@ def bench_guidance(
     # Bench runs skip the export; the schedules of the 300-step configs are stretched to --steps (README "Generate").
     overrides = ["export=[]", "trainer.schedule_steps=300", *ctx.args]
     write(run_fidelity(prompt_list, seeds, reps, runs_dir, overrides, steps, log=typer.echo, on_row=write,
-                       jobs=jobs, methods=names))  # once more in task order
+                       jobs=jobs, methods=names, reuse=resume))  # once more in task order
     typer.echo(f"wrote {out}")
 
 

@@ -2,6 +2,7 @@
 against ground truth and write a markdown table (per prompt and mean, with wall time per run)."""
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import statistics
@@ -29,41 +30,58 @@ def read_prompts(path: Path | None) -> list[str]:
     return prompts
 
 
+BENCH_ROW = "bench_row.json"  # a finished benchmark run's row, kept in its run directory for --resume
+
+
+def _finished_row(out: Path, prompt: str, task: dict) -> dict | None:
+    """The row of a finished run under `out` with the same prompt, steps and overrides, if any."""
+    for path in sorted(out.glob(f"*/*/{BENCH_ROW}")):
+        row = json.loads(path.read_text())
+        if row.get("prompt") == prompt and row.get("task") == task:
+            return row
+    return None
+
+
 def _one_run(rep: str, prompt: str, seed: int, steps: int | None, out_root: str, overrides: list[str],
-             threads: int | None = None, guidance: str | None = None) -> dict:
+             threads: int | None = None, guidance: str | None = None, reuse: bool = False) -> dict:
     """Generate and evaluate one benchmark run (also the body of a worker process when runs go in parallel).
     Besides the ground-truth metrics: mean step time, teacher evaluations per step and the process's peak memory
-    (the run's own when the worker runs one task)."""
-    import json
+    (the run's own when the worker runs one task). With `reuse`, a finished run of the same task is read back."""
     import resource
 
     from ..runs import generate
 
+    # One folder per seed: parallel runs of the same prompt never share a timestamped run directory.
+    out = Path(out_root) / (f"{guidance}-{rep}" if guidance else "") / f"seed{seed}"
+    task = {"steps": steps, "overrides": list(overrides)}
+    if reuse and (row := _finished_row(out, prompt, task)) is not None:
+        return row
     if threads:
         torch.set_num_threads(threads)
     start = time.time()
-    # One folder per seed: parallel runs of the same prompt never share a timestamped run directory.
-    out = Path(out_root) / (f"{guidance}-{rep}" if guidance else "") / f"seed{seed}"
     run = generate(prompt=prompt, representation=rep, guidance=guidance, seed=seed, steps=steps, out=str(out),
                    overrides=overrides, progress=False, log=lambda s: None)
     metrics = evaluate_run(run.dir)
     logs = [json.loads(line) for line in (run.dir / "log.jsonl").read_text().splitlines()]
     step_seconds = [row["step_seconds"] for row in logs if "step_seconds" in row]
-    return {"representation": rep, "prompt": prompt, "seed": seed, "guidance": run.config.guidance_type,
-            "run_dir": str(run.dir), "wall_seconds": time.time() - start,
-            "step_seconds": statistics.median(step_seconds) if step_seconds else None,
-            "teacher_evals_per_step": run.trainer.guidance.teacher_evals * run.config.trainer.batch_size,
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            **{k: metrics.get(k) for k in ("silhouette_iou", "colour_error", "front_back_correct", "saturation_ratio")}}
+    row = {"representation": rep, "prompt": prompt, "seed": seed, "guidance": run.config.guidance_type,
+           "run_dir": str(run.dir), "wall_seconds": time.time() - start,
+           "step_seconds": statistics.median(step_seconds) if step_seconds else None,
+           "teacher_evals_per_step": run.trainer.guidance.teacher_evals * run.config.trainer.batch_size,
+           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           **{k: metrics.get(k) for k in ("silhouette_iou", "colour_error", "front_back_correct", "saturation_ratio")}}
+    (run.dir / BENCH_ROW).write_text(json.dumps({**row, "task": task}))
+    return row
 
 
 def run_fidelity(prompts: list[str], seeds: int, representations: list[str], out_root: Path,
                  overrides: list[str], steps: int | None = None, log=print, on_row=None, jobs: int = 1,
-                 methods: list[str] | None = None) -> list[dict]:
+                 methods: list[str] | None = None, reuse: bool = False) -> list[dict]:
     """Every (method, representation, prompt, seed) run, evaluated; `on_row(rows)` after each, so a crash loses
     little. `methods` None keeps the configs' guidance. `jobs` > 1 runs that many at once in worker processes
     sharing the CPU cores (results do not change: every run is seeded; wall times per run grow when the cores
-    are shared); with `methods` every run gets a fresh process, so its peak memory is its own."""
+    are shared); with `methods` every run gets a fresh process, so its peak memory is its own. `reuse` reads
+    finished runs of the same task back instead of running them again (a benchmark stopped half-way goes on)."""
     tasks = [(rep, prompt, seed, method) for rep in representations for method in (methods or [None])
              for prompt in prompts for seed in range(seeds)]
     rows: list[dict] = []
@@ -75,13 +93,13 @@ def run_fidelity(prompts: list[str], seeds: int, representations: list[str], out
 
     if jobs <= 1 and not methods:
         for rep, prompt, seed, method in tasks:
-            report(_one_run(rep, prompt, seed, steps, str(out_root), list(overrides), None, method))
+            report(_one_run(rep, prompt, seed, steps, str(out_root), list(overrides), None, method, reuse))
         return rows
     threads = max(1, (os.cpu_count() or 1) // jobs)
     fresh = {"max_tasks_per_child": 1} if methods else {}
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), **fresh) as pool:
-        futures = [pool.submit(_one_run, rep, prompt, seed, steps, str(out_root), list(overrides), threads, method)
-                   for rep, prompt, seed, method in tasks]
+        futures = [pool.submit(_one_run, rep, prompt, seed, steps, str(out_root), list(overrides), threads, method,
+                               reuse) for rep, prompt, seed, method in tasks]
         for future in as_completed(futures):
             report(future.result())
     order = {task: i for i, task in enumerate(tasks)}
