@@ -137,14 +137,21 @@ def _check_guidance_overrides(guidance_type: str, overrides, action: str = "") -
                               f"{', '.join(sorted(fields))}")
 
 
+def _load_for_method(sources: list, overrides, default_method: str, action: str = "",
+                     method_defaults: bool = True) -> GenerateConfig:
+    """A GenerateConfig typed by the guidance method `sources` (files or dicts) and `overrides` pick: the method's
+    configs/guidance/<method>.yaml first when `method_defaults`, then `sources`, then `overrides`."""
+    files = [s for s in sources if not isinstance(s, dict)]
+    method = str(peek_key("guidance_type", files, overrides, default_method))
+    _check_guidance_overrides(method, overrides, action)
+    method_file = method_config_path(method) if method_defaults else None
+    return load_config(generate_schema(method), ([method_file] if method_file else []) + list(sources), overrides)
+
+
 def load_generate_config(config_files, overrides) -> GenerateConfig:
     """Dataclass defaults, then the method's configs/guidance/<method>.yaml, then `config_files` (a representation's
     defaults or the user's YAML), then `key=value` overrides, validated against the chosen method's schema."""
-    files = [f for f in config_files if f is not None]
-    guidance_type = str(peek_key("guidance_type", files, overrides, GenerateConfig.guidance_type))
-    _check_guidance_overrides(guidance_type, overrides)
-    method_file = method_config_path(guidance_type)
-    return load_config(generate_schema(guidance_type), ([method_file] if method_file else []) + files, overrides)
+    return _load_for_method([f for f in config_files if f is not None], overrides, GenerateConfig.guidance_type)
 
 
 def stage_configs(cfg: GenerateConfig) -> list[GenerateConfig]:
@@ -159,14 +166,11 @@ def stage_configs(cfg: GenerateConfig) -> list[GenerateConfig]:
     for i, stage in enumerate(cfg.stages):
         overrides = list(stage.overrides) + [f"trainer.steps={stage.steps}"]
         label = f"stage {i} ({stage.name}): " if stage.name else f"stage {i}: "
-        method = str(peek_key("guidance_type", [], overrides, cfg.guidance_type))
-        _check_guidance_overrides(method, overrides, label)
-        base, sources = dict(resolved), []
-        if method != cfg.guidance_type:  # another method: its own defaults, not the first method's settings
-            base["guidance"] = {}
-            sources = [f for f in [method_config_path(method)] if f]
+        new_method = str(peek_key("guidance_type", [], overrides, cfg.guidance_type)) != cfg.guidance_type
+        # another method starts from its own defaults, not the first method's settings
+        base = {**resolved, "guidance": {}} if new_method else resolved
         try:
-            out.append(load_config(generate_schema(method), sources + [base], overrides))
+            out.append(_load_for_method([base], overrides, cfg.guidance_type, method_defaults=new_method))
         except ConfigError as err:
             raise ConfigError(f"{label}{err}") from None
     return out
@@ -177,9 +181,7 @@ def read_run_config(run_dir: Path, overrides=(), action: str = "") -> GenerateCo
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ThreeDistillError(f"{action}{run_dir} is not a run directory (no config.yaml)")
-    guidance_type = str(peek_key("guidance_type", [path], overrides, GenerateConfig.guidance_type))
-    _check_guidance_overrides(guidance_type, overrides, action)
-    return load_config(generate_schema(guidance_type), path, list(overrides))
+    return _load_for_method([path], list(overrides), GenerateConfig.guidance_type, action, method_defaults=False)
 
 
 def slugify(text: str) -> str:

@@ -115,9 +115,15 @@ def record(rows: list[dict], row: dict, message: str, log, on_row) -> None:
         on_row(rows)
 
 
-def _mean(values) -> str:
+def mean_or_none(values) -> float | None:
+    """The mean of the values that are not None (None if there are none)."""
     values = [v for v in values if v is not None]
-    return f"{statistics.mean(values):.3f}" if values else "-"
+    return statistics.mean(values) if values else None
+
+
+def _mean(values) -> str:
+    value = mean_or_none(values)
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _cells(rs: list[dict], bold_iou: bool = False) -> str:

@@ -7,16 +7,12 @@ import itertools
 import statistics
 
 from ..toyworld.catalogue import get_object
+from .fidelity_bench import mean_or_none as _mean
 from .ground_truth import subject_of
 from .run_eval import load_eval_views
 
 QUICK_PROMPTS = ["a red cone", "a orange duck"]
 QUICK_STEPS = 100
-
-
-def _mean(values):
-    values = [v for v in values if v is not None]
-    return statistics.mean(values) if values else None
 
 
 def seed_diversity(rows: list[dict]) -> float | None:

@@ -15,6 +15,7 @@ import torch
 
 from ..cameras import Cameras
 from ..config import schedule_field
+from ..errors import ConfigError
 from .base import Guidance, GuidanceConfig, PromptState
 
 
@@ -29,8 +30,6 @@ class ASDConfig(GuidanceConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.plus_ratio < 0:
-            from ..errors import ConfigError
-
             raise ConfigError(f"guidance.plus_ratio must be >= 0, got {self.plus_ratio}")
 
 

@@ -151,6 +151,18 @@ class Guidance(torch.nn.Module):
         return eps.split([x.shape[0] for x in xs])
 
     @torch.no_grad()
+    def prompt_eps(self, x_t: torch.Tensor, t: torch.Tensor, cameras: Cameras, prompt: PromptState
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(eps_y, eps_negative, eps_empty) at x_t in one batched call; without a negative prompt the negative
+        prediction is the empty one (no extra evaluation). For methods that keep the three apart (CSD, NFSD)."""
+        b = x_t.shape[0]
+        branches = [(x_t, t, prompt.conditional(cameras)), (x_t, t, prompt.empty(b))]
+        if prompt.negative_prompt != "":
+            branches.append((x_t, t, prompt.unconditional(b)))
+        eps = self.teacher(*branches)
+        return eps[0], eps[2] if len(eps) == 3 else eps[1], eps[1]
+
+    @torch.no_grad()
     def guided_eps(self, x_t: torch.Tensor, t: torch.Tensor, cameras: Cameras, prompt: PromptState,
                    step: int, scale: float | None = None) -> torch.Tensor:
         """The teacher's guided epsilon at noisy renders: plain CFG with the (view-suffixed) prompt, or

@@ -48,16 +48,14 @@ class CSDGuidance(Guidance):
     def classifier_terms(self, x_t: torch.Tensor, t: torch.Tensor, cameras: Cameras, prompt: PromptState
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(eps_y, eps_negative, eps_empty, perp) at x_t; perp is Perp-Neg's perpendicular sum (0 when off)."""
-        b = x_t.shape[0]
-        empty = prompt.empty(b)
-        if self.cfg.perp_neg:
-            from .perp_neg import perp_neg_embeddings, perp_neg_terms
+        if not self.cfg.perp_neg:
+            eps_y, eps_n, eps_e = self.prompt_eps(x_t, t, cameras, prompt)
+            return eps_y, eps_n, eps_e, torch.zeros_like(eps_y)
+        from .perp_neg import perp_neg_embeddings, perp_neg_terms
 
-            pos, negs, weights = perp_neg_embeddings(self.prior, prompt.prompt, cameras)
-            eps_y, eps_e, perp = perp_neg_terms(self.prior, x_t, t, pos, negs, weights, empty)
-        else:
-            eps_y, eps_e = self.teacher((x_t, t, prompt.conditional(cameras)), (x_t, t, empty))
-            perp = torch.zeros_like(eps_y)
+        b = x_t.shape[0]
+        pos, negs, weights = perp_neg_embeddings(self.prior, prompt.prompt, cameras)
+        eps_y, eps_e, perp = perp_neg_terms(self.prior, x_t, t, pos, negs, weights, prompt.empty(b))
         eps_n = eps_e if prompt.negative_prompt == "" else self.teacher((x_t, t, prompt.unconditional(b)))[0]
         return eps_y, eps_n, eps_e, perp
 

@@ -32,14 +32,8 @@ class NFSDGuidance(Guidance):
 
     def gradient(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor,
                  noise: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
         x_t = self.prior.add_noise(x.detach(), noise, t)
-        branches = [(x_t, t, prompt.conditional(cameras)), (x_t, t, prompt.empty(b))]
-        if prompt.negative_prompt != "":
-            branches.append((x_t, t, prompt.unconditional(b)))
-        eps = self.teacher(*branches)
-        eps_y, eps_e = eps[0], eps[1]
-        eps_n = eps[2] if len(eps) == 3 else eps_e
+        eps_y, eps_n, eps_e = self.prompt_eps(x_t, t, cameras, prompt)
         d_c = scheduled(self.cfg.guidance_scale, step) * (eps_y - eps_e)
         small = (t < self.cfg.t_switch).view(-1, *[1] * (x.ndim - 1))
         d_d = torch.where(small, eps_e, eps_e - eps_n)

@@ -113,11 +113,12 @@ def latent_data(cfg: PriorTrainConfig, images: torch.Tensor, progress: bool = Tr
     if source:
         vae, info = _load_vae(source)
         log(f"vae: taken from {source} (scaling factor {vae.config.scaling_factor:.4f})")
+        means, stds = encode_dataset(vae, images)
     else:
         start = time.time()
         vae = train_vae(cfg, images, progress, log)
-        means, _ = encode_dataset(vae, images[: min(len(images), 4096)])
-        vae.register_to_config(scaling_factor=round(1.0 / float(means[:, 0].std()), 5))
+        means, stds = encode_dataset(vae, images)  # unscaled; the scale comes from the first 4096 images
+        vae.register_to_config(scaling_factor=round(1.0 / float(means[:4096, 0].std()), 5))
         info = {"train_seconds": round(time.time() - start, 1), "steps": cfg.vae.steps}
         if cfg.vae.holdout_views:
             holdout = holdout_images(cfg)
@@ -126,7 +127,6 @@ def latent_data(cfg: PriorTrainConfig, images: torch.Tensor, progress: bool = Tr
         vae.save_pretrained(Path(cfg.out) / "vae")
         log(f"vae: scaling factor {vae.config.scaling_factor:.4f}; " + json.dumps(info))
     scale = float(vae.config.scaling_factor)
-    means, stds = encode_dataset(vae, images)
     means, stds = means * scale, stds * scale
     info["scaling_factor"] = scale
     log(f"vae: encoded {len(images)} images (and mirrors); scaled latents mean {means.mean():.3f}, "

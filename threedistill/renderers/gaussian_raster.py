@@ -108,6 +108,15 @@ def _tile_pairs(means2d: torch.Tensor, radii: torch.Tensor, depths: torch.Tensor
         return tile[order_tile], gauss[order_tile]
 
 
+def _record_meta(meta: list | None, means2d: torch.Tensor, radii: torch.Tensor) -> None:
+    """Keep a camera's (means2d, radii) for densification, means2d retaining its screen-space gradient."""
+    if meta is None:
+        return
+    if means2d.requires_grad:
+        means2d.retain_grad()
+    meta.append((means2d, radii))
+
+
 def rasterize_camera(means, covs, opacities, features, viewmat, K, height, width, background=None, meta=None,
                      alpha_min: float = ALPHA_MIN):
     """Composite Gaussians for one camera. features (N,F) are blended like colours (rgb, depth, normals ...).
@@ -117,10 +126,7 @@ def rasterize_camera(means, covs, opacities, features, viewmat, K, height, width
     dtype = means.dtype
     viewmat, K = viewmat.to(dtype), K.to(dtype)
     means2d, conics, depths, radii = project(means, covs, viewmat, K, height, width)
-    if meta is not None:
-        if means2d.requires_grad:
-            means2d.retain_grad()
-        meta.append((means2d, radii))
+    _record_meta(meta, means2d, radii)
     if background is None and native.usable(means2d, conics, opacities, features):
         return _composite_native(means2d, conics, depths, radii, opacities, features, height, width)
     tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
@@ -273,10 +279,7 @@ def _rasterize_native(means, scales, quats, opacities, sh, cameras, height, widt
     for i in range(len(cameras)):
         feats = _NativeFeatures.apply(means, scales, quats, sh, cameras.positions[i], geometry)
         means2d, conics, depths, radii = _NativeProject.apply(means, scales, quats, viewmats[i], Ks[i], height, width)
-        if meta is not None:
-            if means2d.requires_grad:
-                means2d.retain_grad()
-            meta.append((means2d, radii))
+        _record_meta(meta, means2d, radii)
         image, alpha = _composite_native(means2d, conics, depths, radii, opacities, feats, height, width)
         images.append(image)
         alphas.append(alpha)
