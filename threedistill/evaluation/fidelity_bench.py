@@ -36,7 +36,10 @@ BENCH_ROW = "bench_row.json"  # a finished benchmark run's row, kept in its run 
 def _finished_row(out: Path, prompt: str, task: dict) -> dict | None:
     """The row of a finished run under `out` with the same prompt, steps and overrides, if any."""
     for path in sorted(out.glob(f"*/*/{BENCH_ROW}")):
-        row = json.loads(path.read_text())
+        try:
+            row = json.loads(path.read_text())
+        except (OSError, ValueError):  # cut short by a crash while writing: run that task again
+            continue
         if row.get("prompt") == prompt and row.get("task") == task:
             return row
     return None
