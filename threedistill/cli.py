@@ -193,25 +193,26 @@ def prior_eval(
 def generate_cmd(
     ctx: typer.Context,
     prompt: str = typer.Option("", help="Text prompt, e.g. 'a red duck'."),
-    representation: Optional[str] = typer.Option(None, help="nerf or gaussians (default gaussians)."),
+    representation: Optional[str] = typer.Option(None, help="gaussians (default), nerf, triplane or mesh."),
     guidance: Optional[str] = typer.Option(None, help="Guidance method: sds (default), vsd, esd, asd, csd, csm, ism, tsm, bsd, cds, nfsd."),
     prior: Optional[str] = typer.Option(None, help="Local diffusers directory; default: the embedded toy prior."),
     steps: Optional[int] = typer.Option(None, help="Optimisation steps."),
     seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same result on CPU)."),
     out: Optional[str] = typer.Option(None, help="Root of run directories (default outputs/)."),
     device: Optional[str] = typer.Option(None, help="auto (default: CUDA when torch sees a GPU), cpu, cuda or cuda:N."),
-    config: Optional[Path] = typer.Option(None, help="YAML config laid over configs/generate/<representation>.yaml "
-                                          "(e.g. configs/generate/stabledreamer.yaml)."),
+    config: Optional[str] = typer.Option(None, help="YAML config laid over configs/generate/<representation>.yaml: a "
+                                         "path, or a shipped name (stabledreamer, nerf-then-mesh, gaussians-then-mesh, "
+                                         "prolificdreamer)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this directory."),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate against ground truth at the end (toy prompts)."),
 ):
-    """Text to 3D: optimise a NeRF or 3D Gaussians with score distillation, write a run directory."""
+    """Text to 3D: optimise a NeRF, triplane, 3D Gaussians or mesh (or a staged run) with score distillation."""
     from .runs import generate
 
     if resume is None and not prompt.strip():
         raise ThreeDistillError("--prompt is empty; give a text prompt such as --prompt 'a red duck'")
     run = generate(prompt=prompt, representation=representation, guidance=guidance, prior=prior, steps=steps, seed=seed,
-                   out=out, device=device, config=config, overrides=ctx.args, resume=resume, log=lambda s: _console().print(s))
+                   out=out, device=device, config=_config_path(config) if config else None, overrides=ctx.args, resume=resume, log=lambda s: _console().print(s))
     typer.echo(f"run directory: {run.dir}")
     if evaluate and run.trainer.step == run.config.trainer.steps:
         _evaluate_and_print(run.dir, quiet_if_no_gt=True)
@@ -264,9 +265,12 @@ def eval_cmd(run_dir: Path = typer.Argument(..., help="A run directory written b
 
 def _bench_representations(representation: str, seeds: int, jobs: int) -> list[str]:
     """The representations a benchmark runs (one-line errors for bad --representation, --seeds or --jobs)."""
-    reps = ["gaussians", "nerf"] if representation == "both" else [representation]
-    if any(rep not in ("gaussians", "nerf") for rep in reps):
-        raise ThreeDistillError(f"--representation must be nerf, gaussians or both, got {representation!r}")
+    from .runs import REPRESENTATIONS
+
+    reps = ["gaussians", "nerf"] if representation == "both" else [r.strip() for r in representation.split(",")]
+    if any(rep not in REPRESENTATIONS.names() for rep in reps):
+        raise ThreeDistillError(f"--representation must be both (gaussians and nerf) or a comma-separated list of "
+                                f"{', '.join(REPRESENTATIONS.names())}; got {representation!r}")
     for name, value in (("--seeds", seeds), ("--jobs", jobs)):
         if value < 1:
             raise ThreeDistillError(f"{name} must be positive, got {value}")
@@ -278,7 +282,7 @@ def bench_fidelity(
     ctx: typer.Context,
     prompts: Optional[Path] = typer.Option(None, help="Prompt file, one per line (default configs/bench/fidelity_prompts.txt)."),
     seeds: int = typer.Option(3, help="Seeds per prompt."),
-    representation: str = typer.Option("both", help="nerf, gaussians or both."),
+    representation: str = typer.Option("both", help="both (gaussians and nerf), or a comma-separated list of representations."),
     steps: Optional[int] = typer.Option(None, help="Override the configs' step count."),
     out: Path = typer.Option(Path("docs/benchmarks/fidelity.md"), "--out", help="Markdown table to write."),
     runs_dir: Path = typer.Option(Path("outputs/bench-fidelity"), help="Where the runs go."),
@@ -309,7 +313,7 @@ def bench_guidance(
     methods: str = typer.Option("all", help="Comma-separated guidance methods, or all."),
     prompts: Optional[Path] = typer.Option(None, help="Prompt file, one per line (default configs/bench/guidance_prompts.txt)."),
     seeds: int = typer.Option(3, help="Seeds per prompt."),
-    representation: str = typer.Option("both", help="nerf, gaussians or both."),
+    representation: str = typer.Option("both", help="both (gaussians and nerf), or a comma-separated list of representations."),
     steps: int = typer.Option(150, help="Steps per run; the configs' 300-step schedules are stretched to fit."),
     quick: bool = typer.Option(False, "--quick", help="Smoke-size run: 2 prompts (unless --prompts), 1 seed, 100 steps."),
     out: Path = typer.Option(Path("docs/benchmarks/guidance.md"), "--out", help="Markdown report to write."),
@@ -351,6 +355,63 @@ def bench_guidance(
     write(run_fidelity(prompt_list, seeds, reps, runs_dir, overrides, steps, log=typer.echo, on_row=write,
                        jobs=jobs, methods=names, reuse=resume))  # once more in task order
     typer.echo(f"wrote {out}")
+
+
+@bench_app.command("stages", context_settings=EXTRA_ARGS)
+def bench_stages(
+    ctx: typer.Context,
+    configs: str = typer.Option("nerf-then-mesh,gaussians-then-mesh",
+                                help="Comma-separated staged configs: names under configs/generate/ or YAML paths."),
+    prompts: Optional[Path] = typer.Option(None, help="Prompt file, one per line (default configs/bench/stage_prompts.txt)."),
+    seeds: int = typer.Option(1, help="Seeds per prompt."),
+    out: Path = typer.Option(Path("docs/benchmarks/stages.md"), "--out", help="Markdown table to write."),
+    runs_dir: Path = typer.Option(Path("outputs/bench-stages"), help="Where the runs go."),
+    resume: bool = typer.Option(False, "--resume", help="Read finished runs of the same tasks back from --runs-dir."),
+):
+    """Coarse-to-fine runs: the mesh stage's export against exporting the coarse stage directly (Chamfer, volume
+    IoU, silhouette IoU, colour error)."""
+    import os
+    import platform
+
+    from .config import packaged_config
+    from .evaluation.fidelity_bench import read_prompts
+    from .evaluation.stage_bench import markdown_table, run_stage_bench
+
+    paths = [_config_path(name.strip()) for name in configs.split(",") if name.strip()]
+    for path in paths:  # before anything runs
+        from omegaconf import OmegaConf
+
+        if len(OmegaConf.load(path).get("stages") or []) < 2:
+            raise ThreeDistillError(f"{path} has fewer than two stages; `t3d bench stages` compares a coarse stage with "
+                                    f"the last one (e.g. --configs nerf-then-mesh)")
+    if seeds < 1:
+        raise ThreeDistillError(f"--seeds must be positive, got {seeds}")
+    prompt_list = read_prompts(prompts or packaged_config("bench", "stage_prompts.txt"))
+    extra = " " + " ".join(ctx.args) if ctx.args else ""
+    header = (f"# Coarse-to-fine runs against toy-world ground truth\n\n`t3d bench stages --configs {configs} --seeds "
+              f"{seeds}{extra}` on {platform.machine()} ({os.cpu_count()} cores), embedded toy prior. coarse: the "
+              f"first stage's result exported as a mesh (glb); final: the last stage's export. Chamfer is divided by "
+              f"the object's bounding-box diagonal; lower is better.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    run_stage_bench(paths, prompt_list, seeds, runs_dir, list(ctx.args), log=typer.echo, reuse=resume,
+                    on_row=lambda rows: out.write_text(markdown_table(rows, header)))
+    typer.echo(f"wrote {out}")
+
+
+def _config_path(name: str) -> Path:
+    """A config given by name (configs/generate/NAME.yaml) or path, or a one-line error listing the shipped ones."""
+    from .config import packaged_config
+
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ThreeDistillError(f"config file not found: {path}")
+        return path
+    shipped = packaged_config("generate", f"{name}.yaml")
+    if not shipped.is_file():
+        known = sorted(p.stem for p in shipped.parent.glob("*.yaml"))
+        raise ThreeDistillError(f"unknown config {name!r}; shipped: {', '.join(known)} (or give a YAML path)")
+    return shipped
 
 
 @bench_app.command("perf")

@@ -20,12 +20,16 @@ from .errors import ConfigError, ThreeDistillError
 from .guidance import GUIDANCE, GuidanceConfig
 from .registry import Registry
 from .representations.gaussians import Gaussians, GaussiansConfig
+from .representations.mesh import Mesh, MeshConfig
 from .representations.nerf import NeRF, NeRFConfig
+from .representations.triplane import Triplane, TriplaneConfig
 from .trainer import Trainer, TrainerConfig, latest_checkpoint
 
 REPRESENTATIONS: Registry = Registry("representation")
 REPRESENTATIONS.register("nerf")(NeRF)
 REPRESENTATIONS.register("gaussians")(Gaussians)
+REPRESENTATIONS.register("triplane")(Triplane)
+REPRESENTATIONS.register("mesh")(Mesh)
 
 
 @dataclass
@@ -62,10 +66,13 @@ class GenerateConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     nerf: NeRFConfig = field(default_factory=NeRFConfig)
+    triplane: TriplaneConfig = field(default_factory=TriplaneConfig)
     gaussians: GaussiansConfig = field(default_factory=GaussiansConfig)
-    # Stages run one after another on the same representation, each from the previous one's result (StableDreamer's
-    # pixel-then-latent prior, coarse-to-fine schedules); empty = one stage, this config. With stages, trainer.steps
-    # is their total.
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    # Stages run one after another, each from the previous one's result (StableDreamer's pixel-then-latent prior,
+    # coarse-to-fine schedules, a volumetric stage then a mesh stage: `representation=mesh` in a stage's overrides
+    # starts from the previous stage's exported surface); empty = one stage, this config. With stages,
+    # trainer.steps is their total.
     stages: list[StageConfig] = field(default_factory=list)
 
     def __post_init__(self):
@@ -217,7 +224,7 @@ def build(cfg: GenerateConfig, run_dir: Path | None, log=print,
     gen = torch.Generator().manual_seed(cfg.trainer.seed)
     device = resolve_device(device or cfg.device)
     native_kernels.set_mode(cfg.native)
-    model = model_cls(cfg.nerf if cfg.representation == "nerf" else cfg.gaussians, generator=gen, device=device)
+    model = model_cls(getattr(cfg, cfg.representation), generator=gen, device=device)  # its config section
     guidance_cfg = cfg.guidance
     if not isinstance(guidance_cfg, guidance_cls.config_class):  # e.g. a GenerateConfig built in Python
         # carry over what was changed from the shared defaults; the method's own defaults fill the rest

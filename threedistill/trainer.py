@@ -17,6 +17,7 @@ from tqdm import tqdm
 from .cameras import sample_orbit
 from .config import scheduled
 from .errors import ThreeDistillError
+from .representations.convert import load_model_state
 
 
 @dataclass
@@ -57,15 +58,16 @@ def _set_generator_state(gen: torch.Generator, state: str) -> None:
     gen.set_state(torch.frombuffer(bytearray(base64.b64decode(state)), dtype=torch.uint8))
 
 
-def latest_checkpoint(run_dir: Path) -> tuple[Path, dict]:
-    """(path stem, JSON state) of a run's latest checkpoint, or a one-line error."""
+def latest_checkpoint(run_dir: Path, step: int | None = None) -> tuple[Path, dict]:
+    """(path stem, JSON state) of a run's latest checkpoint (or the one at run step `step`), or a one-line error."""
     ckpt_dir = Path(run_dir) / "checkpoints"
     try:
-        stem = ckpt_dir / json.loads((ckpt_dir / "latest.json").read_text())["checkpoint"]
+        name = f"step_{step:06d}" if step is not None else json.loads((ckpt_dir / "latest.json").read_text())["checkpoint"]
+        stem = ckpt_dir / name
         return stem, json.loads(stem.with_suffix(".json").read_text())
     except (OSError, KeyError, ValueError) as err:
-        raise ThreeDistillError(f"{run_dir} has no readable checkpoint ({err}); was the run started and did it "
-                                f"reach its first checkpoint?") from None
+        raise ThreeDistillError(f"{run_dir} has no readable checkpoint{'' if step is None else f' at step {step}'} "
+                                f"({err}); was the run started and did it reach that checkpoint?") from None
 
 
 class Trainer:
@@ -91,16 +93,13 @@ class Trainer:
             g["lr"] = scheduled(g["lr"], self.schedule_step)
         return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
 
-    def _load_model(self, state: dict[str, torch.Tensor]) -> None:
-        if hasattr(self.model, "load_tensors"):  # Gaussians: the point count may differ from the current one
-            self.model.load_tensors(state)
-        else:
-            self.model.load_state_dict(state)
-
     def continue_from(self, previous: "Trainer") -> None:
-        """Start this stage from the previous stage's result and random state, with a fresh optimiser."""
-        self._load_model({k: v.detach() for k, v in previous.model.state_dict().items()})
+        """Start this stage from the previous stage's result and random state, with a fresh optimiser; another
+        representation is initialised from the previous one (e.g. NeRF -> mesh by isosurface)."""
+        from .representations.convert import hand_over  # the export pipeline, only for multi-stage runs
+
         self.generator.set_state(previous.generator.get_state())
+        hand_over(previous.model, self.model, self.generator, self.log)
         self.optimizer = self._make_optimizer()
 
     @property
@@ -137,6 +136,10 @@ class Trainer:
         if c.lambda_orientation and "orientation" in out:
             total = total + scheduled(c.lambda_orientation, when) * out["orientation"]
             logs["reg_orientation"] = float(out["orientation"].detach())
+        if hasattr(self.model, "regularization_losses"):  # e.g. the mesh's Laplacian and normal consistency
+            for name, reg in self.model.regularization_losses().items():
+                total = total + reg
+                logs[name] = float(reg.detach())
         if c.lambda_scale and hasattr(self.model, "scales"):
             reg = self.model.scales.max(-1).values.mean()
             total = total + scheduled(c.lambda_scale, when) * reg
@@ -220,13 +223,14 @@ class Trainer:
         latest.replace(ckpt_dir / "latest.json")
         return stem
 
-    def load_checkpoint(self, run_dir: Path) -> None:
-        stem, state = latest_checkpoint(run_dir)
+    def load_checkpoint(self, run_dir: Path, step: int | None = None) -> None:
+        """Restore the latest checkpoint (or the one at run step `step`): model, optimiser, guidance, random state."""
+        stem, state = latest_checkpoint(run_dir, step)
         try:
             tensors = load_file(str(stem.with_suffix(".safetensors")))
         except (OSError, ValueError) as err:
             raise ThreeDistillError(f"{run_dir}: checkpoint {stem.name} is unreadable ({err})") from None
-        self._load_model({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        load_model_state(self.model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
         for name in ("grad_accum", "grad_count"):
             if f"stats.{name}" in tensors:
                 setattr(self.model, name, tensors[f"stats.{name}"].to(self.model.device))

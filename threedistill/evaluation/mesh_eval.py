@@ -73,7 +73,7 @@ def chamfer(a: torch.Tensor, b: torch.Tensor, chunk: int = 2048) -> float:
 def mesh_metrics(mesh: trimesh.Trimesh, colour: str, obj: str, resolution: int = 64, seed: int = 0) -> dict:
     gt = toy_mesh(obj, colour)
     render = render_mesh(mesh, eval_cameras(), resolution)
-    silhouette = compare(render, colour, obj, resolution)["silhouette_iou"]
+    against_truth = compare(render, colour, obj, resolution)
     rng = np.random.default_rng(seed)
     ours = torch.tensor(trimesh.sample.sample_surface(mesh, SURFACE_SAMPLES, seed=rng)[0], dtype=torch.float32)
     theirs = torch.tensor(trimesh.sample.sample_surface(gt, SURFACE_SAMPLES, seed=rng)[0], dtype=torch.float32)
@@ -84,5 +84,6 @@ def mesh_metrics(mesh: trimesh.Trimesh, colour: str, obj: str, resolution: int =
     coarse = _coarse(mesh)
     inside = winding_numbers(torch.tensor(coarse.vertices, dtype=torch.float32), torch.tensor(coarse.faces), grid) > 0.5
     volume_iou = float((inside & inside_gt).sum() / (inside | inside_gt).sum().clamp_min(1))
-    return {"mesh_silhouette_iou": silhouette, "mesh_chamfer": chamfer(ours, theirs) / size, "mesh_volume_iou": volume_iou,
+    return {"mesh_silhouette_iou": against_truth["silhouette_iou"], "mesh_colour_error": against_truth["colour_error"],
+            "mesh_chamfer": chamfer(ours, theirs) / size, "mesh_volume_iou": volume_iou,
             "mesh_faces": int(len(mesh.faces))}

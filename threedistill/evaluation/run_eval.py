@@ -12,16 +12,17 @@ from .ground_truth import EVAL_AZIMUTHS, compare, eval_cameras, subject_of
 EVAL_RESOLUTION = 64
 
 
-def load_run(run_dir: Path, cfg=None):
-    """Rebuild a run's model from its config (read from config.yaml unless given) and latest checkpoint."""
+def load_run(run_dir: Path, cfg=None, step: int | None = None):
+    """Rebuild a run's model from its config (read from config.yaml unless given) and latest checkpoint (or the one
+    at run step `step`, e.g. the end of a coarse stage)."""
     from ..runs import Run, build, read_run_config, stage_configs
     from ..trainer import latest_checkpoint
 
     run_dir = Path(run_dir)
     cfg = cfg or read_run_config(run_dir)
-    cfg = stage_configs(cfg)[int(latest_checkpoint(run_dir)[1].get("stage", 0))]  # a multi-stage run's current stage
+    cfg = stage_configs(cfg)[int(latest_checkpoint(run_dir, step)[1].get("stage", 0))]  # that checkpoint's stage
     model, trainer = build(cfg, None, log=lambda s: None, device="cpu")
-    trainer.load_checkpoint(run_dir)
+    trainer.load_checkpoint(run_dir, step)
     return Run(run_dir, cfg, model, trainer)
 
 
@@ -53,6 +54,13 @@ def load_eval_views(run_dir: Path) -> torch.Tensor:
     return torch.from_numpy(data).float() / 255.0
 
 
+def render_eval_views(run) -> dict:
+    """rgb and alpha of a loaded run at the fixed evaluation views (what its metrics are computed from)."""
+    cams = eval_cameras()
+    renders = [run.render(cams[i:i + 4], EVAL_RESOLUTION) for i in range(0, len(cams), 4)]
+    return {k: torch.cat([r[k] for r in renders]) for k in ("rgb", "alpha")}
+
+
 def evaluate_run(run_dir: Path) -> dict:
     from ..runs import read_run_config
 
@@ -60,9 +68,7 @@ def evaluate_run(run_dir: Path) -> dict:
     cfg = read_run_config(run_dir)
     colour, obj = subject_of(cfg.prompt)  # before building anything: fails fast on prompts without ground truth
     run = load_run(run_dir, cfg)
-    cams = eval_cameras()
-    renders = [run.render(cams[i:i + 4], EVAL_RESOLUTION) for i in range(0, len(cams), 4)]
-    render = {k: torch.cat([r[k] for r in renders]) for k in ("rgb", "alpha")}
+    render = render_eval_views(run)
     metrics = {"prompt": cfg.prompt, "object": obj, "colour": colour, "step": run.trainer.step}
     metrics |= compare(render, colour, obj, EVAL_RESOLUTION)
     write_comparison(run_dir / "renders" / "eval_vs_ground_truth.png", render["rgb"], colour, obj)

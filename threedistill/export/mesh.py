@@ -29,9 +29,9 @@ THRESHOLD_RESOLUTION = 48
 @dataclass
 class MeshResult:
     mesh: trimesh.Trimesh  # vertices in world units, +Y up, front +Z, faces counter-clockwise from outside
-    threshold: float  # the chosen isosurface level of the field
-    threshold_iou: float  # silhouette IoU of that level against the representation's alpha on THRESHOLD_VIEWS
-    field: str  # what was thresholded ("density" or "opacity")
+    threshold: float | None  # the chosen isosurface level of the field (None for a mesh representation)
+    threshold_iou: float | None  # silhouette IoU of that level against the representation's alpha on THRESHOLD_VIEWS
+    field: str  # what was thresholded ("density" or "opacity"), or "mesh" for a mesh representation
     textured: bool  # a baked baseColor texture (else per-vertex colours)
     seconds: float
 
@@ -153,18 +153,27 @@ def extract_mesh(model, faces: int = 20000, texture_size: int = 1024, resolution
     (texture_size > 0 and xatlas succeeds) or per-vertex colours."""
     check_budget(faces, texture_size)
     start = time.perf_counter()
-    grids = field_grids(model, resolution)
-    grid, name = grids.field, grids.name
+    if hasattr(model, "export_mesh"):  # a mesh representation: its own triangles and texture field
+        vertices, triangles, _ = model.export_mesh()
+        mesh = decimate(trimesh.Trimesh(vertices, triangles, process=False), faces)
+        level, iou, name = None, None, "mesh"
+        log(f"surface: the mesh itself, {len(mesh.faces)} faces")
 
-    def render_alpha(cams, res):
-        return model.render(cams, res, res, geometry=False, perturb=False)["alpha"][:, 0]
+        def colour_fn(points, normals):
+            return model.colour_at(points)
+    else:
+        grids = field_grids(model, resolution)
+        grid, name = grids.field, grids.name
 
-    level, iou = choose_threshold(grid, render_alpha)
-    mesh = decimate(surface(grid, level), faces)
-    log(f"surface: {name} level {level:.4g} (silhouette IoU {iou:.3f} against the renders), {len(mesh.faces)} faces")
+        def render_alpha(cams, res):
+            return model.render(cams, res, res, geometry=False, perturb=False)["alpha"][:, 0]
 
-    def colour_fn(points, normals):
-        return surface_colours(grids, points, normals)
+        level, iou = choose_threshold(grid, render_alpha)
+        mesh = decimate(surface(grid, level), faces)
+        log(f"surface: {name} level {level:.4g} (silhouette IoU {iou:.3f} against the renders), {len(mesh.faces)} faces")
+
+        def colour_fn(points, normals):
+            return surface_colours(grids, points, normals)
 
     positions = torch.tensor(np.asarray(mesh.vertices), dtype=torch.float32)
     unit_normals = vertex_normals(mesh)

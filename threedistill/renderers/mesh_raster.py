@@ -27,22 +27,34 @@ def rasterize_mesh(vertices: torch.Tensor, faces: torch.Tensor, colours: torch.T
 def triangle_pixels(tri_xy: torch.Tensor, height: int, width: int, keep: torch.Tensor | None = None):
     """Every pixel centre inside a 2D triangle (F,3,2) (pixel units, x right, y down): triangle ids, flat pixel
     ids (y * width + x) and barycentric weights (P,3). `keep` (F,) masks triangles out."""
-    lo = tri_xy.min(1).values.floor().clamp_min(0).long()
-    hi = tri_xy.max(1).values.ceil().long()
+    tri, px, py = box_pixels(tri_xy, height, width, keep)
+    p = torch.stack([px, py], -1).to(tri_xy.dtype) + 0.5
+    bary, ok = screen_barycentrics(tri_xy[tri], p)
+    inside = ok & (bary >= 0).all(-1)
+    return tri[inside], (py * width + px)[inside], bary[inside]
+
+
+def box_pixels(tri_xy: torch.Tensor, height: int, width: int, keep: torch.Tensor | None = None, margin: float = 0.0):
+    """(triangle id, pixel x, pixel y) for every pixel whose centre lies in a triangle's screen bounding box
+    grown by `margin` pixels, clipped to the image; `keep` (F,) masks triangles out."""
+    lo = (tri_xy.min(1).values - margin).floor().clamp_min(0).long()
+    hi = (tri_xy.max(1).values + margin).ceil().long()
     hi[:, 0], hi[:, 1] = hi[:, 0].clamp(max=width), hi[:, 1].clamp(max=height)
     nx, ny = (hi[:, 0] - lo[:, 0]).clamp_min(0), (hi[:, 1] - lo[:, 1]).clamp_min(0)
     if keep is not None:
         nx = torch.where(keep, nx, torch.zeros_like(nx))
-    tri, px, py = box_cells(lo[:, 0], lo[:, 1], nx, ny)
-    p = torch.stack([px, py], -1).to(tri_xy.dtype) + 0.5
-    a, b, c = tri_xy[tri, 0], tri_xy[tri, 1], tri_xy[tri, 2]
-    area = _cross(b - a, c - a)
+    return box_cells(lo[:, 0], lo[:, 1], nx, ny)
+
+
+def screen_barycentrics(tri: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Screen-space barycentric weights (P,3) of points p (P,2) in triangles tri (P,3,2), and which triangles
+    are not degenerate (P,) (the weights of degenerate ones are meaningless)."""
+    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+    area = cross2d(b - a, c - a)
     ok = area.abs() > 1e-12
     safe = torch.where(ok, area, torch.ones_like(area))
-    w0, w1 = _cross(b - p, c - p) / safe, _cross(c - p, a - p) / safe
-    w2 = 1 - w0 - w1
-    inside = ok & (w0 >= 0) & (w1 >= 0) & (w2 >= 0)
-    return tri[inside], (py * width + px)[inside], torch.stack([w0, w1, w2], -1)[inside]
+    w0, w1 = cross2d(b - p, c - p) / safe, cross2d(c - p, a - p) / safe
+    return torch.stack([w0, w1, 1 - w0 - w1], -1), ok
 
 
 def _rasterize_one(vertices, faces, colours, camera, height, width, background):
@@ -62,5 +74,5 @@ def _rasterize_one(vertices, faces, colours, camera, height, width, background):
     return rgb.reshape(3, height, width), alpha.reshape(1, height, width)
 
 
-def _cross(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def cross2d(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]

@@ -18,11 +18,9 @@ from .hash_grid import make_encoding
 
 
 @dataclass
-class NeRFConfig:
-    levels: int = 12
-    log2_table_size: int = 15
-    base_resolution: int = 16
-    max_resolution: int = 256
+class FieldConfig:
+    """What every radiance field shares (MLPs, density blob, background, samples, learning rates); the
+    encoding's settings live in the subclasses."""
     hidden: int = 64
     geo_features: int = 15
     blob_density: float = 10.0
@@ -31,31 +29,48 @@ class NeRFConfig:
     n_samples: int = 32
     n_importance: int = 32
     normal_eps: float = 0.01  # finite-difference step for density-gradient normals
-    lr_grid: Any = 1e-2  # learning rates: a number or a schedule [k0, v0, v1, k1]
+    lr_grid: Any = 1e-2  # learning rates: a number or a schedule [k0, v0, v1, k1]; lr_grid is the encoding's
     lr_mlp: Any = 1e-3
     lr_background: Any = 1e-3
 
     def __post_init__(self):
         if self.background not in ("white", "learned"):
             raise ConfigError(f"background must be 'white' or 'learned', got {self.background!r}")
-        check_schedules(self, "nerf", ("lr_grid", "lr_mlp", "lr_background"))
+        check_schedules(self, self.section, ("lr_grid", "lr_mlp", "lr_background"))
+
+    section = "nerf"  # the config section's name, for error messages
 
 
-class NeRF(nn.Module):
-    def __init__(self, cfg: NeRFConfig | None = None, generator: torch.Generator | None = None,
+@dataclass
+class NeRFConfig(FieldConfig):
+    levels: int = 12
+    log2_table_size: int = 15
+    base_resolution: int = 16
+    max_resolution: int = 256
+
+
+class RadianceField(nn.Module):
+    """A NeRF-style field: an encoding of [0,1]^3 (made by `make_encoding`), a density MLP with the blob bias, a
+    colour MLP and a background; rendered by the shared volume renderer."""
+
+    config_class: type = FieldConfig
+
+    def __init__(self, cfg: FieldConfig | None = None, generator: torch.Generator | None = None,
                  device: str | torch.device = "cpu"):
         super().__init__()
-        self.cfg = cfg = cfg or NeRFConfig()
+        self.cfg = cfg = cfg or self.config_class()
         if generator is not None:
             torch.manual_seed(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
-        self.encoding = make_encoding(torch.device(device), levels=cfg.levels, log2_table_size=cfg.log2_table_size,
-                                      base_resolution=cfg.base_resolution, max_resolution=cfg.max_resolution)
+        self.encoding = self.make_encoding(cfg, torch.device(device))
         self.density_net = nn.Sequential(nn.Linear(self.encoding.output_dim, cfg.hidden), nn.ReLU(),
                                          nn.Linear(cfg.hidden, 1 + cfg.geo_features))
         self.color_net = nn.Sequential(nn.Linear(cfg.geo_features, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 3))
         self.background_net = nn.Sequential(nn.Linear(3, 32), nn.ReLU(), nn.Linear(32, 3)) \
             if cfg.background == "learned" else None
         self.to(device)  # parameters are initialised on the CPU (same values on any device), then moved
+
+    def make_encoding(self, cfg: FieldConfig, device: torch.device) -> nn.Module:
+        raise NotImplementedError
 
     @property
     def device(self) -> torch.device:
@@ -97,3 +112,13 @@ class NeRF(nn.Module):
         """rgb, alpha, depth, normal (B,C,H,W); normals (6 extra field evaluations) only when `geometry`."""
         return render_volume(self, cameras.to(self.device), height, width, self.cfg.n_samples, self.cfg.n_importance, background,
                              geometry, generator, perturb)
+
+
+class NeRF(RadianceField):
+    """The hash-grid NeRF (Instant-NGP encoding; tinycudann's on CUDA when installed)."""
+
+    config_class = NeRFConfig
+
+    def make_encoding(self, cfg: NeRFConfig, device: torch.device) -> nn.Module:
+        return make_encoding(device, levels=cfg.levels, log2_table_size=cfg.log2_table_size,
+                             base_resolution=cfg.base_resolution, max_resolution=cfg.max_resolution)

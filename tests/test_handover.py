@@ -1,0 +1,108 @@
+"""Stage hand-over between representations keeps the geometry (silhouette IoU before and after), and a
+NeRF -> mesh run works end to end: resume inside the mesh stage, evaluation and export of the mesh stage."""
+import pytest
+import torch
+
+from test_generate import FAST, final_tensors
+from threedistill.cameras import orbit_cameras
+from threedistill.errors import ConfigError
+from threedistill.representations.convert import hand_over
+from threedistill.representations.gaussians import Gaussians, GaussiansConfig
+from threedistill.representations.mesh import Mesh, MeshConfig
+from threedistill.representations.nerf import NeRF
+from threedistill.representations.triplane import Triplane, TriplaneConfig
+from threedistill.runs import generate
+
+VIEWS = orbit_cameras([0.0, 90.0, 180.0, 270.0], 15.0, 2.8)
+
+
+def silhouette(model, size: int = 64) -> torch.Tensor:
+    with torch.no_grad():
+        return model.render(VIEWS, size, size, perturb=False)["alpha"] > 0.5
+
+
+def iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+@pytest.fixture(scope="module")
+def blob():
+    """An untrained NeRF: its density blob is a ball of radius ~0.5, offset so that it is not centred."""
+    nerf = NeRF(generator=torch.Generator().manual_seed(0))
+    nerf.density_net[-1].bias.data[0] = -3.0  # a smaller ball: the hand-over must follow the field, not a default
+    return nerf
+
+
+def test_field_to_mesh_keeps_the_silhouette_and_the_colour(blob):
+    mesh = Mesh(MeshConfig(handover_faces=2000))
+    before = mesh.vertices.detach().clone()
+    hand_over(blob, mesh, torch.Generator().manual_seed(0))
+    assert len(mesh.faces) <= 2000 and not torch.equal(mesh.vertices.detach()[:10], before[:10])
+    assert iou(silhouette(blob), silhouette(mesh)) > 0.9
+    with torch.no_grad():  # the texture field took over the field's colours at the surface
+        v = mesh.vertices
+        _, feats = blob.density(v)
+        assert (mesh.colour_at(v) - blob.color(feats, torch.zeros_like(v))).abs().mean() < 0.05
+
+
+def test_field_to_gaussians_keeps_the_silhouette(blob):
+    gaussians = Gaussians(GaussiansConfig(num_points=1500))
+    hand_over(blob, gaussians, torch.Generator().manual_seed(0))
+    assert len(gaussians) == 1500
+    assert iou(silhouette(blob), silhouette(gaussians)) > 0.8
+
+
+def test_gaussians_to_mesh_keeps_the_silhouette():
+    points = torch.nn.functional.normalize(torch.randn(3000, 3, generator=torch.Generator().manual_seed(1)), dim=-1)
+    gaussians = Gaussians.from_points(points * 0.45, torch.full((3000, 3), 0.8), GaussiansConfig(init_opacity=0.5))
+    mesh = Mesh(MeshConfig(handover_faces=2000))
+    hand_over(gaussians, mesh, torch.Generator().manual_seed(0))
+    assert iou(silhouette(gaussians), silhouette(mesh)) > 0.85
+
+
+def test_same_representation_carries_the_parameters_over():
+    a, b = Triplane(TriplaneConfig(), generator=torch.Generator().manual_seed(0)), Triplane(TriplaneConfig())
+    hand_over(a, b, torch.Generator())
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_an_unsupported_hand_over_is_one_line(blob):
+    with pytest.raises(ConfigError, match="no hand-over from mesh to nerf; supported: "):
+        hand_over(Mesh(), blob, torch.Generator())
+
+
+STAGES = ('stages=[{name: coarse, steps: 3}, {name: mesh, steps: 3, overrides: ["representation=mesh", '
+          '"trainer.resolution=24"]}]')
+MESH = ["mesh.handover_faces=600", "mesh.levels=4", "mesh.log2_table_size=10", "trainer.checkpoint_every=2",
+        "trainer.preview_every=0"]
+
+
+def nerf_then_mesh(tmp_path, name, **kw):
+    return generate(prompt="a red cone", representation="nerf", seed=2, out=str(tmp_path / name), progress=False,
+                    log=lambda s: None, overrides=FAST["nerf"] + MESH + [STAGES], **kw)
+
+
+def test_nerf_then_mesh_resumes_inside_the_mesh_stage_bit_identical(tmp_path):
+    full = nerf_then_mesh(tmp_path, "full")
+    assert full.config.representation == "mesh" and isinstance(full.model, Mesh) and full.trainer.step == 3
+    cut = nerf_then_mesh(tmp_path, "cut", stop_at=5)
+    resumed = generate(resume=cut.dir, progress=False, log=lambda s: None)
+    a, b = final_tensors(full), final_tensors(resumed)
+    assert a.keys() == b.keys() and "model.offsets" in a
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    logged = (full.dir / "log.jsonl").read_text()
+    assert '"reg_laplacian"' in logged and '"stage": 1' in logged
+
+
+def test_a_mesh_stage_is_evaluated_and_exported_as_its_own_mesh(tmp_path):
+    from threedistill.evaluation.run_eval import evaluate_run, load_run
+    from threedistill.export.run_export import export_run
+
+    run = nerf_then_mesh(tmp_path, "export")
+    path = export_run(run.dir, "glb", faces=1000, texture_size=0)
+    metrics = evaluate_run(run.dir)
+    assert metrics["step"] == 3 and metrics["mesh_silhouette_iou"] > 0.8 * metrics["silhouette_iou"]
+    coarse = load_run(run.dir, step=3)  # the coarse stage's last checkpoint is still there
+    assert isinstance(coarse.model, NeRF) and coarse.trainer.step == 3
+    assert '"field": "mesh"' in path.with_name(path.name + ".json").read_text()
