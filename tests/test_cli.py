@@ -161,8 +161,8 @@ def test_bench_guidance_writes_the_method_table(tmp_path):
     out = tmp_path / "guidance.md"
     out.write_text("old tables\n\n## Reading\n\nkept by hand\n")
     result = t3d("bench", "guidance", "--methods", "sds,cds", "--prompts", str(prompts), "--seeds", "2",
-                 "--representation", "gaussians", "--steps", "1", "--out", str(out), "--runs-dir", str(tmp_path / "runs"),
-                 "--jobs", "2", *FAST_GAUSSIANS)
+                 "--representation", "gaussians", "--steps", "1", "--out", str(out), "--runs-dir", "runs",
+                 "--jobs", "2", *FAST_GAUSSIANS, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     table = out.read_text()
     rows = [line for line in table.splitlines() if line.startswith("| gaussians |")]
@@ -170,8 +170,10 @@ def test_bench_guidance_writes_the_method_table(tmp_path):
     assert "| gaussians | cds | 2 | " in table and "old tables" not in table and "kept by hand" in table
     diversity = float(rows[0].split(" | ")[7])
     assert diversity > 0  # two seeds differ
+    elsewhere = tmp_path / "elsewhere"  # resumed from another directory: the report still finds the runs
+    elsewhere.mkdir()
     again = t3d("bench", "guidance", "--methods", "sds,cds", "--prompts", str(prompts), "--seeds", "2", "--resume",
                 "--representation", "gaussians", "--steps", "1", "--out", str(out), "--runs-dir", str(tmp_path / "runs"),
-                "--jobs", "2", *FAST_GAUSSIANS)
+                "--jobs", "2", *FAST_GAUSSIANS, cwd=elsewhere)
     assert again.returncode == 0, again.stderr
     assert out.read_text() == table and len(list((tmp_path / "runs").glob("*/seed*/*/*/bench_row.json"))) == 4

@@ -224,7 +224,8 @@ def build(cfg: GenerateConfig, run_dir: Path | None, log=print,
     gen = torch.Generator().manual_seed(cfg.trainer.seed)
     device = resolve_device(device or cfg.device)
     native_kernels.set_mode(cfg.native)
-    model = model_cls(getattr(cfg, cfg.representation), generator=gen, device=device)  # its config section
+    # its config section (a plugin representation without one gets its own defaults)
+    model = model_cls(getattr(cfg, cfg.representation, None), generator=gen, device=device)
     guidance_cfg = cfg.guidance
     if not isinstance(guidance_cfg, guidance_cls.config_class):  # e.g. a GenerateConfig built in Python
         # carry over what was changed from the shared defaults; the method's own defaults fill the rest

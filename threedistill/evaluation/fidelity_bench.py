@@ -45,20 +45,23 @@ def _finished_row(out: Path, prompt: str, task: dict) -> dict | None:
     return None
 
 
+def _task_dir(out_root, rep: str, seed: int, guidance: str | None) -> Path:
+    """Where a benchmark task's run goes: one folder per seed, so parallel runs of the same prompt never share a
+    timestamped run directory; absolute, so reports find the runs from any working directory."""
+    return (Path(out_root) / (f"{guidance}-{rep}" if guidance else "") / f"seed{seed}").resolve()
+
+
 def _one_run(rep: str, prompt: str, seed: int, steps: int | None, out_root: str, overrides: list[str],
-             threads: int | None = None, guidance: str | None = None, reuse: bool = False) -> dict:
+             threads: int | None = None, guidance: str | None = None) -> dict:
     """Generate and evaluate one benchmark run (also the body of a worker process when runs go in parallel).
     Besides the ground-truth metrics: mean step time, teacher evaluations per step and the process's peak memory
-    (the run's own when the worker runs one task). With `reuse`, a finished run of the same task is read back."""
+    (the run's own when the worker runs one task)."""
     import resource
 
     from ..runs import generate
 
-    # One folder per seed: parallel runs of the same prompt never share a timestamped run directory.
-    out = Path(out_root) / (f"{guidance}-{rep}" if guidance else "") / f"seed{seed}"
+    out = _task_dir(out_root, rep, seed, guidance)
     task = {"steps": steps, "overrides": list(overrides)}
-    if reuse and (row := _finished_row(out, prompt, task)) is not None:
-        return row
     if threads:
         torch.set_num_threads(threads)
     start = time.time()
@@ -94,17 +97,25 @@ def run_fidelity(prompts: list[str], seeds: int, representations: list[str], out
                           f"IoU {row['silhouette_iou']:.3f}  colour err {row['colour_error']:.3f}  "
                           f"{row['wall_seconds']:.0f}s", log, on_row)
 
+    todo = []
+    for rep, prompt, seed, method in tasks:  # finished runs are read back here, without a worker process
+        task = {"steps": steps, "overrides": list(overrides)}
+        row = _finished_row(_task_dir(out_root, rep, seed, method), prompt, task) if reuse else None
+        report(row) if row is not None else todo.append((rep, prompt, seed, method))
     if jobs <= 1 and not methods:
-        for rep, prompt, seed, method in tasks:
-            report(_one_run(rep, prompt, seed, steps, str(out_root), list(overrides), None, method, reuse))
+        for rep, prompt, seed, method in todo:
+            report(_one_run(rep, prompt, seed, steps, str(out_root), list(overrides), None, method))
         return rows
     threads = max(1, (os.cpu_count() or 1) // jobs)
     fresh = {"max_tasks_per_child": 1} if methods else {}
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), **fresh) as pool:
-        futures = [pool.submit(_one_run, rep, prompt, seed, steps, str(out_root), list(overrides), threads, method,
-                               reuse) for rep, prompt, seed, method in tasks]
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), **fresh)
+    try:
+        futures = [pool.submit(_one_run, rep, prompt, seed, steps, str(out_root), list(overrides), threads, method)
+                   for rep, prompt, seed, method in todo]
         for future in as_completed(futures):
             report(future.result())
+    finally:  # on an error, stop at once: queued runs would otherwise all run before the error shows
+        pool.shutdown(wait=True, cancel_futures=True)
     order = {task: i for i, task in enumerate(tasks)}
     rows.sort(key=lambda r: order[(r["representation"], r["prompt"], r["seed"], r["guidance"] if methods else None)])
     return rows
