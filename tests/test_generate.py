@@ -70,7 +70,7 @@ def test_learning_rate_schedules_reach_the_optimiser(tmp_path):
 def test_bad_generate_inputs(tmp_path):
     with pytest.raises(ThreeDistillError, match="prompt is empty"):
         generate(prompt="  ", out=str(tmp_path), progress=False)
-    with pytest.raises(UnknownNameError, match="unknown representation 'voxels'; known: gaussians, nerf"):
+    with pytest.raises(UnknownNameError, match="unknown representation 'voxels'; known: gaussians, mesh, nerf, triplane"):
         generate(prompt="a red cube", representation="voxels", out=str(tmp_path), progress=False)
     with pytest.raises(UnknownNameError, match="unknown guidance 'sdx'"):
         generate(prompt="a red cube", guidance="sdx", out=str(tmp_path), progress=False)

@@ -26,8 +26,8 @@ def rasterize_mesh_soft(vertices: torch.Tensor, faces: torch.Tensor, cameras: Ca
                         sigma: float = 0.5, margin: float = 3.0) -> dict[str, torch.Tensor]:
     """face (B,H,W; -1 empty), bary (B,H,W,3, perspective-correct), depth (B,1,H,W, view depth), points
     (B,H,W,3, world), normal (B,3,H,W, world, from the face winding) and soft alpha (B,1,H,W) of a mesh:
-    vertices (V,3), faces (F,3) long. Pairs farther than `margin` * sigma pixels from a triangle's bounding
-    box add nothing to alpha. Empty pixels hold 0 (face -1). Both windings are drawn."""
+    vertices (V,3), faces (F,3) long. Alpha is antialiased within `margin` * sigma pixels of the outline (see the
+    module docstring). Empty pixels hold 0 (face -1). Both windings are drawn."""
     dtype = vertices.dtype
     cams = Cameras(*(t.to(vertices.device, dtype) for t in (cameras.c2w, cameras.fovy, cameras.azimuth,
                                                             cameras.elevation, cameras.radius)))
@@ -58,7 +58,7 @@ def _rasterize_one(tri_xy, tri_z, tri_world, face_normals, height, width, sigma,
     n_pix = height * width
     keep = (tri_z > NEAR).all(-1)
     with torch.no_grad():
-        tri, px, py = box_pixels(tri_xy.detach(), height, width, keep, margin * sigma)
+        tri, px, py = box_pixels(tri_xy.detach(), height, width, keep)  # visibility: pixels inside triangles only
         p = torch.stack([px, py], -1).to(tri_xy.dtype) + 0.5
         pix = py * width + px
         bary, ok = screen_barycentrics(tri_xy.detach()[tri], p)
