@@ -33,9 +33,9 @@ def read_prompts(path: Path | None) -> list[str]:
 BENCH_ROW = "bench_row.json"  # a finished benchmark run's row, kept in its run directory for --resume
 
 
-def _finished_row(out: Path, prompt: str, task: dict) -> dict | None:
-    """The row of a finished run under `out` with the same prompt, steps and overrides, if any."""
-    for path in sorted(out.glob(f"*/*/{BENCH_ROW}")):
+def finished_row(out: Path, prompt: str, task: dict, name: str = BENCH_ROW) -> dict | None:
+    """The row (file `name` in its run directory) of a finished run under `out` with the same prompt and task, if any."""
+    for path in sorted(Path(out).glob(f"*/*/{name}")):
         try:
             row = json.loads(path.read_text())
         except (OSError, ValueError):  # cut short by a crash while writing: run that task again
@@ -100,7 +100,7 @@ def run_fidelity(prompts: list[str], seeds: int, representations: list[str], out
     todo = []
     for rep, prompt, seed, method in tasks:  # finished runs are read back here, without a worker process
         task = {"steps": steps, "overrides": list(overrides)}
-        row = _finished_row(_task_dir(out_root, rep, seed, method), prompt, task) if reuse else None
+        row = finished_row(_task_dir(out_root, rep, seed, method), prompt, task) if reuse else None
         report(row) if row is not None else todo.append((rep, prompt, seed, method))
     if jobs <= 1 and not methods:
         for rep, prompt, seed, method in todo:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import ThreeDistillError
-from .fidelity_bench import mean_or_none, record
+from .fidelity_bench import finished_row, mean_or_none, record
 
 COARSE_EXPORT = "coarse.glb"
 STAGE_ROW = "stage_row.json"
@@ -33,12 +33,10 @@ def stage_run(config: Path, prompt: str, seed: int, out_root: Path, overrides: l
     """One staged run, its coarse stage exported and both ends measured against ground truth."""
     from ..runs import generate
 
-    out = Path(out_root) / Path(config).stem / f"seed{seed}"
+    out = (Path(out_root) / Path(config).stem / f"seed{seed}").resolve()  # rows record absolute run directories
     task = {"config": str(config), "overrides": list(overrides)}
-    for path in sorted(out.glob(f"*/*/{STAGE_ROW}")) if reuse else []:
-        row = json.loads(path.read_text())
-        if row.get("prompt") == prompt and row.get("task") == task:
-            return row
+    if reuse and (row := finished_row(out, prompt, task, STAGE_ROW)) is not None:
+        return row
     start = time.time()
     run = generate(prompt=prompt, seed=seed, out=str(out), config=config, overrides=list(overrides) + ["export=[glb]"],
                    progress=False, log=lambda s: None)
