@@ -12,19 +12,22 @@ from dataclasses import dataclass
 import torch
 
 
-CAMERA_FIELDS = ("c2w", "fovy", "azimuth", "elevation", "radius")
+CAMERA_FIELDS = ("c2w", "fovy", "azimuth", "elevation", "radius", "intrinsics")
 
 
 @dataclass
 class Cameras:
     """A batch of pinhole cameras: c2w (B,4,4), vertical field of view fovy (B,) in radians, and the
-    orbit parameters (degrees / world units) they were made from, used for view-dependent prompts."""
+    orbit parameters (degrees / world units) they were made from, used for view-dependent prompts.
+    Captured cameras also carry `intrinsics` (B,4) = (fx/W, fy/H, cx/W, cy/H), resolution-free, for
+    non-square pixels and off-centre principal points; None means square pixels centred (from fovy)."""
 
     c2w: torch.Tensor
     fovy: torch.Tensor
     azimuth: torch.Tensor
     elevation: torch.Tensor
     radius: torch.Tensor
+    intrinsics: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.c2w.shape[0]
@@ -33,15 +36,16 @@ class Cameras:
     def positions(self) -> torch.Tensor:
         return self.c2w[:, :3, 3]
 
-    def to(self, device) -> "Cameras":
-        """The same cameras with every tensor on `device` (a no-op when they are there already)."""
-        return Cameras(*(getattr(self, f).to(device) for f in CAMERA_FIELDS))
+    def to(self, device, dtype=None) -> "Cameras":
+        """The same cameras with every tensor on `device` (and of `dtype` if given; a no-op when they are so)."""
+        move = lambda t: None if t is None else t.to(device, dtype) if dtype else t.to(device)  # noqa: E731
+        return Cameras(*(move(getattr(self, f)) for f in CAMERA_FIELDS))
 
     def __getitem__(self, idx) -> "Cameras":
-        pick = lambda t: t[idx] if t.ndim and t.shape[0] == len(self) else t  # noqa: E731
+        pick = lambda t: t if t is None else t[idx] if t.ndim and t.shape[0] == len(self) else t  # noqa: E731
         out = Cameras(*(pick(getattr(self, f)) for f in CAMERA_FIELDS))
         if out.c2w.ndim == 2:  # a single index: keep the batch dimension
-            out = Cameras(out.c2w[None], out.fovy[None], out.azimuth[None], out.elevation[None], out.radius[None])
+            out = Cameras(*(t if t is None else t[None] for t in (getattr(out, f) for f in CAMERA_FIELDS)))
         return out
 
 
@@ -82,14 +86,23 @@ def focal_length(fovy: torch.Tensor, height: int) -> torch.Tensor:
     return 0.5 * height / torch.tan(0.5 * fovy)
 
 
+def pixel_intrinsics(cameras: Cameras, height: int, width: int) -> tuple[torch.Tensor, ...]:
+    """Focal lengths and principal point in pixels at this resolution: fx, fy, cx, cy, each (B,)."""
+    if cameras.intrinsics is None:
+        f = focal_length(cameras.fovy, height)
+        return f, f, torch.full_like(f, 0.5 * width), torch.full_like(f, 0.5 * height)
+    fx, fy, cx, cy = cameras.intrinsics.unbind(-1)
+    return fx * width, fy * height, cx * width, cy * height
+
+
 def camera_rays(cameras: Cameras, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Ray origins and unit directions through pixel centres, each (B,H,W,3) in world space."""
-    focal = focal_length(cameras.fovy, height)  # (B,)
+    fx, fy, cx, cy = (v[:, None, None] for v in pixel_intrinsics(cameras, height, width))  # (B,1,1)
     dev = cameras.c2w.device
-    j = torch.arange(width, dtype=torch.float32, device=dev) + 0.5 - 0.5 * width
-    i = torch.arange(height, dtype=torch.float32, device=dev) + 0.5 - 0.5 * height
+    j = torch.arange(width, dtype=torch.float32, device=dev) + 0.5
+    i = torch.arange(height, dtype=torch.float32, device=dev) + 0.5
     ii, jj = torch.meshgrid(i, j, indexing="ij")
-    dirs_cam = torch.stack([jj[None] / focal[:, None, None], -ii[None] / focal[:, None, None],
+    dirs_cam = torch.stack([(jj[None] - cx) / fx, -(ii[None] - cy) / fy,
                             -torch.ones_like(ii)[None].expand(len(cameras), -1, -1)], -1)
     dirs = torch.einsum("bij,bhwj->bhwi", cameras.c2w[:, :3, :3], dirs_cam)
     dirs = torch.nn.functional.normalize(dirs, dim=-1)
@@ -102,9 +115,9 @@ def project_points(points: torch.Tensor, cameras: Cameras, height: int, width: i
     w2c = torch.linalg.inv(cameras.c2w)
     p = torch.einsum("bij,nj->bni", w2c[:, :3, :3], points) + w2c[:, None, :3, 3]
     depth = -p[..., 2]
-    focal = focal_length(cameras.fovy, height)[:, None]
-    x = focal * p[..., 0] / depth + 0.5 * width
-    y = -focal * p[..., 1] / depth + 0.5 * height
+    fx, fy, cx, cy = (v[:, None] for v in pixel_intrinsics(cameras, height, width))
+    x = fx * p[..., 0] / depth + cx
+    y = -fy * p[..., 1] / depth + cy
     return torch.stack([x, y], -1), depth
 
 
@@ -117,4 +130,5 @@ def sample_orbit(generator: torch.Generator, n: int, azimuth=(-180.0, 180.0), el
     return orbit_cameras(draw(azimuth), draw(elevation), draw(radius), draw(fovy))
 
 
-__all__ = ["Cameras", "orbit_cameras", "look_at", "camera_rays", "project_points", "sample_orbit", "focal_length"]
+__all__ = ["Cameras", "orbit_cameras", "look_at", "camera_rays", "project_points", "sample_orbit", "focal_length",
+           "pixel_intrinsics"]

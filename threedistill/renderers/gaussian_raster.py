@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import native
-from ..cameras import Cameras, focal_length
+from ..cameras import Cameras, pixel_intrinsics
 from .packing import box_cells
 
 TILE = 4  # pixels per tile side: small tiles waste less work outside each footprint (~4x faster than 16 at 32 px)
@@ -51,10 +51,10 @@ def opencv_viewmats(cameras: Cameras) -> torch.Tensor:
 
 
 def intrinsics(cameras: Cameras, height: int, width: int) -> torch.Tensor:
-    """Pinhole K matrices (B,3,3), square pixels, principal point at the image centre."""
-    f = focal_length(cameras.fovy, height)
-    k = torch.zeros(len(cameras), 3, 3, device=f.device)
-    k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2], k[:, 2, 2] = f, f, width / 2, height / 2, 1.0
+    """Pinhole K matrices (B,3,3) at this resolution (see cameras.pixel_intrinsics)."""
+    fx, fy, cx, cy = pixel_intrinsics(cameras, height, width)
+    k = torch.zeros(len(cameras), 3, 3, device=fx.device)
+    k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2], k[:, 2, 2] = fx, fy, cx, cy, 1.0
     return k
 
 

@@ -29,8 +29,7 @@ def rasterize_mesh_soft(vertices: torch.Tensor, faces: torch.Tensor, cameras: Ca
     vertices (V,3), faces (F,3) long. Alpha is antialiased within `margin` * sigma pixels of the outline (see the
     module docstring). Empty pixels hold 0 (face -1). Both windings are drawn."""
     dtype = vertices.dtype
-    cams = Cameras(*(t.to(vertices.device, dtype) for t in (cameras.c2w, cameras.fovy, cameras.azimuth,
-                                                            cameras.elevation, cameras.radius)))
+    cams = cameras.to(vertices.device, dtype)
     faces = faces.long()
     xy, depth = project_points(vertices, cams, height, width)
     v = vertices[faces]
