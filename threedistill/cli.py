@@ -218,6 +218,57 @@ def generate_cmd(
         _evaluate_and_print(run.dir, quiet_if_no_gt=True)
 
 
+@app.command("fit", context_settings=EXTRA_ARGS)
+def fit_cmd(
+    ctx: typer.Context,
+    scene: Optional[str] = typer.Option(None, help="Captured scene: a nerfstudio (transforms.json), Blender "
+                                        "(transforms_train.json) or COLMAP (sparse/0) folder."),
+    representation: Optional[str] = typer.Option(None, help="gaussians (default) or nerf."),
+    steps: Optional[int] = typer.Option(None, help="Optimisation steps."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same result on CPU)."),
+    out: Optional[str] = typer.Option(None, help="Root of run directories (default outputs/)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the interrupted fit in this directory."),
+):
+    """Reconstruct a captured scene from its posed images (L1 + D-SSIM); reports held-out PSNR."""
+    from .scenes.fit import fit
+
+    if resume is None and not scene:
+        raise ThreeDistillError("--scene is missing; give a captured-scene folder, e.g. --scene data/garden")
+    run = fit(scene=scene, representation=representation, steps=steps, seed=seed, out=out, overrides=ctx.args,
+              resume=resume, log=lambda s: _console().print(s))
+    typer.echo(f"run directory: {run.dir}")
+    metrics_path = run.dir / "metrics.json"
+    if run.trainer.step == run.config.trainer.steps and metrics_path.is_file():
+        m = json.loads(metrics_path.read_text())
+        typer.echo(f"held-out views: {m['val'].get('views', 0)}, PSNR {m['val'].get('psnr', '-')} dB, "
+                   f"SSIM {m['val'].get('ssim', '-')}; training views PSNR {m['train'].get('psnr', '-')} dB; "
+                   f"{m['wall_seconds']} s")
+
+
+@app.command("edit", context_settings=EXTRA_ARGS)
+def edit_cmd(
+    ctx: typer.Context,
+    scene: Optional[str] = typer.Option(None, help="A t3d fit run directory, or a captured-scene folder (fitted first)."),
+    prompt: Optional[str] = typer.Option(None, help="What the edited region should show, e.g. 'a blue cube'."),
+    source_prompt: Optional[str] = typer.Option(None, help="What it shows now (dds), e.g. 'a red cube'."),
+    method: Optional[str] = typer.Option(None, help="dds (default) or sds (with a preservation term)."),
+    region: Optional[str] = typer.Option(None, help="Edit region box:cx,cy,cz,hx,hy,hz or sphere:cx,cy,cz,r in the "
+                                         "scene's coordinates; only Gaussians inside may change. Default: all."),
+    steps: Optional[int] = typer.Option(None, help="Optimisation steps."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same result on CPU)."),
+    out: Optional[str] = typer.Option(None, help="Root of run directories (default outputs/)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the interrupted edit in this directory."),
+):
+    """Edit a reconstructed scene with text inside a 3D region (DDS or SDS + preservation)."""
+    from .editing.edit import edit
+
+    if resume is None and not scene:
+        raise ThreeDistillError("--scene is missing; give a t3d fit run directory or a captured-scene folder")
+    run = edit(source=scene, prompt=prompt, source_prompt=source_prompt, method=method, region=region, steps=steps,
+               seed=seed, out=out, overrides=ctx.args, resume=resume, log=lambda s: _console().print(s))
+    typer.echo(f"run directory: {run.dir}")
+
+
 def _evaluate_and_print(run_dir: Path, quiet_if_no_gt: bool = False) -> dict | None:
     from rich.console import Console
     from rich.table import Table

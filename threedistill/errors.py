@@ -18,3 +18,7 @@ class UnknownNameError(ThreeDistillError, KeyError):
 
 class PriorLoadError(ThreeDistillError):
     """A prior directory is missing, incomplete or malformed."""
+
+
+class SceneFormatError(ThreeDistillError):
+    """A captured scene (COLMAP model, transforms.json, splat .ply) is missing, malformed or unsupported."""

@@ -237,8 +237,12 @@ def build(cfg: GenerateConfig, run_dir: Path | None, log=print,
 
 
 def new_run_dir(cfg: GenerateConfig) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(cfg.out) / slugify(cfg.prompt) / f"{cfg.guidance_type}-{cfg.representation}@{stamp}"
+    return new_run_dir_at(Path(cfg.out) / slugify(cfg.prompt), f"{cfg.guidance_type}-{cfg.representation}")
+
+
+def new_run_dir_at(parent: Path, method: str) -> Path:
+    """parent/<method>@<timestamp>, with a -k suffix when that exists already (runs started in one second)."""
+    base = Path(parent) / f"{method}@{time.strftime('%Y%m%d-%H%M%S')}"
     path, k = base, 1
     while path.exists():
         path, k = Path(f"{base}-{k}"), k + 1
@@ -310,13 +314,18 @@ def generate(prompt: str = "", representation: str | None = None, guidance: str 
 
 def export_finished_run(run: Run, log=print) -> None:
     """The config's `export` formats into RUN_DIR/export/; splat formats only for Gaussians runs."""
+    export_formats(run.model, run.config.representation, run.config.export, run.dir, log)
+
+
+def export_formats(model, representation: str, formats, run_dir: Path, log=print) -> None:
+    """Write a model in each format into RUN_DIR/export/; a failed export is a warning, the run stays saved."""
     from .export.run_export import MESH_FORMATS, check_format, default_export_path, export_model
 
-    for fmt in run.config.export:
+    for fmt in formats:
         check_format(fmt)
-        if fmt in MESH_FORMATS or run.config.representation == "gaussians":
+        if fmt in MESH_FORMATS or representation == "gaussians":
             try:
-                path = export_model(run.model, run.config.representation, fmt, default_export_path(run.dir, fmt), log=log)
+                path = export_model(model, representation, fmt, default_export_path(run_dir, fmt), log=log)
             except ThreeDistillError as err:  # the run itself is saved; say why the file is missing and go on
                 log(f"warning: no {fmt} export: {err}")
             else:

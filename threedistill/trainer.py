@@ -71,11 +71,14 @@ def latest_checkpoint(run_dir: Path, step: int | None = None) -> tuple[Path, dic
 
 
 class Trainer:
-    """Optimises `model` (a representation with `render`, `param_groups`) with `guidance` for `prompt`."""
+    """Optimises `model` (a representation with `render`, `param_groups`) with `guidance` for `prompt`.
+    Cameras are random orbits, or come from `views` (captured scenes): an object whose
+    `sample(generator, n) -> (Cameras, targets)` draws training views, whose `image_size` is the render size
+    (H, W), and whose targets (e.g. the captured images) are passed to the guidance as keyword arguments."""
 
     def __init__(self, cfg: TrainerConfig, model, guidance, prompt: str, run_dir: Path | None = None,
-                 log: Callable[[str], None] | None = None):
-        self.cfg, self.model, self.guidance = cfg, model, guidance
+                 log: Callable[[str], None] | None = None, views=None):
+        self.cfg, self.model, self.guidance, self.views = cfg, model, guidance, views
         self.prompt_state = guidance.prompt_state(prompt)
         self.run_dir = run_dir
         self.log = log or (lambda s: None)
@@ -116,12 +119,16 @@ class Trainer:
     # ------------------------------------------------------------ one step
     def train_step(self) -> dict[str, float]:
         c = self.cfg
-        cams = sample_orbit(self.generator, c.batch_size, tuple(c.cameras.azimuth), tuple(c.cameras.elevation),
-                            tuple(c.cameras.radius), tuple(c.cameras.fovy))
-        out = self.model.render(cams, c.resolution, c.resolution, generator=self.generator,
-                                geometry=c.lambda_orientation > 0)
+        if self.views is None:
+            cams = sample_orbit(self.generator, c.batch_size, tuple(c.cameras.azimuth), tuple(c.cameras.elevation),
+                                tuple(c.cameras.radius), tuple(c.cameras.fovy))
+            targets, height, width = {}, c.resolution, c.resolution
+        else:
+            cams, targets = self.views.sample(self.generator, c.batch_size)
+            height, width = self.views.image_size
+        out = self.model.render(cams, height, width, generator=self.generator, geometry=c.lambda_orientation > 0)
         when = self.schedule_step
-        losses = self.guidance(out["rgb"], cams, self.prompt_state, when, self.generator)
+        losses = self.guidance(out["rgb"], cams, self.prompt_state, when, self.generator, **targets)
         total = sum(scheduled(c.lambda_guidance, when) * v for k, v in losses.items() if k.startswith("loss_"))
         logs = {k: float(v.detach()) for k, v in losses.items()}
         alpha = out["alpha"].clamp(1e-5, 1 - 1e-5)

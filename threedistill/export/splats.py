@@ -83,7 +83,8 @@ def read_ply(path: str | Path) -> SplatParams:
         ply = PlyData.read(str(path))
         vertex = ply["vertex"].data
     except Exception as err:  # plyfile raises many types for malformed files
-        raise ThreeDistillError(f"{path} is not a readable PLY file: {err}") from None
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ThreeDistillError(f"{path} is not a readable PLY file: {reason}") from None
     names = set(vertex.dtype.names or ())
     n_rest = sum(1 for name in names if name.startswith("f_rest_"))
     degree = math.sqrt(n_rest / 3 + 1) - 1
@@ -93,6 +94,9 @@ def read_ply(path: str | Path) -> SplatParams:
     missing = [p for p in _ply_properties(n_rest) if p not in names and not p.startswith("n")]
     if missing:
         raise ThreeDistillError(f"{path} is not a 3DGS point cloud: missing properties {', '.join(missing)}")
+    listed = [p for p in _ply_properties(n_rest) if p in names and vertex.dtype[p].kind not in "fiu"]
+    if listed:  # list properties (or anything else that is not one number per Gaussian)
+        raise ThreeDistillError(f"{path} is not a 3DGS point cloud: property {listed[0]} is not a scalar number")
     col = lambda *keys: np.stack([np.asarray(vertex[k], dtype=np.float32) for k in keys], axis=1)  # noqa: E731
     n, k = len(vertex), n_rest // 3
     sh = np.empty((n, k + 1, 3), np.float32)

@@ -221,14 +221,16 @@ class Guidance(torch.nn.Module):
         return {}
 
     def forward(self, rgb: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                generator: torch.Generator | None = None, **targets) -> dict[str, torch.Tensor]:
+        """Loss terms whose gradient w.r.t. `rgb` is the method's G. `targets` are per-view images that come with
+        the cameras (e.g. DDS's render of the unedited scene) and reach `gradient` as keyword arguments."""
         if self.cfg.pixel_grad_clip is not None and rgb.requires_grad:
             rgb.register_hook(lambda g: pixel_clip(g, self.cfg.pixel_grad_clip))
         x = self.prior.to_diffusion_space(rgb)
         t = self.sample_timesteps(x.shape[0], step, generator).to(x.device)
         noise = self.sample_noise(x, step, generator)
         extras = self.sample_extras(x.shape[0], step, generator)
-        grad = self.finish_gradient(self.gradient(x, cameras, prompt, step, t, noise, **extras), step)
+        grad = self.finish_gradient(self.gradient(x, cameras, prompt, step, t, noise, **extras, **targets), step)
         out = {f"loss_{self.name}": inject_gradient(x, grad), "grad_norm": grad.flatten(1).norm(dim=1).mean(),
                "timestep": t.float().mean()}
         out.update(self.auxiliary_losses(x, cameras, prompt, step, generator))

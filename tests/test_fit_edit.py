@@ -1,0 +1,153 @@
+"""`t3d fit` (photometric reconstruction of captured scenes) and `t3d edit` (DDS / SDS edits inside a region)."""
+import json
+
+import pytest
+import torch
+
+from threedistill.cameras import orbit_cameras
+from threedistill.editing.dds import DDSConfig, DDSGuidance
+from threedistill.editing.edit import edit
+from threedistill.editing.region import EditRegion
+from threedistill.errors import ConfigError, ThreeDistillError, UnknownNameError
+from threedistill.scenes.fit import PhotometricLoss, fit, load_fit_model
+
+FIT_FAST = ["device=cpu", "export=[]", "resolution=24", "trainer.batch_size=1", "trainer.preview_every=0",
+            "gaussians.densify_from=1000"]
+EDIT_FAST = ["device=cpu", "export=[]", "trainer.resolution=16", "trainer.batch_size=1", "trainer.preview_every=0"]
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory):
+    """A small toy captured scene (nerfstudio + COLMAP layouts) and a short Gaussians fit of it."""
+    from threedistill.toyworld.capture import write_captured_scene
+
+    root = tmp_path_factory.mktemp("capture")
+    scene = write_captured_scene("three", root / "three", n_views=16, width=32, height=24, n_points=1500,
+                                 supersample=1)
+    run = fit(scene=str(scene), steps=60, seed=0, out=str(root / "runs"), progress=False, log=lambda s: None,
+              overrides=FIT_FAST + ["trainer.checkpoint_every=20"])
+    return scene, run
+
+
+def cube_region(scene_dir) -> str:
+    """A box around the scene's first object (the red cube), above the ground, in the capture's coordinates."""
+    record = json.loads((scene_dir / "toy_scene.json").read_text())
+    obj, ground = record["scene"]["objects"][0], record["scene"]["ground_height"]
+    (ox, oy, oz), s = obj["offset"], obj["scale"]
+    lo, hi = torch.tensor([ox - s, ground + 0.03, oz - s]), torch.tensor([ox + s, oy + s, oz + s])
+    return str(EditRegion("box", (lo + hi) / 2, (hi - lo) / 2).transformed(torch.tensor(record["frame"])))
+
+
+def test_fit_reconstructs_held_out_views_and_reports_psnr(captured):
+    _, run = captured
+    metrics = json.loads((run.dir / "metrics.json").read_text())
+    assert metrics["val"]["views"] == 2 and metrics["val"]["psnr"] > 20.0, metrics
+    from threedistill.scenes import load_scene
+    from threedistill.scenes.fit import build_model, evaluate_views
+
+    data = load_scene(run.config.scene)  # the points-seeded start is far worse than the fit
+    start = build_model(run.config, data, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert evaluate_views(start, data, data.val_indices)["psnr"] < metrics["val"]["psnr"] - 3
+    assert (run.dir / "renders" / "val.png").is_file()
+    assert len(load_fit_model(run.dir)) == len(run.model)
+
+
+def test_interrupted_fit_resumes_to_the_same_parameters(captured, tmp_path):
+    scene, _ = captured
+    args = dict(scene=str(scene), steps=30, seed=1, progress=False, log=lambda s: None,
+                overrides=FIT_FAST + ["trainer.checkpoint_every=10"])
+    full = fit(out=str(tmp_path / "a"), **args)
+    cut = fit(out=str(tmp_path / "b"), stop_at=25, **args)
+    resumed = fit(resume=cut.dir, progress=False, log=lambda s: None)
+    assert resumed.trainer.step == 30
+    for name, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+
+
+def test_photometric_loss_is_zero_on_the_images_and_ignores_masked_pixels():
+    loss = PhotometricLoss(0.2)
+    images = torch.rand(2, 3, 16, 16)
+    assert float(loss(images.clone(), None, None, 0, images=images)["loss_photometric"]) < 1e-6
+    masks = torch.ones(2, 1, 16, 16)
+    masks[..., :, 8:] = 0
+    render = images.clone()
+    render[..., :, 8:] = 0.0  # wrong only where the mask says "ignore"
+    assert float(loss(render, None, None, 0, images=images, masks=masks)["l1"]) < 1e-6
+    assert float(loss(render, None, None, 0, images=images)["l1"]) > 0.05
+
+
+def test_dds_gradient_vanishes_when_edit_and_source_agree(toy_prior):
+    """guidance_spec 12.1: x_tgt = x_src and y_tgt = y_src give G = 0 exactly; a different target prompt does not."""
+    guidance = DDSGuidance(toy_prior, DDSConfig(source_prompt="a red cube", guidance_scale=20.0))
+    rgb = torch.rand(2, 3, 16, 16)
+    cams = orbit_cameras([0.0, 90.0], 20.0, 3.0)
+    for prompt, vanishes in (("a red cube", True), ("a blue cube", False)):
+        state = guidance.prompt_state(prompt)
+        out = guidance(rgb.clone().requires_grad_(True), cams, state, 0, torch.Generator().manual_seed(0),
+                       source=rgb.clone())
+        assert (float(out["grad_norm"]) == 0.0) == vanishes, prompt
+
+
+def test_edit_changes_only_the_region_and_moves_its_colour(captured, tmp_path):
+    scene, run = captured
+    before = load_fit_model(run.dir)
+    result = edit(source=str(run.dir), prompt="a blue cube", source_prompt="a red cube", region=cube_region(scene),
+                  steps=12, seed=0, out=str(tmp_path), progress=False, log=lambda s: None, overrides=EDIT_FAST)
+    after = result.model
+    region = EditRegion.parse(cube_region(scene)).transformed(load_scene_transform(run.dir))
+    inside = region.contains(before.means)
+    assert 0 < int(inside.sum()) < len(before)
+    for name in ("means", "sh", "log_scales", "opacity_logits", "quats"):
+        a, b = getattr(before, name).detach(), getattr(after, name).detach()
+        assert torch.equal(a[~inside], b[~inside]), f"{name} changed outside the region"
+        assert not torch.equal(a[inside], b[inside]), f"{name} did not change inside the region"
+    blue = lambda g: float((g.sh.detach()[inside, 0, 2] - g.sh.detach()[inside, 0, 0]).mean())  # noqa: E731
+    assert blue(after) > blue(before)
+    assert (result.dir / "renders" / "edit.png").is_file()
+
+
+def load_scene_transform(fit_dir):
+    from threedistill.config import load_config
+    from threedistill.scenes import load_scene
+    from threedistill.scenes.fit import FitConfig
+
+    return load_scene(load_config(FitConfig, fit_dir / "config.yaml").scene).transform
+
+
+def test_region_parsing_transform_and_membership():
+    box = EditRegion.parse("box:1,2,3,0.5,0.5,1")
+    assert box.contains(torch.tensor([[1.4, 2.0, 3.9], [1.6, 2.0, 3.0]])).tolist() == [True, False]
+    move = torch.eye(4)
+    move[:3, :3] = 2 * torch.tensor([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])  # Y up -> Z up, scale 2
+    move[:3, 3] = torch.tensor([1.0, 0.0, 0.0])
+    moved = box.transformed(move)
+    assert torch.allclose(moved.centre, torch.tensor([3.0, -6.0, 4.0]))
+    assert torch.allclose(moved.size, torch.tensor([1.0, 2.0, 1.0]))
+    sphere = EditRegion.parse("sphere:0,0,0,1").transformed(move)
+    assert float(sphere.size) == pytest.approx(2.0)
+    for bad in ("box:1,2,3", "cube:0,0,0,1,1,1", "sphere:0,0,0,-1", "sphere:0,0,nan,1", "box:a,b,c,d,e,f"):
+        with pytest.raises(ConfigError, match="edit region"):
+            EditRegion.parse(bad)
+
+
+def test_edit_and_fit_errors_are_one_line(captured, tmp_path):
+    scene, run = captured
+    quiet = dict(progress=False, log=lambda s: None, out=str(tmp_path), overrides=EDIT_FAST)
+    cases = [
+        (dict(source=str(run.dir), prompt="a blue cube"), ConfigError, "source prompt"),  # DDS without y_src
+        (dict(source=str(run.dir), prompt=" ", source_prompt="a red cube"), ConfigError, "prompt is empty"),
+        (dict(source=str(run.dir), prompt="a blue cube", method="magic"), UnknownNameError, "dds"),
+        (dict(source=str(run.dir), prompt="a blue cube", source_prompt="a red cube", region="sphere:99,99,99,0.1"),
+         ThreeDistillError, "holds none"),
+        (dict(source=str(tmp_path / "nope"), prompt="a blue cube", source_prompt="a red cube"), ThreeDistillError,
+         "does not exist"),
+    ]
+    for kwargs, error, words in cases:
+        with pytest.raises(error, match=words) as info:
+            edit(steps=1, **kwargs, **quiet)
+        assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="gaussians or nerf"):
+        fit(scene=str(scene), representation="mesh", progress=False, log=lambda s: None)
+    with pytest.raises(ThreeDistillError, match=str(tmp_path / "empty")):
+        (tmp_path / "empty").mkdir()
+        fit(scene=str(tmp_path / "empty"), progress=False, log=lambda s: None, out=str(tmp_path))

@@ -1,0 +1,272 @@
+"""`t3d edit`: text edits of a reconstructed scene (Gaussians). The edit region (a box or sphere) holds the only
+Gaussians that may change; edit cameras orbit it and render just those Gaussians on white, which is what a
+text-to-image prior knows (one object, centred). Methods: `dds` (Delta Denoising Score against the unedited
+render), `sds` (SDS toward the target prompt + a parameter-space preservation term, Vox-E's idea)."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from .. import native as native_kernels
+from ..cameras import Cameras, sample_orbit
+from ..config import load_config, packaged_config, save_config
+from ..errors import ConfigError, ThreeDistillError
+from ..guidance import GUIDANCE
+from ..registry import Registry
+from ..renderers.gaussian_raster import rasterize
+from ..trainer import CameraRange, Trainer, TrainerConfig
+from .dds import DDSConfig, DDSGuidance
+from .region import EditRegion
+
+EDIT_METHODS: Registry = Registry("edit_method")
+EDIT_METHODS.register("dds")(DDSGuidance)
+EDIT_METHODS.register("sds")(GUIDANCE.get("sds"))
+
+
+@dataclass
+class EditLearningRates:
+    """Adam learning rates of the edited Gaussians (numbers or schedules): colours move fast enough to turn red
+    into blue within a few hundred steps, positions slowly so the object keeps its place."""
+
+    means: Any = 5.0e-4
+    log_scales: Any = 5.0e-3
+    quats: Any = 1.0e-3
+    opacity_logits: Any = 2.0e-2
+    sh: Any = 2.0e-2
+
+
+@dataclass
+class EditConfig:
+    source: str = ""  # a `t3d fit` run directory (a scene folder is fitted first)
+    prompt: str = ""  # what the edited region should show, e.g. "a blue cube"
+    source_prompt: str = ""  # what it shows now (DDS), e.g. "a red cube"
+    method: str = "dds"
+    region: Optional[str] = None  # box:cx,cy,cz,hx,hy,hz or sphere:cx,cy,cz,r; None = the whole scene
+    region_frame: str = "scene"  # scene: the capture's own coordinates; normalised: the fit's unit frame
+    prior: Optional[str] = None
+    device: str = "auto"
+    native: Optional[str] = None
+    out: str = "outputs"
+    export: list = field(default_factory=lambda: ["ply"])
+    view_distance: float = 2.9  # edit cameras stand this many region radii from its centre (the prior's framing)
+    lambda_preserve: float = 0.0  # L2 pull of the region's Gaussians toward their unedited values
+    lr: EditLearningRates = field(default_factory=EditLearningRates)
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
+        steps=300, resolution=32, cameras=CameraRange(elevation=[0.0, 45.0], radius=[1.0, 1.0], fovy=[40.0, 40.0])))
+    guidance: DDSConfig = field(default_factory=DDSConfig)
+
+    def __post_init__(self):
+        EDIT_METHODS.get(self.method)  # one-line error naming the known methods
+        if self.region_frame not in ("scene", "normalised"):
+            raise ConfigError(f"region_frame must be scene or normalised, got {self.region_frame!r}")
+        if self.region is not None:
+            EditRegion.parse(self.region)
+        if self.view_distance <= 0 or self.lambda_preserve < 0:
+            raise ConfigError("view_distance must be positive and lambda_preserve >= 0")
+
+
+class RegionModel(torch.nn.Module):
+    """The scene's Gaussians seen through the edit region: renders only the selected Gaussians, so only they get
+    gradients (the rest of the scene stays exactly as it was); checkpoints hold the whole scene."""
+
+    def __init__(self, gaussians, selected: torch.Tensor, lambda_preserve: float = 0.0,
+                 lr: EditLearningRates | None = None):
+        super().__init__()
+        self.gaussians, self.lambda_preserve, self.lr = gaussians, lambda_preserve, lr or EditLearningRates()
+        self.register_buffer("selected", selected)
+        self.original = {n: getattr(gaussians, n).detach()[selected].clone() for n in ("means", "sh", "log_scales",
+                                                                                       "opacity_logits")}
+
+    @property
+    def device(self):
+        return self.gaussians.device
+
+    def param_groups(self) -> list[dict]:
+        return [{**group, "lr": getattr(self.lr, group["name"])} for group in self.gaussians.param_groups()]
+
+    def state_dict(self, *args, **kwargs):
+        return self.gaussians.state_dict(*args, **kwargs)
+
+    def load_tensors(self, state) -> None:
+        from ..representations.convert import load_model_state
+
+        load_model_state(self.gaussians, state)
+
+    def render(self, cameras: Cameras, height: int, width: int, generator=None, geometry: bool = False,
+               perturb: bool = True, background=None) -> dict:
+        g, s = self.gaussians, self.selected
+        return rasterize(g.means[s], g.scales[s], g.quats[s], g.opacities[s], g.sh[s], cameras.to(g.device), height,
+                         width, background, geometry=geometry)
+
+    def regularization_losses(self) -> dict[str, torch.Tensor]:
+        if not self.lambda_preserve:
+            return {}
+        g, s = self.gaussians, self.selected
+        drift = sum(((getattr(g, n)[s] - v) ** 2).mean() for n, v in self.original.items())
+        return {"reg_preserve": self.lambda_preserve * drift}
+
+
+class RegionViews:
+    """Edit cameras orbiting the region at `view_distance` radii; each comes with the unedited region's render
+    (`source`, DDS's reference)."""
+
+    def __init__(self, original: RegionModel, region: EditRegion, cfg: EditConfig):
+        self.original, self.region, self.cfg = original, region, cfg
+        self.image_size = (cfg.trainer.resolution, cfg.trainer.resolution)
+
+    def cameras(self, generator: torch.Generator, n: int) -> Cameras:
+        c, r = self.cfg.trainer.cameras, self.cfg.view_distance * self.region.radius
+        cams = sample_orbit(generator, n, tuple(c.azimuth), tuple(c.elevation), (r * c.radius[0], r * c.radius[1]),
+                            tuple(c.fovy))
+        cams.c2w[:, :3, 3] += self.region.centre
+        return cams
+
+    def sample(self, generator: torch.Generator, n: int) -> tuple[Cameras, dict]:
+        cams = self.cameras(generator, n)
+        with torch.no_grad():
+            source = self.original.render(cams, *self.image_size)["rgb"]
+        return cams, {"source": source}
+
+
+def object_radius(region: EditRegion) -> EditRegion:
+    """The region re-expressed for framing: its largest half size (a box's diagonal would frame too loosely)."""
+    if region.kind == "sphere":
+        return region
+    return EditRegion("sphere", region.centre, region.size.max().reshape(1))
+
+
+def load_source(source: str | Path, log=print):
+    """(fit run directory, its FitConfig, scene data, Gaussians) for an edit; a scene folder is fitted first."""
+    from ..scenes import load_scene
+    from ..scenes.fit import FitConfig, fit, load_fit_model
+
+    path = Path(source)
+    if not (path / "config.yaml").is_file():
+        if not path.exists():
+            raise ThreeDistillError(f"{path} does not exist; give a t3d fit run directory or a captured-scene folder")
+        log(f"{path} is a captured scene, not a fit run: fitting it first (t3d fit --scene {path})")
+        path = fit(scene=str(path), log=log).dir
+    fit_cfg = load_config(FitConfig, path / "config.yaml")
+    if fit_cfg.representation != "gaussians":
+        raise ThreeDistillError(f"{path} holds a {fit_cfg.representation}; t3d edit edits Gaussians scenes "
+                                f"(refit with --representation gaussians)")
+    return path, fit_cfg, load_scene(fit_cfg.scene), load_fit_model(path)
+
+
+def edit_config_path(method: str) -> Path | None:
+    path = packaged_config("edit", f"{method}.yaml")
+    return path if path.is_file() else None
+
+
+def method_guidance(cfg: EditConfig, prior):
+    """The method's guidance with its config built from the edit config's shared guidance settings."""
+    cls = EDIT_METHODS.get(cfg.method)
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    values = {k: v for k, v in dataclasses.asdict(cfg.guidance).items() if k in fields}
+    if "source_prompt" in fields:
+        values["source_prompt"] = cfg.source_prompt
+    return cls(prior, cls.config_class(**values))
+
+
+def edit(source: str | Path | None = None, prompt: str | None = None, source_prompt: str | None = None,
+         method: str | None = None, region: str | None = None, steps: int | None = None, seed: int | None = None,
+         out: str | None = None, overrides=(), resume: str | Path | None = None, progress: bool = True,
+         stop_at: int | None = None, log=print):
+    """Edit a fitted scene with text; returns the Run (outputs/<scene>/edit-<method>@<time>/)."""
+    from ..priors import load_prior
+    from ..runs import Run, export_formats, new_run_dir_at, resolve_device
+    from ..scenes.fit import scene_slug
+
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise ThreeDistillError(f"cannot resume: {run_dir} is not a run directory (no config.yaml)")
+        cfg = load_config(EditConfig, run_dir / "config.yaml", list(overrides))
+    else:
+        picked = [f"source={json.dumps(str(source))}" if source else None,
+                  f"prompt={json.dumps(prompt)}" if prompt else None,
+                  f"source_prompt={json.dumps(source_prompt)}" if source_prompt else None,
+                  f"method={method}" if method else None, f"region={json.dumps(region)}" if region else None,
+                  f"trainer.steps={steps}" if steps is not None else None,
+                  f"trainer.seed={seed}" if seed is not None else None, f"out={out}" if out else None]
+        overrides = list(overrides) + [p for p in picked if p]
+        probe = load_config(EditConfig, None, [o for o in overrides if o.startswith("method=")])
+        cfg = load_config(EditConfig, [p for p in [edit_config_path(probe.method)] if p], overrides)
+        if not cfg.prompt.strip():
+            raise ConfigError("the edit prompt is empty; say what the result should show, e.g. --prompt 'a blue cube'")
+        if not cfg.source:
+            raise ConfigError("no scene given; use --scene RUN_DIR (a t3d fit run) or a captured-scene folder")
+    fit_dir, fit_cfg, scene, gaussians = load_source(cfg.source, log)
+    if resume is None:
+        cfg.source = str(fit_dir)
+        run_dir = new_run_dir_at(Path(cfg.out) / scene_slug(fit_cfg.scene), f"edit-{cfg.method}")
+    the_region = edit_region(cfg, scene, gaussians)
+    selected = the_region.contains(gaussians.means.detach())
+    if not selected.any():
+        raise ThreeDistillError(f"the edit region {cfg.region} holds none of the scene's {len(gaussians)} Gaussians")
+    log(f"edit region {the_region} (normalised frame) holds {int(selected.sum())} of {len(gaussians)} Gaussians")
+    device = resolve_device(cfg.device)
+    native_kernels.set_mode(cfg.native)
+    torch.manual_seed(cfg.trainer.seed)
+    original = RegionModel(copy.deepcopy(gaussians).requires_grad_(False), selected).to(device)
+    model = RegionModel(gaussians, selected, cfg.lambda_preserve, cfg.lr).to(device)
+    guidance = method_guidance(cfg, load_prior(cfg.prior, device=device))
+    views = RegionViews(original, object_radius(the_region), cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume is None:
+        save_config(cfg, run_dir / "config.yaml")
+    trainer = Trainer(cfg.trainer, model, guidance, cfg.prompt, run_dir, log=log, views=views)
+    if resume is not None:
+        trainer.load_checkpoint(run_dir)
+        log(f"resuming {run_dir} at step {trainer.step}")
+    run = Run(run_dir, cfg, gaussians, trainer)
+    preview_cams = views.cameras(torch.Generator().manual_seed(1234), 4)
+    started = time.time()
+    trainer.fit(progress=progress, stop_at=stop_at, preview=lambda step: write_edit_preview(run, model, original,
+                                                                                           preview_cams, step))
+    if trainer.step == cfg.trainer.steps:
+        gaussians.cpu()
+        write_edit_preview(run, model.cpu(), original.cpu(), preview_cams, cfg.trainer.steps, name="edit.png")
+        _write_metrics(run_dir, {"wall_seconds": round(time.time() - started, 1),
+                                 "edited_gaussians": int(selected.sum()), "region": str(the_region)})
+        export_formats(gaussians, "gaussians", cfg.export, run_dir, log)
+    return run
+
+
+def edit_region(cfg: EditConfig, scene, gaussians) -> EditRegion:
+    """The configured region in the fit's normalised frame; no region = a sphere around every Gaussian."""
+    if cfg.region is None:
+        means = gaussians.means.detach()
+        centre = means.median(0).values
+        return EditRegion("sphere", centre, (means - centre).norm(dim=-1).quantile(0.95).reshape(1))
+    region = EditRegion.parse(cfg.region)
+    return region.transformed(scene.transform) if cfg.region_frame == "scene" else region
+
+
+def write_edit_preview(run, model: RegionModel, original: RegionModel, cams: Cameras, step: int,
+                       name: str | None = None) -> None:
+    """renders/edit_XXXXXX.png: the region before (top row) and now (bottom row) from fixed edit cameras."""
+    from ..utils.images import save_image
+
+    with torch.no_grad():
+        size = run.trainer.cfg.resolution * 2
+        before = original.render(cams, size, size)["rgb"]
+        now = model.render(cams, size, size)["rgb"]
+    save_image(torch.cat([before, now]).clamp(0, 1), run.dir / "renders" / (name or f"edit_{step:06d}.png"))
+
+
+def _write_metrics(run_dir: Path, values: dict) -> None:
+    path = run_dir / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    metrics.update(values)
+    path.write_text(json.dumps(metrics, indent=2))
+
+
+__all__ = ["EditConfig", "EDIT_METHODS", "edit", "EditRegion", "RegionModel"]
