@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -117,8 +118,8 @@ class RegionViews:
     """Edit cameras orbiting the region at `view_distance` radii; each comes with the unedited region's render
     (`source`, DDS's reference)."""
 
-    def __init__(self, original: RegionModel, region: EditRegion, cfg: EditConfig):
-        self.original, self.region, self.cfg = original, region, cfg
+    def __init__(self, original: RegionModel, region: EditRegion, cfg: EditConfig, with_source: bool = True):
+        self.original, self.region, self.cfg, self.with_source = original, region, cfg, with_source
         self.image_size = (cfg.trainer.resolution, cfg.trainer.resolution)
 
     def cameras(self, generator: torch.Generator, n: int) -> Cameras:
@@ -130,6 +131,8 @@ class RegionViews:
 
     def sample(self, generator: torch.Generator, n: int) -> tuple[Cameras, dict]:
         cams = self.cameras(generator, n)
+        if not self.with_source:
+            return cams, {}
         with torch.no_grad():
             source = self.original.render(cams, *self.image_size)["rgb"]
         return cams, {"source": source}
@@ -218,7 +221,8 @@ def edit(source: str | Path | None = None, prompt: str | None = None, source_pro
     original = RegionModel(copy.deepcopy(gaussians).requires_grad_(False), selected).to(device)
     model = RegionModel(gaussians, selected, cfg.lambda_preserve, cfg.lr).to(device)
     guidance = method_guidance(cfg, load_prior(cfg.prior, device=device))
-    views = RegionViews(original, object_radius(the_region), cfg)
+    wants_source = "source" in inspect.signature(guidance.gradient).parameters  # DDS-like methods
+    views = RegionViews(original, object_radius(the_region), cfg, with_source=wants_source)
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:
         save_config(cfg, run_dir / "config.yaml")

@@ -14,7 +14,6 @@ moved, like a real capture), so readers must normalise; `frame` maps renderer co
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 from PIL import Image
 
 from ..cameras import Cameras, pixel_intrinsics
+from ..scenes.colmap import write_colmap_text
 from .scene import ToyScene, apply_edit, default_edits, default_scenes, render_scene, scene_cameras, surface_samples
 
 FORMAT = "threedistill.toy_scene"
@@ -58,43 +58,6 @@ def transform_poses(frame: np.ndarray, c2w: np.ndarray) -> np.ndarray:
 
 def transform_points(frame: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.asarray(points, dtype=np.float64) @ frame[:3, :3].T + frame[:3, 3]
-
-
-def rotmat_to_qvec(r: np.ndarray) -> np.ndarray:
-    """Unit quaternion (w, x, y, z), w >= 0, of a rotation matrix."""
-    w = math.sqrt(max(0.0, 1.0 + r[0, 0] + r[1, 1] + r[2, 2])) / 2
-    x = math.copysign(math.sqrt(max(0.0, 1.0 + r[0, 0] - r[1, 1] - r[2, 2])) / 2, r[2, 1] - r[1, 2])
-    y = math.copysign(math.sqrt(max(0.0, 1.0 - r[0, 0] + r[1, 1] - r[2, 2])) / 2, r[0, 2] - r[2, 0])
-    z = math.copysign(math.sqrt(max(0.0, 1.0 - r[0, 0] - r[1, 1] + r[2, 2])) / 2, r[1, 0] - r[0, 1])
-    q = np.array([w, x, y, z])
-    return q / np.linalg.norm(q)
-
-
-def _num(x) -> str:
-    return repr(float(x))
-
-
-def _write_colmap_text(folder: Path, size: tuple[int, int], params, names: list[str], w2c: np.ndarray,
-                       points: np.ndarray, colours: np.ndarray, errors: np.ndarray) -> None:
-    """A one-camera PINHOLE COLMAP text model; images have empty POINTS2D lines and points empty tracks."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "cameras.txt").write_text(
-        "# Camera list with one line of data per camera:\n#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n"
-        f"# Number of cameras: 1\n1 PINHOLE {size[0]} {size[1]} {' '.join(_num(p) for p in params)}\n")
-    lines = ["# Image list with two lines of data per image:",
-             "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
-             "#   POINTS2D[] as (X, Y, POINT3D_ID)",
-             f"# Number of images: {len(names)}, mean observations per image: 0"]
-    for i, (name, m) in enumerate(zip(names, w2c), start=1):
-        q, t = rotmat_to_qvec(m[:3, :3]), m[:3, 3]
-        lines += [f"{i} {' '.join(_num(v) for v in (*q, *t))} 1 {name}", ""]
-    (folder / "images.txt").write_text("\n".join(lines) + "\n")
-    lines = ["# 3D point list with one line of data per point:",
-             "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)",
-             f"# Number of points: {len(points)}, mean track length: 0"]
-    for i, (p, c, e) in enumerate(zip(points, colours, errors), start=1):
-        lines.append(f"{i} {_num(p[0])} {_num(p[1])} {_num(p[2])} {c[0]} {c[1]} {c[2]} {_num(e)}")
-    (folder / "points3D.txt").write_text("\n".join(lines) + "\n")
 
 
 def _write_ply(path: Path, points: np.ndarray, colours: np.ndarray) -> None:
@@ -148,13 +111,10 @@ def write_captured_scene(scene: ToyScene | str, out_dir, n_views: int = 48, widt
     colours = _to_u8(samples["colour"])
     # Pixel intrinsics to 1e-4 px: the float32 fractions would otherwise give fl_x != fl_y by ~1e-5.
     fx, fy, cx, cy = (round(float(v[0]), 4) for v in pixel_intrinsics(cameras, height, width))
-    distance = (samples["points"] - cameras.positions[samples["view"]]).norm(dim=-1)
-    errors = (noise.norm(dim=-1) * fy / distance).numpy()  # the noise in pixels: a stand-in for reprojection error
 
     c2w = transform_poses(frame, cameras.c2w.double().numpy())
-    c2w_cv = c2w @ np.diag([1.0, -1.0, -1.0, 1.0])
-    _write_colmap_text(out / "sparse" / "0", (width, height), (fx, fy, cx, cy), names, np.linalg.inv(c2w_cv),
-                       points, colours, errors)
+    intrinsics = np.tile([fx, fy, cx, cy, width, height], (n_views, 1))
+    write_colmap_text(out / "sparse" / "0", c2w, names, intrinsics, points, colours)
     _write_ply(out / "sparse_pc.ply", points, colours)
 
     paths = [f"images/{n}" for n in names]
@@ -207,5 +167,5 @@ def render_edit_ground_truth(directory, edit: dict, views=None, supersample: int
     return {**out, "names": names, "scene": after, "edited_instance": edit["index"] + 1}
 
 
-__all__ = ["DEFAULT_FRAME", "similarity", "transform_poses", "transform_points", "rotmat_to_qvec",
+__all__ = ["DEFAULT_FRAME", "similarity", "transform_poses", "transform_points",
            "write_captured_scene", "read_toy_scene", "render_edit_ground_truth"]
