@@ -371,8 +371,9 @@ def bench_fidelity(
     extra = " " + " ".join(ctx.args) if ctx.args else ""
     header = (f"# Text-to-3D fidelity against toy-world ground truth\n\n`t3d bench fidelity --seeds {seeds} "
               f"--representation {representation} --jobs {jobs}{extra}` on {platform.machine()} ({os.cpu_count()} "
-              f"cores), embedded toy prior, SDS." + (f" {jobs} runs shared the cores at a time, so the wall time of a "
-                                                     f"run is longer than alone." if jobs > 1 else ""))
+              f"cores), embedded toy prior, each representation's default guidance (configs/generate/) unless "
+              f"overridden." + (f" {jobs} runs shared the cores at a time, so the wall time of a run is longer than "
+                                f"alone." if jobs > 1 else ""))
     out.parent.mkdir(parents=True, exist_ok=True)
     write = lambda rows: out.write_text(markdown_table(rows, header))  # noqa: E731  (rewritten after every run)
     write(run_fidelity(read_prompts(prompts), seeds, reps, runs_dir, ctx.args, steps, log=typer.echo, on_row=write,

@@ -191,6 +191,22 @@ def read_run_config(run_dir: Path, overrides=(), action: str = "") -> GenerateCo
     return _load_for_method([path], list(overrides), GenerateConfig.guidance_type, action, method_defaults=False)
 
 
+def saved_run_config(schema: type, run_dir: Path, overrides=()) -> tuple[Path, object]:
+    """A run directory and its saved config.yaml (as `schema`, under `overrides`), for --resume; a one-line error
+    when it is not a run directory."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ThreeDistillError(f"cannot resume: {run_dir} is not a run directory (no config.yaml)")
+    return run_dir, load_config(schema, run_dir / "config.yaml", list(overrides))
+
+
+def option_overrides(**options) -> list[str]:
+    """`key=value` overrides for the command-line options that were given (None = not given); strings are quoted
+    so prompts and paths survive the parser. Keys use __ for dots: trainer__steps=5 -> trainer.steps=5."""
+    quote = lambda v: json.dumps(str(v)) if isinstance(v, (str, Path)) else v  # noqa: E731
+    return [f"{key.replace('__', '.')}={quote(value)}" for key, value in options.items() if value is not None]
+
+
 def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "prompt"
 
@@ -241,12 +257,15 @@ def new_run_dir(cfg: GenerateConfig) -> Path:
 
 
 def new_run_dir_at(parent: Path, method: str) -> Path:
-    """parent/<method>@<timestamp>, with a -k suffix when that exists already (runs started in one second)."""
+    """A new directory parent/<method>@<timestamp> (-k suffixed when that exists: runs started in one second)."""
     base = Path(parent) / f"{method}@{time.strftime('%Y%m%d-%H%M%S')}"
     path, k = base, 1
-    while path.exists():
-        path, k = Path(f"{base}-{k}"), k + 1
-    return path
+    while True:  # created here, so two runs started in the same second by two processes never share it
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            path, k = Path(f"{base}-{k}"), k + 1
 
 
 def generate(prompt: str = "", representation: str | None = None, guidance: str | None = None,

@@ -157,6 +157,8 @@ class Trainer:
         if c.grad_clip_norm:
             torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], c.grad_clip_norm)
         self.optimizer.step()
+        if hasattr(self.model, "after_step"):  # a projection after each step (e.g. an edit's size cap)
+            self.model.after_step()
         if hasattr(self.model, "accumulate_stats"):
             self._densify()
             logs["num_points"] = len(self.model)

@@ -1,13 +1,15 @@
 """`t3d edit`: text edits of a reconstructed scene (Gaussians). The edit region (a box or sphere) holds the only
 Gaussians that may change; edit cameras orbit it and render just those Gaussians on white, which is what a
 text-to-image prior knows (one object, centred). Methods: `dds` (Delta Denoising Score against the unedited
-render), `sds` (SDS toward the target prompt + a parameter-space preservation term, Vox-E's idea)."""
+render), `sds` (SDS toward the target prompt + a parameter-space preservation term, Vox-E's idea), `in2n`
+(Instruct-NeRF2NeRF's Iterative Dataset Update: photometric training on edit views that are re-edited in 2D)."""
 from __future__ import annotations
 
 import copy
 import dataclasses
 import inspect
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +26,13 @@ from ..registry import Registry
 from ..renderers.gaussian_raster import rasterize
 from ..trainer import CameraRange, Trainer, TrainerConfig
 from .dds import DDSConfig, DDSGuidance
+from .in2n import In2NConfig, In2NObjective, build_in2n
 from .region import EditRegion
 
 EDIT_METHODS: Registry = Registry("edit_method")
 EDIT_METHODS.register("dds")(DDSGuidance)
 EDIT_METHODS.register("sds")(GUIDANCE.get("sds"))
+EDIT_METHODS.register("in2n")(In2NObjective)
 
 
 @dataclass
@@ -41,6 +45,14 @@ class EditLearningRates:
     quats: Any = 1.0e-3
     opacity_logits: Any = 2.0e-2
     sh: Any = 2.0e-2
+
+
+@dataclass
+class EditGuidanceConfig(DDSConfig):
+    """The teacher settings of every edit method (DDS's, shared) and in2n's optional InstructPix2Pix teacher."""
+
+    instruct_pix2pix: Optional[str] = None  # in2n: a local diffusers InstructPix2Pix directory (replaces `prior`)
+    image_guidance_scale: float = 1.5  # in2n with InstructPix2Pix: s_I (guidance_scale is s_T)
 
 
 @dataclass
@@ -59,9 +71,11 @@ class EditConfig:
     view_distance: float = 2.9  # edit cameras stand this many region radii from its centre (the prior's framing)
     lambda_preserve: float = 0.0  # L2 pull of the region's Gaussians toward their unedited values
     lr: EditLearningRates = field(default_factory=EditLearningRates)
+    max_scale_growth: Optional[float] = 1.0  # edited Gaussians may shrink but grow at most this much; null = free
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
         steps=300, resolution=32, cameras=CameraRange(elevation=[0.0, 45.0], radius=[1.0, 1.0], fovy=[40.0, 40.0])))
-    guidance: DDSConfig = field(default_factory=DDSConfig)
+    guidance: EditGuidanceConfig = field(default_factory=EditGuidanceConfig)
+    in2n: In2NConfig = field(default_factory=In2NConfig)  # method in2n: its edit dataset and updates
 
     def __post_init__(self):
         EDIT_METHODS.get(self.method)  # one-line error naming the known methods
@@ -71,6 +85,8 @@ class EditConfig:
             EditRegion.parse(self.region)
         if self.view_distance <= 0 or self.lambda_preserve < 0:
             raise ConfigError("view_distance must be positive and lambda_preserve >= 0")
+        if self.guidance.instruct_pix2pix and self.method != "in2n":
+            raise ConfigError(f"guidance.instruct_pix2pix is used by method in2n only (method is {self.method})")
 
 
 class RegionModel(torch.nn.Module):
@@ -78,9 +94,10 @@ class RegionModel(torch.nn.Module):
     gradients (the rest of the scene stays exactly as it was); checkpoints hold the whole scene."""
 
     def __init__(self, gaussians, selected: torch.Tensor, lambda_preserve: float = 0.0,
-                 lr: EditLearningRates | None = None):
+                 lr: EditLearningRates | None = None, max_scale_growth: float | None = None):
         super().__init__()
         self.gaussians, self.lambda_preserve, self.lr = gaussians, lambda_preserve, lr or EditLearningRates()
+        self.max_scale_growth = max_scale_growth
         self.register_buffer("selected", selected)
         self.original = {n: getattr(gaussians, n).detach()[selected].clone() for n in ("means", "sh", "log_scales",
                                                                                        "opacity_logits")}
@@ -105,6 +122,15 @@ class RegionModel(torch.nn.Module):
         g, s = self.gaussians, self.selected
         return rasterize(g.means[s], g.scales[s], g.quats[s], g.opacities[s], g.sh[s], cameras.to(g.device), height,
                          width, background, geometry=geometry)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Keep every edited Gaussian at most `max_scale_growth` times its unedited size: score gradients otherwise
+        blow Gaussians up into a haze that spills over the rest of the scene."""
+        if self.max_scale_growth:
+            g, s = self.gaussians, self.selected
+            cap = self.original["log_scales"].to(g.device) + math.log(self.max_scale_growth)
+            g.log_scales[s] = torch.minimum(g.log_scales[s], cap)
 
     def regularization_losses(self) -> dict[str, torch.Tensor]:
         if not self.lambda_preserve:
@@ -219,14 +245,19 @@ def edit(source: str | Path | None = None, prompt: str | None = None, source_pro
     native_kernels.set_mode(cfg.native)
     torch.manual_seed(cfg.trainer.seed)
     original = RegionModel(copy.deepcopy(gaussians).requires_grad_(False), selected).to(device)
-    model = RegionModel(gaussians, selected, cfg.lambda_preserve, cfg.lr).to(device)
-    guidance = method_guidance(cfg, load_prior(cfg.prior, device=device))
-    wants_source = "source" in inspect.signature(guidance.gradient).parameters  # DDS-like methods
-    views = RegionViews(original, object_radius(the_region), cfg, with_source=wants_source)
+    model = RegionModel(gaussians, selected, cfg.lambda_preserve, cfg.lr, cfg.max_scale_growth).to(device)
+    if cfg.method == "in2n":  # trains on a dataset of edit views (RegionViews' cameras) that it re-edits in 2D
+        guidance, views = build_in2n(cfg, model, RegionViews(original, object_radius(the_region), cfg), device)
+    else:
+        guidance = method_guidance(cfg, load_prior(cfg.prior, device=device))
+        wants_source = "source" in inspect.signature(guidance.gradient).parameters  # DDS-like methods
+        views = RegionViews(original, object_radius(the_region), cfg, with_source=wants_source)
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:
         save_config(cfg, run_dir / "config.yaml")
     trainer = Trainer(cfg.trainer, model, guidance, cfg.prompt, run_dir, log=log, views=views)
+    if cfg.method == "in2n":
+        views.draw(trainer.generator)  # the dataset's cameras come from the run's generator
     if resume is not None:
         trainer.load_checkpoint(run_dir)
         log(f"resuming {run_dir} at step {trainer.step}")

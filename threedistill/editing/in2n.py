@@ -251,6 +251,8 @@ def build_in2n(cfg, model, region_views, device) -> tuple[In2NObjective, EditDat
     from ..priors import load_prior
 
     g, steps = cfg.guidance, cfg.in2n.edit_denoise_steps
+    if not isinstance(g.guidance_scale, (int, float)):
+        raise ConfigError(f"in2n takes a number for guidance.guidance_scale, not a schedule ({g.guidance_scale!r})")
     if g.instruct_pix2pix:
         editor = InstructPix2PixEditor(g.instruct_pix2pix, device, float(g.guidance_scale),
                                        g.image_guidance_scale, steps)

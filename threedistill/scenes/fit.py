@@ -175,20 +175,14 @@ def fit(scene: str | Path | None = None, representation: str | None = None, step
         seed: int | None = None, out: str | None = None, overrides=(), resume: str | Path | None = None,
         progress: bool = True, stop_at: int | None = None, log=print):
     """Reconstruct a captured scene; returns the Run (directory outputs/<scene>/fit-<representation>@<time>/)."""
-    from ..runs import Run, export_finished_run, new_run_dir_at, resolve_device
+    from ..runs import Run, export_finished_run, new_run_dir_at, option_overrides, resolve_device, saved_run_config
     from . import load_scene
 
     if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise ThreeDistillError(f"cannot resume: {run_dir} is not a run directory (no config.yaml)")
-        cfg = load_config(FitConfig, run_dir / "config.yaml", list(overrides))
+        run_dir, cfg = saved_run_config(FitConfig, resume, overrides)
     else:
-        picked = [f"scene={json.dumps(str(scene))}" if scene else None,
-                  f"representation={representation}" if representation else None,
-                  f"trainer.steps={steps}" if steps is not None else None,
-                  f"trainer.seed={seed}" if seed is not None else None, f"out={out}" if out else None]
-        overrides = list(overrides) + [p for p in picked if p]
+        overrides = list(overrides) + option_overrides(scene=scene or None, representation=representation,
+                                                       trainer__steps=steps, trainer__seed=seed, out=out)
         probe = load_config(FitConfig, None, [o for o in overrides if o.startswith("representation=")])
         cfg = load_config(FitConfig, [p for p in [fit_config_path(probe.representation)] if p], overrides)
         if not cfg.scene:
