@@ -3,29 +3,16 @@ import json
 
 import pytest
 import torch
-from test_fit_edit import EDIT_FAST, FIT_FAST, cube_region, load_scene_transform
+from test_fit_edit import EDIT_FAST, cube_region, load_scene_transform
 
 from threedistill.cameras import orbit_cameras
 from threedistill.editing.edit import edit
 from threedistill.editing.in2n import EditDataset, In2NConfig, In2NObjective, ip2p_eps, sdedit
 from threedistill.editing.region import EditRegion
 from threedistill.errors import ConfigError
-from threedistill.scenes.fit import fit, load_fit_model
+from threedistill.scenes.fit import load_fit_model
 
 IN2N_FAST = EDIT_FAST + ["method=in2n", "in2n.n_views=4", "in2n.edit_every=2", "in2n.edit_denoise_steps=4"]
-
-
-@pytest.fixture(scope="module")
-def captured(tmp_path_factory):
-    """A small toy captured scene and a short Gaussians fit of it."""
-    from threedistill.toyworld.capture import write_captured_scene
-
-    root = tmp_path_factory.mktemp("capture")
-    scene = write_captured_scene("three", root / "three", n_views=12, width=32, height=24, n_points=1000,
-                                 supersample=1)
-    run = fit(scene=str(scene), steps=40, seed=0, out=str(root / "runs"), progress=False, log=lambda s: None,
-              overrides=FIT_FAST + ["trainer.checkpoint_every=0"])
-    return scene, run
 
 
 def test_sdedit_changes_an_image_less_at_smaller_edit_timesteps(toy_prior):

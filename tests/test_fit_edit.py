@@ -3,39 +3,22 @@ import json
 
 import pytest
 import torch
+from conftest import FIT_FAST
 
 from threedistill.cameras import orbit_cameras
 from threedistill.editing.dds import DDSConfig, DDSGuidance
 from threedistill.editing.edit import edit
 from threedistill.editing.region import EditRegion
+from threedistill.evaluation.edit_bench import object_region
 from threedistill.errors import ConfigError, ThreeDistillError, UnknownNameError
 from threedistill.scenes.fit import PhotometricLoss, fit, load_fit_model
 
-FIT_FAST = ["device=cpu", "export=[]", "resolution=24", "trainer.batch_size=1", "trainer.preview_every=0",
-            "gaussians.densify_from=1000"]
 EDIT_FAST = ["device=cpu", "export=[]", "trainer.resolution=16", "trainer.batch_size=1", "trainer.preview_every=0"]
-
-
-@pytest.fixture(scope="module")
-def captured(tmp_path_factory):
-    """A small toy captured scene (nerfstudio + COLMAP layouts) and a short Gaussians fit of it."""
-    from threedistill.toyworld.capture import write_captured_scene
-
-    root = tmp_path_factory.mktemp("capture")
-    scene = write_captured_scene("three", root / "three", n_views=16, width=32, height=24, n_points=1500,
-                                 supersample=1)
-    run = fit(scene=str(scene), steps=60, seed=0, out=str(root / "runs"), progress=False, log=lambda s: None,
-              overrides=FIT_FAST + ["trainer.checkpoint_every=20"])
-    return scene, run
 
 
 def cube_region(scene_dir) -> str:
     """A box around the scene's first object (the red cube), above the ground, in the capture's coordinates."""
-    record = json.loads((scene_dir / "toy_scene.json").read_text())
-    obj, ground = record["scene"]["objects"][0], record["scene"]["ground_height"]
-    (ox, oy, oz), s = obj["offset"], obj["scale"]
-    lo, hi = torch.tensor([ox - s, ground + 0.03, oz - s]), torch.tensor([ox + s, oy + s, oz + s])
-    return str(EditRegion("box", (lo + hi) / 2, (hi - lo) / 2).transformed(torch.tensor(record["frame"])))
+    return object_region(scene_dir, 0)
 
 
 def test_fit_reconstructs_held_out_views_and_reports_psnr(captured):

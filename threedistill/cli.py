@@ -273,7 +273,7 @@ def edit_cmd(
     scene: Optional[str] = typer.Option(None, help="A t3d fit run directory, or a captured-scene folder (fitted first)."),
     prompt: Optional[str] = typer.Option(None, help="What the edited region should show, e.g. 'a blue cube'."),
     source_prompt: Optional[str] = typer.Option(None, help="What it shows now (dds), e.g. 'a red cube'."),
-    method: Optional[str] = typer.Option(None, help="dds (default) or sds (with a preservation term)."),
+    method: Optional[str] = typer.Option(None, help="dds (default), sds (with a preservation term) or in2n (iterative dataset update)."),
     region: Optional[str] = typer.Option(None, help="Edit region box:cx,cy,cz,hx,hy,hz or sphere:cx,cy,cz,r in the "
                                          "scene's coordinates; only Gaussians inside may change. Default: all."),
     steps: Optional[int] = typer.Option(None, help="Optimisation steps."),
@@ -491,7 +491,7 @@ def _config_path(name: str) -> Path:
 @bench_app.command("edit", context_settings=EXTRA_ARGS)
 def bench_edit(
     ctx: typer.Context,
-    methods: str = typer.Option("dds,sds", help="Comma-separated edit methods."),
+    methods: str = typer.Option("dds,sds,in2n", help="Comma-separated edit methods."),
     quick: bool = typer.Option(False, "--quick", help="Smoke-size run: 2 edits, 100 fit steps, 60 edit steps."),
     fit_steps: Optional[int] = typer.Option(None, help="Override the fit config's steps."),
     steps: Optional[int] = typer.Option(None, help="Override the edit configs' steps."),
