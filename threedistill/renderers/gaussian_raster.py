@@ -140,11 +140,11 @@ def rasterize_camera(means, covs, opacities, features, viewmat, K, height, width
     ty_all, tx_all = torch.meshgrid(torch.arange(tiles_y, device=dev), torch.arange(tiles_x, device=dev), indexing="ij")
     origin = torch.stack([tx_all.reshape(-1), ty_all.reshape(-1)], -1).to(dtype) * TILE
     accum = torch.zeros(n_tiles, TILE * TILE, f + 1, dtype=dtype, device=dev)
-    if len(gauss):
-        d = origin[tile][:, None, :] + offs[None] - means2d[gauss][:, None, :]  # (P, 256, 2)
-        con = conics[gauss]
+    if len(gauss):  # gathers by index_select: its backward (index_add) is deterministic on CPU, x[idx]'s is not
+        d = origin[tile][:, None, :] + offs[None] - means2d.index_select(0, gauss)[:, None, :]  # (P, 256, 2)
+        con = conics.index_select(0, gauss)
         power = -0.5 * (con[:, None, 0] * d[..., 0] ** 2 + con[:, None, 2] * d[..., 1] ** 2) - con[:, None, 1] * d[..., 0] * d[..., 1]
-        alpha = (opacities[gauss][:, None] * torch.exp(power.clamp_max(0))).clamp_max(ALPHA_MAX)
+        alpha = (opacities.index_select(0, gauss)[:, None] * torch.exp(power.clamp_max(0))).clamp_max(ALPHA_MAX)
         alpha = torch.where(alpha >= alpha_min, alpha, torch.zeros_like(alpha))
         log_t = torch.log1p(-alpha)
         # Exclusive cumulative sum within each tile segment: global cumsum minus the segment's starting value.
@@ -153,10 +153,10 @@ def rasterize_camera(means, covs, opacities, features, viewmat, K, height, width
         first = torch.ones_like(tile, dtype=torch.bool)
         first[1:] = tile[1:] != tile[:-1]
         seg_start = torch.cummax(torch.where(first, torch.arange(len(tile), device=dev), torch.zeros_like(tile)), 0).values
-        before = csum[seg_start] - log_t[seg_start]
+        before = csum.index_select(0, seg_start) - log_t.index_select(0, seg_start)
         transmittance = torch.exp(csum - log_t - before).to(dtype)
         weight = transmittance * alpha  # (P, 256)
-        contrib = torch.cat([weight[..., None] * features[gauss][:, None, :], weight[..., None]], -1)
+        contrib = torch.cat([weight[..., None] * features.index_select(0, gauss)[:, None, :], weight[..., None]], -1)
         accum = accum.index_add(0, tile, contrib)
     image = accum[..., :f]
     alpha_img = accum[..., f:]
