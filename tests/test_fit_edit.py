@@ -134,3 +134,30 @@ def test_edit_and_fit_errors_are_one_line(captured, tmp_path):
     with pytest.raises(ThreeDistillError, match=str(tmp_path / "empty")):
         (tmp_path / "empty").mkdir()
         fit(scene=str(tmp_path / "empty"), progress=False, log=lambda s: None, out=str(tmp_path))
+
+
+def test_a_2d_mask_on_one_view_selects_the_object_in_3d(captured, tmp_path):
+    """`view:NAME:MASK.png`: the cube's instance mask in one captured view selects about the Gaussians of the cube's
+    box (its hidden back included), and little else."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    from threedistill.editing.lift import lift_view_mask
+    from threedistill.scenes import load_scene
+
+    scene_dir, run = captured
+    data, model = load_scene(str(scene_dir)), load_fit_model(run.dir)
+    name = data.image_paths[1].name
+    cube = (iio.imread(scene_dir / "instances" / name) == 2).astype(np.uint8) * 255  # ids are written + 1
+    iio.imwrite(tmp_path / "mask.png", cube)
+    selected, framing = lift_view_mask(data, model, f"view:{name}:{tmp_path / 'mask.png'}")
+    in_box = EditRegion.parse(cube_region(scene_dir)).transformed(data.transform).contains(model.means.detach())
+    both = int((selected & in_box).sum())
+    assert both / int(in_box.sum()) > 0.6 and both / int(selected.sum()) > 0.8, (both, int(selected.sum()), int(in_box.sum()))
+    assert framing.contains(model.means.detach()[in_box]).float().mean() > 0.8
+    iio.imwrite(tmp_path / "empty.png", np.zeros_like(cube))
+    for text, words in ((f"view:nope.png:{tmp_path / 'mask.png'}", "no view 'nope.png'"),
+                        (f"view:{name}:{tmp_path / 'empty.png'}", "is empty"),
+                        (f"view:{name}:{tmp_path / 'missing.png'}", "does not exist"), ("view:x", "bad edit mask")):
+        with pytest.raises(ConfigError, match=words):
+            lift_view_mask(data, model, text)

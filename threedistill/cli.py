@@ -274,8 +274,10 @@ def edit_cmd(
     prompt: Optional[str] = typer.Option(None, help="What the edited region should show, e.g. 'a blue cube'."),
     source_prompt: Optional[str] = typer.Option(None, help="What it shows now (dds), e.g. 'a red cube'."),
     method: Optional[str] = typer.Option(None, help="dds (default), sds (with a preservation term) or in2n (iterative dataset update)."),
-    region: Optional[str] = typer.Option(None, help="Edit region box:cx,cy,cz,hx,hy,hz or sphere:cx,cy,cz,r in the "
-                                         "scene's coordinates; only Gaussians inside may change. Default: all."),
+    region: Optional[str] = typer.Option(None, "--mask", "--region",
+                                         help="What may change: box:cx,cy,cz,hx,hy,hz or sphere:cx,cy,cz,r in the "
+                                         "scene's coordinates, or view:IMAGE_NAME:MASK.png (a mask drawn on one "
+                                         "captured view, lifted to 3D). Default: the whole scene."),
     steps: Optional[int] = typer.Option(None, help="Optimisation steps."),
     seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same result on CPU)."),
     out: Optional[str] = typer.Option(None, help="Root of run directories (default outputs/)."),

@@ -27,6 +27,7 @@ from ..renderers.gaussian_raster import rasterize
 from ..trainer import CameraRange, Trainer, TrainerConfig
 from .dds import DDSConfig, DDSGuidance
 from .in2n import In2NConfig, In2NObjective, build_in2n
+from .lift import lift_view_mask, parse_view_mask
 from .region import EditRegion
 
 EDIT_METHODS: Registry = Registry("edit_method")
@@ -61,7 +62,9 @@ class EditConfig:
     prompt: str = ""  # what the edited region should show, e.g. "a blue cube"
     source_prompt: str = ""  # what it shows now (DDS), e.g. "a red cube"
     method: str = "dds"
-    region: Optional[str] = None  # box:cx,cy,cz,hx,hy,hz or sphere:cx,cy,cz,r; None = the whole scene
+    # Where the edit may act: box:cx,cy,cz,hx,hy,hz or sphere:cx,cy,cz,r (see region_frame), or view:NAME:MASK.png
+    # (a 2D mask drawn on captured view NAME, lifted to the Gaussians it covers); None = the whole scene.
+    region: Optional[str] = None
     region_frame: str = "scene"  # scene: the capture's own coordinates; normalised: the fit's unit frame
     prior: Optional[str] = None
     device: str = "auto"
@@ -82,7 +85,7 @@ class EditConfig:
         if self.region_frame not in ("scene", "normalised"):
             raise ConfigError(f"region_frame must be scene or normalised, got {self.region_frame!r}")
         if self.region is not None:
-            EditRegion.parse(self.region)
+            parse_view_mask(self.region) if self.region.startswith("view:") else EditRegion.parse(self.region)
         if self.view_distance <= 0 or self.lambda_preserve < 0:
             raise ConfigError("view_distance must be positive and lambda_preserve >= 0")
         if self.guidance.instruct_pix2pix and self.method != "in2n":
@@ -236,8 +239,7 @@ def edit(source: str | Path | None = None, prompt: str | None = None, source_pro
     if resume is None:
         cfg.source = str(fit_dir)
         run_dir = new_run_dir_at(Path(cfg.out) / scene_slug(fit_cfg.scene), f"edit-{cfg.method}")
-    the_region = edit_region(cfg, scene, gaussians)
-    selected = the_region.contains(gaussians.means.detach())
+    selected, the_region = edit_selection(cfg, scene, gaussians)
     if not selected.any():
         raise ThreeDistillError(f"the edit region {cfg.region} holds none of the scene's {len(gaussians)} Gaussians")
     log(f"edit region {the_region} (normalised frame) holds {int(selected.sum())} of {len(gaussians)} Gaussians")
@@ -273,6 +275,14 @@ def edit(source: str | Path | None = None, prompt: str | None = None, source_pro
                                  "edited_gaussians": int(selected.sum()), "region": str(the_region)})
         export_formats(gaussians, "gaussians", cfg.export, run_dir, log)
     return run
+
+
+def edit_selection(cfg: EditConfig, scene, gaussians) -> tuple[torch.Tensor, EditRegion]:
+    """The Gaussians an edit may change (N,) and the region (normalised frame) the edit cameras frame."""
+    if cfg.region is not None and cfg.region.startswith("view:"):
+        return lift_view_mask(scene, gaussians, cfg.region)
+    region = edit_region(cfg, scene, gaussians)
+    return region.contains(gaussians.means.detach()), region
 
 
 def edit_region(cfg: EditConfig, scene, gaussians) -> EditRegion:
