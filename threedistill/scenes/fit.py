@@ -17,7 +17,7 @@ from ..config import load_config, packaged_config, save_config
 from ..errors import ConfigError, ThreeDistillError
 from ..representations.gaussians import Gaussians, GaussiansConfig
 from ..representations.nerf import NeRFConfig
-from ..trainer import Trainer, TrainerConfig, latest_checkpoint
+from ..trainer import Trainer, TrainerConfig
 
 
 @dataclass
@@ -155,7 +155,10 @@ def load_fit_model(run_dir: Path):
     cfg = load_config(FitConfig, Path(run_dir) / "config.yaml")
     model = Gaussians(cfg.gaussians) if cfg.representation == "gaussians" else NeRF(cfg.nerf)
     stem, _ = latest_checkpoint(run_dir)
-    tensors = load_file(str(stem.with_suffix(".safetensors")))
+    try:
+        tensors = load_file(str(stem.with_suffix(".safetensors")))
+    except (OSError, ValueError) as err:
+        raise ThreeDistillError(f"{run_dir}: checkpoint {stem.name} is unreadable ({err})") from None
     load_model_state(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     return model
 
@@ -187,10 +190,11 @@ def fit(scene: str | Path | None = None, representation: str | None = None, step
         cfg = load_config(FitConfig, [p for p in [fit_config_path(probe.representation)] if p], overrides)
         if not cfg.scene:
             raise ConfigError("no scene given; use --scene DIR (a nerfstudio, Blender or COLMAP folder)")
-        run_dir = new_run_dir_at(Path(cfg.out) / scene_slug(cfg.scene), f"fit-{cfg.representation}")
-    data = load_scene(cfg.scene)
+    data = load_scene(cfg.scene)  # before the run directory: a bad scene leaves nothing behind
     if not data.image_paths:
         raise ThreeDistillError(f"{cfg.scene} has no images to fit (a .ply alone is already a reconstruction)")
+    if resume is None:
+        run_dir = new_run_dir_at(Path(cfg.out) / scene_slug(cfg.scene), f"fit-{cfg.representation}")
     device = resolve_device(cfg.device)
     native_kernels.set_mode(cfg.native)
     torch.manual_seed(cfg.trainer.seed)
@@ -202,7 +206,6 @@ def fit(scene: str | Path | None = None, representation: str | None = None, step
         save_config(cfg, run_dir / "config.yaml")
     trainer = Trainer(cfg.trainer, model, PhotometricLoss(cfg.lambda_dssim), "", run_dir, log=log, views=views)
     if resume is not None:
-        latest_checkpoint(run_dir)
         trainer.load_checkpoint(run_dir)
         log(f"resuming {run_dir} at step {trainer.step}")
     run = Run(run_dir, cfg, model, trainer)
