@@ -161,3 +161,31 @@ def test_a_2d_mask_on_one_view_selects_the_object_in_3d(captured, tmp_path):
                         (f"view:{name}:{tmp_path / 'missing.png'}", "does not exist"), ("view:x", "bad edit mask")):
         with pytest.raises(ConfigError, match=words):
             lift_view_mask(data, model, text)
+
+
+def test_exports_are_in_the_capture_frame_and_a_ready_ply_can_be_edited(captured, tmp_path):
+    """The fit's point_cloud.ply lines up with the capture's own coordinates (the COLMAP points), and a 3DGS .ply
+    given to t3d edit is edited as it is (no fit), its result exported back in the ply's frame."""
+    import numpy as np
+
+    from threedistill.export.splats import read_ply
+    from threedistill.scenes import load_scene
+    from threedistill.scenes.fit import export_scene_model
+
+    scene_dir, run = captured
+    data, model = load_scene(str(scene_dir)), load_fit_model(run.dir)
+    export_scene_model(model, "gaussians", data, ["ply"], tmp_path, log=lambda s: None)
+    ply = tmp_path / "export" / "point_cloud.ply"
+    written = read_ply(ply)
+    assert np.allclose(written.means, data.to_original(model.means.detach()).numpy(), atol=1e-4)
+    colmap_points = np.loadtxt(scene_dir / "sparse" / "0" / "points3D.txt", comments="#", usecols=(1, 2, 3))
+    assert np.abs(np.median(written.means, 0) - np.median(colmap_points, 0)).max() < 0.2  # the capture's frame
+    region = "sphere:" + ",".join(f"{v:.4f}" for v in np.median(written.means, 0)) + ",0.8"
+    result = edit(source=str(ply), prompt="a blue cube", source_prompt="a red cube", region=region, steps=3,
+                  seed=0, out=str(tmp_path / "runs"), progress=False, log=lambda s: None,
+                  overrides=[o for o in EDIT_FAST if o != "export=[]"])
+    assert len(result.model) == len(model)
+    edited = read_ply(result.dir / "export" / "point_cloud.ply")
+    changed = np.abs(edited.means - written.means).max(-1) > 1e-6
+    assert 0 < changed.sum() < len(changed)
+    assert np.allclose(edited.means[~changed], written.means[~changed], atol=1e-4)

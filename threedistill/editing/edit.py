@@ -175,21 +175,30 @@ def object_radius(region: EditRegion) -> EditRegion:
 
 
 def load_source(source: str | Path, log=print):
-    """(fit run directory, its FitConfig, scene data, Gaussians) for an edit; a scene folder is fitted first."""
+    """(what to edit: a fit run directory or a splat file/folder, the scene's path, its SceneData, Gaussians in the
+    scene's normalised frame). A ready 3DGS point_cloud.ply (or a scene folder holding one) is edited as it is; a
+    scene folder without one is fitted first."""
+    from ..representations.gaussians import Gaussians
     from ..scenes import load_scene
     from ..scenes.fit import FitConfig, fit, load_fit_model
 
     path = Path(source)
     if not (path / "config.yaml").is_file():
         if not path.exists():
-            raise ThreeDistillError(f"{path} does not exist; give a t3d fit run directory or a captured-scene folder")
+            raise ThreeDistillError(f"{path} does not exist; give a t3d fit run directory, a captured-scene folder "
+                                    f"or a 3DGS point_cloud.ply")
+        scene = load_scene(path)
+        if scene.splats is not None:
+            log(f"editing the 3D Gaussians of {path} ({len(scene.splats.means)} splats, SH degree "
+                f"{scene.splats.sh_degree})")
+            return path, path, scene, Gaussians.from_splats(scene.splats)
         log(f"{path} is a captured scene, not a fit run: fitting it first (t3d fit --scene {path})")
         path = fit(scene=str(path), log=log).dir
     fit_cfg = load_config(FitConfig, path / "config.yaml")
     if fit_cfg.representation != "gaussians":
         raise ThreeDistillError(f"{path} holds a {fit_cfg.representation}; t3d edit edits Gaussians scenes "
                                 f"(refit with --representation gaussians)")
-    return path, fit_cfg, load_scene(fit_cfg.scene), load_fit_model(path)
+    return path, Path(fit_cfg.scene), load_scene(fit_cfg.scene), load_fit_model(path)
 
 
 def edit_config_path(method: str) -> Path | None:
@@ -213,8 +222,8 @@ def edit(source: str | Path | None = None, prompt: str | None = None, source_pro
          stop_at: int | None = None, log=print):
     """Edit a fitted scene with text; returns the Run (outputs/<scene>/edit-<method>@<time>/)."""
     from ..priors import load_prior
-    from ..runs import Run, export_formats, new_run_dir_at, resolve_device
-    from ..scenes.fit import scene_slug
+    from ..runs import Run, new_run_dir_at, resolve_device
+    from ..scenes.fit import export_scene_model, scene_slug
 
     if resume is not None:
         run_dir = Path(resume)
@@ -235,10 +244,10 @@ def edit(source: str | Path | None = None, prompt: str | None = None, source_pro
             raise ConfigError("the edit prompt is empty; say what the result should show, e.g. --prompt 'a blue cube'")
         if not cfg.source:
             raise ConfigError("no scene given; use --scene RUN_DIR (a t3d fit run) or a captured-scene folder")
-    fit_dir, fit_cfg, scene, gaussians = load_source(cfg.source, log)
+    fit_dir, scene_path, scene, gaussians = load_source(cfg.source, log)
     if resume is None:
         cfg.source = str(fit_dir)
-        run_dir = new_run_dir_at(Path(cfg.out) / scene_slug(fit_cfg.scene), f"edit-{cfg.method}")
+        run_dir = new_run_dir_at(Path(cfg.out) / scene_slug(str(scene_path)), f"edit-{cfg.method}")
     selected, the_region = edit_selection(cfg, scene, gaussians)
     if not selected.any():
         raise ThreeDistillError(f"the edit region {cfg.region} holds none of the scene's {len(gaussians)} Gaussians")
@@ -273,7 +282,7 @@ def edit(source: str | Path | None = None, prompt: str | None = None, source_pro
         write_edit_preview(run, model.cpu(), original.cpu(), preview_cams, cfg.trainer.steps, name="edit.png")
         _write_metrics(run_dir, {"wall_seconds": round(time.time() - started, 1),
                                  "edited_gaussians": int(selected.sum()), "region": str(the_region)})
-        export_formats(gaussians, "gaussians", cfg.export, run_dir, log)
+        export_scene_model(gaussians, "gaussians", scene, cfg.export, run_dir, log)
     return run
 
 

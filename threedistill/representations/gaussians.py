@@ -3,6 +3,7 @@ densify (clone / split by accumulated screen-space gradient) and prune (opacity,
 Parameter groups carry their own learning rates; densification edits the optimizer's Adam state in place."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,14 @@ class Gaussians(nn.Module):
         model._set(points.float(), model.log_scales[:1].expand(n, 3).clone(), model.quats[:1].expand(n, 4).clone(),
                    model.opacity_logits[:1].expand(n).clone(), sh)
         model._reset_stats()
+        return model
+
+    @classmethod
+    def from_splats(cls, splats, cfg: GaussiansConfig | None = None) -> "Gaussians":
+        """Gaussians holding a read 3DGS file's parameters (`export.splats.SplatParams`), at its SH degree."""
+        cfg = dataclasses.replace(cfg or GaussiansConfig(), sh_degree=splats.sh_degree, num_points=len(splats.means))
+        model = cls(cfg)
+        model.load_tensors(splats.tensors())
         return model
 
     def _set(self, means, log_scales, quats, opacity_logits, sh):

@@ -178,7 +178,7 @@ def fit(scene: str | Path | None = None, representation: str | None = None, step
         seed: int | None = None, out: str | None = None, overrides=(), resume: str | Path | None = None,
         progress: bool = True, stop_at: int | None = None, log=print):
     """Reconstruct a captured scene; returns the Run (directory outputs/<scene>/fit-<representation>@<time>/)."""
-    from ..runs import Run, export_finished_run, new_run_dir_at, option_overrides, resolve_device, saved_run_config
+    from ..runs import Run, new_run_dir_at, option_overrides, resolve_device, saved_run_config
     from . import load_scene
 
     if resume is not None:
@@ -214,8 +214,26 @@ def fit(scene: str | Path | None = None, representation: str | None = None, step
     if trainer.step == cfg.trainer.steps:
         model.cpu()
         write_fit_metrics(run, data, time.time() - started)
-        export_finished_run(run, log)
+        export_scene_model(model, cfg.representation, data, cfg.export, run_dir, log)
     return run
+
+
+def export_scene_model(model, representation: str, scene, formats, run_dir: Path, log=print) -> None:
+    """Export a scene's model: splat formats (ply, splat, spz) in the capture's ORIGINAL frame, so they line up
+    with the user's cameras and other tools; mesh formats in the normalised frame (said in the log)."""
+    from ..export.run_export import SPLAT_FORMATS, default_export_path
+    from ..export.splats import SplatParams
+    from ..runs import export_formats
+    from .normalize import transform_splats
+
+    if representation == "gaussians":
+        original = transform_splats(torch.linalg.inv(scene.transform.double()).numpy(), SplatParams.from_gaussians(model))
+        for fmt in (f for f in formats if f in SPLAT_FORMATS):
+            log(f"exported {SPLAT_FORMATS[fmt][1](original, default_export_path(run_dir, fmt))} (the capture's frame)")
+    meshes = [f for f in formats if f not in SPLAT_FORMATS]
+    if meshes:
+        log("mesh exports of a scene are in the fit's normalised frame (see the run's scene transform)")
+        export_formats(model, representation, meshes, run_dir, log)
 
 
 def write_fit_preview(run, scene, step: int) -> None:
