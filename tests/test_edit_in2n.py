@@ -3,14 +3,12 @@ import json
 
 import pytest
 import torch
-from test_fit_edit import EDIT_FAST, cube_region, load_scene_transform
+from test_fit_edit import EDIT_FAST, assert_region_only_edit, cube_region
 
 from threedistill.cameras import orbit_cameras
 from threedistill.editing.edit import edit
 from threedistill.editing.in2n import EditDataset, In2NConfig, In2NObjective, ip2p_eps, sdedit
-from threedistill.editing.region import EditRegion
 from threedistill.errors import ConfigError
-from threedistill.scenes.fit import load_fit_model
 
 IN2N_FAST = EDIT_FAST + ["method=in2n", "in2n.n_views=4", "in2n.edit_every=2", "in2n.edit_denoise_steps=4"]
 
@@ -92,20 +90,7 @@ def test_dataset_update_replaces_the_scheduled_images_in_turn_every_edit_every_s
 
 
 def test_in2n_edit_changes_only_the_region_and_turns_it_blue(captured, tmp_path):
-    scene, run = captured
-    before = load_fit_model(run.dir)
-    result = edit(source=str(run.dir), prompt="a blue cube", region=cube_region(scene), steps=12, seed=0,
-                  out=str(tmp_path), progress=False, log=lambda s: None, overrides=IN2N_FAST)
-    after = result.model
-    inside = EditRegion.parse(cube_region(scene)).transformed(load_scene_transform(run.dir)).contains(before.means)
-    assert 0 < int(inside.sum()) < len(before)
-    for name in ("means", "sh", "log_scales", "opacity_logits", "quats"):
-        a, b = getattr(before, name).detach(), getattr(after, name).detach()
-        assert torch.equal(a[~inside], b[~inside]), f"{name} changed outside the region"
-        assert not torch.equal(a[inside], b[inside]), f"{name} did not change inside the region"
-    blue = lambda g: float((g.sh.detach()[inside, 0, 2] - g.sh.detach()[inside, 0, 0]).mean())  # noqa: E731
-    assert blue(after) > blue(before)
-    assert (result.dir / "renders" / "edit.png").is_file()
+    assert_region_only_edit(captured, tmp_path, IN2N_FAST)
 
 
 def test_interrupted_in2n_edit_resumes_to_the_same_parameters(captured, tmp_path):

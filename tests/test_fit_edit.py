@@ -72,10 +72,16 @@ def test_dds_gradient_vanishes_when_edit_and_source_agree(toy_prior):
 
 
 def test_edit_changes_only_the_region_and_moves_its_colour(captured, tmp_path):
+    assert_region_only_edit(captured, tmp_path, EDIT_FAST, source_prompt="a red cube")
+
+
+def assert_region_only_edit(captured, tmp_path, overrides, **kwargs):
+    """An edit toward "a blue cube" in the cube's box changes every parameter group inside it, nothing outside,
+    and makes the region bluer (shared with tests/test_edit_in2n.py)."""
     scene, run = captured
     before = load_fit_model(run.dir)
-    result = edit(source=str(run.dir), prompt="a blue cube", source_prompt="a red cube", region=cube_region(scene),
-                  steps=12, seed=0, out=str(tmp_path), progress=False, log=lambda s: None, overrides=EDIT_FAST)
+    result = edit(source=str(run.dir), prompt="a blue cube", region=cube_region(scene), steps=12, seed=0,
+                  out=str(tmp_path), progress=False, log=lambda s: None, overrides=overrides, **kwargs)
     after = result.model
     region = EditRegion.parse(cube_region(scene)).transformed(load_scene_transform(run.dir))
     inside = region.contains(before.means)
