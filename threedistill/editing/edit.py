@@ -222,22 +222,15 @@ def edit(source: str | Path | None = None, prompt: str | None = None, source_pro
          stop_at: int | None = None, log=print):
     """Edit a fitted scene with text; returns the Run (outputs/<scene>/edit-<method>@<time>/)."""
     from ..priors import load_prior
-    from ..runs import Run, new_run_dir_at, resolve_device
+    from ..runs import Run, new_run_dir_at, option_overrides, resolve_device, saved_run_config
     from ..scenes.fit import export_scene_model, scene_slug
 
     if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise ThreeDistillError(f"cannot resume: {run_dir} is not a run directory (no config.yaml)")
-        cfg = load_config(EditConfig, run_dir / "config.yaml", list(overrides))
+        run_dir, cfg = saved_run_config(EditConfig, resume, overrides)
     else:
-        picked = [f"source={json.dumps(str(source))}" if source else None,
-                  f"prompt={json.dumps(prompt)}" if prompt else None,
-                  f"source_prompt={json.dumps(source_prompt)}" if source_prompt else None,
-                  f"method={method}" if method else None, f"region={json.dumps(region)}" if region else None,
-                  f"trainer.steps={steps}" if steps is not None else None,
-                  f"trainer.seed={seed}" if seed is not None else None, f"out={out}" if out else None]
-        overrides = list(overrides) + [p for p in picked if p]
+        overrides = list(overrides) + option_overrides(
+            source=source or None, prompt=prompt or None, source_prompt=source_prompt or None, method=method,
+            region=region, trainer__steps=steps, trainer__seed=seed, out=out)
         probe = load_config(EditConfig, None, [o for o in overrides if o.startswith("method=")])
         cfg = load_config(EditConfig, [p for p in [edit_config_path(probe.method)] if p], overrides)
         if not cfg.prompt.strip():
