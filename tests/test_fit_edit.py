@@ -195,3 +195,16 @@ def test_exports_are_in_the_capture_frame_and_a_ready_ply_can_be_edited(captured
     changed = np.abs(edited.means - written.means).max(-1) > 1e-6
     assert 0 < changed.sum() < len(changed)
     assert np.allclose(edited.means[~changed], written.means[~changed], atol=1e-4)
+
+
+def test_a_nerf_fits_too_but_only_gaussians_are_edited(captured, tmp_path):
+    scene, _ = captured
+    run = fit(scene=str(scene), representation="nerf", steps=3, seed=0, out=str(tmp_path), progress=False,
+              log=lambda s: None, overrides=FIT_FAST + ["nerf.n_samples=8", "nerf.n_importance=8", "nerf.levels=4",
+                                                        "nerf.log2_table_size=10"])
+    metrics = json.loads((run.dir / "metrics.json").read_text())
+    assert metrics["val"]["views"] == 2 and metrics["val"]["psnr"] > 5
+    assert type(load_fit_model(run.dir)).__name__ == "NeRF"
+    with pytest.raises(ThreeDistillError, match="edits Gaussians scenes"):
+        edit(source=str(run.dir), prompt="a blue cube", source_prompt="a red cube", steps=1, out=str(tmp_path),
+             progress=False, log=lambda s: None)
