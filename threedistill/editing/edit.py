@@ -58,7 +58,7 @@ class EditGuidanceConfig(DDSConfig):
 
 @dataclass
 class EditConfig:
-    source: str = ""  # a `t3d fit` run directory (a scene folder is fitted first)
+    source: str = ""  # a `t3d fit` run, a captured-scene folder (fitted first) or a 3DGS point_cloud.ply (edited as is)
     prompt: str = ""  # what the edited region should show, e.g. "a blue cube"
     source_prompt: str = ""  # what it shows now (DDS), e.g. "a red cube"
     method: str = "dds"
