@@ -207,6 +207,18 @@ def option_overrides(**options) -> list[str]:
     return [f"{key.replace('__', '.')}={quote(value)}" for key, value in options.items() if value is not None]
 
 
+def update_metrics(run_dir: Path, values: dict | None = None, add_seconds: float = 0.0) -> dict:
+    """Merge `values` into RUN_DIR/metrics.json (created if missing) and add `add_seconds` to its wall_seconds
+    (a resumed run adds its own time); returns the merged metrics."""
+    path = Path(run_dir) / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    metrics.update(values or {})
+    if add_seconds:
+        metrics["wall_seconds"] = round(metrics.get("wall_seconds", 0.0) + add_seconds, 1)
+    path.write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
 def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "prompt"
 
@@ -324,10 +336,7 @@ def generate(prompt: str = "", representation: str | None = None, guidance: str 
         run.model.cpu()  # turntable and exports run on the CPU whatever the training device
         write_turntable(run)
         export_finished_run(run, log)
-        metrics_path = run_dir / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-        metrics["wall_seconds"] = round(metrics.get("wall_seconds", 0.0) + time.time() - started, 1)
-        metrics_path.write_text(json.dumps(metrics, indent=2))
+        update_metrics(run_dir, add_seconds=time.time() - started)
     return run
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -222,7 +221,7 @@ def edit(source: str | Path | None = None, prompt: str | None = None, source_pro
          stop_at: int | None = None, log=print):
     """Edit a fitted scene with text; returns the Run (outputs/<scene>/edit-<method>@<time>/)."""
     from ..priors import load_prior
-    from ..runs import Run, new_run_dir_at, option_overrides, resolve_device, saved_run_config
+    from ..runs import Run, new_run_dir_at, option_overrides, resolve_device, saved_run_config, update_metrics
     from ..scenes.fit import export_scene_model, scene_slug
 
     if resume is not None:
@@ -273,8 +272,8 @@ def edit(source: str | Path | None = None, prompt: str | None = None, source_pro
     if trainer.step == cfg.trainer.steps:
         gaussians.cpu()
         write_edit_preview(run, model.cpu(), original.cpu(), preview_cams, cfg.trainer.steps, name="edit.png")
-        _write_metrics(run_dir, {"wall_seconds": round(time.time() - started, 1),
-                                 "edited_gaussians": int(selected.sum()), "region": str(the_region)})
+        update_metrics(run_dir, {"edited_gaussians": int(selected.sum()), "region": str(the_region)},
+                       add_seconds=time.time() - started)
         export_scene_model(gaussians, "gaussians", scene, cfg.export, run_dir, log)
     return run
 
@@ -307,13 +306,6 @@ def write_edit_preview(run, model: RegionModel, original: RegionModel, cams: Cam
         before = original.render(cams, size, size)["rgb"]
         now = model.render(cams, size, size)["rgb"]
     save_image(torch.cat([before, now]).clamp(0, 1), run.dir / "renders" / (name or f"edit_{step:06d}.png"))
-
-
-def _write_metrics(run_dir: Path, values: dict) -> None:
-    path = run_dir / "metrics.json"
-    metrics = json.loads(path.read_text()) if path.is_file() else {}
-    metrics.update(values)
-    path.write_text(json.dumps(metrics, indent=2))
 
 
 __all__ = ["EditConfig", "EDIT_METHODS", "edit", "EditRegion", "RegionModel"]

@@ -2,7 +2,6 @@
 ground truth (and the exported export/model.glb, if any) and merge the numbers into the run's metrics.json."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -78,8 +77,6 @@ def evaluate_run(run_dir: Path) -> dict:
         from .mesh_eval import load_mesh, mesh_metrics
 
         metrics |= mesh_metrics(load_mesh(mesh_path), colour, obj, EVAL_RESOLUTION)
-    path = run_dir / "metrics.json"
-    existing = json.loads(path.read_text()) if path.is_file() else {}
-    existing.update(metrics)
-    path.write_text(json.dumps(existing, indent=2))
-    return existing
+    from ..runs import update_metrics
+
+    return update_metrics(run_dir, metrics)

@@ -3,7 +3,6 @@ loss (L1 + D-SSIM, as 3DGS), through the same Trainer, checkpoints and resume as
 views give the reconstruction PSNR / SSIM written to metrics.json."""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,18 +245,15 @@ def write_fit_preview(run, scene, step: int) -> None:
 
 def write_fit_metrics(run, scene, seconds: float) -> dict:
     """Held-out (and training) PSNR / SSIM into metrics.json, plus a render grid of the held-out views."""
+    from ..runs import update_metrics
     from ..utils.images import save_image
 
     val = evaluate_views(run.model, scene, scene.val_indices)
     train = evaluate_views(run.model, scene, scene.train_indices[::4])
     if val.get("views"):
         save_image(torch.cat([val["renders"][:8], val["images"][:8]]), run.dir / "renders" / "val.png")
-    path = run.dir / "metrics.json"
-    metrics = json.loads(path.read_text()) if path.is_file() else {}
     strip = lambda r: {k: v for k, v in r.items() if k not in ("renders", "images")}  # noqa: E731
-    metrics.update({"val": strip(val), "train": strip(train), "wall_seconds": round(metrics.get("wall_seconds", 0)
-                                                                                     + seconds, 1)})
+    values = {"val": strip(val), "train": strip(train)}
     if hasattr(run.model, "__len__"):
-        metrics["num_points"] = len(run.model)
-    path.write_text(json.dumps(metrics, indent=2))
-    return metrics
+        values["num_points"] = len(run.model)
+    return update_metrics(run.dir, values, add_seconds=seconds)
