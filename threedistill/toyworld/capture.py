@@ -22,6 +22,7 @@ from PIL import Image
 
 from ..cameras import Cameras, pixel_intrinsics
 from ..scenes.colmap import write_colmap_text
+from ..scenes.normalize import similarity_scale, transform_c2w, transform_points
 from .scene import ToyScene, apply_edit, default_edits, default_scenes, render_scene, scene_cameras, surface_samples
 
 FORMAT = "threedistill.toy_scene"
@@ -41,23 +42,10 @@ DEFAULT_FRAME.flags.writeable = False
 
 
 def _split_similarity(frame: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-    scale = float(np.cbrt(np.linalg.det(frame[:3, :3])))
+    scale = similarity_scale(frame)
     if scale <= 0:
         raise ValueError("frame must be a similarity with a positive scale (no reflection)")
     return frame[:3, :3] / scale, scale, frame[:3, 3]
-
-
-def transform_poses(frame: np.ndarray, c2w: np.ndarray) -> np.ndarray:
-    """Camera-to-world matrices (B,4,4) moved into the frame; their rotations stay orthonormal."""
-    rot, scale, trans = _split_similarity(frame)
-    out = np.array(c2w, dtype=np.float64)
-    out[:, :3, :3] = rot @ out[:, :3, :3]
-    out[:, :3, 3] = scale * out[:, :3, 3] @ rot.T + trans
-    return out
-
-
-def transform_points(frame: np.ndarray, points: np.ndarray) -> np.ndarray:
-    return np.asarray(points, dtype=np.float64) @ frame[:3, :3].T + frame[:3, 3]
 
 
 def _write_ply(path: Path, points: np.ndarray, colours: np.ndarray) -> None:
@@ -112,7 +100,7 @@ def write_captured_scene(scene: ToyScene | str, out_dir, n_views: int = 48, widt
     # Pixel intrinsics to 1e-4 px: the float32 fractions would otherwise give fl_x != fl_y by ~1e-5.
     fx, fy, cx, cy = (round(float(v[0]), 4) for v in pixel_intrinsics(cameras, height, width))
 
-    c2w = transform_poses(frame, cameras.c2w.double().numpy())
+    c2w = transform_c2w(frame, cameras.c2w.double().numpy())
     intrinsics = np.tile([fx, fy, cx, cy, width, height], (n_views, 1))
     write_colmap_text(out / "sparse" / "0", c2w, names, intrinsics, points, colours)
     _write_ply(out / "sparse_pc.ply", points, colours)
@@ -167,5 +155,4 @@ def render_edit_ground_truth(directory, edit: dict, views=None, supersample: int
     return {**out, "names": names, "scene": after, "edited_instance": edit["index"] + 1}
 
 
-__all__ = ["DEFAULT_FRAME", "similarity", "transform_poses", "transform_points",
-           "write_captured_scene", "read_toy_scene", "render_edit_ground_truth"]
+__all__ = ["DEFAULT_FRAME", "similarity", "write_captured_scene", "read_toy_scene", "render_edit_ground_truth"]
