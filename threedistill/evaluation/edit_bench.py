@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ThreeDistillError
+from .fidelity_bench import finished_row
 
 EDIT_ROW = "edit_row.json"
 FIT_DIR = "fits"
@@ -52,8 +53,8 @@ def prepare_scene(name: str, out_root: Path, fit_steps: int | None, log=print) -
 @torch.no_grad()
 def measure_edit(scene_dir: Path, fit_dir: Path, edit_record: dict, gaussians, region: str) -> dict:
     """Target / source agreement of the edited object and preservation of the rest, on the held-out views."""
+    from ..editing.edit import RegionModel
     from ..editing.region import EditRegion
-    from ..renderers.gaussian_raster import rasterize
     from ..scenes import load_scene
     from ..toyworld.capture import read_toy_scene, render_edit_ground_truth
     from ..toyworld.scene import ToyScene, render_scene
@@ -66,9 +67,7 @@ def measure_edit(scene_dir: Path, fit_dir: Path, edit_record: dict, gaussians, r
     cams = data.cameras(views)
     full = gaussians.render(cams, h, w, geometry=False)["rgb"].clamp(0, 1)
     selected = EditRegion.parse(region).transformed(data.transform).contains(gaussians.means)
-    g = gaussians
-    alone = rasterize(g.means[selected], g.scales[selected], g.quats[selected], g.opacities[selected],
-                      g.sh[selected], cams, h, w, geometry=False)
+    alone = RegionModel(gaussians, selected).render(cams, h, w)  # the edited object on white
     scene, _, gt_cams = read_toy_scene(scene_dir)
     gt_cams = gt_cams[torch.tensor(views)]
     after = render_edit_ground_truth(scene_dir, edit_record, views=views)
@@ -123,15 +122,14 @@ def run_edit_bench(methods: list[str], edits: list[dict], out_root: Path, fit_st
         for method in methods:
             task = {"edit": record, "method": method, "steps": edit_steps, "seed": seed, "overrides": list(overrides)}
             out = out_root / "edits" / edit_name(record) / method
-            row = next((r for p in sorted(out.glob(f"*/*/{EDIT_ROW}")) if (r := _read(p)) and r.get("task") == task),
-                       None)
+            row = finished_row(out, record["prompt"], task, EDIT_ROW)
             if row is None:
                 start = time.time()
                 run = edit(source=str(fit_dir), prompt=record["prompt"], source_prompt=record["source_prompt"],
                            method=method, region=region, steps=edit_steps, seed=seed, out=str(out),
                            overrides=list(overrides) + ["export=[]"], progress=False, log=lambda s: None)
-                row = {"edit": edit_name(record), "kind": record.get("kind", "colour"), "method": method,
-                       "run_dir": str(run.dir), "wall_seconds": time.time() - start,
+                row = {"edit": edit_name(record), "prompt": record["prompt"], "kind": record.get("kind", "colour"),
+                       "method": method, "run_dir": str(run.dir), "wall_seconds": time.time() - start,
                        **measure_edit(scene_dir, fit_dir, record, run.model.cpu(), region), "task": task}
                 (run.dir / EDIT_ROW).write_text(json.dumps(row))
             log(f"{method:5s} {row['edit']:45s} target IoU {row['target_iou']:.3f} (source {row['source_iou']:.3f})  "
@@ -142,13 +140,6 @@ def run_edit_bench(methods: list[str], edits: list[dict], out_root: Path, fit_st
             if on_row:
                 on_row({"fits": fits, "rows": rows})
     return {"fits": fits, "rows": rows}
-
-
-def _read(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def markdown_report(result: dict, header: str) -> str:
