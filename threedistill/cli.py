@@ -21,6 +21,10 @@ app.add_typer(bench_app, name="bench")
 
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 PriorOption = typer.Option(None, "--prior", help="Local diffusers directory or embedded prior name (toyworld, toyworld-latent); default: toyworld.")
+# The options every optimising command (generate, fit, edit) shares.
+StepsOption = typer.Option(None, help="Optimisation steps.")
+SeedOption = typer.Option(None, help="Random seed (same seed, same result on CPU).")
+OutOption = typer.Option(None, help="Root of run directories (default outputs/).")
 
 
 def _console():
@@ -218,9 +222,9 @@ def generate_cmd(
     representation: Optional[str] = typer.Option(None, help="gaussians (default), nerf, triplane or mesh."),
     guidance: Optional[str] = typer.Option(None, help="Guidance method: sds (default), vsd, esd, asd, csd, csm, ism, tsm, bsd, cds, nfsd."),
     prior: Optional[str] = typer.Option(None, help="Local diffusers directory; default: the embedded toy prior."),
-    steps: Optional[int] = typer.Option(None, help="Optimisation steps."),
-    seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same result on CPU)."),
-    out: Optional[str] = typer.Option(None, help="Root of run directories (default outputs/)."),
+    steps: Optional[int] = StepsOption,
+    seed: Optional[int] = SeedOption,
+    out: Optional[str] = OutOption,
     device: Optional[str] = typer.Option(None, help="auto (default: CUDA when torch sees a GPU), cpu, cuda or cuda:N."),
     config: Optional[str] = typer.Option(None, help="YAML config laid over configs/generate/<representation>.yaml: a "
                                          "path, or a shipped name (stabledreamer, nerf-then-mesh, gaussians-then-mesh, "
@@ -246,9 +250,9 @@ def fit_cmd(
     scene: Optional[str] = typer.Option(None, help="Captured scene: a nerfstudio (transforms.json), Blender "
                                         "(transforms_train.json) or COLMAP (sparse/0) folder."),
     representation: Optional[str] = typer.Option(None, help="gaussians (default) or nerf."),
-    steps: Optional[int] = typer.Option(None, help="Optimisation steps."),
-    seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same result on CPU)."),
-    out: Optional[str] = typer.Option(None, help="Root of run directories (default outputs/)."),
+    steps: Optional[int] = StepsOption,
+    seed: Optional[int] = SeedOption,
+    out: Optional[str] = OutOption,
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted fit in this directory."),
 ):
     """Reconstruct a captured scene from its posed images (L1 + D-SSIM); reports held-out PSNR."""
@@ -278,9 +282,9 @@ def edit_cmd(
                                          help="What may change: box:cx,cy,cz,hx,hy,hz or sphere:cx,cy,cz,r in the "
                                          "scene's coordinates, or view:IMAGE_NAME:MASK.png (a mask drawn on one "
                                          "captured view, lifted to 3D). Default: the whole scene."),
-    steps: Optional[int] = typer.Option(None, help="Optimisation steps."),
-    seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same result on CPU)."),
-    out: Optional[str] = typer.Option(None, help="Root of run directories (default outputs/)."),
+    steps: Optional[int] = StepsOption,
+    seed: Optional[int] = SeedOption,
+    out: Optional[str] = OutOption,
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted edit in this directory."),
 ):
     """Edit a reconstructed scene with text inside a 3D region (DDS or SDS + preservation)."""

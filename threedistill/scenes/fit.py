@@ -74,14 +74,19 @@ class PhotometricLoss(torch.nn.Module):
         return {"loss_photometric": loss, "l1": l1.detach(), "dssim": dssim.detach()}
 
 
+def image_size(scene, index: int, height: int | None = None) -> tuple[int, int]:
+    """(H, W) to render view `index` at: its stored size, or `height` rows keeping its aspect ratio."""
+    w, h = (int(v) for v in scene.sizes[index])
+    return (h, w) if height is None else (height, max(8, round(height * w / h)))
+
+
 class SceneViews:
     """The training views of a scene, loaded once at the working resolution, drawn at random by the Trainer."""
 
     def __init__(self, scene, indices: list[int], height: int, device: torch.device):
         if not indices:
             raise ThreeDistillError("the scene has no training views")
-        w, h = (int(v) for v in scene.sizes[indices[0]])
-        self.image_size = (height, max(8, round(height * w / h)))
+        self.image_size = image_size(scene, indices[0], height)
         self.cameras = scene.cameras(indices).to(device)
         images, masks = scene.load_images(indices, *self.image_size)
         self.images = images.to(device)
@@ -131,8 +136,7 @@ def evaluate_views(model, scene, indices: list[int], height: int | None = None, 
 
     if not indices:
         return {"views": 0}
-    w, h = (int(v) for v in scene.sizes[indices[0]])
-    size = (h, w) if height is None else (height, max(8, round(height * w / h)))
+    size = image_size(scene, indices[0], height)
     images, _ = scene.load_images(indices, *size)
     cams = scene.cameras(indices)
     renders = torch.cat([model.render(cams[i:i + batch].to(model.device), *size, geometry=False,
