@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..errors import SceneFormatError
+from ..renderers.gaussian_raster import quat_to_rotmat
 from .base import SceneData, build_scene, check_files, check_pose
 from .normalize import rotmat_to_quat
 
@@ -246,14 +248,6 @@ def find_model_dir(path: Path) -> Path | None:
     return None
 
 
-def qvec_to_rotmat(q) -> np.ndarray:
-    """A unit quaternion (w, x, y, z) as a rotation matrix (3,3)."""
-    w, x, y, z = q
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
-
-
 def image_c2w(image: ColmapImage, where: str) -> np.ndarray:
     """OpenGL camera-to-world (4,4) from a COLMAP world-to-camera pose in OpenCV axes."""
     q, t = np.asarray(image.qvec, dtype=np.float64), np.asarray(image.tvec, dtype=np.float64)
@@ -262,7 +256,7 @@ def image_c2w(image: ColmapImage, where: str) -> np.ndarray:
     if abs(np.linalg.norm(q) - 1.0) > 1e-2:
         raise SceneFormatError(f"{where}: pose of image {image.name!r} is not rigid (quaternion norm "
                                f"{np.linalg.norm(q):.4g}, rotation not orthonormal)")
-    rot = qvec_to_rotmat(q / np.linalg.norm(q))
+    rot = quat_to_rotmat(torch.from_numpy(q)[None])[0].numpy()  # normalises q
     c2w_cv = np.eye(4)
     c2w_cv[:3, :3], c2w_cv[:3, 3] = rot.T, -rot.T @ t
     return check_pose(c2w_cv @ OPENCV_TO_OPENGL, where, f"pose of image {image.name!r}")
