@@ -274,7 +274,7 @@ def fit_cmd(
 @app.command("edit", context_settings=EXTRA_ARGS)
 def edit_cmd(
     ctx: typer.Context,
-    scene: Optional[str] = typer.Option(None, help="A t3d fit run directory, or a captured-scene folder (fitted first)."),
+    scene: Optional[str] = typer.Option(None, help="A t3d fit run, a captured-scene folder (fitted first) or a 3DGS point_cloud.ply."),
     prompt: Optional[str] = typer.Option(None, help="What the edited region should show, e.g. 'a blue cube'."),
     source_prompt: Optional[str] = typer.Option(None, help="What it shows now (dds), e.g. 'a red cube'."),
     method: Optional[str] = typer.Option(None, help="dds (default), sds (with a preservation term) or in2n (iterative dataset update)."),
@@ -287,7 +287,7 @@ def edit_cmd(
     out: Optional[str] = OutOption,
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted edit in this directory."),
 ):
-    """Edit a reconstructed scene with text inside a 3D region (DDS or SDS + preservation)."""
+    """Edit a reconstructed scene with text inside a 3D region (DDS, SDS + preservation, or IN2N)."""
     from .editing.edit import edit
 
     if resume is None and not scene:
