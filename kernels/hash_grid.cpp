@@ -4,8 +4,7 @@
 // scaled by the level's resolution, the cell is floor(x res) clamped to res - 1, corner c = 4 cx + 2 cy + cz is
 // looked up densely ((res+1)^3 fits the table) or by the int32-wrapping spatial hash with primes
 // (1, 2654435761, 805459861), and the 8 features are blended with trilinear weights. The backward pass gives the
-// table's gradient only (the encoder's inputs are ray samples, which carry none); each thread scatters into its
-// own copy of the table gradient, summed at the end.
+// table's gradient only (the encoder's inputs are ray samples, which carry none).
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -54,6 +53,33 @@ inline Corners corners(const float* point, int64_t res, bool dense, int64_t tabl
     return out;
 }
 
+// dst[0:nf] = sum_c w_c table[index_c]; NF > 0 fixes nf at compile time (the common 2 features) so the loop unrolls.
+template <int NF>
+inline void gather(const Corners& cs, const float* tab, float* dst, int64_t nf) {
+    const int64_t count = NF > 0 ? NF : nf;
+    float acc[NF > 0 ? NF : 1];
+    if (NF > 0) {
+        for (int f = 0; f < NF; ++f) acc[f] = 0.0f;
+        for (int c = 0; c < 8; ++c)
+            for (int f = 0; f < NF; ++f) acc[f] += cs.weight[c] * tab[cs.index[c] * NF + f];
+        for (int f = 0; f < NF; ++f) dst[f] = acc[f];
+        return;
+    }
+    for (int64_t f = 0; f < count; ++f) dst[f] = 0.0f;
+    for (int c = 0; c < 8; ++c)
+        for (int64_t f = 0; f < count; ++f) dst[f] += cs.weight[c] * tab[cs.index[c] * count + f];
+}
+
+// grad[index_c] += w_c src for the 8 corners.
+template <int NF>
+inline void scatter(const Corners& cs, const float* src, float* grad, int64_t nf) {
+    const int64_t count = NF > 0 ? NF : nf;
+    for (int c = 0; c < 8; ++c) {
+        float* dst = grad + cs.index[c] * count;
+        for (int64_t f = 0; f < count; ++f) dst[f] += cs.weight[c] * src[f];
+    }
+}
+
 }  // namespace
 
 // points (N, 3) in [0,1]^3, table (rows, F); per level its resolution, whether it is dense, and its first row.
@@ -62,7 +88,8 @@ at::Tensor hash_grid_forward(const at::Tensor& points, const at::Tensor& table, 
     TORCH_CHECK(points.dtype() == at::kFloat && table.dtype() == at::kFloat, "native hash grid: float32 expected");
     TORCH_CHECK(points.is_contiguous() && table.is_contiguous(), "native hash grid: contiguous inputs expected");
     const int64_t n = points.size(0), nf = table.size(1), levels = static_cast<int64_t>(resolutions.size());
-    auto out = at::empty({levels, n, nf}, points.options());  // level-major, transposed at the end
+    const int64_t width = levels * nf;
+    auto out = at::empty({n, width}, points.options());
     const float* x = points.data_ptr<float>();
     const float* tab = table.data_ptr<float>();
     float* o = out.data_ptr<float>();
@@ -71,47 +98,59 @@ at::Tensor hash_grid_forward(const at::Tensor& points, const at::Tensor& table, 
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (int64_t i = 0; i < n; ++i) {
             const Corners cs = corners(x + 3 * i, resolutions[l], dense[l], table_size, offsets[l]);
-            float* dst = o + (l * n + i) * nf;
-            for (int64_t f = 0; f < nf; ++f) dst[f] = 0.0f;
-            for (int c = 0; c < 8; ++c) {
-                const float* src = tab + cs.index[c] * nf;
-                for (int64_t f = 0; f < nf; ++f) dst[f] += cs.weight[c] * src[f];
-            }
+            float* dst = o + i * width + l * nf;
+            if (nf == 2) gather<2>(cs, tab, dst, nf); else gather<0>(cs, tab, dst, nf);
         }
     }
-    return out.permute({1, 0, 2}).reshape({n, levels * nf});
+    return out;
 }
 
-// dL/dtable (rows, F) from dL/dout (N, levels * F).
+namespace {
+
+// Adds level l's share of dL/dtable into grad (the full table's gradient, rows x F).
+void scatter_level(const float* x, const float* g, float* grad, int64_t n, int64_t l, int64_t width, int64_t nf,
+                   int64_t res, bool dense, int64_t table_size, int64_t offset) {
+    for (int64_t i = 0; i < n; ++i) {
+        const Corners cs = corners(x + 3 * i, res, dense, table_size, offset);
+        const float* src = g + i * width + l * nf;
+        if (nf == 2) scatter<2>(cs, src, grad, nf); else scatter<0>(cs, src, grad, nf);
+    }
+}
+
+}  // namespace
+
+// dL/dtable (rows, F) from dL/dout (N, levels * F). Levels own disjoint rows, so with at least as many levels as
+// threads each thread takes whole levels and writes the one gradient directly; otherwise each thread scatters a
+// share of the points into its own copy of the gradient, summed at the end.
 at::Tensor hash_grid_backward(const at::Tensor& points, const at::Tensor& grad_out, int64_t rows,
                               const std::vector<int64_t>& resolutions, const std::vector<bool>& dense,
                               const std::vector<int64_t>& offsets, int64_t table_size, int64_t threads) {
     TORCH_CHECK(grad_out.dtype() == at::kFloat && grad_out.is_contiguous(), "native hash grid: contiguous float32 grad");
     const int64_t n = points.size(0), levels = static_cast<int64_t>(resolutions.size());
-    const int64_t nf = grad_out.size(1) / levels;
-    auto partial = at::zeros({threads, rows, nf}, grad_out.options());
+    const int64_t width = grad_out.size(1), nf = width / levels;
     const float* x = points.data_ptr<float>();
-    const auto grad_levels = grad_out.view({n, levels, nf}).permute({1, 0, 2}).contiguous();  // level-major
-    const float* g = grad_levels.data_ptr<float>();
+    const float* g = grad_out.data_ptr<float>();
+    if (levels >= threads) {
+        auto grad = at::zeros({rows, nf}, grad_out.options());
+        float* out = grad.data_ptr<float>();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+        for (int64_t l = levels - 1; l >= 0; --l)  // the finest (hashed, largest) levels first balance best
+            scatter_level(x, g, out, n, l, width, nf, resolutions[l], dense[l], table_size, offsets[l]);
+        return grad;
+    }
+    auto partial = at::zeros({threads, rows, nf}, grad_out.options());
     float* part = partial.data_ptr<float>();
 #pragma omp parallel num_threads(threads)
     {
 #ifdef _OPENMP
-        float* mine = part + static_cast<int64_t>(omp_get_thread_num()) * rows * nf;
+        const int64_t t = omp_get_thread_num(), count = omp_get_num_threads();
 #else
-        float* mine = part;
+        const int64_t t = 0, count = 1;
 #endif
-        for (int64_t l = 0; l < levels; ++l) {  // level-major, as the forward pass
-#pragma omp for schedule(static)
-            for (int64_t i = 0; i < n; ++i) {
-                const Corners cs = corners(x + 3 * i, resolutions[l], dense[l], table_size, offsets[l]);
-                const float* src = g + (l * n + i) * nf;
-                for (int c = 0; c < 8; ++c) {
-                    float* dst = mine + cs.index[c] * nf;
-                    for (int64_t f = 0; f < nf; ++f) dst[f] += cs.weight[c] * src[f];
-                }
-            }
-        }
+        const int64_t begin = n * t / count, end = n * (t + 1) / count;
+        for (int64_t l = 0; l < levels; ++l)
+            scatter_level(x + 3 * begin, g + begin * width, part + t * rows * nf, end - begin, l, width, nf,
+                          resolutions[l], dense[l], table_size, offsets[l]);
     }
     return threads == 1 ? partial[0] : partial.sum(0);
 }
