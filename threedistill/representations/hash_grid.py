@@ -3,7 +3,7 @@
 Per level: trilinear interpolation of 8 corner features looked up with `index_select` (its backward is an
 `index_add_`) from a table indexed densely when the grid fits, else by an int32 spatial hash; measured
 ~6x faster on CPU than a naive embedding lookup. For CPU float32 inputs without gradients the native kernel
-(kernels/hash_grid.cpp) computes the same values, 4-7x faster.
+(kernels/hash_grid.cpp) computes the same values (bit-identical), 9-12x faster.
 """
 from __future__ import annotations
 
