@@ -160,7 +160,7 @@ def extract_mesh(model, faces: int = 20000, texture_size: int = 1024, resolution
         log(f"surface: the mesh itself, {len(mesh.faces)} faces")
 
         def colour_fn(points, normals):
-            return model.colour_at(points)
+            return model.surface_colour(points, normals)
     else:
         grids = field_grids(model, resolution)
         grid, name = grids.field, grids.name

@@ -5,6 +5,7 @@ mesh stage starts from is exactly what `t3d export` would have written for the c
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..export.fields import is_gaussians
@@ -38,32 +39,34 @@ def hand_over(source, target, generator: torch.Generator, log=lambda s: None) ->
 FIT_SAMPLES_PER_FACE = 4
 
 
-def _face_samples(vertices, faces, colours, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random points on every face (uniform barycentrics) and the vertex colours interpolated there."""
+def _face_samples(vertices, faces, values, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random points on every face (uniform barycentrics) and the per-vertex `values` (V,C) interpolated there."""
     u = torch.rand(len(faces), FIT_SAMPLES_PER_FACE, 2, generator=generator)
     flip = u.sum(-1, keepdim=True) > 1
     u = torch.where(flip, 1 - u, u)  # fold the unit square onto the triangle
     w = torch.cat([1 - u.sum(-1, keepdim=True), u], -1)  # (F,K,3)
     points = torch.einsum("fkc,fcd->fkd", w, vertices[faces]).reshape(-1, 3)
-    return points, torch.einsum("fkc,fcd->fkd", w, colours[faces]).reshape(-1, 3)
+    return points, torch.einsum("fkc,fcd->fkd", w, values[faces]).reshape(-1, values.shape[-1])
 
 
-@torch.no_grad()
 def _to_mesh(source, target, generator: torch.Generator, log) -> None:
     """The coarse model's exported surface (vertex-coloured) becomes the mesh; its texture field is fitted to
     the surface colours."""
     from ..export.mesh import extract_mesh
+    from .mesh import vertex_normals
 
     result = extract_mesh(source.cpu(), faces=target.cfg.handover_faces, texture_size=0)
     mesh = result.mesh
     vertices = torch.tensor(mesh.vertices, dtype=torch.float32)
     faces = torch.tensor(mesh.faces, dtype=torch.long)
     colours = torch.tensor(mesh.visual.vertex_colors[:, :3], dtype=torch.float32) / 255.0
+    normals = vertex_normals(vertices, faces)
     target.set_mesh(vertices, faces)
     # The texture field learns the colours across the faces, not only at the vertices (renders read it there).
-    points, point_colours = _face_samples(vertices, faces, colours, generator)
+    points, point_values = _face_samples(vertices, faces, torch.cat([colours, normals], -1), generator)
     with torch.enable_grad():
-        error = target.fit_texture(torch.cat([vertices, points]), torch.cat([colours, point_colours]))
+        error = target.fit_texture(torch.cat([vertices, points]), torch.cat([colours, point_values[:, :3]]),
+                                   torch.cat([normals, F.normalize(point_values[:, 3:], dim=-1)]))
     log(f"hand-over: {len(mesh.faces)} faces at {result.field} level {result.threshold:.3g} (silhouette IoU "
         f"{result.threshold_iou:.3f} against the coarse renders), texture fitted to colour error {error:.3f}")
 

@@ -1,6 +1,9 @@
 """A triangle mesh for text-to-3D refinement (Magic3D's fine stage): a fixed topology whose vertices move by learned
 per-vertex offsets, coloured by a hash-grid texture field queried at surface points, drawn by the differentiable
-rasterizer in renderers/mesh_soft, and kept smooth by Laplacian and normal-consistency regularisers."""
+rasterizer in renderers/mesh_soft, and kept smooth by Laplacian and normal-consistency regularisers. With
+shading "lambert" the field is an albedo lit by the toy world's light rig through smooth vertex normals, so the
+prior's shading cues move the surface everywhere, not only at the silhouette (Fantasia3D's and Magic3D's shaded
+geometry stage)."""
 from __future__ import annotations
 
 import math
@@ -18,8 +21,10 @@ from ..config import check_schedules
 from ..errors import ConfigError
 from ..renderers.mesh_soft import edge_adjacency, rasterize_mesh_soft
 from ..renderers.volume import BOUND
+from ..toyworld.render import light_intensity
 from .hash_grid import make_encoding
 
+SHADINGS = ("albedo", "lambert")
 SOFT_MARGIN = 3.0  # soft coverage reaches this many sigmas beyond a triangle's screen bounding box
 
 
@@ -39,6 +44,9 @@ class MeshConfig:
     lambda_laplacian: float = 1.0
     lambda_normal_consistency: float = 0.1
     handover_faces: int = 5000  # face budget of the surface a mesh stage takes over from a coarse stage
+    # albedo: the texture field is the colour seen; lambert: it is an albedo lit by the embedded prior's light
+    # rig (toyworld.render's fixed lights), exports bake that light in as coarse stages' colours have it
+    shading: str = "albedo"
 
     def __post_init__(self):
         _require(isinstance(self.subdivisions, int) and 0 <= self.subdivisions <= 6, "subdivisions",
@@ -57,6 +65,7 @@ class MeshConfig:
             _require(getattr(self, name) >= 0, name, "zero or positive", getattr(self, name))
         _require(isinstance(self.handover_faces, int) and self.handover_faces >= 4, "handover_faces",
                  "an integer of at least 4", self.handover_faces)
+        _require(self.shading in SHADINGS, "shading", " or ".join(SHADINGS), self.shading)
         check_schedules(self, "mesh", ("lr_vertices", "lr_texture", "lr_mlp"))
 
 
@@ -115,6 +124,12 @@ class Mesh(nn.Module):
         x = (points.to(self.device) / BOUND + 1.0) * 0.5
         return torch.sigmoid(self.colour_net(self.encoding(x))).to(points.device)
 
+    def surface_colour(self, points: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+        """The colour seen (N,3) at surface points with outward unit normals (N,3): the texture field, lit when
+        shading is lambert."""
+        colour = self.colour_at(points)
+        return colour * light_intensity(normals.to(colour)) if self.cfg.shading == "lambert" else colour
+
     def render(self, cameras: Cameras, height: int, width: int, background: torch.Tensor | None = None,
                generator: torch.Generator | None = None, geometry: bool = False, perturb: bool = True) -> dict:
         """rgb, alpha (soft), depth (view depth, 0 off the mesh) and normal (world, 0 off the mesh), (B,C,H,W).
@@ -124,8 +139,19 @@ class Mesh(nn.Module):
                                      self.cfg.sigma, SOFT_MARGIN)
         bg = torch.ones(3, device=self.device) if background is None else background.to(self.device)
         fringe = math.ceil(SOFT_MARGIN * self.cfg.sigma) + 1
-        rgb = shade(raster, self.colour_at, bg, fringe)
+        light = self._pixel_light(raster, cameras) if self.cfg.shading == "lambert" else None
+        rgb = shade(raster, self.colour_at, bg, fringe, light)
         return {"rgb": rgb, "alpha": raster["alpha"], "depth": raster["depth"], "normal": raster["normal"]}
+
+    def _pixel_light(self, raster: dict, cameras: Cameras) -> torch.Tensor:
+        """Light (N,1) at the covered pixels (in `covered.nonzero()` order): smooth normals interpolated from the
+        vertices, turned to the side of the surface that faces the camera."""
+        idx = (raster["face"] >= 0).nonzero(as_tuple=True)
+        face = raster["face"][idx]
+        normals = (raster["bary"][idx][..., None] * vertex_normals(self.vertices, self.faces)[self.faces[face]]).sum(1)
+        to_camera = cameras.positions.to(self.device)[idx[0]] - raster["points"][idx]
+        facing = (raster["normal"].permute(0, 2, 3, 1)[idx] * to_camera).sum(-1, keepdim=True).detach()
+        return light_intensity(F.normalize(torch.where(facing < 0, -normals, normals), dim=-1))
 
     def regularization_losses(self) -> dict[str, torch.Tensor]:
         """Weighted smoothness losses: reg_laplacian (uniform Laplacian) and reg_normal_consistency (adjacent
@@ -139,21 +165,22 @@ class Mesh(nn.Module):
                 v, self.faces, self.adjacent_faces)
         return out
 
-    def fit_texture(self, points: torch.Tensor, colours: torch.Tensor, steps: int = 200, lr: float = 1e-2) -> float:
-        """Regress the texture field to `colours` (N,3) at surface `points` (N,3) (full-batch Adam on the MSE,
-        so no random numbers are drawn); returns the final RMS colour error."""
-        x, y = points.detach().to(self.device, torch.float32), colours.detach().to(self.device, torch.float32)
+    def fit_texture(self, points: torch.Tensor, colours: torch.Tensor, normals: torch.Tensor, steps: int = 200,
+                    lr: float = 1e-2) -> float:
+        """Regress the seen colour (surface_colour) to `colours` (N,3) at surface `points` (N,3) with outward
+        `normals` (N,3) (full-batch Adam on the MSE, so no random numbers are drawn); returns the final RMS error."""
+        x, y, n = (t.detach().to(self.device, torch.float32) for t in (points, colours, normals))
         params = list(self.encoding.parameters()) + list(self.colour_net.parameters())
         optimizer = torch.optim.Adam(params, lr=lr)
         with torch.enable_grad():
             for _ in range(steps):
                 optimizer.zero_grad()
-                F.mse_loss(self.colour_at(x), y).backward()
+                F.mse_loss(self.surface_colour(x, n), y).backward()
                 optimizer.step()
         for p in params:
             p.grad = None
         with torch.no_grad():
-            return float((self.colour_at(x) - y).square().mean().sqrt())
+            return float((self.surface_colour(x, n) - y).square().mean().sqrt())
 
     def load_tensors(self, state: dict[str, torch.Tensor]) -> None:
         """Restore from a state dict whose vertex and face counts may differ from the current ones."""
@@ -162,16 +189,17 @@ class Mesh(nn.Module):
 
     @torch.no_grad()
     def export_mesh(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Vertices (V,3) float32, faces (F,3) int64 and vertex colours (V,3) in [0,1], as numpy arrays."""
+        """Vertices (V,3) float32, faces (F,3) int64 and vertex colours (V,3) in [0,1] (lit when shading is
+        lambert, normals from the winding), as numpy arrays."""
         v = self.vertices.detach()
         return (v.cpu().numpy().astype(np.float32), self.faces.cpu().numpy().astype(np.int64),
-                self.colour_at(v).clamp(0, 1).cpu().numpy())
+                self.surface_colour(v, vertex_normals(v, self.faces)).clamp(0, 1).cpu().numpy())
 
 
 def shade(raster: dict[str, torch.Tensor], colour_fn: Callable[[torch.Tensor], torch.Tensor],
-          background: torch.Tensor, fringe: int) -> torch.Tensor:
+          background: torch.Tensor, fringe: int, light: torch.Tensor | None = None) -> torch.Tensor:
     """rgb (B,3,H,W) = alpha * surface colour + (1 - alpha) * background. Covered pixels take colour_fn at their
-    surface point. The soft fringe outside the silhouette takes the colour of the covered pixels next to it
+    surface point, times `light` (N,1) per covered pixel in `covered.nonzero()` order when given. The soft fringe outside the silhouette takes the colour of the covered pixels next to it
     (spread `fringe` pixels outward), so growing the silhouette shows the object's own colour there and rgb
     losses give silhouette gradients; any pixel still unfilled takes the view's mean surface colour (grey for
     a view with no covered pixel). `background` is (3,) or (B,3)."""
@@ -179,7 +207,8 @@ def shade(raster: dict[str, torch.Tensor], colour_fn: Callable[[torch.Tensor], t
     idx = covered.nonzero(as_tuple=True)
     points = raster["points"]
     b, h, w, _ = points.shape
-    surface = points.new_zeros(b, h, w, 3).index_put(idx, colour_fn(points[idx]).to(points.dtype))
+    colours = colour_fn(points[idx]).to(points.dtype)
+    surface = points.new_zeros(b, h, w, 3).index_put(idx, colours if light is None else colours * light)
     surface, filled = _dilate(surface.permute(0, 3, 1, 2), covered[:, None].to(points.dtype), fringe)
     count = covered.sum((1, 2)).to(points.dtype)[:, None, None, None]
     mean = (surface * filled).sum((2, 3), keepdim=True) / count.clamp_min(1)
@@ -202,6 +231,15 @@ def _dilate(image: torch.Tensor, filled: torch.Tensor, steps: int) -> tuple[torc
         image = torch.where(grow, sums / count.clamp_min(1), image)
         filled = torch.where(grow, torch.ones_like(filled), filled)
     return image, filled
+
+
+def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Unit vertex normals (V,3): the area-weighted sum of the adjacent faces' winding normals (0 for unused
+    vertices); differentiable in the vertices."""
+    v = vertices[faces]
+    area_normals = torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0], dim=-1)
+    sums = torch.zeros_like(vertices).index_add(0, faces.reshape(-1), area_normals.repeat_interleave(3, 0))
+    return F.normalize(sums, dim=-1, eps=1e-20)
 
 
 def laplacian_loss(vertices: torch.Tensor, edges: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:

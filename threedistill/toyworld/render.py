@@ -90,12 +90,17 @@ def trace(field: Field | ToyObject, origins: torch.Tensor, dirs: torch.Tensor, b
     return hit, t
 
 
+def light_intensity(normal: torch.Tensor) -> torch.Tensor:
+    """Lambertian + ambient light (N,1), at most 1, reaching surfaces with unit normals (N,3) under the fixed rig."""
+    light = normal.new_full((normal.shape[0], 1), AMBIENT)
+    for direction, strength in LIGHTS:
+        light = light + strength * (normal @ F.normalize(direction, dim=0).to(normal)).clamp_min(0)[:, None]
+    return light.clamp_max(1.0)
+
+
 def shade(albedo: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
     """Lambertian + ambient colour (N,3) of surface points under the fixed light rig."""
-    light = torch.full((albedo.shape[0], 1), AMBIENT)
-    for direction, strength in LIGHTS:
-        light = light + strength * (normal @ F.normalize(direction, dim=0)).clamp_min(0)[:, None]
-    return albedo * light.clamp_max(1.0)
+    return albedo * light_intensity(normal)
 
 
 def shade_rays(field: Field, palette: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
