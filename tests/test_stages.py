@@ -33,6 +33,18 @@ def test_stage_configs_apply_their_overrides():
         load_generate_config([], ["prompt=x", "stages=[{steps: 0}]"])
 
 
+def test_a_stage_is_overridden_by_index_and_bad_indices_give_one_line_errors():
+    cfg = load_generate_config([], ["prompt=x", STAGES, "stages.1.steps=5", 'stages.0.overrides=["trainer.resolution=24"]'])
+    first, second = stage_configs(cfg)
+    assert (first.trainer.steps, second.trainer.steps, cfg.trainer.steps) == (3, 5, 8)
+    assert first.trainer.resolution == 24 and second.guidance_type == "asd"  # the other stage keeps its overrides
+    for bad, message in (("stages.2.steps=1", "stages has 2 items, indexed 0..1"), ("stages.1.stepz=1", "stepz"),
+                         ("stages.one.steps=1", "address a list's items by index"), ("stages.1.steps=many", "many")):
+        with pytest.raises(ConfigError, match=message) as err:
+            load_generate_config([], ["prompt=x", STAGES, bad])
+        assert bad in str(err.value) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("stop_at", [3, 5])  # at the stage boundary, and inside the second stage
 def test_interrupted_multi_stage_run_resumes_bit_identical(tmp_path, stop_at):
     full = staged(tmp_path, "full")

@@ -9,7 +9,7 @@ import dataclasses
 from pathlib import Path
 from typing import Sequence, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from .errors import ConfigError
@@ -45,6 +45,43 @@ def packaged_config(*parts: str) -> Path:
     return installed if installed.exists() else here.parents[1].joinpath("configs", *parts)
 
 
+def _apply_overrides(cfg, overrides: list[str]):
+    """Merge `key=value` overrides in order; a key through a list item (stages.1.steps=300) updates that item in
+    place, since a dotlist would turn the list into a mapping."""
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        key = key.strip()
+        if not any(part.isdigit() for part in key.split(".")):
+            try:
+                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+            except TypeError:  # a mapping merged into a list
+                raise ConfigError(f"bad override {item!r}: address a list's items by index, e.g. "
+                                  f"stages.0.steps=100") from None
+            continue
+        _check_indices(cfg, key, item)
+        try:
+            OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"value={raw}"])["value"], merge=True)
+        except (OmegaConfBaseException, AttributeError, KeyError, TypeError) as err:
+            raise ConfigError(f"bad override {item!r}: {str(err).splitlines()[0]}") from None
+    return cfg
+
+
+def _check_indices(cfg, key: str, item: str) -> None:
+    """One-line error unless every list along `key` has the item it names."""
+    node, path = cfg, []
+    for part in key.split(".")[:-1]:
+        if isinstance(node, ListConfig):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"bad override {item!r}: {'.'.join(path)} has {len(node)} items, indexed "
+                                  f"0..{len(node) - 1}")
+            node = node[int(part)]
+        elif isinstance(node, DictConfig) and part in node:
+            node = node[part]
+        else:
+            return  # the update reports an unknown key
+        path.append(part)
+
+
 def load_config(schema: type[T], path: str | Path | Sequence[str | Path] | None = None,
                 overrides: Sequence[str] = ()) -> T:
     """Build a `schema` dataclass from defaults, then the YAML file(s) (or dicts) at `path` (later ones win),
@@ -63,7 +100,7 @@ def load_config(schema: type[T], path: str | Path | Sequence[str | Path] | None 
                 raise ConfigError(f"config file not found: {item}")
             merged = OmegaConf.merge(merged, OmegaConf.load(item))
         where = "command line"
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(_parse_overrides(overrides)))
+        merged = _apply_overrides(merged, _parse_overrides(overrides))
         result = OmegaConf.to_object(merged)
     except ConfigKeyError as err:
         raise ConfigError(f"unknown config key {err.full_key!r} ({where}); known keys: "
