@@ -49,6 +49,7 @@ def _face_samples(vertices, faces, values, generator: torch.Generator) -> tuple[
     return points, torch.einsum("fkc,fcd->fkd", w, values[faces]).reshape(-1, values.shape[-1])
 
 
+@torch.no_grad()
 def _to_mesh(source, target, generator: torch.Generator, log) -> None:
     """The coarse model's exported surface (vertex-coloured) becomes the mesh; its texture field is fitted to
     the surface colours."""

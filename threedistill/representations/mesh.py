@@ -199,10 +199,11 @@ class Mesh(nn.Module):
 def shade(raster: dict[str, torch.Tensor], colour_fn: Callable[[torch.Tensor], torch.Tensor],
           background: torch.Tensor, fringe: int, light: torch.Tensor | None = None) -> torch.Tensor:
     """rgb (B,3,H,W) = alpha * surface colour + (1 - alpha) * background. Covered pixels take colour_fn at their
-    surface point, times `light` (N,1) per covered pixel in `covered.nonzero()` order when given. The soft fringe outside the silhouette takes the colour of the covered pixels next to it
-    (spread `fringe` pixels outward), so growing the silhouette shows the object's own colour there and rgb
-    losses give silhouette gradients; any pixel still unfilled takes the view's mean surface colour (grey for
-    a view with no covered pixel). `background` is (3,) or (B,3)."""
+    surface point, times `light` (N,1) per covered pixel in `covered.nonzero()` order when given. The soft fringe
+    outside the silhouette takes the colour of the covered pixels next to it (spread `fringe` pixels outward), so
+    growing the silhouette shows the object's own colour there and rgb losses give silhouette gradients; any
+    pixel still unfilled takes the view's mean surface colour (grey for a view with no covered pixel).
+    `background` is (3,) or (B,3)."""
     covered = raster["face"] >= 0
     idx = covered.nonzero(as_tuple=True)
     points = raster["points"]
