@@ -100,3 +100,29 @@ def test_stabledreamer_config_switches_to_the_latent_prior(tmp_path):
     assert run.trainer.stage == 1 and run.trainer.step == 2 and run.trainer.guidance.prior.latent
     assert run.config.prior == "toyworld-latent" and run.config.trainer.resolution == 16
     assert all(torch.isfinite(p).all() for p in run.model.parameters())
+
+
+def test_a_methods_settings_for_one_representation_apply_only_there():
+    """configs/guidance/sds-nerf.yaml lies over sds.yaml for NeRF runs only, under the user's settings, and a
+    stage that switches to SDS in a NeRF run gets it too."""
+    from omegaconf import OmegaConf
+
+    from threedistill.config import packaged_config
+    from threedistill.runs import default_config_path
+
+    shared = OmegaConf.load(packaged_config("guidance", "sds.yaml")).guidance
+    for_nerf = OmegaConf.load(packaged_config("guidance", "sds-nerf.yaml")).guidance
+    assert for_nerf.guidance_scale != shared.guidance_scale
+
+    def load(rep, *extra):
+        return load_generate_config([default_config_path(rep)], ["prompt=x", f"representation={rep}", *extra])
+
+    assert load("nerf", "guidance_type=sds").guidance.guidance_scale == for_nerf.guidance_scale
+    assert load("nerf", "guidance_type=sds").guidance.max_step_percent == for_nerf.max_step_percent
+    assert load("gaussians", "guidance_type=sds").guidance.guidance_scale == shared.guidance_scale
+    assert load("triplane", "guidance_type=sds").guidance.max_step_percent == list(shared.max_step_percent)
+    assert load("nerf", "guidance_type=sds", "guidance.guidance_scale=3").guidance.guidance_scale == 3
+    switched = stage_configs(load("nerf", "guidance_type=nfsd", "guidance.guidance_scale=5",
+                                  'stages=[{steps: 1}, {steps: 1, overrides: ["guidance_type=sds"]}]'))
+    assert switched[0].guidance_type == "nfsd" and switched[0].guidance.guidance_scale == 5
+    assert switched[1].guidance.guidance_scale == for_nerf.guidance_scale

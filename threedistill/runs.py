@@ -107,10 +107,12 @@ def default_config_path(representation: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def method_config_path(guidance_type: str) -> Path | None:
-    """configs/guidance/<method>.yaml (a method's settings adapted to the embedded prior), if it exists."""
-    path = packaged_config("guidance", f"{guidance_type}.yaml")
-    return path if path.is_file() else None
+def method_config_paths(guidance_type: str, representation: str) -> list[Path]:
+    """configs/guidance/<method>.yaml (a method's settings adapted to the embedded prior), then
+    configs/guidance/<method>-<representation>.yaml (its settings for one representation), those that exist."""
+    paths = [packaged_config("guidance", f"{guidance_type}.yaml"),
+             packaged_config("guidance", f"{guidance_type}-{representation}.yaml")]
+    return [p for p in paths if p.is_file()]
 
 
 def generate_schema(guidance_type: str) -> type[GenerateConfig]:
@@ -147,17 +149,22 @@ def _check_guidance_overrides(guidance_type: str, overrides, action: str = "") -
 def _load_for_method(sources: list, overrides, default_method: str, action: str = "",
                      method_defaults: bool = True) -> GenerateConfig:
     """A GenerateConfig typed by the guidance method `sources` (files or dicts) and `overrides` pick: the method's
-    configs/guidance/<method>.yaml first when `method_defaults`, then `sources`, then `overrides`."""
+    configs/guidance files (method_config_paths) first when `method_defaults`, then `sources`, then `overrides`."""
     files = [s for s in sources if not isinstance(s, dict)]
     method = str(peek_key("guidance_type", files, overrides, default_method))
     _check_guidance_overrides(method, overrides, action)
-    method_file = method_config_path(method) if method_defaults else None
-    return load_config(generate_schema(method), ([method_file] if method_file else []) + list(sources), overrides)
+    method_files = []
+    if method_defaults:
+        given = [s["representation"] for s in sources if isinstance(s, dict) and "representation" in s]
+        representation = peek_key("representation", files, overrides, given[-1] if given else GenerateConfig.representation)
+        method_files = method_config_paths(method, str(representation))
+    return load_config(generate_schema(method), method_files + list(sources), overrides)
 
 
 def load_generate_config(config_files, overrides) -> GenerateConfig:
-    """Dataclass defaults, then the method's configs/guidance/<method>.yaml, then `config_files` (a representation's
-    defaults or the user's YAML), then `key=value` overrides, validated against the chosen method's schema."""
+    """Dataclass defaults, then the method's configs/guidance/<method>.yaml and <method>-<representation>.yaml, then
+    `config_files` (a representation's defaults or the user's YAML), then `key=value` overrides, validated against
+    the chosen method's schema."""
     return _load_for_method([f for f in config_files if f is not None], overrides, GenerateConfig.guidance_type)
 
 
