@@ -37,12 +37,13 @@ def find_view(scene, name: str) -> int:
 def lift_view_mask(scene, gaussians, text: str) -> tuple[torch.Tensor, EditRegion]:
     """(selected (N,) bool, a sphere framing the selection) from a `view:NAME:PATH` mask."""
     from ..scenes.base import read_image
+    from ..scenes.fit import image_size
 
     name, path = parse_view_mask(text)
     index = find_view(scene, name)
     if not path.is_file():
         raise ConfigError(f"edit mask: {path} does not exist")
-    w, h = (int(v) for v in scene.sizes[index])
+    h, w = image_size(scene, index)
     mask = F.interpolate(read_image(path, as_mask=True)[0][None], size=(h, w), mode="bilinear",
                          align_corners=False)[0, 0] > 0.5
     if not mask.any():
