@@ -77,15 +77,17 @@ MESH = ["mesh.handover_faces=600", "mesh.levels=4", "mesh.log2_table_size=10", "
         "trainer.preview_every=0"]
 
 
-def nerf_then_mesh(tmp_path, name, **kw):
+def nerf_then_mesh(tmp_path, name, extra=(), **kw):
     return generate(prompt="a red cone", representation="nerf", seed=2, out=str(tmp_path / name), progress=False,
-                    log=lambda s: None, overrides=FAST["nerf"] + MESH + [STAGES], **kw)
+                    log=lambda s: None, overrides=FAST["nerf"] + MESH + list(extra) + [STAGES], **kw)
 
 
-def test_nerf_then_mesh_resumes_inside_the_mesh_stage_bit_identical(tmp_path):
-    full = nerf_then_mesh(tmp_path, "full")
+@pytest.mark.parametrize("extra", [[], ["mesh.large_steps=10", "mesh.lr_vertices=0.01"]])  # uniform Adam's state too
+def test_nerf_then_mesh_resumes_inside_the_mesh_stage_bit_identical(tmp_path, extra):
+    full = nerf_then_mesh(tmp_path, "full", extra)
     assert full.config.representation == "mesh" and isinstance(full.model, Mesh) and full.trainer.step == 3
-    cut = nerf_then_mesh(tmp_path, "cut", stop_at=5)
+    assert full.trainer.optimizer.param_groups[0]["uniform"] == bool(extra)
+    cut = nerf_then_mesh(tmp_path, "cut", extra, stop_at=5)
     resumed = generate(resume=cut.dir, progress=False, log=lambda s: None)
     a, b = final_tensors(full), final_tensors(resumed)
     assert a.keys() == b.keys() and "model.offsets" in a

@@ -277,6 +277,62 @@ def test_load_tensors_round_trips_a_mesh_with_another_vertex_count():
     assert [len(g["params"][0]) for g in target.param_groups()[:1]] == [len(source.base_vertices)]
 
 
+# ------------------------------------------------------------ large steps (Laplacian-preconditioned offsets)
+def test_large_steps_offsets_solve_the_smoothing_system_and_start_at_the_base_mesh():
+    weight = 15.0
+    model = Mesh(MeshConfig(subdivisions=2, large_steps=weight))
+    assert torch.equal(model.vertices, model.base_vertices)  # a hand-over keeps its geometry
+    with torch.no_grad():
+        model.offsets.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+    offsets = (model.vertices - model.base_vertices).detach().double()
+    both = torch.cat([model.edges, model.edges.flip(-1)])  # (I + w (D - A)) offsets, from the edge list
+    neighbour_sum = torch.zeros_like(offsets).index_add(0, both[:, 0], offsets[both[:, 1]])
+    rebuilt = offsets + weight * (model.degree.double()[:, None] * offsets - neighbour_sum)
+    assert torch.allclose(rebuilt, model.offsets.detach().double(), atol=1e-5)
+    assert offsets.square().sum(-1).mean() < 0.05 * model.offsets.detach().square().sum(-1).mean()  # noise damped
+    with torch.no_grad():  # a uniform parameter passes unchanged: the system keeps translations
+        model.offsets.copy_(torch.tensor([0.1, -0.2, 0.3]).expand_as(model.offsets))
+    assert torch.allclose(model.vertices - model.base_vertices, model.offsets.detach(), atol=1e-5)
+
+
+def test_large_steps_spread_a_one_vertex_gradient_over_its_neighbourhood():
+    moved = {}
+    for weight in (0.0, 10.0):
+        model = Mesh(MeshConfig(subdivisions=2, large_steps=weight))
+        model.vertices[0, 1].backward()
+        step = model.offsets.grad  # a gradient step on the parameters, seen in vertex space
+        with torch.no_grad():
+            model.offsets -= step
+        shift = (model.vertices - model.base_vertices).detach().norm(dim=-1)
+        neighbours = model.edges[(model.edges == 0).any(-1)].flatten().unique()
+        moved[weight] = (float(shift[0]), float(shift[neighbours[neighbours != 0]].min()))
+    assert moved[0.0][1] == 0 and moved[0.0][0] > 0  # plain offsets: one vertex moves
+    assert moved[10.0][1] > 0.5 * moved[10.0][0] > 0  # large steps: its neighbours move almost as far
+
+
+def test_large_steps_fit_a_silhouette_at_a_learning_rate_that_crumples_plain_offsets():
+    cams = orbit_cameras([0, 60, 120, 180, 240, 300, 30, 210], [0, 0, 0, 0, 0, 0, 60, -60], 2.5, fovy=40.0)
+    res = 32
+    target_mesh = trimesh.creation.icosphere(3, 0.6)
+    target = rasterize_mesh_soft(torch.tensor(target_mesh.vertices, dtype=torch.float32),
+                                 torch.tensor(target_mesh.faces), cams, res, res)["alpha"]
+    rough = {}
+    for weight in (0.0, 20.0):
+        model = Mesh(MeshConfig(subdivisions=2, init_radius=0.4, large_steps=weight, lambda_laplacian=0.0,
+                                lambda_normal_consistency=0.0))
+        optimizer = torch.optim.Adam([model.offsets], lr=5e-2)
+        for _ in range(30):
+            optimizer.zero_grad()
+            alpha = rasterize_mesh_soft(model.vertices, model.faces, cams, res, res)["alpha"]
+            (alpha - target).square().mean().backward()
+            optimizer.step()
+        with torch.no_grad():
+            radius = model.vertices.norm(dim=-1)
+            rough[weight] = (float(radius.std()), float(radius.mean()))
+    assert abs(rough[20.0][1] - 0.6) < 0.06  # reached the target
+    assert rough[20.0][0] < 0.5 * rough[0.0][0]  # and stayed round where plain offsets did not
+
+
 @pytest.mark.parametrize("shading", ["albedo", "lambert"])
 def test_fit_texture_learns_a_two_colour_target_and_export_mesh_reports_it(shading):
     torch.manual_seed(0)
@@ -339,7 +395,7 @@ def test_lambert_shading_moves_vertices_from_inside_the_silhouette():
                                           ("init_radius", 0.0), ("init_radius", 1.5), ("lambda_laplacian", -1.0),
                                           ("lambda_normal_consistency", -0.1), ("lr_vertices", "fast"),
                                           ("max_resolution", 4), ("hidden", 0), ("handover_faces", 0),
-                                          ("shading", "phong")])
+                                          ("shading", "phong"), ("large_steps", -1.0)])
 def test_bad_mesh_config_values_raise_one_line_config_errors(field, value):
     with pytest.raises(ConfigError, match=field) as err:
         MeshConfig(**{field: value})

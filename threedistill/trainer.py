@@ -18,6 +18,7 @@ from .cameras import sample_orbit
 from .config import scheduled
 from .errors import ThreeDistillError
 from .representations.convert import load_model_state
+from .utils.optim import Adam
 
 
 @dataclass
@@ -94,7 +95,7 @@ class Trainer:
         for g in groups:  # a learning rate may be a schedule [k0, v0, v1, k1] (threestudio style)
             g["lr_schedule"] = g["lr"]
             g["lr"] = scheduled(g["lr"], self.schedule_step)
-        return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+        return Adam(groups, betas=(0.9, 0.99), eps=1e-15)
 
     def continue_from(self, previous: "Trainer") -> None:
         """Start this stage from the previous stage's result and random state, with a fresh optimiser; another

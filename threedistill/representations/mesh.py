@@ -47,6 +47,11 @@ class MeshConfig:
     # albedo: the texture field is the colour seen; lambert: it is an albedo lit by the embedded prior's light
     # rig (toyworld.render's fixed lights), exports bake that light in as coarse stages' colours have it
     shading: str = "albedo"
+    # Laplacian-preconditioned vertex updates ("large steps", Nicolet et al. 2021): the learned parameter w gives
+    # offsets = (I + large_steps * L)^-1 w (L the uniform graph Laplacian), so a step moves a smooth patch of
+    # surface instead of single vertices and larger vertex learning rates do not crumple it; w is stepped by
+    # uniform Adam (utils.optim), as in the paper; 0: plain offsets
+    large_steps: float = 0.0
 
     def __post_init__(self):
         _require(isinstance(self.subdivisions, int) and 0 <= self.subdivisions <= 6, "subdivisions",
@@ -66,6 +71,8 @@ class MeshConfig:
         _require(isinstance(self.handover_faces, int) and self.handover_faces >= 4, "handover_faces",
                  "an integer of at least 4", self.handover_faces)
         _require(self.shading in SHADINGS, "shading", " or ".join(SHADINGS), self.shading)
+        _require(self.large_steps >= 0, "large_steps", "zero (plain offsets) or a positive smoothing weight",
+                 self.large_steps)
         check_schedules(self, "mesh", ("lr_vertices", "lr_texture", "lr_mlp"))
 
 
@@ -96,8 +103,11 @@ class Mesh(nn.Module):
 
     @property
     def vertices(self) -> torch.Tensor:
-        """Current vertex positions (V,3): the base mesh plus the learned offsets."""
-        return self.base_vertices + self.offsets
+        """Current vertex positions (V,3): the base mesh plus the learned offsets (smoothed by the large-steps
+        system when large_steps > 0)."""
+        if self._smoothing is None:
+            return self.base_vertices + self.offsets
+        return self.base_vertices + _SparseSolve.apply(self.offsets, self._smoothing)
 
     def set_mesh(self, vertices: torch.Tensor, faces: torch.Tensor) -> None:
         """Replace the topology: `vertices` (V,3) become the base, offsets restart at zero. Parameters are new
@@ -112,10 +122,11 @@ class Mesh(nn.Module):
         self.register_buffer("edges", edges, persistent=False)
         self.register_buffer("adjacent_faces", adjacent, persistent=False)
         self.register_buffer("degree", degree, persistent=False)
+        self._smoothing = smoothing_factor(edges, len(vertices), self.cfg.large_steps) if self.cfg.large_steps else None
 
     def param_groups(self) -> list[dict]:
         c = self.cfg
-        return [{"params": [self.offsets], "lr": c.lr_vertices, "name": "vertices"},
+        return [{"params": [self.offsets], "lr": c.lr_vertices, "name": "vertices", "uniform": c.large_steps > 0},
                 {"params": list(self.encoding.parameters()), "lr": c.lr_texture, "name": "texture"},
                 {"params": list(self.colour_net.parameters()), "lr": c.lr_mlp, "name": "mlp"}]
 
@@ -241,6 +252,38 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     area_normals = torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0], dim=-1)
     sums = torch.zeros_like(vertices).index_add(0, faces.reshape(-1), area_normals.repeat_interleave(3, 0))
     return F.normalize(sums, dim=-1, eps=1e-20)
+
+
+def smoothing_factor(edges: torch.Tensor, n_vertices: int, weight: float):
+    """Sparse LU factor of I + weight * L, L = D - A the uniform graph Laplacian of `edges` (E,2): the system
+    whose solution turns large-steps parameters into vertex offsets. Symmetric positive definite, so one factor
+    serves the forward and the backward solve."""
+    from scipy.sparse import coo_matrix, identity
+    from scipy.sparse.linalg import splu
+
+    e = edges.cpu().numpy()
+    rows, cols = np.concatenate([e[:, 0], e[:, 1]]), np.concatenate([e[:, 1], e[:, 0]])
+    adjacency = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_vertices, n_vertices)).tocsr()
+    degree = np.asarray(adjacency.sum(1)).ravel()
+    laplacian = coo_matrix((degree, (np.arange(n_vertices), np.arange(n_vertices))), shape=adjacency.shape) - adjacency
+    return splu((identity(n_vertices) + weight * laplacian).tocsc())
+
+
+class _SparseSolve(torch.autograd.Function):
+    """x = M^-1 b for a symmetric M given by its sparse LU factor; the gradient is M^-1 grad (CPU solve, float64)."""
+
+    @staticmethod
+    def forward(ctx, rhs: torch.Tensor, factor) -> torch.Tensor:
+        ctx.factor = factor
+        return _solve(factor, rhs)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return _solve(ctx.factor, grad), None
+
+
+def _solve(factor, rhs: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(factor.solve(rhs.detach().cpu().double().numpy())).to(rhs)
 
 
 def laplacian_loss(vertices: torch.Tensor, edges: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
