@@ -134,6 +134,7 @@ def test_generate_then_eval_from_the_command_line(tmp_path):
     (["bench", "stages", "--configs", "nerf-then-mseh"], "unknown config 'nerf-then-mseh'; shipped: gaussians, "),
     (["bench", "stages", "--configs", "gaussians"], "has fewer than two stages"),
     (["bench", "stages", "--configs", "/nonexistent.yaml"], "config file not found: /nonexistent.yaml"),
+    (["bench", "stages", "--jobs", "0"], "--seeds and --jobs must be positive"),
     (["generate", "--prompt", "a red cone", "--config", "stabledreamr"], "unknown config 'stabledreamr'; shipped:"),
     (["generate", "--prompt", "a red cone", "--representation", "voxels"], "unknown representation 'voxels'"),
     (["generate", "--prompt", "a red cube", "native=fast"], "native must be one of auto, native, torch"),

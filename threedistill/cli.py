@@ -447,6 +447,7 @@ def bench_stages(
     out: Path = typer.Option(Path("docs/benchmarks/stages.md"), "--out", help="Markdown table to write."),
     runs_dir: Path = typer.Option(Path("outputs/bench-stages"), help="Where the runs go."),
     resume: bool = typer.Option(False, "--resume", help="Read finished runs of the same tasks back from --runs-dir."),
+    jobs: int = typer.Option(1, help="Runs at once, in worker processes sharing the cores (results do not change)."),
 ):
     """Coarse-to-fine runs: the mesh stage's export against exporting the coarse stage directly (Chamfer, volume
     IoU, silhouette IoU, colour error)."""
@@ -464,17 +465,19 @@ def bench_stages(
         if len(OmegaConf.load(path).get("stages") or []) < 2:
             raise ThreeDistillError(f"{path} has fewer than two stages; `t3d bench stages` compares a coarse stage with "
                                     f"the last one (e.g. --configs nerf-then-mesh)")
-    if seeds < 1:
-        raise ThreeDistillError(f"--seeds must be positive, got {seeds}")
+    if seeds < 1 or jobs < 1:
+        raise ThreeDistillError(f"--seeds and --jobs must be positive, got {seeds} and {jobs}")
     prompt_list = read_prompts(prompts or packaged_config("bench", "stage_prompts.txt"))
     extra = " " + " ".join(ctx.args) if ctx.args else ""
     header = (f"# Coarse-to-fine runs against toy-world ground truth\n\n`t3d bench stages --configs {configs} --seeds "
-              f"{seeds}{extra}` on {platform.machine()} ({os.cpu_count()} cores), embedded toy prior. coarse: the "
-              f"first stage's result exported as a mesh (glb); final: the last stage's export. Chamfer is divided by "
-              f"the object's bounding-box diagonal; lower is better.")
+              f"{seeds} --jobs {jobs}{extra}` on {platform.machine()} ({os.cpu_count()} cores), embedded toy prior. "
+              f"coarse: the first stage's result exported as a mesh (glb); final: the last stage's export. Chamfer is "
+              f"divided by the object's bounding-box diagonal; lower is better."
+              + (f" {jobs} runs shared the cores at a time, so a run's wall time is longer than alone." if jobs > 1 else ""))
     out.parent.mkdir(parents=True, exist_ok=True)
-    run_stage_bench(paths, prompt_list, seeds, runs_dir, list(ctx.args), log=typer.echo, reuse=resume,
-                    on_row=lambda rows: out.write_text(markdown_table(rows, header)))
+    write = lambda rows: out.write_text(markdown_table(rows, header))  # noqa: E731
+    write(run_stage_bench(paths, prompt_list, seeds, runs_dir, list(ctx.args), log=typer.echo, reuse=resume,
+                          jobs=jobs, on_row=write))  # once more in task order (parallel runs finish in any order)
     typer.echo(f"wrote {out}")
 
 

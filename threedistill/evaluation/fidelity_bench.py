@@ -106,19 +106,27 @@ def run_fidelity(prompts: list[str], seeds: int, representations: list[str], out
         for rep, prompt, seed, method in todo:
             report(_one_run(rep, prompt, seed, steps, str(out_root), list(overrides), None, method))
         return rows
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    fresh = {"max_tasks_per_child": 1} if methods else {}
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), **fresh)
-    try:
-        futures = [pool.submit(_one_run, rep, prompt, seed, steps, str(out_root), list(overrides), threads, method)
-                   for rep, prompt, seed, method in todo]
-        for future in as_completed(futures):
-            report(future.result())
-    finally:  # on an error, stop at once: queued runs would otherwise all run before the error shows
-        pool.shutdown(wait=True, cancel_futures=True)
+    run_in_workers(_one_run, [dict(rep=rep, prompt=prompt, seed=seed, steps=steps, out_root=str(out_root),
+                                   overrides=list(overrides), guidance=method) for rep, prompt, seed, method in todo],
+                   jobs, report, one_task_per_process=bool(methods))
     order = {task: i for i, task in enumerate(tasks)}
     rows.sort(key=lambda r: order[(r["representation"], r["prompt"], r["seed"], r["guidance"] if methods else None)])
     return rows
+
+
+def run_in_workers(fn, tasks: list[dict], jobs: int, report, one_task_per_process: bool = False) -> None:
+    """fn(**task, threads=n) for each task in `jobs` worker processes that split the CPU cores (n each), and
+    report(result) as each ends. With `one_task_per_process` every task gets a fresh process (its peak memory is
+    its own). On an error the queued tasks are cancelled at once instead of all running before the error shows."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    fresh = {"max_tasks_per_child": 1} if one_task_per_process else {}
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), **fresh)
+    try:
+        futures = [pool.submit(fn, **task, threads=threads) for task in tasks]
+        for future in as_completed(futures):
+            report(future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def record(rows: list[dict], row: dict, message: str, log, on_row) -> None:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import ThreeDistillError
-from .fidelity_bench import finished_row, mean_or_none, record
+from .fidelity_bench import finished_row, mean_or_none, record, run_in_workers
 
 COARSE_EXPORT = "coarse.glb"
 STAGE_ROW = "stage_row.json"
@@ -29,14 +29,20 @@ def _mesh_row(run, glb: Path, prefix: str) -> dict:
     return {f"{prefix}{k}": metrics[k] for k in keys} | {f"{prefix}representation": run.config.representation}
 
 
-def stage_run(config: Path, prompt: str, seed: int, out_root: Path, overrides: list[str], reuse: bool = False) -> dict:
-    """One staged run, its coarse stage exported and both ends measured against ground truth."""
+def stage_run(config: Path, prompt: str, seed: int, out_root: Path, overrides: list[str], reuse: bool = False,
+              threads: int | None = None) -> dict:
+    """One staged run, its coarse stage exported and both ends measured against ground truth (also the body of a
+    worker process when runs go in parallel, on `threads` threads)."""
+    import torch
+
     from ..runs import generate
 
     out = (Path(out_root) / Path(config).stem / f"seed{seed}").resolve()  # rows record absolute run directories
     task = {"config": str(config), "overrides": list(overrides)}
     if reuse and (row := finished_row(out, prompt, task, STAGE_ROW)) is not None:
         return row
+    if threads:
+        torch.set_num_threads(threads)
     start = time.time()
     run = generate(prompt=prompt, seed=seed, out=str(out), config=config, overrides=list(overrides) + ["export=[glb]"],
                    progress=False, log=lambda s: None)
@@ -64,16 +70,26 @@ def measure_staged_run(run_dir: Path) -> dict:
 
 
 def run_stage_bench(configs: list[Path], prompts: list[str], seeds: int, out_root: Path, overrides: list[str],
-                    log=print, on_row=None, reuse: bool = False) -> list[dict]:
+                    log=print, on_row=None, reuse: bool = False, jobs: int = 1) -> list[dict]:
+    """Every (config, prompt, seed) staged run, measured; `on_row(rows)` after each. `jobs` > 1 runs that many at
+    once in worker processes sharing the cores (seeded, so the results do not change; wall times grow)."""
+    tasks = [dict(config=config, prompt=prompt, seed=seed, out_root=out_root, overrides=list(overrides), reuse=reuse)
+             for config in configs for prompt in prompts for seed in range(seeds)]
     rows: list[dict] = []
-    for config in configs:
-        for prompt in prompts:
-            for seed in range(seeds):
-                row = stage_run(config, prompt, seed, out_root, overrides, reuse)
-                record(rows, row, f"{row['config']:20s} {prompt:22s} seed {seed}: Chamfer {row['coarse_mesh_chamfer']:.4f} "
-                                  f"-> {row['final_mesh_chamfer']:.4f}  mesh colour err "
-                                  f"{row['coarse_mesh_colour_error']:.3f} -> {row['final_mesh_colour_error']:.3f}  "
-                                  f"{row['wall_seconds']:.0f}s", log, on_row)
+
+    def report(row: dict) -> None:
+        record(rows, row, f"{row['config']:20s} {row['prompt']:22s} seed {row['seed']}: Chamfer "
+                          f"{row['coarse_mesh_chamfer']:.4f} -> {row['final_mesh_chamfer']:.4f}  mesh colour err "
+                          f"{row['coarse_mesh_colour_error']:.3f} -> {row['final_mesh_colour_error']:.3f}  "
+                          f"{row['wall_seconds']:.0f}s", log, on_row)
+
+    if jobs <= 1:
+        for task in tasks:
+            report(stage_run(**task))
+    else:
+        run_in_workers(stage_run, tasks, jobs, report)
+    order = {(Path(t["config"]).stem, t["prompt"], t["seed"]): i for i, t in enumerate(tasks)}
+    rows.sort(key=lambda r: order[(r["config"], r["prompt"], r["seed"])])
     return rows
 
 
