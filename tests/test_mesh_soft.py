@@ -1,5 +1,6 @@
 """The differentiable mesh rasterizer (coverage, depth, barycentrics and soft silhouettes against analytic values,
 gradients by finite differences, a silhouette fit) and the Mesh representation built on it."""
+import copy
 import math
 
 import pytest
@@ -290,6 +291,7 @@ def test_large_steps_offsets_solve_the_smoothing_system_and_start_at_the_base_me
     rebuilt = offsets + weight * (model.degree.double()[:, None] * offsets - neighbour_sum)
     assert torch.allclose(rebuilt, model.offsets.detach().double(), atol=1e-5)
     assert offsets.square().sum(-1).mean() < 0.05 * model.offsets.detach().square().sum(-1).mean()  # noise damped
+    assert torch.equal(copy.deepcopy(model).vertices, model.vertices)  # the factor is rebuilt in a copy
     with torch.no_grad():  # a uniform parameter passes unchanged: the system keeps translations
         model.offsets.copy_(torch.tensor([0.1, -0.2, 0.3]).expand_as(model.offsets))
     assert torch.allclose(model.vertices - model.base_vertices, model.offsets.detach(), atol=1e-5)

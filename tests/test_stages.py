@@ -103,8 +103,9 @@ def test_stabledreamer_config_switches_to_the_latent_prior(tmp_path):
 
 
 def test_a_methods_settings_for_one_representation_apply_only_there():
-    """configs/guidance/sds-nerf.yaml lies over sds.yaml for NeRF runs only (Gaussians keep sds.yaml's settings),
-    under the user's settings, and a stage that switches to SDS in a NeRF run gets it too."""
+    """configs/guidance/sds-nerf.yaml lies over sds.yaml for NeRF runs only (a mesh run, which has no such file,
+    keeps sds.yaml's settings), under the user's settings, and a stage that switches to SDS in a NeRF run gets it
+    too."""
     from omegaconf import OmegaConf
 
     from threedistill.config import packaged_config
@@ -119,9 +120,10 @@ def test_a_methods_settings_for_one_representation_apply_only_there():
 
     assert load("nerf", "guidance_type=sds").guidance.guidance_scale == for_nerf.guidance_scale
     assert load("nerf", "guidance_type=sds").guidance.max_step_percent == for_nerf.max_step_percent
-    assert load("gaussians", "guidance_type=sds").guidance.guidance_scale == shared.guidance_scale
-    assert load("gaussians", "guidance_type=sds").guidance.max_step_percent == list(shared.max_step_percent)
-    assert load("triplane", "guidance_type=sds").guidance.guidance_scale == for_nerf.guidance_scale  # sds-triplane
+    assert load("mesh", "guidance_type=sds").guidance.guidance_scale == shared.guidance_scale
+    assert load("mesh", "guidance_type=sds").guidance.max_step_percent == list(shared.max_step_percent)
+    for rep in ("triplane", "gaussians"):  # sds-triplane.yaml, sds-gaussians.yaml
+        assert load(rep, "guidance_type=sds").guidance.guidance_scale == for_nerf.guidance_scale
     assert load("nerf", "guidance_type=sds", "guidance.guidance_scale=3").guidance.guidance_scale == 3
     switched = stage_configs(load("nerf", "guidance_type=nfsd", "guidance.guidance_scale=5",
                                   'stages=[{steps: 1}, {steps: 1, overrides: ["guidance_type=sds"]}]'))

@@ -122,7 +122,7 @@ class Mesh(nn.Module):
         self.register_buffer("edges", edges, persistent=False)
         self.register_buffer("adjacent_faces", adjacent, persistent=False)
         self.register_buffer("degree", degree, persistent=False)
-        self._smoothing = smoothing_factor(edges, len(vertices), self.cfg.large_steps) if self.cfg.large_steps else None
+        self._smoothing = LargeStepsSystem(edges, len(vertices), self.cfg.large_steps) if self.cfg.large_steps else None
 
     def param_groups(self) -> list[dict]:
         c = self.cfg
@@ -254,36 +254,42 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     return F.normalize(sums, dim=-1, eps=1e-20)
 
 
-def smoothing_factor(edges: torch.Tensor, n_vertices: int, weight: float):
-    """Sparse LU factor of I + weight * L, L = D - A the uniform graph Laplacian of `edges` (E,2): the system
-    whose solution turns large-steps parameters into vertex offsets. Symmetric positive definite, so one factor
-    serves the forward and the backward solve."""
-    from scipy.sparse import coo_matrix, identity
-    from scipy.sparse.linalg import splu
+class LargeStepsSystem:
+    """I + weight * L, L = D - A the uniform graph Laplacian of a mesh's `edges` (E,2): the system whose solution
+    turns large-steps parameters into vertex offsets. Symmetric positive definite, so one sparse LU factor (scipy,
+    built on first use and again after a copy or unpickling) serves the forward and the backward solve."""
 
-    e = edges.cpu().numpy()
-    rows, cols = np.concatenate([e[:, 0], e[:, 1]]), np.concatenate([e[:, 1], e[:, 0]])
-    adjacency = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_vertices, n_vertices)).tocsr()
-    degree = np.asarray(adjacency.sum(1)).ravel()
-    laplacian = coo_matrix((degree, (np.arange(n_vertices), np.arange(n_vertices))), shape=adjacency.shape) - adjacency
-    return splu((identity(n_vertices) + weight * laplacian).tocsc())
+    def __init__(self, edges: torch.Tensor, n_vertices: int, weight: float):
+        self.edges, self.n_vertices, self.weight = edges.cpu().numpy(), n_vertices, weight
+        self._factor = None
+
+    def solve(self, rhs: torch.Tensor) -> torch.Tensor:
+        if self._factor is None:
+            from scipy.sparse import coo_matrix, identity
+            from scipy.sparse.linalg import splu
+
+            n, e = self.n_vertices, self.edges
+            rows, cols = np.concatenate([e[:, 0], e[:, 1]]), np.concatenate([e[:, 1], e[:, 0]])
+            adjacency = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()
+            degree = coo_matrix((np.asarray(adjacency.sum(1)).ravel(), (np.arange(n), np.arange(n))), shape=(n, n))
+            self._factor = splu((identity(n) + self.weight * (degree - adjacency)).tocsc())
+        return torch.from_numpy(self._factor.solve(rhs.detach().cpu().double().numpy())).to(rhs)
+
+    def __getstate__(self) -> dict:
+        return self.__dict__ | {"_factor": None}  # scipy's factor does not pickle; it is rebuilt on use
 
 
 class _SparseSolve(torch.autograd.Function):
-    """x = M^-1 b for a symmetric M given by its sparse LU factor; the gradient is M^-1 grad (CPU solve, float64)."""
+    """x = M^-1 b for the symmetric large-steps system M; the gradient is M^-1 grad."""
 
     @staticmethod
-    def forward(ctx, rhs: torch.Tensor, factor) -> torch.Tensor:
-        ctx.factor = factor
-        return _solve(factor, rhs)
+    def forward(ctx, rhs: torch.Tensor, system: LargeStepsSystem) -> torch.Tensor:
+        ctx.system = system
+        return system.solve(rhs)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return _solve(ctx.factor, grad), None
-
-
-def _solve(factor, rhs: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(factor.solve(rhs.detach().cpu().double().numpy())).to(rhs)
+        return ctx.system.solve(grad), None
 
 
 def laplacian_loss(vertices: torch.Tensor, edges: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
