@@ -42,3 +42,20 @@ def test_uniform_state_uses_torchs_keys_so_checkpoints_restore_it():
     _steps(optimizer, [p], [[torch.tensor([1.0, 2.0, 3.0])]])
     assert set(optimizer.state[p]) == {"step", "exp_avg", "exp_avg_sq"}
     assert optimizer.state[p]["exp_avg"].shape == p.shape
+
+
+def test_a_closure_runs_once_before_every_group_steps():
+    uniform, other = torch.ones(2, requires_grad=True), torch.ones(2, requires_grad=True)
+    optimizer = Adam([{"params": [uniform], "lr": 0.1, "uniform": True}, {"params": [other], "lr": 0.1}])
+    calls = []
+
+    def closure():
+        calls.append(1)
+        optimizer.zero_grad()
+        loss = (uniform * torch.tensor([1.0, 2.0])).sum() + other.sum()
+        loss.backward()
+        return loss.detach()
+
+    assert float(optimizer.step(closure)) == 5.0 and len(calls) == 1
+    assert torch.allclose(uniform.detach(), torch.tensor([0.95, 0.9]))  # uniform: the gradient over its largest
+    assert torch.allclose(other.detach(), torch.full((2,), 0.9))

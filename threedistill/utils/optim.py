@@ -13,6 +13,10 @@ class Adam(torch.optim.Adam):
 
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:  # evaluated once, before any group steps
+            with torch.enable_grad():
+                loss = closure()
         held = []
         for group in self.param_groups:
             if not group.get("uniform"):
@@ -33,7 +37,8 @@ class Adam(torch.optim.Adam):
                 held.append((p, p.grad))
                 p.grad = None  # torch's step skips parameters without a gradient
         try:
-            return super().step(closure)
+            super().step()
         finally:
             for p, grad in held:
                 p.grad = grad
+        return loss
