@@ -339,7 +339,7 @@ def test_method_parameters_are_checked_per_method(tmp_path):
     assert run.config.guidance.plus_ratio == 0.2 and run.config.guidance.guidance_scale == 7.5
     assert run.config.guidance.max_step_percent == [0, 0.98, 0.5, 300]  # ASD's own window
     sds = _run(tmp_path / "sds", "gaussians", "sds", steps=1)
-    assert sds.config.guidance.guidance_scale == 20.0 and sds.config.guidance.perp_neg  # sds.yaml + gaussians.yaml
+    assert sds.config.guidance.guidance_scale == 7.5 and sds.config.guidance.perp_neg  # sds(-gaussians).yaml + gaussians.yaml
     with pytest.raises(ConfigError, match=r"guidance 'sds' has no parameter 'plus_ratio' \(it belongs to asd\); "
                                           r"its parameters: .*guidance_scale"):
         _run(tmp_path / "bad", "gaussians", "sds", extra=["guidance.plus_ratio=0.2"])
