@@ -146,20 +146,21 @@ class Mesh(nn.Module):
         """rgb, alpha (soft), depth (view depth, 0 off the mesh) and normal (world, 0 off the mesh), (B,C,H,W).
         Rasterization is deterministic and cheap, so depth and normal always come and `generator`, `geometry`
         and `perturb` are accepted and ignored."""
-        raster = rasterize_mesh_soft(self.vertices, self.faces, cameras.to(self.device), height, width,
+        vertices = self.vertices  # once per render: with large steps each read is a sparse solve
+        raster = rasterize_mesh_soft(vertices, self.faces, cameras.to(self.device), height, width,
                                      self.cfg.sigma, SOFT_MARGIN)
         bg = torch.ones(3, device=self.device) if background is None else background.to(self.device)
         fringe = math.ceil(SOFT_MARGIN * self.cfg.sigma) + 1
-        light = self._pixel_light(raster, cameras) if self.cfg.shading == "lambert" else None
+        light = self._pixel_light(raster, cameras, vertices) if self.cfg.shading == "lambert" else None
         rgb = shade(raster, self.colour_at, bg, fringe, light)
         return {"rgb": rgb, "alpha": raster["alpha"], "depth": raster["depth"], "normal": raster["normal"]}
 
-    def _pixel_light(self, raster: dict, cameras: Cameras) -> torch.Tensor:
+    def _pixel_light(self, raster: dict, cameras: Cameras, vertices: torch.Tensor) -> torch.Tensor:
         """Light (N,1) at the covered pixels (in `covered.nonzero()` order): smooth normals interpolated from the
-        vertices, turned to the side of the surface that faces the camera."""
+        rasterized `vertices`, turned to the side of the surface that faces the camera."""
         idx = (raster["face"] >= 0).nonzero(as_tuple=True)
         face = raster["face"][idx]
-        normals = (raster["bary"][idx][..., None] * vertex_normals(self.vertices, self.faces)[self.faces[face]]).sum(1)
+        normals = (raster["bary"][idx][..., None] * vertex_normals(vertices, self.faces)[self.faces[face]]).sum(1)
         to_camera = cameras.positions.to(self.device)[idx[0]] - raster["points"][idx]
         facing = (raster["normal"].permute(0, 2, 3, 1)[idx] * to_camera).sum(-1, keepdim=True).detach()
         return light_intensity(F.normalize(torch.where(facing < 0, -normals, normals), dim=-1))
