@@ -133,7 +133,8 @@ def test_a_methods_settings_for_one_representation_apply_only_there():
 
 def test_stage_bench_in_parallel_measures_what_it_measures_in_series(tmp_path):
     """Two staged runs (a NeRF coarse stage, then a mesh stage) through `t3d bench stages`' runner, once in two
-    worker processes and once in series: the same rows in task order, the metrics of seeded runs equal."""
+    worker processes and once in series: the same rows in task order, the metrics of seeded runs equal; with
+    --resume the finished rows come back as they were."""
     from test_handover import MESH
     from threedistill.evaluation.stage_bench import run_stage_bench
 
@@ -148,3 +149,5 @@ def test_stage_bench_in_parallel_measures_what_it_measures_in_series(tmp_path):
         assert a["config"] == "tiny-then-mesh" and a["final_representation"] == "mesh"
         for key in ("coarse_mesh_chamfer", "final_mesh_chamfer", "final_mesh_colour_error", "final_silhouette_iou"):
             assert a[key] == pytest.approx(b[key], abs=1e-6), key
+    resumed = run_stage_bench([config], prompts, 1, tmp_path / "p", overrides, log=lambda s: None, reuse=True, jobs=2)
+    assert [{k: v for k, v in r.items() if k != "task"} for r in resumed] == parallel  # read back, not run again

@@ -29,7 +29,13 @@ def _mesh_row(run, glb: Path, prefix: str) -> dict:
     return {f"{prefix}{k}": metrics[k] for k in keys} | {f"{prefix}representation": run.config.representation}
 
 
-def stage_run(config: Path, prompt: str, seed: int, out_root: Path, overrides: list[str], reuse: bool = False,
+def _task_dir_and_key(config: Path, seed: int, out_root: Path, overrides: list[str]) -> tuple[Path, dict]:
+    """Where a staged run goes (absolute, as rows record it) and what identifies its task for --resume."""
+    out = (Path(out_root) / Path(config).stem / f"seed{seed}").resolve()
+    return out, {"config": str(config), "overrides": list(overrides)}
+
+
+def stage_run(config: Path, prompt: str, seed: int, out_root: Path, overrides: list[str],
               threads: int | None = None) -> dict:
     """One staged run, its coarse stage exported and both ends measured against ground truth (also the body of a
     worker process when runs go in parallel, on `threads` threads)."""
@@ -37,10 +43,7 @@ def stage_run(config: Path, prompt: str, seed: int, out_root: Path, overrides: l
 
     from ..runs import generate
 
-    out = (Path(out_root) / Path(config).stem / f"seed{seed}").resolve()  # rows record absolute run directories
-    task = {"config": str(config), "overrides": list(overrides)}
-    if reuse and (row := finished_row(out, prompt, task, STAGE_ROW)) is not None:
-        return row
+    out, task = _task_dir_and_key(config, seed, out_root, overrides)
     if threads:
         torch.set_num_threads(threads)
     start = time.time()
@@ -73,7 +76,7 @@ def run_stage_bench(configs: list[Path], prompts: list[str], seeds: int, out_roo
                     log=print, on_row=None, reuse: bool = False, jobs: int = 1) -> list[dict]:
     """Every (config, prompt, seed) staged run, measured; `on_row(rows)` after each. `jobs` > 1 runs that many at
     once in worker processes sharing the cores (seeded, so the results do not change; wall times grow)."""
-    tasks = [dict(config=config, prompt=prompt, seed=seed, out_root=out_root, overrides=list(overrides), reuse=reuse)
+    tasks = [dict(config=config, prompt=prompt, seed=seed, out_root=out_root, overrides=list(overrides))
              for config in configs for prompt in prompts for seed in range(seeds)]
     rows: list[dict] = []
 
@@ -83,11 +86,16 @@ def run_stage_bench(configs: list[Path], prompts: list[str], seeds: int, out_roo
                           f"{row['coarse_mesh_colour_error']:.3f} -> {row['final_mesh_colour_error']:.3f}  "
                           f"{row['wall_seconds']:.0f}s", log, on_row)
 
+    todo = []
+    for task in tasks:  # finished runs are read back here, without a worker process
+        out, key = _task_dir_and_key(task["config"], task["seed"], out_root, overrides)
+        row = finished_row(out, task["prompt"], key, STAGE_ROW) if reuse else None
+        report(row) if row is not None else todo.append(task)
     if jobs <= 1:
-        for task in tasks:
+        for task in todo:
             report(stage_run(**task))
     else:
-        run_in_workers(stage_run, tasks, jobs, report)
+        run_in_workers(stage_run, todo, jobs, report)
     order = {(Path(t["config"]).stem, t["prompt"], t["seed"]): i for i, t in enumerate(tasks)}
     rows.sort(key=lambda r: order[(r["config"], r["prompt"], r["seed"])])
     return rows
