@@ -284,11 +284,49 @@ def test_particle_methods_need_a_diffusers_prior(prior):
         build(prior, "vsd")
 
 
+# ---------------------------------------------------------------- SDEdit targets (DreamGaussian's refinement)
+def test_sdedit_pulls_to_the_point_mass_for_any_timestep_and_step_count(point_mass):
+    """Every DDIM step is exact for a point mass, so the denoised target is the prompt's mean image."""
+    x, noise, t = draws(t=(150, 800))
+    state = build(point_mass, "sdedit").prompt_state("a cat")
+    mu = point_mass.mean_for("a cat").expand_as(x)
+    for steps in (1, 3, 8):
+        g = build(point_mass, "sdedit", guidance_scale=1.0, denoise_steps=steps)
+        assert torch.allclose(g.gradient(x, CAMS, state, 0, t, noise), x - mu, atol=1e-4), steps
+
+
+def test_sdedit_with_one_step_is_sds_weighted_sigma_over_alpha(prior):
+    """x - x0_hat(x_t) = (sigma/alpha)(eps_guided - eps): one denoising step is SDS with w = sigma/alpha."""
+    x, noise, t = draws()
+    g = build(prior, "sdedit", guidance_scale=7.5, denoise_steps=1)
+    sds = build(prior, "sds", guidance_scale=7.5, weighting="sigma_over_alpha")
+    state = g.prompt_state("a cat")
+    assert torch.allclose(g.gradient(x, CAMS, state, 0, t, noise), sds.gradient(x, CAMS, state, 0, t, noise), atol=1e-4)
+
+
+def test_sdedit_target_follows_the_probability_flow_to_the_data(prior):
+    """For Gaussian data N(mu, s^2) the probability-flow ODE keeps (x - mu) / std standardised: x_t maps to
+    mu + s (x_t - alpha mu) / sqrt(alpha^2 s^2 + sigma^2). More DDIM steps approach that map."""
+    x, noise, t = draws(t=(400, 700))
+    state = build(prior, "sdedit").prompt_state("a cat")
+    mu = prior.mean_for("a cat")
+    alpha, sigma = prior.alpha_sigma(t)
+    s = prior.data_std
+    exact = mu + s * (prior.add_noise(x, noise, t) - alpha * mu) / (alpha ** 2 * s ** 2 + sigma ** 2).sqrt()
+    errors = []
+    for steps in (1, 4, 100):
+        g = build(prior, "sdedit", guidance_scale=1.0, denoise_steps=steps)
+        errors.append(float((x - g.gradient(x, CAMS, state, 0, t, noise) - exact).abs().max()))
+    assert errors[2] < 0.05 and errors[0] > errors[1] > 20 * errors[2], errors
+    assert g.teacher_evals == 200
+
+
 # ---------------------------------------------------------------- configs
 def test_method_configs_check_their_values():
     for name, kw, match in [("asd", {"plus_ratio": -1}, "plus_ratio"), ("ism", {"inversion": "random"}, "inversion"),
                             ("tsm", {"gamma": 2.0}, "gamma"), ("esd", {"entropy_lambda": 1.5}, "entropy_lambda"),
-                            ("csd", {"coef_cond": [1, 2]}, "coef_cond"), ("vsd", {"lora_rank": 0}, "lora_rank")]:
+                            ("csd", {"coef_cond": [1, 2]}, "coef_cond"), ("vsd", {"lora_rank": 0}, "lora_rank"),
+                            ("sdedit", {"denoise_steps": 0}, "denoise_steps")]:
         with pytest.raises(ConfigError, match=match):
             GUIDANCE.get(name).config_class(**kw)
 

@@ -10,13 +10,14 @@ from .csm import CSMGuidance
 from .esd import ESDGuidance
 from .ism import ISMGuidance
 from .nfsd import NFSDGuidance
+from .sdedit import SDEditGuidance
 from .sds import SDSGuidance
 from .tsm import TSMGuidance
 from .vsd import VSDGuidance
 
 GUIDANCE: Registry[Guidance] = Registry("guidance")
 for _cls in (SDSGuidance, VSDGuidance, ESDGuidance, ASDGuidance, CSDGuidance, CSMGuidance, ISMGuidance,
-             TSMGuidance, BSDGuidance, CDSGuidance, NFSDGuidance):
+             TSMGuidance, BSDGuidance, CDSGuidance, NFSDGuidance, SDEditGuidance):
     GUIDANCE.register(_cls.name)(_cls)
 
 __all__ = ["GUIDANCE", "Guidance", "GuidanceConfig", "PromptState", "SDSGuidance", "inject_gradient"]
