@@ -108,3 +108,22 @@ def test_a_mesh_stage_is_evaluated_and_exported_as_its_own_mesh(tmp_path):
     coarse = load_run(run.dir, step=3)  # the coarse stage's last checkpoint is still there
     assert isinstance(coarse.model, NeRF) and coarse.trainer.step == 3
     assert '"field": "mesh"' in path.with_name(path.name + ".json").read_text()
+
+
+def test_a_texture_stage_after_the_mesh_stage_keeps_the_geometry_and_changes_the_texture(tmp_path):
+    """The staged configs' last stage: the same mesh, vertices frozen (lr 0, also under large steps), texture
+    refined toward SDEdit targets."""
+    from threedistill.evaluation.run_eval import load_run
+
+    mesh = '"representation=mesh", "trainer.resolution=24", "mesh.large_steps=10", "mesh.lr_vertices=0.01"'
+    stages = (f'stages=[{{name: coarse, steps: 3}}, {{name: mesh, steps: 3, overrides: [{mesh}]}}, '
+              f'{{name: texture, steps: 2, overrides: [{mesh}, "mesh.lr_vertices=0", "guidance_type=sdedit", '
+              f'"guidance.denoise_steps=2"]}}]')
+    run = generate(prompt="a red cone", representation="nerf", seed=2, out=str(tmp_path / "tex"), progress=False,
+                   log=lambda s: None, overrides=FAST["nerf"] + MESH + [stages])
+    geometry = load_run(run.dir, step=6).model
+    assert run.trainer.stage == 2 and run.config.guidance_type == "sdedit"
+    assert torch.equal(run.model.vertices, geometry.vertices)
+    texture = [k for k in run.model.state_dict() if k not in ("base_vertices", "offsets", "faces")]
+    assert texture and any(not torch.equal(run.model.state_dict()[k], geometry.state_dict()[k]) for k in texture)
+    assert '"loss_sdedit"' in (run.dir / "log.jsonl").read_text()
