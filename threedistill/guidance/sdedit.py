@@ -4,8 +4,9 @@ Each render x is noised to t (x_t = alpha_t x + sigma_t eps), denoised back to a
 deterministic DDIM steps of the guided teacher (CFG, or Perp-Neg when configured), and pulled toward it:
 G = w(t) (x - x0), the gradient of 0.5 w ||x - sg(x0)||^2. Where SDS compares one noisy prediction with the
 noise, the target here is a whole sample of the prior that keeps the render's layout (t below the point where
-the prior invents a new object), so the gradient is low in variance and consistent across views: suited to a
-refinement stage that corrects an almost-right shape and texture. Cost: `denoise_steps` guided evaluations (2
+the prior invents a new object), so the gradient is low in variance: suited to a refinement stage. The staged
+configs refine the mesh's texture with it, vertices frozen; moving vertices too, the toy prior's crisper targets
+shrink the shapes (docs/benchmarks/stages.md). Cost: `denoise_steps` guided evaluations (2
 each, 4 with Perp-Neg) per view and step.
 """
 from __future__ import annotations
@@ -24,8 +25,7 @@ from .inversion import ddim_move
 @dataclass
 class SDEditConfig(GuidanceConfig):
     weighting: str = "uniform"  # w(t) = 1: an L2 loss to the denoised image, as in DreamGaussian
-    # low noise, as DreamGaussian's refinement (t 0.2 -> 0.05): the target keeps the render's shape and fixes its
-    # colours; at t in [0.2, 0.5] the toy prior's targets also reshape the mesh, but shrink it (docs/benchmarks/stages.md)
+    # low noise, as DreamGaussian's refinement (t 0.2 -> 0.05): the target keeps the render's shape, fixes its colours
     min_step_percent: Any = 0.05
     max_step_percent: Any = 0.3
     denoise_steps: int = 5  # DDIM steps from t back to a clean image
