@@ -90,7 +90,7 @@ def test_weightings_and_clipping(prior):
 
 
 def test_bad_guidance_names_and_settings(prior):
-    with pytest.raises(UnknownNameError, match="unknown guidance 'sdss'; known: asd, bsd, cds, csd, csm, esd, ism, nfsd, sds, tsm, vsd"):
+    with pytest.raises(UnknownNameError, match="unknown guidance 'sdss'; known: asd, bsd, cds, csd, csm, esd, ism, nfsd, sdedit, sds, tsm, vsd"):
         GUIDANCE.get("sdss")
     with pytest.raises(ConfigError, match="weighting must be one of"):
         GuidanceConfig(weighting="linear")

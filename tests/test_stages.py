@@ -1,5 +1,7 @@
 """Multi-stage runs: each stage is the run's config under its own overrides, continues from the previous stage,
 and a run interrupted anywhere resumes bit-identical."""
+import os
+
 import pytest
 import torch
 
@@ -143,7 +145,12 @@ def test_stage_bench_in_parallel_measures_what_it_measures_in_series(tmp_path):
                       "  - {name: mesh, steps: 2, overrides: ['representation=mesh', 'trainer.resolution=16']}\n")
     prompts, overrides = ["a red cone", "a blue cube"], FAST["nerf"] + MESH
     parallel = run_stage_bench([config], prompts, 1, tmp_path / "p", overrides, log=lambda s: None, jobs=2)
-    series = run_stage_bench([config], prompts, 1, tmp_path / "s", overrides, log=lambda s: None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))  # the workers' thread count: floating-point order
+    try:
+        series = run_stage_bench([config], prompts, 1, tmp_path / "s", overrides, log=lambda s: None)
+    finally:
+        torch.set_num_threads(threads)
     assert [r["prompt"] for r in parallel] == [r["prompt"] for r in series] == prompts
     for a, b in zip(parallel, series):
         assert a["config"] == "tiny-then-mesh" and a["final_representation"] == "mesh"
