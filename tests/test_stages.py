@@ -1,7 +1,5 @@
 """Multi-stage runs: each stage is the run's config under its own overrides, continues from the previous stage,
 and a run interrupted anywhere resumes bit-identical."""
-import os
-
 import pytest
 import torch
 
@@ -138,6 +136,7 @@ def test_stage_bench_in_parallel_measures_what_it_measures_in_series(tmp_path):
     worker processes and once in series: the same rows in task order, the metrics of seeded runs equal; with
     --resume the finished rows come back as they were."""
     from test_handover import MESH
+    from threedistill.evaluation.fidelity_bench import worker_threads
     from threedistill.evaluation.stage_bench import run_stage_bench
 
     config = tmp_path / "tiny-then-mesh.yaml"
@@ -146,7 +145,7 @@ def test_stage_bench_in_parallel_measures_what_it_measures_in_series(tmp_path):
     prompts, overrides = ["a red cone", "a blue cube"], FAST["nerf"] + MESH
     parallel = run_stage_bench([config], prompts, 1, tmp_path / "p", overrides, log=lambda s: None, jobs=2)
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))  # the workers' thread count: floating-point order
+    torch.set_num_threads(worker_threads(2))  # the workers' thread count: the same floating-point order
     try:
         series = run_stage_bench([config], prompts, 1, tmp_path / "s", overrides, log=lambda s: None)
     finally:

@@ -114,11 +114,16 @@ def run_fidelity(prompts: list[str], seeds: int, representations: list[str], out
     return rows
 
 
+def worker_threads(jobs: int) -> int:
+    """Torch threads of each of `jobs` worker processes sharing the CPU cores."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def run_in_workers(fn, tasks: list[dict], jobs: int, report, one_task_per_process: bool = False) -> None:
     """fn(**task, threads=n) for each task in `jobs` worker processes that split the CPU cores (n each), and
     report(result) as each ends. With `one_task_per_process` every task gets a fresh process (its peak memory is
     its own). On an error the queued tasks are cancelled at once instead of all running before the error shows."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = worker_threads(jobs)
     fresh = {"max_tasks_per_child": 1} if one_task_per_process else {}
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), **fresh)
     try:
