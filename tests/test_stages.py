@@ -157,3 +157,33 @@ def test_stage_bench_in_parallel_measures_what_it_measures_in_series(tmp_path):
             assert a[key] == pytest.approx(b[key], abs=1e-6), key
     resumed = run_stage_bench([config], prompts, 1, tmp_path / "p", overrides, log=lambda s: None, reuse=True, jobs=2)
     assert [{k: v for k, v in r.items() if k != "task"} for r in resumed] == parallel  # read back, not run again
+
+
+@pytest.mark.parametrize("name", ["gaussians-then-mesh-oracle", "nerf-then-mesh-oracle"])
+def test_oracle_configs_refine_with_the_exact_prior(tmp_path, monkeypatch, name):
+    """The -oracle configs keep the coarse stage on the trained prior and distil the mesh and texture stages from
+    toyworld-oracle at CFG 1 (here the oracle reads a tiny stand-in for the rendered training set)."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from test_empirical_prior import tiny_dataset
+    from threedistill.config import packaged_config
+    from threedistill.priors import empirical
+
+    path = packaged_config("generate", f"{name}.yaml")
+    stages = stage_configs(load_generate_config([path], ["prompt=a red cone"]))
+    assert stages[0].prior is None and [s.prior for s in stages[1:]] == ["toyworld-oracle"] * 2
+    assert all(s.guidance.guidance_scale == 1 and not s.guidance.perp_neg for s in stages[1:])
+    if name.startswith("nerf"):
+        return  # the run below is the same for both after the coarse stage
+    tiny_dataset(40, size=32).save(tmp_path / "toyworld_500v_32px_seed3.npz")
+    monkeypatch.setattr(empirical, "cache_dir", lambda kind: tmp_path)
+    short = [{"name": s.name, "steps": 2, "overrides": list(s.get("overrides", []))}
+             for s in OmegaConf.load(path).stages]
+    run = generate(prompt="a red cone", seed=0, out=str(tmp_path / "run"), progress=False, log=lambda s: None,
+                   config=path, overrides=FAST["gaussians"] + ["trainer.preview_every=0", "trainer.checkpoint_every=0",
+                                                              f"stages={json.dumps(short)}"])
+    assert run.trainer.stage == 2 and run.config.representation == "mesh"
+    assert isinstance(run.trainer.guidance.prior, empirical.EmpiricalPrior)
+    assert all(torch.isfinite(p).all() for p in run.model.parameters())

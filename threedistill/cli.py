@@ -20,7 +20,7 @@ app.add_typer(prior_app, name="prior")
 app.add_typer(bench_app, name="bench")
 
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
-PriorOption = typer.Option(None, "--prior", help="Local diffusers directory or embedded prior name (toyworld, toyworld-latent); default: toyworld.")
+PriorOption = typer.Option(None, "--prior", help="Local diffusers directory or embedded prior name (toyworld, toyworld-latent, or toyworld-oracle: the exact denoiser of the training set); default: toyworld.")
 # The options every optimising command (generate, fit, edit) shares.
 StepsOption = typer.Option(None, help="Optimisation steps.")
 SeedOption = typer.Option(None, help="Random seed (same seed, same result on CPU).")
@@ -143,6 +143,10 @@ def _load(prior: Optional[Path]):
 def prior_info(prior: Optional[Path] = PriorOption):
     """Describe a prior: kind, resolution, prediction type, parameter count."""
     p = _load(prior)
+    if not hasattr(p, "unet"):
+        typer.echo(f"{p}\nno network: the exact denoiser of its image set, {p.native_resolution}px, "
+                   f"{p.prediction_type} prediction")
+        return
     n = sum(x.numel() for x in p.unet.parameters())
     typer.echo(f"{p}\nunet parameters: {n / 1e6:.2f}M\ntraining info: {json.dumps(p.info.get('trained_steps', 'n/a'))} steps")
     if p.latent:
@@ -221,13 +225,13 @@ def generate_cmd(
     prompt: str = typer.Option("", help="Text prompt, e.g. 'a red duck'."),
     representation: Optional[str] = typer.Option(None, help="gaussians (default), nerf, triplane or mesh."),
     guidance: Optional[str] = typer.Option(None, help="Guidance method: sds (default), vsd, esd, asd, csd, csm, ism, tsm, bsd, cds, nfsd."),
-    prior: Optional[str] = typer.Option(None, help="Local diffusers directory; default: the embedded toy prior."),
+    prior: Optional[str] = typer.Option(None, help="Local diffusers directory or embedded prior name (toyworld-latent, toyworld-oracle); default: the embedded toy prior."),
     steps: Optional[int] = StepsOption,
     seed: Optional[int] = SeedOption,
     out: Optional[str] = OutOption,
     device: Optional[str] = typer.Option(None, help="auto (default: CUDA when torch sees a GPU), cpu, cuda or cuda:N."),
     config: Optional[str] = typer.Option(None, help="YAML config laid over configs/generate/<representation>.yaml: a "
-                                         "path, or a shipped name (stabledreamer, nerf-then-mesh, gaussians-then-mesh, "
+                                         "path, or a shipped name (stabledreamer, nerf-then-mesh, gaussians-then-mesh, their -oracle variants, "
                                          "prolificdreamer)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this directory."),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate against ground truth at the end (toy prompts)."),

@@ -51,6 +51,12 @@ def resolve_prior_path(path: str | Path | None) -> Path:
     return path
 
 
+def load_scheduler(path: str | Path | None = None):
+    """Only the noise scheduler of the prior at `path` (default: the embedded one), without its networks."""
+    root = resolve_prior_path(path)
+    return _load_component(root, "scheduler", _read_index(root)["scheduler"])
+
+
 def _read_index(root: Path) -> dict:
     if not root.is_dir():
         raise PriorLoadError(f"prior directory not found: {root} (expected {LAYOUT_HINT})")
