@@ -7,6 +7,14 @@ from abc import ABC, abstractmethod
 import torch
 
 
+def resize_to_native(rgb: torch.Tensor, size: int) -> torch.Tensor:
+    """Renders (B,3,H,W) resized differentiably to a prior's native size: bilinear, antialiased when shrinking."""
+    if rgb.shape[-2:] == (size, size):
+        return rgb
+    return torch.nn.functional.interpolate(rgb, (size, size), mode="bilinear", align_corners=False,
+                                           antialias=rgb.shape[-1] > size)
+
+
 class Prior(ABC):
     """A frozen text-conditioned diffusion model.
 

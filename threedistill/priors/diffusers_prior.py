@@ -9,10 +9,9 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import PriorLoadError
-from .base import Prior
+from .base import Prior, resize_to_native
 
 REQUIRED = ("unet", "scheduler", "text_encoder", "tokenizer")
 LAYOUT_HINT = "a diffusers directory: model_index.json, unet/, scheduler/, text_encoder/, tokenizer/ [, vae/]"
@@ -150,11 +149,7 @@ class DiffusersPrior(Prior):
         return self.text_encoder(tokens.input_ids.to(self.device)).last_hidden_state.to(self.dtype)
 
     def to_diffusion_space(self, rgb: torch.Tensor) -> torch.Tensor:
-        size = self.native_resolution
-        if rgb.shape[-2:] != (size, size):
-            rgb = F.interpolate(rgb, (size, size), mode="bilinear", align_corners=False,
-                                antialias=rgb.shape[-1] > size)
-        x = rgb.to(self.device, self.dtype) * 2.0 - 1.0
+        x = resize_to_native(rgb, self.native_resolution).to(self.device, self.dtype) * 2.0 - 1.0
         if not self.latent:
             return x
         return self.vae.encode(x).latent_dist.sample() * self.latent_scaling
