@@ -225,14 +225,15 @@ def generate_cmd(
     prompt: str = typer.Option("", help="Text prompt, e.g. 'a red duck'."),
     representation: Optional[str] = typer.Option(None, help="gaussians (default), nerf, triplane or mesh."),
     guidance: Optional[str] = typer.Option(None, help="Guidance method: sds (default), vsd, esd, asd, csd, csm, ism, tsm, bsd, cds, nfsd."),
-    prior: Optional[str] = typer.Option(None, help="Local diffusers directory or embedded prior name (toyworld-latent, toyworld-oracle); default: the embedded toy prior."),
+    prior: Optional[str] = typer.Option(None, help="Local diffusers directory or embedded prior name (toyworld-latent, "
+                                                   "toyworld-oracle); default: the embedded toy prior."),
     steps: Optional[int] = StepsOption,
     seed: Optional[int] = SeedOption,
     out: Optional[str] = OutOption,
     device: Optional[str] = typer.Option(None, help="auto (default: CUDA when torch sees a GPU), cpu, cuda or cuda:N."),
     config: Optional[str] = typer.Option(None, help="YAML config laid over configs/generate/<representation>.yaml: a "
-                                         "path, or a shipped name (stabledreamer, nerf-then-mesh, gaussians-then-mesh, their -oracle variants, "
-                                         "prolificdreamer)."),
+                                         "path, or a shipped name (stabledreamer, nerf-then-mesh, gaussians-then-mesh, "
+                                         "their -oracle variants, prolificdreamer)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this directory."),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate against ground truth at the end (toy prompts)."),
 ):

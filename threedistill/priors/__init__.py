@@ -1,11 +1,12 @@
 """Frozen 2D diffusion teachers behind one interface (`Prior`), loaded from local diffusers directories."""
 from ..registry import Registry
 from .base import Prior
-from .empirical import ORACLE, EmpiricalPrior
 from .diffusers_prior import EMBEDDED, DiffusersPrior, default_prior_path, embedded_prior_path
+from .empirical import ORACLE, EmpiricalPrior
 
 PRIORS: Registry[Prior] = Registry("prior")
 PRIORS.register("diffusers")(DiffusersPrior)
+PRIORS.register("empirical")(EmpiricalPrior)
 
 
 def load_prior(path=None, device="cpu") -> Prior:
@@ -17,4 +18,5 @@ def load_prior(path=None, device="cpu") -> Prior:
     return DiffusersPrior(path, device=device)
 
 
-__all__ = ["Prior", "DiffusersPrior", "EmpiricalPrior", "ORACLE", "PRIORS", "load_prior", "default_prior_path", "embedded_prior_path", "EMBEDDED"]
+__all__ = ["Prior", "DiffusersPrior", "EmpiricalPrior", "ORACLE", "PRIORS", "load_prior", "default_prior_path",
+           "embedded_prior_path", "EMBEDDED"]
