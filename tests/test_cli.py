@@ -220,3 +220,11 @@ def test_toy_scene_fit_and_edit_from_the_command_line(tmp_path):
 ])
 def test_scene_commands_bad_input(tmp_path, args, fragment):
     assert_one_line_error(t3d(*args, cwd=tmp_path), fragment)
+
+
+def test_benchmark_headers_name_an_overridden_prior():
+    from threedistill.cli import _prior_phrase
+
+    assert _prior_phrase([]) == "embedded toy prior"
+    assert _prior_phrase(["seed=1", "prior=toyworld-oracle"]) == "prior toyworld-oracle"
+    assert _prior_phrase(["prior=a", "prior_x=1", "prior=b"]) == "prior b"

@@ -20,6 +20,14 @@ app.add_typer(prior_app, name="prior")
 app.add_typer(bench_app, name="bench")
 
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _prior_phrase(overrides: list[str]) -> str:
+    """How a benchmark header names its prior: the last `prior=...` override, else the embedded one."""
+    named = [o.partition("=")[2] for o in overrides if o.partition("=")[0].strip() == "prior"]
+    return f"prior {named[-1]}" if named else "embedded toy prior"
+
+
 PriorOption = typer.Option(None, "--prior", help="Local diffusers directory or embedded prior name (toyworld, toyworld-latent, or toyworld-oracle: the exact denoiser of the training set); default: toyworld.")
 # The options every optimising command (generate, fit, edit) shares.
 StepsOption = typer.Option(None, help="Optimisation steps.")
@@ -382,7 +390,7 @@ def bench_fidelity(
     extra = " " + " ".join(ctx.args) if ctx.args else ""
     header = (f"# Text-to-3D fidelity against toy-world ground truth\n\n`t3d bench fidelity --seeds {seeds} "
               f"--representation {representation} --jobs {jobs}{extra}` on {platform.machine()} ({os.cpu_count()} "
-              f"cores), embedded toy prior, each representation's default guidance (configs/generate/) unless "
+              f"cores), {_prior_phrase(ctx.args)}, each representation's default guidance (configs/generate/) unless "
               f"overridden." + (f" {jobs} runs shared the cores at a time, so the wall time of a run is longer than "
                                 f"alone." if jobs > 1 else ""))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -428,7 +436,7 @@ def bench_guidance(
     command = (f"t3d bench guidance{' --quick' if quick else ''} --seeds {seeds} --representation {representation}"
                f" --steps {steps} --jobs {jobs}{extra}")
     header = (f"# Guidance methods against toy-world ground truth\n\n`{command}` on {platform.machine()} "
-              f"({os.cpu_count()} cores), embedded toy prior, each method with its defaults "
+              f"({os.cpu_count()} cores), {_prior_phrase(ctx.args)}, each method with its defaults "
               f"(threedistill/guidance/<method>.py, configs/guidance/<method>.yaml) on the representation's config, "
               f"its 300-step schedules stretched to {steps} steps (`trainer.schedule_steps=300`), no export. "
               f"{jobs} run(s) at a time in fresh processes: step and wall times are of shared cores.")
@@ -475,7 +483,8 @@ def bench_stages(
     prompt_list = read_prompts(prompts or packaged_config("bench", "stage_prompts.txt"))
     extra = " " + " ".join(ctx.args) if ctx.args else ""
     header = (f"# Coarse-to-fine runs against toy-world ground truth\n\n`t3d bench stages --configs {configs} --seeds "
-              f"{seeds} --jobs {jobs}{extra}` on {platform.machine()} ({os.cpu_count()} cores), embedded toy prior. "
+              f"{seeds} --jobs {jobs}{extra}` on {platform.machine()} ({os.cpu_count()} cores), "
+              f"{_prior_phrase(ctx.args)} unless a stage names another. "
               f"coarse: the first stage's result exported as a mesh (glb); final: the last stage's export. Chamfer is "
               f"divided by the object's bounding-box diagonal; lower is better."
               + (f" {jobs} runs shared the cores at a time, so a run's wall time is longer than alone." if jobs > 1 else ""))
@@ -527,7 +536,7 @@ def bench_edit(
     fit_steps, steps = (fit_steps or 100, steps or 60) if quick else (fit_steps, steps)
     extra = " " + " ".join(ctx.args) if ctx.args else ""
     header = (f"# Editing captured toy scenes\n\n`t3d bench edit --methods {methods}{' --quick' if quick else ''}{extra}` "
-              f"on {platform.machine()} ({os.cpu_count()} cores), embedded toy prior, edit seed {seed}. Scenes are "
+              f"on {platform.machine()} ({os.cpu_count()} cores), {_prior_phrase(ctx.args)}, edit seed {seed}. Scenes are "
               f"written by the toy world (96x72 views, every 8th held out) and fitted once with `t3d fit`; each edit "
               f"is scored on the held-out views (see threedistill/evaluation/edit_bench.py).")
     out.parent.mkdir(parents=True, exist_ok=True)
