@@ -63,6 +63,7 @@ class EmpiricalPrior(Prior):
         random views of every catalogue subject, `seed`; the stage-4 training set by default)."""
         super().__init__()
         from .diffusers_prior import load_scheduler
+        from .train import dataset_images
 
         self.scheduler = load_scheduler(None)  # the embedded prior's noise schedule, no network loaded
         self.alphas_cumprod = self.scheduler.alphas_cumprod.to(torch.float32).to(device)
@@ -75,7 +76,7 @@ class EmpiricalPrior(Prior):
         else:
             self.description = f"{len(data)} given images and their mirror images"
         self.native_resolution = int(data.images.shape[1])
-        images = torch.from_numpy(data.images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        images = dataset_images(data)
         # every toy object is left-right symmetric, and the prior was trained on mirror images too
         self.images = torch.cat([images, images.flip(-1)]).reshape(2 * len(images), -1).to(self.device)
         self.sq_norms = self.images.square().sum(1)
