@@ -3,6 +3,7 @@ machine slows each alike; prints the median per representation.
 
     python benchmarks/representation_time.py --representations nerf,triplane --steps 40 --repeats 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,7 @@ import time
 
 import torch
 
-from threedistill.runs import generate
+from threedistill.workflows.generate import generate
 
 
 def main() -> None:
@@ -28,19 +29,37 @@ def main() -> None:
     reps = [r.strip() for r in args.representations.split(",") if r.strip()]
     times: dict[str, list[float]] = {r: [] for r in reps}
     with tempfile.TemporaryDirectory() as out:
-        generate(prompt=args.prompt, representation=reps[0], guidance=args.guidance, steps=1, out=out,
-                 overrides=["export=[]"], progress=False, log=lambda s: None)  # warm-up: prior, native build
+        generate(
+            prompt=args.prompt,
+            representation=reps[0],
+            guidance=args.guidance,
+            steps=1,
+            out=out,
+            overrides=["export=[]"],
+            progress=False,
+            log=lambda s: None,
+        )  # warm-up: prior, native build
         for _ in range(args.repeats):
             for rep in reps:
                 start = time.perf_counter()
-                generate(prompt=args.prompt, representation=rep, guidance=args.guidance, steps=args.steps, seed=0,
-                         out=out, overrides=["export=[]", "trainer.checkpoint_every=0", "trainer.preview_every=0"],
-                         progress=False, log=lambda s: None)
+                generate(
+                    prompt=args.prompt,
+                    representation=rep,
+                    guidance=args.guidance,
+                    steps=args.steps,
+                    seed=0,
+                    out=out,
+                    overrides=["export=[]", "trainer.checkpoint_every=0", "trainer.preview_every=0"],
+                    progress=False,
+                    log=lambda s: None,
+                )
                 times[rep].append(time.perf_counter() - start)
                 print(f"{rep}: {times[rep][-1]:.1f} s", flush=True)
     for rep in reps:
-        print(f"{rep}: median {statistics.median(times[rep]):.1f} s for {args.steps} steps + turntable "
-              f"({args.threads} thread(s), {args.repeats} repeats)")
+        print(
+            f"{rep}: median {statistics.median(times[rep]):.1f} s for {args.steps} steps + turntable "
+            f"({args.threads} thread(s), {args.repeats} repeats)"
+        )
 
 
 if __name__ == "__main__":

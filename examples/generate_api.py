@@ -1,9 +1,16 @@
 """Text to 3D from Python: the same as `t3d generate`, returning the run (directory, config, model)."""
-import threedistill
-from threedistill.evaluation.run_eval import evaluate_run
 
-run = threedistill.generate(prompt="a red cone", representation="gaussians", steps=300, seed=0,
-                            out="outputs/examples", overrides=["guidance.guidance_scale=7.5"])
+import threedistill
+from threedistill.workflows.results import evaluate_run
+
+run = threedistill.generate(
+    prompt="a red cone",
+    representation="gaussians",
+    steps=300,
+    seed=0,
+    out="outputs/examples",
+    overrides=["guidance.guidance_scale=7.5"],
+)
 print("run directory:", run.dir, "-", len(run.model), "Gaussians")
 print(evaluate_run(run.dir))  # silhouette IoU, colour error (front/back for objects with a front)
 

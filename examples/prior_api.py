@@ -1,4 +1,5 @@
 """The same as the shell tour, from Python: ground truth, the prior interface, and sampling."""
+
 import torch
 
 from threedistill.cameras import orbit_cameras

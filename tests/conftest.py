@@ -10,23 +10,36 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture(scope="session")
 def toy_prior():
     from threedistill.priors import load_prior
+
     return load_prior()
 
 
-FIT_FAST = ["device=cpu", "export=[]", "resolution=24", "trainer.batch_size=1", "trainer.preview_every=0",
-            "gaussians.densify_from=1000"]
+FIT_FAST = [
+    "device=cpu",
+    "export=[]",
+    "resolution=24",
+    "trainer.batch_size=1",
+    "trainer.preview_every=0",
+    "gaussians.densify_from=1000",
+]
 
 
 @pytest.fixture(scope="session")
 def captured(tmp_path_factory):
     """A small toy captured scene (nerfstudio + COLMAP layouts) and a short Gaussians fit of it (tests/test_fit_edit.py,
     tests/test_edit_in2n.py)."""
-    from threedistill.scenes.fit import fit
     from threedistill.toyworld.capture import write_captured_scene
+    from threedistill.workflows.fit import fit
 
     root = tmp_path_factory.mktemp("capture")
-    scene = write_captured_scene("three", root / "three", n_views=16, width=32, height=24, n_points=1500,
-                                 supersample=1)
-    run = fit(scene=str(scene), steps=60, seed=0, out=str(root / "runs"), progress=False, log=lambda s: None,
-              overrides=FIT_FAST + ["trainer.checkpoint_every=20"])
+    scene = write_captured_scene("three", root / "three", n_views=16, width=32, height=24, n_points=1500, supersample=1)
+    run = fit(
+        scene=str(scene),
+        steps=60,
+        seed=0,
+        out=str(root / "runs"),
+        progress=False,
+        log=lambda s: None,
+        overrides=FIT_FAST + ["trainer.checkpoint_every=20"],
+    )
     return scene, run

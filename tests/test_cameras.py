@@ -28,8 +28,9 @@ def test_central_ray_points_at_origin_and_projection_inverts_rays():
     cams = orbit_cameras([0.0, 70.0, -120.0], [10.0, 45.0, -5.0], [2.5, 3.0, 4.0], 40.0)
     origins, dirs = camera_rays(cams, 8, 8)
     centre = dirs[:, 3:5, 3:5].mean(dim=(1, 2))
-    assert torch.allclose(torch.nn.functional.normalize(centre, dim=-1),
-                          -torch.nn.functional.normalize(cams.positions, dim=-1), atol=1e-4)
+    assert torch.allclose(
+        torch.nn.functional.normalize(centre, dim=-1), -torch.nn.functional.normalize(cams.positions, dim=-1), atol=1e-4
+    )
     points = origins[0, 2, 5] + 1.7 * dirs[0, 2, 5]
     pix, depth = project_points(points[None], cams[0], 8, 8)
     assert torch.allclose(pix[0, 0], torch.tensor([5.5, 2.5]), atol=1e-4)
@@ -56,18 +57,23 @@ def test_centred_intrinsics_match_the_fovy_camera_and_offsets_shift_the_projecti
     """Captured cameras carry (fx/W, fy/H, cx/W, cy/H): centred square-pixel values reproduce the fovy camera,
     and a shifted principal point / stretched fx move projections and rays consistently."""
     from threedistill.cameras import camera_rays, focal_length, project_points
+
     cams = orbit_cameras([0.0, 70.0], [10.0, 30.0], 3.0, fovy=40.0)
     h, w = 24, 32
     fy = focal_length(cams.fovy, h) / h
-    same = Cameras(*[getattr(cams, f) for f in ("c2w", "fovy", "azimuth", "elevation", "radius")],
-                   intrinsics=torch.stack([fy * h / w, fy, torch.full_like(fy, 0.5), torch.full_like(fy, 0.5)], -1))
+    same = Cameras(
+        *[getattr(cams, f) for f in ("c2w", "fovy", "azimuth", "elevation", "radius")],
+        intrinsics=torch.stack([fy * h / w, fy, torch.full_like(fy, 0.5), torch.full_like(fy, 0.5)], -1),
+    )
     pts = torch.randn(10, 3) * 0.5
     for a, b in zip(project_points(pts, cams, h, w), project_points(pts, same, h, w)):
         assert torch.allclose(a, b, atol=1e-4)
     for a, b in zip(camera_rays(cams, h, w), camera_rays(same, h, w)):
         assert torch.allclose(a, b, atol=1e-5)
-    moved = Cameras(*[getattr(same, f) for f in ("c2w", "fovy", "azimuth", "elevation", "radius")],
-                    intrinsics=same.intrinsics * torch.tensor([2.0, 1.0, 1.0, 1.0]) + torch.tensor([0, 0, 0.1, -0.05]))
+    moved = Cameras(
+        *[getattr(same, f) for f in ("c2w", "fovy", "azimuth", "elevation", "radius")],
+        intrinsics=same.intrinsics * torch.tensor([2.0, 1.0, 1.0, 1.0]) + torch.tensor([0, 0, 0.1, -0.05]),
+    )
     xy0, _ = project_points(pts, same, h, w)
     xy1, _ = project_points(pts, moved, h, w)
     expect_x = (xy0[..., 0] - 0.5 * w) * 2 + 0.6 * w

@@ -24,11 +24,14 @@ def test_yaml_then_overrides(tmp_path):
     assert load_config(Demo, tmp_path / "out.yaml") == cfg
 
 
-@pytest.mark.parametrize("overrides, fragment", [
-    (["stepz=3"], "unknown config key 'stepz'"),
-    (["steps=abc"], "bad value for config key 'steps'"),
-    (["steps"], "expected key=value"),
-])
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["stepz=3"], "unknown config key 'stepz'"),
+        (["steps=abc"], "bad value for config key 'steps'"),
+        (["steps"], "expected key=value"),
+    ],
+)
 def test_bad_overrides_name_the_key(overrides, fragment):
     with pytest.raises(ConfigError) as err:
         load_config(Demo, None, overrides)
@@ -77,7 +80,8 @@ def test_registry_finds_plugins_through_entry_points(tmp_path, monkeypatch):
     (tmp_path / "widget_plugin-1.0.dist-info").mkdir()
     (tmp_path / "widget_plugin-1.0.dist-info" / "METADATA").write_text("Name: widget-plugin\nVersion: 1.0\n")
     (tmp_path / "widget_plugin-1.0.dist-info" / "entry_points.txt").write_text(
-        "[threedistill.widget]\nsquare = widget_plugin:Square\n")
+        "[threedistill.widget]\nsquare = widget_plugin:Square\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     reg = Registry("widget")
     assert reg.build("square", 2).a == 2 and "square" in reg.names()

@@ -1,19 +1,19 @@
 """Device handling: the `device` setting's errors (everywhere), and on machines with a CUDA GPU the CUDA paths
 against the CPU ones (gsplat's rasterizer vs ours, renders on CUDA vs CPU, a short generate with densification).
 The CUDA tests are skipped where torch sees no GPU, as in CI."""
+
 import json
 
 import pytest
 import torch
+from test_gaussian_raster import random_scene
 
 from threedistill.cameras import orbit_cameras
 from threedistill.errors import ConfigError
 from threedistill.renderers.gaussian_raster import rasterize
-from threedistill.representations.gaussians import Gaussians, GaussiansConfig
 from threedistill.representations.nerf import NeRF, NeRFConfig
-from threedistill.runs import GenerateConfig, generate, resolve_device
-
-from test_gaussian_raster import random_scene
+from threedistill.session import resolve_device
+from threedistill.workflows.generate import GenerateConfig, generate
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -31,8 +31,14 @@ def test_generate_with_a_missing_gpu_fails_before_optimising(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(ConfigError, match="device=cuda but torch sees 0 CUDA GPU"):
-        generate(prompt="a red cone", steps=1, out=str(tmp_path), overrides=["device=cuda"], progress=False,
-                 log=lambda s: None)
+        generate(
+            prompt="a red cone",
+            steps=1,
+            out=str(tmp_path),
+            overrides=["device=cuda"],
+            progress=False,
+            log=lambda s: None,
+        )
     assert not any(tmp_path.rglob("checkpoints"))
 
 
@@ -78,7 +84,9 @@ def test_gsplat_rasterizer_matches_ours():
 @cuda
 def test_nerf_renders_the_same_on_cuda_and_cpu():
     cpu_model = NeRF(NeRFConfig(levels=6, log2_table_size=14), generator=torch.Generator().manual_seed(0))
-    gpu_model = NeRF(NeRFConfig(levels=6, log2_table_size=14), generator=torch.Generator().manual_seed(0), device="cuda")
+    gpu_model = NeRF(
+        NeRFConfig(levels=6, log2_table_size=14), generator=torch.Generator().manual_seed(0), device="cuda"
+    )
     if type(gpu_model.encoding) is not type(cpu_model.encoding):
         pytest.skip("tinycudann's encoding initialises differently")
     cams = orbit_cameras([30.0], [20.0], 2.8)
@@ -94,12 +102,26 @@ def test_nerf_renders_the_same_on_cuda_and_cpu():
 def test_generate_on_cuda(tmp_path, representation):
     """A short run on the GPU: trains there (densifying from gsplat's screen-space gradients for Gaussians),
     checkpoints, exports on the CPU, and resumes."""
-    fast = {"gaussians": ["gaussians.num_points=500", "gaussians.densify_from=2", "gaussians.densify_every=2",
-                          "gaussians.densify_until=8", "gaussians.densify_grad_threshold=0.0"],
-            "nerf": ["nerf.levels=8"]}[representation]
-    run = generate(prompt="a red cone", representation=representation, steps=10, seed=0, out=str(tmp_path),
-                   overrides=fast + ["device=cuda", "export=[glb]", "trainer.checkpoint_every=5"], progress=False,
-                   log=lambda s: None)
+    fast = {
+        "gaussians": [
+            "gaussians.num_points=500",
+            "gaussians.densify_from=2",
+            "gaussians.densify_every=2",
+            "gaussians.densify_until=8",
+            "gaussians.densify_grad_threshold=0.0",
+        ],
+        "nerf": ["nerf.levels=8"],
+    }[representation]
+    run = generate(
+        prompt="a red cone",
+        representation=representation,
+        steps=10,
+        seed=0,
+        out=str(tmp_path),
+        overrides=fast + ["device=cuda", "export=[glb]", "trainer.checkpoint_every=5"],
+        progress=False,
+        log=lambda s: None,
+    )
     assert run.trainer.step == 10
     log = [json.loads(line) for line in (run.dir / "log.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(row["loss"])) for row in log)

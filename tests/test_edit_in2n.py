@@ -1,4 +1,5 @@
 """`t3d edit --method in2n`: Instruct-NeRF2NeRF's Iterative Dataset Update (guidance_spec.md 12.2)."""
+
 import json
 
 import pytest
@@ -6,9 +7,9 @@ import torch
 from test_fit_edit import EDIT_FAST, assert_region_only_edit, cube_region
 
 from threedistill.cameras import orbit_cameras
-from threedistill.editing.edit import edit
 from threedistill.editing.in2n import EditDataset, In2NConfig, In2NObjective, ip2p_eps, sdedit
 from threedistill.errors import ConfigError
+from threedistill.workflows.edit import edit
 
 IN2N_FAST = EDIT_FAST + ["method=in2n", "in2n.n_views=4", "in2n.edit_every=2", "in2n.edit_denoise_steps=4"]
 
@@ -18,8 +19,12 @@ def test_sdedit_changes_an_image_less_at_smaller_edit_timesteps(toy_prior):
     image = torch.ones(4, 3, 32, 32)
     image[:, :, 8:24, 10:22] = torch.tensor([0.8, 0.1, 0.1])[:, None, None]  # a red block on white
     cond, uncond = toy_prior.encode_prompt(["a blue cube"] * 4), toy_prior.encode_prompt([""] * 4)
-    deviation = [float((sdedit(toy_prior, image, cond, uncond, t, 10, 2.0, torch.Generator().manual_seed(0))
-                        - image).abs().mean()) for t in (20, 300, 800)]
+    deviation = [
+        float(
+            (sdedit(toy_prior, image, cond, uncond, t, 10, 2.0, torch.Generator().manual_seed(0)) - image).abs().mean()
+        )
+        for t in (20, 300, 800)
+    ]
     assert deviation[0] < deviation[1] < deviation[2], deviation
     assert deviation[0] < 0.05, deviation
 
@@ -82,8 +87,9 @@ def test_dataset_update_replaces_the_scheduled_images_in_turn_every_edit_every_s
             for k, i in enumerate(expected[call]):  # by the edit of the render at its own camera, in order
                 edit_number = editor.edits - len(changed) + k + 1
                 assert torch.equal(dataset.images[i], region.render(dataset.cams[i], 4, 4)["rgb"][0] + edit_number)
-    restored = In2NObjective(In2NConfig(n_views=5, edit_every=3, edit_count=2), EditDataset(region, 5), region.render,
-                             _Editor())
+    restored = In2NObjective(
+        In2NConfig(n_views=5, edit_every=3, edit_count=2), EditDataset(region, 5), region.render, _Editor()
+    )
     restored.dataset.draw(torch.Generator().manual_seed(0))
     restored.load_checkpoint_tensors(objective.checkpoint_tensors())
     assert torch.equal(restored.dataset.images, dataset.images) and (restored.calls, restored.cursor) == (12, 3)
@@ -95,8 +101,16 @@ def test_in2n_edit_changes_only_the_region_and_turns_it_blue(captured, tmp_path)
 
 def test_interrupted_in2n_edit_resumes_to_the_same_parameters(captured, tmp_path):
     scene, run = captured
-    args = dict(source=str(run.dir), prompt="a blue cube", region=cube_region(scene), steps=9, seed=1,
-                progress=False, log=lambda s: None, overrides=IN2N_FAST + ["trainer.checkpoint_every=4"])
+    args = dict(
+        source=str(run.dir),
+        prompt="a blue cube",
+        region=cube_region(scene),
+        steps=9,
+        seed=1,
+        progress=False,
+        log=lambda s: None,
+        overrides=IN2N_FAST + ["trainer.checkpoint_every=4"],
+    )
     full = edit(out=str(tmp_path / "a"), **args)
     cut = edit(out=str(tmp_path / "b"), stop_at=7, **args)  # resumes from step 4: edits at 6 and 8 are redone
     resumed = edit(resume=cut.dir, progress=False, log=lambda s: None)
@@ -113,12 +127,22 @@ def _tiny_ip2p(root):
 
     build_tiny_sd(root)
     torch.manual_seed(0)
-    UNet2DConditionModel(sample_size=8, in_channels=8, out_channels=4, block_out_channels=(32, 64),
-                         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), layers_per_block=1,
-                         cross_attention_dim=32, attention_head_dim=8, norm_num_groups=16).save_pretrained(root / "unet")
+    UNet2DConditionModel(
+        sample_size=8,
+        in_channels=8,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    ).save_pretrained(root / "unet")
     index = json.loads((root / "model_index.json").read_text())
-    (root / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableDiffusionInstructPix2PixPipeline"}))
+    (root / "model_index.json").write_text(
+        json.dumps({**index, "_class_name": "StableDiffusionInstructPix2PixPipeline"})
+    )
     return root
 
 
@@ -126,8 +150,15 @@ def test_in2n_with_instruct_pix2pix_runs_and_rejects_other_pipelines(captured, t
     from threedistill.priors import embedded_prior_path
 
     scene, run = captured
-    quiet = dict(source=str(run.dir), prompt="make it blue", region=cube_region(scene), steps=4, progress=False,
-                 log=lambda s: None, out=str(tmp_path))
+    quiet = dict(
+        source=str(run.dir),
+        prompt="make it blue",
+        region=cube_region(scene),
+        steps=4,
+        progress=False,
+        log=lambda s: None,
+        out=str(tmp_path),
+    )
     ip2p = _tiny_ip2p(tmp_path / "ip2p")
     result = edit(**quiet, overrides=IN2N_FAST + [f"guidance.instruct_pix2pix={ip2p}", "guidance.guidance_scale=7.5"])
     assert result.trainer.step == 4 and result.trainer.guidance.editor.prior.channels == 8

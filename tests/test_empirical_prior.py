@@ -1,4 +1,5 @@
 """The oracle prior (exact denoiser of a toy image set) against brute-force Bayes and its defining properties."""
+
 import os
 import subprocess
 import sys
@@ -9,9 +10,9 @@ import torch
 
 from threedistill.cameras import sample_orbit
 from threedistill.errors import PriorLoadError
-from threedistill.priors.empirical import EmpiricalPrior, posterior_mean, prompt_groups
+from threedistill.prompting import view_prompt
 from threedistill.toyworld.dataset import ToyDataset
-from threedistill.toyworld.prompts import view_prompt
+from threedistill.toyworld.oracle import EmpiricalPrior, posterior_mean, prompt_groups
 from threedistill.toyworld.render import render_toy
 
 SUBJECTS = [("red", "cone"), ("blue", "cube")]
@@ -22,12 +23,22 @@ def tiny_dataset(views: int = 10, size: int = 16) -> ToyDataset:
     images, cams = [], []
     for colour, obj in SUBJECTS:
         c = sample_orbit(gen, views)
-        images.append((render_toy(obj, colour, c, size, size, supersample=1)["rgb"].permute(0, 2, 3, 1).numpy() * 255)
-                      .round().astype(np.uint8))
+        images.append(
+            (render_toy(obj, colour, c, size, size, supersample=1)["rgb"].permute(0, 2, 3, 1).numpy() * 255)
+            .round()
+            .astype(np.uint8)
+        )
         cams.append(c)
     cat = lambda f: np.concatenate([getattr(c, f).numpy() for c in cams]).astype(np.float32)  # noqa: E731
-    return ToyDataset(np.concatenate(images), np.repeat(np.arange(len(SUBJECTS), dtype=np.int16), views),
-                      cat("azimuth"), cat("elevation"), cat("radius"), cat("fovy"), SUBJECTS)
+    return ToyDataset(
+        np.concatenate(images),
+        np.repeat(np.arange(len(SUBJECTS), dtype=np.int16), views),
+        cat("azimuth"),
+        cat("elevation"),
+        cat("radius"),
+        cat("fovy"),
+        SUBJECTS,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +70,9 @@ def test_groups_follow_the_training_prompts(data):
     assert cone == {i for i in range(len(data)) if data.subject[i] == 0}
     for text, idx in groups.items():
         if ", " in text:
-            assert all(view_prompt(data.prompt(i), float(data.azimuth[i]), float(data.elevation[i])) == text
-                       for i in idx)
+            assert all(
+                view_prompt(data.prompt(i), float(data.azimuth[i]), float(data.elevation[i])) == text for i in idx
+            )
 
 
 def test_a_lightly_noised_training_image_is_denoised_exactly(oracle):
@@ -95,7 +107,11 @@ def test_loads_by_name_from_the_cache_and_describes_itself(tmp_path, data):
     (tmp_path / "oracle").mkdir()
     data.save(tmp_path / "oracle" / "toyworld_500v_32px_seed3.npz")
     env = {**os.environ, "THREEDISTILL_CACHE": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-m", "threedistill.cli", "prior", "info", "--prior", "toyworld-oracle"],
-                         capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "threedistill.cli", "prior", "info", "--prior", "toyworld-oracle"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     assert "EmpiricalPrior" in out.stdout and "no network" in out.stdout and "16px" in out.stdout

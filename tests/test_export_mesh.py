@@ -1,5 +1,6 @@
 """Mesh export: automatic isosurface level, orientation (+Y up, front +Z, outward counter-clockwise faces),
 textures, glTF validity (Khronos validator), OBJ, fallbacks and one-line errors."""
+
 import json
 import shutil
 import subprocess
@@ -12,12 +13,12 @@ import trimesh
 
 from threedistill.cameras import orbit_cameras
 from threedistill.errors import ThreeDistillError
+from threedistill.evaluation.mesh_eval import load_mesh, render_mesh
 from threedistill.export.fields import field_grids, surface_colours
 from threedistill.export.mesh import check_budget, choose_threshold, extract_mesh
 from threedistill.export.mesh_files import write_mesh
 from threedistill.export.run_export import export_model
 from threedistill.export.texture import unwrap
-from threedistill.evaluation.mesh_eval import load_mesh, render_mesh
 from threedistill.representations.gaussians import Gaussians, GaussiansConfig
 from threedistill.representations.nerf import NeRF, NeRFConfig
 from threedistill.toyworld.catalogue import BEAK, get_object
@@ -82,20 +83,28 @@ def test_texture_carries_the_representations_colours(duck, duck_glb):
     mesh = trimesh.load(path, force="mesh")
     from_texture = torch.tensor(np.asarray(mesh.visual.to_color().vertex_colors)[:, :3] / 255.0, dtype=torch.float32)
     grids = field_grids(duck, SMALL["resolution"])
-    direct = surface_colours(grids, torch.tensor(mesh.vertices, dtype=torch.float32),
-                             torch.tensor(mesh.vertex_normals, dtype=torch.float32))
+    direct = surface_colours(
+        grids, torch.tensor(mesh.vertices, dtype=torch.float32), torch.tensor(mesh.vertex_normals, dtype=torch.float32)
+    )
     assert (from_texture - direct).abs().mean() < 0.06
     image = np.asarray(mesh.visual.material.baseColorTexture)
     assert image.shape[:2] == (SMALL["texture_size"],) * 2
     assert (image.reshape(-1, image.shape[-1])[:, :3].sum(1) < 30).mean() < 0.01  # no black background bleeding
 
 
-@pytest.mark.skipif(shutil.which("node") is None or not (TOOLS / "node_modules" / "gltf-validator").is_dir(),
-                    reason="Khronos glTF-Validator not installed (.ci/run installs it: npm ci --prefix tools)")
+@pytest.mark.skipif(
+    shutil.which("node") is None or not (TOOLS / "node_modules" / "gltf-validator").is_dir(),
+    reason="Khronos glTF-Validator not installed (.ci/run installs it: npm ci --prefix tools)",
+)
 def test_khronos_validator_reports_no_errors_or_warnings(duck, duck_glb, tmp_path):
     plain = write_mesh(extract_mesh(duck, faces=1000, texture_size=0, resolution=48), tmp_path / "plain.glb")
-    out = subprocess.run(["node", str(TOOLS / "validate_gltf.js"), str(duck_glb[1]), str(plain)],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        ["node", str(TOOLS / "validate_gltf.js"), str(duck_glb[1]), str(plain)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     reports = [json.loads(line) for line in out.splitlines()]
     assert len(reports) == 2
     for report in reports:
@@ -104,7 +113,9 @@ def test_khronos_validator_reports_no_errors_or_warnings(duck, duck_glb, tmp_pat
 
 def test_nerf_surface_from_density_and_obj_files(tmp_path):
     torch.manual_seed(0)
-    model = NeRF(NeRFConfig(levels=4, log2_table_size=10, n_samples=16, n_importance=16), torch.Generator().manual_seed(0))
+    model = NeRF(
+        NeRFConfig(levels=4, log2_table_size=10, n_samples=16, n_importance=16), torch.Generator().manual_seed(0)
+    )
     out = export_model(model, "nerf", "obj", tmp_path / "blob.obj", faces=2000, texture_size=128)
     assert out.is_file() and (tmp_path / "blob.mtl").is_file() and (tmp_path / "blob.png").is_file()
     assert "Kd 1.0" in (tmp_path / "blob.mtl").read_text()  # white diffuse: the texture alone sets the colour
@@ -128,9 +139,11 @@ def test_threshold_is_chosen_to_match_the_silhouettes():
     def alpha_of_radius(r):
         def render(cams, res):
             from threedistill.cameras import camera_rays
+
             o, d = camera_rays(cams, res, res)
             closest = torch.linalg.cross(o, d, dim=-1).norm(dim=-1)  # distance of each ray to the origin
             return (closest < r).float()
+
         return render
 
     for r in (0.3, 0.6):
@@ -179,8 +192,8 @@ def test_ground_truth_mesh_scores_as_ground_truth():
 
 def test_exporting_a_run_without_a_checkpoint_says_so(tmp_path):
     from threedistill.config import save_config
-    from threedistill.export.run_export import export_run
-    from threedistill.runs import GenerateConfig
+    from threedistill.workflows.generate import GenerateConfig
+    from threedistill.workflows.results import export_run
 
     save_config(GenerateConfig(prompt="a red cone"), tmp_path / "config.yaml")
     with pytest.raises(ThreeDistillError, match="has no readable checkpoint"):

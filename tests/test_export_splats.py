@@ -1,4 +1,5 @@
 """3DGS .ply and .splat export: exact property layout, bit-exact round trip, and one-line errors."""
+
 import numpy as np
 import pytest
 import torch
@@ -79,7 +80,9 @@ def test_bad_files_give_one_line_errors(tmp_path):
     path = write_ply(params, tmp_path / "odd.ply")
     data = PlyData.read(str(path))["vertex"].data
     keep = [n for n in data.dtype.names if n != "f_rest_8"]  # 8 rest coefficients: no integer degree
-    PlyData([PlyElement.describe(np.array(data[keep].tolist(), dtype=[(n, "<f4") for n in keep]), "vertex")]).write(str(path))
+    PlyData([PlyElement.describe(np.array(data[keep].tolist(), dtype=[(n, "<f4") for n in keep]), "vertex")]).write(
+        str(path)
+    )
     with pytest.raises(ThreeDistillError, match="8 f_rest properties give no SH degree"):
         read_ply(path)
     with pytest.raises(ThreeDistillError, match="no such file"):

@@ -1,17 +1,19 @@
 """`t3d fit` (photometric reconstruction of captured scenes) and `t3d edit` (DDS / SDS edits inside a region)."""
+
 import json
 
 import pytest
 import torch
 from conftest import FIT_FAST
 
+from threedistill.bench.edit_bench import object_region
 from threedistill.cameras import orbit_cameras
 from threedistill.editing.dds import DDSConfig, DDSGuidance
-from threedistill.editing.edit import edit
 from threedistill.editing.region import EditRegion
-from threedistill.evaluation.edit_bench import object_region
 from threedistill.errors import ConfigError, ThreeDistillError, UnknownNameError
-from threedistill.scenes.fit import PhotometricLoss, fit, load_fit_model
+from threedistill.scenes.views import PhotometricLoss
+from threedistill.workflows.edit import edit
+from threedistill.workflows.fit import fit, load_fit_model
 
 EDIT_FAST = ["device=cpu", "export=[]", "trainer.resolution=16", "trainer.batch_size=1", "trainer.preview_every=0"]
 
@@ -26,7 +28,7 @@ def test_fit_reconstructs_held_out_views_and_reports_psnr(captured):
     metrics = json.loads((run.dir / "metrics.json").read_text())
     assert metrics["val"]["views"] == 2 and metrics["val"]["psnr"] > 20.0, metrics
     from threedistill.scenes import load_scene
-    from threedistill.scenes.fit import build_model, evaluate_views
+    from threedistill.workflows.fit import build_model, evaluate_views
 
     data = load_scene(run.config.scene)  # the points-seeded start is far worse than the fit
     start = build_model(run.config, data, torch.Generator().manual_seed(0), torch.device("cpu"))
@@ -37,8 +39,14 @@ def test_fit_reconstructs_held_out_views_and_reports_psnr(captured):
 
 def test_interrupted_fit_resumes_to_the_same_parameters(captured, tmp_path):
     scene, _ = captured
-    args = dict(scene=str(scene), steps=30, seed=1, progress=False, log=lambda s: None,
-                overrides=FIT_FAST + ["trainer.checkpoint_every=10"])
+    args = dict(
+        scene=str(scene),
+        steps=30,
+        seed=1,
+        progress=False,
+        log=lambda s: None,
+        overrides=FIT_FAST + ["trainer.checkpoint_every=10"],
+    )
     full = fit(out=str(tmp_path / "a"), **args)
     cut = fit(out=str(tmp_path / "b"), stop_at=25, **args)
     resumed = fit(resume=cut.dir, progress=False, log=lambda s: None)
@@ -66,8 +74,9 @@ def test_dds_gradient_vanishes_when_edit_and_source_agree(toy_prior):
     cams = orbit_cameras([0.0, 90.0], 20.0, 3.0)
     for prompt, vanishes in (("a red cube", True), ("a blue cube", False)):
         state = guidance.prompt_state(prompt)
-        out = guidance(rgb.clone().requires_grad_(True), cams, state, 0, torch.Generator().manual_seed(0),
-                       source=rgb.clone())
+        out = guidance(
+            rgb.clone().requires_grad_(True), cams, state, 0, torch.Generator().manual_seed(0), source=rgb.clone()
+        )
         assert (float(out["grad_norm"]) == 0.0) == vanishes, prompt
 
 
@@ -80,8 +89,18 @@ def assert_region_only_edit(captured, tmp_path, overrides, **kwargs):
     and makes the region bluer (shared with tests/test_edit_in2n.py)."""
     scene, run = captured
     before = load_fit_model(run.dir)
-    result = edit(source=str(run.dir), prompt="a blue cube", region=cube_region(scene), steps=12, seed=0,
-                  out=str(tmp_path), progress=False, log=lambda s: None, overrides=overrides, **kwargs)
+    result = edit(
+        source=str(run.dir),
+        prompt="a blue cube",
+        region=cube_region(scene),
+        steps=12,
+        seed=0,
+        out=str(tmp_path),
+        progress=False,
+        log=lambda s: None,
+        overrides=overrides,
+        **kwargs,
+    )
     after = result.model
     region = EditRegion.parse(cube_region(scene)).transformed(load_scene_transform(run.dir))
     inside = region.contains(before.means)
@@ -98,7 +117,7 @@ def assert_region_only_edit(captured, tmp_path, overrides, **kwargs):
 def load_scene_transform(fit_dir):
     from threedistill.config import load_config
     from threedistill.scenes import load_scene
-    from threedistill.scenes.fit import FitConfig
+    from threedistill.workflows.fit import FitConfig
 
     return load_scene(load_config(FitConfig, fit_dir / "config.yaml").scene).transform
 
@@ -126,10 +145,16 @@ def test_edit_and_fit_errors_are_one_line(captured, tmp_path):
         (dict(source=str(run.dir), prompt="a blue cube"), ConfigError, "source prompt"),  # DDS without y_src
         (dict(source=str(run.dir), prompt=" ", source_prompt="a red cube"), ConfigError, "prompt is empty"),
         (dict(source=str(run.dir), prompt="a blue cube", method="magic"), UnknownNameError, "dds"),
-        (dict(source=str(run.dir), prompt="a blue cube", source_prompt="a red cube", region="sphere:99,99,99,0.1"),
-         ThreeDistillError, "holds none"),
-        (dict(source=str(tmp_path / "nope"), prompt="a blue cube", source_prompt="a red cube"), ThreeDistillError,
-         "does not exist"),
+        (
+            dict(source=str(run.dir), prompt="a blue cube", source_prompt="a red cube", region="sphere:99,99,99,0.1"),
+            ThreeDistillError,
+            "holds none",
+        ),
+        (
+            dict(source=str(tmp_path / "nope"), prompt="a blue cube", source_prompt="a red cube"),
+            ThreeDistillError,
+            "does not exist",
+        ),
     ]
     for kwargs, error, words in cases:
         with pytest.raises(error, match=words) as info:
@@ -159,12 +184,19 @@ def test_a_2d_mask_on_one_view_selects_the_object_in_3d(captured, tmp_path):
     selected, framing = lift_view_mask(data, model, f"view:{name}:{tmp_path / 'mask.png'}")
     in_box = EditRegion.parse(cube_region(scene_dir)).transformed(data.transform).contains(model.means.detach())
     both = int((selected & in_box).sum())
-    assert both / int(in_box.sum()) > 0.6 and both / int(selected.sum()) > 0.8, (both, int(selected.sum()), int(in_box.sum()))
+    assert both / int(in_box.sum()) > 0.6 and both / int(selected.sum()) > 0.8, (
+        both,
+        int(selected.sum()),
+        int(in_box.sum()),
+    )
     assert framing.contains(model.means.detach()[in_box]).float().mean() > 0.8
     iio.imwrite(tmp_path / "empty.png", np.zeros_like(cube))
-    for text, words in ((f"view:nope.png:{tmp_path / 'mask.png'}", "no view 'nope.png'"),
-                        (f"view:{name}:{tmp_path / 'empty.png'}", "is empty"),
-                        (f"view:{name}:{tmp_path / 'missing.png'}", "does not exist"), ("view:x", "bad edit mask")):
+    for text, words in (
+        (f"view:nope.png:{tmp_path / 'mask.png'}", "no view 'nope.png'"),
+        (f"view:{name}:{tmp_path / 'empty.png'}", "is empty"),
+        (f"view:{name}:{tmp_path / 'missing.png'}", "does not exist"),
+        ("view:x", "bad edit mask"),
+    ):
         with pytest.raises(ConfigError, match=words):
             lift_view_mask(data, model, text)
 
@@ -176,7 +208,7 @@ def test_exports_are_in_the_capture_frame_and_a_ready_ply_can_be_edited(captured
 
     from threedistill.export.splats import read_ply
     from threedistill.scenes import load_scene
-    from threedistill.scenes.fit import export_scene_model
+    from threedistill.workflows.fit import export_scene_model
 
     scene_dir, run = captured
     data, model = load_scene(str(scene_dir)), load_fit_model(run.dir)
@@ -187,9 +219,18 @@ def test_exports_are_in_the_capture_frame_and_a_ready_ply_can_be_edited(captured
     colmap_points = np.loadtxt(scene_dir / "sparse" / "0" / "points3D.txt", comments="#", usecols=(1, 2, 3))
     assert np.abs(np.median(written.means, 0) - np.median(colmap_points, 0)).max() < 0.2  # the capture's frame
     region = "sphere:" + ",".join(f"{v:.4f}" for v in np.median(written.means, 0)) + ",0.8"
-    result = edit(source=str(ply), prompt="a blue cube", source_prompt="a red cube", region=region, steps=3,
-                  seed=0, out=str(tmp_path / "runs"), progress=False, log=lambda s: None,
-                  overrides=[o for o in EDIT_FAST if o != "export=[]"])
+    result = edit(
+        source=str(ply),
+        prompt="a blue cube",
+        source_prompt="a red cube",
+        region=region,
+        steps=3,
+        seed=0,
+        out=str(tmp_path / "runs"),
+        progress=False,
+        log=lambda s: None,
+        overrides=[o for o in EDIT_FAST if o != "export=[]"],
+    )
     assert len(result.model) == len(model)
     edited = read_ply(result.dir / "export" / "point_cloud.ply")
     changed = np.abs(edited.means - written.means).max(-1) > 1e-6
@@ -199,12 +240,119 @@ def test_exports_are_in_the_capture_frame_and_a_ready_ply_can_be_edited(captured
 
 def test_a_nerf_fits_too_but_only_gaussians_are_edited(captured, tmp_path):
     scene, _ = captured
-    run = fit(scene=str(scene), representation="nerf", steps=3, seed=0, out=str(tmp_path), progress=False,
-              log=lambda s: None, overrides=FIT_FAST + ["nerf.n_samples=8", "nerf.n_importance=8", "nerf.levels=4",
-                                                        "nerf.log2_table_size=10"])
+    run = fit(
+        scene=str(scene),
+        representation="nerf",
+        steps=3,
+        seed=0,
+        out=str(tmp_path),
+        progress=False,
+        log=lambda s: None,
+        overrides=FIT_FAST + ["nerf.n_samples=8", "nerf.n_importance=8", "nerf.levels=4", "nerf.log2_table_size=10"],
+    )
     metrics = json.loads((run.dir / "metrics.json").read_text())
     assert metrics["val"]["views"] == 2 and metrics["val"]["psnr"] > 5
     assert type(load_fit_model(run.dir)).__name__ == "NeRF"
     with pytest.raises(ThreeDistillError, match="edits Gaussians scenes"):
-        edit(source=str(run.dir), prompt="a blue cube", source_prompt="a red cube", steps=1, out=str(tmp_path),
-             progress=False, log=lambda s: None)
+        edit(
+            source=str(run.dir),
+            prompt="a blue cube",
+            source_prompt="a red cube",
+            steps=1,
+            out=str(tmp_path),
+            progress=False,
+            log=lambda s: None,
+        )
+
+
+def test_fit_and_edit_runs_export_and_evaluate_like_any_run(captured, tmp_path):
+    """t3d export and t3d eval take fit and edit runs: splat formats in the capture's frame (the same bytes as the
+    automatic export), a mesh, held-out PSNR; an edit run can itself be edited further."""
+    import numpy as np
+
+    from threedistill.export.splats import read_ply
+    from threedistill.scenes import load_scene
+    from threedistill.workflows.fit import export_scene_model
+    from threedistill.workflows.loading import load_run
+    from threedistill.workflows.results import evaluate_run, export_run
+
+    scene_dir, run = captured
+    for fmt in ("ply", "splat", "spz", "glb"):
+        path = export_run(run.dir, fmt, out=tmp_path / f"fit.{fmt}", faces=2000, texture_size=0)
+        assert path.is_file() and path.stat().st_size > 100, fmt
+    export_scene_model(
+        load_fit_model(run.dir), "gaussians", load_scene(str(scene_dir)), ["ply"], tmp_path / "auto", log=lambda s: None
+    )
+    assert (tmp_path / "fit.ply").read_bytes() == (tmp_path / "auto" / "export" / "point_cloud.ply").read_bytes()
+    fit_eval = evaluate_run(run.dir)["eval"]
+    assert fit_eval["kind"] == "fit" and fit_eval["views"] == 2 and fit_eval["psnr"] > 12
+    assert json.loads((run.dir / "metrics.json").read_text())["eval"] == fit_eval
+
+    edited = edit(
+        source=str(run.dir),
+        prompt="a blue cube",
+        source_prompt="a red cube",
+        region=cube_region(scene_dir),
+        steps=2,
+        seed=0,
+        out=str(tmp_path / "runs"),
+        progress=False,
+        log=lambda s: None,
+        overrides=EDIT_FAST,
+    )
+    assert load_run(edited.dir).kind == "edit"
+    for fmt in ("ply", "splat", "spz", "glb"):
+        assert export_run(edited.dir, fmt, out=tmp_path / f"edit.{fmt}", faces=2000, texture_size=0).is_file()
+    data = load_scene(str(scene_dir))
+    assert np.allclose(
+        read_ply(tmp_path / "edit.ply").means, data.to_original(edited.model.means.detach()).numpy(), atol=1e-4
+    )
+    edit_eval = evaluate_run(edited.dir)["eval"]
+    assert edit_eval["kind"] == "edit" and "unedited" in edit_eval["against"] and edit_eval["psnr"] > 12
+    again = edit(
+        source=str(edited.dir),
+        prompt="a blue cube",
+        source_prompt="a red cube",
+        region=cube_region(scene_dir),
+        steps=1,
+        seed=0,
+        out=str(tmp_path / "runs"),
+        progress=False,
+        log=lambda s: None,
+        overrides=EDIT_FAST,
+    )
+    fitted = load_fit_model(run.dir).sh.detach()
+    step_from = lambda start: float((again.model.sh.detach() - start).abs().max())  # noqa: E731
+    assert step_from(edited.model.sh.detach()) < step_from(fitted)  # the second edit started from the first
+    with pytest.raises(ThreeDistillError, match="not a run directory"):
+        evaluate_run(tmp_path)
+
+
+def test_export_of_a_fit_run_from_the_command_line(captured, tmp_path):
+    import subprocess
+    import sys
+
+    _, run = captured
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "threedistill.cli",
+            "export",
+            str(run.dir),
+            "--format",
+            "spz",
+            "--out",
+            str(tmp_path / "scene.spz"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "scene.spz").stat().st_size > 100
+    bad = subprocess.run(
+        [sys.executable, "-m", "threedistill.cli", "export", str(tmp_path), "--format", "ply"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode != 0 and "not a run directory" in bad.stderr and "Traceback" not in bad.stderr

@@ -4,8 +4,17 @@ import pytest
 import torch
 
 from threedistill.cameras import orbit_cameras
-from threedistill.renderers.gaussian_raster import (ALPHA_MAX, ALPHA_MIN, EPS_2D, covariances, intrinsics,
-                                                    opencv_viewmats, project, rasterize, sh_to_rgb)
+from threedistill.renderers.gaussian_raster import (
+    ALPHA_MAX,
+    ALPHA_MIN,
+    EPS_2D,
+    covariances,
+    intrinsics,
+    opencv_viewmats,
+    project,
+    rasterize,
+    sh_to_rgb,
+)
 
 
 def random_scene(n, seed=0, scale=0.05):
@@ -55,17 +64,27 @@ def test_tiled_rasterizer_matches_dense_reference():
 def test_single_gaussian_footprint_is_the_projected_gaussian():
     s, d, fov, res = 0.05, 3.0, 40.0, 64
     cams = orbit_cameras(0.0, 0.0, d, fov)
-    out = rasterize(torch.zeros(1, 3), torch.full((1, 3), s), torch.tensor([[1.0, 0, 0, 0]]), torch.tensor([0.8]),
-                    torch.zeros(1, 1, 3), cams, res, res)
+    out = rasterize(
+        torch.zeros(1, 3),
+        torch.full((1, 3), s),
+        torch.tensor([[1.0, 0, 0, 0]]),
+        torch.tensor([0.8]),
+        torch.zeros(1, 1, 3),
+        cams,
+        res,
+        res,
+    )
     f = 0.5 * res / math.tan(math.radians(fov) / 2)
     var = (f * s / d) ** 2 + EPS_2D
     alpha = out["alpha"][0, 0]
     # The Gaussian's centre lies on the corner of the four central pixels: each is (0.5, 0.5) px away.
     assert alpha[31, 31].item() == pytest.approx(0.8 * math.exp(-0.25 / var), rel=1e-4)
-    assert alpha[31, 34].item() == pytest.approx(0.8 * math.exp(-0.5 * (0.25 + 2.5 ** 2) / var), rel=1e-3)
+    assert alpha[31, 34].item() == pytest.approx(0.8 * math.exp(-0.5 * (0.25 + 2.5**2) / var), rel=1e-3)
     assert alpha.sum().item() == pytest.approx(0.8 * 2 * math.pi * var, rel=0.02)
     assert out["depth"][0, 0, 31, 31].item() == pytest.approx(d, rel=1e-5)
-    assert torch.allclose(out["rgb"][0, :, 31, 31], torch.tensor(0.5 * alpha[31, 31].item() + 1 - alpha[31, 31].item()).expand(3))
+    assert torch.allclose(
+        out["rgb"][0, :, 31, 31], torch.tensor(0.5 * alpha[31, 31].item() + 1 - alpha[31, 31].item()).expand(3)
+    )
 
 
 def test_projection_matches_gsplat_reference():
@@ -124,8 +143,16 @@ def test_sh_matches_gsplat_reference():
 def test_empty_and_behind_camera_scenes_render_background():
     cams = orbit_cameras(0.0, 0.0, 3.0)
     behind = torch.tensor([[0.0, 0.0, 5.0]])
-    out = rasterize(behind, torch.full((1, 3), 0.1), torch.tensor([[1.0, 0, 0, 0]]), torch.tensor([0.9]),
-                    torch.zeros(1, 1, 3), cams, 16, 16)
+    out = rasterize(
+        behind,
+        torch.full((1, 3), 0.1),
+        torch.tensor([[1.0, 0, 0, 0]]),
+        torch.tensor([0.9]),
+        torch.zeros(1, 1, 3),
+        cams,
+        16,
+        16,
+    )
     assert torch.equal(out["rgb"], torch.ones(1, 3, 16, 16)) and out["alpha"].max() == 0
 
 
@@ -139,8 +166,13 @@ def test_pytorch_path_gradients_are_bit_reproducible(monkeypatch):
 
     g = torch.Generator().manual_seed(3)
     n = 3000
-    params = [torch.randn(n, 3, generator=g) * 0.4, torch.rand(n, 3, generator=g) * 0.05 + 0.02,
-              torch.randn(n, 4, generator=g), torch.rand(n, generator=g), torch.rand(n, 1, 3, generator=g)]
+    params = [
+        torch.randn(n, 3, generator=g) * 0.4,
+        torch.rand(n, 3, generator=g) * 0.05 + 0.02,
+        torch.randn(n, 4, generator=g),
+        torch.rand(n, generator=g),
+        torch.rand(n, 1, 3, generator=g),
+    ]
     cams = orbit_cameras([0.0, 120.0], 20.0, 3.0)
     target = torch.rand(2, 3, 24, 32, generator=g)
     grads = []

@@ -6,16 +6,32 @@ from safetensors.torch import load_file
 
 from threedistill.errors import ThreeDistillError, UnknownNameError
 from threedistill.evaluation.ground_truth import compare, eval_cameras
-from threedistill.runs import generate
 from threedistill.toyworld.render import render_toy
+from threedistill.workflows.generate import generate
 
 FAST = {  # small models, no export at the end (tests/test_export_mesh.py and test_cli cover it), and the CPU, where
     # results are bit-reproducible (gsplat's CUDA backward sums with atomics; tests/test_devices.py covers CUDA)
-    "gaussians": ["device=cpu", "export=[]", "gaussians.num_points=200", "gaussians.densify_from=1", "gaussians.densify_every=2",
-                  "gaussians.densify_until=6", "gaussians.densify_grad_threshold=0.0", "trainer.batch_size=1",
-                  "trainer.resolution=16"],
-    "nerf": ["device=cpu", "export=[]", "nerf.n_samples=8", "nerf.n_importance=8", "nerf.levels=4", "nerf.log2_table_size=10",
-             "trainer.batch_size=1", "trainer.resolution=16"],
+    "gaussians": [
+        "device=cpu",
+        "export=[]",
+        "gaussians.num_points=200",
+        "gaussians.densify_from=1",
+        "gaussians.densify_every=2",
+        "gaussians.densify_until=6",
+        "gaussians.densify_grad_threshold=0.0",
+        "trainer.batch_size=1",
+        "trainer.resolution=16",
+    ],
+    "nerf": [
+        "device=cpu",
+        "export=[]",
+        "nerf.n_samples=8",
+        "nerf.n_importance=8",
+        "nerf.levels=4",
+        "nerf.log2_table_size=10",
+        "trainer.batch_size=1",
+        "trainer.resolution=16",
+    ],
 }
 
 
@@ -27,9 +43,15 @@ def final_tensors(run):
 
 @pytest.mark.parametrize("representation", ["gaussians", "nerf"])
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, representation):
-    args = dict(prompt="a red cone", representation=representation, steps=6, seed=3, progress=False,
-                overrides=FAST[representation] + ["trainer.checkpoint_every=2", "trainer.preview_every=0"],
-                log=lambda s: None)
+    args = dict(
+        prompt="a red cone",
+        representation=representation,
+        steps=6,
+        seed=3,
+        progress=False,
+        overrides=FAST[representation] + ["trainer.checkpoint_every=2", "trainer.preview_every=0"],
+        log=lambda s: None,
+    )
     full = generate(out=str(tmp_path / "a"), **args)
     cut = generate(out=str(tmp_path / "b"), stop_at=5, **args)  # "killed" after step 5; last checkpoint at 4
     assert cut.trainer.step == 5
@@ -44,8 +66,14 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, representati
 
 
 def test_same_seed_same_result_different_seed_differs(tmp_path):
-    args = dict(prompt="a blue cube", representation="gaussians", steps=2, progress=False, log=lambda s: None,
-                overrides=FAST["gaussians"] + ["trainer.checkpoint_every=0", "trainer.preview_every=0"])
+    args = dict(
+        prompt="a blue cube",
+        representation="gaussians",
+        steps=2,
+        progress=False,
+        log=lambda s: None,
+        overrides=FAST["gaussians"] + ["trainer.checkpoint_every=0", "trainer.preview_every=0"],
+    )
     one = generate(out=str(tmp_path / "1"), seed=1, **args).model.means.detach()
     two = generate(out=str(tmp_path / "2"), seed=1, **args).model.means.detach()
     three = generate(out=str(tmp_path / "3"), seed=2, **args).model.means.detach()
@@ -54,9 +82,20 @@ def test_same_seed_same_result_different_seed_differs(tmp_path):
 
 def test_learning_rate_schedules_reach_the_optimiser(tmp_path):
     """lr_means decays linearly to 0 at step 3: the positions stop moving then, while colours go on changing."""
-    args = dict(prompt="a blue cube", representation="gaussians", seed=0, progress=False, log=lambda s: None,
-                overrides=FAST["gaussians"] + ["gaussians.densify_from=100", "trainer.checkpoint_every=0",
-                                               "trainer.preview_every=0", "gaussians.lr_means=[0,0.01,0.0,3]"])
+    args = dict(
+        prompt="a blue cube",
+        representation="gaussians",
+        seed=0,
+        progress=False,
+        log=lambda s: None,
+        overrides=FAST["gaussians"]
+        + [
+            "gaussians.densify_from=100",
+            "trainer.checkpoint_every=0",
+            "trainer.preview_every=0",
+            "gaussians.lr_means=[0,0.01,0.0,3]",
+        ],
+    )
     at3 = generate(out=str(tmp_path / "3"), steps=3, **args).model
     at5 = generate(out=str(tmp_path / "5"), steps=5, **args)
     assert at5.trainer.optimizer.param_groups[0]["lr"] == 0.0
@@ -64,13 +103,17 @@ def test_learning_rate_schedules_reach_the_optimiser(tmp_path):
     start = generate(out=str(tmp_path / "0"), steps=0, **args).model
     assert not torch.equal(start.means, at3.means)
     with pytest.raises(ThreeDistillError, match=r"gaussians.lr_means: expected a number or a schedule"):
-        generate(prompt="a blue cube", out=str(tmp_path / "bad"), progress=False, overrides=["gaussians.lr_means=[1,2]"])
+        generate(
+            prompt="a blue cube", out=str(tmp_path / "bad"), progress=False, overrides=["gaussians.lr_means=[1,2]"]
+        )
 
 
 def test_bad_generate_inputs(tmp_path):
     with pytest.raises(ThreeDistillError, match="prompt is empty"):
         generate(prompt="  ", out=str(tmp_path), progress=False)
-    with pytest.raises(UnknownNameError, match="unknown representation 'voxels'; known: gaussians, mesh, nerf, triplane"):
+    with pytest.raises(
+        UnknownNameError, match="unknown representation 'voxels'; known: gaussians, mesh, nerf, triplane"
+    ):
         generate(prompt="a red cube", representation="voxels", out=str(tmp_path), progress=False)
     with pytest.raises(UnknownNameError, match="unknown guidance 'sdx'"):
         generate(prompt="a red cube", guidance="sdx", out=str(tmp_path), progress=False)

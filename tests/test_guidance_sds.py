@@ -20,8 +20,9 @@ def test_inject_gradient_gives_grad_over_batch():
 
 
 def sds(prior, scale=1.0, **kw):
-    return GUIDANCE.build("sds", prior, GuidanceConfig(guidance_scale=scale, weighting="uniform",
-                                                       view_dependent_prompting=False, **kw))
+    return GUIDANCE.build(
+        "sds", prior, GuidanceConfig(guidance_scale=scale, weighting="uniform", view_dependent_prompting=False, **kw)
+    )
 
 
 def test_sds_with_cfg_one_is_the_x0_residual(prior):
@@ -73,8 +74,11 @@ def test_timestep_window_schedule_and_sqrt_anneal(prior):
     assert g.timestep_window(0) == (20, 980) and g.timestep_window(100) == (20, 500)
     t = g.sample_timesteps(1000, 0, torch.Generator().manual_seed(0))
     assert t.min() >= 20 and t.max() <= 980
-    hifa = GUIDANCE.build("sds", prior, GuidanceConfig(min_step_percent=0.3, max_step_percent=0.98, sqrt_anneal=True,
-                                                       trainer_max_steps=100))
+    hifa = GUIDANCE.build(
+        "sds",
+        prior,
+        GuidanceConfig(min_step_percent=0.3, max_step_percent=0.98, sqrt_anneal=True, trainer_max_steps=100),
+    )
     assert hifa.timestep_window(0) == (980, 980) and hifa.timestep_window(100) == (300, 300)
     assert abs(hifa.timestep_window(25)[0] - 1000 * (0.3 + 0.68 * 0.5)) <= 1
 
@@ -82,15 +86,19 @@ def test_timestep_window_schedule_and_sqrt_anneal(prior):
 def test_weightings_and_clipping(prior):
     t = torch.tensor([100, 900])
     alpha, sigma = prior.alpha_sigma(t)
-    for name, expected in [("sds", sigma ** 2), ("uniform", torch.ones_like(sigma)), ("fantasia3d", alpha * sigma ** 2)]:
+    for name, expected in [("sds", sigma**2), ("uniform", torch.ones_like(sigma)), ("fantasia3d", alpha * sigma**2)]:
         assert torch.allclose(GUIDANCE.build("sds", prior, GuidanceConfig(weighting=name)).weight(t), expected)
     clipped = GUIDANCE.build("sds", prior, GuidanceConfig(grad_clip=0.1)).finish_gradient(
-        torch.tensor([1.0, -1.0, float("nan")]), 0)
+        torch.tensor([1.0, -1.0, float("nan")]), 0
+    )
     assert torch.allclose(clipped, torch.tensor([0.1, -0.1, 0.0]))
 
 
 def test_bad_guidance_names_and_settings(prior):
-    with pytest.raises(UnknownNameError, match="unknown guidance 'sdss'; known: asd, bsd, cds, csd, csm, esd, ism, nfsd, sdedit, sds, tsm, vsd"):
+    with pytest.raises(
+        UnknownNameError,
+        match="unknown guidance 'sdss'; known: asd, bsd, cds, csd, csm, esd, ism, nfsd, sdedit, sds, tsm, vsd",
+    ):
         GUIDANCE.get("sdss")
     with pytest.raises(ConfigError, match="weighting must be one of"):
         GuidanceConfig(weighting="linear")
@@ -112,7 +120,9 @@ def test_guidance_scale_follows_its_schedule(prior):
     def grad(scale, step):
         guidance = GUIDANCE.build("sds", prior, GuidanceConfig(guidance_scale=scale))
         x = rgb.clone().requires_grad_(True)
-        guidance(x, cams, guidance.prompt_state("a red cone"), step, torch.Generator().manual_seed(1))["loss_sds"].backward()
+        guidance(x, cams, guidance.prompt_state("a red cone"), step, torch.Generator().manual_seed(1))[
+            "loss_sds"
+        ].backward()
         return x.grad
 
     schedule = [0, 20.0, 5.0, 100]
@@ -127,7 +137,9 @@ def test_perp_neg_weights_follow_the_azimuth(prior):
 
     cams = orbit_cameras([0.0, 90.0, 180.0, -45.0, 30.0], [10.0, 10.0, 10.0, 10.0, 70.0], 3.0)
     pos, negs, w = perp_neg_embeddings(prior, "a cat", cams)
-    front, side, back, overhead = prior.encode_prompt([f"a cat, {v} view" for v in ("front", "side", "back", "overhead")])
+    front, side, back, overhead = prior.encode_prompt(
+        [f"a cat, {v} view" for v in ("front", "side", "back", "overhead")]
+    )
     assert torch.allclose(pos[0], front) and torch.allclose(pos[1], side) and torch.allclose(pos[2], back)
     assert torch.allclose(pos[3], 0.5 * front + 0.5 * side) and torch.allclose(pos[4], overhead)
     # front: no push from its own prompt, away from the side; side: away from the front; back: away from both

@@ -1,5 +1,6 @@
 """Every guidance method against the identities of its guidance_spec.md section, on the analytic Gaussian prior
 (exact epsilon in closed form) or, for the LoRA methods, on the embedded toy prior."""
+
 import math
 
 import pytest
@@ -64,13 +65,24 @@ def test_asd_shift_stays_in_range(prior):
 def test_csd_coefficients_reproduce_sds(prior):
     x, noise, t = draws()
     s = 7.5
-    csd = build(prior, "csd", coef_cond=s, coef_negative=1 - s, coef_uncond=0.0, coef_noise=-1.0,
-                grad_normalize=False, weighting="sds", negative_prompt="a dog")
-    sds = GUIDANCE.build("sds", prior, GuidanceConfig(guidance_scale=s, view_dependent_prompting=False,
-                                                      negative_prompt="a dog"))
+    csd = build(
+        prior,
+        "csd",
+        coef_cond=s,
+        coef_negative=1 - s,
+        coef_uncond=0.0,
+        coef_noise=-1.0,
+        grad_normalize=False,
+        weighting="sds",
+        negative_prompt="a dog",
+    )
+    sds = GUIDANCE.build(
+        "sds", prior, GuidanceConfig(guidance_scale=s, view_dependent_prompting=False, negative_prompt="a dog")
+    )
     state = csd.prompt_state("a cat")
-    assert torch.allclose(csd.gradient(x, CAMS, state, 0, t, noise), sds.gradient(x, CAMS, state, 0, t, noise),
-                          atol=1e-5)
+    assert torch.allclose(
+        csd.gradient(x, CAMS, state, 0, t, noise), sds.gradient(x, CAMS, state, 0, t, noise), atol=1e-5
+    )
 
 
 def test_pure_csd_vanishes_when_the_prompt_is_empty_and_normalises(prior):
@@ -89,8 +101,9 @@ def test_csm_with_forward_noising_is_scaled_csd(prior):
     csm = build(prior, "csm", inversion="noise", guidance_scale=5.0, weighting="uniform")
     csd = build(prior, "csd", coef_negative=0.0, coef_uncond=-1.0, grad_normalize=False, weighting="uniform")
     state = csm.prompt_state("a cat")
-    assert torch.allclose(csm.gradient(x, CAMS, state, 0, t, noise), 5.0 * csd.gradient(x, CAMS, state, 0, t, noise),
-                          atol=1e-5)
+    assert torch.allclose(
+        csm.gradient(x, CAMS, state, 0, t, noise), 5.0 * csd.gradient(x, CAMS, state, 0, t, noise), atol=1e-5
+    )
     ddim = build(prior, "csm", guidance_scale=5.0, weighting="uniform")
     assert not torch.allclose(ddim.gradient(x, CAMS, state, 0, t, noise), csm.gradient(x, CAMS, state, 0, t, noise))
 
@@ -99,10 +112,13 @@ def test_csm_with_forward_noising_is_scaled_csd(prior):
 def test_ism_with_forward_noising_is_sds_with_sigma_over_alpha(prior):
     x, noise, t = draws()
     ism = build(prior, "ism", inversion="noise", guidance_scale=7.5)
-    sds = GUIDANCE.build("sds", prior, GuidanceConfig(guidance_scale=7.5, weighting="sigma_over_alpha",
-                                                      view_dependent_prompting=False))
+    sds = GUIDANCE.build(
+        "sds", prior, GuidanceConfig(guidance_scale=7.5, weighting="sigma_over_alpha", view_dependent_prompting=False)
+    )
     state = ism.prompt_state("a cat")
-    assert torch.allclose(ism.gradient(x, CAMS, state, 0, t, noise), sds.gradient(x, CAMS, state, 0, t, noise), atol=1e-5)
+    assert torch.allclose(
+        ism.gradient(x, CAMS, state, 0, t, noise), sds.gradient(x, CAMS, state, 0, t, noise), atol=1e-5
+    )
     alpha, sigma = prior.alpha_sigma(t)
     assert torch.allclose(ism.weight(t), sigma / alpha)
 
@@ -312,7 +328,7 @@ def test_sdedit_target_follows_the_probability_flow_to_the_data(prior):
     mu = prior.mean_for("a cat")
     alpha, sigma = prior.alpha_sigma(t)
     s = prior.data_std
-    exact = mu + s * (prior.add_noise(x, noise, t) - alpha * mu) / (alpha ** 2 * s ** 2 + sigma ** 2).sqrt()
+    exact = mu + s * (prior.add_noise(x, noise, t) - alpha * mu) / (alpha**2 * s**2 + sigma**2).sqrt()
     errors = []
     for steps in (1, 4, 100):
         g = build(prior, "sdedit", guidance_scale=1.0, denoise_steps=steps)
@@ -323,10 +339,15 @@ def test_sdedit_target_follows_the_probability_flow_to_the_data(prior):
 
 # ---------------------------------------------------------------- configs
 def test_method_configs_check_their_values():
-    for name, kw, match in [("asd", {"plus_ratio": -1}, "plus_ratio"), ("ism", {"inversion": "random"}, "inversion"),
-                            ("tsm", {"gamma": 2.0}, "gamma"), ("esd", {"entropy_lambda": 1.5}, "entropy_lambda"),
-                            ("csd", {"coef_cond": [1, 2]}, "coef_cond"), ("vsd", {"lora_rank": 0}, "lora_rank"),
-                            ("sdedit", {"denoise_steps": 0}, "denoise_steps")]:
+    for name, kw, match in [
+        ("asd", {"plus_ratio": -1}, "plus_ratio"),
+        ("ism", {"inversion": "random"}, "inversion"),
+        ("tsm", {"gamma": 2.0}, "gamma"),
+        ("esd", {"entropy_lambda": 1.5}, "entropy_lambda"),
+        ("csd", {"coef_cond": [1, 2]}, "coef_cond"),
+        ("vsd", {"lora_rank": 0}, "lora_rank"),
+        ("sdedit", {"denoise_steps": 0}, "denoise_steps"),
+    ]:
         with pytest.raises(ConfigError, match=match):
             GUIDANCE.get(name).config_class(**kw)
 
@@ -334,11 +355,21 @@ def test_method_configs_check_their_values():
 # ---------------------------------------------------------------- whole runs
 def _run(tmp_path, representation, method, steps=3, extra=(), **kw):
     from test_generate import FAST
-    from threedistill.runs import generate
 
-    return generate(prompt="a red cone", representation=representation, guidance=method, steps=steps, seed=1,
-                    out=str(tmp_path), progress=False, log=lambda s: None,
-                    overrides=FAST[representation] + ["trainer.preview_every=0", "trainer.log_every=1", *extra], **kw)
+    from threedistill.workflows.generate import generate
+
+    return generate(
+        prompt="a red cone",
+        representation=representation,
+        guidance=method,
+        steps=steps,
+        seed=1,
+        out=str(tmp_path),
+        progress=False,
+        log=lambda s: None,
+        overrides=FAST[representation] + ["trainer.preview_every=0", "trainer.log_every=1", *extra],
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("representation", ["nerf", "gaussians"])
@@ -358,7 +389,8 @@ def test_every_method_runs_without_nan(tmp_path, representation):
 def test_resume_restores_the_guidance_state(tmp_path, method):
     """CDS's fixed noise and VSD's LoRA + camera MLP live in the checkpoints: a resumed run ends bit-identical."""
     from test_generate import final_tensors
-    from threedistill.runs import generate
+
+    from threedistill.workflows.generate import generate
 
     extra = ["trainer.checkpoint_every=2"]
     full = _run(tmp_path / "a", "gaussians", method, steps=4, extra=extra)
@@ -371,15 +403,20 @@ def test_resume_restores_the_guidance_state(tmp_path, method):
 
 
 def test_method_parameters_are_checked_per_method(tmp_path):
-    from threedistill.runs import generate
+    from threedistill.workflows.generate import generate
 
     run = _run(tmp_path / "ok", "gaussians", "asd", steps=1, extra=["guidance.plus_ratio=0.2"])
     assert run.config.guidance.plus_ratio == 0.2 and run.config.guidance.guidance_scale == 7.5
     assert run.config.guidance.max_step_percent == [0, 0.98, 0.5, 300]  # ASD's own window
     sds = _run(tmp_path / "sds", "gaussians", "sds", steps=1)
-    assert sds.config.guidance.guidance_scale == 7.5 and sds.config.guidance.perp_neg  # sds(-gaussians).yaml + gaussians.yaml
-    with pytest.raises(ConfigError, match=r"guidance 'sds' has no parameter 'plus_ratio' \(it belongs to asd\); "
-                                          r"its parameters: .*guidance_scale"):
+    assert (
+        sds.config.guidance.guidance_scale == 7.5 and sds.config.guidance.perp_neg
+    )  # sds(-gaussians).yaml + gaussians.yaml
+    with pytest.raises(
+        ConfigError,
+        match=r"guidance 'sds' has no parameter 'plus_ratio' \(it belongs to asd\); "
+        r"its parameters: .*guidance_scale",
+    ):
         _run(tmp_path / "bad", "gaussians", "sds", extra=["guidance.plus_ratio=0.2"])
     with pytest.raises(ConfigError, match="guidance 'ism' has no parameter 'gama'"):
         _run(tmp_path / "bad", "gaussians", "ism", extra=["guidance.gama=0.2"])

@@ -1,17 +1,18 @@
 """Stage hand-over between representations keeps the geometry (silhouette IoU before and after), and a
 NeRF -> mesh run works end to end: resume inside the mesh stage, evaluation and export of the mesh stage."""
+
 import pytest
 import torch
-
 from test_generate import FAST, final_tensors
+
 from threedistill.cameras import orbit_cameras
 from threedistill.errors import ConfigError
-from threedistill.representations.convert import hand_over
 from threedistill.representations.gaussians import Gaussians, GaussiansConfig
 from threedistill.representations.mesh import Mesh, MeshConfig
 from threedistill.representations.nerf import NeRF
 from threedistill.representations.triplane import Triplane, TriplaneConfig
-from threedistill.runs import generate
+from threedistill.workflows.generate import generate
+from threedistill.workflows.handover import hand_over
 
 VIEWS = orbit_cameras([0.0, 90.0, 180.0, 270.0], 15.0, 2.8)
 
@@ -71,15 +72,30 @@ def test_an_unsupported_hand_over_is_one_line(blob):
         hand_over(Mesh(), blob, torch.Generator())
 
 
-STAGES = ('stages=[{name: coarse, steps: 3}, {name: mesh, steps: 3, overrides: ["representation=mesh", '
-          '"trainer.resolution=24"]}]')
-MESH = ["mesh.handover_faces=600", "mesh.levels=4", "mesh.log2_table_size=10", "trainer.checkpoint_every=2",
-        "trainer.preview_every=0"]
+STAGES = (
+    'stages=[{name: coarse, steps: 3}, {name: mesh, steps: 3, overrides: ["representation=mesh", '
+    '"trainer.resolution=24"]}]'
+)
+MESH = [
+    "mesh.handover_faces=600",
+    "mesh.levels=4",
+    "mesh.log2_table_size=10",
+    "trainer.checkpoint_every=2",
+    "trainer.preview_every=0",
+]
 
 
 def nerf_then_mesh(tmp_path, name, extra=(), **kw):
-    return generate(prompt="a red cone", representation="nerf", seed=2, out=str(tmp_path / name), progress=False,
-                    log=lambda s: None, overrides=FAST["nerf"] + MESH + list(extra) + [STAGES], **kw)
+    return generate(
+        prompt="a red cone",
+        representation="nerf",
+        seed=2,
+        out=str(tmp_path / name),
+        progress=False,
+        log=lambda s: None,
+        overrides=FAST["nerf"] + MESH + list(extra) + [STAGES],
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("extra", [[], ["mesh.large_steps=10", "mesh.lr_vertices=0.01"]])  # uniform Adam's state too
@@ -98,8 +114,8 @@ def test_nerf_then_mesh_resumes_inside_the_mesh_stage_bit_identical(tmp_path, ex
 
 
 def test_a_mesh_stage_is_evaluated_and_exported_as_its_own_mesh(tmp_path):
-    from threedistill.evaluation.run_eval import evaluate_run, load_run
-    from threedistill.export.run_export import export_run
+    from threedistill.workflows.loading import load_run
+    from threedistill.workflows.results import evaluate_run, export_run
 
     run = nerf_then_mesh(tmp_path, "export")
     path = export_run(run.dir, "glb", faces=1000, texture_size=0)
@@ -113,14 +129,23 @@ def test_a_mesh_stage_is_evaluated_and_exported_as_its_own_mesh(tmp_path):
 def test_a_texture_stage_after_the_mesh_stage_keeps_the_geometry_and_changes_the_texture(tmp_path):
     """The staged configs' last stage: the same mesh, vertices frozen (lr 0, also under large steps), texture
     refined toward SDEdit targets."""
-    from threedistill.evaluation.run_eval import load_run
+    from threedistill.workflows.loading import load_run
 
     mesh = '"representation=mesh", "trainer.resolution=24", "mesh.large_steps=10", "mesh.lr_vertices=0.01"'
-    stages = (f'stages=[{{name: coarse, steps: 3}}, {{name: mesh, steps: 3, overrides: [{mesh}]}}, '
-              f'{{name: texture, steps: 2, overrides: [{mesh}, "mesh.lr_vertices=0", "guidance_type=sdedit", '
-              f'"guidance.denoise_steps=2"]}}]')
-    run = generate(prompt="a red cone", representation="nerf", seed=2, out=str(tmp_path / "tex"), progress=False,
-                   log=lambda s: None, overrides=FAST["nerf"] + MESH + [stages])
+    stages = (
+        f"stages=[{{name: coarse, steps: 3}}, {{name: mesh, steps: 3, overrides: [{mesh}]}}, "
+        f'{{name: texture, steps: 2, overrides: [{mesh}, "mesh.lr_vertices=0", "guidance_type=sdedit", '
+        f'"guidance.denoise_steps=2"]}}]'
+    )
+    run = generate(
+        prompt="a red cone",
+        representation="nerf",
+        seed=2,
+        out=str(tmp_path / "tex"),
+        progress=False,
+        log=lambda s: None,
+        overrides=FAST["nerf"] + MESH + [stages],
+    )
     geometry = load_run(run.dir, step=6).model
     assert run.trainer.stage == 2 and run.config.guidance_type == "sdedit"
     assert torch.equal(run.model.vertices, geometry.vertices)

@@ -1,4 +1,5 @@
 """The embedded latent prior (assets/priors/toyworld-latent) and the latent branch of `t3d prior train`."""
+
 import json
 
 import numpy as np
@@ -9,7 +10,7 @@ from threedistill.config import load_config
 from threedistill.errors import ConfigError
 from threedistill.priors import embedded_prior_path, load_prior
 from threedistill.priors.sampling import sample_images
-from threedistill.priors.train import PriorTrainConfig
+from threedistill.toyworld.training.common import PriorTrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,12 @@ def toy_renders():
     from threedistill.toyworld.render import render_toy
 
     cams = orbit_cameras([30.0], [15.0], 2.9)
-    return torch.cat([render_toy(obj, colour, cams, 32, 32, supersample=2)["rgb"]
-                      for obj, colour in (("cone", "blue"), ("duck", "red"))])
+    return torch.cat(
+        [
+            render_toy(obj, colour, cams, 32, 32, supersample=2)["rgb"]
+            for obj, colour in (("cone", "blue"), ("duck", "red"))
+        ]
+    )
 
 
 def test_shipped_latent_prior_loads_as_latent(latent_prior):
@@ -87,7 +92,7 @@ def test_latent_prior_denoises_better_than_chance(latent_prior, toy_renders):
     t = torch.tensor([300, 600])
     emb = latent_prior.encode_prompt(["a blue cone", "a red duck, front view"])
     eps = latent_prior.predict_noise(latent_prior.add_noise(x0, noise, t), t, emb)
-    assert ((eps - noise) ** 2).mean() < 0.5 * (noise ** 2).mean()
+    assert ((eps - noise) ** 2).mean() < 0.5 * (noise**2).mean()
 
 
 def test_latent_sampling_decodes_to_rgb(latent_prior):
@@ -101,19 +106,43 @@ def _tiny_dataset(root, n_per_subject=4, resolution=16):
 
     rng = np.random.default_rng(0)
     n = 2 * n_per_subject
-    data = ToyDataset(rng.integers(0, 256, (n, resolution, resolution, 3), dtype=np.uint8),
-                      np.repeat(np.arange(2, dtype=np.int16), n_per_subject), rng.uniform(-180, 180, n),
-                      rng.uniform(-10, 75, n), np.full(n, 2.9), np.full(n, 40.0), [("red", "cone"), ("blue", "duck")])
+    data = ToyDataset(
+        rng.integers(0, 256, (n, resolution, resolution, 3), dtype=np.uint8),
+        np.repeat(np.arange(2, dtype=np.int16), n_per_subject),
+        rng.uniform(-180, 180, n),
+        rng.uniform(-10, 75, n),
+        np.full(n, 2.9),
+        np.full(n, 40.0),
+        [("red", "cone"), ("blue", "duck")],
+    )
     cache = root / "ds.npz"
     data.save(cache)
-    cache.with_suffix(".json").write_text(json.dumps({"views_per_subject": n_per_subject, "resolution": resolution,
-                                                      "seed": 0}))
+    cache.with_suffix(".json").write_text(
+        json.dumps({"views_per_subject": n_per_subject, "resolution": resolution, "seed": 0})
+    )
     return cache
 
 
-TINY = ["kind=latent", "threads=1", "resolution=16", "views_per_subject=4", "seed=0", "steps=2", "batch_size=4", "channels=[16,16]",
-        "layers_per_block=1", "text_width=16", "text_layers=1", "snapshot_every=0", "weights_dtype=float16",
-        "vae.channels=[8,8]", "vae.steps=2", "vae.batch_size=4", "vae.holdout_views=0", "vae.snapshot_every=0"]
+TINY = [
+    "kind=latent",
+    "threads=1",
+    "resolution=16",
+    "views_per_subject=4",
+    "seed=0",
+    "steps=2",
+    "batch_size=4",
+    "channels=[16,16]",
+    "layers_per_block=1",
+    "text_width=16",
+    "text_layers=1",
+    "snapshot_every=0",
+    "weights_dtype=float16",
+    "vae.channels=[8,8]",
+    "vae.steps=2",
+    "vae.batch_size=4",
+    "vae.holdout_views=0",
+    "vae.snapshot_every=0",
+]
 
 
 @pytest.fixture
@@ -126,7 +155,7 @@ def keep_threads():
 
 
 def test_latent_training_runs_and_saves_a_loadable_pipeline(tmp_path, keep_threads):
-    from threedistill.priors.train import train_prior
+    from threedistill.toyworld.training import train_prior
 
     cache = _tiny_dataset(tmp_path)
     cfg = load_config(PriorTrainConfig, None, TINY + [f"dataset_cache={cache}", f"out={tmp_path / 'p1'}"])
@@ -137,15 +166,16 @@ def test_latent_training_runs_and_saves_a_loadable_pipeline(tmp_path, keep_threa
     assert prior.latent and prior.channels == 4 and prior.native_resolution == 16 and prior.vae_scale == 2
     assert sample_images(prior, ["a red cone"], steps=2, seed=0).shape == (1, 3, 16, 16)
     # A second run on the first run's VAE skips VAE training and keeps its scaling factor.
-    cfg2 = load_config(PriorTrainConfig, None, TINY + [f"dataset_cache={cache}", f"out={tmp_path / 'p2'}",
-                                                      f"vae.init_from={out}"])
+    cfg2 = load_config(
+        PriorTrainConfig, None, TINY + [f"dataset_cache={cache}", f"out={tmp_path / 'p2'}", f"vae.init_from={out}"]
+    )
     again = load_prior(train_prior(cfg2, progress=False, log=lambda s: None))
     assert again.latent_scaling == pytest.approx(prior.latent_scaling)
     assert torch.equal(next(again.vae.parameters()), next(prior.vae.parameters()))
 
 
 def test_learning_rate_schedule_warms_up_then_decays_to_its_end_value():
-    from threedistill.priors.train import warmup_cosine
+    from threedistill.toyworld.training.common import warmup_cosine
 
     lr_at = warmup_cosine(1e-3, 10, 100, end=0.1)
     values = [lr_at(s) for s in range(100)]
@@ -153,14 +183,17 @@ def test_learning_rate_schedule_warms_up_then_decays_to_its_end_value():
     assert all(v > 0 for v in values) and all(b <= a for a, b in zip(values[10:], values[11:]))
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("kind=latnet", "kind must be one of pixel, latent"),
-    ("vae.channels=[12,24]", "vae.channels must be a non-empty list of multiples of 8"),
-    ("vae.channels=[8,8,8,8,8,8,8]", "does not divide resolution 32"),
-    ("vae.kl_weight=-1", "vae.kl_weight must be non-negative"),
-    ("weights_dtype=int8", "weights_dtype must be one of float32, float16"),
-    ("attention_levels=4", "attention_levels must be between 1 and len(channels) = 3"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("kind=latnet", "kind must be one of pixel, latent"),
+        ("vae.channels=[12,24]", "vae.channels must be a non-empty list of multiples of 8"),
+        ("vae.channels=[8,8,8,8,8,8,8]", "does not divide resolution 32"),
+        ("vae.kl_weight=-1", "vae.kl_weight must be non-negative"),
+        ("weights_dtype=int8", "weights_dtype must be one of float32, float16"),
+        ("attention_levels=4", "attention_levels must be between 1 and len(channels) = 3"),
+    ],
+)
 def test_bad_latent_settings_give_one_line_errors(override, fragment):
     with pytest.raises(ConfigError) as err:
         load_config(PriorTrainConfig, None, ["kind=latent", override])

@@ -1,5 +1,6 @@
 """The differentiable mesh rasterizer (coverage, depth, barycentrics and soft silhouettes against analytic values,
 gradients by finite differences, a silhouette fit) and the Mesh representation built on it."""
+
 import copy
 import math
 
@@ -9,11 +10,12 @@ import trimesh
 
 from threedistill.cameras import focal_length, orbit_cameras, project_points
 from threedistill.errors import ConfigError
+from threedistill.lighting import light_intensity
 from threedistill.renderers.mesh_raster import triangle_pixels
 from threedistill.renderers.mesh_soft import rasterize_mesh_soft
 from threedistill.representations.mesh import Mesh, MeshConfig, shade, vertex_normals
 from threedistill.toyworld.catalogue import get_object
-from threedistill.toyworld.render import light_intensity, part_colours, render_toy
+from threedistill.toyworld.render import part_colours, render_toy
 
 DIST = 3.0  # the test camera sits on +Z at this distance, looking at the origin with an identity rotation
 
@@ -35,8 +37,11 @@ def front_camera(dist=DIST, fovy=40.0):
 def pixel_rays(height, width, dist=DIST, fovy=40.0):
     """Per pixel centre: camera-space ray direction (u/f, -v/f, -1) of the front camera, as (H,W,3) doubles."""
     f = float(focal_length(torch.tensor(math.radians(fovy)), height))
-    v, u = torch.meshgrid(torch.arange(height, dtype=torch.float64) + 0.5 - height / 2,
-                          torch.arange(width, dtype=torch.float64) + 0.5 - width / 2, indexing="ij")
+    v, u = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64) + 0.5 - height / 2,
+        torch.arange(width, dtype=torch.float64) + 0.5 - width / 2,
+        indexing="ij",
+    )
     return torch.stack([u / f, -v / f, -torch.ones_like(u)], -1), f
 
 
@@ -132,8 +137,8 @@ def test_the_nearer_of_two_overlapping_triangles_wins(near_first):
     faces = torch.tensor([[0, 1, 2], [3, 4, 5]])
     out = rasterize_mesh_soft(verts, faces, front_camera(), h, w)
     proj, _ = project_points(verts, front_camera(), h, w)
-    in_near, d_near = inside_triangle(proj[0][3 * near_id:3 * near_id + 3], h, w)
-    in_far, d_far = inside_triangle(proj[0][3 * (1 - near_id):3 * (1 - near_id) + 3], h, w)
+    in_near, d_near = inside_triangle(proj[0][3 * near_id : 3 * near_id + 3], h, w)
+    in_far, d_far = inside_triangle(proj[0][3 * (1 - near_id) : 3 * (1 - near_id) + 3], h, w)
     clear = (d_near > 1e-3) & (d_far > 1e-3)
     both = in_near & in_far & clear
     assert both.sum() > 20
@@ -159,8 +164,9 @@ def test_soft_alpha_follows_the_sigmoid_of_the_distance_to_the_edge():
 
 
 def _tiny_mesh(dtype=torch.float64):
-    verts = torch.tensor([[-0.52, -0.47, 0.11], [0.61, -0.33, -0.07], [0.07, 0.58, 0.23], [0.49, 0.44, -0.31]],
-                         dtype=dtype)
+    verts = torch.tensor(
+        [[-0.52, -0.47, 0.11], [0.61, -0.33, -0.07], [0.07, 0.58, 0.23], [0.49, 0.44, -0.31]], dtype=dtype
+    )
     return verts, torch.tensor([[0, 1, 2], [1, 3, 2]])
 
 
@@ -181,8 +187,9 @@ def test_alpha_and_rgb_gradients_match_finite_differences():
     assert alpha(v).min() < 0.05 and alpha(v).max() > 0.9  # the image holds both a silhouette and its inside
     assert torch.autograd.gradcheck(alpha, (v,), eps=1e-6, atol=1e-5)
     assert torch.autograd.gradcheck(rgb, (v,), eps=1e-6, atol=1e-5)
-    assert torch.autograd.gradcheck(lambda x: rasterize_mesh_soft(x, faces, cams, h, w)["depth"], (v,), eps=1e-6,
-                                    atol=1e-5)
+    assert torch.autograd.gradcheck(
+        lambda x: rasterize_mesh_soft(x, faces, cams, h, w)["depth"], (v,), eps=1e-6, atol=1e-5
+    )
 
 
 def test_silhouette_fitting_grows_a_small_sphere_to_the_target():
@@ -190,8 +197,9 @@ def test_silhouette_fitting_grows_a_small_sphere_to_the_target():
     cams = orbit_cameras([0, 60, 120, 180, 240, 300, 30, 210], [0, 0, 0, 0, 0, 0, 60, -60], 2.5, fovy=40.0)
     res = 32
     target_mesh = trimesh.creation.icosphere(3, 0.6)
-    target = rasterize_mesh_soft(torch.tensor(target_mesh.vertices, dtype=torch.float32),
-                                 torch.tensor(target_mesh.faces), cams, res, res)
+    target = rasterize_mesh_soft(
+        torch.tensor(target_mesh.vertices, dtype=torch.float32), torch.tensor(target_mesh.faces), cams, res, res
+    )
     model = Mesh(MeshConfig(subdivisions=2, init_radius=0.4))
 
     def iou() -> float:
@@ -230,8 +238,7 @@ def test_mesh_render_shapes_ranges_background_and_gradients():
     assert dark[:, :, 0, 0].abs().max() == 0
 
     (out["rgb"].mean() + out["depth"].mean()).backward()
-    for name, p in (("offsets", model.offsets), ("texture", model.encoding.table),
-                    ("mlp", model.colour_net[0].weight)):
+    for name, p in (("offsets", model.offsets), ("texture", model.encoding.table), ("mlp", model.colour_net[0].weight)):
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
     assert [g["name"] for g in model.param_groups()] == ["vertices", "texture", "mlp"]
     assert not hasattr(model, "__len__")
@@ -316,12 +323,16 @@ def test_large_steps_fit_a_silhouette_at_a_learning_rate_that_crumples_plain_off
     cams = orbit_cameras([0, 60, 120, 180, 240, 300, 30, 210], [0, 0, 0, 0, 0, 0, 60, -60], 2.5, fovy=40.0)
     res = 32
     target_mesh = trimesh.creation.icosphere(3, 0.6)
-    target = rasterize_mesh_soft(torch.tensor(target_mesh.vertices, dtype=torch.float32),
-                                 torch.tensor(target_mesh.faces), cams, res, res)["alpha"]
+    target = rasterize_mesh_soft(
+        torch.tensor(target_mesh.vertices, dtype=torch.float32), torch.tensor(target_mesh.faces), cams, res, res
+    )["alpha"]
     rough = {}
     for weight in (0.0, 20.0):
-        model = Mesh(MeshConfig(subdivisions=2, init_radius=0.4, large_steps=weight, lambda_laplacian=0.0,
-                                lambda_normal_consistency=0.0))
+        model = Mesh(
+            MeshConfig(
+                subdivisions=2, init_radius=0.4, large_steps=weight, lambda_laplacian=0.0, lambda_normal_consistency=0.0
+            )
+        )
         optimizer = torch.optim.Adam([model.offsets], lr=5e-2)
         for _ in range(30):
             optimizer.zero_grad()
@@ -393,11 +404,25 @@ def test_lambert_shading_moves_vertices_from_inside_the_silhouette():
     assert grads["lambert"] > 1e-3 and grads["albedo"] < 1e-6
 
 
-@pytest.mark.parametrize("field, value", [("sigma", 0.0), ("sigma", -1.0), ("subdivisions", 7), ("subdivisions", -1),
-                                          ("init_radius", 0.0), ("init_radius", 1.5), ("lambda_laplacian", -1.0),
-                                          ("lambda_normal_consistency", -0.1), ("lr_vertices", "fast"),
-                                          ("max_resolution", 4), ("hidden", 0), ("handover_faces", 0),
-                                          ("shading", "phong"), ("large_steps", -1.0)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("sigma", 0.0),
+        ("sigma", -1.0),
+        ("subdivisions", 7),
+        ("subdivisions", -1),
+        ("init_radius", 0.0),
+        ("init_radius", 1.5),
+        ("lambda_laplacian", -1.0),
+        ("lambda_normal_consistency", -0.1),
+        ("lr_vertices", "fast"),
+        ("max_resolution", 4),
+        ("hidden", 0),
+        ("handover_faces", 0),
+        ("shading", "phong"),
+        ("large_steps", -1.0),
+    ],
+)
 def test_bad_mesh_config_values_raise_one_line_config_errors(field, value):
     with pytest.raises(ConfigError, match=field) as err:
         MeshConfig(**{field: value})

@@ -1,6 +1,7 @@
 """Native CPU kernels (kernels/*.cpp) against the PyTorch path they replace: outputs and gradients on random
 scenes (property-based: random sizes, degenerate and off-screen Gaussians, empty tiles, points outside the grid),
 the mode switch and the fallback when the build fails, and a whole short run with either path."""
+
 import math
 import warnings
 
@@ -39,8 +40,10 @@ def render_both(scene, cams, height, width, geometry):
         loss = sum((out[k] * weights[k]).sum() for k in ("rgb", "alpha"))
         if loss.requires_grad:  # (not when nothing is visible on the PyTorch path)
             loss.backward()
-        results[mode] = ({k: v.detach() for k, v in out.items()},
-                         [torch.zeros_like(p) if p.grad is None else p.grad for p in params])
+        results[mode] = (
+            {k: v.detach() for k, v in out.items()},
+            [torch.zeros_like(p) if p.grad is None else p.grad for p in params],
+        )
     return results["torch"], results["native"]
 
 
@@ -48,10 +51,18 @@ def largest(t: torch.Tensor) -> float:
     return float(t.abs().max()) if t.numel() else 0.0
 
 
-scenes = st.fixed_dictionaries({
-    "n": st.integers(0, 250), "seed": st.integers(0, 10_000), "scale": st.sampled_from([1e-4, 0.02, 0.1, 0.6]),
-    "spread": st.sampled_from([0.2, 0.6, 3.0]), "height": st.integers(1, 40), "width": st.integers(1, 40),
-    "geometry": st.booleans(), "sh_degree": st.integers(0, 3)})
+scenes = st.fixed_dictionaries(
+    {
+        "n": st.integers(0, 250),
+        "seed": st.integers(0, 10_000),
+        "scale": st.sampled_from([1e-4, 0.02, 0.1, 0.6]),
+        "spread": st.sampled_from([0.2, 0.6, 3.0]),
+        "height": st.integers(1, 40),
+        "width": st.integers(1, 40),
+        "geometry": st.booleans(),
+        "sh_degree": st.integers(0, 3),
+    }
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -59,10 +70,15 @@ scenes = st.fixed_dictionaries({
 def test_native_rasterizer_matches_pytorch(case):
     g = torch.Generator().manual_seed(case["seed"])
     n = case["n"]
-    scene = [torch.randn(n, 3, generator=g) * case["spread"],  # some far off-screen or behind the camera
-             case["scale"] * (0.3 + torch.rand(n, 3, generator=g)) * torch.where(torch.rand(n, 3, generator=g) < 0.1, 0.01, 1.0),
-             torch.randn(n, 4, generator=g), torch.rand(n, generator=g),
-             torch.randn(n, (case["sh_degree"] + 1) ** 2, 3, generator=g) * 0.5]
+    scene = [
+        torch.randn(n, 3, generator=g) * case["spread"],  # some far off-screen or behind the camera
+        case["scale"]
+        * (0.3 + torch.rand(n, 3, generator=g))
+        * torch.where(torch.rand(n, 3, generator=g) < 0.1, 0.01, 1.0),
+        torch.randn(n, 4, generator=g),
+        torch.rand(n, generator=g),
+        torch.randn(n, (case["sh_degree"] + 1) ** 2, 3, generator=g) * 0.5,
+    ]
     cams = orbit_cameras([float(case["seed"] % 360), 90.0], [10.0, -20.0], 2.5)
     (out_t, grad_t), (out_n, grad_n) = render_both(scene, cams, case["height"], case["width"], case["geometry"])
     for key in out_t:
@@ -76,8 +92,13 @@ def test_native_rasterizer_matches_on_a_dense_scene():
     """Many overlapping Gaussians: opacity saturates and early termination kicks in."""
     g = torch.Generator().manual_seed(1)
     n = 3000
-    scene = [torch.randn(n, 3, generator=g) * 0.25, 0.03 + 0.05 * torch.rand(n, 3, generator=g),
-             torch.randn(n, 4, generator=g), 0.5 + 0.5 * torch.rand(n, generator=g), torch.randn(n, 4, 3, generator=g)]
+    scene = [
+        torch.randn(n, 3, generator=g) * 0.25,
+        0.03 + 0.05 * torch.rand(n, 3, generator=g),
+        torch.randn(n, 4, generator=g),
+        0.5 + 0.5 * torch.rand(n, generator=g),
+        torch.randn(n, 4, 3, generator=g),
+    ]
     cams = orbit_cameras([30.0], [15.0], 2.6)
     (out_t, grad_t), (out_n, grad_n) = render_both(scene, cams, 64, 48, geometry=True)
     assert out_t["alpha"].max() > 0.99
@@ -93,8 +114,14 @@ def test_native_hash_grid_equals_pytorch(n, levels, log2_table, features, seed):
     # levels below and above the thread count take the kernel's two backward schedules; 2 features its fixed-size path
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    enc = HashGridEncoding(levels=levels, features_per_level=features, log2_table_size=log2_table, base_resolution=4,
-                           max_resolution=300, init_scale=1.0)
+    enc = HashGridEncoding(
+        levels=levels,
+        features_per_level=features,
+        log2_table_size=log2_table,
+        base_resolution=4,
+        max_resolution=300,
+        init_scale=1.0,
+    )
     x = torch.rand(n, 3, generator=g) * 1.4 - 0.2  # some points outside the unit cube (clamped)
     grad_out = torch.randn(n, enc.output_dim, generator=g)
     results = []
@@ -149,13 +176,25 @@ def test_a_failed_build_falls_back_with_a_warning_or_fails_when_required(tmp_pat
 
 def test_short_generate_gives_the_same_result_with_either_path(tmp_path):
     from threedistill.evaluation.ground_truth import compare, eval_cameras
-    from threedistill.runs import generate
+    from threedistill.workflows.generate import generate
 
     ious = {}
     for mode in ("torch", "native"):
-        run = generate(prompt="a red cone", steps=60, seed=0, out=str(tmp_path / mode), progress=False,
-                       log=lambda s: None, overrides=[f"native={mode}", "export=[]", "trainer.resolution=32",
-                                                      "trainer.checkpoint_every=0", "trainer.preview_every=0"])
+        run = generate(
+            prompt="a red cone",
+            steps=60,
+            seed=0,
+            out=str(tmp_path / mode),
+            progress=False,
+            log=lambda s: None,
+            overrides=[
+                f"native={mode}",
+                "export=[]",
+                "trainer.resolution=32",
+                "trainer.checkpoint_every=0",
+                "trainer.preview_every=0",
+            ],
+        )
         ious[mode] = compare(run.render(eval_cameras(), 32), "red", "cone", 32)["silhouette_iou"]
     assert abs(ious["torch"] - ious["native"]) < 0.05, ious
     assert min(ious.values()) > 0.3
@@ -164,7 +203,7 @@ def test_short_generate_gives_the_same_result_with_either_path(tmp_path):
 
 def test_perf_bench_pieces(tmp_path):
     """The benchmark's dense reference renders what the rasterizer renders, and the step split adds up."""
-    from threedistill.evaluation.perf_bench import dense_composite, generate_row, markdown_report, random_scene
+    from threedistill.bench.perf_bench import dense_composite, generate_row, markdown_report, random_scene
 
     scene = random_scene(200, seed=4)
     cams = orbit_cameras([30.0], [15.0], 2.8)
@@ -173,8 +212,14 @@ def test_perf_bench_pieces(tmp_path):
     ours = (out["rgb"] - (1 - out["alpha"]))[0].permute(1, 2, 0).reshape(-1, 3)  # without the white background
     assert torch.allclose(dense_composite(*scene, cams, 24), ours, atol=1e-4)
 
-    row = generate_row("native", "a red cone", 0.0, 2, lambda s: None,
-                       ["trainer.steps=4", "gaussians.num_points=200", "trainer.resolution=16", "export=[]"])
+    row = generate_row(
+        "native",
+        "a red cone",
+        0.0,
+        2,
+        lambda s: None,
+        ["trainer.steps=4", "gaussians.num_points=200", "trainer.resolution=16", "export=[]"],
+    )
     assert [c[0] for c in row["curve"]] == [2, 4] and row["reached_seconds"] is not None
     split = row["split"]
     assert split["prior UNet"] > 0 and split["render (forward)"] > 0 and split["guidance (rest)"] >= 0
@@ -190,15 +235,19 @@ def test_native_binning_equals_pytorch(n, height, width, seed):
     from threedistill.renderers.gaussian_raster import NATIVE_TILE, _tile_pairs
 
     g = torch.Generator().manual_seed(seed)
-    means2d = torch.rand(n, 2, generator=g) * torch.tensor([width * 1.6, height * 1.6]) - 0.3 * torch.tensor([width, height])
+    means2d = torch.rand(n, 2, generator=g) * torch.tensor([width * 1.6, height * 1.6]) - 0.3 * torch.tensor(
+        [width, height]
+    )
     radii = torch.ceil(torch.rand(n, generator=g) * 12) * (torch.rand(n, generator=g) > 0.2)
     depths = torch.randint(0, 5, (n,), generator=g).float()  # many ties
     tiles_x, tiles_y = -(-width // NATIVE_TILE), -(-height // NATIVE_TILE)
     tile, gauss = _tile_pairs(means2d, radii, depths, tiles_x, tiles_y, NATIVE_TILE)
     offsets, ids = native.kernels().bin_gaussians(means2d, radii, depths, tiles_x, tiles_y, NATIVE_TILE)
     assert torch.equal(ids, gauss)
-    assert torch.equal(offsets, torch.cat([torch.zeros(1, dtype=torch.long),
-                                           torch.bincount(tile, minlength=tiles_x * tiles_y).cumsum(0)]))
+    assert torch.equal(
+        offsets,
+        torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(tile, minlength=tiles_x * tiles_y).cumsum(0)]),
+    )
 
 
 def gaussians(n, seed, scale, spread, dtype=torch.float64):
@@ -206,7 +255,9 @@ def gaussians(n, seed, scale, spread, dtype=torch.float64):
     camera or outside the frustum (with spread 3), a few at the camera centre's depth."""
     g = torch.Generator().manual_seed(seed)
     means = torch.randn(n, 3, generator=g) * spread
-    scales = scale * (0.3 + torch.rand(n, 3, generator=g)) * torch.where(torch.rand(n, 3, generator=g) < 0.15, 1e-3, 1.0)
+    scales = (
+        scale * (0.3 + torch.rand(n, 3, generator=g)) * torch.where(torch.rand(n, 3, generator=g) < 0.15, 1e-3, 1.0)
+    )
     scales = torch.where(torch.rand(n, 1, generator=g) < 0.1, 5.0 * scales, scales)
     quats = torch.randn(n, 4, generator=g) * torch.where(torch.rand(n, 1, generator=g) < 0.1, 1e-4, 1.0)
     return [t.to(dtype) for t in (means, scales, quats)]
@@ -238,8 +289,14 @@ def close(a, b, rel):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 200), st.integers(0, 10_000), st.sampled_from([1e-4, 0.05, 0.5]), st.sampled_from([0.3, 3.0]),
-       st.integers(1, 48), st.integers(1, 48))
+@given(
+    st.integers(0, 200),
+    st.integers(0, 10_000),
+    st.sampled_from([1e-4, 0.05, 0.5]),
+    st.sampled_from([0.3, 3.0]),
+    st.integers(1, 48),
+    st.integers(1, 48),
+)
 def test_native_projection_equals_pytorch_in_float64(n, seed, scale, spread, height, width):
     """Same 2D means, conics, depths, radii (culling included) and gradients, to rounding."""
     means, scales, quats = gaussians(n, seed, scale, spread)
@@ -278,8 +335,10 @@ def test_native_projection_matches_pytorch_in_float32(n, seed, scale, spread):
     on_edge = off_integer < 3e-4 * footprint
     assert torch.equal(out_t[3][~on_edge], out_n[3][~on_edge])
     tiles = -(-56 // gr.NATIVE_TILE), -(-40 // gr.NATIVE_TILE)
-    bins = [native.kernels().bin_gaussians(o[0], torch.where(on_edge, 0.0, o[3]), o[2], *tiles, gr.NATIVE_TILE)
-            for o in (out_t, out_n)]
+    bins = [
+        native.kernels().bin_gaussians(o[0], torch.where(on_edge, 0.0, o[3]), o[2], *tiles, gr.NATIVE_TILE)
+        for o in (out_t, out_n)
+    ]
     assert all(torch.equal(a, b) for a, b in zip(*bins))
 
 
@@ -297,7 +356,7 @@ def test_native_features_equal_pytorch(geometry, degree):
         if native_path:
             out = gr._NativeFeatures.apply(*params, position, geometry)
         else:
-            out = gr._camera_features(*params, position.double())[:, :7 if geometry else 3]
+            out = gr._camera_features(*params, position.double())[:, : 7 if geometry else 3]
         weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=out.dtype)
         grads = torch.autograd.grad((out * weights).sum(), params, allow_unused=True)
         results.append((out.detach(), [torch.zeros_like(p) if d is None else d for p, d in zip(params, grads)]))
@@ -317,15 +376,21 @@ def test_native_projection_and_features_pass_gradcheck():
     sh = torch.randn(8, 16, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64).requires_grad_()
     position = orbit_cameras([0.0], [0.0], 2.5).positions[0]
     for geometry in (False, True):
-        assert torch.autograd.gradcheck(lambda m, q, c: gr._NativeFeatures.apply(m, scales, q, c, position, geometry),
-                                        [means, quats, sh])
+        assert torch.autograd.gradcheck(
+            lambda m, q, c: gr._NativeFeatures.apply(m, scales, q, c, position, geometry), [means, quats, sh]
+        )
 
 
 def test_native_rasterizer_keeps_densification_statistics():
     """meta receives means2d with its gradient and radii per camera, as on the PyTorch path."""
     g = torch.Generator().manual_seed(2)
-    scene = [torch.randn(300, 3, generator=g) * 0.3, 0.03 + 0.02 * torch.rand(300, 3, generator=g),
-             torch.randn(300, 4, generator=g), torch.rand(300, generator=g), torch.randn(300, 4, 3, generator=g)]
+    scene = [
+        torch.randn(300, 3, generator=g) * 0.3,
+        0.03 + 0.02 * torch.rand(300, 3, generator=g),
+        torch.randn(300, 4, generator=g),
+        torch.rand(300, generator=g),
+        torch.randn(300, 4, 3, generator=g),
+    ]
     cams = orbit_cameras([0.0, 120.0], [10.0, 30.0], 2.5)
     metas = {}
     for mode in ("torch", "native"):

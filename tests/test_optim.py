@@ -1,4 +1,5 @@
 """The runs' optimiser: torch's Adam for ordinary param groups, uniform Adam (Nicolet et al. 2021) for flagged ones."""
+
 import torch
 
 from threedistill.utils.optim import Adam
@@ -17,10 +18,22 @@ def test_ordinary_groups_step_exactly_like_torchs_adam():
     start = [torch.randn(5, 3, generator=gen), torch.randn(4, generator=gen)]
     grads = [[torch.randn(5, 3, generator=gen), torch.randn(4, generator=gen)] for _ in range(6)]
     ours, theirs = ([p.clone().requires_grad_() for p in start] for _ in range(2))
-    _steps(Adam([{"params": [ours[0]], "lr": 0.1}, {"params": [ours[1]], "lr": 0.01, "uniform": False}],
-                betas=(0.9, 0.99), eps=1e-15), ours, grads)
-    _steps(torch.optim.Adam([{"params": [theirs[0]], "lr": 0.1}, {"params": [theirs[1]], "lr": 0.01}],
-                            betas=(0.9, 0.99), eps=1e-15), theirs, grads)
+    _steps(
+        Adam(
+            [{"params": [ours[0]], "lr": 0.1}, {"params": [ours[1]], "lr": 0.01, "uniform": False}],
+            betas=(0.9, 0.99),
+            eps=1e-15,
+        ),
+        ours,
+        grads,
+    )
+    _steps(
+        torch.optim.Adam(
+            [{"params": [theirs[0]], "lr": 0.1}, {"params": [theirs[1]], "lr": 0.01}], betas=(0.9, 0.99), eps=1e-15
+        ),
+        theirs,
+        grads,
+    )
     for a, b in zip(ours, theirs):
         assert torch.equal(a, b)
 
@@ -28,8 +41,11 @@ def test_ordinary_groups_step_exactly_like_torchs_adam():
 def test_uniform_groups_step_along_the_gradient_scaled_by_its_largest_entry():
     grad = torch.tensor([[1.0, -0.5, 0.0], [0.25, 2.0, -2.0]])
     uniform, other = torch.zeros(2, 3, requires_grad=True), torch.zeros(4, requires_grad=True)
-    optimizer = Adam([{"params": [uniform], "lr": 0.1, "uniform": True}, {"params": [other], "lr": 0.1}],
-                     betas=(0.9, 0.99), eps=1e-15)
+    optimizer = Adam(
+        [{"params": [uniform], "lr": 0.1, "uniform": True}, {"params": [other], "lr": 0.1}],
+        betas=(0.9, 0.99),
+        eps=1e-15,
+    )
     _steps(optimizer, [uniform, other], [[grad, torch.ones(4)]] * 3)  # a constant gradient
     assert torch.allclose(uniform.detach(), -3 * 0.1 * grad / 2.0, atol=1e-6)  # direction kept, largest entry 0.1/step
     assert torch.allclose(other.detach(), torch.full((4,), -0.3), atol=1e-6)  # torch's Adam: sign-like steps

@@ -13,15 +13,24 @@ def test_every_subpackage_is_listed_in_pyproject():
     assert found <= listed, f"add to pyproject.toml [tool.setuptools] packages: {sorted(found - listed)}"
 
 
-@pytest.mark.parametrize("name, extra_parts", [
-    ("toyworld", ()),
-    ("toyworld-latent", ("vae/config.json", "vae/diffusion_pytorch_model.safetensors")),
-])
+@pytest.mark.parametrize(
+    "name, extra_parts",
+    [
+        ("toyworld", ()),
+        ("toyworld-latent", ("vae/config.json", "vae/diffusion_pytorch_model.safetensors")),
+    ],
+)
 def test_embedded_prior_is_complete_and_small(name, extra_parts):
     root = ROOT / "assets" / "priors" / name
-    for part in ("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-                 "scheduler/scheduler_config.json", "text_encoder/config.json", "text_encoder/model.safetensors",
-                 "tokenizer/tokenizer.json") + extra_parts:
+    for part in (
+        "model_index.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json",
+        "text_encoder/config.json",
+        "text_encoder/model.safetensors",
+        "tokenizer/tokenizer.json",
+    ) + extra_parts:
         assert (root / part).is_file(), part
     size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
     assert size < (25e6 if name == "toyworld" else 10e6)
@@ -35,13 +44,31 @@ def test_wheel_ships_the_native_kernel_sources(tmp_path):
 
     pytest.importorskip("setuptools")
     pytest.importorskip("wheel")
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                             str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     names = set(zipfile.ZipFile(next(tmp_path.glob("threedistill-*.whl"))).namelist())
     from threedistill.native import SOURCES
+
     assert {f"threedistill/kernels/{name}" for name in SOURCES} <= names
     assert "threedistill/configs/generate/gaussians.yaml" in names
     assert "threedistill/configs/prior/toyworld_latent.yaml" in names
-    assert {f"threedistill/assets/priors/toyworld-latent/{part}" for part in (
-        "model_index.json", "vae/config.json", "vae/diffusion_pytorch_model.safetensors")} <= names
+    assert {
+        f"threedistill/assets/priors/toyworld-latent/{part}"
+        for part in ("model_index.json", "vae/config.json", "vae/diffusion_pytorch_model.safetensors")
+    } <= names

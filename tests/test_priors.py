@@ -3,12 +3,11 @@ import shutil
 
 import pytest
 import torch
+from tiny_pipelines import build_tiny_pixel, build_tiny_sd
 
 from threedistill.errors import PriorLoadError
 from threedistill.priors import DiffusersPrior, default_prior_path, load_prior
 from threedistill.priors.sampling import sample_images
-
-from tiny_pipelines import build_tiny_pixel, build_tiny_sd
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +63,7 @@ def test_trained_prior_denoises_better_than_chance(toy_prior):
     noise = torch.randn(x0.shape, generator=gen)
     t = torch.tensor([300, 600])
     eps = toy_prior.predict_noise(toy_prior.add_noise(x0, noise, t), t, toy_prior.encode_prompt(["a blue cone"] * 2))
-    assert ((eps - noise) ** 2).mean() < 0.5 * (noise ** 2).mean()
+    assert ((eps - noise) ** 2).mean() < 0.5 * (noise**2).mean()
 
 
 def test_sampling_is_deterministic_per_seed(toy_prior):
@@ -120,14 +119,21 @@ def _copy_prior(tmp_path):
     return dst
 
 
-@pytest.mark.parametrize("breakage, fragment", [
-    (lambda d: shutil.rmtree(d / "unet"), "unet is missing"),
-    (lambda d: (d / "model_index.json").unlink(), "model_index.json is missing"),
-    (lambda d: (d / "model_index.json").write_text("{not json"), "not valid JSON"),
-    (lambda d: (d / "unet" / "diffusion_pytorch_model.safetensors").unlink(), "cannot load prior component"),
-    (lambda d: (d / "model_index.json").write_text(json.dumps(
-        json.loads((d / "model_index.json").read_text()) | {"unet": ["os", "system"]})), "only diffusers and transformers"),
-])
+@pytest.mark.parametrize(
+    "breakage, fragment",
+    [
+        (lambda d: shutil.rmtree(d / "unet"), "unet is missing"),
+        (lambda d: (d / "model_index.json").unlink(), "model_index.json is missing"),
+        (lambda d: (d / "model_index.json").write_text("{not json"), "not valid JSON"),
+        (lambda d: (d / "unet" / "diffusion_pytorch_model.safetensors").unlink(), "cannot load prior component"),
+        (
+            lambda d: (d / "model_index.json").write_text(
+                json.dumps(json.loads((d / "model_index.json").read_text()) | {"unet": ["os", "system"]})
+            ),
+            "only diffusers and transformers",
+        ),
+    ],
+)
 def test_broken_prior_directories_give_one_line_errors(tmp_path, breakage, fragment):
     d = _copy_prior(tmp_path)
     breakage(d)
@@ -146,8 +152,8 @@ def test_object_weights_oversample_and_reject_unknown_objects():
 
     from threedistill.config import load_config
     from threedistill.errors import ConfigError
-    from threedistill.priors.train import PriorTrainConfig, sampling_probabilities
     from threedistill.toyworld.dataset import ToyDataset
+    from threedistill.toyworld.training.common import PriorTrainConfig, sampling_probabilities
 
     subjects = [("red", "robot"), ("red", "sphere")]
     data = ToyDataset(np.zeros((4, 2, 2, 3), np.uint8), np.array([0, 0, 1, 1]), *[np.zeros(4)] * 4, subjects)

@@ -1,4 +1,5 @@
 """Volume rendering of known densities, the hash-grid encoding, the NeRF's blob and 3DGS densification."""
+
 import math
 
 import pytest
@@ -32,8 +33,9 @@ def test_transmittance_and_depth_of_a_constant_density_ball(sigma):
     # The central ray crosses the unit sphere over length 2 from distance r-1: alpha = 1 - exp(-2 sigma), and
     # the expected hit distance is the mean of an exponential truncated to the segment.
     radius, length = 3.0, 2.0
-    out = render_volume(ConstantBall(sigma), orbit_cameras(0.0, 0.0, radius), 1, 1, n_samples=256, n_importance=0,
-                        perturb=False)
+    out = render_volume(
+        ConstantBall(sigma), orbit_cameras(0.0, 0.0, radius), 1, 1, n_samples=256, n_importance=0, perturb=False
+    )
     alpha = 1 - math.exp(-sigma * length)
     assert out["alpha"].item() == pytest.approx(alpha, abs=1e-4)
     assert out["rgb"][0, :, 0, 0].tolist() == pytest.approx([alpha, 0.0, 0.0], abs=1e-4)
@@ -101,16 +103,17 @@ def test_densify_clones_small_splits_large_and_prunes_transparent_gaussians():
         model.opacity_logits[3] = -5.0  # transparent -> pruned
     opt = _with_adam(model)
     parent_scale = model.scales[1].detach().clone()
-    model.grad_accum[:] = torch.tensor([1.0, 1.0, 0.1, 0.1])  # 0 and 1 are hot
-    model.grad_count[:] = 1
-    stats = model.densify_and_prune(opt, torch.Generator().manual_seed(0))
+    strategy = model.strategy  # the Gaussians' densification strategy holds the gradient statistics
+    strategy.grad_accum[:] = torch.tensor([1.0, 1.0, 0.1, 0.1])  # 0 and 1 are hot
+    strategy.grad_count[:] = 1
+    stats = strategy.densify_and_prune(model, opt, torch.Generator().manual_seed(0))
     assert stats == {"cloned": 1, "split": 1, "pruned": 2, "count": 5}  # 4 + 1 clone + 2 children - parent - pruned
     assert torch.allclose(model.scales[-2:], (parent_scale / 1.6).expand(2, 3))  # children: 1/1.6 of the parent
     for group in opt.param_groups:  # optimizer follows the new tensors, with moments for every row
         param = group["params"][0]
         assert any(param is p for p in model.parameters())
         assert opt.state[param]["exp_avg"].shape == param.shape
-    assert len(model) == 5 and model.grad_accum.shape == (5,)
+    assert len(model) == 5 and strategy.grad_accum.shape == (5,)
 
 
 def test_inference_renders_skip_empty_rays_without_changing_the_image():

@@ -1,5 +1,6 @@
 """Captured-scene readers: round trips through nerfstudio json, COLMAP text and binary and the Blender layout land
 every point on the pixel the original camera model gives; normalisation; one-line errors; fuzzed binary input."""
+
 import json
 import math
 import struct
@@ -16,11 +17,22 @@ from scipy.spatial.transform import Rotation
 from threedistill.cameras import look_at, project_points
 from threedistill.errors import SceneFormatError, ThreeDistillError
 from threedistill.export.splats import SplatParams, read_ply, write_ply
-from threedistill.renderers.gaussian_raster import quat_to_rotmat, sh_to_rgb
+from threedistill.geometry import quat_to_rotmat
+from threedistill.renderers.gaussian_raster import sh_to_rgb
 from threedistill.scenes import load_scene
-from threedistill.scenes.colmap import (ColmapCamera, ColmapImage, parse_cameras_bin, parse_cameras_txt,
-                                        parse_images_bin, parse_images_txt, parse_points3d_bin, parse_points3d_txt,
-                                        write_colmap_binary, write_colmap_model, write_colmap_text)
+from threedistill.scenes.colmap import (
+    ColmapCamera,
+    ColmapImage,
+    parse_cameras_bin,
+    parse_cameras_txt,
+    parse_images_bin,
+    parse_images_txt,
+    parse_points3d_bin,
+    parse_points3d_txt,
+    write_colmap_binary,
+    write_colmap_model,
+    write_colmap_text,
+)
 from threedistill.scenes.nerfstudio import read_points_ply
 
 W, H = 8, 6
@@ -48,8 +60,15 @@ def synthetic(n=6, n_points=200, seed=0):
     points = centre + 1.2 * d / np.linalg.norm(d, axis=1, keepdims=True) * rng.uniform(0, 1, (n_points, 1)) ** (1 / 3)
     k = np.array([[7.5 + 0.1 * i, 7.0, 4.3, 2.9, W, H] for i in range(n)])
     colours = rng.integers(0, 256, (n_points, 3), dtype=np.uint8)
-    return dict(R=w2c[:, :3, :3], t=w2c[:, :3, 3], c2w=c2w_gl, points=points, colours=colours, k=k,
-                names=[f"img_{i:02d}.png" for i in range(n)])
+    return dict(
+        R=w2c[:, :3, :3],
+        t=w2c[:, :3, 3],
+        c2w=c2w_gl,
+        points=points,
+        colours=colours,
+        k=k,
+        names=[f"img_{i:02d}.png" for i in range(n)],
+    )
 
 
 def expected_pixels(s, pts):
@@ -71,8 +90,10 @@ def write_colmap_by_hand(root, s, binary=False):
     """The model written from R, t with an independent quaternion (scipy), not through our writer's maths."""
     quats = Rotation.from_matrix(s["R"]).as_quat()[:, [3, 0, 1, 2]]
     cams = [ColmapCamera(i + 1, "PINHOLE", W, H, tuple(s["k"][i, :4])) for i in range(len(quats))]
-    imgs = [ColmapImage(10 + i, tuple(q), tuple(t), i + 1, name)
-            for i, (q, t, name) in enumerate(zip(quats, s["t"], s["names"]))]
+    imgs = [
+        ColmapImage(10 + i, tuple(q), tuple(t), i + 1, name)
+        for i, (q, t, name) in enumerate(zip(quats, s["t"], s["names"]))
+    ]
     write_colmap_model(root / "sparse" / "0", cams, imgs, s["points"], s["colours"], binary=binary)
     write_images(root / "images", s["names"])
     return root
@@ -149,11 +170,15 @@ def test_colmap_distortion_models_use_focal_and_centre_and_warn_once(tmp_path):
     s = synthetic(n=3)
     write_colmap_by_hand(tmp_path, s)
     k = s["k"]
-    cams = [ColmapCamera(1, "OPENCV", W, H, (*k[0, :4], 0.1, -0.02, 0.001, 0.0)),
-            ColmapCamera(2, "SIMPLE_RADIAL", W, H, (k[1, 0], k[1, 2], k[1, 3], 0.05)),
-            ColmapCamera(3, "SIMPLE_PINHOLE", W, H, (k[2, 0], k[2, 2], k[2, 3]))]
+    cams = [
+        ColmapCamera(1, "OPENCV", W, H, (*k[0, :4], 0.1, -0.02, 0.001, 0.0)),
+        ColmapCamera(2, "SIMPLE_RADIAL", W, H, (k[1, 0], k[1, 2], k[1, 3], 0.05)),
+        ColmapCamera(3, "SIMPLE_PINHOLE", W, H, (k[2, 0], k[2, 2], k[2, 3])),
+    ]
     quats = Rotation.from_matrix(s["R"]).as_quat()[:, [3, 0, 1, 2]]
-    imgs = [ColmapImage(i + 1, tuple(q), tuple(t), i + 1, n) for i, (q, t, n) in enumerate(zip(quats, s["t"], s["names"]))]
+    imgs = [
+        ColmapImage(i + 1, tuple(q), tuple(t), i + 1, n) for i, (q, t, n) in enumerate(zip(quats, s["t"], s["names"]))
+    ]
     write_colmap_model(tmp_path / "sparse" / "0", cams, imgs, s["points"], s["colours"], binary=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -178,8 +203,9 @@ def test_nerfstudio_points_masks_splits_and_distortion_warning(tmp_path):
     from plyfile import PlyData, PlyElement
 
     s = synthetic(n=10)
-    vertex = np.empty(len(s["points"]), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"),
-                                               ("blue", "u1")])
+    vertex = np.empty(
+        len(s["points"]), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    )
     for i, key in enumerate("xyz"):
         vertex[key] = s["points"][:, i]
     for i, key in enumerate(("red", "green", "blue")):
@@ -190,8 +216,12 @@ def test_nerfstudio_points_masks_splits_and_distortion_warning(tmp_path):
     masks.mkdir()
     for name in s["names"]:
         iio.imwrite(masks / name, np.full((H, W), 255, np.uint8))
-    extra = {"ply_file_path": "sparse_pc.ply", "k1": 0.01, "train_filenames": [f"images/{n}" for n in s["names"][:7]],
-             "val_filenames": [f"./images/{n}" for n in s["names"][7:]]}
+    extra = {
+        "ply_file_path": "sparse_pc.ply",
+        "k1": 0.01,
+        "train_filenames": [f"images/{n}" for n in s["names"][:7]],
+        "val_filenames": [f"./images/{n}" for n in s["names"][7:]],
+    }
     frame_extra = None
     write_nerfstudio(tmp_path, s, extra=extra, frame_extra=frame_extra)
     meta = json.loads((tmp_path / "transforms.json").read_text())
@@ -224,7 +254,9 @@ def test_blender_layout_rgba_becomes_mask_on_white(tmp_path):
     s = synthetic(n=5)
     angle = 0.69
     for split, idx in (("train", range(3)), ("test", range(3, 5))):
-        frames = [{"file_path": f"./{split}/r_{i}", "rotation": 0.0, "transform_matrix": s["c2w"][i].tolist()} for i in idx]
+        frames = [
+            {"file_path": f"./{split}/r_{i}", "rotation": 0.0, "transform_matrix": s["c2w"][i].tolist()} for i in idx
+        ]
         (tmp_path / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": angle, "frames": frames}))
         write_images(tmp_path / split, [f"r_{i}.png" for i in idx], rgba=True, seed=len(split))
     scene = load_scene(tmp_path)
@@ -443,74 +475,160 @@ def _empty_splat_ply(root):
     return root / "e.ply"
 
 
-SPLAT_NAMES = ["y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
-               "rot_0", "rot_1", "rot_2", "rot_3"]
+SPLAT_NAMES = [
+    "y",
+    "z",
+    "f_dc_0",
+    "f_dc_1",
+    "f_dc_2",
+    "opacity",
+    "scale_0",
+    "scale_1",
+    "scale_2",
+    "rot_0",
+    "rot_1",
+    "rot_2",
+    "rot_3",
+]
 
 ERROR_CASES = {
-    "list property in splat ply": (lambda r: _list_property_ply(r / "s.ply", SPLAT_NAMES), "s.ply",
-                                   "property x is not a scalar"),
+    "list property in splat ply": (
+        lambda r: _list_property_ply(r / "s.ply", SPLAT_NAMES),
+        "s.ply",
+        "property x is not a scalar",
+    ),
     "empty splat ply": (_empty_splat_ply, "e.ply", "zero Gaussians"),
     "list property in points ply": (_case_list_points, "pc.ply", "property x is not a scalar"),
     "missing transforms file": (lambda r: r / "transforms.json", "transforms.json", "not found"),
-    "invalid json": (lambda r: (r.mkdir(exist_ok=True), (r / "transforms.json").write_text("{frames: ["), r)[-1],
-                     "transforms.json", "invalid JSON"),
-    "top level not an object": (lambda r: (r.mkdir(exist_ok=True), (r / "transforms.json").write_text("[1]"), r)[-1],
-                                "transforms.json", "JSON object"),
+    "invalid json": (
+        lambda r: (r.mkdir(exist_ok=True), (r / "transforms.json").write_text("{frames: ["), r)[-1],
+        "transforms.json",
+        "invalid JSON",
+    ),
+    "top level not an object": (
+        lambda r: (r.mkdir(exist_ok=True), (r / "transforms.json").write_text("[1]"), r)[-1],
+        "transforms.json",
+        "JSON object",
+    ),
     "missing frames": (lambda r: _ns(r, lambda m: m.pop("frames")), "transforms.json", "missing field frames"),
     "zero views": (lambda r: _ns(r, lambda m: _set(m, "frames", [])), "transforms.json", "zero views"),
     "missing fl_x": (lambda r: _ns(r, lambda m: m.pop("fl_x")), "transforms.json", "missing field fl_x"),
-    "missing transform_matrix": (lambda r: _ns(r, lambda m: m["frames"][1].pop("transform_matrix")),
-                                 "transforms.json", "missing field transform_matrix"),
+    "missing transform_matrix": (
+        lambda r: _ns(r, lambda m: m["frames"][1].pop("transform_matrix")),
+        "transforms.json",
+        "missing field transform_matrix",
+    ),
     "fl_x wrong type": (lambda r: _ns(r, lambda m: _set(m, "fl_x", "big")), "transforms.json", "fl_x must be a number"),
-    "frames wrong type": (lambda r: _ns(r, lambda m: _set(m, "frames", {"a": 1})), "transforms.json",
-                          "frames must be a list"),
-    "matrix wrong shape": (lambda r: _ns(r, lambda m: _set(m["frames"][0], "transform_matrix", [[1, 0], [0, 1]])),
-                           "transforms.json", "shape"),
-    "matrix not numbers": (lambda r: _ns(r, lambda m: _set(m["frames"][0], "transform_matrix", [["a"] * 4] * 4)),
-                           "transforms.json", "not a matrix of numbers"),
-    "nan pose": (lambda r: _ns(r, lambda m: _set(m["frames"][0]["transform_matrix"][0], 3, float("nan"))),
-                 "transforms.json", "NaN"),
-    "scaled pose": (lambda r: _ns(r, lambda m: _set(m["frames"][2], "transform_matrix",
-                                                    (np.diag([2.0, 2.0, 2.0, 1.0])).tolist())),
-                    "transforms.json", "not rigid"),
-    "fisheye": (lambda r: _ns(r, lambda m: _set(m, "camera_model", "OPENCV_FISHEYE")), "transforms.json",
-                "only pinhole-like"),
-    "equirectangular": (lambda r: _ns(r, lambda m: _set(m["frames"][0], "camera_model", "EQUIRECTANGULAR")),
-                        "transforms.json", "only pinhole-like"),
-    "missing nerfstudio image": (lambda r: _ns(r, lambda m: _set(m["frames"][1], "file_path", "images/gone.png")),
-                                 "transforms.json", "images/gone.png not found (1 of 3 missing)"),
-    "missing mask": (lambda r: _ns(r, lambda m: _set(m["frames"][1], "mask_path", "masks/m.png")),
-                     "transforms.json", "mask file"),
-    "unknown split name": (lambda r: _ns(r, lambda m: _set(m, "train_filenames", ["images/zzz.png"])),
-                           "transforms.json", "train_filenames"),
+    "frames wrong type": (
+        lambda r: _ns(r, lambda m: _set(m, "frames", {"a": 1})),
+        "transforms.json",
+        "frames must be a list",
+    ),
+    "matrix wrong shape": (
+        lambda r: _ns(r, lambda m: _set(m["frames"][0], "transform_matrix", [[1, 0], [0, 1]])),
+        "transforms.json",
+        "shape",
+    ),
+    "matrix not numbers": (
+        lambda r: _ns(r, lambda m: _set(m["frames"][0], "transform_matrix", [["a"] * 4] * 4)),
+        "transforms.json",
+        "not a matrix of numbers",
+    ),
+    "nan pose": (
+        lambda r: _ns(r, lambda m: _set(m["frames"][0]["transform_matrix"][0], 3, float("nan"))),
+        "transforms.json",
+        "NaN",
+    ),
+    "scaled pose": (
+        lambda r: _ns(r, lambda m: _set(m["frames"][2], "transform_matrix", (np.diag([2.0, 2.0, 2.0, 1.0])).tolist())),
+        "transforms.json",
+        "not rigid",
+    ),
+    "fisheye": (
+        lambda r: _ns(r, lambda m: _set(m, "camera_model", "OPENCV_FISHEYE")),
+        "transforms.json",
+        "only pinhole-like",
+    ),
+    "equirectangular": (
+        lambda r: _ns(r, lambda m: _set(m["frames"][0], "camera_model", "EQUIRECTANGULAR")),
+        "transforms.json",
+        "only pinhole-like",
+    ),
+    "missing nerfstudio image": (
+        lambda r: _ns(r, lambda m: _set(m["frames"][1], "file_path", "images/gone.png")),
+        "transforms.json",
+        "images/gone.png not found (1 of 3 missing)",
+    ),
+    "missing mask": (
+        lambda r: _ns(r, lambda m: _set(m["frames"][1], "mask_path", "masks/m.png")),
+        "transforms.json",
+        "mask file",
+    ),
+    "unknown split name": (
+        lambda r: _ns(r, lambda m: _set(m, "train_filenames", ["images/zzz.png"])),
+        "transforms.json",
+        "train_filenames",
+    ),
     "bad ply_file_path": (_case_bad_ply, "pc.ply", "PLY"),
     "blender without camera_angle_x": (_case_blender_no_angle, "transforms_train.json", "camera_angle_x"),
     "truncated images.bin": (_case_truncated_images, "images.bin", "truncated"),
     "images.bin claims five": (_case_claims_five_images, "images.bin", "claims 5 images"),
     "unknown model id": (_case_unknown_model_id, "cameras.bin", "unknown camera model id 42"),
-    "fisheye colmap model": (lambda r: _case_model(r, "OPENCV_FISHEYE", (7.0, 7.0, 4.0, 3.0, 0.1, 0.0, 0.0, 0.0)),
-                             "cameras.bin", "OPENCV_FISHEYE"),
+    "fisheye colmap model": (
+        lambda r: _case_model(r, "OPENCV_FISHEYE", (7.0, 7.0, 4.0, 3.0, 0.1, 0.0, 0.0, 0.0)),
+        "cameras.bin",
+        "OPENCV_FISHEYE",
+    ),
     "FOV colmap model": (lambda r: _case_model(r, "FOV", (7.0, 7.0, 4.0, 3.0, 0.1)), "cameras.bin", "FOV model"),
-    "missing camera id": (lambda r: _case_images_text(r, lambda t: t.replace(" 2 img_01.png", " 9 img_01.png")),
-                          "images.txt", "camera_id 9"),
-    "zero quaternion": (lambda r: _case_images_text(r, lambda t: "\n".join(
-        " ".join(["11", "0", "0", "0", "0"] + line.split()[5:]) if line.startswith("11 ") else line
-        for line in t.splitlines())), "images.txt", "not rigid"),
-    "images text not numbers": (lambda r: _case_images_text(r, lambda t: t.replace("10 ", "ten ", 1)),
-                                "images.txt", "line"),
-    "images text too short": (lambda r: _case_images_text(r, lambda t: t + "\n12 1 0 0\n"), "images.txt",
-                              "expected IMAGE_ID"),
-    "wrong param count": (lambda r: _case_cameras_text(r, "1 PINHOLE 8 6 7 7 4\n"), "cameras.txt",
-                          "takes 4 parameters"),
+    "missing camera id": (
+        lambda r: _case_images_text(r, lambda t: t.replace(" 2 img_01.png", " 9 img_01.png")),
+        "images.txt",
+        "camera_id 9",
+    ),
+    "zero quaternion": (
+        lambda r: _case_images_text(
+            r,
+            lambda t: "\n".join(
+                " ".join(["11", "0", "0", "0", "0"] + line.split()[5:]) if line.startswith("11 ") else line
+                for line in t.splitlines()
+            ),
+        ),
+        "images.txt",
+        "not rigid",
+    ),
+    "images text not numbers": (
+        lambda r: _case_images_text(r, lambda t: t.replace("10 ", "ten ", 1)),
+        "images.txt",
+        "line",
+    ),
+    "images text too short": (
+        lambda r: _case_images_text(r, lambda t: t + "\n12 1 0 0\n"),
+        "images.txt",
+        "expected IMAGE_ID",
+    ),
+    "wrong param count": (
+        lambda r: _case_cameras_text(r, "1 PINHOLE 8 6 7 7 4\n"),
+        "cameras.txt",
+        "takes 4 parameters",
+    ),
     "unknown model name": (lambda r: _case_cameras_text(r, "1 WEIRD 8 6 7\n"), "cameras.txt", "WEIRD"),
-    "camera size not int": (lambda r: _case_cameras_text(r, "1 PINHOLE eight 6 7 7 4 3\n"), "cameras.txt",
-                            "not all ints"),
+    "camera size not int": (
+        lambda r: _case_cameras_text(r, "1 PINHOLE eight 6 7 7 4 3\n"),
+        "cameras.txt",
+        "not all ints",
+    ),
     "nan points": (_case_nan_points, "points3D.txt", "NaN"),
-    "missing images file": (lambda r: (_colmap(r), (r / "sparse/0/images.bin").unlink(), r)[-1], "sparse/0",
-                            "missing file images.bin or images.txt"),
+    "missing images file": (
+        lambda r: (_colmap(r), (r / "sparse/0/images.bin").unlink(), r)[-1],
+        "sparse/0",
+        "missing file images.bin or images.txt",
+    ),
     "missing colmap images": (_case_missing_images, "images.bin", "img_00.png not found (2 of 3 missing)"),
-    "no images folder": (lambda r: (_colmap(r), [p.unlink() for p in (r / "images").iterdir()],
-                                    (r / "images").rmdir(), r)[-1], "", "no images/ folder"),
+    "no images folder": (
+        lambda r: (_colmap(r), [p.unlink() for p in (r / "images").iterdir()], (r / "images").rmdir(), r)[-1],
+        "",
+        "no images/ folder",
+    ),
     "bad splat ply": (_case_bad_splat_ply, "point_cloud.ply", "PLY"),
     "empty folder": (lambda r: (r.mkdir(exist_ok=True), r)[-1], "", "looked for a .ply file, transforms.json"),
 }
@@ -544,11 +662,11 @@ def _valid_binaries():
         # a few 2D points and a track, so the skipped parts are fuzzed too
         images = bytearray((Path(d) / "images.bin").read_bytes())
         end = images.index(b"im0.png\0") + 8
-        images[end:end + 8] = struct.pack("<Q", 2)
-        images[end + 8:end + 8] = struct.pack("<ddq", 1.0, 2.0, 1) * 2
+        images[end : end + 8] = struct.pack("<Q", 2)
+        images[end + 8 : end + 8] = struct.pack("<ddq", 1.0, 2.0, 1) * 2
         points = bytearray((Path(d) / "points3D.bin").read_bytes())
-        points[8 + 43:8 + 51] = struct.pack("<Q", 1)
-        points[8 + 51:8 + 51] = struct.pack("<ii", 1, 0)
+        points[8 + 43 : 8 + 51] = struct.pack("<Q", 1)
+        points[8 + 51 : 8 + 51] = struct.pack("<ii", 1, 0)
         return {"cameras": (Path(d) / "cameras.bin").read_bytes(), "images": bytes(images), "points": bytes(points)}
 
 
@@ -574,12 +692,14 @@ def _only_scene_errors(fn, *args):
 def test_fuzz_truncated_colmap_binaries(kind, cut):
     data = BINARIES[kind]
     with pytest.raises(SceneFormatError, match="truncated"):
-        PARSERS[kind](data[:int(cut * len(data))], f"{kind}.bin")
+        PARSERS[kind](data[: int(cut * len(data))], f"{kind}.bin")
 
 
 @FUZZ
-@given(kind=st.sampled_from(sorted(PARSERS)), flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True),
-                                                                      st.integers(1, 255)), min_size=1, max_size=8))
+@given(
+    kind=st.sampled_from(sorted(PARSERS)),
+    flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=8),
+)
 def test_fuzz_flipped_colmap_binaries(kind, flips):
     data = bytearray(BINARIES[kind])
     for where, xor in flips:
@@ -602,7 +722,6 @@ def test_fuzz_colmap_text(text):
 
 def _ply_bytes():
     import io
-
     import tempfile
     from pathlib import Path
 
@@ -622,13 +741,17 @@ PLYS = _ply_bytes()
 
 
 @FUZZ
-@given(which=st.integers(0, 1), cut=st.floats(0, 1), flips=st.lists(
-    st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), max_size=6), noise=st.binary(max_size=40))
+@given(
+    which=st.integers(0, 1),
+    cut=st.floats(0, 1),
+    flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), max_size=6),
+    noise=st.binary(max_size=40),
+)
 def test_fuzz_ply_readers(tmp_path, which, cut, flips, noise):
     data = bytearray(PLYS[which])
     for where, xor in flips:
         data[int(where * len(data))] ^= xor
-    data = bytes(data[:int(cut * len(data))]) + noise
+    data = bytes(data[: int(cut * len(data))]) + noise
     path = tmp_path / "fuzz.ply"
     path.write_bytes(data)
     with warnings.catch_warnings():

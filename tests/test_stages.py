@@ -1,20 +1,30 @@
 """Multi-stage runs: each stage is the run's config under its own overrides, continues from the previous stage,
 and a run interrupted anywhere resumes bit-identical."""
+
 import pytest
 import torch
-
 from test_generate import FAST, final_tensors
-from threedistill.errors import ConfigError
-from threedistill.runs import generate, load_generate_config, stage_configs
 
-STAGES = ('stages=[{name: coarse, steps: 3, overrides: ["trainer.resolution=16"]}, '
-          '{name: fine, steps: 3, overrides: ["guidance_type=asd", "guidance.plus_ratio=0.2"]}]')
+from threedistill.errors import ConfigError
+from threedistill.workflows.generate import generate, load_generate_config, stage_configs
+
+STAGES = (
+    'stages=[{name: coarse, steps: 3, overrides: ["trainer.resolution=16"]}, '
+    '{name: fine, steps: 3, overrides: ["guidance_type=asd", "guidance.plus_ratio=0.2"]}]'
+)
 
 
 def staged(tmp_path, name, **kw):
-    return generate(prompt="a red cone", representation="gaussians", seed=1, out=str(tmp_path / name), progress=False,
-                    log=lambda s: None, overrides=FAST["gaussians"] + ["trainer.preview_every=0",
-                                                                      "trainer.checkpoint_every=2", STAGES], **kw)
+    return generate(
+        prompt="a red cone",
+        representation="gaussians",
+        seed=1,
+        out=str(tmp_path / name),
+        progress=False,
+        log=lambda s: None,
+        overrides=FAST["gaussians"] + ["trainer.preview_every=0", "trainer.checkpoint_every=2", STAGES],
+        **kw,
+    )
 
 
 def test_stage_configs_apply_their_overrides():
@@ -26,7 +36,11 @@ def test_stage_configs_apply_their_overrides():
     assert second.guidance_type == "asd" and second.guidance.plus_ratio == 0.2
     assert second.guidance.guidance_scale == 7.5 and second.guidance.min_step_percent == [0, 0.5, 0.02, 300]
     with pytest.raises(ConfigError, match=r"stage 1: guidance 'sds' has no parameter 'plus_ratio'"):
-        stage_configs(load_generate_config([], ["prompt=x", 'stages=[{steps: 1}, {steps: 1, overrides: ["guidance.plus_ratio=1"]}]']))
+        stage_configs(
+            load_generate_config(
+                [], ["prompt=x", 'stages=[{steps: 1}, {steps: 1, overrides: ["guidance.plus_ratio=1"]}]']
+            )
+        )
     with pytest.raises(ConfigError, match="stage 0 .a.: unknown config key 'trainer.resolutoin'"):
         stage_configs(load_generate_config([], ["prompt=x", 'stages=[{name: a, overrides: ["trainer.resolutoin=3"]}]']))
     with pytest.raises(ConfigError, match="each stage needs >= 1 step"):
@@ -34,12 +48,18 @@ def test_stage_configs_apply_their_overrides():
 
 
 def test_a_stage_is_overridden_by_index_and_bad_indices_give_one_line_errors():
-    cfg = load_generate_config([], ["prompt=x", STAGES, "stages.1.steps=5", 'stages.0.overrides=["trainer.resolution=24"]'])
+    cfg = load_generate_config(
+        [], ["prompt=x", STAGES, "stages.1.steps=5", 'stages.0.overrides=["trainer.resolution=24"]']
+    )
     first, second = stage_configs(cfg)
     assert (first.trainer.steps, second.trainer.steps, cfg.trainer.steps) == (3, 5, 8)
     assert first.trainer.resolution == 24 and second.guidance_type == "asd"  # the other stage keeps its overrides
-    for bad, message in (("stages.2.steps=1", "stages has 2 items, indexed 0..1"), ("stages.1.stepz=1", "stepz"),
-                         ("stages.one.steps=1", "address a list's items by index"), ("stages.1.steps=many", "many")):
+    for bad, message in (
+        ("stages.2.steps=1", "stages has 2 items, indexed 0..1"),
+        ("stages.1.stepz=1", "stepz"),
+        ("stages.one.steps=1", "address a list's items by index"),
+        ("stages.1.steps=many", "many"),
+    ):
         with pytest.raises(ConfigError, match=message) as err:
             load_generate_config([], ["prompt=x", STAGES, bad])
         assert bad in str(err.value) and "\n" not in str(err.value)
@@ -60,7 +80,7 @@ def test_interrupted_multi_stage_run_resumes_bit_identical(tmp_path, stop_at):
 
 
 def test_a_multi_stage_run_is_evaluated_at_its_last_stage(tmp_path):
-    from threedistill.evaluation.run_eval import evaluate_run
+    from threedistill.workflows.results import evaluate_run
 
     run = staged(tmp_path, "eval")
     metrics = evaluate_run(run.dir)
@@ -69,15 +89,26 @@ def test_a_multi_stage_run_is_evaluated_at_its_last_stage(tmp_path):
 
 def test_schedule_steps_stretch_every_schedule(tmp_path):
     """Schedules written for 6 steps, run in 3 with trainer.schedule_steps=6, equal the same schedules written for 3."""
+
     def run(name, extra):
-        return generate(prompt="a blue cube", representation="gaussians", seed=0, steps=3, out=str(tmp_path / name),
-                        progress=False, log=lambda s: None,
-                        overrides=FAST["gaussians"] + ["trainer.checkpoint_every=0", "trainer.preview_every=0",
-                                                       "gaussians.densify_from=100"] + extra).model
+        return generate(
+            prompt="a blue cube",
+            representation="gaussians",
+            seed=0,
+            steps=3,
+            out=str(tmp_path / name),
+            progress=False,
+            log=lambda s: None,
+            overrides=FAST["gaussians"]
+            + ["trainer.checkpoint_every=0", "trainer.preview_every=0", "gaussians.densify_from=100"]
+            + extra,
+        ).model
 
     native = run("a", ["gaussians.lr_means=[0,0.01,0.0,3]", "guidance.max_step_percent=[0,0.98,0.5,3]"])
-    stretched = run("b", ["gaussians.lr_means=[0,0.01,0.0,6]", "guidance.max_step_percent=[0,0.98,0.5,6]",
-                          "trainer.schedule_steps=6"])
+    stretched = run(
+        "b",
+        ["gaussians.lr_means=[0,0.01,0.0,6]", "guidance.max_step_percent=[0,0.98,0.5,6]", "trainer.schedule_steps=6"],
+    )
     absolute = run("c", ["gaussians.lr_means=[0,0.01,0.0,6]", "guidance.max_step_percent=[0,0.98,0.5,6]"])
     assert torch.equal(native.means, stretched.means) and not torch.equal(native.means, absolute.means)
 
@@ -94,9 +125,16 @@ def test_stabledreamer_config_switches_to_the_latent_prior(tmp_path):
     first, second = stage_configs(load_generate_config([path], ["prompt=a red cone"]))
     assert first.prior is None and second.prior == "toyworld-latent" and first.trainer.steps == 150
     short = [{"name": s.name, "steps": 2, "overrides": list(s.overrides)} for s in OmegaConf.load(path).stages]
-    run = generate(prompt="a red cone", seed=0, out=str(tmp_path), progress=False, log=lambda s: None, config=path,
-                   overrides=FAST["gaussians"] + ["trainer.preview_every=0", "trainer.checkpoint_every=0",
-                                                  f"stages={json.dumps(short)}"])
+    run = generate(
+        prompt="a red cone",
+        seed=0,
+        out=str(tmp_path),
+        progress=False,
+        log=lambda s: None,
+        config=path,
+        overrides=FAST["gaussians"]
+        + ["trainer.preview_every=0", "trainer.checkpoint_every=0", f"stages={json.dumps(short)}"],
+    )
     assert run.trainer.stage == 1 and run.trainer.step == 2 and run.trainer.guidance.prior.latent
     assert run.config.prior == "toyworld-latent" and run.config.trainer.resolution == 16
     assert all(torch.isfinite(p).all() for p in run.model.parameters())
@@ -109,7 +147,7 @@ def test_a_methods_settings_for_one_representation_apply_only_there():
     from omegaconf import OmegaConf
 
     from threedistill.config import packaged_config
-    from threedistill.runs import default_config_path
+    from threedistill.workflows.generate import default_config_path
 
     shared = OmegaConf.load(packaged_config("guidance", "sds.yaml")).guidance
     for_nerf = OmegaConf.load(packaged_config("guidance", "sds-nerf.yaml")).guidance
@@ -125,8 +163,14 @@ def test_a_methods_settings_for_one_representation_apply_only_there():
     for rep in ("triplane", "gaussians"):  # sds-triplane.yaml, sds-gaussians.yaml
         assert load(rep, "guidance_type=sds").guidance.guidance_scale == for_nerf.guidance_scale
     assert load("nerf", "guidance_type=sds", "guidance.guidance_scale=3").guidance.guidance_scale == 3
-    switched = stage_configs(load("nerf", "guidance_type=nfsd", "guidance.guidance_scale=5",
-                                  'stages=[{steps: 1}, {steps: 1, overrides: ["guidance_type=sds"]}]'))
+    switched = stage_configs(
+        load(
+            "nerf",
+            "guidance_type=nfsd",
+            "guidance.guidance_scale=5",
+            'stages=[{steps: 1}, {steps: 1, overrides: ["guidance_type=sds"]}]',
+        )
+    )
     assert switched[0].guidance_type == "nfsd" and switched[0].guidance.guidance_scale == 5
     assert switched[1].guidance.guidance_scale == for_nerf.guidance_scale
 
@@ -136,12 +180,15 @@ def test_stage_bench_in_parallel_measures_what_it_measures_in_series(tmp_path):
     worker processes and once in series: the same rows in task order, the metrics of seeded runs equal; with
     --resume the finished rows come back as they were."""
     from test_handover import MESH
-    from threedistill.evaluation.fidelity_bench import worker_threads
-    from threedistill.evaluation.stage_bench import run_stage_bench
+
+    from threedistill.bench.harness import worker_threads
+    from threedistill.bench.stage_bench import run_stage_bench
 
     config = tmp_path / "tiny-then-mesh.yaml"
-    config.write_text("representation: nerf\nstages:\n  - {name: coarse, steps: 2}\n"
-                      "  - {name: mesh, steps: 2, overrides: ['representation=mesh', 'trainer.resolution=16']}\n")
+    config.write_text(
+        "representation: nerf\nstages:\n  - {name: coarse, steps: 2}\n"
+        "  - {name: mesh, steps: 2, overrides: ['representation=mesh', 'trainer.resolution=16']}\n"
+    )
     prompts, overrides = ["a red cone", "a blue cube"], FAST["nerf"] + MESH
     parallel = run_stage_bench([config], prompts, 1, tmp_path / "p", overrides, log=lambda s: None, jobs=2)
     threads = torch.get_num_threads()
@@ -166,10 +213,10 @@ def test_oracle_configs_refine_with_the_exact_prior(tmp_path, monkeypatch, name)
     import json
 
     from omegaconf import OmegaConf
-
     from test_empirical_prior import tiny_dataset
+
     from threedistill.config import packaged_config
-    from threedistill.priors import empirical
+    from threedistill.toyworld import oracle as empirical
 
     path = packaged_config("generate", f"{name}.yaml")
     stages = stage_configs(load_generate_config([path], ["prompt=a red cone"]))
@@ -179,11 +226,19 @@ def test_oracle_configs_refine_with_the_exact_prior(tmp_path, monkeypatch, name)
         return  # the run below is the same for both after the coarse stage
     tiny_dataset(40, size=32).save(tmp_path / "toyworld_500v_32px_seed3.npz")
     monkeypatch.setattr(empirical, "cache_dir", lambda kind: tmp_path)
-    short = [{"name": s.name, "steps": 2, "overrides": list(s.get("overrides", []))}
-             for s in OmegaConf.load(path).stages]
-    run = generate(prompt="a red cone", seed=0, out=str(tmp_path / "run"), progress=False, log=lambda s: None,
-                   config=path, overrides=FAST["gaussians"] + ["trainer.preview_every=0", "trainer.checkpoint_every=0",
-                                                              f"stages={json.dumps(short)}"])
+    short = [
+        {"name": s.name, "steps": 2, "overrides": list(s.get("overrides", []))} for s in OmegaConf.load(path).stages
+    ]
+    run = generate(
+        prompt="a red cone",
+        seed=0,
+        out=str(tmp_path / "run"),
+        progress=False,
+        log=lambda s: None,
+        config=path,
+        overrides=FAST["gaussians"]
+        + ["trainer.preview_every=0", "trainer.checkpoint_every=0", f"stages={json.dumps(short)}"],
+    )
     assert run.trainer.stage == 2 and run.config.representation == "mesh"
     assert isinstance(run.trainer.guidance.prior, empirical.EmpiricalPrior)
     assert all(torch.isfinite(p).all() for p in run.model.parameters())

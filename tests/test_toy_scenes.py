@@ -1,5 +1,6 @@
 """Toy scenes and captured-scene writing: every object is seen, written poses/intrinsics/points agree, edits
 change only their object, and writing is deterministic."""
+
 import json
 
 import numpy as np
@@ -12,8 +13,17 @@ from threedistill.cameras import Cameras, orbit_cameras
 from threedistill.toyworld.capture import DEFAULT_FRAME, read_toy_scene, render_edit_ground_truth, write_captured_scene
 from threedistill.toyworld.catalogue import parse_subject
 from threedistill.toyworld.render import render_toy
-from threedistill.toyworld.scene import (PlacedObject, SceneField, ToyScene, default_edits, default_scenes,
-                                         edited_scene, object_bottom, render_scene, scene_cameras)
+from threedistill.toyworld.scene import (
+    PlacedObject,
+    SceneField,
+    ToyScene,
+    default_edits,
+    default_scenes,
+    edited_scene,
+    object_bottom,
+    render_scene,
+    scene_cameras,
+)
 
 W, H = 32, 24
 
@@ -130,8 +140,9 @@ def test_transforms_json_poses_intrinsics_and_points_agree(capture):
 
 def _colmap(capture):
     folder = capture / "sparse" / "0"
-    rows = lambda name: [line.split() for line in (folder / name).read_text().splitlines()  # noqa: E731
-                         if not line.startswith("#")]
+    rows = lambda name: [  # noqa: E731
+        line.split() for line in (folder / name).read_text().splitlines() if not line.startswith("#")
+    ]
     cam = rows("cameras.txt")[0]
     assert cam[1] == "PINHOLE" and (int(cam[2]), int(cam[3])) == (W, H)
     lines = rows("images.txt")
@@ -139,9 +150,13 @@ def _colmap(capture):
     poses = []
     for row in lines[0::2]:
         qw, qx, qy, qz, tx, ty, tz = map(float, row[1:8])
-        r = np.array([[1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qw * qz), 2 * (qx * qz + qw * qy)],
-                      [2 * (qx * qy + qw * qz), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qw * qx)],
-                      [2 * (qx * qz - qw * qy), 2 * (qy * qz + qw * qx), 1 - 2 * (qx * qx + qy * qy)]])
+        r = np.array(
+            [
+                [1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qw * qz), 2 * (qx * qz + qw * qy)],
+                [2 * (qx * qy + qw * qz), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qw * qx)],
+                [2 * (qx * qz - qw * qy), 2 * (qy * qz + qw * qx), 1 - 2 * (qx * qx + qy * qy)],
+            ]
+        )
         m = np.eye(4)
         m[:3, :3], m[:3, 3] = r, (tx, ty, tz)
         poses.append(m)
@@ -192,7 +207,9 @@ def test_capture_records_its_ground_truth_in_another_frame(capture):
 def test_write_captured_scene_is_deterministic(tmp_path):
     scene = default_scenes()["four"]
     kw = dict(n_views=3, width=16, height=12, n_points=100)
-    dirs = [write_captured_scene(scene, tmp_path / name, seed=seed, **kw) for name, seed in (("a", 7), ("b", 7), ("c", 8))]
+    dirs = [
+        write_captured_scene(scene, tmp_path / name, seed=seed, **kw) for name, seed in (("a", 7), ("b", 7), ("c", 8))
+    ]
     files = sorted(p.relative_to(dirs[0]) for p in dirs[0].rglob("*") if p.is_file())
     assert len(files) == 3 + 3 + 3 + 3
     assert all((dirs[0] / f).read_bytes() == (dirs[1] / f).read_bytes() for f in files)

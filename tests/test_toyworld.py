@@ -6,12 +6,12 @@ import torch
 
 from threedistill.cameras import camera_rays, orbit_cameras
 from threedistill.errors import UnknownNameError
+from threedistill.prompting import view_name, view_prompts
+from threedistill.toyworld import sdf
 from threedistill.toyworld.catalogue import COLOURS, OBJECTS, catalogue_subjects, parse_subject
 from threedistill.toyworld.dataset import ToyDataset, generate_dataset
 from threedistill.toyworld.mesh import toy_mesh
-from threedistill.toyworld.prompts import view_name, view_prompts
 from threedistill.toyworld.render import render_toy
-from threedistill.toyworld import sdf
 
 
 def test_catalogue_has_primitives_colours_and_fronted_objects():
@@ -30,11 +30,11 @@ def test_sphere_silhouette_area_depth_and_normal():
     # A sphere's silhouette is a circle of angular radius asin(r/d): its projected radius in pixels.
     px_radius = focal * math.tan(math.asin(r / radius_cam))
     area = out["alpha"].sum().item()
-    assert area == pytest.approx(math.pi * px_radius ** 2, rel=0.02)
+    assert area == pytest.approx(math.pi * px_radius**2, rel=0.02)
     c = res // 2
-    centre_depth = out["depth"][0, 0, c - 1:c + 1, c - 1:c + 1].mean().item()
+    centre_depth = out["depth"][0, 0, c - 1 : c + 1, c - 1 : c + 1].mean().item()
     assert centre_depth == pytest.approx(radius_cam - r, abs=0.01)
-    normal = out["normal"][0, :, c - 1:c + 1, c - 1:c + 1].mean(dim=(1, 2))
+    normal = out["normal"][0, :, c - 1 : c + 1, c - 1 : c + 1].mean(dim=(1, 2))
     assert torch.allclose(normal, torch.tensor([0.0, 0.0, 1.0]), atol=0.05)
     assert out["rgb"][0, :, 0, 0].tolist() == [1.0, 1.0, 1.0]  # white background
 
@@ -67,8 +67,9 @@ def test_objects_fit_in_unit_sphere_and_mesh_matches_render(name):
     res = 24
     out = render_toy(name, "red", cams, res, res, supersample=1)
     origins, dirs = camera_rays(cams, res, res)
-    locs, ray_idx, _ = mesh.ray.intersects_location(origins.reshape(-1, 3).numpy(), dirs.reshape(-1, 3).numpy(),
-                                                    multiple_hits=False)
+    locs, ray_idx, _ = mesh.ray.intersects_location(
+        origins.reshape(-1, 3).numpy(), dirs.reshape(-1, 3).numpy(), multiple_hits=False
+    )
     mesh_hit = np.zeros(res * res, bool)
     mesh_hit[ray_idx] = True
     render_hit = out["alpha"].reshape(-1).numpy() > 0.5
@@ -87,23 +88,35 @@ def test_sdf_primitives_have_known_values():
     assert torch.allclose(sdf.cylinder(p, 0.5, 1.0), torch.tensor([-0.5, 1.5]))
     assert torch.allclose(sdf.torus(torch.tensor([[1.0, 0.0, 0.0]]), 1.0, 0.25), torch.tensor([-0.25]))
     assert torch.allclose(sdf.cone(torch.tensor([[0.0, 2.0, 0.0]]), 0.5, 1.0), torch.tensor([1.0]), atol=1e-6)
-    assert torch.allclose(sdf.ellipsoid(torch.tensor([[0.0, 3.0, 0.0]]), (1.0, 2.0, 1.0)), torch.tensor([1.0]), atol=1e-5)
+    assert torch.allclose(
+        sdf.ellipsoid(torch.tensor([[0.0, 3.0, 0.0]]), (1.0, 2.0, 1.0)), torch.tensor([1.0]), atol=1e-5
+    )
 
 
 def test_view_suffixes_follow_dreamfusion():
     assert view_name(0, 0) == "front view" and view_name(44, 30) == "front view"
     assert view_name(90, 0) == "side view" and view_name(-100, 10) == "side view"
-    assert view_name(180, 0) == "back view" and view_name(-170, 0) == "back view" and view_name(200, 0) == "back view" and view_name(250, 0) == "side view"
+    assert (
+        view_name(180, 0) == "back view"
+        and view_name(-170, 0) == "back view"
+        and view_name(200, 0) == "back view"
+        and view_name(250, 0) == "side view"
+    )
     assert view_name(0, 61) == "overhead view"
-    assert view_prompts("a red cube", torch.tensor([0.0, 180.0]), torch.tensor([0.0, 0.0])) == \
-        ["a red cube, front view", "a red cube, back view"]
+    assert view_prompts("a red cube", torch.tensor([0.0, 180.0]), torch.tensor([0.0, 0.0])) == [
+        "a red cube, front view",
+        "a red cube, back view",
+    ]
 
 
 def test_parse_subject_and_errors():
     assert parse_subject("a red duck, side view") == ("red", "duck")
     assert parse_subject("Blue Cone") == ("blue", "cone")
-    for bad, fragment in [("red duk", "unknown toy object 'duk'"), ("pink duck", "unknown toy colour 'pink'"),
-                          ("duck", "expected '<colour> <object>'")]:
+    for bad, fragment in [
+        ("red duk", "unknown toy object 'duk'"),
+        ("pink duck", "unknown toy colour 'pink'"),
+        ("duck", "expected '<colour> <object>'"),
+    ]:
         with pytest.raises(UnknownNameError, match=fragment):
             parse_subject(bad)
 

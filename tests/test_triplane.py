@@ -1,4 +1,5 @@
 """The triplane field: sampling against known plane values, gradient flow, configs, and a short run."""
+
 import pytest
 import torch
 
@@ -38,8 +39,8 @@ def test_sum_reduction_adds_the_three_planes_and_levels_concatenate():
     a, b = enc(x), concat(x)
     assert concat.output_dim == 18 and b.shape == (50, 18)
     for level in range(2):
-        summed = b[:, level * 9:(level + 1) * 9].reshape(50, 3, 3).sum(1)
-        assert torch.allclose(a[:, level * 3:(level + 1) * 3], summed, atol=1e-6)
+        summed = b[:, level * 9 : (level + 1) * 9].reshape(50, 3, 3).sum(1)
+        assert torch.allclose(a[:, level * 3 : (level + 1) * 3], summed, atol=1e-6)
 
 
 def test_gradients_reach_only_the_plane_texels_around_the_point():
@@ -72,12 +73,15 @@ def test_same_seed_same_triplane():
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"reduce": "mean"}, "triplane.reduce must be 'sum' or 'concat'"),
-    ({"plane_levels": 0}, "triplane.plane_levels must be >= 1"),
-    ({"plane_resolution": 8, "plane_levels": 4}, "triplane.plane_resolution=8 is too small"),
-    ({"lr_grid": [0, 1]}, "triplane.lr_grid: expected a number or a schedule"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"reduce": "mean"}, "triplane.reduce must be 'sum' or 'concat'"),
+        ({"plane_levels": 0}, "triplane.plane_levels must be >= 1"),
+        ({"plane_resolution": 8, "plane_levels": 4}, "triplane.plane_resolution=8 is too small"),
+        ({"lr_grid": [0, 1]}, "triplane.lr_grid: expected a number or a schedule"),
+    ],
+)
 def test_bad_triplane_config_is_one_line(kwargs, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace("[", r"\[")):
         TriplaneConfig(**kwargs)

@@ -5,12 +5,12 @@ Cameras are OpenGL-style: camera-to-world matrices whose camera looks along its 
 +X to the right. Azimuth 0 puts the camera on the +Z axis looking at the front; positive azimuth moves it
 toward +X; elevation is measured up from the XZ plane. Angles in the public API are degrees.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-
 
 CAMERA_FIELDS = ("c2w", "fovy", "azimuth", "elevation", "radius", "intrinsics")
 
@@ -64,7 +64,9 @@ def look_at(eye: torch.Tensor, target: torch.Tensor | None = None, up=(0.0, 1.0,
     degenerate = right.norm(dim=-1) < 1e-6
     if degenerate.any():
         alt = torch.tensor([0.0, 0.0, -1.0], dtype=eye.dtype).expand_as(eye)
-        right = torch.where(degenerate[:, None], torch.linalg.cross(forward, alt * forward[:, 1:2].sign(), dim=-1), right)
+        right = torch.where(
+            degenerate[:, None], torch.linalg.cross(forward, alt * forward[:, 1:2].sign(), dim=-1), right
+        )
     right = torch.nn.functional.normalize(right, dim=-1)
     true_up = torch.linalg.cross(right, forward, dim=-1)
     c2w = torch.eye(4, dtype=eye.dtype).repeat(eye.shape[0], 1, 1)
@@ -77,7 +79,9 @@ def orbit_cameras(azimuth, elevation, radius, fovy=40.0) -> Cameras:
     n = max(torch.as_tensor(v).numel() for v in (azimuth, elevation, radius, fovy))
     az, el, r, fov = (_as_batch(v, n) for v in (azimuth, elevation, radius, fovy))
     az_r, el_r = torch.deg2rad(az), torch.deg2rad(el)
-    eye = torch.stack([r * torch.cos(el_r) * torch.sin(az_r), r * torch.sin(el_r), r * torch.cos(el_r) * torch.cos(az_r)], -1)
+    eye = torch.stack(
+        [r * torch.cos(el_r) * torch.sin(az_r), r * torch.sin(el_r), r * torch.cos(el_r) * torch.cos(az_r)], -1
+    )
     return Cameras(look_at(eye), torch.deg2rad(fov), az, el, r)
 
 
@@ -102,15 +106,18 @@ def camera_rays(cameras: Cameras, height: int, width: int) -> tuple[torch.Tensor
     j = torch.arange(width, dtype=torch.float32, device=dev) + 0.5
     i = torch.arange(height, dtype=torch.float32, device=dev) + 0.5
     ii, jj = torch.meshgrid(i, j, indexing="ij")
-    dirs_cam = torch.stack([(jj[None] - cx) / fx, -(ii[None] - cy) / fy,
-                            -torch.ones_like(ii)[None].expand(len(cameras), -1, -1)], -1)
+    dirs_cam = torch.stack(
+        [(jj[None] - cx) / fx, -(ii[None] - cy) / fy, -torch.ones_like(ii)[None].expand(len(cameras), -1, -1)], -1
+    )
     dirs = torch.einsum("bij,bhwj->bhwi", cameras.c2w[:, :3, :3], dirs_cam)
     dirs = torch.nn.functional.normalize(dirs, dim=-1)
     origins = cameras.positions[:, None, None, :].expand_as(dirs)
     return origins, dirs
 
 
-def project_points(points: torch.Tensor, cameras: Cameras, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def project_points(
+    points: torch.Tensor, cameras: Cameras, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Project world points (N,3) into every camera: pixel coordinates (B,N,2) as (x, y) and view depth (B,N)."""
     w2c = torch.linalg.inv(cameras.c2w)
     p = torch.einsum("bij,nj->bni", w2c[:, :3, :3], points) + w2c[:, None, :3, 3]
@@ -121,14 +128,30 @@ def project_points(points: torch.Tensor, cameras: Cameras, height: int, width: i
     return torch.stack([x, y], -1), depth
 
 
-def sample_orbit(generator: torch.Generator, n: int, azimuth=(-180.0, 180.0), elevation=(-10.0, 60.0),
-                 radius=(2.6, 3.2), fovy=(40.0, 40.0)) -> Cameras:
+def sample_orbit(
+    generator: torch.Generator,
+    n: int,
+    azimuth=(-180.0, 180.0),
+    elevation=(-10.0, 60.0),
+    radius=(2.6, 3.2),
+    fovy=(40.0, 40.0),
+) -> Cameras:
     """Random orbit cameras (uniform in each range), drawn from the given generator for reproducibility."""
+
     def draw(lo_hi):
         lo, hi = lo_hi
         return lo + (hi - lo) * torch.rand(n, generator=generator)
+
     return orbit_cameras(draw(azimuth), draw(elevation), draw(radius), draw(fovy))
 
 
-__all__ = ["Cameras", "orbit_cameras", "look_at", "camera_rays", "project_points", "sample_orbit", "focal_length",
-           "pixel_intrinsics"]
+__all__ = [
+    "Cameras",
+    "orbit_cameras",
+    "look_at",
+    "camera_rays",
+    "project_points",
+    "sample_orbit",
+    "focal_length",
+    "pixel_intrinsics",
+]

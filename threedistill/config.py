@@ -3,6 +3,7 @@
 Errors name the offending key and say what would be right (one line, no traceback). Also holds the
 threestudio-style piecewise-linear scalar schedules used by trainers.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,8 +56,9 @@ def _apply_overrides(cfg, overrides: list[str]):
             try:
                 cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
             except TypeError:  # a mapping merged into a list
-                raise ConfigError(f"bad override {item!r}: address a list's items by index, e.g. "
-                                  f"stages.0.steps=100") from None
+                raise ConfigError(
+                    f"bad override {item!r}: address a list's items by index, e.g. stages.0.steps=100"
+                ) from None
             continue
         _check_indices(cfg, key, item)
         try:
@@ -72,8 +74,9 @@ def _check_indices(cfg, key: str, item: str) -> None:
     for part in key.split(".")[:-1]:
         if isinstance(node, ListConfig):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"bad override {item!r}: {'.'.join(path)} has {len(node)} items, indexed "
-                                  f"0..{len(node) - 1}")
+                raise ConfigError(
+                    f"bad override {item!r}: {'.'.join(path)} has {len(node)} items, indexed 0..{len(node) - 1}"
+                )
             node = node[int(part)]
         elif isinstance(node, DictConfig) and part in node:
             node = node[part]
@@ -82,8 +85,9 @@ def _check_indices(cfg, key: str, item: str) -> None:
         path.append(part)
 
 
-def load_config(schema: type[T], path: str | Path | Sequence[str | Path] | None = None,
-                overrides: Sequence[str] = ()) -> T:
+def load_config(
+    schema: type[T], path: str | Path | Sequence[str | Path] | None = None, overrides: Sequence[str] = ()
+) -> T:
     """Build a `schema` dataclass from defaults, then the YAML file(s) (or dicts) at `path` (later ones win),
     then `key=value` overrides."""
     merged = OmegaConf.structured(schema)
@@ -103,8 +107,9 @@ def load_config(schema: type[T], path: str | Path | Sequence[str | Path] | None 
         merged = _apply_overrides(merged, _parse_overrides(overrides))
         result = OmegaConf.to_object(merged)
     except ConfigKeyError as err:
-        raise ConfigError(f"unknown config key {err.full_key!r} ({where}); known keys: "
-                          f"{_known_keys(schema, err.full_key)}") from None
+        raise ConfigError(
+            f"unknown config key {err.full_key!r} ({where}); known keys: {_known_keys(schema, err.full_key)}"
+        ) from None
     except ValidationError as err:
         raise ConfigError(f"bad value for config key {err.full_key!r} ({where}): {err.msg.splitlines()[0]}") from None
     except OmegaConfBaseException as err:
@@ -143,8 +148,9 @@ def check_schedules(cfg, section: str, names: Sequence[str]) -> None:
         try:
             scheduled(getattr(cfg, name), 0)
         except (ConfigError, TypeError, ValueError):
-            raise ConfigError(f"{section}.{name}: expected a number or a schedule [k0, v0, v1, k1], "
-                              f"got {getattr(cfg, name)!r}") from None
+            raise ConfigError(
+                f"{section}.{name}: expected a number or a schedule [k0, v0, v1, k1], got {getattr(cfg, name)!r}"
+            ) from None
 
 
 def schedule_field(*values: float):

@@ -6,6 +6,7 @@ environment variable THREEDISTILL_NATIVE (same values), else auto. auto builds t
 and falls back to the PyTorch path with a one-line warning if there is no compiler or the build fails; native
 makes that failure an error; torch never builds anything.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -61,10 +62,19 @@ def _build():
     build_dir.mkdir(parents=True, exist_ok=True)
     name = f"threedistill_native_{digest}"
     if not (build_dir / f"{name}.so").is_file():  # say why the first run pauses
-        print(f"threedistill: building the native CPU kernels (first use only, about a minute) in {build_dir}",
-              file=sys.stderr, flush=True)
-    return load(name=name, sources=[str(p) for p in sources], extra_cflags=["-O3", "-fopenmp"],
-                extra_ldflags=["-fopenmp"], build_directory=str(build_dir), verbose=False)
+        print(
+            f"threedistill: building the native CPU kernels (first use only, about a minute) in {build_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return load(
+        name=name,
+        sources=[str(p) for p in sources],
+        extra_cflags=["-O3", "-fopenmp"],
+        extra_ldflags=["-fopenmp"],
+        build_directory=str(build_dir),
+        verbose=False,
+    )
 
 
 def kernels():
@@ -80,8 +90,11 @@ def kernels():
         except Exception as err:  # noqa: BLE001 - no compiler, no ninja, a compile error: all mean the same
             _failed = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[-1][:200]}"
             if chosen == "auto":
-                warnings.warn(f"native CPU kernels unavailable ({_failed}); using the PyTorch path "
-                              f"(THREEDISTILL_NATIVE=torch silences this)", stacklevel=2)
+                warnings.warn(
+                    f"native CPU kernels unavailable ({_failed}); using the PyTorch path "
+                    f"(THREEDISTILL_NATIVE=torch silences this)",
+                    stacklevel=2,
+                )
     if _module is None and chosen == "native":
         raise ThreeDistillError(f"native kernels were required (native=native) but could not be built: {_failed}")
     return _module

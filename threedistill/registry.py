@@ -4,6 +4,7 @@ Third-party packages extend a registry without touching this code through an ent
 pyproject (nerfstudio's plugin habit), e.g. `[project.entry-points."threedistill.guidance"] my = "pkg:MyGuidance"`;
 entry points are read the first time a name is not found.
 """
+
 from __future__ import annotations
 
 from importlib.metadata import entry_points
@@ -29,6 +30,7 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} {name!r} is already registered to {self._entries[name].__name__}")
             self._entries[name] = cls
             return cls
+
         return decorator
 
     def _load_plugins(self) -> None:

@@ -1,9 +1,11 @@
 """The per-prompt optimisation loop: sample cameras, render, guidance + regularisers, step, advance
 schedules, log, preview, checkpoint. Knows nothing about specific methods. All randomness comes from one
 torch.Generator whose state is checkpointed, so a resumed run ends bit-identical to an uninterrupted one."""
+
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -16,8 +18,8 @@ from tqdm import tqdm
 
 from .cameras import sample_orbit
 from .config import scheduled
-from .errors import ThreeDistillError
-from .representations.convert import load_model_state
+from .errors import ConfigError, ThreeDistillError
+from .representations.base import load_model_state
 from .utils.optim import Adam
 
 
@@ -36,11 +38,15 @@ class TrainerConfig:
     resolution: int = 32  # render size (square); the prior resizes to its native size
     seed: int = 0
     cameras: CameraRange = field(default_factory=CameraRange)
-    lambda_guidance: float = 1.0
-    lambda_opacity: float = 0.0  # sparsity: mean alpha (NeRF / Gaussians)
-    lambda_entropy: float = 0.0  # push alpha to 0 or 1
-    lambda_orientation: float = 0.0  # NeRF: normals facing away from the camera (DreamFusion)
+    # Loss weights, one per named term `loss_<name>` (threestudio's convention):
+    lambda_guidance: float = 1.0  # the objective's own term (loss_sds, loss_vsd, loss_photometric, ...)
+    lambda_opacity: float = 0.0  # sparsity: mean alpha (every representation)
+    lambda_entropy: float = 0.0  # push alpha to 0 or 1 (every representation)
+    lambda_orientation: float = 0.0  # NeRF / triplane: normals facing away from the camera (DreamFusion)
     lambda_scale: float = 0.0  # Gaussians: penalise large scales
+    # Any other term by name (a number or a schedule), e.g. {lora: 0.5} for VSD's LoRA loss, {laplacian: 2.0} for
+    # the mesh's smoothness; without an entry a term takes its objective's or representation's default weight.
+    lambdas: dict = field(default_factory=dict)
     grad_clip_norm: float = 0.0  # 0 = off
     # The run length the schedules (guidance windows, CFG and coefficient schedules, learning rates, lambdas) are
     # written for; when set, they are stretched to `steps` (e.g. 300 with steps=150 runs every schedule twice as
@@ -63,12 +69,30 @@ def latest_checkpoint(run_dir: Path, step: int | None = None) -> tuple[Path, dic
     """(path stem, JSON state) of a run's latest checkpoint (or the one at run step `step`), or a one-line error."""
     ckpt_dir = Path(run_dir) / "checkpoints"
     try:
-        name = f"step_{step:06d}" if step is not None else json.loads((ckpt_dir / "latest.json").read_text())["checkpoint"]
+        name = (
+            f"step_{step:06d}" if step is not None else json.loads((ckpt_dir / "latest.json").read_text())["checkpoint"]
+        )
         stem = ckpt_dir / name
         return stem, json.loads(stem.with_suffix(".json").read_text())
     except (OSError, KeyError, ValueError) as err:
-        raise ThreeDistillError(f"{run_dir} has no readable checkpoint{'' if step is None else f' at step {step}'} "
-                                f"({err}); was the run started and did it reach that checkpoint?") from None
+        raise ThreeDistillError(
+            f"{run_dir} has no readable checkpoint{'' if step is None else f' at step {step}'} "
+            f"({err}); was the run started and did it reach that checkpoint?"
+        ) from None
+
+
+def read_checkpoint(run_dir: Path, step: int | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, JSON state) of a run's latest checkpoint (or the one at run step `step`), or a one-line error."""
+    stem, state = latest_checkpoint(run_dir, step)
+    try:
+        return load_file(str(stem.with_suffix(".safetensors"))), state
+    except (OSError, ValueError) as err:
+        raise ThreeDistillError(f"{run_dir}: checkpoint {stem.name} is unreadable ({err})") from None
+
+
+def model_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's state dict inside a checkpoint's tensors."""
+    return {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
 
 
 class Trainer:
@@ -77,8 +101,16 @@ class Trainer:
     `sample(generator, n) -> (Cameras, targets)` draws training views, whose `image_size` is the render size
     (H, W), and whose targets (e.g. the captured images) are passed to the guidance as keyword arguments."""
 
-    def __init__(self, cfg: TrainerConfig, model, guidance, prompt: str, run_dir: Path | None = None,
-                 log: Callable[[str], None] | None = None, views=None):
+    def __init__(
+        self,
+        cfg: TrainerConfig,
+        model,
+        guidance,
+        prompt: str,
+        run_dir: Path | None = None,
+        log: Callable[[str], None] | None = None,
+        views=None,
+    ):
         self.cfg, self.model, self.guidance, self.views = cfg, model, guidance, views
         self.prompt_state = guidance.prompt_state(prompt)
         self.run_dir = run_dir
@@ -97,11 +129,10 @@ class Trainer:
             g["lr"] = scheduled(g["lr"], self.schedule_step)
         return Adam(groups, betas=(0.9, 0.99), eps=1e-15)
 
-    def continue_from(self, previous: "Trainer") -> None:
-        """Start this stage from the previous stage's result and random state, with a fresh optimiser; another
-        representation is initialised from the previous one (e.g. NeRF -> mesh by isosurface)."""
-        from .representations.convert import hand_over  # the export pipeline, only for multi-stage runs
-
+    def continue_from(self, previous: "Trainer", hand_over: Callable) -> None:
+        """Start this stage from the previous stage's result and random state, with a fresh optimiser:
+        `hand_over(previous_model, model, generator, log)` initialises this stage's model from the previous one
+        (the same representation: a copy; another: e.g. NeRF -> mesh by isosurface)."""
         self.generator.set_state(previous.generator.get_state())
         hand_over(previous.model, self.model, self.generator, self.log)
         self.optimizer = self._make_optimizer()
@@ -118,66 +149,96 @@ class Trainer:
             g["lr"] = scheduled(g["lr_schedule"], self.schedule_step)
 
     # ------------------------------------------------------------ one step
+    def loss_weights(self) -> dict[str, float]:
+        """This step's weight of every named loss term: the objective's and the representation's defaults, then
+        the trainer's `lambda_<name>` fields, then `lambdas` (numbers or schedules, evaluated at this step)."""
+        c = self.cfg
+        fields = {
+            f.name[len("lambda_") :]: getattr(c, f.name)
+            for f in dataclasses.fields(c)
+            if f.name.startswith("lambda_") and f.name != "lambda_guidance"
+        }
+        weights = {**self.guidance.loss_weights(), **self.model.loss_weights(), **fields, **c.lambdas}
+        when = self.schedule_step
+        return {name: scheduled(value, when) for name, value in weights.items()}
+
+    def _weighted_terms(
+        self, losses: dict, out: dict, weights: dict[str, float]
+    ) -> list[tuple[str, float, torch.Tensor]]:
+        """(name, weight, value) of every term of the total loss, in a fixed order: the objective's terms, the
+        opacity terms every representation has (mean alpha, alpha entropy), then the representation's own."""
+        terms = []
+        for key, value in losses.items():
+            if key.startswith("loss_"):
+                name = key[len("loss_") :]
+                if name == self.guidance.name:
+                    weight = scheduled(self.cfg.lambda_guidance, self.schedule_step)
+                elif name in weights:
+                    weight = weights[name]
+                else:
+                    raise ConfigError(
+                        f"the objective {self.guidance.name!r} returned loss_{name} but no weight is set "
+                        f"for it; set trainer.lambdas.{name}=<weight>"
+                    )
+                terms.append((name, weight, value))
+        alpha = out["alpha"].clamp(1e-5, 1 - 1e-5)
+        if weights.get("opacity"):
+            terms.append(("opacity", weights["opacity"], alpha.mean()))
+        if weights.get("entropy"):
+            terms.append(
+                ("entropy", weights["entropy"], -(alpha * alpha.log() + (1 - alpha) * (1 - alpha).log()).mean())
+            )
+        for key, value in self.model.training_losses(out, weights).items():
+            name = key[len("loss_") :]
+            terms.append((name, weights[name], value))
+        return terms
+
     def train_step(self) -> dict[str, float]:
         c = self.cfg
         if self.views is None:
-            cams = sample_orbit(self.generator, c.batch_size, tuple(c.cameras.azimuth), tuple(c.cameras.elevation),
-                                tuple(c.cameras.radius), tuple(c.cameras.fovy))
+            cams = sample_orbit(
+                self.generator,
+                c.batch_size,
+                tuple(c.cameras.azimuth),
+                tuple(c.cameras.elevation),
+                tuple(c.cameras.radius),
+                tuple(c.cameras.fovy),
+            )
             targets, height, width = {}, c.resolution, c.resolution
         else:
             cams, targets = self.views.sample(self.generator, c.batch_size)
             height, width = self.views.image_size
-        out = self.model.render(cams, height, width, generator=self.generator, geometry=c.lambda_orientation > 0)
-        when = self.schedule_step
-        losses = self.guidance(out["rgb"], cams, self.prompt_state, when, self.generator, **targets)
-        total = sum(scheduled(c.lambda_guidance, when) * v for k, v in losses.items() if k.startswith("loss_"))
+        weights = self.loss_weights()
+        geometry = any(weights.get(name) for name in self.model.geometry_losses)
+        out = self.model.render(cams, height, width, generator=self.generator, geometry=geometry)
+        losses = self.guidance(out["rgb"], cams, self.prompt_state, self.schedule_step, self.generator, **targets)
         logs = {k: float(v.detach()) for k, v in losses.items()}
-        alpha = out["alpha"].clamp(1e-5, 1 - 1e-5)
-        if c.lambda_opacity:
-            reg = alpha.mean()
-            total = total + scheduled(c.lambda_opacity, when) * reg
-            logs["reg_opacity"] = float(reg.detach())
-        if c.lambda_entropy:
-            reg = -(alpha * alpha.log() + (1 - alpha) * (1 - alpha).log()).mean()
-            total = total + scheduled(c.lambda_entropy, when) * reg
-            logs["reg_entropy"] = float(reg.detach())
-        if c.lambda_orientation and "orientation" in out:
-            total = total + scheduled(c.lambda_orientation, when) * out["orientation"]
-            logs["reg_orientation"] = float(out["orientation"].detach())
-        if hasattr(self.model, "regularization_losses"):  # e.g. the mesh's Laplacian and normal consistency
-            for name, reg in self.model.regularization_losses().items():
-                total = total + reg
-                logs[name] = float(reg.detach())
-        if c.lambda_scale and hasattr(self.model, "scales"):
-            reg = self.model.scales.max(-1).values.mean()
-            total = total + scheduled(c.lambda_scale, when) * reg
-            logs["reg_scale"] = float(reg.detach())
+        terms = self._weighted_terms(losses, out, weights)
+        total = sum(weight * value for _, weight, value in terms)
+        logs.update({f"loss_{name}": float(value.detach()) for name, _, value in terms})
+        strategy, step = self.model.strategy, self.step + 1
         self.optimizer.zero_grad(set_to_none=True)
         self._update_learning_rates()
+        if strategy is not None:
+            strategy.step_pre_backward(self.model, self.optimizer, step)
         total.backward()
         if c.grad_clip_norm:
-            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], c.grad_clip_norm)
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in self.optimizer.param_groups for p in g["params"]], c.grad_clip_norm
+            )
         self.optimizer.step()
-        if hasattr(self.model, "after_step"):  # a projection after each step (e.g. an edit's size cap)
-            self.model.after_step()
-        if hasattr(self.model, "accumulate_stats"):
-            self._densify()
-            logs["num_points"] = len(self.model)
-        self.step += 1
+        self.model.after_step()
+        if strategy is not None:
+            event = lambda name, record: self.log(json.dumps({"step": self.step_offset + step, name: record}))  # noqa: E731
+            logs.update(strategy.step_post_backward(self.model, self.optimizer, step, self.generator, event))
+        self.step = step
         logs["loss"] = float(total.detach())
         return logs
 
-    def _densify(self) -> None:
-        m = self.model
-        m.accumulate_stats()
-        g = m.cfg
-        s = self.step + 1
-        if g.densify_from <= s <= g.densify_until and s % g.densify_every == 0:
-            info = m.densify_and_prune(self.optimizer, self.generator)
-            self.log(json.dumps({"step": self.step_offset + s, "densify": info}))
-
     # ------------------------------------------------------------ loop
-    def fit(self, progress: bool = True, stop_at: int | None = None, preview: Callable[[int], None] | None = None) -> None:
+    def fit(
+        self, progress: bool = True, stop_at: int | None = None, preview: Callable[[int], None] | None = None
+    ) -> None:
         """Run until cfg.steps (or `stop_at`, for tests that simulate an interruption)."""
         end = min(self.cfg.steps, stop_at) if stop_at is not None else self.cfg.steps
         bar = tqdm(total=self.cfg.steps, initial=self.step, desc="optimising", disable=not progress, unit="step")
@@ -207,9 +268,8 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints
     def _tensors(self) -> dict[str, torch.Tensor]:
         tensors = {f"model.{k}": v.detach() for k, v in self.model.state_dict().items()}
-        for name in ("grad_accum", "grad_count"):
-            if hasattr(self.model, name):
-                tensors[f"stats.{name}"] = getattr(self.model, name)
+        if self.model.strategy is not None:  # e.g. densification statistics
+            tensors.update({f"stats.{k}": v for k, v in self.model.strategy.state_dict().items()})
         tensors.update({f"guidance.{k}": v for k, v in self.guidance.checkpoint_tensors().items()})
         for gi, group in enumerate(self.optimizer.param_groups):
             for pi, p in enumerate(group["params"]):
@@ -225,8 +285,12 @@ class Trainer:
         tmp = stem.with_suffix(".safetensors.tmp")
         save_file(self._tensors(), str(tmp))
         tmp.replace(stem.with_suffix(".safetensors"))
-        state = {"step": self.step, "stage": self.stage, "generator": _generator_state(self.generator),
-                 "num_points": len(self.model) if hasattr(self.model, "__len__") else None}
+        state = {
+            "step": self.step,
+            "stage": self.stage,
+            "generator": _generator_state(self.generator),
+            "num_points": len(self.model) if hasattr(self.model, "__len__") else None,
+        }
         stem.with_suffix(".json").write_text(json.dumps(state))
         latest = ckpt_dir / "latest.json.tmp"
         latest.write_text(json.dumps({"checkpoint": stem.name}))
@@ -235,24 +299,25 @@ class Trainer:
 
     def load_checkpoint(self, run_dir: Path, step: int | None = None) -> None:
         """Restore the latest checkpoint (or the one at run step `step`): model, optimiser, guidance, random state."""
-        stem, state = latest_checkpoint(run_dir, step)
-        try:
-            tensors = load_file(str(stem.with_suffix(".safetensors")))
-        except (OSError, ValueError) as err:
-            raise ThreeDistillError(f"{run_dir}: checkpoint {stem.name} is unreadable ({err})") from None
-        load_model_state(self.model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-        for name in ("grad_accum", "grad_count"):
-            if f"stats.{name}" in tensors:
-                setattr(self.model, name, tensors[f"stats.{name}"].to(self.model.device))
-        self.guidance.load_checkpoint_tensors({k[len("guidance."):]: v for k, v in tensors.items()
-                                               if k.startswith("guidance.")})
+        tensors, state = read_checkpoint(run_dir, step)
+        load_model_state(self.model, model_tensors(tensors))
+        if self.model.strategy is not None:
+            self.model.strategy.load_state_dict(
+                {k[len("stats.") :]: v.to(self.model.device) for k, v in tensors.items() if k.startswith("stats.")}
+            )
+        self.guidance.load_checkpoint_tensors(
+            {k[len("guidance.") :]: v for k, v in tensors.items() if k.startswith("guidance.")}
+        )
         self.optimizer = self._make_optimizer()
         for gi, group in enumerate(self.optimizer.param_groups):
             for pi, p in enumerate(group["params"]):
                 prefix = f"optim.{gi}.{pi}."
                 # Adam keeps its step counter on the CPU (non-capturable); the moments live with the parameter.
-                entries = {k[len(prefix):]: v.clone() if k.endswith(".step") else v.to(p.device)
-                           for k, v in tensors.items() if k.startswith(prefix)}
+                entries = {
+                    k[len(prefix) :]: v.clone() if k.endswith(".step") else v.to(p.device)
+                    for k, v in tensors.items()
+                    if k.startswith(prefix)
+                }
                 if entries:
                     self.optimizer.state[p] = entries
         self.step = state["step"]

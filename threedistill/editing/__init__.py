@@ -1,4 +1,15 @@
-"""Edits of captured scenes: text edits (DDS, SDS with preservation) inside a 3D edit region."""
+"""Building blocks of edits of captured scenes: regions and lifted 2D masks, the region model and views, and the
+edit methods registered in `EDIT_METHODS` (dds, sds, in2n); `t3d edit` (workflows/edit.py) composes them."""
+
+from ..guidance import GUIDANCE
+from ..registry import Registry
+from .dds import DDSGuidance
+from .in2n import In2NObjective
 from .region import EditRegion
 
-__all__ = ["EditRegion"]
+EDIT_METHODS: Registry = Registry("edit_method")
+EDIT_METHODS.register("dds")(DDSGuidance)
+EDIT_METHODS.register("sds")(GUIDANCE.get("sds"))
+EDIT_METHODS.register("in2n")(In2NObjective)
+
+__all__ = ["EDIT_METHODS", "EditRegion"]

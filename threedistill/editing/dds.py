@@ -4,6 +4,7 @@ The edited render x_tgt and the unedited scene's render x_src of the same camera
 eps; G = w(t) [eps_cfg(x_tgt_t; y_tgt) - eps_cfg(x_src_t; y_src)], applied to x_tgt only. The noise bias that
 SDS shares between both branches cancels, leaving the text-driven delta. 4 teacher evaluations per view.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ class DDSConfig(GuidanceConfig):
 class DDSGuidance(Guidance):
     config_class = DDSConfig
     name = "dds"
+    targets = ("source",)  # the unedited render of each camera
 
     @property
     def teacher_evals(self) -> int:
@@ -35,13 +37,24 @@ class DDSGuidance(Guidance):
 
     def prompt_state(self, prompt: str) -> PromptState:
         if not self.cfg.source_prompt.strip():
-            raise ConfigError("DDS needs the source prompt (what the scene shows now), e.g. --source-prompt 'a red cube'")
-        self.source = PromptState(self.prior, self.cfg.source_prompt, self.cfg.negative_prompt,
-                                  self.cfg.view_dependent_prompting)
+            raise ConfigError(
+                "DDS needs the source prompt (what the scene shows now), e.g. --source-prompt 'a red cube'"
+            )
+        self.source = PromptState(
+            self.prior, self.cfg.source_prompt, self.cfg.negative_prompt, self.cfg.view_dependent_prompting
+        )
         return super().prompt_state(prompt)
 
-    def gradient(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor,
-                 noise: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+    def gradient(
+        self,
+        x: torch.Tensor,
+        cameras: Cameras,
+        prompt: PromptState,
+        step: int,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+        source: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if source is None:
             raise ConfigError("DDS needs the unedited render of each camera (views with a `source` target)")
         x_src = self.prior.to_diffusion_space(source.detach())

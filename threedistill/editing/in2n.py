@@ -5,6 +5,7 @@ images start as the unedited renders and are, every `edit_every` steps, replaced
 of the current render (SDEdit toward the prompt with a text-only prior, or InstructPix2Pix conditioned on the
 original image), so the 3D edit and the 2D edits converge together.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ import torch.nn.functional as F
 from ..cameras import Cameras
 from ..errors import ConfigError, ThreeDistillError
 from ..guidance.base import PromptState
+from ..objective import Objective
 from ..priors.base import Prior
 from ..priors.sampling import make_scheduler
-from ..scenes.fit import PhotometricLoss
+from ..scenes.views import PhotometricLoss
 
 
 @dataclass
@@ -37,11 +39,14 @@ class In2NConfig:
         if self.n_views < 1 or self.edit_every < 1 or self.edit_denoise_steps < 1:
             raise ConfigError("in2n.n_views, in2n.edit_every and in2n.edit_denoise_steps must be >= 1")
         if not 1 <= self.edit_count <= self.n_views:
-            raise ConfigError(f"in2n.edit_count must be between 1 and in2n.n_views ({self.n_views}), "
-                              f"got {self.edit_count}")
+            raise ConfigError(
+                f"in2n.edit_count must be between 1 and in2n.n_views ({self.n_views}), got {self.edit_count}"
+            )
         if not 0 < self.t_min <= self.t_max < 1:
-            raise ConfigError(f"in2n needs 0 < t_min <= t_max < 1 (fractions of the train timesteps), "
-                              f"got t_min={self.t_min}, t_max={self.t_max}")
+            raise ConfigError(
+                f"in2n needs 0 < t_min <= t_max < 1 (fractions of the train timesteps), "
+                f"got t_min={self.t_min}, t_max={self.t_max}"
+            )
         if not 0 <= self.lambda_dssim <= 1:
             raise ConfigError(f"in2n.lambda_dssim must be in [0, 1], got {self.lambda_dssim}")
 
@@ -88,8 +93,16 @@ def denoise_from(prior: Prior, x0: torch.Tensor, t_edit: int, steps: int, eps_fn
     return x
 
 
-def sdedit(prior: Prior, images: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, t_edit: int,
-           steps: int, guidance_scale: float, generator: torch.Generator) -> torch.Tensor:
+def sdedit(
+    prior: Prior,
+    images: torch.Tensor,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    t_edit: int,
+    steps: int,
+    guidance_scale: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """Text-only edit of images (B,3,H,W) toward the prompt embeddings `cond` (B,L,D): SDEdit from T_e with
     CFG (diffusers convention). Small T_e changes the images little."""
     with torch.no_grad():
@@ -98,8 +111,9 @@ def sdedit(prior: Prior, images: torch.Tensor, cond: torch.Tensor, uncond: torch
     return decode(prior, denoise_from(prior, x0, t_edit, steps, eps, generator), images.shape[-2:])
 
 
-def ip2p_eps(eps_full: torch.Tensor, eps_image: torch.Tensor, eps_none: torch.Tensor, text_scale: float,
-             image_scale: float) -> torch.Tensor:
+def ip2p_eps(
+    eps_full: torch.Tensor, eps_image: torch.Tensor, eps_none: torch.Tensor, text_scale: float, image_scale: float
+) -> torch.Tensor:
     """InstructPix2Pix's 3-branch guidance: eps(0,0) + s_T (eps(y,I) - eps(0,I)) + s_I (eps(0,I) - eps(0,0))."""
     return eps_none + text_scale * (eps_full - eps_image) + image_scale * (eps_image - eps_none)
 
@@ -108,16 +122,35 @@ class TextEditor:
     """2D edits with a text-only prior (the embedded toy prior or a Stable Diffusion directory): SDEdit."""
 
     def __init__(self, prior: Prior, guidance_scale: float, steps: int, negative_prompt: str = ""):
-        self.prior, self.guidance_scale, self.steps, self.negative_prompt = prior, guidance_scale, steps, negative_prompt
+        self.prior, self.guidance_scale, self.steps, self.negative_prompt = (
+            prior,
+            guidance_scale,
+            steps,
+            negative_prompt,
+        )
 
     def prompt_state(self, prompt: str) -> PromptState:
         return PromptState(self.prior, prompt, self.negative_prompt, view_dependent=False)
 
-    def __call__(self, renders: torch.Tensor, originals: torch.Tensor, prompt: PromptState, t_edit: int,
-                 generator: torch.Generator) -> torch.Tensor:
+    def __call__(
+        self,
+        renders: torch.Tensor,
+        originals: torch.Tensor,
+        prompt: PromptState,
+        t_edit: int,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
         b = renders.shape[0]
-        return sdedit(self.prior, renders, prompt.prior.encode_prompt([prompt.prompt] * b), prompt.unconditional(b),
-                      t_edit, self.steps, self.guidance_scale, generator)
+        return sdedit(
+            self.prior,
+            renders,
+            prompt.prior.encode_prompt([prompt.prompt] * b),
+            prompt.unconditional(b),
+            t_edit,
+            self.steps,
+            self.guidance_scale,
+            generator,
+        )
 
 
 class InstructPix2PixEditor:
@@ -130,19 +163,28 @@ class InstructPix2PixEditor:
         try:
             self.prior = load_prior(path, device=device)
         except ThreeDistillError as err:
-            raise ConfigError(f"guidance.instruct_pix2pix={path} is not a diffusers InstructPix2Pix pipeline "
-                              f"({err})") from None
+            raise ConfigError(
+                f"guidance.instruct_pix2pix={path} is not a diffusers InstructPix2Pix pipeline ({err})"
+            ) from None
         if not self.prior.latent or self.prior.channels != 8:
-            raise ConfigError(f"guidance.instruct_pix2pix={path} is not a diffusers InstructPix2Pix pipeline "
-                              f"(needs a VAE and an 8-channel UNet, found {self.prior.channels} channels"
-                              f"{'' if self.prior.latent else ' and no VAE'})")
+            raise ConfigError(
+                f"guidance.instruct_pix2pix={path} is not a diffusers InstructPix2Pix pipeline "
+                f"(needs a VAE and an 8-channel UNet, found {self.prior.channels} channels"
+                f"{'' if self.prior.latent else ' and no VAE'})"
+            )
         self.text_scale, self.image_scale, self.steps = text_scale, image_scale, steps
 
     def prompt_state(self, prompt: str) -> PromptState:
         return PromptState(self.prior, prompt, "", view_dependent=False)
 
-    def __call__(self, renders: torch.Tensor, originals: torch.Tensor, prompt: PromptState, t_edit: int,
-                 generator: torch.Generator) -> torch.Tensor:
+    def __call__(
+        self,
+        renders: torch.Tensor,
+        originals: torch.Tensor,
+        prompt: PromptState,
+        t_edit: int,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
         p, b = self.prior, renders.shape[0]
         with torch.no_grad():
             x0, image = encode(p, renders), encode(p, originals, scaled=False)
@@ -189,15 +231,15 @@ class EditDataset:
         return self.cams[idx], {"images": self.images[idx.to(self.images.device)]}
 
 
-class In2NObjective(torch.nn.Module):
+class In2NObjective(Objective):
     """The guidance slot of an in2n edit: the photometric loss against the dataset's current images; every
     `edit_every` calls, the next `edit_count` dataset images (cycling) become edits of the current render."""
 
     config_class = In2NConfig
     name = "in2n"
+    targets = ("images",)
 
-    def __init__(self, cfg: In2NConfig, dataset: EditDataset, render: Callable[[Cameras, int, int], dict],
-                 editor):
+    def __init__(self, cfg: In2NConfig, dataset: EditDataset, render: Callable[[Cameras, int, int], dict], editor):
         super().__init__()
         self.cfg, self.dataset, self.render, self.editor = cfg, dataset, render, editor
         self.photometric = PhotometricLoss(cfg.lambda_dssim)
@@ -230,14 +272,22 @@ class In2NObjective(torch.nn.Module):
         edited = [(self.cursor + i) % len(d) for i in range(self.cfg.edit_count)]
         for i in edited:
             render = self.render(d.cams[i], *d.image_size)["rgb"].detach()
-            d.images[i] = self.editor(render, d.originals[i:i + 1], prompt, self.timestep(generator), generator)[0]
+            d.images[i] = self.editor(render, d.originals[i : i + 1], prompt, self.timestep(generator), generator)[0]
         self.cursor = (self.cursor + self.cfg.edit_count) % len(d)
         return edited
 
-    def forward(self, rgb: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int,
-                generator: torch.Generator | None = None, images: torch.Tensor | None = None,
-                masks=None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        rgb: torch.Tensor,
+        cameras: Cameras,
+        prompt: PromptState,
+        step: int,
+        generator: torch.Generator | None = None,
+        images: torch.Tensor | None = None,
+        masks=None,
+    ) -> dict[str, torch.Tensor]:
         losses = self.photometric(rgb, cameras, prompt, step, images=images)
+        losses = {"loss_in2n": losses.pop("loss_photometric"), **losses}  # the objective's own term
         self.calls += 1
         if self.calls % self.cfg.edit_every == 0:
             losses["edited_view"] = torch.tensor(float(self.update(prompt, generator)[0]))
@@ -254,8 +304,9 @@ def build_in2n(cfg, model, region_views, device) -> tuple[In2NObjective, EditDat
     if not isinstance(g.guidance_scale, (int, float)):
         raise ConfigError(f"in2n takes a number for guidance.guidance_scale, not a schedule ({g.guidance_scale!r})")
     if g.instruct_pix2pix:
-        editor = InstructPix2PixEditor(g.instruct_pix2pix, device, float(g.guidance_scale),
-                                       g.image_guidance_scale, steps)
+        editor = InstructPix2PixEditor(
+            g.instruct_pix2pix, device, float(g.guidance_scale), g.image_guidance_scale, steps
+        )
     else:
         editor = TextEditor(load_prior(cfg.prior, device=device), float(g.guidance_scale), steps, g.negative_prompt)
     dataset = EditDataset(region_views, cfg.in2n.n_views)

@@ -1,6 +1,7 @@
 """Lift a 2D mask drawn on one captured view to a 3D Gaussian selection (`--mask view:NAME:MASK.png`): the
 Gaussians that view sees inside the mask fix where the object is; every Gaussian whose centre projects inside the
 mask and lies that close to them (the object's hidden back included) is selected."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,10 @@ def parse_view_mask(text: str) -> tuple[str, Path]:
     kind, _, rest = text.partition(":")
     name, _, path = rest.partition(":")
     if kind != "view" or not name or not path:
-        raise ConfigError(f"bad edit mask {text!r}: expected view:IMAGE_NAME:MASK.png (a mask drawn on one captured "
-                          f"view, white = edit), box:cx,cy,cz,hx,hy,hz or sphere:cx,cy,cz,r")
+        raise ConfigError(
+            f"bad edit mask {text!r}: expected view:IMAGE_NAME:MASK.png (a mask drawn on one captured "
+            f"view, white = edit), box:cx,cy,cz,hx,hy,hz or sphere:cx,cy,cz,r"
+        )
     return name, Path(path)
 
 
@@ -37,15 +40,17 @@ def find_view(scene, name: str) -> int:
 def lift_view_mask(scene, gaussians, text: str) -> tuple[torch.Tensor, EditRegion]:
     """(selected (N,) bool, a sphere framing the selection) from a `view:NAME:PATH` mask."""
     from ..scenes.base import read_image
-    from ..scenes.fit import image_size
+    from ..scenes.views import image_size
 
     name, path = parse_view_mask(text)
     index = find_view(scene, name)
     if not path.is_file():
         raise ConfigError(f"edit mask: {path} does not exist")
     h, w = image_size(scene, index)
-    mask = F.interpolate(read_image(path, as_mask=True)[0][None], size=(h, w), mode="bilinear",
-                         align_corners=False)[0, 0] > 0.5
+    mask = (
+        F.interpolate(read_image(path, as_mask=True)[0][None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        > 0.5
+    )
     if not mask.any():
         raise ConfigError(f"edit mask {path} is empty (white marks what to edit)")
     cams = scene.cameras([index])

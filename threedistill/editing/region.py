@@ -1,6 +1,7 @@
 """The 3D edit region: a box or a sphere in scene coordinates that says which part of a scene an edit may
 change (Vox-E's locality), and where the edit cameras look. Written `box:cx,cy,cz,hx,hy,hz` (centre and half
 sizes) or `sphere:cx,cy,cz,r`, in the captured scene's original frame unless said otherwise."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,8 +28,10 @@ class EditRegion:
         except ValueError:
             values = []
         if kind not in FORMS or len(values) != FORMS[kind] or not all(map(_finite, values)):
-            raise ConfigError(f"bad edit region {text!r}: expected box:cx,cy,cz,hx,hy,hz or sphere:cx,cy,cz,r "
-                              "(numbers, in the scene's coordinates)")
+            raise ConfigError(
+                f"bad edit region {text!r}: expected box:cx,cy,cz,hx,hy,hz or sphere:cx,cy,cz,r "
+                "(numbers, in the scene's coordinates)"
+            )
         if min(values[3:]) <= 0:
             raise ConfigError(f"bad edit region {text!r}: sizes must be positive")
         return cls(kind, torch.tensor(values[:3]), torch.tensor(values[3:]))
@@ -44,7 +47,7 @@ class EditRegion:
         centre = m[:3, :3] @ self.centre + m[:3, 3]
         if self.kind == "sphere":
             return EditRegion("sphere", centre, self.size * scale)
-        half = (m[:3, :3].abs() @ self.size)  # half extents of the rotated box along the new axes
+        half = m[:3, :3].abs() @ self.size  # half extents of the rotated box along the new axes
         return EditRegion("box", centre, half)
 
     def contains(self, points: torch.Tensor, margin: float = 0.0) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Ground-truth evaluation of a 3D result on the toy world: silhouette IoU, masked colour error and per-view
 front/back correctness (a Janus result looks like a front from behind) at fixed views."""
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,10 @@ def subject_of(prompt: str) -> tuple[str, str]:
     try:
         return parse_subject(prompt)
     except ThreeDistillError:
-        raise ThreeDistillError(f"no ground truth for prompt {prompt!r}: only toy-world prompts "
-                                "'a <colour> <object>' can be evaluated (see `t3d toyworld list`)") from None
+        raise ThreeDistillError(
+            f"no ground truth for prompt {prompt!r}: only toy-world prompts "
+            "'a <colour> <object>' can be evaluated (see `t3d toyworld list`)"
+        ) from None
 
 
 def compare(render: dict, colour: str, obj: str, resolution: int) -> dict:
@@ -40,9 +43,12 @@ def compare(render: dict, colour: str, obj: str, resolution: int) -> dict:
     iou = inter / union
     both = (pred_mask & gt_mask)[:, None].expand(-1, 3, -1, -1)
     colour_err = (render["rgb"] - gt["rgb"]).abs()[both].mean().item() if both.any() else 1.0
-    out = {"silhouette_iou": iou.mean().item(), "silhouette_iou_per_view": [round(v, 4) for v in iou.tolist()],
-           "colour_error": colour_err,
-           "saturation_ratio": mean_saturation(render["rgb"], pred_mask) / max(mean_saturation(gt["rgb"], gt_mask), 1e-6)}
+    out = {
+        "silhouette_iou": iou.mean().item(),
+        "silhouette_iou_per_view": [round(v, 4) for v in iou.tolist()],
+        "colour_error": colour_err,
+        "saturation_ratio": mean_saturation(render["rgb"], pred_mask) / max(mean_saturation(gt["rgb"], gt_mask), 1e-6),
+    }
     if get_object(obj).has_front:
         out |= front_back(render["rgb"], colour, obj, resolution, cams)
     return out

@@ -1,6 +1,7 @@
 """Judges a single image of a toy object against the toy world's ground truth: which object (best silhouette
 IoU over the catalogue and a grid of views), which colour (dominant hue inside the object), and whether the
 background is clean white. Used by the prior's quality gate and by later 2D checks."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,9 +15,9 @@ import torch.nn.functional as F
 
 from .. import toyworld
 from ..cameras import orbit_cameras
-from ..utils.cache import cache_dir, cache_key
 from ..toyworld.catalogue import COLOURS, OBJECTS
 from ..toyworld.render import render_toy
+from ..utils.cache import cache_dir, cache_key
 
 WHITE_TOLERANCE = 0.1  # max channel deviation from white still counted as background
 CLEAN_FRACTION = 0.95  # share of background pixels that must be white for a clean background
@@ -36,16 +37,28 @@ class SilhouetteBank:
     grid (10 deg azimuth, 8 deg elevation, 4 radii: 15,552 views at 32 px, ~80 s to build on 2 cores) judges
     99.5% of ground-truth renders at random training views right; a 30 deg grid judged 97% (measured)."""
 
-    def __init__(self, resolution: int, azimuths=range(0, 360, 10), elevations=range(-10, 80, 8),
-                 radii=(2.6, 2.8, 3.0, 3.2), fovy: float = 40.0, objects=None):
+    def __init__(
+        self,
+        resolution: int,
+        azimuths=range(0, 360, 10),
+        elevations=range(-10, 80, 8),
+        radii=(2.6, 2.8, 3.0, 3.2),
+        fovy: float = 40.0,
+        objects=None,
+    ):
         grid = [(a, e, r) for a in azimuths for e in elevations for r in radii]
         self.objects = list(objects or OBJECTS)
         self.resolution = resolution
         self.owners = torch.arange(len(self.objects)).repeat_interleave(len(grid))
         # cached on disk (bit-packed), keyed by the grid and the toy world's geometry sources
         sources = [Path(toyworld.__file__).with_name(f).read_bytes() for f in ("sdf.py", "catalogue.py", "render.py")]
-        key = cache_key(grid=grid, objects=self.objects, resolution=resolution, fovy=fovy,
-                        sources=hashlib.sha256(b"".join(sources)).hexdigest())
+        key = cache_key(
+            grid=grid,
+            objects=self.objects,
+            resolution=resolution,
+            fovy=fovy,
+            sources=hashlib.sha256(b"".join(sources)).hexdigest(),
+        )
         path = cache_dir("silhouettes") / f"{key}.npy"
         shape = (len(self.owners), resolution, resolution)
         if path.is_file():
@@ -53,8 +66,9 @@ class SilhouetteBank:
             return
         az, el, rad = (torch.tensor(v, dtype=torch.float32) for v in zip(*grid))
         cams = orbit_cameras(az, el, rad, fovy)
-        self.masks = torch.cat([render_toy(name, "red", cams, resolution, resolution)["alpha"][:, 0] > 0.5
-                                for name in self.objects])  # (M, H, W) bool
+        self.masks = torch.cat(
+            [render_toy(name, "red", cams, resolution, resolution)["alpha"][:, 0] > 0.5 for name in self.objects]
+        )  # (M, H, W) bool
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(tmp, np.packbits(self.masks.numpy()))
         tmp.replace(path)

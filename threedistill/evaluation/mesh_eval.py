@@ -1,6 +1,7 @@
 """Exported meshes against the toy world's ground truth: silhouette IoU of the rendered mesh at the evaluation
 views, Chamfer distance normalised by the object's size, and volume IoU (inside = generalised winding number
 > 1/2, which tolerates the small holes decimation can leave)."""
+
 from __future__ import annotations
 
 import math
@@ -35,10 +36,14 @@ def load_mesh(path: Path) -> trimesh.Trimesh:
 
 def render_mesh(mesh: trimesh.Trimesh, cameras, resolution: int) -> dict:
     colours = torch.tensor(np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0, dtype=torch.float32)
-    return rasterize_mesh(torch.tensor(mesh.vertices), torch.tensor(mesh.faces), colours, cameras, resolution, resolution)
+    return rasterize_mesh(
+        torch.tensor(mesh.vertices), torch.tensor(mesh.faces), colours, cameras, resolution, resolution
+    )
 
 
-def winding_numbers(vertices: torch.Tensor, faces: torch.Tensor, points: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+def winding_numbers(
+    vertices: torch.Tensor, faces: torch.Tensor, points: torch.Tensor, chunk: int = 256
+) -> torch.Tensor:
     """Generalised winding number of a triangle soup at points (N,): ~1 inside a closed outward mesh, ~0 outside
     (solid angles by Van Oosterom and Strackee)."""
     tri = vertices[faces]  # (F,3,3)
@@ -64,8 +69,10 @@ def _coarse(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
 
 def chamfer(a: torch.Tensor, b: torch.Tensor, chunk: int = 2048) -> float:
     """Symmetric mean nearest-neighbour distance between point sets (N,3), (M,3)."""
+
     def one_way(x, y):
         return torch.cat([torch.cdist(part, y).min(1).values for part in x.split(chunk)]).mean()
+
     return float(0.5 * (one_way(a, b) + one_way(b, a)))
 
 
@@ -84,6 +91,10 @@ def mesh_metrics(mesh: trimesh.Trimesh, colour: str, obj: str, resolution: int =
     coarse = _coarse(mesh)
     inside = winding_numbers(torch.tensor(coarse.vertices, dtype=torch.float32), torch.tensor(coarse.faces), grid) > 0.5
     volume_iou = float((inside & inside_gt).sum() / (inside | inside_gt).sum().clamp_min(1))
-    return {"mesh_silhouette_iou": against_truth["silhouette_iou"], "mesh_colour_error": against_truth["colour_error"],
-            "mesh_chamfer": chamfer(ours, theirs) / size, "mesh_volume_iou": volume_iou,
-            "mesh_faces": int(len(mesh.faces))}
+    return {
+        "mesh_silhouette_iou": against_truth["silhouette_iou"],
+        "mesh_colour_error": against_truth["colour_error"],
+        "mesh_chamfer": chamfer(ours, theirs) / size,
+        "mesh_volume_iou": volume_iou,
+        "mesh_faces": int(len(mesh.faces)),
+    }

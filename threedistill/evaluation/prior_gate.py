@@ -1,5 +1,6 @@
 """Quality gate of a prior on the toy world: sample every catalogue prompt, judge each image against ground
 truth (object by silhouette, colour, white background) and report accuracy per prompt and overall."""
+
 from __future__ import annotations
 
 import time
@@ -8,6 +9,7 @@ from collections import defaultdict
 import torch
 
 from ..cameras import sample_orbit
+from ..errors import ThreeDistillError
 from ..priors.base import Prior
 from ..priors.sampling import sample_images
 from ..toyworld.catalogue import catalogue_subjects
@@ -32,9 +34,18 @@ def judge_ground_truth(bank: SilhouetteBank, views_per_subject: int = 4, seed: i
     return right / total
 
 
-def evaluate_prior(prior: Prior, samples_per_prompt: int = 8, steps: int = 100, guidance_scale: float = 5.0,
-                   seed: int = 0, subjects=None, progress: bool = True) -> dict:
+def evaluate_prior(
+    prior: Prior,
+    samples_per_prompt: int = 8,
+    steps: int = 100,
+    guidance_scale: float = 5.0,
+    seed: int = 0,
+    subjects=None,
+    progress: bool = True,
+) -> dict:
     """Sample and judge; returns a JSON-ready report with per-prompt and overall accuracies."""
+    if samples_per_prompt < 1 or steps < 1:
+        raise ThreeDistillError(f"--n and --steps must be positive, got {samples_per_prompt} and {steps}")
     subjects = subjects or catalogue_subjects()
     prompts = [subject_prompt(c, o) for c, o in subjects for _ in range(samples_per_prompt)]
     start = time.time()
@@ -54,15 +65,22 @@ def evaluate_prior(prior: Prior, samples_per_prompt: int = 8, steps: int = 100, 
     total = {k: sum(r[k] for r in per_prompt.values()) for k in ("n", "object", "colour", "background", "all")}
     rate = lambda r, k: r[k] / max(r["n"], 1)  # noqa: E731
     return {
-        "settings": {"samples_per_prompt": samples_per_prompt, "steps": steps, "guidance_scale": guidance_scale,
-                     "seed": seed, "resolution": images.shape[-1]},
+        "settings": {
+            "samples_per_prompt": samples_per_prompt,
+            "steps": steps,
+            "guidance_scale": guidance_scale,
+            "seed": seed,
+            "resolution": images.shape[-1],
+        },
         "sample_seconds": round(sample_seconds, 1),
         "seconds_per_image": round(sample_seconds / len(prompts), 4),
         "accuracy": {k: rate(total, k) for k in ("all", "object", "colour", "background")},
         "judge_on_ground_truth": round(judge_ground_truth(bank, seed=seed), 4),
         "target": GATE_TARGET,
         "passed": rate(total, "all") >= GATE_TARGET,
-        "per_prompt": {p: {k: rate(r, k) for k in ("all", "object", "colour", "background")} | {"n": r["n"]}
-                       for p, r in per_prompt.items()},
+        "per_prompt": {
+            p: {k: rate(r, k) for k in ("all", "object", "colour", "background")} | {"n": r["n"]}
+            for p, r in per_prompt.items()
+        },
         "_images": images,
     }

@@ -2,6 +2,7 @@
 network; for 3D Gaussians the summed opacity field sum_i o_i G_i(x), splatted into the grid Gaussian by
 Gaussian (each over its own 3-sigma window), and opacity-weighted colours. Colouring a surface point then
 costs a few trilinear lookups, so a 1024^2 texture bakes in seconds."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..renderers.gaussian_raster import SH_C0, quat_to_rotmat
+from ..geometry import quat_to_rotmat
+from ..renderers.gaussian_raster import SH_C0
 
 BOUND = 1.0
 MAX_WINDOW = 12  # half-width in cells of a Gaussian's splat window (larger Gaussians are truncated)
@@ -35,6 +37,7 @@ def is_gaussians(model) -> bool:
 class FieldGrids:
     """A representation sampled on a grid over [-BOUND, BOUND]^3: the field whose level sets are surfaces
     (R,R,R), colour (3,R,R,R), the field's name, and whether it is a volume density to composite."""
+
     field: torch.Tensor
     colour: torch.Tensor
     name: str
@@ -83,7 +86,7 @@ def _gaussian_grids(model, resolution: int) -> FieldGrids:
     colours = (SH_C0 * model.sh[:, 0].detach() + 0.5).clamp(0, 1)
     half = (3 * model.scales.max(-1).values / spacing).ceil().clamp(1, MAX_WINDOW).long()
     centre = ((means + BOUND) / spacing).round().long()
-    acc = torch.zeros(resolution ** 3, 4)  # weighted rgb, weight
+    acc = torch.zeros(resolution**3, 4)  # weighted rgb, weight
     for h in half.unique().tolist():
         r = torch.arange(-h, h + 1)
         offsets = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)

@@ -6,6 +6,7 @@ texture (or per-vertex colours).
 No hand-tuned threshold: for every pixel ray of a few views the maximum of the field along the ray tells for
 which thresholds that pixel is covered, so the silhouette IoU of every candidate threshold costs one compare.
 """
+
 from __future__ import annotations
 
 import time
@@ -103,8 +104,9 @@ def simplify(vertices: np.ndarray, faces: np.ndarray, target: int) -> tuple[np.n
     """Quadric decimation (fast-simplification) of a triangle soup to about `target` faces."""
     import fast_simplification
 
-    return fast_simplification.simplify(np.asarray(vertices, dtype=np.float32), np.asarray(faces, dtype=np.int64),
-                                        target_count=target)
+    return fast_simplification.simplify(
+        np.asarray(vertices, dtype=np.float32), np.asarray(faces, dtype=np.int64), target_count=target
+    )
 
 
 def decimate(mesh: trimesh.Trimesh, faces: int) -> trimesh.Trimesh:
@@ -142,13 +144,15 @@ def check_budget(faces: int, texture_size: int) -> None:
     if faces < MIN_FACES:
         raise ThreeDistillError(f"--faces {faces} is too small: use at least {MIN_FACES}")
     if texture_size and (texture_size < 64 or texture_size > 8192 or texture_size & (texture_size - 1)):
-        raise ThreeDistillError(f"--texture-size {texture_size}: use a power of two from 64 to 8192 (or 0 for "
-                                "per-vertex colours)")
+        raise ThreeDistillError(
+            f"--texture-size {texture_size}: use a power of two from 64 to 8192 (or 0 for per-vertex colours)"
+        )
 
 
 @torch.no_grad()
-def extract_mesh(model, faces: int = 20000, texture_size: int = 1024, resolution: int = 96,
-                 log=lambda s: None) -> MeshResult:
+def extract_mesh(
+    model, faces: int = 20000, texture_size: int = 1024, resolution: int = 96, log=lambda s: None
+) -> MeshResult:
     """A mesh of a NeRF or Gaussians model (see the module docstring) with a baked baseColor texture
     (texture_size > 0 and xatlas succeeds) or per-vertex colours."""
     check_budget(faces, texture_size)
@@ -170,7 +174,9 @@ def extract_mesh(model, faces: int = 20000, texture_size: int = 1024, resolution
 
         level, iou = choose_threshold(grid, render_alpha)
         mesh = decimate(surface(grid, level), faces)
-        log(f"surface: {name} level {level:.4g} (silhouette IoU {iou:.3f} against the renders), {len(mesh.faces)} faces")
+        log(
+            f"surface: {name} level {level:.4g} (silhouette IoU {iou:.3f} against the renders), {len(mesh.faces)} faces"
+        )
 
         def colour_fn(points, normals):
             return surface_colours(grids, points, normals)
@@ -180,16 +186,33 @@ def extract_mesh(model, faces: int = 20000, texture_size: int = 1024, resolution
     normals = torch.tensor(unit_normals, dtype=torch.float32)
     uv = unwrap(np.asarray(mesh.vertices), np.asarray(mesh.faces), texture_size, log=log) if texture_size else None
     if uv is None:
-        rgba = np.concatenate([(colour_fn(positions, normals).clamp(0, 1).numpy() * 255).round().astype(np.uint8),
-                               np.full((len(positions), 1), 255, np.uint8)], 1)
-        mesh = trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.faces), vertex_normals=unit_normals,
-                               vertex_colors=rgba, process=False)
+        rgba = np.concatenate(
+            [
+                (colour_fn(positions, normals).clamp(0, 1).numpy() * 255).round().astype(np.uint8),
+                np.full((len(positions), 1), 255, np.uint8),
+            ],
+            1,
+        )
+        mesh = trimesh.Trimesh(
+            np.asarray(mesh.vertices),
+            np.asarray(mesh.faces),
+            vertex_normals=unit_normals,
+            vertex_colors=rgba,
+            process=False,
+        )
     else:
         vmap, uv_faces, uvs = uv
-        image = bake(colour_fn, positions[vmap], normals[vmap], torch.from_numpy(uv_faces), torch.from_numpy(uvs),
-                     texture_size)
-        material = trimesh.visual.material.PBRMaterial(baseColorTexture=Image.fromarray(image), metallicFactor=0.0,
-                                                       roughnessFactor=1.0, name="baked")
-        mesh = trimesh.Trimesh(np.asarray(mesh.vertices)[vmap], uv_faces, vertex_normals=unit_normals[vmap],
-                               visual=trimesh.visual.TextureVisuals(uv=uvs, material=material), process=False)
+        image = bake(
+            colour_fn, positions[vmap], normals[vmap], torch.from_numpy(uv_faces), torch.from_numpy(uvs), texture_size
+        )
+        material = trimesh.visual.material.PBRMaterial(
+            baseColorTexture=Image.fromarray(image), metallicFactor=0.0, roughnessFactor=1.0, name="baked"
+        )
+        mesh = trimesh.Trimesh(
+            np.asarray(mesh.vertices)[vmap],
+            uv_faces,
+            vertex_normals=unit_normals[vmap],
+            visual=trimesh.visual.TextureVisuals(uv=uvs, material=material),
+            process=False,
+        )
     return MeshResult(mesh, level, iou, name, uv is not None, round(time.perf_counter() - start, 2))

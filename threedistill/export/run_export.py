@@ -1,5 +1,6 @@
-"""`t3d export RUN_DIR`: write a finished run's result in a format other tools read: a textured or vertex-
-coloured mesh (glb, obj) from either representation, or the Gaussians themselves (ply, splat, spz)."""
+"""Export formats of a model: a textured or vertex-coloured mesh (glb, obj) from any representation, or the
+Gaussians themselves (ply, splat, spz). `t3d export RUN_DIR` (workflows/results.py) calls these for any run."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,11 @@ from pathlib import Path
 from ..errors import ThreeDistillError
 from .splats import SplatParams, write_ply, write_splat, write_spz
 
-SPLAT_FORMATS = {"ply": ("point_cloud.ply", write_ply), "splat": ("model.splat", write_splat), "spz": ("model.spz", write_spz)}
+SPLAT_FORMATS = {
+    "ply": ("point_cloud.ply", write_ply),
+    "splat": ("model.splat", write_splat),
+    "spz": ("model.spz", write_spz),
+}
 MESH_FORMATS = {"glb": "model.glb", "obj": "model.obj"}
 FORMATS = tuple(MESH_FORMATS) + tuple(SPLAT_FORMATS)
 
@@ -18,24 +23,34 @@ def check_format(fmt: str) -> None:
         raise ThreeDistillError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
 
 
-def export_model(model, representation: str, fmt: str, out: Path, faces: int = 20000,
-                 texture_size: int = 1024, log=lambda s: None) -> Path:
+def export_model(
+    model, representation: str, fmt: str, out: Path, faces: int = 20000, texture_size: int = 1024, log=lambda s: None
+) -> Path:
     """Write `model` as `fmt` to `out`; mesh formats also write `<out>.json` with the extraction report."""
     check_format(fmt)
     out = Path(out)
     if fmt in SPLAT_FORMATS:
         if representation != "gaussians":
-            raise ThreeDistillError(f"--format {fmt} stores 3D Gaussians, this run is {representation!r}: "
-                                    f"use --format {' or '.join(MESH_FORMATS)}")
+            raise ThreeDistillError(
+                f"--format {fmt} stores 3D Gaussians, this run is {representation!r}: "
+                f"use --format {' or '.join(MESH_FORMATS)}"
+            )
         return SPLAT_FORMATS[fmt][1](SplatParams.from_gaussians(model), out)
     from .mesh import extract_mesh
     from .mesh_files import write_mesh
 
     result = extract_mesh(model, faces=faces, texture_size=texture_size, log=log)
     write_mesh(result, out)
-    report = {"format": fmt, "faces": len(result.mesh.faces), "vertices": len(result.mesh.vertices),
-              "field": result.field, "threshold": result.threshold, "threshold_silhouette_iou": result.threshold_iou,
-              "textured": result.textured, "seconds": result.seconds}
+    report = {
+        "format": fmt,
+        "faces": len(result.mesh.faces),
+        "vertices": len(result.mesh.vertices),
+        "field": result.field,
+        "threshold": result.threshold,
+        "threshold_silhouette_iou": result.threshold_iou,
+        "textured": result.textured,
+        "seconds": result.seconds,
+    }
     out.with_name(out.name + ".json").write_text(json.dumps(report, indent=2))
     return out
 
@@ -43,16 +58,3 @@ def export_model(model, representation: str, fmt: str, out: Path, faces: int = 2
 def default_export_path(run_dir: Path, fmt: str) -> Path:
     name = MESH_FORMATS[fmt] if fmt in MESH_FORMATS else SPLAT_FORMATS[fmt][0]
     return Path(run_dir) / "export" / name
-
-
-def export_run(run_dir: Path, fmt: str = "glb", out: Path | None = None, faces: int = 20000,
-               texture_size: int = 1024, log=lambda s: None) -> Path:
-    from ..evaluation.run_eval import load_run
-    from .mesh import check_budget
-
-    check_format(fmt)  # before loading anything
-    if fmt in MESH_FORMATS:
-        check_budget(faces, texture_size)
-    run = load_run(run_dir)
-    return export_model(run.model, run.config.representation, fmt,
-                        Path(out) if out else default_export_path(run_dir, fmt), faces, texture_size, log)

@@ -2,6 +2,7 @@
 property names; SuperSplat, gsplat and nerfstudio read it), antimatter15's `.splat` and Niantic's compressed
 `.spz` for web viewers. Reading our own .ply back gives the same parameters bit for bit. Coordinates are the
 project's world frame (+Y up, front +Z), written as they are."""
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,11 @@ def _existing(path: str | Path) -> Path:
 
 
 def _ply_properties(n_rest: int) -> list[str]:
-    return (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(n_rest)]
-            + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+    return (
+        ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+        + [f"f_rest_{i}" for i in range(n_rest)]
+        + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    )
 
 
 def write_ply(params: SplatParams, path: str | Path) -> Path:
@@ -61,8 +65,15 @@ def write_ply(params: SplatParams, path: str | Path) -> Path:
 
     n = len(params.sh)
     rest = params.sh[:, 1:, :].transpose(0, 2, 1).reshape(n, -1)  # (N, 3*K), channel-major
-    columns = [params.means, np.zeros((n, 3), np.float32), params.sh[:, 0, :], rest,
-               params.opacity_logits[:, None], params.log_scales, params.quats]
+    columns = [
+        params.means,
+        np.zeros((n, 3), np.float32),
+        params.sh[:, 0, :],
+        rest,
+        params.opacity_logits[:, None],
+        params.log_scales,
+        params.quats,
+    ]
     names = _ply_properties(rest.shape[1])
     data = np.concatenate(columns, axis=1).astype("<f4")
     vertex = np.empty(n, dtype=[(name, "<f4") for name in names])
@@ -89,8 +100,9 @@ def read_ply(path: str | Path) -> SplatParams:
     n_rest = sum(1 for name in names if name.startswith("f_rest_"))
     degree = math.sqrt(n_rest / 3 + 1) - 1
     if n_rest % 3 or abs(degree - round(degree)) > 1e-9:
-        raise ThreeDistillError(f"{path}: {n_rest} f_rest properties give no SH degree "
-                                "(expected 0, 9, 24 or 45 for degrees 0-3)")
+        raise ThreeDistillError(
+            f"{path}: {n_rest} f_rest properties give no SH degree (expected 0, 9, 24 or 45 for degrees 0-3)"
+        )
     missing = [p for p in _ply_properties(n_rest) if p not in names and not p.startswith("n")]
     if missing:
         raise ThreeDistillError(f"{path} is not a 3DGS point cloud: missing properties {', '.join(missing)}")
@@ -103,8 +115,13 @@ def read_ply(path: str | Path) -> SplatParams:
     sh[:, 0] = col("f_dc_0", "f_dc_1", "f_dc_2")
     if k:
         sh[:, 1:] = col(*[f"f_rest_{i}" for i in range(n_rest)]).reshape(n, 3, k).transpose(0, 2, 1)
-    return SplatParams(col("x", "y", "z"), col("scale_0", "scale_1", "scale_2"),
-                       col("rot_0", "rot_1", "rot_2", "rot_3"), col("opacity")[:, 0], sh)
+    return SplatParams(
+        col("x", "y", "z"),
+        col("scale_0", "scale_1", "scale_2"),
+        col("rot_0", "rot_1", "rot_2", "rot_3"),
+        col("opacity")[:, 0],
+        sh,
+    )
 
 
 def write_splat(params: SplatParams, path: str | Path) -> Path:
@@ -134,9 +151,13 @@ def read_splat(path: str | Path) -> SplatParams:
     rec = np.frombuffer(raw, dtype=SPLAT_RECORD)
     rgba = rec["rgba"].astype(np.float32) / 255
     alpha = rgba[:, 3].clip(1e-6, 1 - 1e-6)
-    return SplatParams(rec["position"].astype(np.float32), np.log(rec["scale"].clip(1e-12)).astype(np.float32),
-                       (rec["rot"].astype(np.float32) - 128) / 128, np.log(alpha / (1 - alpha)).astype(np.float32),
-                       ((rgba[:, None, :3] - 0.5) / SH_C0).astype(np.float32))
+    return SplatParams(
+        rec["position"].astype(np.float32),
+        np.log(rec["scale"].clip(1e-12)).astype(np.float32),
+        (rec["rot"].astype(np.float32) - 128) / 128,
+        np.log(alpha / (1 - alpha)).astype(np.float32),
+        ((rgba[:, None, :3] - 0.5) / SH_C0).astype(np.float32),
+    )
 
 
 # ---------------------------------------------------------------- .spz (Niantic)
@@ -179,7 +200,7 @@ def _unpack_smallest_three(raw: np.ndarray) -> np.ndarray:
         q[:, i] = np.where(other, sign * _SQRT1_2 * mag / 511.0, 0.0)
         comp = np.where(other, comp >> 10, comp)
     rows = np.arange(len(q))
-    q[rows, largest] = np.sqrt(np.clip(1.0 - (q ** 2).sum(1), 0.0, None))
+    q[rows, largest] = np.sqrt(np.clip(1.0 - (q**2).sum(1), 0.0, None))
     return q[:, [3, 0, 1, 2]].astype(np.float32)  # back to w first
 
 
@@ -191,16 +212,33 @@ def write_spz(params: SplatParams, path: str | Path) -> Path:
     n, degree = len(params.means), params.sh_degree
     fixed = np.round(params.means.astype(np.float64) * (1 << SPZ_FRACTIONAL_BITS)).astype(np.int64)
     if np.abs(fixed).max(initial=0) >= 1 << 23:
-        raise ThreeDistillError(f"positions beyond +-{(1 << 23) / (1 << SPZ_FRACTIONAL_BITS):.0f} do not fit .spz's 24-bit coordinates")
+        raise ThreeDistillError(
+            f"positions beyond +-{(1 << 23) / (1 << SPZ_FRACTIONAL_BITS):.0f} do not fit .spz's 24-bit coordinates"
+        )
     positions = (fixed.astype("<i4").view(np.uint8).reshape(n, 3, 4)[:, :, :3]).reshape(-1)
-    alphas = np.clip(np.round(255.0 / (1.0 + np.exp(-params.opacity_logits.astype(np.float64)))), 0, 255).astype(np.uint8)
+    alphas = np.clip(np.round(255.0 / (1.0 + np.exp(-params.opacity_logits.astype(np.float64)))), 0, 255).astype(
+        np.uint8
+    )
     colors = np.clip(np.round(params.sh[:, 0, :] * (SPZ_COLOR_SCALE * 255.0) + 127.5), 0, 255).astype(np.uint8)
     scales = np.clip(np.round((params.log_scales + 10.0) * 16.0), 0, 255).astype(np.uint8)
     rest = params.sh[:, 1:, :]  # (N, K, 3): coefficient-major, channel inner, as .spz stores it
-    sh = np.concatenate([_quantize_sh(rest[:, :3], 5), _quantize_sh(rest[:, 3:], 4)], 1) if degree else rest.astype(np.uint8)
+    sh = (
+        np.concatenate([_quantize_sh(rest[:, :3], 5), _quantize_sh(rest[:, 3:], 4)], 1)
+        if degree
+        else rest.astype(np.uint8)
+    )
     header = np.array([SPZ_MAGIC, 3, n], "<u4").tobytes() + bytes([degree, SPZ_FRACTIONAL_BITS, 0, 0])
-    body = b"".join(a.tobytes() for a in (positions, alphas, colors.reshape(-1), scales.reshape(-1),
-                                          _pack_smallest_three(params.quats).reshape(-1), sh.reshape(-1)))
+    body = b"".join(
+        a.tobytes()
+        for a in (
+            positions,
+            alphas,
+            colors.reshape(-1),
+            scales.reshape(-1),
+            _pack_smallest_three(params.quats).reshape(-1),
+            sh.reshape(-1),
+        )
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(gzip.compress(header + body))
@@ -218,10 +256,12 @@ def read_spz(path: str | Path) -> SplatParams:
         raise ThreeDistillError(f"{path} is not a gzip-compressed .spz file: {err}") from None
     if len(data) < 16 or int.from_bytes(data[:4], "little") != SPZ_MAGIC:
         raise ThreeDistillError(f"{path}: no .spz header (magic 0x5053474e)")
-    version, n = (int.from_bytes(data[i:i + 4], "little") for i in (4, 8))
+    version, n = (int.from_bytes(data[i : i + 4], "little") for i in (4, 8))
     degree, frac = data[12], data[13]
     if version not in (2, 3) or degree > 3:
-        raise ThreeDistillError(f"{path}: unsupported .spz version {version} / SH degree {degree} (expected 2 or 3 / 0-3)")
+        raise ThreeDistillError(
+            f"{path}: unsupported .spz version {version} / SH degree {degree} (expected 2 or 3 / 0-3)"
+        )
     k = (degree + 1) ** 2 - 1
     rot_bytes = 4 if version == 3 else 3
     sizes = [9 * n, n, 3 * n, 3 * n, rot_bytes * n, 3 * k * n]
@@ -240,10 +280,14 @@ def read_spz(path: str | Path) -> SplatParams:
         quats = _unpack_smallest_three(rot)
     else:
         xyz = rot.reshape(-1, 3).astype(np.float32) / 127.5 - 1.0
-        quats = np.concatenate([np.sqrt(np.clip(1 - (xyz ** 2).sum(1, keepdims=True), 0, None)), xyz], 1)
+        quats = np.concatenate([np.sqrt(np.clip(1 - (xyz**2).sum(1, keepdims=True), 0, None)), xyz], 1)
     sh = np.empty((n, k + 1, 3), np.float32)
     sh[:, 0] = (colour.reshape(-1, 3).astype(np.float32) / 255 - 0.5) / SPZ_COLOR_SCALE
     sh[:, 1:] = ((sh_raw.astype(np.float32) - 128) / 128).reshape(n, k, 3)
-    return SplatParams((fixed.reshape(n, 3) / float(1 << frac)).astype(np.float32),
-                       (scale.reshape(n, 3).astype(np.float32) / 16 - 10), quats.astype(np.float32),
-                       np.log(a / (1 - a)).astype(np.float32), sh)
+    return SplatParams(
+        (fixed.reshape(n, 3) / float(1 << frac)).astype(np.float32),
+        (scale.reshape(n, 3).astype(np.float32) / 16 - 10),
+        quats.astype(np.float32),
+        np.log(a / (1 - a)).astype(np.float32),
+        sh,
+    )

@@ -1,6 +1,7 @@
 """UV unwrapping with xatlas (in a child process with a time limit: xatlas can crash or stall on some
 meshes, and that must never take the export down) and baking a representation's colour into a texture,
 dilated past the UV islands so bilinear filtering and mipmaps never pull in the empty background."""
+
 from __future__ import annotations
 
 import subprocess
@@ -17,8 +18,13 @@ from ..renderers.mesh_raster import triangle_pixels
 UNWRAP_TIMEOUT_S = 60.0
 
 
-def unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 1024, timeout: float = UNWRAP_TIMEOUT_S,
-           log=lambda s: None):
+def unwrap(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    texture_size: int = 1024,
+    timeout: float = UNWRAP_TIMEOUT_S,
+    log=lambda s: None,
+):
     """xatlas parametrisation packed for a texture_size^2 texture with 2 texels between charts: (vertex map
     into the input vertices (V',), faces (F,3), uvs (V',2) in [0,1]), or None (with a message to `log`) if
     xatlas fails or runs past `timeout` seconds."""
@@ -26,9 +32,12 @@ def unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 1024, ti
         src, dst = Path(tmp) / "mesh.npz", Path(tmp) / "uv.npz"
         np.savez(src, vertices=vertices.astype(np.float32), faces=faces.astype(np.uint32))
         try:
-            proc = subprocess.run([sys.executable, "-m", "threedistill.export.texture", str(src), str(dst),
-                                   str(texture_size)],
-                                  capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(
+                [sys.executable, "-m", "threedistill.export.texture", str(src), str(dst), str(texture_size)],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired:
             log(f"warning: xatlas took more than {timeout:.0f} s; exporting per-vertex colours instead of a texture")
             return None
@@ -40,8 +49,15 @@ def unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 1024, ti
         return data["vmapping"].astype(np.int64), data["faces"].astype(np.int64), data["uvs"].astype(np.float32)
 
 
-def bake(colour_fn, positions: torch.Tensor, normals: torch.Tensor, faces: torch.Tensor, uvs: torch.Tensor,
-         size: int, dilate: int = 8) -> np.ndarray:
+def bake(
+    colour_fn,
+    positions: torch.Tensor,
+    normals: torch.Tensor,
+    faces: torch.Tensor,
+    uvs: torch.Tensor,
+    size: int,
+    dilate: int = 8,
+) -> np.ndarray:
     """Texture (size,size,3) uint8: each covered texel gets colour_fn(points, normals) at the surface point
     its UV maps to; empty texels next to islands are filled from their neighbours `dilate` times.
     Image rows go top-down while UV v goes up (glTF flips v: row = (1 - v) * size)."""

@@ -1,5 +1,6 @@
 """Guidance methods: each turns renders into a gradient through a frozen prior. Registered by name; each has
 its own typed config (a GuidanceConfig subclass) holding the shared settings and the method's own."""
+
 from ..registry import Registry
 from .asd import ASDGuidance
 from .base import Guidance, GuidanceConfig, PromptState, inject_gradient
@@ -16,8 +17,20 @@ from .tsm import TSMGuidance
 from .vsd import VSDGuidance
 
 GUIDANCE: Registry[Guidance] = Registry("guidance")
-for _cls in (SDSGuidance, VSDGuidance, ESDGuidance, ASDGuidance, CSDGuidance, CSMGuidance, ISMGuidance,
-             TSMGuidance, BSDGuidance, CDSGuidance, NFSDGuidance, SDEditGuidance):
+for _cls in (
+    SDSGuidance,
+    VSDGuidance,
+    ESDGuidance,
+    ASDGuidance,
+    CSDGuidance,
+    CSMGuidance,
+    ISMGuidance,
+    TSMGuidance,
+    BSDGuidance,
+    CDSGuidance,
+    NFSDGuidance,
+    SDEditGuidance,
+):
     GUIDANCE.register(_cls.name)(_cls)
 
 __all__ = ["GUIDANCE", "Guidance", "GuidanceConfig", "PromptState", "SDSGuidance", "inject_gradient"]

@@ -6,6 +6,7 @@ t+ = clamp(t + floor(u * min(r (t - t_min), T - 1 - t)), 1, T - 1), u ~ U(0,1) w
 `plus_ratio`. With r = 0 it is the pure classifier score w (s - 1)(eps_y - eps_u). 3 teacher evaluations per
 view (5 with Perp-Neg); no auxiliary network.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,8 +51,16 @@ class ASDGuidance(Guidance):
             delta = delta * u.to(delta.device)
         return (t + delta.floor().long()).clamp(1, last)
 
-    def gradient(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor,
-                 noise: torch.Tensor, u: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def gradient(
+        self,
+        x: torch.Tensor,
+        cameras: Cameras,
+        prompt: PromptState,
+        step: int,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+        u: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         t_plus = self.shifted_timesteps(t, step, u)
         x = x.detach()
         x_t, x_plus = self.prior.add_noise(x, noise, t), self.prior.add_noise(x, noise, t_plus)

@@ -4,6 +4,7 @@ view-dependent prompts, timestep windows and annealing, w(t), gradient injection
 CFG convention everywhere: diffusers', eps_u + s (eps_c - eps_u); s = 1 is conditional only. threestudio's
 "guidance_scale 100" is s = 101 here.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,9 @@ import torch
 from ..cameras import Cameras
 from ..config import check_schedules, scheduled
 from ..errors import ConfigError
+from ..objective import Objective
 from ..priors.base import Prior
-from ..toyworld.prompts import view_prompts
+from ..prompting import view_prompts
 
 WEIGHTINGS = ("sds", "uniform", "fantasia3d", "sigma_over_alpha")
 
@@ -42,9 +44,15 @@ class GuidanceConfig:
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
         if self.pixel_grad_clip is not None and self.pixel_grad_clip <= 0:
-            raise ConfigError(f"guidance.pixel_grad_clip must be positive (or null for off), got {self.pixel_grad_clip}")
-        check_schedules(self, "guidance", ("guidance_scale", "min_step_percent", "max_step_percent")
-                        + (("grad_clip",) if self.grad_clip is not None else ()))
+            raise ConfigError(
+                f"guidance.pixel_grad_clip must be positive (or null for off), got {self.pixel_grad_clip}"
+            )
+        check_schedules(
+            self,
+            "guidance",
+            ("guidance_scale", "min_step_percent", "max_step_percent")
+            + (("grad_clip",) if self.grad_clip is not None else ()),
+        )
 
 
 class PromptState:
@@ -54,7 +62,12 @@ class PromptState:
     def __init__(self, prior: Prior, prompt: str, negative_prompt: str = "", view_dependent: bool = True):
         if not prompt.strip():
             raise ConfigError("the prompt is empty; give a text prompt such as 'a red duck'")
-        self.prior, self.prompt, self.negative_prompt, self.view_dependent = prior, prompt, negative_prompt, view_dependent
+        self.prior, self.prompt, self.negative_prompt, self.view_dependent = (
+            prior,
+            prompt,
+            negative_prompt,
+            view_dependent,
+        )
 
     def texts(self, cameras: Cameras) -> list[str]:
         if self.view_dependent:
@@ -86,7 +99,7 @@ def pixel_clip(grad: torch.Tensor, tau: float) -> torch.Tensor:
     return grad * (tau / peak.clamp_min(1e-20)).clamp(max=1.0)
 
 
-class Guidance(torch.nn.Module):
+class Guidance(Objective):
     """Base class: turns renders into a gradient through a frozen prior.
 
     `forward` maps renders into the prior's space, draws t and noise, asks `gradient` (the method's update
@@ -135,9 +148,9 @@ class Guidance(torch.nn.Module):
     def weight(self, t: torch.Tensor) -> torch.Tensor:
         alpha, sigma = self.prior.alpha_sigma(t)
         if self.cfg.weighting == "sds":
-            return sigma ** 2
+            return sigma**2
         if self.cfg.weighting == "fantasia3d":
-            return alpha * sigma ** 2
+            return alpha * sigma**2
         if self.cfg.weighting == "sigma_over_alpha":
             return sigma / alpha
         return torch.ones_like(alpha)
@@ -146,13 +159,15 @@ class Guidance(torch.nn.Module):
     def teacher(self, *branches: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """Epsilon of the frozen teacher for several (x_t, t, embeddings) branches in one batched call."""
         xs, ts, embs = zip(*branches)
-        eps = self.prior.predict_noise(torch.cat(xs), torch.cat([t.expand(x.shape[0]) for x, t in zip(xs, ts)]),
-                                       torch.cat(embs))
+        eps = self.prior.predict_noise(
+            torch.cat(xs), torch.cat([t.expand(x.shape[0]) for x, t in zip(xs, ts)]), torch.cat(embs)
+        )
         return eps.split([x.shape[0] for x in xs])
 
     @torch.no_grad()
-    def prompt_eps(self, x_t: torch.Tensor, t: torch.Tensor, cameras: Cameras, prompt: PromptState
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def prompt_eps(
+        self, x_t: torch.Tensor, t: torch.Tensor, cameras: Cameras, prompt: PromptState
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(eps_y, eps_negative, eps_empty) at x_t in one batched call; without a negative prompt the negative
         prediction is the empty one (no extra evaluation). For methods that keep the three apart (CSD, NFSD)."""
         b = x_t.shape[0]
@@ -163,8 +178,15 @@ class Guidance(torch.nn.Module):
         return eps[0], eps[2] if len(eps) == 3 else eps[1], eps[1]
 
     @torch.no_grad()
-    def guided_eps(self, x_t: torch.Tensor, t: torch.Tensor, cameras: Cameras, prompt: PromptState,
-                   step: int, scale: float | None = None) -> torch.Tensor:
+    def guided_eps(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        cameras: Cameras,
+        prompt: PromptState,
+        step: int,
+        scale: float | None = None,
+    ) -> torch.Tensor:
         """The teacher's guided epsilon at noisy renders: plain CFG with the (view-suffixed) prompt, or
         Perp-Neg when configured; `scale` defaults to the configured guidance scale at this step."""
         scale = scheduled(self.cfg.guidance_scale, step) if scale is None else scale
@@ -202,8 +224,9 @@ class Guidance(torch.nn.Module):
                 setattr(module, attr, value.to(buffers[name].device))
 
     # ------------------------------------------------------------ the step
-    def gradient(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor,
-                 noise: torch.Tensor) -> torch.Tensor:
+    def gradient(
+        self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         """The method's G at renders x (diffusion space) for the given timesteps and noise."""
         raise NotImplementedError
 
@@ -215,13 +238,21 @@ class Guidance(torch.nn.Module):
         """Further random draws a method's `gradient` takes as keyword arguments (drawn after t and noise)."""
         return {}
 
-    def auxiliary_losses(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int,
-                         generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    def auxiliary_losses(
+        self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, generator: torch.Generator | None
+    ) -> dict[str, torch.Tensor]:
         """Extra `loss_*` terms (e.g. VSD's LoRA denoising loss); none by default."""
         return {}
 
-    def forward(self, rgb: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int,
-                generator: torch.Generator | None = None, **targets) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        rgb: torch.Tensor,
+        cameras: Cameras,
+        prompt: PromptState,
+        step: int,
+        generator: torch.Generator | None = None,
+        **targets,
+    ) -> dict[str, torch.Tensor]:
         """Loss terms whose gradient w.r.t. `rgb` is the method's G. `targets` are per-view images that come with
         the cameras (e.g. DDS's render of the unedited scene) and reach `gradient` as keyword arguments."""
         if self.cfg.pixel_grad_clip is not None and rgb.requires_grad:
@@ -231,7 +262,10 @@ class Guidance(torch.nn.Module):
         noise = self.sample_noise(x, step, generator)
         extras = self.sample_extras(x.shape[0], step, generator)
         grad = self.finish_gradient(self.gradient(x, cameras, prompt, step, t, noise, **extras, **targets), step)
-        out = {f"loss_{self.name}": inject_gradient(x, grad), "grad_norm": grad.flatten(1).norm(dim=1).mean(),
-               "timestep": t.float().mean()}
+        out = {
+            f"loss_{self.name}": inject_gradient(x, grad),
+            "grad_norm": grad.flatten(1).norm(dim=1).mean(),
+            "timestep": t.float().mean(),
+        }
         out.update(self.auxiliary_losses(x, cameras, prompt, step, generator))
         return out

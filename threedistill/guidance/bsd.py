@@ -7,6 +7,7 @@ ratio 15; its README says 18). Variant `auto`: g_c = eps_y - eps_u, g_d = 1.25 (
 G = (||eps_u - eps|| sigma_t / 50) g with the norm over the whole batch. eps_u is the negative-prompt slot.
 One t per step for every view (as ISM). 2 teacher evaluations per view.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,8 +51,9 @@ class BSDGuidance(Guidance):
     def teacher_evals(self) -> int:
         return 2  # no Perp-Neg path
 
-    def gradient(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor,
-                 noise: torch.Tensor) -> torch.Tensor:
+    def gradient(
+        self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         x_t = self.prior.add_noise(x.detach(), noise, t)
         eps_y, eps_u = self.teacher((x_t, t, prompt.conditional(cameras)), (x_t, t, prompt.unconditional(x.shape[0])))
         alpha, sigma = self.prior.alpha_sigma(t)

@@ -7,6 +7,7 @@ u ~ U{gap, ..., gap + perturb - 1}: one Euler ODE step z_t' = z_t + (varsigma_t'
 and G = w(t) (eps_cfg(z_t; t) - eps_cfg(z_t'; t')). The official guidance scale 100 -> 50 is threestudio's
 convention (101 -> 51 here); the toy-prior defaults keep SDS's 20 -> 10. 4 sequential teacher evaluations.
 """
+
 from __future__ import annotations
 
 import math
@@ -62,8 +63,16 @@ class CDSGuidance(Guidance):
         tau = self.cfg.tau_start + (self.cfg.tau_end - self.cfg.tau_start) * q
         return int(min(max(round(tau), lo), hi - self.cfg.end_gap))
 
-    def gradient(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor,
-                 noise: torch.Tensor, t_early: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def gradient(
+        self,
+        x: torch.Tensor,
+        cameras: Cameras,
+        prompt: PromptState,
+        step: int,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+        t_early: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         t_early = torch.full_like(t, self.earlier_timestep(step)) if t_early is None else t_early
         alpha, sigma = self.prior.alpha_sigma(t)
         alpha_e, sigma_e = self.prior.alpha_sigma(t_early)

@@ -6,6 +6,7 @@ denoising term; (s, 1 - s, 0, -1) is SDS. Defaults follow the official DeepFloyd
 scaled to 300 steps: a_n 0 -> -1 and a_u -1 -> 0 over the first half, w = 1, G normalised to unit L2 norm
 over the whole batch. 2 teacher evaluations (3 with a negative prompt; +2 with Perp-Neg).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,8 +46,9 @@ class CSDGuidance(Guidance):
         return (2 if self.cfg.negative_prompt == "" else 3) + (2 if self.cfg.perp_neg else 0)
 
     @torch.no_grad()
-    def classifier_terms(self, x_t: torch.Tensor, t: torch.Tensor, cameras: Cameras, prompt: PromptState
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def classifier_terms(
+        self, x_t: torch.Tensor, t: torch.Tensor, cameras: Cameras, prompt: PromptState
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(eps_y, eps_negative, eps_empty, perp) at x_t; perp is Perp-Neg's perpendicular sum (0 when off)."""
         if not self.cfg.perp_neg:
             eps_y, eps_n, eps_e = self.prompt_eps(x_t, t, cameras, prompt)
@@ -59,8 +61,9 @@ class CSDGuidance(Guidance):
         eps_n = eps_e if prompt.negative_prompt == "" else self.teacher((x_t, t, prompt.unconditional(b)))[0]
         return eps_y, eps_n, eps_e, perp
 
-    def gradient(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor,
-                 noise: torch.Tensor) -> torch.Tensor:
+    def gradient(
+        self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         x_t = self.prior.add_noise(x.detach(), noise, t)
         eps_y, eps_n, eps_e, perp = self.classifier_terms(x_t, t, cameras, prompt)
         a_y, a_n, a_u, a_e = (scheduled(getattr(self.cfg, name), step) for name in COEFFICIENTS)

@@ -5,6 +5,7 @@ classifier term of SDS, on a deterministically noised input, G = w(t) s (eps(x~_
 where x~_t is the DDIM inversion of the render to t with the empty-prompt teacher (ISM's path, steps of
 delta_S, at most n_S). `inversion=noise` uses ordinary forward noising instead, which is pure CSD times s.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,8 +32,9 @@ class CSMGuidance(Guidance):
     def teacher_evals(self) -> int:
         return 2 + (self.cfg.n_s if self.cfg.inversion == "ddim" else 0)
 
-    def gradient(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor,
-                 noise: torch.Tensor) -> torch.Tensor:
+    def gradient(
+        self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         x = x.detach()
         empty = prompt.empty(x.shape[0])
         if self.cfg.inversion == "noise":

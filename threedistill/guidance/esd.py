@@ -3,6 +3,7 @@ distribution, through the particle model's camera-unconditional branch:
 G = w(t) [eps_pre - lambda eps_psi(x_t; y, 0) - (1 - lambda) eps_psi(x_t; y, c)], i.e. VSD with s_L = 1 - lambda.
 lambda = 0 is VSD; the authors' README uses 0.5. Fights the mode collapse (Janus faces) of VSD and SDS.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

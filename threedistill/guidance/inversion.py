@@ -4,6 +4,7 @@
 z_j = alpha_j (z_i - sigma_i eps) / alpha_i + sigma_j eps. `invert` walks a render from (almost) clean up to
 timestep s in steps of at most `stride`, with the teacher's unconditional prediction at each point.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,8 +18,15 @@ def ddim_move(prior, z: torch.Tensor, eps: torch.Tensor, i: torch.Tensor, j: tor
 
 
 @torch.no_grad()
-def invert(guidance, x: torch.Tensor, noise: torch.Tensor, target: torch.Tensor, empty: torch.Tensor,
-           stride: int, max_steps: int) -> torch.Tensor:
+def invert(
+    guidance,
+    x: torch.Tensor,
+    noise: torch.Tensor,
+    target: torch.Tensor,
+    empty: torch.Tensor,
+    stride: int,
+    max_steps: int,
+) -> torch.Tensor:
     """DDIM inversion of renders x to timesteps `target` (B,) with the empty-prompt teacher (ISM steps 2-3
     start): from i0 = max(target - stride * max_steps, 0), z = alpha_i0 x + sigma_i0 noise, then steps of
     `stride` until `target`. Samples already at their target stay exactly where they are."""

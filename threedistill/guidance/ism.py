@@ -8,6 +8,7 @@ per-channel offset (0.1 N(0,1) per channel, shared by the views) as in the refer
 teacher evaluations per view. `inversion=noise` replaces the deterministic path by forward noising (an
 ablation: it reduces ISM to SDS with w = sigma/alpha).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -72,8 +73,9 @@ class ISMGuidance(Guidance):
         return (t - int(scheduled(self.cfg.delta_t, step))).clamp_min(0)
 
     @torch.no_grad()
-    def trajectory(self, x: torch.Tensor, prompt: PromptState, t: torch.Tensor, s: torch.Tensor,
-                   noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def trajectory(
+        self, x: torch.Tensor, prompt: PromptState, t: torch.Tensor, s: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x_s, eps_s, x_t): the deterministic path of the render to s, the empty-prompt prediction there,
         and one inversion step on to t."""
         empty = prompt.empty(x.shape[0])
@@ -81,15 +83,17 @@ class ISMGuidance(Guidance):
         (eps_s,) = self.teacher((x_s, s, empty))
         return x_s, eps_s, ddim_move(self.prior, x_s, eps_s, s, t)
 
-    def targets(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor,
-                noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def targets(
+        self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_t, target eps) for the teacher comparison."""
         if self.cfg.inversion == "noise":
             return self.prior.add_noise(x, noise, t), noise
         _, eps_s, x_t = self.trajectory(x, prompt, t, self.interval_start(t, step), noise)
         return x_t, eps_s
 
-    def gradient(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor,
-                 noise: torch.Tensor) -> torch.Tensor:
+    def gradient(
+        self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         x_t, target = self.targets(x.detach(), cameras, prompt, step, t, noise)
         return self.weight(t) * (self.guided_eps(x_t, t, cameras, prompt, step) - target)

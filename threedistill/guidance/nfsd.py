@@ -6,6 +6,7 @@ condition term d_C = s (eps_y - eps_e) and the domain term d_D = eps_e for t < t
 prior's own denoising), else eps_e - eps_n (push away from the negative prompt). No "- eps" term: the random
 noise never enters G. 3 teacher evaluations per view (2 without a negative prompt).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,8 +31,9 @@ class NFSDGuidance(Guidance):
     def teacher_evals(self) -> int:
         return 2 if self.cfg.negative_prompt == "" else 3
 
-    def gradient(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor,
-                 noise: torch.Tensor) -> torch.Tensor:
+    def gradient(
+        self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         x_t = self.prior.add_noise(x.detach(), noise, t)
         eps_y, eps_n, eps_e = self.prompt_eps(x_t, t, cameras, prompt)
         d_c = scheduled(self.cfg.guidance_scale, step) * (eps_y - eps_e)

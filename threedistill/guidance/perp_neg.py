@@ -7,6 +7,7 @@ with negative weights w_i from shifted exponential decays of the interpolation r
 defaults). It makes side views look like sides instead of the average view SDS otherwise converges to.
 4 teacher evaluations per view instead of 2.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,7 @@ import math
 import torch
 
 from ..cameras import Cameras
-from ..toyworld.prompts import OVERHEAD_ELEVATION
+from ..prompting import OVERHEAD_ELEVATION
 
 # (a, b, c) of a exp(-b r) + c for: front<->side negatives, side<->back negatives (threestudio defaults).
 F_SIDE_BACK = (1.0, 0.5, -0.606)
@@ -31,7 +32,9 @@ def _decay(abc: tuple[float, float, float], r: float) -> float:
 def perp_neg_embeddings(prior, prompt: str, cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per camera: the positive embedding (B,...), the two negative embeddings (B,2,...) and their weights (B,2).
     Overhead views (elevation above the DreamFusion threshold) use the overhead prompt with no negatives."""
-    front, side, back, overhead = prior.encode_prompt([f"{prompt}, {v} view" for v in ("front", "side", "back", "overhead")])
+    front, side, back, overhead = prior.encode_prompt(
+        [f"{prompt}, {v} view" for v in ("front", "side", "back", "overhead")]
+    )
     pos, negs, weights = [], [], []
     for az, el in zip(cameras.azimuth.tolist(), cameras.elevation.tolist()):
         az = (az + 180.0) % 360.0 - 180.0
@@ -60,8 +63,15 @@ def perpendicular(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def perp_neg_terms(prior, x_t: torch.Tensor, t: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor,
-                   weights: torch.Tensor, uncond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def perp_neg_terms(
+    prior,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    pos: torch.Tensor,
+    negs: torch.Tensor,
+    weights: torch.Tensor,
+    uncond: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(eps_pos, eps_u, sum_i w_i perp(eps_neg_i - eps_u; eps_pos - eps_u)) for noisy inputs x_t (B,...), from
     one batched teacher call over 4B inputs."""
     b = x_t.shape[0]
@@ -74,8 +84,16 @@ def perp_neg_terms(prior, x_t: torch.Tensor, t: torch.Tensor, pos: torch.Tensor,
     return e_pos, e_u, accum
 
 
-def perp_neg_eps(prior, x_t: torch.Tensor, t: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor,
-                 weights: torch.Tensor, uncond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+def perp_neg_eps(
+    prior,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    pos: torch.Tensor,
+    negs: torch.Tensor,
+    weights: torch.Tensor,
+    uncond: torch.Tensor,
+    guidance_scale: float,
+) -> torch.Tensor:
     """Perp-Neg guided epsilon eps_u + s [(eps_pos - eps_u) + perpendicular negatives]."""
     e_pos, e_u, accum = perp_neg_terms(prior, x_t, t, pos, negs, weights, uncond)
     return e_u + guidance_scale * (e_pos - e_u + accum)

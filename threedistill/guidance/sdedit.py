@@ -9,6 +9,7 @@ configs refine the mesh's texture with it, vertices frozen; moving vertices too,
 shrink the shapes (docs/benchmarks/stages.md). Cost: `denoise_steps` guided evaluations (2
 each, 4 with Perp-Neg) per view and step.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,8 +46,9 @@ class SDEditGuidance(Guidance):
         return self.cfg.denoise_steps * self.guided_evals
 
     @torch.no_grad()
-    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, cameras: Cameras, prompt: PromptState,
-                step: int) -> torch.Tensor:
+    def denoise(
+        self, x_t: torch.Tensor, t: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int
+    ) -> torch.Tensor:
         """The clean image reached from x_t at timesteps t (B,) by `denoise_steps` equal DDIM steps to 0; the
         last step is the teacher's clean estimate."""
         n = self.cfg.denoise_steps
@@ -57,8 +59,9 @@ class SDEditGuidance(Guidance):
             z = self.prior.predict_x0(z, eps, i) if k == n - 1 else ddim_move(self.prior, z, eps, i, j)
         return z
 
-    def gradient(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor,
-                 noise: torch.Tensor) -> torch.Tensor:
+    def gradient(
+        self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         """G = w(t) (x - x0), x0 the guided multi-step denoising of the noised render."""
         x = x.detach()
         return self.weight(t) * (x - self.denoise(self.prior.add_noise(x, noise, t), t, cameras, prompt, step))

@@ -5,6 +5,7 @@ trajectory: x_mu = one DDIM inversion step s -> mu, target eps_mu = eps(x_mu; mu
 mu = s, i.e. ISM exactly; gamma = 0 puts the target at t itself. Pair it with Dreamer XL's pixel-wise
 gradient clipping (guidance.pixel_grad_clip=0.05). Up to n_S + 1 + 1 + 2 teacher evaluations per view.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,10 +40,11 @@ class TSMGuidance(ISMGuidance):
 
     def target_timesteps(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """mu = round(s + (t - s) sqrt(1 - gamma^2))."""
-        return torch.round(s + (t - s).double() * math.sqrt(1.0 - self.cfg.gamma ** 2)).long()
+        return torch.round(s + (t - s).double() * math.sqrt(1.0 - self.cfg.gamma**2)).long()
 
-    def targets(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor,
-                noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def targets(
+        self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cfg.inversion == "noise":
             return super().targets(x, cameras, prompt, step, t, noise)
         s = self.interval_start(t, step)

@@ -9,6 +9,7 @@ view-independent prompt. Each step the particle model also takes its own loss (`
 renders at an independent t' ~ U{0..T-1}, with the camera zeroed 10% of the time. Cost: 2 teacher + 1 (2 when
 s_L is not 1) LoRA evaluations without gradient + 1 LoRA training pass per view. Needs a diffusers prior.
 """
+
 from __future__ import annotations
 
 import copy
@@ -63,16 +64,22 @@ class ParticleGuidance(Guidance):
     def __init__(self, prior, cfg: Optional[ParticleConfig] = None):
         super().__init__(prior, cfg)
         if not hasattr(prior, "unet_output"):
-            raise ConfigError(f"guidance {self.name} trains a LoRA copy of the prior's UNet and needs a diffusers "
-                              f"prior (the embedded one or --prior DIR), not {type(prior).__name__}")
+            raise ConfigError(
+                f"guidance {self.name} trains a LoRA copy of the prior's UNet and needs a diffusers "
+                f"prior (the embedded one or --prior DIR), not {type(prior).__name__}"
+            )
         from peft import LoraConfig
 
         self.lora_unet = copy.deepcopy(prior.unet).requires_grad_(False)
-        self.lora_unet.add_adapter(LoraConfig(r=self.cfg.lora_rank, lora_alpha=self.cfg.lora_rank,
-                                              init_lora_weights=True, target_modules=LORA_TARGETS))
+        self.lora_unet.add_adapter(
+            LoraConfig(
+                r=self.cfg.lora_rank, lora_alpha=self.cfg.lora_rank, init_lora_weights=True, target_modules=LORA_TARGETS
+            )
+        )
         width = self.lora_unet.time_embedding.linear_2.out_features
-        self.camera_mlp = torch.nn.Sequential(torch.nn.Linear(16, width), torch.nn.SiLU(),
-                                              torch.nn.Linear(width, width)).to(prior.device)
+        self.camera_mlp = torch.nn.Sequential(
+            torch.nn.Linear(16, width), torch.nn.SiLU(), torch.nn.Linear(width, width)
+        ).to(prior.device)
         self._camera_embedding: Optional[torch.Tensor] = None
         self.lora_unet.time_embedding.register_forward_hook(self._add_camera)
 
@@ -88,8 +95,9 @@ class ParticleGuidance(Guidance):
     def teacher_evals(self) -> int:
         return self.guided_evals + (1 if self.lora_scale in (0.0, 1.0) else 2)
 
-    def particle_output(self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor,
-                        cameras: torch.Tensor) -> torch.Tensor:
+    def particle_output(
+        self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor, cameras: torch.Tensor
+    ) -> torch.Tensor:
         """Raw output of the LoRA particle model for camera vectors (B, 16) (zeros: no camera)."""
         self._camera_embedding = self.camera_mlp(cameras.to(x_t.device))
         try:
@@ -106,19 +114,25 @@ class ParticleGuidance(Guidance):
         if s in (0.0, 1.0):  # one branch has weight 0: skip it (threestudio evaluates it anyway)
             cams = cams if s == 1.0 else torch.zeros_like(cams)
             return self.prior.to_epsilon(self.particle_output(x_t, t, emb, cams), x_t, t)
-        out = self.particle_output(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([emb, emb]),
-                                   torch.cat([cams, torch.zeros_like(cams)]))
+        out = self.particle_output(
+            torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([emb, emb]), torch.cat([cams, torch.zeros_like(cams)])
+        )
         eps_c, eps_0 = self.prior.to_epsilon(out, torch.cat([x_t, x_t]), torch.cat([t, t])).split(b)
         return eps_0 + s * (eps_c - eps_0)
 
-    def gradient(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor,
-                 noise: torch.Tensor) -> torch.Tensor:
+    def gradient(
+        self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         x_t = self.prior.add_noise(x.detach(), noise, t)
         eps_pre = self.guided_eps(x_t, t, cameras, prompt, step)
         return self.weight(t) * (eps_pre - self.particle_eps(x_t, t, cameras, prompt))
 
-    def auxiliary_losses(self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int,
-                         generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    def loss_weights(self) -> dict[str, float]:
+        return {"lora": 1.0}  # trainer.lambdas.lora changes it; lambda_guidance weights loss_vsd only
+
+    def auxiliary_losses(
+        self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, generator: torch.Generator | None
+    ) -> dict[str, torch.Tensor]:
         """The particle model's denoising loss on the detached renders (independent t', fresh noise,
         camera dropout)."""
         k = self.cfg.lora_timestep_samples

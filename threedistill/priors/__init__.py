@@ -1,22 +1,25 @@
-"""Frozen 2D diffusion teachers behind one interface (`Prior`), loaded from local diffusers directories."""
+"""Frozen 2D diffusion teachers behind one interface (`Prior`), loaded from local diffusers directories or by a
+name registered in `PRIORS` (this package's own, or a plugin's through the `threedistill.prior` entry point
+group: the toy world's exact prior `toyworld-oracle` registers that way)."""
+
+from pathlib import Path
+
 from ..registry import Registry
 from .base import Prior
 from .diffusers_prior import EMBEDDED, DiffusersPrior, default_prior_path, embedded_prior_path
-from .empirical import ORACLE, EmpiricalPrior
 
 PRIORS: Registry[Prior] = Registry("prior")
 PRIORS.register("diffusers")(DiffusersPrior)
-PRIORS.register("empirical")(EmpiricalPrior)
 
 
 def load_prior(path=None, device="cpu") -> Prior:
-    """The prior at `path` (a local diffusers directory, or the name of an embedded prior: "toyworld",
-    "toyworld-latent"), the exact denoiser of the toy training set ("toyworld-oracle"), or the embedded pixel
-    prior when `path` is None."""
-    if str(path) == ORACLE:
-        return EmpiricalPrior(device=device)
+    """The prior at `path`: a name registered in `PRIORS` (e.g. "toyworld-oracle", the exact denoiser of the toy
+    training set), a local diffusers directory or the name of an embedded one ("toyworld", "toyworld-latent");
+    the embedded pixel prior when `path` is None."""
+    name = None if path is None else str(path)
+    if name is not None and name != "diffusers" and not Path(name).exists() and name in PRIORS:
+        return PRIORS.get(name)(device=device)
     return DiffusersPrior(path, device=device)
 
 
-__all__ = ["Prior", "DiffusersPrior", "EmpiricalPrior", "ORACLE", "PRIORS", "load_prior", "default_prior_path",
-           "embedded_prior_path", "EMBEDDED"]
+__all__ = ["Prior", "DiffusersPrior", "PRIORS", "load_prior", "default_prior_path", "embedded_prior_path", "EMBEDDED"]

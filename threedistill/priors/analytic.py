@@ -4,6 +4,7 @@ Data for prompt y: x ~ N(mu_y, s^2 I) with mu_y a fixed pseudo-random image per 
 has mean 0). Then x_t = alpha x + sigma eps is N(alpha mu, (alpha^2 s^2 + sigma^2) I) and the optimal
 eps(x_t) = sigma (x_t - alpha mu) / (alpha^2 s^2 + sigma^2). Used to test guidance identities exactly.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,15 @@ from .base import Prior
 
 
 class AnalyticGaussianPrior(Prior):
-    def __init__(self, resolution: int = 16, channels: int = 3, data_std: float = 0.5, mean_scale: float = 0.5,
-                 beta_start: float = 1e-4, beta_end: float = 0.02):
+    def __init__(
+        self,
+        resolution: int = 16,
+        channels: int = 3,
+        data_std: float = 0.5,
+        mean_scale: float = 0.5,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+    ):
         super().__init__()
         self.native_resolution = resolution
         self.channels = channels
@@ -33,7 +41,7 @@ class AnalyticGaussianPrior(Prior):
         shape = (self.channels, self.native_resolution, self.native_resolution)
         if text == "":
             return torch.zeros(shape)
-        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") % (2 ** 63)
+        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") % (2**63)
         return self.mean_scale * torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
     def _encode_uncached(self, texts: list[str]) -> torch.Tensor:
@@ -52,4 +60,4 @@ class AnalyticGaussianPrior(Prior):
     def _unet(self, x_t, t, embeddings, **cond):
         mu = embeddings.reshape(x_t.shape)
         alpha, sigma = self.alpha_sigma(t)
-        return sigma * (x_t - alpha * mu) / (alpha ** 2 * self.data_std ** 2 + sigma ** 2)
+        return sigma * (x_t - alpha * mu) / (alpha**2 * self.data_std**2 + sigma**2)

@@ -1,5 +1,6 @@
 """The one interface every frozen 2D teacher implements (pixel priors such as the toy prior or DeepFloyd IF,
 latent priors such as Stable Diffusion). Guidance methods talk only to this."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -11,8 +12,9 @@ def resize_to_native(rgb: torch.Tensor, size: int) -> torch.Tensor:
     """Renders (B,3,H,W) resized differentiably to a prior's native size: bilinear, antialiased when shrinking."""
     if rgb.shape[-2:] == (size, size):
         return rgb
-    return torch.nn.functional.interpolate(rgb, (size, size), mode="bilinear", align_corners=False,
-                                           antialias=rgb.shape[-1] > size)
+    return torch.nn.functional.interpolate(
+        rgb, (size, size), mode="bilinear", align_corners=False, antialias=rgb.shape[-1] > size
+    )
 
 
 class Prior(ABC):
@@ -94,8 +96,9 @@ class Prior(ABC):
             return x0
         raise ValueError(f"unsupported prediction type {self.prediction_type!r}")
 
-    def predict_noise_cfg(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
-                          guidance_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def predict_noise_cfg(
+        self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Classifier-free guidance in the diffusers convention: eps_u + s * (eps_c - eps_u), so s = 1 is
         conditional only (threestudio's scale s' equals s - 1 here). Returns (eps_cfg, eps_cond, eps_uncond);
         both branches run in one batched call."""

@@ -1,6 +1,7 @@
 """Loads any local diffusers pipeline directory (Stable Diffusion 1.x/2.x, DeepFloyd IF stage I, the embedded
 toy prior) behind the Prior interface. Only classes from diffusers and transformers are instantiated, and
 nothing is fetched from a hub: the directory must hold every component."""
+
 from __future__ import annotations
 
 import importlib
@@ -111,8 +112,9 @@ def _frozen(module, device: torch.device, dtype: torch.dtype):
 class DiffusersPrior(Prior):
     """A frozen diffusers pipeline directory behind the Prior interface."""
 
-    def __init__(self, path: str | Path | None = None, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32):
+    def __init__(
+        self, path: str | Path | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    ):
         super().__init__()
         self.path = resolve_prior_path(path)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -144,8 +146,13 @@ class DiffusersPrior(Prior):
         return f"DiffusersPrior({self.path}, {kind}, {self.native_resolution}px, {self.prediction_type})"
 
     def _encode_uncached(self, texts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                truncation=True, return_tensors="pt")
+        tokens = self.tokenizer(
+            texts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
         return self.text_encoder(tokens.input_ids.to(self.device)).last_hidden_state.to(self.dtype)
 
     def to_diffusion_space(self, rgb: torch.Tensor) -> torch.Tensor:
@@ -164,7 +171,9 @@ class DiffusersPrior(Prior):
 
     def unet_output(self, unet, x_t, t, embeddings, **cond) -> torch.Tensor:
         """Raw output of `unet` (this prior's UNet or an adapted copy, e.g. VSD's LoRA particle model)."""
-        out = unet(x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=embeddings.to(self.dtype), **cond).sample
+        out = unet(
+            x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=embeddings.to(self.dtype), **cond
+        ).sample
         if out.shape[1] == 2 * x_t.shape[1]:  # learned variance (DeepFloyd IF): the first half is epsilon
             out = out[:, : x_t.shape[1]]
         return out

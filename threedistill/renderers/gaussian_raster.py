@@ -7,6 +7,7 @@ per-camera step (features, projection, binning, compositing) runs in the native 
 backward passes (kernels/gaussian_project.cpp, kernels/gaussian_raster.cpp; see threedistill/native.py). On CUDA tensors
 `rasterize` dispatches to gsplat's CUDA rasterizer when gsplat is importable (else this path runs on CUDA too).
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 
 from .. import native
 from ..cameras import Cameras, pixel_intrinsics
+from ..geometry import quat_to_rotmat
 from .packing import box_cells
 
 TILE = 4  # pixels per tile side: small tiles waste less work outside each footprint (~4x faster than 16 at 32 px)
@@ -27,15 +29,6 @@ NEAR = 0.05
 NATIVE_TILE = 8  # the native kernel walks each pixel's list and skips misses cheaply: bigger tiles, fewer pairs
 T_MIN = 1e-5  # native early termination below this transmittance (3DGS stops at 1e-4; 1e-5 keeps gradients
 # within 0.1% of the PyTorch path, which has no early termination, at a few more layers per pixel)
-
-
-def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
-    """(N,4) quaternions (w, x, y, z), normalised here, to (N,3,3) rotation matrices."""
-    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1).reshape(-1, 3, 3)
 
 
 def covariances(scales: torch.Tensor, quats: torch.Tensor) -> torch.Tensor:
@@ -72,8 +65,9 @@ def project(means: torch.Tensor, covs: torch.Tensor, viewmat: torch.Tensor, K: t
     tx_c = tz_safe * (tx / tz_safe).clamp(-lim_x, lim_x)
     ty_c = tz_safe * (ty / tz_safe).clamp(-lim_y, lim_y)
     zero = torch.zeros_like(tz)
-    J = torch.stack([fx / tz_safe, zero, -fx * tx_c / tz_safe ** 2,
-                     zero, fy / tz_safe, -fy * ty_c / tz_safe ** 2], -1).reshape(-1, 2, 3)
+    J = torch.stack(
+        [fx / tz_safe, zero, -fx * tx_c / tz_safe**2, zero, fy / tz_safe, -fy * ty_c / tz_safe**2], -1
+    ).reshape(-1, 2, 3)
     cov2d = J @ cov_c @ J.transpose(1, 2) + EPS_2D * torch.eye(2, dtype=means.dtype, device=means.device)
     a, b, c = cov2d[:, 0, 0], cov2d[:, 0, 1], cov2d[:, 1, 1]
     det = (a * c - b * b).clamp_min(1e-10)
@@ -82,13 +76,19 @@ def project(means: torch.Tensor, covs: torch.Tensor, viewmat: torch.Tensor, K: t
     mid = 0.5 * (a + c)
     lam = mid + torch.sqrt((mid * mid - det).clamp_min(0.01))
     radii = torch.ceil(3.33 * torch.sqrt(lam)).detach()  # exp(-3.33^2/2) ~ 1/255: nothing visible is cut
-    visible = (tz > NEAR) & (means2d[:, 0] + radii > 0) & (means2d[:, 0] - radii < width) \
-        & (means2d[:, 1] + radii > 0) & (means2d[:, 1] - radii < height)
+    visible = (
+        (tz > NEAR)
+        & (means2d[:, 0] + radii > 0)
+        & (means2d[:, 0] - radii < width)
+        & (means2d[:, 1] + radii > 0)
+        & (means2d[:, 1] - radii < height)
+    )
     return means2d, conics, tz, torch.where(visible, radii, torch.zeros_like(radii))
 
 
-def _tile_pairs(means2d: torch.Tensor, radii: torch.Tensor, depths: torch.Tensor, tiles_x: int, tiles_y: int,
-                tile_size: int = TILE):
+def _tile_pairs(
+    means2d: torch.Tensor, radii: torch.Tensor, depths: torch.Tensor, tiles_x: int, tiles_y: int, tile_size: int = TILE
+):
     """Packed (tile, gaussian) overlaps sorted by tile, then depth: returns (tile ids, gaussian ids). The native
     path bins the same way in C++ (`bin_gaussians`; tests/test_native.py compares the two)."""
     with torch.no_grad():
@@ -117,8 +117,19 @@ def _record_meta(meta: list | None, means2d: torch.Tensor, radii: torch.Tensor) 
     meta.append((means2d, radii))
 
 
-def rasterize_camera(means, covs, opacities, features, viewmat, K, height, width, background=None, meta=None,
-                     alpha_min: float = ALPHA_MIN):
+def rasterize_camera(
+    means,
+    covs,
+    opacities,
+    features,
+    viewmat,
+    K,
+    height,
+    width,
+    background=None,
+    meta=None,
+    alpha_min: float = ALPHA_MIN,
+):
     """Composite Gaussians for one camera. features (N,F) are blended like colours (rgb, depth, normals ...).
     Returns blended features (F,H,W) and alpha (1,H,W); background (F,) fills what is left. If `meta` is a
     list, (means2d, radii) are appended to it, means2d retaining its gradient (for densification).
@@ -134,8 +145,9 @@ def rasterize_camera(means, covs, opacities, features, viewmat, K, height, width
     tile, gauss = _tile_pairs(means2d, radii, depths, tiles_x, tiles_y)
     f, dev = features.shape[1], means.device
     # Pixel centres of every tile, (n_tiles, TILE*TILE, 2).
-    py, px = torch.meshgrid(torch.arange(TILE, dtype=dtype, device=dev), torch.arange(TILE, dtype=dtype, device=dev),
-                            indexing="ij")
+    py, px = torch.meshgrid(
+        torch.arange(TILE, dtype=dtype, device=dev), torch.arange(TILE, dtype=dtype, device=dev), indexing="ij"
+    )
     offs = torch.stack([px.reshape(-1), py.reshape(-1)], -1) + 0.5
     ty_all, tx_all = torch.meshgrid(torch.arange(tiles_y, device=dev), torch.arange(tiles_x, device=dev), indexing="ij")
     origin = torch.stack([tx_all.reshape(-1), ty_all.reshape(-1)], -1).to(dtype) * TILE
@@ -143,7 +155,10 @@ def rasterize_camera(means, covs, opacities, features, viewmat, K, height, width
     if len(gauss):  # gathers by index_select: its backward (index_add) is deterministic on CPU, x[idx]'s is not
         d = origin[tile][:, None, :] + offs[None] - means2d.index_select(0, gauss)[:, None, :]  # (P, 256, 2)
         con = conics.index_select(0, gauss)
-        power = -0.5 * (con[:, None, 0] * d[..., 0] ** 2 + con[:, None, 2] * d[..., 1] ** 2) - con[:, None, 1] * d[..., 0] * d[..., 1]
+        power = (
+            -0.5 * (con[:, None, 0] * d[..., 0] ** 2 + con[:, None, 2] * d[..., 1] ** 2)
+            - con[:, None, 1] * d[..., 0] * d[..., 1]
+        )
         alpha = (opacities.index_select(0, gauss)[:, None] * torch.exp(power.clamp_max(0))).clamp_max(ALPHA_MAX)
         alpha = torch.where(alpha >= alpha_min, alpha, torch.zeros_like(alpha))
         log_t = torch.log1p(-alpha)
@@ -152,7 +167,9 @@ def rasterize_camera(means, covs, opacities, features, viewmat, K, height, width
         csum = log_t.cumsum(0)
         first = torch.ones_like(tile, dtype=torch.bool)
         first[1:] = tile[1:] != tile[:-1]
-        seg_start = torch.cummax(torch.where(first, torch.arange(len(tile), device=dev), torch.zeros_like(tile)), 0).values
+        seg_start = torch.cummax(
+            torch.where(first, torch.arange(len(tile), device=dev), torch.zeros_like(tile)), 0
+        ).values
         before = csum.index_select(0, seg_start) - log_t.index_select(0, seg_start)
         transmittance = torch.exp(csum - log_t - before).to(dtype)
         weight = transmittance * alpha  # (P, 256)
@@ -162,16 +179,25 @@ def rasterize_camera(means, covs, opacities, features, viewmat, K, height, width
     alpha_img = accum[..., f:]
     if background is not None:
         image = image + (1 - alpha_img) * background
-    image = image.reshape(tiles_y, tiles_x, TILE, TILE, f + 0).permute(4, 0, 2, 1, 3).reshape(f, tiles_y * TILE, tiles_x * TILE)
-    alpha_img = alpha_img.reshape(tiles_y, tiles_x, TILE, TILE, 1).permute(4, 0, 2, 1, 3).reshape(1, tiles_y * TILE, tiles_x * TILE)
+    image = (
+        image.reshape(tiles_y, tiles_x, TILE, TILE, f + 0)
+        .permute(4, 0, 2, 1, 3)
+        .reshape(f, tiles_y * TILE, tiles_x * TILE)
+    )
+    alpha_img = (
+        alpha_img.reshape(tiles_y, tiles_x, TILE, TILE, 1)
+        .permute(4, 0, 2, 1, 3)
+        .reshape(1, tiles_y * TILE, tiles_x * TILE)
+    )
     return image[:, :height, :width], alpha_img[:, :height, :width]
 
 
 def _composite_native(means2d, conics, depths, radii, opacities, features, height, width):
     """The compositing of `rasterize_camera` through the native kernel (kernels/gaussian_raster.cpp)."""
     tiles_x, tiles_y = -(-width // NATIVE_TILE), -(-height // NATIVE_TILE)
-    offsets, gauss = native.kernels().bin_gaussians(means2d.detach().contiguous(), radii.contiguous(),
-                                                    depths.detach().contiguous(), tiles_x, tiles_y, NATIVE_TILE)
+    offsets, gauss = native.kernels().bin_gaussians(
+        means2d.detach().contiguous(), radii.contiguous(), depths.detach().contiguous(), tiles_x, tiles_y, NATIVE_TILE
+    )
     image, alpha = _NativeComposite.apply(means2d, conics, opacities, features, offsets, gauss, height, width)
     return image.permute(2, 0, 1), alpha[None]
 
@@ -182,23 +208,38 @@ class _NativeComposite(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, opacities, features, offsets, gauss, height, width):
         args = [t.detach().contiguous() for t in (means2d, conics, opacities, features)] + [offsets, gauss]
-        image, alpha, final_t, last = native.kernels().raster_forward(*args, height, width, NATIVE_TILE, ALPHA_MIN,
-                                                                       ALPHA_MAX, T_MIN, torch.get_num_threads())
+        image, alpha, final_t, last = native.kernels().raster_forward(
+            *args, height, width, NATIVE_TILE, ALPHA_MIN, ALPHA_MAX, T_MIN, torch.get_num_threads()
+        )
         ctx.save_for_backward(*args, final_t, last)
         return image, alpha
 
     @staticmethod
     def backward(ctx, grad_image, grad_alpha):
-        grads = native.kernels().raster_backward(*ctx.saved_tensors, grad_image.contiguous(), grad_alpha.contiguous(),
-                                                  NATIVE_TILE, ALPHA_MIN, ALPHA_MAX, torch.get_num_threads())
+        grads = native.kernels().raster_backward(
+            *ctx.saved_tensors,
+            grad_image.contiguous(),
+            grad_alpha.contiguous(),
+            NATIVE_TILE,
+            ALPHA_MIN,
+            ALPHA_MAX,
+            torch.get_num_threads(),
+        )
         return (*grads, None, None, None, None)
 
 
 SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
 SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
-SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154, -0.4570457994644658,
-         1.445305721320277, -0.5900435899266435)
+SH_C3 = (
+    -0.5900435899266435,
+    2.890611442640554,
+    -0.4570457994644658,
+    0.3731763325901154,
+    -0.4570457994644658,
+    1.445305721320277,
+    -0.5900435899266435,
+)
 
 
 def sh_to_rgb(sh: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
@@ -211,13 +252,25 @@ def sh_to_rgb(sh: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
         out = out - SH_C1 * y * sh[:, 1] + SH_C1 * z * sh[:, 2] - SH_C1 * x * sh[:, 3]
         if k > 4:
             xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
-            out = out + SH_C2[0] * xy * sh[:, 4] + SH_C2[1] * yz * sh[:, 5] + SH_C2[2] * (2 * zz - xx - yy) * sh[:, 6] \
-                + SH_C2[3] * xz * sh[:, 7] + SH_C2[4] * (xx - yy) * sh[:, 8]
+            out = (
+                out
+                + SH_C2[0] * xy * sh[:, 4]
+                + SH_C2[1] * yz * sh[:, 5]
+                + SH_C2[2] * (2 * zz - xx - yy) * sh[:, 6]
+                + SH_C2[3] * xz * sh[:, 7]
+                + SH_C2[4] * (xx - yy) * sh[:, 8]
+            )
             if k > 9:
-                out = out + SH_C3[0] * y * (3 * xx - yy) * sh[:, 9] + SH_C3[1] * xy * z * sh[:, 10] \
-                    + SH_C3[2] * y * (4 * zz - xx - yy) * sh[:, 11] + SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy) * sh[:, 12] \
-                    + SH_C3[4] * x * (4 * zz - xx - yy) * sh[:, 13] + SH_C3[5] * z * (xx - yy) * sh[:, 14] \
+                out = (
+                    out
+                    + SH_C3[0] * y * (3 * xx - yy) * sh[:, 9]
+                    + SH_C3[1] * xy * z * sh[:, 10]
+                    + SH_C3[2] * y * (4 * zz - xx - yy) * sh[:, 11]
+                    + SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy) * sh[:, 12]
+                    + SH_C3[4] * x * (4 * zz - xx - yy) * sh[:, 13]
+                    + SH_C3[5] * z * (xx - yy) * sh[:, 14]
                     + SH_C3[6] * x * (xx - 3 * yy) * sh[:, 15]
+                )
     return (out + 0.5).clamp_min(0.0)
 
 
@@ -246,28 +299,47 @@ def _finish(features: torch.Tensor, alpha: torch.Tensor, bg: torch.Tensor) -> di
     return out
 
 
-def rasterize(means, scales, quats, opacities, sh, cameras: Cameras, height: int, width: int,
-              background: torch.Tensor | None = None, meta: list | None = None,
-              geometry: bool = True, backend: str = "auto") -> dict[str, torch.Tensor]:
+def rasterize(
+    means,
+    scales,
+    quats,
+    opacities,
+    sh,
+    cameras: Cameras,
+    height: int,
+    width: int,
+    background: torch.Tensor | None = None,
+    meta: list | None = None,
+    geometry: bool = True,
+    backend: str = "auto",
+) -> dict[str, torch.Tensor]:
     """Render Gaussians from every camera: rgb (B,3,H,W), alpha (B,1,H,W), depth (B,1,H,W; distance to the
     camera, normalised by alpha), normal (B,3,H,W; world space). Differentiable w.r.t. every input.
     `meta`, if a list, receives (means2d, radii) for densification statistics: per camera on the PyTorch path,
     (cameras, N, 2) and (cameras, N) at once from gsplat. geometry=False skips depth and normals (about half the
     compositing work; training needs only rgb). `backend`: auto (gsplat for CUDA tensors when importable) or torch."""
     bg = (torch.ones(3) if background is None else background).to(means.device)
-    if not (backend == "auto" and means.is_cuda and gsplat_available()) \
-            and native.usable(means, scales, quats, opacities, sh) and sh.shape[1] in (1, 4, 9, 16):
+    if (
+        not (backend == "auto" and means.is_cuda and gsplat_available())
+        and native.usable(means, scales, quats, opacities, sh)
+        and sh.shape[1] in (1, 4, 9, 16)
+    ):
         return _rasterize_native(means, scales, quats, opacities, sh, cameras, height, width, bg, meta, geometry)
-    feats = torch.stack([_camera_features(means, scales, quats, sh, cameras.positions[i].to(means.device))
-                         for i in range(len(cameras))])
+    feats = torch.stack(
+        [_camera_features(means, scales, quats, sh, cameras.positions[i].to(means.device)) for i in range(len(cameras))]
+    )
     if not geometry:
         feats = feats[..., :3]
     if backend == "auto" and means.is_cuda and gsplat_available():
         return _rasterize_gsplat(means, scales, quats, opacities, feats, cameras, height, width, bg, meta)
     covs = covariances(scales, quats)
     viewmats, Ks = opencv_viewmats(cameras), intrinsics(cameras, height, width)
-    images, alphas = zip(*(rasterize_camera(means, covs, opacities, feats[i], viewmats[i], Ks[i], height, width,
-                                            meta=meta) for i in range(len(cameras))))
+    images, alphas = zip(
+        *(
+            rasterize_camera(means, covs, opacities, feats[i], viewmats[i], Ks[i], height, width, meta=meta)
+            for i in range(len(cameras))
+        )
+    )
     return _finish(torch.stack(images), torch.stack(alphas), bg)
 
 
@@ -294,8 +366,9 @@ class _NativeProject(torch.autograd.Function):
     def forward(ctx, means, scales, quats, viewmat, K, height, width):
         args = [t.detach().contiguous() for t in (means, scales, quats)]
         camera = [viewmat.detach().to(means.dtype), K.detach().to(means.dtype), height, width]
-        means2d, conics, depths, radii = native.kernels().project_forward(*args, *camera, NEAR, EPS_2D,
-                                                                          torch.get_num_threads())
+        means2d, conics, depths, radii = native.kernels().project_forward(
+            *args, *camera, NEAR, EPS_2D, torch.get_num_threads()
+        )
         ctx.mark_non_differentiable(depths, radii)
         ctx.save_for_backward(*args)
         ctx.camera = camera
@@ -303,8 +376,15 @@ class _NativeProject(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_means2d, grad_conics, _grad_depths, _grad_radii):
-        grads = native.kernels().project_backward(*ctx.saved_tensors, *ctx.camera, grad_means2d.contiguous(),
-                                                  grad_conics.contiguous(), NEAR, EPS_2D, torch.get_num_threads())
+        grads = native.kernels().project_backward(
+            *ctx.saved_tensors,
+            *ctx.camera,
+            grad_means2d.contiguous(),
+            grad_conics.contiguous(),
+            NEAR,
+            EPS_2D,
+            torch.get_num_threads(),
+        )
         return (*grads, None, None, None, None)
 
 
@@ -321,8 +401,9 @@ class _NativeFeatures(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        d_means, d_quats, d_sh = native.kernels().features_backward(*ctx.saved_tensors, grad.contiguous(),
-                                                                    torch.get_num_threads())
+        d_means, d_quats, d_sh = native.kernels().features_backward(
+            *ctx.saved_tensors, grad.contiguous(), torch.get_num_threads()
+        )
         return d_means, None, d_quats, d_sh, None, None
 
 
@@ -337,8 +418,9 @@ def gsplat_available() -> bool:
     else:
         reason = "its CUDA kernels did not build (is nvcc installed?)"
     if _C is None:
-        warnings.warn(f"gsplat is unavailable ({reason}); CUDA Gaussians use the slower PyTorch rasterizer",
-                      stacklevel=2)
+        warnings.warn(
+            f"gsplat is unavailable ({reason}); CUDA Gaussians use the slower PyTorch rasterizer", stacklevel=2
+        )
         return False
     return True
 
@@ -351,9 +433,22 @@ def _rasterize_gsplat(means, scales, quats, opacities, feats, cameras, height, w
     dev = means.device
     viewmats = opencv_viewmats(cameras).to(dev)
     Ks = intrinsics(cameras, height, width).to(dev)
-    images, alphas, info = gsplat.rasterization(means, F.normalize(quats, dim=-1), scales, opacities, feats, viewmats,
-                                                Ks, width, height, near_plane=NEAR, eps2d=EPS_2D, sh_degree=None,
-                                                packed=False, render_mode="RGB")
+    images, alphas, info = gsplat.rasterization(
+        means,
+        F.normalize(quats, dim=-1),
+        scales,
+        opacities,
+        feats,
+        viewmats,
+        Ks,
+        width,
+        height,
+        near_plane=NEAR,
+        eps2d=EPS_2D,
+        sh_degree=None,
+        packed=False,
+        render_mode="RGB",
+    )
     if meta is not None and info["means2d"].requires_grad:
         info["means2d"].retain_grad()
         radii = info["radii"]

@@ -4,6 +4,7 @@ colours to compare them with the representation's own renders and with ground tr
 Every (triangle, pixel inside its bounding box) pair is enumerated in one packed table, tested with
 barycentric coordinates, and the nearest hit per pixel wins (a scatter-min on depth).
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,13 +13,22 @@ from ..cameras import Cameras, project_points
 from .packing import box_cells
 
 
-def rasterize_mesh(vertices: torch.Tensor, faces: torch.Tensor, colours: torch.Tensor, cameras: Cameras,
-                   height: int, width: int, background: float = 1.0) -> dict[str, torch.Tensor]:
+def rasterize_mesh(
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    colours: torch.Tensor,
+    cameras: Cameras,
+    height: int,
+    width: int,
+    background: float = 1.0,
+) -> dict[str, torch.Tensor]:
     """rgb (B,3,H,W) and alpha (B,1,H,W, 0 or 1) of a triangle mesh: vertices (V,3), faces (F,3) long,
     per-vertex colours (V,3) in [0,1]. Both windings are drawn (silhouettes must not depend on them)."""
     rgbs, alphas = [], []
     for i in range(len(cameras)):
-        rgb, alpha = _rasterize_one(vertices.float(), faces.long(), colours.float(), cameras[i], height, width, background)
+        rgb, alpha = _rasterize_one(
+            vertices.float(), faces.long(), colours.float(), cameras[i], height, width, background
+        )
         rgbs.append(rgb)
         alphas.append(alpha)
     return {"rgb": torch.stack(rgbs), "alpha": torch.stack(alphas)}

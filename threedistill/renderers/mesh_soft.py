@@ -5,10 +5,12 @@ points and normals of the visible triangle are then recomputed with gradients fr
 Silhouettes get gradients from an antialiased coverage: near the view's silhouette edges (mesh edges between a
 front- and a back-facing triangle, and open boundary edges) alpha = sigmoid(+-d / sigma) for the screen distance
 d to the nearest such edge, + on covered pixels and - on empty ones, so alpha is 0.5 on the outline and moves
-continuously with it; elsewhere (and inside the coverage, away from its outline) alpha is the hard coverage. (SoftRas's union 1 - prod(1 - a) over every nearby
-triangle inflates the silhouette by pixels once triangles are smaller than a pixel, as exported meshes' are.)
+continuously with it; elsewhere (and inside the coverage, away from its outline) alpha is the hard coverage.
+(SoftRas's union 1 - prod(1 - a) over every nearby triangle inflates the silhouette by pixels once triangles are
+smaller than a pixel, as exported meshes' are.)
 All pairs are enumerated in one packed table per camera (packing.box_cells), never in Python loops.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +24,15 @@ from .mesh_raster import box_pixels, cross2d, screen_barycentrics
 NEAR = 1e-4  # triangles with a vertex at this view depth or closer are skipped
 
 
-def rasterize_mesh_soft(vertices: torch.Tensor, faces: torch.Tensor, cameras: Cameras, height: int, width: int,
-                        sigma: float = 0.5, margin: float = 3.0) -> dict[str, torch.Tensor]:
+def rasterize_mesh_soft(
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    cameras: Cameras,
+    height: int,
+    width: int,
+    sigma: float = 0.5,
+    margin: float = 3.0,
+) -> dict[str, torch.Tensor]:
     """face (B,H,W; -1 empty), bary (B,H,W,3, perspective-correct), depth (B,1,H,W, view depth), points
     (B,H,W,3, world), normal (B,3,H,W, world, from the face winding) and soft alpha (B,1,H,W) of a mesh:
     vertices (V,3), faces (F,3) long. Alpha is antialiased within `margin` * sigma pixels of the outline (see the
@@ -35,8 +44,12 @@ def rasterize_mesh_soft(vertices: torch.Tensor, faces: torch.Tensor, cameras: Ca
     v = vertices[faces]
     normals = F.normalize(torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0], dim=-1), dim=-1, eps=1e-20)
     edges, edge_faces = edge_adjacency(faces)
-    outs = [_rasterize_one(xy[i][faces], depth[i][faces], v, normals, height, width, sigma, margin, xy[i][edges],
-                           edge_faces) for i in range(len(cams))]
+    outs = [
+        _rasterize_one(
+            xy[i][faces], depth[i][faces], v, normals, height, width, sigma, margin, xy[i][edges], edge_faces
+        )
+        for i in range(len(cams))
+    ]
     return {k: torch.stack([o[k] for o in outs]) for k in outs[0]}
 
 
@@ -75,9 +88,14 @@ def _rasterize_one(tri_xy, tri_z, tri_world, face_normals, height, width, sigma,
         """Per-pixel values (H,W,C) from the covered pixels' rows, 0 elsewhere."""
         return tri_xy.new_zeros(n_pix, values.shape[-1]).index_put((hit,), values).reshape(height, width, -1)
 
-    return {"face": face.reshape(height, width), "bary": fill(persp),
-            "depth": fill(1.0 / inv_z[:, None]).permute(2, 0, 1), "points": fill((persp[..., None] * tri_world[f]).sum(1)),
-            "normal": fill(face_normals[f]).permute(2, 0, 1), "alpha": alpha.reshape(1, height, width)}
+    return {
+        "face": face.reshape(height, width),
+        "bary": fill(persp),
+        "depth": fill(1.0 / inv_z[:, None]).permute(2, 0, 1),
+        "points": fill((persp[..., None] * tri_world[f]).sum(1)),
+        "normal": fill(face_normals[f]).permute(2, 0, 1),
+        "alpha": alpha.reshape(1, height, width),
+    }
 
 
 def _nearest_face(tri, pix, bary, tri_z, n_pix: int) -> torch.Tensor:
@@ -89,8 +107,9 @@ def _nearest_face(tri, pix, bary, tri_z, n_pix: int) -> torch.Tensor:
     return torch.full((n_pix,), -1, dtype=torch.long, device=z.device).scatter_reduce(0, pix[win], tri[win], "amax")
 
 
-def _silhouette_alpha(tri_xy, keep, edge_xy, edge_faces, covered, height: int, width: int, sigma: float,
-                      margin: float) -> torch.Tensor:
+def _silhouette_alpha(
+    tri_xy, keep, edge_xy, edge_faces, covered, height: int, width: int, sigma: float, margin: float
+) -> torch.Tensor:
     """Flat (H*W,) antialiased coverage: sigmoid(+-d / sigma) within margin * sigma pixels of the nearest
     silhouette edge (d its screen distance, + where covered), the hard coverage elsewhere."""
     a, b, c = tri_xy[:, 0].detach(), tri_xy[:, 1].detach(), tri_xy[:, 2].detach()

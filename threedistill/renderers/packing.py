@@ -1,5 +1,6 @@
 """Packed enumeration of integer boxes, shared by the rasterizers: every cell of every box becomes one row,
 so per-(primitive, tile or pixel) work runs as flat tensor operations instead of Python loops."""
+
 from __future__ import annotations
 
 import torch
@@ -10,5 +11,7 @@ def box_cells(x0: torch.Tensor, y0: torch.Tensor, nx: torch.Tensor, ny: torch.Te
     x and y of every cell, row-major inside each box, boxes in order."""
     counts = nx * ny
     owner = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
-    local = torch.arange(int(counts.sum()), device=counts.device) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+    local = torch.arange(int(counts.sum()), device=counts.device) - torch.repeat_interleave(
+        counts.cumsum(0) - counts, counts
+    )
     return owner, x0[owner] + local % nx[owner], y0[owner] + local // nx[owner]

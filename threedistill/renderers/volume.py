@@ -1,5 +1,7 @@
-"""Volume rendering of radiance fields (CPU or CUDA tensors alike): stratified samples inside the unit bounding sphere, one round
-of importance resampling, compositing with nerfacc's batched (non-packed) functions, which run on CPU."""
+"""Volume rendering of radiance fields (CPU or CUDA tensors alike): stratified samples inside the unit bounding
+sphere, one round of importance resampling, compositing with nerfacc's batched (non-packed) functions, which run on
+CPU."""
+
 from __future__ import annotations
 
 import torch
@@ -9,13 +11,15 @@ from nerfacc import accumulate_along_rays, render_weight_from_density
 from ..cameras import Cameras, camera_rays
 
 BOUND = 1.0
-EMPTY_RAY_ALPHA = 1e-3  # without gradients, rays whose coarse opacity is below this skip the fine pass (~2-3x faster renders)
+EMPTY_RAY_ALPHA = (
+    1e-3  # without gradients, rays whose coarse opacity is below this skip the fine pass (~2-3x faster renders)
+)
 
 
 def sphere_interval(origins: torch.Tensor, dirs: torch.Tensor, radius: float = BOUND):
     """Near / far distances where rays (N,3) cross a sphere at the origin, and which rays hit it."""
     b = (origins * dirs).sum(-1)
-    disc = b * b - ((origins * origins).sum(-1) - radius ** 2)
+    disc = b * b - ((origins * origins).sum(-1) - radius**2)
     hit = disc > 0
     root = disc.clamp_min(0).sqrt()
     return (-b - root).clamp_min(0.0), -b + root, hit
@@ -36,8 +40,18 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, generator=None
     return b_lo + frac * (b_hi - b_lo)
 
 
-def render_volume(field, cameras: Cameras, height: int, width: int, n_samples: int = 32, n_importance: int = 32,
-                  background=None, with_normals: bool = False, generator=None, perturb: bool = True) -> dict:
+def render_volume(
+    field,
+    cameras: Cameras,
+    height: int,
+    width: int,
+    n_samples: int = 32,
+    n_importance: int = 32,
+    background=None,
+    with_normals: bool = False,
+    generator=None,
+    perturb: bool = True,
+) -> dict:
     """Render a field with `density(points) -> (sigma, features)`, `color(features, dirs) -> rgb`,
     `background(dirs) -> rgb` and `normals(points)`. Returns rgb, alpha, depth (distance along the ray),
     normal (B,C,H,W), plus the per-sample weights and densities of the rays that hit the bounding sphere."""
@@ -97,5 +111,12 @@ def render_volume(field, cameras: Cameras, height: int, width: int, n_samples: i
         return out.reshape(len(cameras), height, width, -1).permute(0, 3, 1, 2)
 
     zero = torch.zeros(3, device=dev)
-    return {"rgb": scatter(rgb, bg_all), "alpha": scatter(acc, zero[:1]), "depth": scatter(depth, zero[:1]),
-            "normal": scatter(normal, zero), "weights": weights, "sigma": sigma, **extra}
+    return {
+        "rgb": scatter(rgb, bg_all),
+        "alpha": scatter(acc, zero[:1]),
+        "depth": scatter(depth, zero[:1]),
+        "normal": scatter(normal, zero),
+        "weights": weights,
+        "sigma": sigma,
+        **extra,
+    }

@@ -5,6 +5,7 @@ Per level: trilinear interpolation of 8 corner features looked up with `index_se
 ~6x faster on CPU than a naive embedding lookup. For CPU float32 inputs without gradients the native kernel
 (kernels/hash_grid.cpp) computes the same values (bit-identical), 9-12x faster.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,13 +19,20 @@ PRIMES = (1, -1640531535, 805459861)  # 2654435761 wrapped to int32; int32 produ
 
 
 class HashGridEncoding(nn.Module):
-    def __init__(self, levels: int = 12, features_per_level: int = 2, log2_table_size: int = 15,
-                 base_resolution: int = 16, max_resolution: int = 512, init_scale: float = 1e-4):
+    def __init__(
+        self,
+        levels: int = 12,
+        features_per_level: int = 2,
+        log2_table_size: int = 15,
+        base_resolution: int = 16,
+        max_resolution: int = 512,
+        init_scale: float = 1e-4,
+    ):
         super().__init__()
         self.levels, self.features = levels, features_per_level
-        self.table_size = 2 ** log2_table_size
+        self.table_size = 2**log2_table_size
         growth = math.exp((math.log(max_resolution) - math.log(base_resolution)) / max(levels - 1, 1))
-        self.resolutions = [int(math.floor(base_resolution * growth ** i)) for i in range(levels)]
+        self.resolutions = [int(math.floor(base_resolution * growth**i)) for i in range(levels)]
         sizes = [min(self.table_size, (r + 1) ** 3) for r in self.resolutions]
         self.dense = [(r + 1) ** 3 <= self.table_size for r in self.resolutions]
         self.offsets = [0] + list(torch.tensor(sizes).cumsum(0).tolist())
@@ -44,7 +52,9 @@ class HashGridEncoding(nn.Module):
         axes = torch.stack([cell, cell + 1], -1)  # (N, 3, 2) int32: lower / upper corner coordinate per axis
         res = self.resolutions[level]
         if self.dense[level]:
-            x, y, z = (axes * torch.tensor([(res + 1) ** 2, res + 1, 1], dtype=torch.int32, device=cell.device)[:, None]).unbind(1)
+            x, y, z = (
+                axes * torch.tensor([(res + 1) ** 2, res + 1, 1], dtype=torch.int32, device=cell.device)[:, None]
+            ).unbind(1)
             idx = (x[:, :, None] + y[:, None, :]).reshape(-1, 4, 1) + z[:, None, :]
         else:
             x, y, z = (axes * torch.tensor(PRIMES, dtype=torch.int32, device=cell.device)[:, None]).unbind(1)
@@ -75,15 +85,17 @@ class _NativeHashGrid(torch.autograd.Function):
     def forward(ctx, x, table, grid: HashGridEncoding):
         ctx.grid = grid
         ctx.save_for_backward(x)
-        return native.kernels().hash_grid_forward(x, table.detach().contiguous(), *grid.native_layout(),
-                                                  torch.get_num_threads())
+        return native.kernels().hash_grid_forward(
+            x, table.detach().contiguous(), *grid.native_layout(), torch.get_num_threads()
+        )
 
     @staticmethod
     def backward(ctx, grad_out):
         (x,) = ctx.saved_tensors
         grid = ctx.grid
-        grad_table = native.kernels().hash_grid_backward(x, grad_out.contiguous(), grid.table.shape[0],
-                                                         *grid.native_layout(), torch.get_num_threads())
+        grad_table = native.kernels().hash_grid_backward(
+            x, grad_out.contiguous(), grid.table.shape[0], *grid.native_layout(), torch.get_num_threads()
+        )
         return None, grad_table, None
 
 
@@ -100,15 +112,30 @@ def make_encoding(device: torch.device, **kwargs) -> nn.Module:
 
 
 class _TcnnEncoding(nn.Module):
-    def __init__(self, levels=12, features_per_level=2, log2_table_size=15, base_resolution=16, max_resolution=512,
-                 init_scale=1e-4):
+    def __init__(
+        self,
+        levels=12,
+        features_per_level=2,
+        log2_table_size=15,
+        base_resolution=16,
+        max_resolution=512,
+        init_scale=1e-4,
+    ):
         super().__init__()
         import tinycudann as tcnn
 
         growth = math.exp((math.log(max_resolution) - math.log(base_resolution)) / max(levels - 1, 1))
-        self.encoding = tcnn.Encoding(3, {"otype": "HashGrid", "n_levels": levels, "n_features_per_level": features_per_level,
-                                          "log2_hashmap_size": log2_table_size, "base_resolution": base_resolution,
-                                          "per_level_scale": growth})
+        self.encoding = tcnn.Encoding(
+            3,
+            {
+                "otype": "HashGrid",
+                "n_levels": levels,
+                "n_features_per_level": features_per_level,
+                "log2_hashmap_size": log2_table_size,
+                "base_resolution": base_resolution,
+                "per_level_scale": growth,
+            },
+        )
         self.output_dim = levels * features_per_level
 
     def forward(self, x):

@@ -4,6 +4,7 @@ rasterizer in renderers/mesh_soft, and kept smooth by Laplacian and normal-consi
 shading "lambert" the field is an albedo lit by the toy world's light rig through smooth vertex normals, so the
 prior's shading cues move the surface everywhere, not only at the silhouette (Fantasia3D's and Magic3D's shaded
 geometry stage)."""
+
 from __future__ import annotations
 
 import math
@@ -19,9 +20,10 @@ from torch import nn
 from ..cameras import Cameras
 from ..config import check_schedules
 from ..errors import ConfigError
+from ..lighting import light_intensity
 from ..renderers.mesh_soft import edge_adjacency, rasterize_mesh_soft
 from ..renderers.volume import BOUND
-from ..toyworld.render import light_intensity
+from .base import Representation
 from .hash_grid import make_encoding
 
 SHADINGS = ("albedo", "lambert")
@@ -54,25 +56,50 @@ class MeshConfig:
     large_steps: float = 0.0
 
     def __post_init__(self):
-        _require(isinstance(self.subdivisions, int) and 0 <= self.subdivisions <= 6, "subdivisions",
-                 "an integer 0..6", self.subdivisions)
-        _require(0 < self.init_radius < BOUND, "init_radius", f"in (0, {BOUND:g}) (inside the world bound)",
-                 self.init_radius)
+        _require(
+            isinstance(self.subdivisions, int) and 0 <= self.subdivisions <= 6,
+            "subdivisions",
+            "an integer 0..6",
+            self.subdivisions,
+        )
+        _require(
+            0 < self.init_radius < BOUND, "init_radius", f"in (0, {BOUND:g}) (inside the world bound)", self.init_radius
+        )
         for name in ("levels", "base_resolution", "hidden"):
-            _require(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, "a positive integer",
-                     getattr(self, name))
-        _require(isinstance(self.log2_table_size, int) and 4 <= self.log2_table_size <= 24, "log2_table_size",
-                 "an integer 4..24", self.log2_table_size)
-        _require(self.max_resolution >= self.base_resolution, "max_resolution", "at least base_resolution",
-                 self.max_resolution)
+            _require(
+                isinstance(getattr(self, name), int) and getattr(self, name) >= 1,
+                name,
+                "a positive integer",
+                getattr(self, name),
+            )
+        _require(
+            isinstance(self.log2_table_size, int) and 4 <= self.log2_table_size <= 24,
+            "log2_table_size",
+            "an integer 4..24",
+            self.log2_table_size,
+        )
+        _require(
+            self.max_resolution >= self.base_resolution,
+            "max_resolution",
+            "at least base_resolution",
+            self.max_resolution,
+        )
         _require(self.sigma > 0, "sigma", "a positive number of pixels", self.sigma)
         for name in ("lambda_laplacian", "lambda_normal_consistency"):
             _require(getattr(self, name) >= 0, name, "zero or positive", getattr(self, name))
-        _require(isinstance(self.handover_faces, int) and self.handover_faces >= 4, "handover_faces",
-                 "an integer of at least 4", self.handover_faces)
+        _require(
+            isinstance(self.handover_faces, int) and self.handover_faces >= 4,
+            "handover_faces",
+            "an integer of at least 4",
+            self.handover_faces,
+        )
         _require(self.shading in SHADINGS, "shading", " or ".join(SHADINGS), self.shading)
-        _require(self.large_steps >= 0, "large_steps", "zero (plain offsets) or a positive smoothing weight",
-                 self.large_steps)
+        _require(
+            self.large_steps >= 0,
+            "large_steps",
+            "zero (plain offsets) or a positive smoothing weight",
+            self.large_steps,
+        )
         check_schedules(self, "mesh", ("lr_vertices", "lr_texture", "lr_mlp"))
 
 
@@ -82,17 +109,29 @@ def _require(ok: bool, name: str, expected: str, value) -> None:
         raise ConfigError(f"mesh.{name} must be {expected}, got {value!r}")
 
 
-class Mesh(nn.Module):
-    def __init__(self, cfg: MeshConfig | None = None, generator: torch.Generator | None = None,
-                 device: str | torch.device = "cpu"):
+class Mesh(Representation):
+    config_class = MeshConfig
+
+    def __init__(
+        self,
+        cfg: MeshConfig | None = None,
+        generator: torch.Generator | None = None,
+        device: str | torch.device = "cpu",
+    ):
         super().__init__()
         self.cfg = cfg = cfg or MeshConfig()
         if generator is not None:  # the MLP draws its initial weights from the global generator, as NeRF's does
-            torch.manual_seed(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
-        self.encoding = make_encoding(torch.device(device), levels=cfg.levels, log2_table_size=cfg.log2_table_size,
-                                      base_resolution=cfg.base_resolution, max_resolution=cfg.max_resolution)
-        self.colour_net = nn.Sequential(nn.Linear(self.encoding.output_dim, cfg.hidden), nn.ReLU(),
-                                        nn.Linear(cfg.hidden, 3))
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        self.encoding = make_encoding(
+            torch.device(device),
+            levels=cfg.levels,
+            log2_table_size=cfg.log2_table_size,
+            base_resolution=cfg.base_resolution,
+            max_resolution=cfg.max_resolution,
+        )
+        self.colour_net = nn.Sequential(
+            nn.Linear(self.encoding.output_dim, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 3)
+        )
         sphere = trimesh.creation.icosphere(subdivisions=cfg.subdivisions, radius=cfg.init_radius)
         self.set_mesh(torch.tensor(sphere.vertices, dtype=torch.float32), torch.tensor(sphere.faces, dtype=torch.long))
         self.to(device)  # initialised on the CPU (same values on any device), then moved
@@ -126,9 +165,11 @@ class Mesh(nn.Module):
 
     def param_groups(self) -> list[dict]:
         c = self.cfg
-        return [{"params": [self.offsets], "lr": c.lr_vertices, "name": "vertices", "uniform": c.large_steps > 0},
-                {"params": list(self.encoding.parameters()), "lr": c.lr_texture, "name": "texture"},
-                {"params": list(self.colour_net.parameters()), "lr": c.lr_mlp, "name": "mlp"}]
+        return [
+            {"params": [self.offsets], "lr": c.lr_vertices, "name": "vertices", "uniform": c.large_steps > 0},
+            {"params": list(self.encoding.parameters()), "lr": c.lr_texture, "name": "texture"},
+            {"params": list(self.colour_net.parameters()), "lr": c.lr_mlp, "name": "mlp"},
+        ]
 
     def colour_at(self, points: torch.Tensor) -> torch.Tensor:
         """Texture-field colours (N,3) in [0,1] at world points (N,3), returned on the points' device."""
@@ -141,14 +182,24 @@ class Mesh(nn.Module):
         colour = self.colour_at(points)
         return colour * light_intensity(normals.to(colour)) if self.cfg.shading == "lambert" else colour
 
-    def render(self, cameras: Cameras, height: int, width: int, background: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, geometry: bool = False, perturb: bool = True) -> dict:
+    def render(
+        self,
+        cameras: Cameras,
+        height: int,
+        width: int,
+        *,
+        background: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        geometry: bool = False,
+        perturb: bool = True,
+    ) -> dict:
         """rgb, alpha (soft), depth (view depth, 0 off the mesh) and normal (world, 0 off the mesh), (B,C,H,W).
         Rasterization is deterministic and cheap, so depth and normal always come and `generator`, `geometry`
         and `perturb` are accepted and ignored."""
         vertices = self.vertices  # once per render: with large steps each read is a sparse solve
-        raster = rasterize_mesh_soft(vertices, self.faces, cameras.to(self.device), height, width,
-                                     self.cfg.sigma, SOFT_MARGIN)
+        raster = rasterize_mesh_soft(
+            vertices, self.faces, cameras.to(self.device), height, width, self.cfg.sigma, SOFT_MARGIN
+        )
         bg = torch.ones(3, device=self.device) if background is None else background.to(self.device)
         fringe = math.ceil(SOFT_MARGIN * self.cfg.sigma) + 1
         light = self._pixel_light(raster, cameras, vertices) if self.cfg.shading == "lambert" else None
@@ -165,20 +216,25 @@ class Mesh(nn.Module):
         facing = (raster["normal"].permute(0, 2, 3, 1)[idx] * to_camera).sum(-1, keepdim=True).detach()
         return light_intensity(F.normalize(torch.where(facing < 0, -normals, normals), dim=-1))
 
-    def regularization_losses(self) -> dict[str, torch.Tensor]:
-        """Weighted smoothness losses: reg_laplacian (uniform Laplacian) and reg_normal_consistency (adjacent
-        faces' normals); a key is left out when its lambda is 0."""
-        c, out = self.cfg, {}
+    def loss_weights(self) -> dict[str, float]:
+        return {"laplacian": self.cfg.lambda_laplacian, "normal_consistency": self.cfg.lambda_normal_consistency}
+
+    def training_losses(
+        self, out: dict | None = None, weights: dict[str, float] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Unweighted smoothness terms: loss_laplacian (uniform Laplacian) and loss_normal_consistency (adjacent
+        faces' normals); a term is left out when its weight (default: the mesh config's lambda) is 0."""
+        weights, out = self.loss_weights() if weights is None else weights, {}
         v = self.vertices
-        if c.lambda_laplacian:
-            out["reg_laplacian"] = c.lambda_laplacian * laplacian_loss(v, self.edges, self.degree)
-        if c.lambda_normal_consistency:
-            out["reg_normal_consistency"] = c.lambda_normal_consistency * normal_consistency_loss(
-                v, self.faces, self.adjacent_faces)
+        if weights.get("laplacian"):
+            out["loss_laplacian"] = laplacian_loss(v, self.edges, self.degree)
+        if weights.get("normal_consistency"):
+            out["loss_normal_consistency"] = normal_consistency_loss(v, self.faces, self.adjacent_faces)
         return out
 
-    def fit_texture(self, points: torch.Tensor, colours: torch.Tensor, normals: torch.Tensor, steps: int = 200,
-                    lr: float = 1e-2) -> float:
+    def fit_texture(
+        self, points: torch.Tensor, colours: torch.Tensor, normals: torch.Tensor, steps: int = 200, lr: float = 1e-2
+    ) -> float:
         """Regress the seen colour (surface_colour) to `colours` (N,3) at surface `points` (N,3) with outward
         `normals` (N,3) (full-batch Adam on the MSE, so no random numbers are drawn); returns the final RMS error."""
         x, y, n = (t.detach().to(self.device, torch.float32) for t in (points, colours, normals))
@@ -204,12 +260,20 @@ class Mesh(nn.Module):
         """Vertices (V,3) float32, faces (F,3) int64 and vertex colours (V,3) in [0,1] (lit when shading is
         lambert, normals from the winding), as numpy arrays."""
         v = self.vertices.detach()
-        return (v.cpu().numpy().astype(np.float32), self.faces.cpu().numpy().astype(np.int64),
-                self.surface_colour(v, vertex_normals(v, self.faces)).clamp(0, 1).cpu().numpy())
+        return (
+            v.cpu().numpy().astype(np.float32),
+            self.faces.cpu().numpy().astype(np.int64),
+            self.surface_colour(v, vertex_normals(v, self.faces)).clamp(0, 1).cpu().numpy(),
+        )
 
 
-def shade(raster: dict[str, torch.Tensor], colour_fn: Callable[[torch.Tensor], torch.Tensor],
-          background: torch.Tensor, fringe: int, light: torch.Tensor | None = None) -> torch.Tensor:
+def shade(
+    raster: dict[str, torch.Tensor],
+    colour_fn: Callable[[torch.Tensor], torch.Tensor],
+    background: torch.Tensor,
+    fringe: int,
+    light: torch.Tensor | None = None,
+) -> torch.Tensor:
     """rgb (B,3,H,W) = alpha * surface colour + (1 - alpha) * background. Covered pixels take colour_fn at their
     surface point, times `light` (N,1) per covered pixel in `covered.nonzero()` order when given. The soft fringe
     outside the silhouette takes the colour of the covered pixels next to it (spread `fringe` pixels outward), so

@@ -1,6 +1,7 @@
 """Hash-grid NeRF for text-to-3D: a multiresolution hash encoding, small density and colour MLPs, a density
 "blob" bias near the centre at initialisation (threestudio's blob_magic3d) and a background model (fixed
 white by default, or a learnable MLP on the view direction)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from ..cameras import Cameras
 from ..config import check_schedules
 from ..errors import ConfigError
 from ..renderers.volume import BOUND, render_volume
+from .base import Representation
 from .hash_grid import make_encoding
 
 
@@ -21,6 +23,7 @@ from .hash_grid import make_encoding
 class FieldConfig:
     """What every radiance field shares (MLPs, density blob, background, samples, learning rates); the
     encoding's settings live in the subclasses."""
+
     hidden: int = 64
     geo_features: int = 15
     blob_density: float = 10.0
@@ -49,24 +52,31 @@ class NeRFConfig(FieldConfig):
     max_resolution: int = 256
 
 
-class RadianceField(nn.Module):
+class RadianceField(Representation):
     """A NeRF-style field: an encoding of [0,1]^3 (made by `make_encoding`), a density MLP with the blob bias, a
     colour MLP and a background; rendered by the shared volume renderer."""
 
     config_class: type = FieldConfig
+    geometry_losses = ("orientation",)
 
-    def __init__(self, cfg: FieldConfig | None = None, generator: torch.Generator | None = None,
-                 device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        cfg: FieldConfig | None = None,
+        generator: torch.Generator | None = None,
+        device: str | torch.device = "cpu",
+    ):
         super().__init__()
         self.cfg = cfg = cfg or self.config_class()
         if generator is not None:
-            torch.manual_seed(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
         self.encoding = self.make_encoding(cfg, torch.device(device))
-        self.density_net = nn.Sequential(nn.Linear(self.encoding.output_dim, cfg.hidden), nn.ReLU(),
-                                         nn.Linear(cfg.hidden, 1 + cfg.geo_features))
+        self.density_net = nn.Sequential(
+            nn.Linear(self.encoding.output_dim, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 1 + cfg.geo_features)
+        )
         self.color_net = nn.Sequential(nn.Linear(cfg.geo_features, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 3))
-        self.background_net = nn.Sequential(nn.Linear(3, 32), nn.ReLU(), nn.Linear(32, 3)) \
-            if cfg.background == "learned" else None
+        self.background_net = (
+            nn.Sequential(nn.Linear(3, 32), nn.ReLU(), nn.Linear(32, 3)) if cfg.background == "learned" else None
+        )
         self.to(device)  # parameters are initialised on the CPU (same values on any device), then moved
 
     def make_encoding(self, cfg: FieldConfig, device: torch.device) -> nn.Module:
@@ -78,11 +88,18 @@ class RadianceField(nn.Module):
 
     def param_groups(self) -> list[dict]:
         c = self.cfg
-        groups = [{"params": list(self.encoding.parameters()), "lr": c.lr_grid, "name": "grid"},
-                  {"params": list(self.density_net.parameters()) + list(self.color_net.parameters()), "lr": c.lr_mlp,
-                   "name": "mlp"}]
+        groups = [
+            {"params": list(self.encoding.parameters()), "lr": c.lr_grid, "name": "grid"},
+            {
+                "params": list(self.density_net.parameters()) + list(self.color_net.parameters()),
+                "lr": c.lr_mlp,
+                "name": "mlp",
+            },
+        ]
         if self.background_net is not None:
-            groups.append({"params": list(self.background_net.parameters()), "lr": c.lr_background, "name": "background"})
+            groups.append(
+                {"params": list(self.background_net.parameters()), "lr": c.lr_background, "name": "background"}
+            )
         return groups
 
     def density(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,11 +124,34 @@ class RadianceField(nn.Module):
         grads = [self.density(points + o)[0] - self.density(points - o)[0] for o in offsets]
         return -F.normalize(torch.stack(grads, -1), dim=-1)
 
-    def render(self, cameras: Cameras, height: int, width: int, background: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, geometry: bool = False, perturb: bool = True) -> dict:
+    def render(
+        self,
+        cameras: Cameras,
+        height: int,
+        width: int,
+        *,
+        background: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        geometry: bool = False,
+        perturb: bool = True,
+    ) -> dict:
         """rgb, alpha, depth, normal (B,C,H,W); normals (6 extra field evaluations) only when `geometry`."""
-        return render_volume(self, cameras.to(self.device), height, width, self.cfg.n_samples, self.cfg.n_importance, background,
-                             geometry, generator, perturb)
+        return render_volume(
+            self,
+            cameras.to(self.device),
+            height,
+            width,
+            self.cfg.n_samples,
+            self.cfg.n_importance,
+            background,
+            geometry,
+            generator,
+            perturb,
+        )
+
+    def training_losses(self, out: dict, weights: dict[str, float]) -> dict[str, torch.Tensor]:
+        """loss_orientation: normals facing away from the camera (DreamFusion), from a `geometry` render."""
+        return {"loss_orientation": out["orientation"]} if weights.get("orientation") and "orientation" in out else {}
 
 
 class NeRF(RadianceField):
@@ -120,5 +160,10 @@ class NeRF(RadianceField):
     config_class = NeRFConfig
 
     def make_encoding(self, cfg: NeRFConfig, device: torch.device) -> nn.Module:
-        return make_encoding(device, levels=cfg.levels, log2_table_size=cfg.log2_table_size,
-                             base_resolution=cfg.base_resolution, max_resolution=cfg.max_resolution)
+        return make_encoding(
+            device,
+            levels=cfg.levels,
+            log2_table_size=cfg.log2_table_size,
+            base_resolution=cfg.base_resolution,
+            max_resolution=cfg.max_resolution,
+        )

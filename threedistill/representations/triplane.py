@@ -2,6 +2,7 @@
 resolutions, sampled bilinearly and summed (or concatenated) into the features of the same density / colour MLPs
 and volume renderer as the hash-grid NeRF. Dense planes are also what drag editing deforms and what amortised
 generators output."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,22 +37,25 @@ class TriplaneConfig(FieldConfig):
             if getattr(self, name) < 1:
                 raise ConfigError(f"triplane.{name} must be >= 1, got {getattr(self, name)}")
         if self.plane_resolution >> (self.plane_levels - 1) < 2:
-            raise ConfigError(f"triplane.plane_resolution={self.plane_resolution} is too small for "
-                              f"{self.plane_levels} levels: the coarsest would be under 2 px; use >= "
-                              f"{2 << (self.plane_levels - 1)}")
+            raise ConfigError(
+                f"triplane.plane_resolution={self.plane_resolution} is too small for "
+                f"{self.plane_levels} levels: the coarsest would be under 2 px; use >= "
+                f"{2 << (self.plane_levels - 1)}"
+            )
 
 
 class TriplaneEncoding(nn.Module):
     """Points in [0,1]^3 -> features: per level, the three planes sampled bilinearly and summed or concatenated;
     the levels' features are concatenated."""
 
-    def __init__(self, resolution: int = 64, levels: int = 2, features: int = 12, reduce: str = "sum",
-                 init_scale: float = 0.1):
+    def __init__(
+        self, resolution: int = 64, levels: int = 2, features: int = 12, reduce: str = "sum", init_scale: float = 0.1
+    ):
         super().__init__()
         self.reduce, self.features = reduce, features
         self.planes = nn.ParameterList(
-            nn.Parameter(torch.randn(3, features, resolution >> k, resolution >> k) * init_scale)
-            for k in range(levels))
+            nn.Parameter(torch.randn(3, features, resolution >> k, resolution >> k) * init_scale) for k in range(levels)
+        )
 
     @property
     def output_dim(self) -> int:
@@ -62,8 +66,9 @@ class TriplaneEncoding(nn.Module):
         out = []
         for planes in self.planes:
             # grid_sample reads (x, y) as (width, height): plane[c, v, u] holds the feature at (u, v)
-            feats = F.grid_sample(planes, uv[:, :, None], mode="bilinear", padding_mode="border",
-                                  align_corners=True)[..., 0]  # (3, C, N)
+            feats = F.grid_sample(planes, uv[:, :, None], mode="bilinear", padding_mode="border", align_corners=True)[
+                ..., 0
+            ]  # (3, C, N)
             out.append(feats.sum(0).T if self.reduce == "sum" else feats.permute(2, 0, 1).reshape(len(x), -1))
         return torch.cat(out, -1)
 

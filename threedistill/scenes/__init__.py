@@ -1,5 +1,6 @@
 """Captured scenes (nerfstudio transforms.json, Blender transforms_*.json, COLMAP sparse models, 3DGS .ply) read
 into one `SceneData` in our camera convention and a normalised frame. `load_scene` tells the layouts apart."""
+
 from __future__ import annotations
 
 import re
@@ -14,8 +15,16 @@ from .colmap import find_model_dir, read_colmap, write_colmap_binary, write_colm
 from .nerfstudio import read_blender, read_nerfstudio
 from .normalize import normalization_transform, transform_splats
 
-LOOKED_FOR = ("a .ply file", "transforms.json", "transforms_train.json", "sparse/", "cameras.bin", "cameras.txt",
-              "point_cloud.ply", "point_cloud/iteration_*/point_cloud.ply")
+LOOKED_FOR = (
+    "a .ply file",
+    "transforms.json",
+    "transforms_train.json",
+    "sparse/",
+    "cameras.bin",
+    "cameras.txt",
+    "point_cloud.ply",
+    "point_cloud/iteration_*/point_cloud.ply",
+)
 
 
 def _read_splats(path: Path):
@@ -33,8 +42,11 @@ def find_splats(folder: Path) -> Path | None:
     """`point_cloud.ply` in the folder, else the latest `point_cloud/iteration_*/point_cloud.ply` (INRIA 3DGS)."""
     if (folder / "point_cloud.ply").is_file():
         return folder / "point_cloud.ply"
-    runs = [p for p in folder.glob("point_cloud/iteration_*/point_cloud.ply")
-            if re.fullmatch(r"iteration_\d+", p.parent.name)]
+    runs = [
+        p
+        for p in folder.glob("point_cloud/iteration_*/point_cloud.ply")
+        if re.fullmatch(r"iteration_\d+", p.parent.name)
+    ]
     return max(runs, key=lambda p: int(p.parent.name.split("_")[1])) if runs else None
 
 
@@ -46,10 +58,20 @@ def splat_scene(path: Path) -> SceneData:
     if not np.isfinite(splats.means).all():
         raise SceneFormatError(f"{path}: Gaussian centres contain NaN or inf")
     transform = normalization_transform(np.zeros((0, 4, 4)), splats.means)
-    return SceneData(image_paths=[], c2w=torch.zeros(0, 4, 4), intrinsics=torch.zeros(0, 4),
-                     sizes=torch.zeros(0, 2, dtype=torch.int64), mask_paths=[], points=None, point_colours=None,
-                     splats=transform_splats(transform, splats), train_indices=[], val_indices=[],
-                     transform=torch.from_numpy(transform).float(), source="ply")
+    return SceneData(
+        image_paths=[],
+        c2w=torch.zeros(0, 4, 4),
+        intrinsics=torch.zeros(0, 4),
+        sizes=torch.zeros(0, 2, dtype=torch.int64),
+        mask_paths=[],
+        points=None,
+        point_colours=None,
+        splats=transform_splats(transform, splats),
+        train_indices=[],
+        val_indices=[],
+        transform=torch.from_numpy(transform).float(),
+        source="ply",
+    )
 
 
 def load_scene(path) -> SceneData:
@@ -82,5 +104,13 @@ def load_scene(path) -> SceneData:
     return scene
 
 
-__all__ = ["SceneData", "load_scene", "read_nerfstudio", "read_blender", "read_colmap", "write_colmap_text",
-           "write_colmap_binary", "find_splats"]
+__all__ = [
+    "SceneData",
+    "load_scene",
+    "read_nerfstudio",
+    "read_blender",
+    "read_colmap",
+    "write_colmap_text",
+    "write_colmap_binary",
+    "find_splats",
+]

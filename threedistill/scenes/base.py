@@ -1,5 +1,6 @@
 """The one structure every captured-scene reader returns (`SceneData`), in our camera convention (OpenGL axes,
 +Y up, resolution-free intrinsics) and in a normalised frame, plus the checks the readers share."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,16 +23,16 @@ class SceneData:
     points and splats, the train/val split and the similarity `transform` that took the original frame here."""
 
     image_paths: list[Path]
-    c2w: torch.Tensor                   # (N,4,4) float32, OpenGL axes, normalised frame
-    intrinsics: torch.Tensor            # (N,4) float32 = (fx/W, fy/H, cx/W, cy/H)
-    sizes: torch.Tensor                 # (N,2) int64 (W, H) as stored
+    c2w: torch.Tensor  # (N,4,4) float32, OpenGL axes, normalised frame
+    intrinsics: torch.Tensor  # (N,4) float32 = (fx/W, fy/H, cx/W, cy/H)
+    sizes: torch.Tensor  # (N,2) int64 (W, H) as stored
     mask_paths: list[Path | None]
-    points: torch.Tensor | None         # (M,3) normalised frame
+    points: torch.Tensor | None  # (M,3) normalised frame
     point_colours: torch.Tensor | None  # (M,3) in [0,1]
     splats: "SplatParams | None"
     train_indices: list[int]
     val_indices: list[int]
-    transform: torch.Tensor             # (4,4) original frame -> normalised frame
+    transform: torch.Tensor  # (4,4) original frame -> normalised frame
     source: str
 
     def __len__(self) -> int:
@@ -133,8 +134,11 @@ def check_pose(matrix, where: str, what: str = "pose") -> np.ndarray:
     if m.shape == (3, 4):
         m = np.vstack([m, [0.0, 0.0, 0.0, 1.0]])
     rot = m[:3, :3]
-    if (np.abs(rot.T @ rot - np.eye(3)).max() > 1e-3 or np.linalg.det(rot) < 0
-            or np.abs(m[3] - [0.0, 0.0, 0.0, 1.0]).max() > 1e-6):
+    if (
+        np.abs(rot.T @ rot - np.eye(3)).max() > 1e-3
+        or np.linalg.det(rot) < 0
+        or np.abs(m[3] - [0.0, 0.0, 0.0, 1.0]).max() > 1e-6
+    ):
         raise SceneFormatError(f"{where}: {what} is not rigid (rotation not orthonormal)")
     return m
 
@@ -158,10 +162,17 @@ def fovy_from(intrinsics: torch.Tensor) -> torch.Tensor:
     return 2.0 * torch.atan(0.5 / intrinsics[:, 1])
 
 
-def build_scene(source: str, image_paths: list[Path], c2w: np.ndarray, pixel_intrinsics: np.ndarray,
-                mask_paths: list[Path | None] | None = None, points: np.ndarray | None = None,
-                colours: np.ndarray | None = None, split: tuple[list[int], list[int]] | None = None,
-                where: str = "scene") -> SceneData:
+def build_scene(
+    source: str,
+    image_paths: list[Path],
+    c2w: np.ndarray,
+    pixel_intrinsics: np.ndarray,
+    mask_paths: list[Path | None] | None = None,
+    points: np.ndarray | None = None,
+    colours: np.ndarray | None = None,
+    split: tuple[list[int], list[int]] | None = None,
+    where: str = "scene",
+) -> SceneData:
     """Normalise views given in the original frame (c2w OpenGL (N,4,4); pixel_intrinsics (N,6) = fx, fy, cx, cy,
     W, H) and points, and package them as a SceneData."""
     from .normalize import normalization_transform, transform_c2w, transform_points
@@ -181,7 +192,7 @@ def build_scene(source: str, image_paths: list[Path], c2w: np.ndarray, pixel_int
     train, val = split if split is not None else interval_split(n)
     cols = None
     if pts is not None:
-        cols = (np.full((len(pts), 3), 0.5) if colours is None else np.asarray(colours, dtype=np.float64).reshape(-1, 3))
+        cols = np.full((len(pts), 3), 0.5) if colours is None else np.asarray(colours, dtype=np.float64).reshape(-1, 3)
     return SceneData(
         image_paths=list(image_paths),
         c2w=torch.from_numpy(transform_c2w(transform, c2w)).float(),
@@ -190,8 +201,12 @@ def build_scene(source: str, image_paths: list[Path], c2w: np.ndarray, pixel_int
         mask_paths=list(mask_paths) if mask_paths is not None else [None] * n,
         points=None if pts is None else torch.from_numpy(transform_points(transform, pts)).float(),
         point_colours=None if cols is None else torch.from_numpy(cols).float().clamp(0.0, 1.0),
-        splats=None, train_indices=list(train), val_indices=list(val),
-        transform=torch.from_numpy(transform).float(), source=source)
+        splats=None,
+        train_indices=list(train),
+        val_indices=list(val),
+        transform=torch.from_numpy(transform).float(),
+        source=source,
+    )
 
 
 __all__ = ["SceneData", "apply_similarity", "read_image", "check_pose", "check_files", "interval_split", "build_scene"]

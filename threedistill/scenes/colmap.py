@@ -1,6 +1,7 @@
 """COLMAP sparse models (cameras / images / points3D, .bin or .txt) read and written without pycolmap. Poses are
 stored world-to-camera in OpenCV axes; `read_colmap` converts them once to our OpenGL camera-to-world matrices.
 Every malformed file gives one `SceneFormatError` line naming the file."""
+
 from __future__ import annotations
 
 import struct
@@ -12,19 +13,33 @@ import numpy as np
 import torch
 
 from ..errors import SceneFormatError
-from ..renderers.gaussian_raster import quat_to_rotmat
+from ..geometry import quat_to_rotmat, rotmat_to_quat
 from .base import SceneData, build_scene, check_files, check_pose
-from .normalize import rotmat_to_quat
 
 # COLMAP's model ids, names and parameter counts (src/colmap/sensor/models.h).
-CAMERA_MODELS = {0: ("SIMPLE_PINHOLE", 3), 1: ("PINHOLE", 4), 2: ("SIMPLE_RADIAL", 4), 3: ("RADIAL", 5),
-                 4: ("OPENCV", 8), 5: ("OPENCV_FISHEYE", 8), 6: ("FULL_OPENCV", 12), 7: ("FOV", 5),
-                 8: ("SIMPLE_RADIAL_FISHEYE", 4), 9: ("RADIAL_FISHEYE", 5), 10: ("THIN_PRISM_FISHEYE", 12),
-                 11: ("RAD_TAN_THIN_PRISM_FISHEYE", 16)}
+CAMERA_MODELS = {
+    0: ("SIMPLE_PINHOLE", 3),
+    1: ("PINHOLE", 4),
+    2: ("SIMPLE_RADIAL", 4),
+    3: ("RADIAL", 5),
+    4: ("OPENCV", 8),
+    5: ("OPENCV_FISHEYE", 8),
+    6: ("FULL_OPENCV", 12),
+    7: ("FOV", 5),
+    8: ("SIMPLE_RADIAL_FISHEYE", 4),
+    9: ("RADIAL_FISHEYE", 5),
+    10: ("THIN_PRISM_FISHEYE", 12),
+    11: ("RAD_TAN_THIN_PRISM_FISHEYE", 16),
+}
 MODEL_IDS = {name: (i, k) for i, (name, k) in CAMERA_MODELS.items()}
 # Pinhole-like models: (fx, fy, cx, cy) from the params, the rest is distortion we ignore.
-PINHOLE_LIKE = {"SIMPLE_PINHOLE": (0, 0, 1, 2), "PINHOLE": (0, 1, 2, 3), "SIMPLE_RADIAL": (0, 0, 1, 2),
-                "RADIAL": (0, 0, 1, 2), "OPENCV": (0, 1, 2, 3)}
+PINHOLE_LIKE = {
+    "SIMPLE_PINHOLE": (0, 0, 1, 2),
+    "PINHOLE": (0, 1, 2, 3),
+    "SIMPLE_RADIAL": (0, 0, 1, 2),
+    "RADIAL": (0, 0, 1, 2),
+    "OPENCV": (0, 1, 2, 3),
+}
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])  # flips camera y and z (either direction)
 
 
@@ -41,7 +56,7 @@ class ColmapCamera:
 class ColmapImage:
     id: int
     qvec: tuple[float, float, float, float]  # world-to-camera rotation, w first
-    tvec: tuple[float, float, float]         # world-to-camera translation
+    tvec: tuple[float, float, float]  # world-to-camera translation
     camera_id: int
     name: str
 
@@ -73,7 +88,7 @@ class _Bytes:
         end = self.data.find(b"\0", self.pos)
         if end < 0:
             raise self.truncated(n, i)
-        raw, self.pos = self.data[self.pos:end], end + 1
+        raw, self.pos = self.data[self.pos : end], end + 1
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -84,8 +99,10 @@ class _Bytes:
             raise SceneFormatError(f"{self.path}: truncated: no record count")
         n = self.unpack("<Q", 0, 0)[0]
         if n * min_record > len(self.data) - self.pos:
-            raise SceneFormatError(f"{self.path}: truncated: claims {n} {self.what} but has room for at most "
-                                   f"{(len(self.data) - self.pos) // min_record}")
+            raise SceneFormatError(
+                f"{self.path}: truncated: claims {n} {self.what} but has room for at most "
+                f"{(len(self.data) - self.pos) // min_record}"
+            )
         return n
 
     def finish(self, n: int) -> None:
@@ -254,8 +271,10 @@ def image_c2w(image: ColmapImage, where: str) -> np.ndarray:
     if not (np.isfinite(q).all() and np.isfinite(t).all()):
         raise SceneFormatError(f"{where}: pose of image {image.name!r} contains NaN or inf")
     if abs(np.linalg.norm(q) - 1.0) > 1e-2:
-        raise SceneFormatError(f"{where}: pose of image {image.name!r} is not rigid (quaternion norm "
-                               f"{np.linalg.norm(q):.4g}, rotation not orthonormal)")
+        raise SceneFormatError(
+            f"{where}: pose of image {image.name!r} is not rigid (quaternion norm "
+            f"{np.linalg.norm(q):.4g}, rotation not orthonormal)"
+        )
     rot = quat_to_rotmat(torch.from_numpy(q)[None])[0].numpy()  # normalises q
     c2w_cv = np.eye(4)
     c2w_cv[:3, :3], c2w_cv[:3, 3] = rot.T, -rot.T @ t
@@ -285,30 +304,38 @@ def read_colmap(path) -> SceneData:
     for im in images:
         cam = cameras.get(im.camera_id)
         if cam is None:
-            raise SceneFormatError(f"{img_file}: image {im.name!r} uses camera_id {im.camera_id}, "
-                                   f"which is not in {cam_file}")
+            raise SceneFormatError(
+                f"{img_file}: image {im.name!r} uses camera_id {im.camera_id}, which is not in {cam_file}"
+            )
         if cam.model not in PINHOLE_LIKE:
-            raise SceneFormatError(f"{cam_file}: camera {cam.id} uses the {cam.model} model; only pinhole-like "
-                                   f"models are supported ({', '.join(PINHOLE_LIKE)})")
+            raise SceneFormatError(
+                f"{cam_file}: camera {cam.id} uses the {cam.model} model; only pinhole-like "
+                f"models are supported ({', '.join(PINHOLE_LIKE)})"
+            )
         if cam.width <= 0 or cam.height <= 0:
             raise SceneFormatError(f"{cam_file}: camera {cam.id} has size {cam.width}x{cam.height}")
         focal_centre = [cam.params[j] for j in PINHOLE_LIKE[cam.model]]
         if not np.isfinite(focal_centre).all() or min(focal_centre[:2]) <= 0:
-            raise SceneFormatError(f"{cam_file}: camera {cam.id} has a non-finite or non-positive focal length "
-                                   "or principal point")
+            raise SceneFormatError(
+                f"{cam_file}: camera {cam.id} has a non-finite or non-positive focal length or principal point"
+            )
         c2w.append(image_c2w(im, str(img_file)))
         intr.append(focal_centre + [cam.width, cam.height])
-        distorted.append(any(p != 0.0 for p in cam.params[max(PINHOLE_LIKE[cam.model]) + 1:]))  # past f, cx, cy
+        distorted.append(any(p != 0.0 for p in cam.params[max(PINHOLE_LIKE[cam.model]) + 1 :]))  # past f, cx, cy
     if any(distorted):
         warnings.warn(f"{cam_file}: lens distortion ignored (images are treated as undistorted pinhole)", stacklevel=2)
     paths = [root / "images" / im.name for im in images]
     check_files(paths, str(img_file))
     masks_dir = root / "masks"
-    masks = [next((m for m in (masks_dir / im.name, masks_dir / f"{im.name}.png") if m.is_file()), None)
-             for im in images] if masks_dir.is_dir() else None
+    masks = (
+        [next((m for m in (masks_dir / im.name, masks_dir / f"{im.name}.png") if m.is_file()), None) for im in images]
+        if masks_dir.is_dir()
+        else None
+    )
     colours = None if rgb is None else rgb.astype(np.float64) / 255.0
-    return build_scene("colmap", paths, np.stack(c2w), np.array(intr, dtype=np.float64), masks, xyz, colours,
-                       where=str(img_file))
+    return build_scene(
+        "colmap", paths, np.stack(c2w), np.array(intr, dtype=np.float64), masks, xyz, colours, where=str(img_file)
+    )
 
 
 # ---------------------------------------------------------------- writers
@@ -316,8 +343,9 @@ def _quat_str(values) -> str:
     return " ".join(repr(float(v)) for v in values)
 
 
-def write_colmap_model(folder, cameras: list[ColmapCamera], images: list[ColmapImage], xyz=None, rgb=None,
-                       binary: bool = False) -> Path:
+def write_colmap_model(
+    folder, cameras: list[ColmapCamera], images: list[ColmapImage], xyz=None, rgb=None, binary: bool = False
+) -> Path:
     """Write cameras / images / points3D (.bin or .txt) into `folder` (created); no 2D points or tracks."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -326,24 +354,37 @@ def write_colmap_model(folder, cameras: list[ColmapCamera], images: list[ColmapI
     if binary:
         cams = [struct.pack("<Q", len(cameras))] + [
             struct.pack(f"<iiQQ{len(c.params)}d", c.id, MODEL_IDS[c.model][0], c.width, c.height, *c.params)
-            for c in cameras]
+            for c in cameras
+        ]
         imgs = [struct.pack("<Q", len(images))] + [
-            struct.pack("<i7di", im.id, *im.qvec, *im.tvec, im.camera_id) + im.name.encode() + b"\0"
-            + struct.pack("<Q", 0) for im in images]
+            struct.pack("<i7di", im.id, *im.qvec, *im.tvec, im.camera_id)
+            + im.name.encode()
+            + b"\0"
+            + struct.pack("<Q", 0)
+            for im in images
+        ]
         pts = [struct.pack("<Q", len(xyz))] + [
-            struct.pack("<Q3d3BdQ", i + 1, *p, *c, 0.0, 0) for i, (p, c) in enumerate(zip(xyz.tolist(), rgb.tolist()))]
+            struct.pack("<Q3d3BdQ", i + 1, *p, *c, 0.0, 0) for i, (p, c) in enumerate(zip(xyz.tolist(), rgb.tolist()))
+        ]
         for name, parts in (("cameras", cams), ("images", imgs), ("points3D", pts)):
             (folder / f"{name}.bin").write_bytes(b"".join(parts))
         return folder
     cams = ["# Camera list with one line of data per camera:", "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]"]
     cams += [f"{c.id} {c.model} {c.width} {c.height} {_quat_str(c.params)}" for c in cameras]
-    imgs = ["# Image list with two lines of data per image:",
-            "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME", "#   POINTS2D[] as (X, Y, POINT3D_ID)"]
+    imgs = [
+        "# Image list with two lines of data per image:",
+        "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
+        "#   POINTS2D[] as (X, Y, POINT3D_ID)",
+    ]
     for im in images:
         imgs += [f"{im.id} {_quat_str(im.qvec)} {_quat_str(im.tvec)} {im.camera_id} {im.name}", ""]
-    pts = ["# 3D point list with one line of data per point:",
-           "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)"]
-    pts += [f"{i + 1} {_quat_str(p)} {c[0]} {c[1]} {c[2]} 0.0" for i, (p, c) in enumerate(zip(xyz.tolist(), rgb.tolist()))]
+    pts = [
+        "# 3D point list with one line of data per point:",
+        "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)",
+    ]
+    pts += [
+        f"{i + 1} {_quat_str(p)} {c[0]} {c[1]} {c[2]} 0.0" for i, (p, c) in enumerate(zip(xyz.tolist(), rgb.tolist()))
+    ]
     for name, lines in (("cameras", cams), ("images", imgs), ("points3D", pts)):
         (folder / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
@@ -376,7 +417,22 @@ def write_colmap_binary(folder, c2w, names, intrinsics, points=None, colours=Non
     return write_colmap_model(folder, *pinhole_model(c2w, names, intrinsics), points, colours, binary=True)
 
 
-__all__ = ["read_colmap", "write_colmap_text", "write_colmap_binary", "write_colmap_model", "pinhole_model",
-           "ColmapCamera", "ColmapImage", "CAMERA_MODELS", "read_cameras", "read_images", "read_points3d",
-           "parse_cameras_bin", "parse_images_bin", "parse_points3d_bin", "parse_cameras_txt", "parse_images_txt",
-           "parse_points3d_txt"]
+__all__ = [
+    "read_colmap",
+    "write_colmap_text",
+    "write_colmap_binary",
+    "write_colmap_model",
+    "pinhole_model",
+    "ColmapCamera",
+    "ColmapImage",
+    "CAMERA_MODELS",
+    "read_cameras",
+    "read_images",
+    "read_points3d",
+    "parse_cameras_bin",
+    "parse_images_bin",
+    "parse_points3d_bin",
+    "parse_cameras_txt",
+    "parse_images_txt",
+    "parse_points3d_txt",
+]

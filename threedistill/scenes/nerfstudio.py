@@ -1,6 +1,7 @@
 """nerfstudio `transforms.json` and the Blender / NeRF-synthetic `transforms_{train,val,test}.json` variant. Both
 store OpenGL camera-to-world matrices, so poses need no axis change; intrinsics become fractions of the image size.
 Every malformed file gives one `SceneFormatError` line naming the file and the field."""
+
 from __future__ import annotations
 
 import json
@@ -92,7 +93,9 @@ def read_points_ply(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         names = vertex.dtype.names or ()
         if not {"x", "y", "z"} <= set(names):
             raise SceneFormatError(f"{path}: the vertex element has no x, y, z properties")
-        listed = [k for k in ("x", "y", "z", "red", "green", "blue") if k in names and vertex.dtype[k].kind not in "fiu"]
+        listed = [
+            k for k in ("x", "y", "z", "red", "green", "blue") if k in names and vertex.dtype[k].kind not in "fiu"
+        ]
         if listed:
             raise SceneFormatError(f"{path}: vertex property {listed[0]} is not a scalar number (a list?)")
         xyz = np.stack([np.asarray(vertex[k], dtype=np.float64) for k in "xyz"], 1)
@@ -104,8 +107,9 @@ def read_points_ply(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     except SceneFormatError:
         raise
     except Exception as err:  # plyfile raises many types for malformed files
-        raise SceneFormatError(f"{path}: not a readable point-cloud PLY ({type(err).__name__}: {err})"
-                               .splitlines()[0]) from None
+        raise SceneFormatError(
+            f"{path}: not a readable point-cloud PLY ({type(err).__name__}: {err})".splitlines()[0]
+        ) from None
     if not np.isfinite(xyz).all():
         raise SceneFormatError(f"{path}: points contain NaN or inf")
     return xyz, rgb
@@ -124,8 +128,9 @@ def _split(meta: dict, path, names: list[str], root: Path) -> tuple[list[int], l
             raise SceneFormatError(f"{path}: field {key} must be a list of file names")
         missing = [e for e in entries if os.path.normpath(root / e) not in index]
         if missing:
-            raise SceneFormatError(f"{path}: {key} names {missing[0]!r}, which is no frame's file_path "
-                                   f"({len(missing)} such)")
+            raise SceneFormatError(
+                f"{path}: {key} names {missing[0]!r}, which is no frame's file_path ({len(missing)} such)"
+            )
         lists[key] = [index[os.path.normpath(root / e)] for e in entries]
     train, val = lists.get("train_filenames"), lists.get("val_filenames", lists.get("test_filenames"))
     if train is None and val is None:
@@ -153,8 +158,10 @@ def read_nerfstudio(path) -> SceneData:
         c2w.append(check_pose(frame["transform_matrix"], str(path), f"transform_matrix of {where}"))
         model = frame.get("camera_model", meta.get("camera_model", "OPENCV"))
         if model not in PINHOLE_MODELS:
-            raise SceneFormatError(f"{path}: camera_model {model!r} is not supported; only pinhole-like models are "
-                                   f"({', '.join(PINHOLE_MODELS)})")
+            raise SceneFormatError(
+                f"{path}: camera_model {model!r} is not supported; only pinhole-like models are "
+                f"({', '.join(PINHOLE_MODELS)})"
+            )
         mask = frame.get("mask_path")
         masks.append(None if mask is None else root / _string(mask, path, "mask_path", where))
         for key in DISTORTION_KEYS:
@@ -181,13 +188,23 @@ def read_nerfstudio(path) -> SceneData:
             raise SceneFormatError(f"{path}: focal lengths and image size must be positive (in {where})")
         intrinsics.append([fx, fy, cx, cy, w, h])
     if distorted:
-        warnings.warn(f"{path}: lens distortion (k1..p2) ignored; images are treated as undistorted pinhole",
-                      stacklevel=2)
+        warnings.warn(
+            f"{path}: lens distortion (k1..p2) ignored; images are treated as undistorted pinhole", stacklevel=2
+        )
     points = colours = None
     if meta.get("ply_file_path") is not None:
         points, colours = read_points_ply(root / _string(meta["ply_file_path"], path, "ply_file_path"))
-    return build_scene("nerfstudio", paths, np.stack(c2w), np.array(intrinsics), masks, points, colours,
-                       _split(meta, path, names, root), where=str(path))
+    return build_scene(
+        "nerfstudio",
+        paths,
+        np.stack(c2w),
+        np.array(intrinsics),
+        masks,
+        points,
+        colours,
+        _split(meta, path, names, root),
+        where=str(path),
+    )
 
 
 def _blender_views(path: Path) -> tuple[list[Path], list[np.ndarray], list[list[float]]]:
@@ -203,7 +220,9 @@ def _blender_views(path: Path) -> tuple[list[Path], list[np.ndarray], list[list[
     for i, frame in enumerate(frames):
         name = _string(frame["file_path"], path, "file_path", f"frames[{i}]")
         image = path.parent / name
-        paths.append(image if image.suffix.lower() in (".png", ".jpg", ".jpeg") else image.with_name(image.name + ".png"))
+        paths.append(
+            image if image.suffix.lower() in (".png", ".jpg", ".jpeg") else image.with_name(image.name + ".png")
+        )
         c2w.append(check_pose(frame["transform_matrix"], str(path), f"transform_matrix of frames[{i}] ({name!r})"))
     check_files(paths, str(path))
     intrinsics = []
@@ -220,13 +239,19 @@ def read_blender(path) -> SceneData:
     path = Path(path)
     path = path.parent if path.is_file() else path
     train = _blender_views(path / "transforms_train.json")
-    val_file = next((path / f"transforms_{s}.json" for s in ("val", "test") if (path / f"transforms_{s}.json").is_file()),
-                    None)
+    val_file = next(
+        (path / f"transforms_{s}.json" for s in ("val", "test") if (path / f"transforms_{s}.json").is_file()), None
+    )
     val = _blender_views(val_file) if val_file else ([], [], [])
     n_train, n_val = len(train[0]), len(val[0])
-    return build_scene("blender", train[0] + val[0], np.stack(train[1] + val[1]), np.array(train[2] + val[2]),
-                       split=(list(range(n_train)), list(range(n_train, n_train + n_val))),
-                       where=str(path / "transforms_train.json"))
+    return build_scene(
+        "blender",
+        train[0] + val[0],
+        np.stack(train[1] + val[1]),
+        np.array(train[2] + val[2]),
+        split=(list(range(n_train)), list(range(n_train, n_train + n_val))),
+        where=str(path / "transforms_train.json"),
+    )
 
 
 __all__ = ["read_nerfstudio", "read_blender", "read_points_ply", "load_json", "image_size"]

@@ -1,12 +1,15 @@
 """Normalisation of a captured scene into our frame: the mean camera up becomes +Y, the scene's centre the origin,
 and its size about that of a toy-world object (points within ~0.9, or cameras at ~3 units). One 4x4 similarity
 `T` (original -> normalised) is applied to cameras, points and splats and kept so results can be mapped back."""
+
 from __future__ import annotations
 
 import numpy as np
 
-MIN_POINTS = 10        # fewer points than this: centre and scale from the cameras instead
-POINT_RADIUS = 0.9     # 95th-percentile point distance after normalisation
+from ..geometry import quat_multiply, rotmat_to_quat
+
+MIN_POINTS = 10  # fewer points than this: centre and scale from the cameras instead
+POINT_RADIUS = 0.9  # 95th-percentile point distance after normalisation
 CAMERA_DISTANCE = 3.0  # mean camera distance after normalisation when there are no points
 
 
@@ -85,24 +88,6 @@ def transform_c2w(transform: np.ndarray, c2w: np.ndarray) -> np.ndarray:
     return out
 
 
-def rotmat_to_quat(r: np.ndarray) -> np.ndarray:
-    """A rotation matrix (3,3) as a unit quaternion (w, x, y, z), w >= 0."""
-    w = np.sqrt(max(0.0, 1.0 + r[0, 0] + r[1, 1] + r[2, 2])) / 2
-    x = np.copysign(np.sqrt(max(0.0, 1.0 + r[0, 0] - r[1, 1] - r[2, 2])) / 2, r[2, 1] - r[1, 2])
-    y = np.copysign(np.sqrt(max(0.0, 1.0 - r[0, 0] + r[1, 1] - r[2, 2])) / 2, r[0, 2] - r[2, 0])
-    z = np.copysign(np.sqrt(max(0.0, 1.0 - r[0, 0] - r[1, 1] + r[2, 2])) / 2, r[1, 0] - r[0, 1])
-    q = np.array([w, x, y, z])
-    return q / np.linalg.norm(q)
-
-
-def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product a * b of quaternions (..., 4), w first."""
-    aw, ax, ay, az = np.moveaxis(a, -1, 0)
-    bw, bx, by, bz = np.moveaxis(b, -1, 0)
-    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
-                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
-
-
 def _sh_basis(dirs: np.ndarray, k: int) -> np.ndarray:
     """The renderer's real SH basis (K, D) at unit directions (D,3), evaluated through `sh_to_rgb` itself so the
     sign conventions cannot drift (coefficients scaled by 0.1 to stay clear of its clamp at 0)."""
@@ -131,7 +116,7 @@ def rotate_sh(sh: np.ndarray, rot: np.ndarray) -> np.ndarray:
     out = sh.astype(np.float64).copy()
     degree = 1
     while (degree + 1) ** 2 <= k:
-        band = slice(degree ** 2, (degree + 1) ** 2)
+        band = slice(degree**2, (degree + 1) ** 2)
         mix = rotated[band] @ np.linalg.pinv(basis[band])  # Y(R^T d) = mix @ Y(d)
         out[:, band] = np.einsum("ji,njc->nic", mix, sh[:, band].astype(np.float64))
         degree += 1
@@ -147,10 +132,22 @@ def transform_splats(transform: np.ndarray, splats):
     s = similarity_scale(t)
     rot = t[:3, :3] / s
     q = quat_multiply(rotmat_to_quat(rot)[None], splats.quats.astype(np.float64))
-    return SplatParams(transform_points(t, splats.means).astype(np.float32),
-                       (splats.log_scales + np.log(s)).astype(np.float32), q.astype(np.float32),
-                       splats.opacity_logits.astype(np.float32).copy(), rotate_sh(splats.sh, rot).astype(np.float32))
+    return SplatParams(
+        transform_points(t, splats.means).astype(np.float32),
+        (splats.log_scales + np.log(s)).astype(np.float32),
+        q.astype(np.float32),
+        splats.opacity_logits.astype(np.float32).copy(),
+        rotate_sh(splats.sh, rot).astype(np.float32),
+    )
 
 
-__all__ = ["normalization_transform", "transform_points", "transform_c2w", "transform_splats", "rotate_sh",
-           "similarity_scale", "rotation_to_y", "look_centre"]
+__all__ = [
+    "normalization_transform",
+    "transform_points",
+    "transform_c2w",
+    "transform_splats",
+    "rotate_sh",
+    "similarity_scale",
+    "rotation_to_y",
+    "look_centre",
+]

@@ -11,6 +11,7 @@ Layout of the directory:
 Poses and points are written in a different world frame than the renderer's (by default +Z up, scaled and
 moved, like a real capture), so readers must normalise; `frame` maps renderer coordinates to written ones.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,10 @@ def _split_similarity(frame: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]
 
 def _write_ply(path: Path, points: np.ndarray, colours: np.ndarray) -> None:
     from plyfile import PlyData, PlyElement
-    vertex = np.empty(len(points), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"),
-                                          ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+
+    vertex = np.empty(
+        len(points), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    )
     for i, axis in enumerate("xyz"):
         vertex[axis] = points[:, i]
     for i, channel in enumerate(("red", "green", "blue")):
@@ -72,14 +75,31 @@ def _cameras_from_dict(d: dict) -> Cameras:
     return Cameras(t["c2w"], t["fovy"], t["azimuth"], t["elevation"], t["radius"], t["intrinsics"])
 
 
-def write_captured_scene(scene: ToyScene | str, out_dir, n_views: int = 48, width: int = 96, height: int = 72,
-                         seed: int = 0, val_every: int = 8, frame=DEFAULT_FRAME, n_points: int = 4000,
-                         point_noise: float = 0.004, supersample: int = 2) -> Path:
+def write_captured_scene(
+    scene: ToyScene | str,
+    out_dir,
+    n_views: int = 48,
+    width: int = 96,
+    height: int = 72,
+    seed: int = 0,
+    val_every: int = 8,
+    frame=DEFAULT_FRAME,
+    n_points: int = 4000,
+    point_noise: float = 0.004,
+    supersample: int = 2,
+) -> Path:
     """Render `scene` (or a `default_scenes` name) from `scene_cameras(n_views, seed)` and write the directory
     laid out in the module docstring; views i with i % val_every == 0 are held out for validation. Points are
     visible surface samples with Gaussian noise of std `point_noise` (renderer units). Deterministic per seed."""
+    from ..errors import ThreeDistillError
+
+    scenes = default_scenes()
+    if isinstance(scene, str) and scene not in scenes:
+        raise ThreeDistillError(f"unknown toy scene {scene!r}; known: {', '.join(scenes)}")
+    if n_views < 2 or width < 8 or height < 8:
+        raise ThreeDistillError("a captured scene needs at least 2 views of at least 8x8 pixels")
     scene_name = scene if isinstance(scene, str) else None
-    scene = default_scenes()[scene] if isinstance(scene, str) else scene
+    scene = scenes[scene] if isinstance(scene, str) else scene
     frame = np.asarray(frame, dtype=np.float64)
     rot, scale, _ = _split_similarity(frame)
     out = Path(out_dir)
@@ -109,18 +129,35 @@ def write_captured_scene(scene: ToyScene | str, out_dir, n_views: int = 48, widt
     val = [i for i in range(n_views) if val_every > 0 and i % val_every == 0]
     train = [i for i in range(n_views) if i not in val]
     transforms = {
-        "camera_model": "PINHOLE", "fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy, "w": width, "h": height,
+        "camera_model": "PINHOLE",
+        "fl_x": fx,
+        "fl_y": fy,
+        "cx": cx,
+        "cy": cy,
+        "w": width,
+        "h": height,
         "frames": [{"file_path": p, "transform_matrix": m.tolist()} for p, m in zip(paths, c2w)],
-        "train_filenames": [paths[i] for i in train], "val_filenames": [paths[i] for i in val],
+        "train_filenames": [paths[i] for i in train],
+        "val_filenames": [paths[i] for i in val],
         "ply_file_path": "sparse_pc.ply",
     }
     (out / "transforms.json").write_text(json.dumps(transforms, indent=2) + "\n")
     record = {
-        "format": FORMAT, "version": 1, "scene_name": scene_name, "scene": scene.to_dict(),
+        "format": FORMAT,
+        "version": 1,
+        "scene_name": scene_name,
+        "scene": scene.to_dict(),
         "instances": {str(i + 1): n for i, n in enumerate(scene.instance_names())},
-        "frame": frame.tolist(), "frame_scale": scale, "frame_rotation": rot.tolist(),
-        "width": width, "height": height, "seed": seed, "supersample": supersample,
-        "images": names, "train": [names[i] for i in train], "val": [names[i] for i in val],
+        "frame": frame.tolist(),
+        "frame_scale": scale,
+        "frame_rotation": rot.tolist(),
+        "width": width,
+        "height": height,
+        "seed": seed,
+        "supersample": supersample,
+        "images": names,
+        "train": [names[i] for i in train],
+        "val": [names[i] for i in val],
         "cameras": _cameras_dict(cameras),
         "edits": [e for e in default_edits() if e["scene"] == scene_name],
     }
@@ -143,15 +180,22 @@ def render_edit_ground_truth(directory, edit: dict, views=None, supersample: int
     ToyScene) and `edited_instance` (the edited object's id in `instance`). `views` picks image indices."""
     record = json.loads((Path(directory) / "toy_scene.json").read_text())
     if edit.get("scene") not in (None, record["scene_name"]):
-        raise ValueError(f"edit is for scene {edit['scene']!r}, the capture in {directory} is of {record['scene_name']!r}")
+        raise ValueError(
+            f"edit is for scene {edit['scene']!r}, the capture in {directory} is of {record['scene_name']!r}"
+        )
     scene, _, cameras = read_toy_scene(directory)
     names = record["images"]
     if views is not None:
         views = list(views)
         cameras, names = cameras[torch.tensor(views)], [names[i] for i in views]
     after = apply_edit(scene, edit)
-    out = render_scene(after, cameras, record["height"], record["width"],
-                       supersample=record["supersample"] if supersample is None else supersample)
+    out = render_scene(
+        after,
+        cameras,
+        record["height"],
+        record["width"],
+        supersample=record["supersample"] if supersample is None else supersample,
+    )
     return {**out, "names": names, "scene": after, "edited_instance": edit["index"] + 1}
 
 

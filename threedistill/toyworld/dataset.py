@@ -1,4 +1,5 @@
 """Training data for the toy prior: renders of every catalogue subject from random views, with prompts."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,17 +36,31 @@ class ToyDataset:
 
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, images=self.images, subject=self.subject, azimuth=self.azimuth,
-                            elevation=self.elevation, radius=self.radius, fovy=self.fovy,
-                            subjects=np.array([f"{c} {o}" for c, o in self.subjects]))
+        np.savez_compressed(
+            path,
+            images=self.images,
+            subject=self.subject,
+            azimuth=self.azimuth,
+            elevation=self.elevation,
+            radius=self.radius,
+            fovy=self.fovy,
+            subjects=np.array([f"{c} {o}" for c, o in self.subjects]),
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> "ToyDataset":
         try:
             data = np.load(path)
             subjects = [tuple(s.split(" ")) for s in data["subjects"].tolist()]
-            return cls(data["images"], data["subject"], data["azimuth"], data["elevation"], data["radius"],
-                       data["fovy"], subjects)
+            return cls(
+                data["images"],
+                data["subject"],
+                data["azimuth"],
+                data["elevation"],
+                data["radius"],
+                data["fovy"],
+                subjects,
+            )
         except (OSError, KeyError, ValueError) as err:
             raise ThreeDistillError(f"cannot read toy dataset {path}: {err}") from None
 
@@ -54,20 +69,39 @@ class ToyDataset:
 TRAIN_ELEVATION, TRAIN_RADIUS, TRAIN_FOVY = (-10.0, 75.0), (2.6, 3.2), (40.0, 40.0)
 
 
-def generate_dataset(views_per_subject: int, resolution: int, seed: int = 0, elevation=TRAIN_ELEVATION,
-                     radius=TRAIN_RADIUS, fovy=TRAIN_FOVY, supersample: int = 2, progress: bool = True) -> ToyDataset:
+def generate_dataset(
+    views_per_subject: int,
+    resolution: int,
+    seed: int = 0,
+    elevation=TRAIN_ELEVATION,
+    radius=TRAIN_RADIUS,
+    fovy=TRAIN_FOVY,
+    supersample: int = 2,
+    progress: bool = True,
+) -> ToyDataset:
     """Render `views_per_subject` random views of every catalogue subject (seeded, so reproducible)."""
+    if views_per_subject < 1 or not 8 <= resolution <= 512:
+        raise ThreeDistillError(
+            f"--views must be >= 1 and --resolution within 8..512, got {views_per_subject}, {resolution}"
+        )
     gen = torch.Generator().manual_seed(seed)
     subjects = catalogue_subjects()
     images, subject_idx, cams = [], [], []
     for i, (colour, obj) in enumerate(tqdm(subjects, desc="rendering toy dataset", disable=not progress)):
         cameras = sample_orbit(gen, views_per_subject, elevation=elevation, radius=radius, fovy=fovy)
         for chunk in range(0, views_per_subject, 64):
-            part = cameras[chunk:chunk + 64]
+            part = cameras[chunk : chunk + 64]
             rgb = render_toy(obj, colour, part, resolution, resolution, supersample=supersample)["rgb"]
             images.append((rgb.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
         subject_idx.append(np.full(views_per_subject, i, dtype=np.int16))
         cams.append(cameras)
     cat = lambda f: np.concatenate([getattr(c, f).numpy() for c in cams]).astype(np.float32)  # noqa: E731
-    return ToyDataset(np.concatenate(images), np.concatenate(subject_idx), cat("azimuth"), cat("elevation"),
-                      cat("radius"), np.rad2deg(cat("fovy")), subjects)
+    return ToyDataset(
+        np.concatenate(images),
+        np.concatenate(subject_idx),
+        cat("azimuth"),
+        cat("elevation"),
+        cat("radius"),
+        np.rad2deg(cat("fovy")),
+        subjects,
+    )

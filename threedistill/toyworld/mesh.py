@@ -1,5 +1,6 @@
 """Toy objects as trimesh meshes (marching cubes of the same signed distance the renderer traces), in the
 world convention (+Y up, front +Z, inside the unit sphere), with per-vertex colours. Used for 3D metrics."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -8,6 +8,7 @@ per pixel and averages them, which anti-aliases edges and gives fractional alpha
 Tracing and shading work on any *field*: a callable points (N,3) -> (distance (N,), label (N,)) whose labels
 index a palette of albedos. One object (`render_toy`) and a multi-object scene (`scene.render_scene`) share them.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -17,11 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from ..cameras import Cameras, camera_rays
+from ..lighting import shade
 from .catalogue import ToyObject, get_colour, get_object
 from .sdf import PRIMITIVE_SDFS
 
-LIGHTS = ((torch.tensor([0.45, 0.8, 0.55]), 0.55), (torch.tensor([-0.6, 0.25, -0.5]), 0.2))
-AMBIENT = 0.32
 BOUND_RADIUS = 1.0
 
 Field = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
@@ -64,14 +64,21 @@ def sdf_normals(obj: ToyObject, points: torch.Tensor, eps: float = 1e-3) -> torc
     return field_normals(obj, points, eps)
 
 
-def trace(field: Field | ToyObject, origins: torch.Tensor, dirs: torch.Tensor, bound_radius: float = BOUND_RADIUS,
-          max_steps: int = 128, hit_eps: float = 4e-4, relax: float = 0.9,
-          t_max: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def trace(
+    field: Field | ToyObject,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    bound_radius: float = BOUND_RADIUS,
+    max_steps: int = 128,
+    hit_eps: float = 4e-4,
+    relax: float = 0.9,
+    t_max: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sphere-trace rays (N,3) against a field (or one object) inside a bounding sphere at the origin:
     hit mask (N,) and distance t (N,). A ray gives up beyond `t_max` (N,) if given (something else is nearer)."""
     field = _as_field(field)
     b = (origins * dirs).sum(-1)
-    c = (origins * origins).sum(-1) - bound_radius ** 2
+    c = (origins * origins).sum(-1) - bound_radius**2
     disc = b * b - c
     inside = disc > 0
     root = disc.clamp_min(0).sqrt()
@@ -90,21 +97,15 @@ def trace(field: Field | ToyObject, origins: torch.Tensor, dirs: torch.Tensor, b
     return hit, t
 
 
-def light_intensity(normal: torch.Tensor) -> torch.Tensor:
-    """Lambertian + ambient light (N,1), at most 1, reaching surfaces with unit normals (N,3) under the fixed rig."""
-    light = normal.new_full((normal.shape[0], 1), AMBIENT)
-    for direction, strength in LIGHTS:
-        light = light + strength * (normal @ F.normalize(direction, dim=0).to(normal)).clamp_min(0)[:, None]
-    return light.clamp_max(1.0)
-
-
-def shade(albedo: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
-    """Lambertian + ambient colour (N,3) of surface points under the fixed light rig."""
-    return albedo * light_intensity(normal)
-
-
-def shade_rays(field: Field, palette: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
-               bound_radius: float = BOUND_RADIUS, max_steps: int = 128, tracer: Tracer | None = None) -> dict[str, torch.Tensor]:
+def shade_rays(
+    field: Field,
+    palette: torch.Tensor,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    bound_radius: float = BOUND_RADIUS,
+    max_steps: int = 128,
+    tracer: Tracer | None = None,
+) -> dict[str, torch.Tensor]:
     """Trace (with `tracer` if given, else `trace`) and shade rays (N,3): hit (N,), t (N,), label (N,; -1 on a
     miss), normal (N,3), colour (N,3; 0 on a miss)."""
     hit, t = trace(field, origins, dirs, bound_radius, max_steps) if tracer is None else tracer(origins, dirs)
@@ -121,13 +122,24 @@ def shade_rays(field: Field, palette: torch.Tensor, origins: torch.Tensor, dirs:
     return {"hit": hit, "t": t, "label": label, "normal": normal, "colour": shade(albedo, normal)}
 
 
-def render_field(field: Field, palette: torch.Tensor, cameras: Cameras, height: int, width: int, supersample: int = 2,
-                 background: float = 1.0, bound_radius: float = BOUND_RADIUS, max_steps: int = 128,
-                 tracer: Tracer | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def render_field(
+    field: Field,
+    palette: torch.Tensor,
+    cameras: Cameras,
+    height: int,
+    width: int,
+    supersample: int = 2,
+    background: float = 1.0,
+    bound_radius: float = BOUND_RADIUS,
+    max_steps: int = 128,
+    tracer: Tracer | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Render a field from every camera: the images of the module docstring, and the label of every traced
     ray as (B, H*k, W*k) with -1 where a ray missed (k = supersample)."""
     if height < 1 or width < 1 or supersample < 1:
-        raise ValueError(f"resolution and supersample must be positive, got {height}x{width}, supersample {supersample}")
+        raise ValueError(
+            f"resolution and supersample must be positive, got {height}x{width}, supersample {supersample}"
+        )
     k = supersample
     origins, dirs = camera_rays(cameras, height * k, width * k)
     o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
@@ -149,12 +161,64 @@ def render_field(field: Field, palette: torch.Tensor, cameras: Cameras, height: 
 
 
 @torch.no_grad()
-def render_toy(obj: ToyObject | str, colour: str, cameras: Cameras, height: int, width: int,
-               supersample: int = 2, background: float = 1.0) -> dict[str, torch.Tensor]:
+def render_toy(
+    obj: ToyObject | str,
+    colour: str,
+    cameras: Cameras,
+    height: int,
+    width: int,
+    supersample: int = 2,
+    background: float = 1.0,
+) -> dict[str, torch.Tensor]:
     """Render one toy object in one colour from every camera; see the module docstring for the outputs."""
     obj = get_object(obj) if isinstance(obj, str) else obj
     if height < 1 or width < 1 or supersample < 1:
-        raise ValueError(f"resolution and supersample must be positive, got {height}x{width}, supersample {supersample}")
-    images, _ = render_field(partial(object_sdf, obj), part_colours(obj, colour), cameras, height, width,
-                             supersample, background)
+        raise ValueError(
+            f"resolution and supersample must be positive, got {height}x{width}, supersample {supersample}"
+        )
+    images, _ = render_field(
+        partial(object_sdf, obj), part_colours(obj, colour), cameras, height, width, supersample, background
+    )
     return images
+
+
+TOY_VIEWS = ("rgb", "alpha", "depth", "normal", "all")  # what `render_toy_view` draws; all: the four side by side
+
+
+@torch.no_grad()
+def render_toy_view(
+    subject: str,
+    azimuth: float = 0.0,
+    elevation: float = 15.0,
+    radius: float = 2.9,
+    fov: float = 40.0,
+    resolution: int = 256,
+    what: str = "rgb",
+) -> torch.Tensor:
+    """One orbit camera's view of '<colour> <object>' (e.g. 'red duck') as a (3, H, W) image in [0, 1]: rgb,
+    alpha, depth or normal, or all of them side by side (`t3d toyworld render`). One-line errors for values out
+    of range."""
+    from ..cameras import orbit_cameras
+    from ..errors import ThreeDistillError
+    from .catalogue import parse_subject
+
+    colour, obj = parse_subject(subject)
+    if not 8 <= resolution <= 2048:
+        raise ThreeDistillError(f"--resolution must be between 8 and 2048, got {resolution}")
+    if not 0 < fov < 180:
+        raise ThreeDistillError(f"--fov must be between 0 and 180 degrees, got {fov}")
+    if radius <= 1.0:
+        raise ThreeDistillError(f"--radius must exceed 1 (the objects fill the unit sphere), got {radius}")
+    if what not in TOY_VIEWS:
+        raise ThreeDistillError(f"--what must be one of {', '.join(sorted(TOY_VIEWS))}, got {what!r}")
+    result = render_toy(obj, colour, orbit_cameras(azimuth, elevation, radius, fov), resolution, resolution)
+    panels = {
+        "rgb": result["rgb"][0],
+        "alpha": result["alpha"][0].expand(3, -1, -1),
+        "depth": torch.where(result["alpha"][0] > 0, 1 - (result["depth"][0] - (radius - 1)) / 2, torch.ones(1)).expand(
+            3, -1, -1
+        ),
+        "normal": torch.where(result["alpha"][0] > 0, result["normal"][0] * 0.5 + 0.5, torch.ones(1)),
+    }
+    image = torch.cat(list(panels.values()), -1) if what == "all" else panels[what]
+    return image.clamp(0, 1)

@@ -3,6 +3,7 @@
 World frame as everywhere (+Y up). The ground is a thin finite slab whose top face is at `ground_height`;
 instance ids are 0 = ground, 1..K = objects (in `ToyScene.objects` order), -1 = background in renders.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,10 @@ class ToyScene:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ToyScene":
-        objects = [PlacedObject(o["name"], o["colour"], tuple(o["offset"]), o.get("scale", 0.5), o.get("yaw", 0.0))
-                   for o in d["objects"]]
+        objects = [
+            PlacedObject(o["name"], o["colour"], tuple(o["offset"]), o.get("scale", 0.5), o.get("yaw", 0.0))
+            for o in d["objects"]
+        ]
         rest = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k != "objects"}
         return cls(objects, **rest)
 
@@ -72,8 +75,9 @@ def object_bottom(name: str) -> float:
     return float((origins[hit, 1] + t[hit]).min())
 
 
-def place(name: str, colour: str, x: float, z: float, scale: float = 0.5, yaw: float = 0.0,
-          ground_height: float = 0.0) -> PlacedObject:
+def place(
+    name: str, colour: str, x: float, z: float, scale: float = 0.5, yaw: float = 0.0, ground_height: float = 0.0
+) -> PlacedObject:
     """An object standing on the ground at (x, z): its lowest point touches the ground's top face."""
     get_colour(colour)
     return PlacedObject(name, colour, (x, ground_height - scale * object_bottom(name), z), scale, yaw)
@@ -104,7 +108,7 @@ class SceneField:
         reach = [float(off.norm()) + o.scale for off, o in zip(self.offsets, scene.objects)]
         self.objects_radius = max(reach, default=0.0) + 0.05
         if scene.ground:
-            reach.append(math.sqrt(2 * half ** 2 + (abs(scene.ground_height) + GROUND_THICKNESS) ** 2))
+            reach.append(math.sqrt(2 * half**2 + (abs(scene.ground_height) + GROUND_THICKNESS) ** 2))
         self.bound_radius = max(reach, default=1.0) + 0.05
 
     def __call__(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,8 +120,9 @@ class SceneField:
         else:
             dist = torch.full(points.shape[:1], float("inf"))
         label = torch.zeros(points.shape[0], dtype=torch.long)
-        for obj, placed, rot, off, base in zip(self.objects, self.scene.objects, self.rotations, self.offsets,
-                                               self.bases):
+        for obj, placed, rot, off, base in zip(
+            self.objects, self.scene.objects, self.rotations, self.offsets, self.bases
+        ):
             rel = points - off
             d = rel.norm(dim=-1) - placed.scale  # objects fit in the unit sphere: a lower bound of the distance
             part = torch.zeros_like(label)
@@ -146,8 +151,9 @@ class SceneField:
         t_ground = self.ground_t(origins, dirs)
         if not self.objects:
             return torch.isfinite(t_ground), torch.where(torch.isfinite(t_ground), t_ground, torch.zeros_like(t_ground))
-        hit, t = trace(lambda p: self._union(p, False), origins, dirs, self.objects_radius, max_steps=256,
-                       t_max=t_ground)
+        hit, t = trace(
+            lambda p: self._union(p, False), origins, dirs, self.objects_radius, max_steps=256, t_max=t_ground
+        )
         ground = ~hit & torch.isfinite(t_ground)
         return hit | ground, torch.where(ground, t_ground, t)
 
@@ -161,20 +167,21 @@ def _vote(instance: torch.Tensor, k: int, n_ids: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def render_scene(scene: ToyScene, cameras: Cameras, height: int, width: int, supersample: int = 2,
-                 background: float = 1.0) -> dict[str, torch.Tensor]:
+def render_scene(
+    scene: ToyScene, cameras: Cameras, height: int, width: int, supersample: int = 2, background: float = 1.0
+) -> dict[str, torch.Tensor]:
     """Render a scene like `render_toy`, plus `instance` (B,1,H,W) int64: 0 ground, 1..K objects, -1 background."""
     fld = SceneField(scene)
-    images, label = render_field(fld, fld.palette, cameras, height, width, supersample, background,
-                                 tracer=fld.trace)
+    images, label = render_field(fld, fld.palette, cameras, height, width, supersample, background, tracer=fld.trace)
     instance = torch.where(label >= 0, fld.instance_of_label[label.clamp_min(0)], label)
     images["instance"] = _vote(instance, supersample, len(scene.objects) + 1)
     return images
 
 
 @torch.no_grad()
-def surface_samples(scene: ToyScene, cameras: Cameras, height: int, width: int, n: int,
-                    generator: torch.Generator) -> dict[str, torch.Tensor]:
+def surface_samples(
+    scene: ToyScene, cameras: Cameras, height: int, width: int, n: int, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
     """n visible surface points, hit by rays through random sub-pixel positions of random views: points (n,3),
     shaded colour (n,3), instance (n,), view (n,) and pixel (n,2) as (x, y)."""
     fld = SceneField(scene)
@@ -185,22 +192,39 @@ def surface_samples(scene: ToyScene, cameras: Cameras, height: int, width: int, 
         m = 2 * n
         view = torch.randint(len(cameras), (m,), generator=generator)
         pixel = torch.rand(m, 2, generator=generator) * torch.tensor([float(width), float(height)])
-        cam = torch.stack([(pixel[:, 0] - cx[view]) / fx[view], -(pixel[:, 1] - cy[view]) / fy[view], -torch.ones(m)], -1)
+        cam = torch.stack(
+            [(pixel[:, 0] - cx[view]) / fx[view], -(pixel[:, 1] - cy[view]) / fy[view], -torch.ones(m)], -1
+        )
         dirs = torch.nn.functional.normalize(torch.einsum("nij,nj->ni", cameras.c2w[view, :3, :3], cam), dim=-1)
         origins = cameras.c2w[view, :3, 3]
         rays = shade_rays(fld, fld.palette, origins, dirs, tracer=fld.trace)
         hit = rays["hit"]
-        found.append({"points": origins[hit] + rays["t"][hit, None] * dirs[hit], "colour": rays["colour"][hit],
-                      "instance": fld.instance_of_label[rays["label"][hit]], "view": view[hit], "pixel": pixel[hit]})
+        found.append(
+            {
+                "points": origins[hit] + rays["t"][hit, None] * dirs[hit],
+                "colour": rays["colour"][hit],
+                "instance": fld.instance_of_label[rays["label"][hit]],
+                "view": view[hit],
+                "pixel": pixel[hit],
+            }
+        )
         total += int(hit.sum())
         if not hit.any():
             raise ValueError("no surface is visible from these cameras")
     return {k: torch.cat([f[k] for f in found])[:n] for k in found[0]}
 
 
-def scene_cameras(n: int, seed: int = 0, radius: float = 3.4, elevation: tuple[float, float] = (15.0, 55.0),
-                  fovy: float = 45.0, width: int = 96, height: int = 72, target=(0.0, 0.3, 0.0),
-                  principal: tuple[float, float] = (0.5, 0.5)) -> Cameras:
+def scene_cameras(
+    n: int,
+    seed: int = 0,
+    radius: float = 3.4,
+    elevation: tuple[float, float] = (15.0, 55.0),
+    fovy: float = 45.0,
+    width: int = 96,
+    height: int = 72,
+    target=(0.0, 0.3, 0.0),
+    principal: tuple[float, float] = (0.5, 0.5),
+) -> Cameras:
     """n cameras on a spiral around `target` looking at it, like a hand-held capture walking around a table:
     azimuth steps evenly (jittered), elevation follows a golden-ratio sequence over the range, the distance
     varies by +-5%. Square pixels for a width x height image; `principal` is (cx/W, cy/H)."""
@@ -214,8 +238,9 @@ def scene_cameras(n: int, seed: int = 0, radius: float = 3.4, elevation: tuple[f
     r = radius * (1.0 + 0.1 * (torch.rand(n, generator=gen) - 0.5))
     az_r, el_r = torch.deg2rad(az), torch.deg2rad(el)
     centre = torch.tensor(target, dtype=torch.float32).expand(n, 3)
-    eye = centre + r[:, None] * torch.stack([torch.cos(el_r) * torch.sin(az_r), torch.sin(el_r),
-                                              torch.cos(el_r) * torch.cos(az_r)], -1)
+    eye = centre + r[:, None] * torch.stack(
+        [torch.cos(el_r) * torch.sin(az_r), torch.sin(el_r), torch.cos(el_r) * torch.cos(az_r)], -1
+    )
     fov = torch.full((n,), math.radians(fovy))
     f = 0.5 * height / math.tan(0.5 * math.radians(fovy))
     intrinsics = torch.tensor([f / width, f / height, principal[0], principal[1]]).expand(n, 4).clone()
@@ -245,16 +270,31 @@ def _row(*subjects: tuple[str, str, float, float, float]) -> list[PlacedObject]:
 def default_scenes() -> dict[str, ToyScene]:
     """Named benchmark scenes: 'three' (a row of three objects) and 'four' (four objects on a 2x2 grid)."""
     return {
-        "three": ToyScene(_row(("red", "cube", -1.1, 0.0, 20.0), ("yellow", "torus", 0.0, 0.0, 0.0),
-                               ("orange", "duck", 1.1, 0.0, -30.0))),
-        "four": ToyScene(_row(("blue", "sphere", -0.75, -0.65, 0.0), ("green", "cone", 0.75, -0.65, 0.0),
-                              ("purple", "cylinder", -0.75, 0.65, 0.0), ("yellow", "snowman", 0.75, 0.65, 15.0))),
+        "three": ToyScene(
+            _row(
+                ("red", "cube", -1.1, 0.0, 20.0),
+                ("yellow", "torus", 0.0, 0.0, 0.0),
+                ("orange", "duck", 1.1, 0.0, -30.0),
+            )
+        ),
+        "four": ToyScene(
+            _row(
+                ("blue", "sphere", -0.75, -0.65, 0.0),
+                ("green", "cone", 0.75, -0.65, 0.0),
+                ("purple", "cylinder", -0.75, 0.65, 0.0),
+                ("yellow", "snowman", 0.75, 0.65, 15.0),
+            )
+        ),
     }
 
 
 _EDITS = (  # scene, object index, new colour, new object
-    ("three", 0, "blue", None), ("three", 0, None, "sphere"), ("three", 2, "green", None),
-    ("three", 1, None, "cone"), ("four", 1, "red", None), ("four", 0, "orange", "cube"),
+    ("three", 0, "blue", None),
+    ("three", 0, None, "sphere"),
+    ("three", 2, "green", None),
+    ("three", 1, None, "cone"),
+    ("four", 1, "red", None),
+    ("four", 0, "orange", "cube"),
 )
 
 
@@ -265,8 +305,11 @@ def default_edits() -> list[dict]:
     edits = []
     for scene_name, index, colour, name in _EDITS:
         old = scenes[scene_name].objects[index]
-        edit = {"scene": scene_name, "index": index,
-                "kind": "both" if colour and name else "colour" if colour else "replace"}
+        edit = {
+            "scene": scene_name,
+            "index": index,
+            "kind": "both" if colour and name else "colour" if colour else "replace",
+        }
         if colour:
             edit["colour"] = colour
         if name:
@@ -282,5 +325,17 @@ def apply_edit(scene: ToyScene, edit: dict) -> ToyScene:
     return edited_scene(scene, edit["index"], colour=edit.get("colour"), name=edit.get("object"))
 
 
-__all__ = ["PlacedObject", "ToyScene", "SceneField", "place", "object_bottom", "render_scene", "surface_samples",
-           "scene_cameras", "edited_scene", "apply_edit", "default_scenes", "default_edits"]
+__all__ = [
+    "PlacedObject",
+    "ToyScene",
+    "SceneField",
+    "place",
+    "object_bottom",
+    "render_scene",
+    "surface_samples",
+    "scene_cameras",
+    "edited_scene",
+    "apply_edit",
+    "default_scenes",
+    "default_edits",
+]

@@ -3,6 +3,7 @@
 Formulas are the standard exact (or, for the ellipsoid, bounded) distance functions; each primitive is
 centred at its local origin with its axis along +Y. Parts place them with a rotation and a translation.
 """
+
 from __future__ import annotations
 
 import torch
@@ -57,5 +58,11 @@ def torus(p: torch.Tensor, major_radius: float, minor_radius: float) -> torch.Te
     return _length2(qx, p[..., 1]) - minor_radius
 
 
-PRIMITIVE_SDFS = {"sphere": sphere, "ellipsoid": ellipsoid, "box": box, "cylinder": cylinder, "cone": cone,
-                  "torus": torus}
+PRIMITIVE_SDFS = {
+    "sphere": sphere,
+    "ellipsoid": ellipsoid,
+    "box": box,
+    "cylinder": cylinder,
+    "cone": cone,
+    "torus": torus,
+}

@@ -1,5 +1,6 @@
 """The user cache folder for things that are slow to build and cheap to keep (silhouette banks, later the
 native kernels): $THREEDISTILL_CACHE, else $XDG_CACHE_HOME/threedistill, else ~/.cache/threedistill."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +10,10 @@ from pathlib import Path
 
 
 def cache_dir(kind: str) -> Path:
-    root = os.environ.get("THREEDISTILL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "threedistill"
+    root = (
+        os.environ.get("THREEDISTILL_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "threedistill"
+    )
     path = Path(root) / kind
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -1,4 +1,5 @@
 """Saving image tensors: single images and grids as PNG (or any format imageio writes)."""
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,7 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2, fill:
     grid = torch.full((c, rows * (h + pad) - pad, cols * (w + pad) - pad), fill, dtype=images.dtype)
     for i, img in enumerate(images):
         r, col = divmod(i, cols)
-        grid[:, r * (h + pad): r * (h + pad) + h, col * (w + pad): col * (w + pad) + w] = img
+        grid[:, r * (h + pad) : r * (h + pad) + h, col * (w + pad) : col * (w + pad) + w] = img
     return grid
 
 

@@ -1,4 +1,5 @@
 """The optimiser of every run: torch's Adam, with an optional uniform mode per parameter group."""
+
 from __future__ import annotations
 
 import torch
@@ -32,8 +33,8 @@ class Adam(torch.optim.Adam):
                 t = float(state["step"])
                 state["exp_avg"].lerp_(p.grad, 1 - beta1)
                 state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                scale = (state["exp_avg_sq"].max() / (1 - beta2 ** t)).sqrt() + group["eps"]
-                p.sub_(state["exp_avg"] / scale, alpha=group["lr"] / (1 - beta1 ** t))
+                scale = (state["exp_avg_sq"].max() / (1 - beta2**t)).sqrt() + group["eps"]
+                p.sub_(state["exp_avg"] / scale, alpha=group["lr"] / (1 - beta1**t))
                 held.append((p, p.grad))
                 p.grad = None  # torch's step skips parameters without a gradient
         try:

@@ -1,35 +1,30 @@
 """Runs of text to 3D: builds prior, guidance, representation and trainer from one typed config, manages the run
 directory (outputs/<prompt-slug>/<method>@<timestamp>/), resumes, and writes previews. The CLI's
 `t3d generate` and the Python API `threedistill.generate(...)` both land here."""
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import json
-import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from . import native as native_kernels
-from .config import load_config, packaged_config, peek_key, save_config
-from .errors import ConfigError, ThreeDistillError
-from .guidance import GUIDANCE, GuidanceConfig
-from .registry import Registry
-from .representations.gaussians import Gaussians, GaussiansConfig
-from .representations.mesh import Mesh, MeshConfig
-from .representations.nerf import NeRF, NeRFConfig
-from .representations.triplane import Triplane, TriplaneConfig
-from .trainer import Trainer, TrainerConfig, latest_checkpoint
-
-REPRESENTATIONS: Registry = Registry("representation")
-REPRESENTATIONS.register("nerf")(NeRF)
-REPRESENTATIONS.register("gaussians")(Gaussians)
-REPRESENTATIONS.register("triplane")(Triplane)
-REPRESENTATIONS.register("mesh")(Mesh)
+from .. import native as native_kernels
+from ..config import load_config, packaged_config, peek_key
+from ..errors import ConfigError, ThreeDistillError
+from ..guidance import GUIDANCE, GuidanceConfig
+from ..representations import REPRESENTATIONS
+from ..representations.gaussians import GaussiansConfig
+from ..representations.mesh import MeshConfig
+from ..representations.nerf import NeRFConfig
+from ..representations.triplane import TriplaneConfig
+from ..session import Run, RunSession, check_device_name, resolve_device, slugify
+from ..trainer import Trainer, TrainerConfig, latest_checkpoint
+from .handover import hand_over
 
 
 @dataclass
@@ -78,27 +73,13 @@ class GenerateConfig:
     def __post_init__(self):
         if self.stages:
             self.trainer.steps = sum(stage.steps for stage in self.stages)
-        from .export.run_export import check_format
+        from ..export.run_export import check_format
 
         for fmt in self.export:  # fail before optimising, not after
             check_format(fmt)
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):  # availability is checked when used
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        check_device_name(self.device)
         if self.native is not None:
             native_kernels.check_mode(self.native)
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device for a `device` setting, or a one-line error when that GPU is not there."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= count:
-            raise ConfigError(f"device={name} but torch sees {count} CUDA GPU(s) (torch {torch.__version__}); "
-                              f"use device=cpu or device=auto")
-    return torch.device(name)
 
 
 def default_config_path(representation: str) -> Path | None:
@@ -110,8 +91,10 @@ def default_config_path(representation: str) -> Path | None:
 def method_config_paths(guidance_type: str, representation: str) -> list[Path]:
     """configs/guidance/<method>.yaml (a method's settings adapted to the embedded prior), then
     configs/guidance/<method>-<representation>.yaml (its settings for one representation), those that exist."""
-    paths = [packaged_config("guidance", f"{guidance_type}.yaml"),
-             packaged_config("guidance", f"{guidance_type}-{representation}.yaml")]
+    paths = [
+        packaged_config("guidance", f"{guidance_type}.yaml"),
+        packaged_config("guidance", f"{guidance_type}-{representation}.yaml"),
+    ]
     return [p for p in paths if p.is_file()]
 
 
@@ -125,29 +108,38 @@ def generate_schema(guidance_type: str) -> type[GenerateConfig]:
 def _schema_for(config_class: type) -> type[GenerateConfig]:
     if config_class is GuidanceConfig:
         return GenerateConfig
-    schema = dataclasses.make_dataclass(f"GenerateConfig_{config_class.__name__}",
-                                        [("guidance", config_class, field(default_factory=config_class))],
-                                        bases=(GenerateConfig,))
+    schema = dataclasses.make_dataclass(
+        f"GenerateConfig_{config_class.__name__}",
+        [("guidance", config_class, field(default_factory=config_class))],
+        bases=(GenerateConfig,),
+    )
     schema.__module__ = __name__
     return schema
 
 
 def _check_guidance_overrides(guidance_type: str, overrides, action: str = "") -> None:
-    """A `guidance.KEY=...` override that this method lacks: one line naming its keys (and the methods that have KEY)."""
+    """A `guidance.KEY=...` override that this method lacks: one line naming its keys (and the methods that have
+    KEY)."""
     fields = {f.name for f in dataclasses.fields(GUIDANCE.get(guidance_type).config_class)}
     for item in overrides:
         key = item.partition("=")[0].strip()
         if key.startswith("guidance.") and key.split(".")[1] not in fields:
             name = key.split(".")[1]
-            owners = [m for m in GUIDANCE.names()
-                      if name in {f.name for f in dataclasses.fields(GUIDANCE.get(m).config_class)}]
+            owners = [
+                m
+                for m in GUIDANCE.names()
+                if name in {f.name for f in dataclasses.fields(GUIDANCE.get(m).config_class)}
+            ]
             where = f" (it belongs to {', '.join(owners)})" if owners else ""
-            raise ConfigError(f"{action}guidance {guidance_type!r} has no parameter {name!r}{where}; its parameters: "
-                              f"{', '.join(sorted(fields))}")
+            raise ConfigError(
+                f"{action}guidance {guidance_type!r} has no parameter {name!r}{where}; its parameters: "
+                f"{', '.join(sorted(fields))}"
+            )
 
 
-def _load_for_method(sources: list, overrides, default_method: str, action: str = "",
-                     method_defaults: bool = True) -> GenerateConfig:
+def _load_for_method(
+    sources: list, overrides, default_method: str, action: str = "", method_defaults: bool = True
+) -> GenerateConfig:
     """A GenerateConfig typed by the guidance method `sources` (files or dicts) and `overrides` pick: the method's
     configs/guidance files (method_config_paths) first when `method_defaults`, then `sources`, then `overrides`."""
     files = [s for s in sources if not isinstance(s, dict)]
@@ -156,7 +148,9 @@ def _load_for_method(sources: list, overrides, default_method: str, action: str 
     method_files = []
     if method_defaults:
         given = [s["representation"] for s in sources if isinstance(s, dict) and "representation" in s]
-        representation = peek_key("representation", files, overrides, given[-1] if given else GenerateConfig.representation)
+        representation = peek_key(
+            "representation", files, overrides, given[-1] if given else GenerateConfig.representation
+        )
         method_files = method_config_paths(method, str(representation))
     return load_config(generate_schema(method), method_files + list(sources), overrides)
 
@@ -198,58 +192,11 @@ def read_run_config(run_dir: Path, overrides=(), action: str = "") -> GenerateCo
     return _load_for_method([path], list(overrides), GenerateConfig.guidance_type, action, method_defaults=False)
 
 
-def saved_run_config(schema: type, run_dir: Path, overrides=()) -> tuple[Path, object]:
-    """A run directory and its saved config.yaml (as `schema`, under `overrides`), for --resume; a one-line error
-    when it is not a run directory."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise ThreeDistillError(f"cannot resume: {run_dir} is not a run directory (no config.yaml)")
-    return run_dir, load_config(schema, run_dir / "config.yaml", list(overrides))
-
-
-def option_overrides(**options) -> list[str]:
-    """`key=value` overrides for the command-line options that were given (None = not given); strings are quoted
-    so prompts and paths survive the parser. Keys use __ for dots: trainer__steps=5 -> trainer.steps=5."""
-    quote = lambda v: json.dumps(str(v)) if isinstance(v, (str, Path)) else v  # noqa: E731
-    return [f"{key.replace('__', '.')}={quote(value)}" for key, value in options.items() if value is not None]
-
-
-def update_metrics(run_dir: Path, values: dict | None = None, add_seconds: float = 0.0) -> dict:
-    """Merge `values` into RUN_DIR/metrics.json (created if missing) and add `add_seconds` to its wall_seconds
-    (a resumed run adds its own time); returns the merged metrics."""
-    path = Path(run_dir) / "metrics.json"
-    metrics = json.loads(path.read_text()) if path.is_file() else {}
-    metrics.update(values or {})
-    if add_seconds:
-        metrics["wall_seconds"] = round(metrics.get("wall_seconds", 0.0) + add_seconds, 1)
-    path.write_text(json.dumps(metrics, indent=2))
-    return metrics
-
-
-def slugify(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "prompt"
-
-
-@dataclass
-class Run:
-    """A finished (or interrupted) generation: its directory, config, model and trainer."""
-
-    dir: Path
-    config: GenerateConfig
-    model: torch.nn.Module
-    trainer: Trainer
-
-    def render(self, cameras, resolution: int = 64, geometry: bool = False) -> dict:
-        """Deterministic renders (no sample jitter); depth and normals only when `geometry`."""
-        with torch.no_grad():
-            out = self.model.render(cameras, resolution, resolution, geometry=geometry, perturb=False)
-        return {k: v.cpu() for k, v in out.items()}
-
-
-def build(cfg: GenerateConfig, run_dir: Path | None, log=print,
-          device: str | None = None) -> tuple[torch.nn.Module, Trainer]:
+def build(
+    cfg: GenerateConfig, run_dir: Path | None, log=print, device: str | None = None
+) -> tuple[torch.nn.Module, Trainer]:
     """Prior, guidance, representation and trainer for a config, on `device` (default: the config's)."""
-    from .priors import load_prior
+    from ..priors import load_prior
 
     if not cfg.prompt.strip():
         raise ConfigError("the prompt is empty; give a text prompt such as --prompt 'a red duck'")
@@ -265,60 +212,64 @@ def build(cfg: GenerateConfig, run_dir: Path | None, log=print,
     if not isinstance(guidance_cfg, guidance_cls.config_class):  # e.g. a GenerateConfig built in Python
         # carry over what was changed from the shared defaults; the method's own defaults fill the rest
         fields, shared = {f.name for f in dataclasses.fields(guidance_cls.config_class)}, GuidanceConfig()
-        guidance_cfg = guidance_cls.config_class(**{k: v for k, v in dataclasses.asdict(guidance_cfg).items()
-                                                    if k in fields and v != getattr(shared, k)})
+        guidance_cfg = guidance_cls.config_class(
+            **{k: v for k, v in dataclasses.asdict(guidance_cfg).items() if k in fields and v != getattr(shared, k)}
+        )
     guidance = guidance_cls(load_prior(cfg.prior, device=device), guidance_cfg)
     return model, Trainer(cfg.trainer, model, guidance, cfg.prompt, run_dir, log=log)
 
 
-def new_run_dir(cfg: GenerateConfig) -> Path:
-    return new_run_dir_at(Path(cfg.out) / slugify(cfg.prompt), f"{cfg.guidance_type}-{cfg.representation}")
-
-
-def new_run_dir_at(parent: Path, method: str) -> Path:
-    """A new directory parent/<method>@<timestamp> (-k suffixed when that exists: runs started in one second)."""
-    base = Path(parent) / f"{method}@{time.strftime('%Y%m%d-%H%M%S')}"
-    path, k = base, 1
-    while True:  # created here, so two runs started in the same second by two processes never share it
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            path, k = Path(f"{base}-{k}"), k + 1
-
-
-def generate(prompt: str = "", representation: str | None = None, guidance: str | None = None,
-             prior: str | None = None, steps: int | None = None, seed: int | None = None, out: str | None = None,
-             device: str | None = None, config: str | Path | None = None, overrides: list[str] | tuple = (),
-             resume: str | Path | None = None,
-             progress: bool = True, stop_at: int | None = None, log=print) -> Run:
+def generate(
+    prompt: str = "",
+    representation: str | None = None,
+    guidance: str | None = None,
+    prior: str | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+    out: str | None = None,
+    device: str | None = None,
+    config: str | Path | None = None,
+    overrides: list[str] | tuple = (),
+    resume: str | Path | None = None,
+    progress: bool = True,
+    stop_at: int | None = None,
+    log=print,
+) -> Run:
     """Run text-to-3D and return the Run. Arguments override `config` (a YAML file laid over
     configs/generate/<representation>.yaml), which overrides the dataclass defaults; `resume` continues the run
     in that directory with its saved config."""
     if resume is not None:
         run_dir = Path(resume)
-        cfg = read_run_config(run_dir, list(overrides) + ([f"device={device}"] if device else []),
-                              action="cannot resume: ")
+        cfg = read_run_config(
+            run_dir, list(overrides) + ([f"device={device}"] if device else []), action="cannot resume: "
+        )
     else:
-        picked = [f"prompt={json.dumps(prompt)}" if prompt else None,
-                  f"representation={representation}" if representation else None,
-                  f"guidance_type={guidance}" if guidance else None, f"prior={prior}" if prior else None,
-                  f"trainer.steps={steps}" if steps is not None else None,
-                  f"trainer.seed={seed}" if seed is not None else None, f"out={out}" if out else None,
-                  f"device={device}" if device else None]
+        picked = [
+            f"prompt={json.dumps(prompt)}" if prompt else None,
+            f"representation={representation}" if representation else None,
+            f"guidance_type={guidance}" if guidance else None,
+            f"prior={prior}" if prior else None,
+            f"trainer.steps={steps}" if steps is not None else None,
+            f"trainer.seed={seed}" if seed is not None else None,
+            f"out={out}" if out else None,
+            f"device={device}" if device else None,
+        ]
         overrides = list(overrides) + [p for p in picked if p]
         rep = str(peek_key("representation", [config] if config else [], overrides, GenerateConfig.representation))
         # the representation's defaults, then the user's YAML on top (it only needs what it changes)
         cfg = load_generate_config([default_config_path(rep), config], overrides)
-        run_dir = new_run_dir(cfg)
+        if not cfg.prompt.strip():  # before the run directory is made
+            raise ConfigError("--prompt is empty; give a text prompt such as --prompt 'a red duck'")
     stages = stage_configs(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    first = 0
     if resume is not None:
-        first = int(latest_checkpoint(run_dir)[1].get("stage", 0))
+        session = RunSession.resume("generate", cfg, run_dir, log)
     else:
-        save_config(cfg, run_dir / "config.yaml")
-    started, run, offset = time.time(), None, sum(c.trainer.steps for c in stages[:first])
+        session = RunSession.start(
+            "generate", cfg, Path(cfg.out) / slugify(cfg.prompt), f"{cfg.guidance_type}-{cfg.representation}", log
+        )
+    run_dir = session.dir
+    first = int(latest_checkpoint(run_dir)[1].get("stage", 0)) if resume is not None else 0
+    run, offset = None, sum(c.trainer.steps for c in stages[:first])
     for index in range(first, len(stages)):
         if stop_at is not None and stop_at <= offset:
             break
@@ -326,14 +277,17 @@ def generate(prompt: str = "", representation: str | None = None, guidance: str 
         model, trainer = build(stages[index], run_dir, log)
         trainer.stage, trainer.step_offset = index, offset
         if previous is not None:
-            trainer.continue_from(previous.trainer)
+            trainer.continue_from(previous.trainer, hand_over)
             log(f"stage {index}{f' ({cfg.stages[index].name})' if cfg.stages[index].name else ''} from step {offset}")
-        elif resume is not None:
-            trainer.load_checkpoint(run_dir)
-            log(f"resuming {run_dir} at step {offset + trainer.step}")
+        else:
+            session.restore(trainer, offset)
         run = Run(run_dir, stages[index], model, trainer)
-        trainer.fit(progress=progress, stop_at=None if stop_at is None else stop_at - offset,
-                    preview=lambda step, run=run: write_preview(run, step))
+        session.train(
+            trainer,
+            progress=progress,
+            stop_at=None if stop_at is None else stop_at - offset,
+            preview=lambda step, run=run: write_preview(run, step),
+        )
         offset += stages[index].trainer.steps
         if trainer.step < stages[index].trainer.steps:
             break
@@ -343,7 +297,7 @@ def generate(prompt: str = "", representation: str | None = None, guidance: str 
         run.model.cpu()  # turntable and exports run on the CPU whatever the training device
         write_turntable(run)
         export_finished_run(run, log)
-        update_metrics(run_dir, add_seconds=time.time() - started)
+        session.finish()
     return run
 
 
@@ -354,7 +308,7 @@ def export_finished_run(run: Run, log=print) -> None:
 
 def export_formats(model, representation: str, formats, run_dir: Path, log=print) -> None:
     """Write a model in each format into RUN_DIR/export/; a failed export is a warning, the run stays saved."""
-    from .export.run_export import MESH_FORMATS, check_format, default_export_path, export_model
+    from ..export.run_export import MESH_FORMATS, check_format, default_export_path, export_model
 
     for fmt in formats:
         check_format(fmt)
@@ -368,8 +322,8 @@ def export_formats(model, representation: str, formats, run_dir: Path, log=print
 
 
 def write_preview(run: Run, step: int) -> None:
-    from .cameras import orbit_cameras
-    from .utils.images import save_image
+    from ..cameras import orbit_cameras
+    from ..utils.images import save_image
 
     out = run.render(orbit_cameras([0, 90, 180, 270], 15.0, 2.9), output_resolution(run))
     save_image(out["rgb"], run.dir / "renders" / f"preview_{step:06d}.png")
@@ -385,12 +339,12 @@ def write_turntable(run: Run, frames: int = 24, resolution: int | None = None) -
     """renders/turntable.mp4 (or .gif without ffmpeg) and a PNG grid of 8 views."""
     import imageio.v3 as iio
 
-    from .cameras import orbit_cameras
-    from .utils.images import save_image, to_uint8
+    from ..cameras import orbit_cameras
+    from ..utils.images import save_image, to_uint8
 
     resolution = resolution or output_resolution(run)
     cams = orbit_cameras(torch.linspace(0, 360, frames + 1)[:-1], 15.0, 2.9)
-    rgb = torch.cat([run.render(cams[i:i + 4], resolution)["rgb"] for i in range(0, frames, 4)])
+    rgb = torch.cat([run.render(cams[i : i + 4], resolution)["rgb"] for i in range(0, frames, 4)])
     renders = run.dir / "renders"
     renders.mkdir(parents=True, exist_ok=True)
     save_image(rgb[:: frames // 8], renders / "views.png")

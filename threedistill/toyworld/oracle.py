@@ -6,21 +6,22 @@ eps = (x_t - alpha E[x0 | x_t]) / sigma. So this is what the embedded prior woul
 training on its data. Running a method with it separates what the trained network gets wrong from what the
 method itself does (`--prior toyworld-oracle`); it knows only the toy world's prompts.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from ..errors import PriorLoadError
+from ..priors.base import Prior, resize_to_native
 from ..utils.cache import cache_dir
-from .base import Prior, resize_to_native
 
 ORACLE = "toyworld-oracle"
 
 
 def oracle_dataset(views_per_subject: int, seed: int, progress: bool = True):
     """The toy training set the oracle denoises toward, rendered once (about 100 s on 2 cores) and cached."""
-    from ..toyworld.dataset import ToyDataset, generate_dataset
+    from .dataset import ToyDataset, generate_dataset
 
     path = cache_dir("oracle") / f"toyworld_{views_per_subject}v_32px_seed{seed}.npz"
     if path.is_file():
@@ -33,7 +34,7 @@ def oracle_dataset(views_per_subject: int, seed: int, progress: bool = True):
 def prompt_groups(data) -> dict[str, np.ndarray]:
     """Image indices for every prompt the prior was trained with: "" (all), each subject's plain prompt, and each
     subject's prompt with a view suffix (the images whose camera gives that suffix)."""
-    from ..toyworld.prompts import view_prompt
+    from ..prompting import view_prompt
 
     groups: dict[str, list[int]] = {"": list(range(len(data)))}
     for i in range(len(data)):
@@ -43,27 +44,34 @@ def prompt_groups(data) -> dict[str, np.ndarray]:
     return {text: np.asarray(idx) for text, idx in groups.items()}
 
 
-def posterior_mean(x_t: torch.Tensor, images: torch.Tensor, sq_norms: torch.Tensor, alpha: torch.Tensor,
-                   sigma: torch.Tensor) -> torch.Tensor:
+def posterior_mean(
+    x_t: torch.Tensor, images: torch.Tensor, sq_norms: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor
+) -> torch.Tensor:
     """E[x0 | x_t] for x0 uniform over `images` (N, D), per row of x_t with its own alpha, sigma (B,): the
     softmax-weighted mean of the images under the Gaussian likelihood of x_t."""
     flat = x_t.reshape(x_t.shape[0], -1)
     a, s2 = alpha.reshape(-1, 1).double(), sigma.reshape(-1, 1).double() ** 2
     # -|x_t - alpha x_i|^2 / (2 sigma^2), dropping the |x_t|^2 term that is the same for every i
-    logits = (2 * a * (flat @ images.T).double() - a ** 2 * sq_norms.double()) / (2 * s2)
+    logits = (2 * a * (flat @ images.T).double() - a**2 * sq_norms.double()) / (2 * s2)
     return (torch.softmax(logits, dim=1).to(images.dtype) @ images).reshape(x_t.shape)
 
 
 class EmpiricalPrior(Prior):
     """Exact epsilon of the toy training set, per prompt; pixel space, 32 px, the embedded prior's schedule."""
 
-    def __init__(self, device: str | torch.device = "cpu", views_per_subject: int = 500, seed: int = 3,
-                 data=None, progress: bool = True):
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        views_per_subject: int = 500,
+        seed: int = 3,
+        data=None,
+        progress: bool = True,
+    ):
         """`data`: a ToyDataset to denoise toward instead of the rendered training set (`views_per_subject`
         random views of every catalogue subject, `seed`; the stage-4 training set by default)."""
         super().__init__()
-        from .diffusers_prior import load_scheduler
-        from .train import dataset_images
+        from ..priors.diffusers_prior import load_scheduler
+        from .training.common import dataset_images
 
         self.scheduler = load_scheduler(None)  # the embedded prior's noise schedule, no network loaded
         self.alphas_cumprod = self.scheduler.alphas_cumprod.to(torch.float32).to(device)
@@ -91,8 +99,10 @@ class EmpiricalPrior(Prior):
     def _encode_uncached(self, texts: list[str]) -> torch.Tensor:
         unknown = [t for t in texts if t not in self.group_of]
         if unknown:
-            raise PriorLoadError(f"the {ORACLE} prior knows only toy-world prompts (\"a red cone\", optionally with a "
-                                 f"view suffix such as \", front view\"), got {unknown[0]!r}")
+            raise PriorLoadError(
+                f'the {ORACLE} prior knows only toy-world prompts ("a red cone", optionally with a '
+                f'view suffix such as ", front view"), got {unknown[0]!r}'
+            )
         return torch.tensor([[[float(self.group_of[t])]] for t in texts])
 
     def to_diffusion_space(self, rgb: torch.Tensor) -> torch.Tensor:

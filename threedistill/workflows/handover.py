@@ -2,6 +2,7 @@
 even when the representation changes (Magic3D's NeRF -> mesh, DreamGaussian's Gaussians -> mesh, NeRF ->
 Gaussians). Surfaces come from the export pipeline (automatic isosurface threshold, marching cubes), so what a
 mesh stage starts from is exactly what `t3d export` would have written for the coarse stage."""
+
 from __future__ import annotations
 
 import torch
@@ -9,13 +10,9 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..export.fields import is_gaussians
+from ..representations.base import load_model_state
 
 HANDOVER_FACES = 5000  # the surface Gaussians are seeded on
-
-
-def load_model_state(model, state: dict[str, torch.Tensor]) -> None:
-    """Load a state dict; Gaussians and meshes take one whose point / vertex count differs from theirs."""
-    model.load_tensors(state) if hasattr(model, "load_tensors") else model.load_state_dict(state)
 
 
 def representation_name(model) -> str:
@@ -32,8 +29,10 @@ def hand_over(source, target, generator: torch.Generator, log=lambda s: None) ->
     elif is_gaussians(target) and hasattr(source, "density"):
         _field_to_gaussians(source, target, generator, log)
     else:
-        raise ConfigError(f"stages: no hand-over from {src} to {dst}; supported: the same representation, "
-                          f"nerf/triplane/gaussians -> mesh, nerf/triplane -> gaussians")
+        raise ConfigError(
+            f"stages: no hand-over from {src} to {dst}; supported: the same representation, "
+            f"nerf/triplane/gaussians -> mesh, nerf/triplane -> gaussians"
+        )
 
 
 FIT_SAMPLES_PER_FACE = 4
@@ -54,7 +53,7 @@ def _to_mesh(source, target, generator: torch.Generator, log) -> None:
     """The coarse model's exported surface (vertex-coloured) becomes the mesh; its texture field is fitted to
     the surface colours."""
     from ..export.mesh import extract_mesh
-    from .mesh import vertex_normals
+    from ..representations.mesh import vertex_normals
 
     result = extract_mesh(source.cpu(), faces=target.cfg.handover_faces, texture_size=0)
     mesh = result.mesh
@@ -66,10 +65,15 @@ def _to_mesh(source, target, generator: torch.Generator, log) -> None:
     # The texture field learns the colours across the faces, not only at the vertices (renders read it there).
     points, point_values = _face_samples(vertices, faces, torch.cat([colours, normals], -1), generator)
     with torch.enable_grad():
-        error = target.fit_texture(torch.cat([vertices, points]), torch.cat([colours, point_values[:, :3]]),
-                                   torch.cat([normals, F.normalize(point_values[:, 3:], dim=-1)]))
-    log(f"hand-over: {len(mesh.faces)} faces at {result.field} level {result.threshold:.3g} (silhouette IoU "
-        f"{result.threshold_iou:.3f} against the coarse renders), texture fitted to colour error {error:.3f}")
+        error = target.fit_texture(
+            torch.cat([vertices, points]),
+            torch.cat([colours, point_values[:, :3]]),
+            torch.cat([normals, F.normalize(point_values[:, 3:], dim=-1)]),
+        )
+    log(
+        f"hand-over: {len(mesh.faces)} faces at {result.field} level {result.threshold:.3g} (silhouette IoU "
+        f"{result.threshold_iou:.3f} against the coarse renders), texture fitted to colour error {error:.3f}"
+    )
 
 
 @torch.no_grad()
@@ -84,11 +88,12 @@ def _field_to_gaussians(source, target, generator: torch.Generator, log) -> None
 
     mesh = extract_mesh(source.cpu(), faces=HANDOVER_FACES, texture_size=0).mesh
     n = len(target)
-    seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator))
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
     points, face = trimesh.sample.sample_surface(mesh, n, seed=np.random.default_rng(seed))
     colours = mesh.visual.vertex_colors[mesh.faces[face], :3].mean(1) / 255.0
     inward = 2 * target.cfg.init_scale * np.asarray(mesh.face_normals[face])
-    seeded = type(target).from_points(torch.tensor(points - inward, dtype=torch.float32),
-                                      torch.tensor(colours, dtype=torch.float32), target.cfg)
+    seeded = type(target).from_points(
+        torch.tensor(points - inward, dtype=torch.float32), torch.tensor(colours, dtype=torch.float32), target.cfg
+    )
     target.load_tensors({k: v.to(target.device) for k, v in seeded.state_dict().items()})
     log(f"hand-over: {n} Gaussians seeded on the field's surface ({len(mesh.faces)} faces)")

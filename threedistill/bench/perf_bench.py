@@ -1,6 +1,7 @@
 """`t3d bench perf`: the CPU path's speed, native kernels against the PyTorch path, side by side in one run:
 the Gaussian rasterizer (and a dense per-pixel reference), the hash-grid encoding, and the default
 `t3d generate` end to end (time to the IoU target, where a step's time goes, peak memory)."""
+
 from __future__ import annotations
 
 import json
@@ -16,13 +17,26 @@ import torch
 
 from .. import native
 from ..cameras import orbit_cameras
-from ..renderers.gaussian_raster import ALPHA_MAX, ALPHA_MIN, covariances, intrinsics, opencv_viewmats, project, rasterize, sh_to_rgb
+from ..errors import ThreeDistillError
+from ..renderers.gaussian_raster import (
+    ALPHA_MAX,
+    ALPHA_MIN,
+    covariances,
+    intrinsics,
+    opencv_viewmats,
+    project,
+    rasterize,
+    sh_to_rgb,
+)
 from ..representations.hash_grid import HashGridEncoding
+from .harness import check_positive, report_header
 
 RASTER_SIZES = [(1000, 64), (4000, 64), (16000, 64), (1000, 128), (4000, 128), (16000, 128)]
 HASH_POINTS = (65536, 262144)
-HASH_GRIDS = {"NeRF default (12 levels, 2^15)": dict(levels=12, log2_table_size=15, max_resolution=256),
-              "Instant-NGP size (16 levels, 2^19)": dict(levels=16, log2_table_size=19, max_resolution=2048)}
+HASH_GRIDS = {
+    "NeRF default (12 levels, 2^15)": dict(levels=12, log2_table_size=15, max_resolution=256),
+    "Instant-NGP size (16 levels, 2^19)": dict(levels=16, log2_table_size=19, max_resolution=2048),
+}
 DENSE_LIMIT = 20e6  # pixels x Gaussians above which the dense reference is skipped (memory)
 
 
@@ -48,21 +62,29 @@ def median_time(fn, repeats: int) -> float:
 def random_scene(n: int, seed: int = 0):
     """Gaussians in a ball of radius ~0.5 seen from 2.8 units: a generate-like scene (scale ~2-5% of the object)."""
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(n, 3, generator=g) * 0.3, 0.02 + 0.03 * torch.rand(n, 3, generator=g),
-            torch.randn(n, 4, generator=g), 0.1 + 0.8 * torch.rand(n, generator=g), torch.randn(n, 1, 3, generator=g) * 0.5]
+    return [
+        torch.randn(n, 3, generator=g) * 0.3,
+        0.02 + 0.03 * torch.rand(n, 3, generator=g),
+        torch.randn(n, 4, generator=g),
+        0.1 + 0.8 * torch.rand(n, generator=g),
+        torch.randn(n, 1, 3, generator=g) * 0.5,
+    ]
 
 
 def dense_composite(means, scales, quats, opacities, sh, cameras, size: int) -> torch.Tensor:
     """Every pixel against every Gaussian, depth-sorted, vectorised (the obvious differentiable CPU rasterizer)."""
     covs = covariances(scales, quats)
-    m2d, conics, depths, radii = project(means, covs, opencv_viewmats(cameras)[0], intrinsics(cameras, size, size)[0],
-                                         size, size)
+    m2d, conics, depths, radii = project(
+        means, covs, opencv_viewmats(cameras)[0], intrinsics(cameras, size, size)[0], size, size
+    )
     order = torch.argsort(depths.detach())
     m2d, conics, opac = m2d[order], conics[order], opacities[order]
     rgb = sh_to_rgb(sh[order], torch.nn.functional.normalize(means[order] - cameras.positions[0], dim=-1))
     ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
     d = torch.stack([xs, ys], -1).reshape(-1, 1, 2) - m2d[None]  # (P, N, 2)
-    power = -0.5 * (conics[:, 0] * d[..., 0] ** 2 + conics[:, 2] * d[..., 1] ** 2) - conics[:, 1] * d[..., 0] * d[..., 1]
+    power = (
+        -0.5 * (conics[:, 0] * d[..., 0] ** 2 + conics[:, 2] * d[..., 1] ** 2) - conics[:, 1] * d[..., 0] * d[..., 1]
+    )
     alpha = (opac * torch.exp(power.clamp_max(0))).clamp_max(ALPHA_MAX) * (radii[order] > 0)
     alpha = torch.where(alpha >= ALPHA_MIN, alpha, torch.zeros_like(alpha))
     trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha[:, :-1]], 1), 1)
@@ -82,10 +104,15 @@ def raster_rows(repeats: int, log) -> list[dict]:
         for mode in ("torch", "native"):
             with kernel_mode(mode):
                 row[mode] = median_time(ours, repeats)
-        row["dense"] = median_time(lambda: dense_composite(*scene, cams, size).sum().backward(), repeats) \
-            if n * size * size <= DENSE_LIMIT else None
-        log(f"rasterizer {n:6d} Gaussians {size}x{size}: " + "  ".join(
-            f"{k} {row[k] * 1000:.0f} ms" for k in ("torch", "native", "dense") if row[k] is not None))
+        row["dense"] = (
+            median_time(lambda: dense_composite(*scene, cams, size).sum().backward(), repeats)
+            if n * size * size <= DENSE_LIMIT
+            else None
+        )
+        log(
+            f"rasterizer {n:6d} Gaussians {size}x{size}: "
+            + "  ".join(f"{k} {row[k] * 1000:.0f} ms" for k in ("torch", "native", "dense") if row[k] is not None)
+        )
         rows.append(row)
     return rows
 
@@ -106,7 +133,10 @@ def hash_rows(repeats: int, log) -> list[dict]:
             for mode in ("torch", "native"):
                 with kernel_mode(mode):
                     row[mode] = median_time(step, repeats)
-            log(f"hash grid {name}, {n} points: torch {row['torch'] * 1000:.0f} ms  native {row['native'] * 1000:.0f} ms")
+            log(
+                f"hash grid {name}, {n} points: torch {row['torch'] * 1000:.0f} ms  "
+                f"native {row['native'] * 1000:.0f} ms"
+            )
             rows.append(row)
     return rows
 
@@ -122,7 +152,8 @@ class StepTimer:
         self._wrap(trainer.model, "render", "render (forward)")
         self._wrap(trainer.guidance, "forward", "guidance (rest)")
         self._wrap(trainer.optimizer, "step", "optimiser + densify")
-        self._wrap(trainer, "_densify", "optimiser + densify")
+        if trainer.model.strategy is not None:  # densification and pruning, after the optimiser's step
+            self._wrap(trainer.model.strategy, "step_post_backward", "optimiser + densify")
 
     def _wrap(self, obj, name, total):
         inner = getattr(obj, name)
@@ -133,6 +164,7 @@ class StepTimer:
                 return inner(*args, **kwargs)
             finally:
                 self.totals[total] += time.perf_counter() - start
+
         setattr(obj, name, timed)
 
     def split(self) -> dict[str, float]:
@@ -145,11 +177,13 @@ class StepTimer:
 
 def generate_row(mode: str, prompt: str, target: float, chunk: int, log, overrides=()) -> dict:
     """The default generate for `prompt`, evaluated every `chunk` steps (outside the timing)."""
-    from ..runs import build, default_config_path, load_generate_config
-    from .ground_truth import compare, eval_cameras, subject_of
-    from .run_eval import EVAL_RESOLUTION
+    from ..evaluation.ground_truth import compare, eval_cameras, subject_of
+    from ..evaluation.run_eval import EVAL_RESOLUTION
+    from ..workflows.generate import build, default_config_path, load_generate_config
 
-    cfg = load_generate_config([default_config_path("gaussians")], [f"prompt={json.dumps(prompt)}", f"native={mode}", *overrides])
+    cfg = load_generate_config(
+        [default_config_path("gaussians")], [f"prompt={json.dumps(prompt)}", f"native={mode}", *overrides]
+    )
     colour, obj = subject_of(prompt)
     model, trainer = build(cfg, None, log=lambda s: None)
     timer = StepTimer(trainer)
@@ -165,10 +199,18 @@ def generate_row(mode: str, prompt: str, target: float, chunk: int, log, overrid
         curve.append((trainer.step, round(timer.wall, 1), round(iou, 3)))
         if reached is None and iou >= target:
             reached = timer.wall
-    log(f"generate ({mode}): {timer.wall:.1f} s for {trainer.step} steps, IoU {curve[-1][2]:.3f}, "
-        f"target {target} reached at {'-' if reached is None else f'{reached:.1f} s'}")
-    return {"mode": mode, "train_seconds": timer.wall, "reached_seconds": reached, "final_iou": curve[-1][2],
-            "curve": curve, "split": timer.split()}
+    log(
+        f"generate ({mode}): {timer.wall:.1f} s for {trainer.step} steps, IoU {curve[-1][2]:.3f}, "
+        f"target {target} reached at {'-' if reached is None else f'{reached:.1f} s'}"
+    )
+    return {
+        "mode": mode,
+        "train_seconds": timer.wall,
+        "reached_seconds": reached,
+        "final_iou": curve[-1][2],
+        "curve": curve,
+        "split": timer.split(),
+    }
 
 
 def command_peak_memory(prompt: str, workdir: Path) -> dict:
@@ -176,8 +218,11 @@ def command_peak_memory(prompt: str, workdir: Path) -> dict:
     peak resident memory."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "threedistill.cli", "generate", "--prompt", prompt, "--out",
-                             str(workdir)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "threedistill.cli", "generate", "--prompt", prompt, "--out", str(workdir)],
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"t3d generate failed: {result.stderr.strip().splitlines()[-1:]}")
@@ -185,30 +230,96 @@ def command_peak_memory(prompt: str, workdir: Path) -> dict:
     return {"wall_seconds": wall, "peak_mb": max(peak_kb, before) / 1024}
 
 
-def markdown_report(header: str, raster: list[dict], hashing: list[dict], runs: list[dict], command: dict | None,
-                    target: float) -> str:
+PERF_PROMPT = "a red cone"  # the default generate that is timed end to end
+PERF_CHUNK = 25  # steps between the (untimed) evaluations of the generate timing
+
+
+def perf_header(repeats: int) -> str:
+    """The report's header: the command, the machine, torch's threads and version."""
+    return (
+        report_header(
+            "CPU performance: native kernels vs the PyTorch path",
+            f"t3d bench perf --repeats {repeats}",
+            cores_note=f", {torch.get_num_threads()} torch threads",
+        )
+        + f", torch {torch.__version__}; medians of {repeats} runs after a warm-up."
+    )
+
+
+def run_perf_bench(repeats: int = 5, with_generate: bool = True, target: float = 0.8, log=print) -> dict:
+    """Everything `t3d bench perf` measures, as the arguments of `markdown_report`: raster and hash rows, the
+    default generate timed with native kernels and with the PyTorch path, and the whole command in a child
+    process (the last two only `with_generate`)."""
+    import tempfile
+
+    check_positive("--repeats", repeats)
+    if native.kernels() is None:
+        raise ThreeDistillError(
+            "the native kernels are unavailable here (no C++ compiler, or "
+            "THREEDISTILL_NATIVE=torch); nothing to compare"
+        )
+    raster = raster_rows(repeats, log)
+    hashing = hash_rows(repeats, log)
+    runs, command = [], None
+    if with_generate:
+        runs = [generate_row(mode, PERF_PROMPT, target, PERF_CHUNK, log) for mode in ("native", "torch")]
+        with tempfile.TemporaryDirectory() as tmp:
+            command = command_peak_memory(PERF_PROMPT, Path(tmp))
+        log(f"whole command: {command['wall_seconds']:.1f} s, peak {command['peak_mb']:.0f} MB")
+    return {"raster": raster, "hashing": hashing, "runs": runs, "command": command, "target": target}
+
+
+def markdown_report(
+    header: str, raster: list[dict], hashing: list[dict], runs: list[dict], command: dict | None, target: float
+) -> str:
     ms = lambda s: "-" if s is None else f"{s * 1000:.0f} ms"  # noqa: E731
-    lines = [header, "", "## Gaussian rasterizer, forward + backward, one camera", "",
-             "| Gaussians | image | PyTorch path | native | dense reference | native vs PyTorch | native vs dense |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        header,
+        "",
+        "## Gaussian rasterizer, forward + backward, one camera",
+        "",
+        "| Gaussians | image | PyTorch path | native | dense reference | native vs PyTorch | native vs dense |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in raster:
         dense_ratio = "-" if r["dense"] is None else f"{r['dense'] / r['native']:.1f}x"
-        lines.append(f"| {r['gaussians']} | {r['size']}x{r['size']} | {ms(r['torch'])} | {ms(r['native'])} | "
-                     f"{ms(r['dense'])} | **{r['torch'] / r['native']:.1f}x** | {dense_ratio} |")
-    lines += ["", "## Hash-grid encoding, forward + backward", "",
-              "| grid | points | PyTorch path | native | native vs PyTorch |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['gaussians']} | {r['size']}x{r['size']} | {ms(r['torch'])} | {ms(r['native'])} | "
+            f"{ms(r['dense'])} | **{r['torch'] / r['native']:.1f}x** | {dense_ratio} |"
+        )
+    lines += [
+        "",
+        "## Hash-grid encoding, forward + backward",
+        "",
+        "| grid | points | PyTorch path | native | native vs PyTorch |",
+        "|---|---|---|---|---|",
+    ]
     for r in hashing:
-        lines.append(f"| {r['grid']} | {r['points']} | {ms(r['torch'])} | {ms(r['native'])} | "
-                     f"**{r['torch'] / r['native']:.1f}x** |")
+        lines.append(
+            f"| {r['grid']} | {r['points']} | {ms(r['torch'])} | {ms(r['native'])} | "
+            f"**{r['torch'] / r['native']:.1f}x** |"
+        )
     if runs:
-        lines += ["", "## Default `t3d generate --prompt \"a red cone\"` (Gaussians), optimisation only", "",
-                  f"| kernels | 300 steps | time to IoU >= {target} | final IoU | s/step |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            '## Default `t3d generate --prompt "a red cone"` (Gaussians), optimisation only',
+            "",
+            f"| kernels | 300 steps | time to IoU >= {target} | final IoU | s/step |",
+            "|---|---|---|---|---|",
+        ]
         for r in runs:
             reached = "not reached" if r["reached_seconds"] is None else f"{r['reached_seconds']:.1f} s"
-            lines.append(f"| {r['mode']} | {r['train_seconds']:.1f} s | {reached} | {r['final_iou']:.3f} | "
-                         f"{r['train_seconds'] / r['curve'][-1][0]:.3f} |")
-        lines += ["", "Where a step's time goes (seconds per step, share):", "",
-                  "| part | " + " | ".join(r["mode"] for r in runs) + " |", "|---|" + "---|" * len(runs)]
+            lines.append(
+                f"| {r['mode']} | {r['train_seconds']:.1f} s | {reached} | {r['final_iou']:.3f} | "
+                f"{r['train_seconds'] / r['curve'][-1][0]:.3f} |"
+            )
+        lines += [
+            "",
+            "Where a step's time goes (seconds per step, share):",
+            "",
+            "| part | " + " | ".join(r["mode"] for r in runs) + " |",
+            "|---|" + "---|" * len(runs),
+        ]
         for part in runs[0]["split"]:
             cells = []
             for r in runs:
@@ -216,7 +327,10 @@ def markdown_report(header: str, raster: list[dict], hashing: list[dict], runs: 
                 cells.append(f"{r['split'][part]:.3f} ({100 * r['split'][part] / total:.0f}%)")
             lines.append(f"| {part} | " + " | ".join(cells) + " |")
     if command:
-        lines += ["", f"Whole default command (`t3d generate --prompt \"a red cone\"`: prior loading, 300 steps, "
-                      f"turntable, glb + ply export, evaluation) in a child process: **{command['wall_seconds']:.1f} s** "
-                      f"wall, peak resident memory **{command['peak_mb']:.0f} MB**."]
+        lines += [
+            "",
+            f'Whole default command (`t3d generate --prompt "a red cone"`: prior loading, 300 steps, '
+            f"turntable, glb + ply export, evaluation) in a child process: **{command['wall_seconds']:.1f} s** "
+            f"wall, peak resident memory **{command['peak_mb']:.0f} MB**.",
+        ]
     return "\n".join(lines) + "\n"

@@ -2,6 +2,7 @@
 reconstruction and a small KL term), measures its PSNR on held-out views, sets the latent scaling factor
 (1 / std of the latents, stored in the VAE config as Stable Diffusion does) and encodes the dataset once, so
 train.py's shared UNet loop trains on scaled latents instead of pixels."""
+
 from __future__ import annotations
 
 import json
@@ -12,10 +13,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import ConfigError
-from ..toyworld.dataset import generate_dataset
-from .toy_components import build_vae
-from .train import DiffusionData, PriorTrainConfig, clipped_step, dataset_images, warmup_cosine
+from ...errors import ConfigError
+from ..dataset import generate_dataset
+from .common import DiffusionData, PriorTrainConfig, clipped_step, dataset_images, warmup_cosine
+from .components import build_vae
 
 HOLDOUT_SEED_OFFSET = 10_000  # held-out views are rendered with seed dataset_seed + this
 
@@ -37,7 +38,7 @@ def reconstruction_psnr(vae, images: torch.Tensor, sample: bool = False, batch_s
     mean by default, a posterior sample (what to_diffusion_space encodes) with `sample`."""
     psnrs = []
     for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size]
+        x = images[start : start + batch_size]
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample() if sample else posterior.mode()).sample.clamp(-1, 1)
         mse = ((recon - x) / 2).square().mean(dim=(1, 2, 3)).clamp_min(1e-10)
@@ -61,8 +62,10 @@ def train_vae(cfg: PriorTrainConfig, images: torch.Tensor, progress: bool = True
     rng = np.random.default_rng(cfg.seed + 1)
     snapshot_dir = Path(cfg.out) / "vae"
     n_params = sum(p.numel() for p in vae.parameters())
-    log(f"vae: {n_params / 1e6:.2f}M parameters, {cfg.resolution}px -> {vc.latent_channels}x"
-        f"{cfg.resolution // 2 ** (len(vc.channels) - 1)}² latents, {vc.steps} steps")
+    log(
+        f"vae: {n_params / 1e6:.2f}M parameters, {cfg.resolution}px -> {vc.latent_channels}x"
+        f"{cfg.resolution // 2 ** (len(vc.channels) - 1)}² latents, {vc.steps} steps"
+    )
     start = time.time()
     bar = tqdm(range(vc.steps), desc="training toy vae", disable=not progress)
     for step in bar:
@@ -73,8 +76,13 @@ def train_vae(cfg: PriorTrainConfig, images: torch.Tensor, progress: bool = True
         clipped_step(opt, loss, vae.parameters(), lr_at(step))
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % 50 == 0:
-            log(json.dumps({"vae_step": step + 1, "loss": round(loss.item(), 5)}
-                           | {k: round(v, 5) for k, v in parts.items()} | {"elapsed_s": round(time.time() - start, 1)}))
+            log(
+                json.dumps(
+                    {"vae_step": step + 1, "loss": round(loss.item(), 5)}
+                    | {k: round(v, 5) for k, v in parts.items()}
+                    | {"elapsed_s": round(time.time() - start, 1)}
+                )
+            )
         if vc.snapshot_every and (step + 1) % vc.snapshot_every == 0:
             vae.save_pretrained(snapshot_dir)
     return vae.eval().requires_grad_(False)
@@ -86,7 +94,7 @@ def encode_dataset(vae, images: torch.Tensor, batch_size: int = 256) -> tuple[to
     (index 1 of dim 1 = mirrored), so UNet batches draw fresh posterior samples without running the encoder."""
     means, stds = [], []
     for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size]
+        x = images[start : start + batch_size]
         posterior = vae.encode(torch.cat([x, x.flip(-1)])).latent_dist
         means.append(torch.stack(posterior.mean.chunk(2), dim=1))
         stds.append(torch.stack(posterior.std.chunk(2), dim=1))
@@ -99,8 +107,9 @@ def _load_vae(directory: str):
 
     root = Path(directory)
     if not (root / "vae" / "config.json").is_file():
-        raise ConfigError(f"{root} has no trained VAE (vae/config.json); vae.init_from / init_from must name a "
-                          "latent prior directory")
+        raise ConfigError(
+            f"{root} has no trained VAE (vae/config.json); vae.init_from / init_from must name a latent prior directory"
+        )
     vae = AutoencoderKL.from_pretrained(root / "vae").float().eval().requires_grad_(False)
     index = json.loads((root / "model_index.json").read_text()) if (root / "model_index.json").is_file() else {}
     return vae, index.get("threedistill", {}).get("vae", {"from": str(root)})
@@ -122,15 +131,20 @@ def latent_data(cfg: PriorTrainConfig, images: torch.Tensor, progress: bool = Tr
         info = {"train_seconds": round(time.time() - start, 1), "steps": cfg.vae.steps}
         if cfg.vae.holdout_views:
             holdout = holdout_images(cfg)
-            info |= {"holdout_images": len(holdout), "holdout_psnr": round(reconstruction_psnr(vae, holdout), 2),
-                     "holdout_psnr_sampled": round(reconstruction_psnr(vae, holdout, sample=True), 2)}
+            info |= {
+                "holdout_images": len(holdout),
+                "holdout_psnr": round(reconstruction_psnr(vae, holdout), 2),
+                "holdout_psnr_sampled": round(reconstruction_psnr(vae, holdout, sample=True), 2),
+            }
         vae.save_pretrained(Path(cfg.out) / "vae")
         log(f"vae: scaling factor {vae.config.scaling_factor:.4f}; " + json.dumps(info))
     scale = float(vae.config.scaling_factor)
     means, stds = means * scale, stds * scale
     info["scaling_factor"] = scale
-    log(f"vae: encoded {len(images)} images (and mirrors); scaled latents mean {means.mean():.3f}, "
-        f"std {means.std():.3f}, posterior std {stds.mean():.4f}")
+    log(
+        f"vae: encoded {len(images)} images (and mirrors); scaled latents mean {means.mean():.3f}, "
+        f"std {means.std():.3f}, posterior std {stds.mean():.4f}"
+    )
 
     def batch(idx: np.ndarray, flip: torch.Tensor) -> torch.Tensor:
         which = flip.long()

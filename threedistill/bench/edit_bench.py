@@ -6,6 +6,7 @@ object and with the source object (silhouette IoU, colour error on the overlap);
 is closer to the target than to the source in what the edit changes (colour, shape, or both). Preservation: PSNR
 of the whole edited scene against the captured images on pixels that show neither the old nor the new object.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ThreeDistillError
-from .fidelity_bench import finished_row
+from .harness import finished_row, prior_phrase, report_header
 
 EDIT_ROW = "edit_row.json"
 FIT_DIR = "fits"
@@ -34,8 +35,8 @@ def object_region(scene_dir: Path, index: int, margin: float = 0.05) -> str:
 
 def prepare_scene(name: str, out_root: Path, fit_steps: int | None, log=print) -> tuple[Path, Path]:
     """(capture directory, finished fit run) of a default toy scene, made once and reused."""
-    from ..scenes.fit import fit
     from ..toyworld.capture import write_captured_scene
+    from ..workflows.fit import fit
 
     scene_dir = Path(out_root) / "scenes" / name
     if not (scene_dir / "toy_scene.json").is_file():
@@ -45,20 +46,22 @@ def prepare_scene(name: str, out_root: Path, fit_steps: int | None, log=print) -
         if "val" in json.loads(metrics.read_text()):
             return scene_dir, metrics.parent
     log(f"fitting {name}")
-    run = fit(scene=str(scene_dir), steps=fit_steps, out=str(Path(out_root) / FIT_DIR), progress=False,
-              log=lambda s: None)
+    run = fit(
+        scene=str(scene_dir), steps=fit_steps, out=str(Path(out_root) / FIT_DIR), progress=False, log=lambda s: None
+    )
     return scene_dir, run.dir
 
 
 @torch.no_grad()
 def measure_edit(scene_dir: Path, fit_dir: Path, edit_record: dict, gaussians, region: str) -> dict:
     """Target / source agreement of the edited object and preservation of the rest, on the held-out views."""
-    from ..editing.edit import RegionModel
+    import imageio.v3 as iio
+
     from ..editing.region import EditRegion
+    from ..editing.region_model import RegionModel
     from ..scenes import load_scene
     from ..toyworld.capture import read_toy_scene, render_edit_ground_truth
     from ..toyworld.scene import ToyScene, render_scene
-    import imageio.v3 as iio
 
     data = load_scene(scene_dir)
     views = data.val_indices
@@ -76,8 +79,12 @@ def measure_edit(scene_dir: Path, fit_dir: Path, edit_record: dict, gaussians, r
     source_obj = scene.objects[k - 1]
     target = render_scene(ToyScene([target_obj], ground=False), gt_cams, h, w)
     source = render_scene(ToyScene([source_obj], ground=False), gt_cams, h, w)
-    before_inst = torch.stack([torch.as_tensor(iio.imread(Path(scene_dir) / "instances" / record["images"][i]))
-                               for i in views]).long()[:, None] - 1  # written as id + 1
+    before_inst = (
+        torch.stack(
+            [torch.as_tensor(iio.imread(Path(scene_dir) / "instances" / record["images"][i])) for i in views]
+        ).long()[:, None]
+        - 1
+    )  # written as id + 1
     captured, _ = data.load_images(views, h, w)
     keep = (before_inst != k) & (after["instance"] != k)
     mse = ((full - captured) ** 2 * keep).sum() / (keep.sum() * 3).clamp_min(1)
@@ -95,22 +102,38 @@ def measure_edit(scene_dir: Path, fit_dir: Path, edit_record: dict, gaussians, r
     kind = edit_record.get("kind", "colour")
     colour_ok, shape_ok = col_t < col_s, iou_t > iou_s
     success = {"colour": colour_ok, "replace": shape_ok, "both": colour_ok and shape_ok}[kind]
-    return {"target_iou": iou_t, "target_colour_error": col_t, "source_iou": iou_s, "source_colour_error": col_s,
-            "success": bool(success), "preservation_psnr": float(-10 * torch.log10(mse.clamp_min(1e-10))),
-            "views": len(views)}
+    return {
+        "target_iou": iou_t,
+        "target_colour_error": col_t,
+        "source_iou": iou_s,
+        "source_colour_error": col_s,
+        "success": bool(success),
+        "preservation_psnr": float(-10 * torch.log10(mse.clamp_min(1e-10))),
+        "views": len(views),
+    }
 
 
 def edit_name(edit_record: dict) -> str:
-    from ..runs import slugify
+    from ..session import slugify
 
     return slugify(f"{edit_record['scene']} {edit_record['source_prompt']} to {edit_record['prompt']}")
 
 
-def run_edit_bench(methods: list[str], edits: list[dict], out_root: Path, fit_steps: int | None = None,
-                   edit_steps: int | None = None, seed: int = 0, overrides=(), log=print, on_row=None) -> dict:
+def run_edit_bench(
+    methods: list[str],
+    edits: list[dict],
+    out_root: Path,
+    fit_steps: int | None = None,
+    edit_steps: int | None = None,
+    seed: int = 0,
+    overrides=(),
+    log=print,
+    on_row=None,
+) -> dict:
     """Fit each scene once, run every edit with every method, measure; finished edits are read back."""
-    from ..editing.edit import edit
+    from ..workflows.edit import edit
 
+    check_methods(methods)  # before anything runs
     out_root = Path(out_root).resolve()
     fits, rows = {}, []
     for record in edits:
@@ -125,49 +148,103 @@ def run_edit_bench(methods: list[str], edits: list[dict], out_root: Path, fit_st
             row = finished_row(out, record["prompt"], task, EDIT_ROW)
             if row is None:
                 start = time.time()
-                run = edit(source=str(fit_dir), prompt=record["prompt"], source_prompt=record["source_prompt"],
-                           method=method, region=region, steps=edit_steps, seed=seed, out=str(out),
-                           overrides=list(overrides) + ["export=[]"], progress=False, log=lambda s: None)
-                row = {"edit": edit_name(record), "prompt": record["prompt"], "kind": record.get("kind", "colour"),
-                       "method": method, "run_dir": str(run.dir), "wall_seconds": time.time() - start,
-                       **measure_edit(scene_dir, fit_dir, record, run.model.cpu(), region), "task": task}
+                run = edit(
+                    source=str(fit_dir),
+                    prompt=record["prompt"],
+                    source_prompt=record["source_prompt"],
+                    method=method,
+                    region=region,
+                    steps=edit_steps,
+                    seed=seed,
+                    out=str(out),
+                    overrides=list(overrides) + ["export=[]"],
+                    progress=False,
+                    log=lambda s: None,
+                )
+                row = {
+                    "edit": edit_name(record),
+                    "prompt": record["prompt"],
+                    "kind": record.get("kind", "colour"),
+                    "method": method,
+                    "run_dir": str(run.dir),
+                    "wall_seconds": time.time() - start,
+                    **measure_edit(scene_dir, fit_dir, record, run.model.cpu(), region),
+                    "task": task,
+                }
                 (run.dir / EDIT_ROW).write_text(json.dumps(row))
-            log(f"{method:5s} {row['edit']:45s} target IoU {row['target_iou']:.3f} (source {row['source_iou']:.3f})  "
+            log(
+                f"{method:5s} {row['edit']:45s} target IoU {row['target_iou']:.3f} (source {row['source_iou']:.3f})  "
                 f"colour err {row['target_colour_error']:.3f} (source {row['source_colour_error']:.3f})  "
                 f"preservation {row['preservation_psnr']:.1f} dB  {'ok' if row['success'] else 'FAILED'}  "
-                f"{row['wall_seconds']:.0f}s")
+                f"{row['wall_seconds']:.0f}s"
+            )
             rows.append(row)
             if on_row:
                 on_row({"fits": fits, "rows": rows})
     return {"fits": fits, "rows": rows}
 
 
+def edit_header(methods: str, seed: int, quick: bool = False, overrides=()) -> str:
+    """The report's header: what `t3d bench edit --methods METHODS` ran, where, with which prior."""
+    command = f"t3d bench edit --methods {methods}{' --quick' if quick else ''}"
+    return (
+        report_header("Editing captured toy scenes", command, overrides)
+        + f", {prior_phrase(overrides)}, edit seed {seed}. Scenes are written by the toy world (96x72 views, "
+        f"every 8th held out) and fitted once with `t3d fit`; each edit is scored on the held-out views (see "
+        f"threedistill/bench/edit_bench.py)."
+    )
+
+
 def markdown_report(result: dict, header: str) -> str:
     """Reconstruction per scene, then per edit and method, then per method: success rate and means."""
-    lines = [header, "", "## Reconstruction (held-out views)", "",
-             "| scene | views | PSNR dB | SSIM | Gaussians | fit s |", "|---|---|---|---|---|---|"]
+    lines = [
+        header,
+        "",
+        "## Reconstruction (held-out views)",
+        "",
+        "| scene | views | PSNR dB | SSIM | Gaussians | fit s |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, (_, _, m) in result["fits"].items():
-        lines.append(f"| {name} | {m['val']['views']} | {m['val']['psnr']:.2f} | {m['val']['ssim']:.4f} | "
-                     f"{m.get('num_points', '-')} | {m['wall_seconds']:.0f} |")
-    lines += ["", "## Edits", "", "| edit | kind | method | target IoU | source IoU | colour err to target | "
-              "to source | preservation PSNR dB | success | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {name} | {m['val']['views']} | {m['val']['psnr']:.2f} | {m['val']['ssim']:.4f} | "
+            f"{m.get('num_points', '-')} | {m['wall_seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        "## Edits",
+        "",
+        "| edit | kind | method | target IoU | source IoU | colour err to target | "
+        "to source | preservation PSNR dB | success | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
-        lines.append(f"| {r['edit']} | {r['kind']} | {r['method']} | {r['target_iou']:.3f} | {r['source_iou']:.3f} | "
-                     f"{r['target_colour_error']:.3f} | {r['source_colour_error']:.3f} | {r['preservation_psnr']:.1f} | "
-                     f"{'yes' if r['success'] else 'no'} | {r['wall_seconds']:.0f} |")
-    lines += ["", "## Per method", "", "| method | edits | success rate | mean preservation PSNR dB | "
-              "min preservation PSNR dB | mean target IoU | mean colour err to target |", "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['edit']} | {r['kind']} | {r['method']} | {r['target_iou']:.3f} | {r['source_iou']:.3f} | "
+            f"{r['target_colour_error']:.3f} | {r['source_colour_error']:.3f} | {r['preservation_psnr']:.1f} | "
+            f"{'yes' if r['success'] else 'no'} | {r['wall_seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        "## Per method",
+        "",
+        "| method | edits | success rate | mean preservation PSNR dB | "
+        "min preservation PSNR dB | mean target IoU | mean colour err to target |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for method in dict.fromkeys(r["method"] for r in result["rows"]):
         rs = [r for r in result["rows"] if r["method"] == method]
         mean = lambda key: sum(r[key] for r in rs) / len(rs)  # noqa: E731
-        lines.append(f"| {method} | {len(rs)} | {sum(r['success'] for r in rs) / len(rs):.0%} | "
-                     f"{mean('preservation_psnr'):.1f} | {min(r['preservation_psnr'] for r in rs):.1f} | "
-                     f"{mean('target_iou'):.3f} | {mean('target_colour_error'):.3f} |")
+        lines.append(
+            f"| {method} | {len(rs)} | {sum(r['success'] for r in rs) / len(rs):.0%} | "
+            f"{mean('preservation_psnr'):.1f} | {min(r['preservation_psnr'] for r in rs):.1f} | "
+            f"{mean('target_iou'):.3f} | {mean('target_colour_error'):.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def check_methods(methods: list[str]) -> None:
-    from ..editing.edit import EDIT_METHODS
+    from ..editing import EDIT_METHODS
 
     for m in methods:
         EDIT_METHODS.get(m)

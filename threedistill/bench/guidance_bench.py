@@ -1,0 +1,180 @@
+"""`t3d bench guidance`: every guidance method on the benchmark prompts over seeds and representations, measured
+against toy-world ground truth: silhouette IoU, colour error, saturation relative to the ground truth, Janus
+rate (objects with a front), diversity across seeds, step time, teacher evaluations per step and peak memory."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from pathlib import Path
+
+from ..evaluation.ground_truth import subject_of
+from ..evaluation.run_eval import load_eval_views
+from ..toyworld.catalogue import get_object
+from .fidelity_bench import run_fidelity
+from .harness import check_positive, prior_phrase, report_header
+from .harness import mean_or_none as _mean
+
+QUICK_PROMPTS = ["a red cone", "a orange duck"]
+QUICK_STEPS = 100
+SCHEDULE_STEPS = 300  # the configs' schedules are written for this many steps; runs of --steps stretch them
+
+
+def parse_methods(text: str) -> list[str]:
+    """`--methods`: all (every registered guidance method) or a comma-separated list; a one-line error for an
+    unknown one, before anything runs."""
+    from ..guidance import GUIDANCE
+
+    names = GUIDANCE.names() if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    for name in names:
+        GUIDANCE.get(name)
+    return names
+
+
+def guidance_header(seeds: int, representation: str, steps: int, jobs: int, quick: bool = False, overrides=()) -> str:
+    """The report's header: what `t3d bench guidance` ran, where, with which prior and schedules."""
+    command = (
+        f"t3d bench guidance{' --quick' if quick else ''} --seeds {seeds} --representation {representation}"
+        f" --steps {steps} --jobs {jobs}"
+    )
+    return (
+        report_header("Guidance methods against toy-world ground truth", command, overrides)
+        + f", {prior_phrase(overrides)}, each method with its defaults "
+        f"(threedistill/guidance/<method>.py, configs/guidance/<method>.yaml) on the representation's config, "
+        f"its {SCHEDULE_STEPS}-step schedules stretched to {steps} steps "
+        f"(`trainer.schedule_steps={SCHEDULE_STEPS}`), no export. "
+        f"{jobs} run(s) at a time in fresh processes: step and wall times are of shared cores."
+    )
+
+
+def run_guidance_bench(
+    methods: list[str],
+    prompts: list[str],
+    seeds: int,
+    representations: list[str],
+    out_root: Path,
+    overrides=(),
+    steps: int = 150,
+    log=print,
+    on_row=None,
+    jobs: int = 2,
+    reuse: bool = False,
+) -> list[dict]:
+    """Every (method, representation, prompt, seed) run of `steps` steps (the configs' schedules stretched to
+    fit), without export, each in a fresh worker process (`fidelity_bench.run_fidelity`); the rows in task order."""
+    check_positive("--steps", steps)
+    # Bench runs skip the export; the schedules of the 300-step configs are stretched to --steps (README "Generate").
+    overrides = ["export=[]", f"trainer.schedule_steps={SCHEDULE_STEPS}", *overrides]
+    return run_fidelity(
+        prompts,
+        seeds,
+        representations,
+        out_root,
+        overrides,
+        steps,
+        log=log,
+        on_row=on_row,
+        jobs=jobs,
+        methods=methods,
+        reuse=reuse,
+    )
+
+
+def seed_diversity(rows: list[dict]) -> float | None:
+    """Mean over prompts of the mean pairwise RMS difference between the seeds' evaluation views (0 = identical
+    results whatever the seed; mode collapse pushes it down)."""
+    per_prompt = []
+    for prompt in dict.fromkeys(r["prompt"] for r in rows):
+        views = [load_eval_views(r["run_dir"]) for r in rows if r["prompt"] == prompt]
+        pairs = [(a - b).pow(2).mean().sqrt().item() for a, b in itertools.combinations(views, 2)]
+        if pairs:
+            per_prompt.append(statistics.mean(pairs))
+    return _mean(per_prompt)
+
+
+def janus_rate(rows: list[dict]) -> float | None:
+    """Share of front/back evaluation views that look like the mirrored object, over prompts with a front."""
+    fronts = [
+        r["front_back_correct"]
+        for r in rows
+        if get_object(subject_of(r["prompt"])[1]).has_front and r["front_back_correct"] is not None
+    ]
+    return 1.0 - statistics.mean(fronts) if fronts else None
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """One row per (representation, method), in the order first seen."""
+    out = []
+    for rep, method in dict.fromkeys((r["representation"], r["guidance"]) for r in rows):
+        rs = [r for r in rows if r["representation"] == rep and r["guidance"] == method]
+        out.append(
+            {
+                "representation": rep,
+                "guidance": method,
+                "runs": len(rs),
+                "silhouette_iou": _mean(r["silhouette_iou"] for r in rs),
+                "colour_error": _mean(r["colour_error"] for r in rs),
+                "saturation_ratio": _mean(r["saturation_ratio"] for r in rs),
+                "janus_rate": janus_rate(rs),
+                "diversity": seed_diversity(rs),
+                "step_seconds": _mean(r["step_seconds"] for r in rs),
+                "teacher_evals_per_step": rs[0]["teacher_evals_per_step"],
+                "peak_mb": max(r["peak_mb"] for r in rs),
+                "wall_seconds": _mean(r["wall_seconds"] for r in rs),
+            }
+        )
+    return out
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown_report(rows: list[dict], header: str, reading: str = "") -> str:
+    """The summary table (one row per representation and method), then silhouette IoU per prompt."""
+    lines = [
+        header,
+        "",
+        "| representation | method | runs | silhouette IoU | colour error | saturation / GT | Janus rate | "
+        "seed diversity | s/step | teacher evals/step | peak MB | wall s/run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summarise(rows):
+        lines.append(
+            f"| {s['representation']} | {s['guidance']} | {s['runs']} | {_fmt(s['silhouette_iou'])} | "
+            f"{_fmt(s['colour_error'])} | {_fmt(s['saturation_ratio'], 2)} | {_fmt(s['janus_rate'], 2)} | "
+            f"{_fmt(s['diversity'])} | {_fmt(s['step_seconds'], 3)} | {s['teacher_evals_per_step']} | "
+            f"{_fmt(s['peak_mb'], 0)} | {_fmt(s['wall_seconds'], 0)} |"
+        )
+    prompts = list(dict.fromkeys(r["prompt"] for r in rows))
+    lines += [
+        "",
+        "Silhouette IoU per prompt (mean over seeds):",
+        "",
+        "| representation | method | " + " | ".join(prompts) + " |",
+        "|---|---|" + "---|" * len(prompts),
+    ]
+    for rep, method in dict.fromkeys((r["representation"], r["guidance"]) for r in rows):
+        cells = [
+            _fmt(
+                _mean(
+                    r["silhouette_iou"]
+                    for r in rows
+                    if (r["representation"], r["guidance"], r["prompt"]) == (rep, method, p)
+                )
+            )
+            for p in prompts
+        ]
+        lines.append(f"| {rep} | {method} | " + " | ".join(cells) + " |")
+    if reading:
+        lines += ["", reading.strip()]
+    return "\n".join(lines) + "\n"
+
+
+def kept_reading(path) -> str:
+    """The hand-written "## Reading" section of an existing report, kept when the tables are rewritten."""
+    from pathlib import Path
+
+    path = Path(path)
+    text = path.read_text() if path.is_file() else ""
+    return text[text.index("## Reading") :] if "## Reading" in text else ""

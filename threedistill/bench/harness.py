@@ -1,0 +1,143 @@
+"""What every benchmark shares: prompt files, finished runs read back (`--resume`), tasks run in series or in
+worker processes sharing the CPU cores, rows recorded as they come, reports rewritten after every run, and the
+report header (the command line, the machine, the prior)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import packaged_config
+from ..errors import ThreeDistillError
+
+
+def read_prompts(path: Path | None, default: str = "fidelity_prompts.txt") -> list[str]:
+    """The prompts of a prompt file (one per line, # for comments), by default configs/bench/`default`; a one-line
+    error for a missing or empty file or a prompt without ground truth."""
+    from ..evaluation.ground_truth import subject_of
+
+    path = Path(path) if path else packaged_config("bench", default)
+    if not path.is_file():
+        raise ThreeDistillError(f"prompt file not found: {path}")
+    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    if not prompts:
+        raise ThreeDistillError(f"prompt file {path} has no prompts (one per line, # for comments)")
+    for p in prompts:
+        subject_of(p)  # fail early on prompts without ground truth
+    return prompts
+
+
+def check_positive(name: str, value: int) -> None:
+    """A one-line error unless `value` (of the option `name`, e.g. --jobs) is at least 1."""
+    if value < 1:
+        raise ThreeDistillError(f"{name} must be positive, got {value}")
+
+
+# ---------------------------------------------------------------- finished runs, workers, rows
+def finished_row(out: Path, prompt: str, task: dict, name: str) -> dict | None:
+    """The row (file `name` in its run directory) of a finished run under `out` with the same prompt and task, if
+    any."""
+    for path in sorted(Path(out).glob(f"*/*/{name}")):
+        try:
+            row = json.loads(path.read_text())
+        except (OSError, ValueError):  # cut short by a crash while writing: run that task again
+            continue
+        if row.get("prompt") == prompt and row.get("task") == task:
+            return row
+    return None
+
+
+def worker_threads(jobs: int) -> int:
+    """Torch threads of each of `jobs` worker processes sharing the CPU cores."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def run_in_workers(fn, tasks: list[dict], jobs: int, report, one_task_per_process: bool = False) -> None:
+    """fn(**task, threads=n) for each task in `jobs` worker processes that split the CPU cores (n each), and
+    report(result) as each ends. With `one_task_per_process` every task gets a fresh process (its peak memory is
+    its own). On an error the queued tasks are cancelled at once instead of all running before the error shows."""
+    threads = worker_threads(jobs)
+    fresh = {"max_tasks_per_child": 1} if one_task_per_process else {}
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), **fresh)
+    try:
+        futures = [pool.submit(fn, **task, threads=threads) for task in tasks]
+        for future in as_completed(futures):
+            report(future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_tasks(
+    fn,
+    tasks: list[dict],
+    report,
+    jobs: int = 1,
+    read_back: Callable[[dict], dict | None] | None = None,
+    one_task_per_process: bool = False,
+) -> None:
+    """report(row) for every task (fn's keyword arguments): first the rows `read_back(task)` finds (finished runs,
+    read back without a worker process), then fn(**task) of the others, one after the other here when `jobs` is 1
+    (and not `one_task_per_process`), else in `jobs` worker processes (`run_in_workers`), reported as they end."""
+    todo = []
+    for task in tasks:
+        row = read_back(task) if read_back is not None else None
+        report(row) if row is not None else todo.append(task)
+    if jobs <= 1 and not one_task_per_process:
+        for task in todo:
+            report(fn(**task))
+    else:
+        run_in_workers(fn, todo, jobs, report, one_task_per_process=one_task_per_process)
+
+
+def in_task_order(rows: list[dict], task_keys: list, row_key: Callable[[dict], Any]) -> list[dict]:
+    """Sort `rows` in place by the position of `row_key(row)` in `task_keys` (parallel runs end in any order)."""
+    order = {key: i for i, key in enumerate(task_keys)}
+    rows.sort(key=lambda r: order[row_key(r)])
+    return rows
+
+
+def record(rows: list[dict], row: dict, message: str, log, on_row) -> None:
+    """Append a benchmark row, report it, and let the caller rewrite its table (a crash loses little)."""
+    rows.append(row)
+    log(message)
+    if on_row is not None:
+        on_row(rows)
+
+
+def mean_or_none(values) -> float | None:
+    """The mean of the values that are not None (None if there are none)."""
+    values = [v for v in values if v is not None]
+    return statistics.mean(values) if values else None
+
+
+# ---------------------------------------------------------------- reports
+def prior_phrase(overrides) -> str:
+    """How a benchmark header names its prior: the last `prior=...` override, else the embedded one."""
+    named = [o.partition("=")[2] for o in overrides if o.partition("=")[0].strip() == "prior"]
+    return f"prior {named[-1]}" if named else "embedded toy prior"
+
+
+def report_header(title: str, command: str, overrides=(), cores_note: str = "") -> str:
+    """A report's title and the command line that wrote it (with its key=value overrides) on this machine:
+    "# title\\n\\n`command a=1` on x86_64 (8 cores)"; `cores_note` goes inside the parentheses. The caller goes
+    on with the rest of the sentence."""
+    extra = "".join(f" {o}" for o in overrides)
+    return f"# {title}\n\n`{command}{extra}` on {platform.machine()} ({os.cpu_count()} cores{cores_note})"
+
+
+def report_writer(out: Path, render: Callable[[Any], str]) -> Callable[[Any], None]:
+    """A callback that writes render(result) to `out` (its folder made on the first write): benchmarks call it
+    after every run, so a crash loses little, and once more at the end with the rows in task order."""
+    out = Path(out)
+
+    def write(result) -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render(result))
+
+    return write

@@ -1,0 +1,198 @@
+"""`t3d bench ...`: the benchmarks (`threedistill.bench`); each writes a markdown report, rewritten after every run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import app, command, config_path
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: quality against ground truth, speed.")
+app.add_typer(bench_app, name="bench")
+
+BENCH_OVERRIDES = "prior=toyworld-latent trainer.batch_size=2"  # the example in the help of benchmarks taking overrides
+REPRESENTATION_HELP = "both (gaussians and nerf), or a comma-separated list of {representations}."
+
+
+@command(bench_app, "fidelity", overrides=f"t3d bench fidelity --seeds 1 {BENCH_OVERRIDES}")
+def bench_fidelity(
+    ctx: typer.Context,
+    prompts: Optional[Path] = typer.Option(
+        None, help="Prompt file, one per line (default configs/bench/fidelity_prompts.txt)."
+    ),
+    seeds: int = typer.Option(3, help="Seeds per prompt."),
+    representation: str = typer.Option("both", help=REPRESENTATION_HELP),
+    steps: Optional[int] = typer.Option(None, help="Override the configs' step count."),
+    out: Path = typer.Option(Path("docs/benchmarks/fidelity.md"), "--out", help="Markdown table to write."),
+    runs_dir: Path = typer.Option(Path("outputs/bench-fidelity"), help="Where the runs go."),
+    jobs: int = typer.Option(1, help="Runs at once (worker processes sharing the cores; results do not change)."),
+):
+    """Text-to-3D quality against ground truth over a prompt set: IoU, colour error, Janus, wall time."""
+    from ..bench.fidelity_bench import fidelity_header, markdown_table, parse_representations, run_fidelity
+    from ..bench.harness import read_prompts, report_writer
+
+    reps = parse_representations(representation)
+    header = fidelity_header(seeds, representation, jobs, ctx.args)
+    write = report_writer(out, lambda rows: markdown_table(rows, header))
+    write(
+        run_fidelity(
+            read_prompts(prompts), seeds, reps, runs_dir, ctx.args, steps, log=typer.echo, on_row=write, jobs=jobs
+        )
+    )  # once more in task order (parallel runs finish in any order)
+    typer.echo(f"wrote {out}")
+
+
+@command(bench_app, "guidance", overrides=f"t3d bench guidance --methods sds,vsd {BENCH_OVERRIDES}")
+def bench_guidance(
+    ctx: typer.Context,
+    methods: str = typer.Option("all", help="Comma-separated guidance methods ({guidance}), or all."),
+    prompts: Optional[Path] = typer.Option(
+        None, help="Prompt file, one per line (default configs/bench/guidance_prompts.txt)."
+    ),
+    seeds: int = typer.Option(3, help="Seeds per prompt."),
+    representation: str = typer.Option("both", help=REPRESENTATION_HELP),
+    steps: int = typer.Option(150, help="Steps per run; the configs' 300-step schedules are stretched to fit."),
+    quick: bool = typer.Option(
+        False, "--quick", help="Smoke-size run: 2 prompts (unless --prompts), 1 seed, 100 steps."
+    ),
+    out: Path = typer.Option(Path("docs/benchmarks/guidance.md"), "--out", help="Markdown report to write."),
+    runs_dir: Path = typer.Option(Path("outputs/bench-guidance"), help="Where the runs go."),
+    jobs: int = typer.Option(2, help="Runs at once (fresh worker processes sharing the cores; results do not change)."),
+    resume: bool = typer.Option(False, "--resume", help="Read finished runs of the same tasks back from --runs-dir."),
+):
+    """Every guidance method against ground truth: IoU, colour, saturation, Janus rate, seed diversity, cost."""
+    from ..bench.fidelity_bench import parse_representations
+    from ..bench.guidance_bench import (
+        QUICK_PROMPTS,
+        QUICK_STEPS,
+        guidance_header,
+        kept_reading,
+        markdown_report,
+        parse_methods,
+        run_guidance_bench,
+    )
+    from ..bench.harness import read_prompts, report_writer
+
+    names = parse_methods(methods)
+    reps = parse_representations(representation)
+    prompt_list = read_prompts(prompts, "guidance_prompts.txt")
+    if quick:
+        prompt_list, seeds, steps = (prompt_list if prompts else QUICK_PROMPTS), 1, QUICK_STEPS
+    header = guidance_header(seeds, representation, steps, jobs, quick, ctx.args)
+    reading = kept_reading(out)
+    write = report_writer(out, lambda rows: markdown_report(rows, header, reading))
+    write(
+        run_guidance_bench(
+            names,
+            prompt_list,
+            seeds,
+            reps,
+            runs_dir,
+            ctx.args,
+            steps,
+            log=typer.echo,
+            on_row=write,
+            jobs=jobs,
+            reuse=resume,
+        )
+    )  # once more in task order
+    typer.echo(f"wrote {out}")
+
+
+@command(bench_app, "stages", overrides=f"t3d bench stages --configs nerf-then-mesh {BENCH_OVERRIDES}")
+def bench_stages(
+    ctx: typer.Context,
+    configs: str = typer.Option(
+        "nerf-then-mesh,gaussians-then-mesh",
+        help="Comma-separated staged configs: shipped names ({staged_configs}) or YAML paths.",
+    ),
+    prompts: Optional[Path] = typer.Option(
+        None, help="Prompt file, one per line (default configs/bench/stage_prompts.txt)."
+    ),
+    seeds: int = typer.Option(1, help="Seeds per prompt."),
+    out: Path = typer.Option(Path("docs/benchmarks/stages.md"), "--out", help="Markdown table to write."),
+    runs_dir: Path = typer.Option(Path("outputs/bench-stages"), help="Where the runs go."),
+    resume: bool = typer.Option(False, "--resume", help="Read finished runs of the same tasks back from --runs-dir."),
+    jobs: int = typer.Option(1, help="Runs at once, in worker processes sharing the cores (results do not change)."),
+):
+    """Coarse-to-fine runs: the mesh stage's export against exporting the coarse stage directly (Chamfer, volume
+    IoU, silhouette IoU, colour error)."""
+    from ..bench.harness import read_prompts, report_writer
+    from ..bench.stage_bench import markdown_table, run_stage_bench, stage_header
+
+    paths = [config_path(name.strip()) for name in configs.split(",") if name.strip()]
+    prompt_list = read_prompts(prompts, "stage_prompts.txt")
+    header = stage_header(configs, seeds, jobs, ctx.args)
+    write = report_writer(out, lambda rows: markdown_table(rows, header))
+    write(
+        run_stage_bench(
+            paths, prompt_list, seeds, runs_dir, list(ctx.args), log=typer.echo, reuse=resume, jobs=jobs, on_row=write
+        )
+    )  # once more in task order (parallel runs finish in any order)
+    typer.echo(f"wrote {out}")
+
+
+@command(bench_app, "edit", overrides="t3d bench edit --quick trainer.resolution=48 lambda_preserve=0.1")
+def bench_edit(
+    ctx: typer.Context,
+    methods: str = typer.Option("dds,sds,in2n", help="Comma-separated edit methods ({edit_methods})."),
+    quick: bool = typer.Option(False, "--quick", help="Smoke-size run: 2 edits, 100 fit steps, 60 edit steps."),
+    fit_steps: Optional[int] = typer.Option(None, help="Override the fit config's steps."),
+    steps: Optional[int] = typer.Option(None, help="Override the edit configs' steps."),
+    seed: int = typer.Option(0, help="Edit seed."),
+    out: Path = typer.Option(Path("docs/benchmarks/editing.md"), "--out", help="Markdown report to write."),
+    runs_dir: Path = typer.Option(Path("outputs/bench-edit"), help="Where scenes, fits and edits go (reused)."),
+):
+    """Text edits of toy captured scenes: reconstruction PSNR, edit success against the edited ground truth,
+    preservation PSNR of the rest of the scene, per method."""
+    from ..bench.edit_bench import edit_header, markdown_report, run_edit_bench
+    from ..bench.harness import report_writer
+    from ..toyworld.scene import default_edits
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    edits = default_edits()[:2] if quick else default_edits()
+    fit_steps, steps = (fit_steps or 100, steps or 60) if quick else (fit_steps, steps)
+    header = edit_header(methods, seed, quick, ctx.args)
+    write = report_writer(out, lambda result: markdown_report(result, header))
+    write(run_edit_bench(names, edits, runs_dir, fit_steps, steps, seed, ctx.args, log=typer.echo, on_row=write))
+    typer.echo(f"wrote {out}")
+
+
+@command(bench_app, "perf")
+def bench_perf(
+    repeats: int = typer.Option(5, help="Timed repetitions per measurement (the median is reported)."),
+    generate: bool = typer.Option(True, "--generate/--no-generate", help="Also time the default generate end to end."),
+    target: float = typer.Option(0.8, help="Silhouette IoU the generate timing waits for."),
+    out: Path = typer.Option(Path("docs/benchmarks/performance.md"), "--out", help="Markdown report to write."),
+):
+    """CPU speed, native kernels vs PyTorch: rasterizer, hash grid, and the default generate (time, step split,
+    memory)."""
+    from ..bench.harness import report_writer
+    from ..bench.perf_bench import markdown_report, perf_header, run_perf_bench
+
+    header = perf_header(repeats)
+    report_writer(out, lambda result: markdown_report(header, **result))(
+        run_perf_bench(repeats, generate, target, log=typer.echo)
+    )
+    typer.echo(f"wrote {out}")
+
+
+@command(bench_app, "export")
+def bench_export(
+    runs_dir: Path = typer.Option(Path("outputs/bench-fidelity"), help="Directory holding finished runs."),
+    faces: int = typer.Option(20000, help="Mesh face budget."),
+    texture_size: int = typer.Option(1024, help="Baked texture size (0 = per-vertex colours)."),
+    out: Path = typer.Option(Path("docs/benchmarks/export.md"), "--out", help="Markdown table to write."),
+):
+    """Mesh export quality and speed: every finished run exported as glb and compared with ground truth."""
+    from ..bench.export_bench import export_header, finished_runs, markdown_table, run_export_bench
+    from ..bench.harness import report_writer
+
+    runs = finished_runs(runs_dir)
+    header = export_header(runs_dir, faces, texture_size, len(runs))
+    run_export_bench(
+        runs, faces, texture_size, log=typer.echo, on_row=report_writer(out, lambda rows: markdown_table(rows, header))
+    )
+    typer.echo(f"wrote {out}")

@@ -1,0 +1,91 @@
+"""`t3d fit` and `t3d edit`: captured scenes, reconstructed and edited with text (`threedistill.workflows.fit`,
+`threedistill.workflows.edit`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import OutOption, SeedOption, StepsOption, app, command, log
+
+
+@command(app, "fit", overrides="t3d fit --scene data/garden trainer.steps=3000 resolution=96")
+def fit_cmd(
+    ctx: typer.Context,
+    scene: Optional[str] = typer.Option(
+        None,
+        help="Captured scene: a nerfstudio (transforms.json), Blender "
+        "(transforms_train.json) or COLMAP (sparse/0) folder.",
+    ),
+    representation: Optional[str] = typer.Option(None, help="{fit_representations|default}."),
+    steps: Optional[int] = StepsOption,
+    seed: Optional[int] = SeedOption,
+    out: Optional[str] = OutOption,
+    resume: Optional[Path] = typer.Option(None, help="Continue the interrupted fit in this directory."),
+):
+    """Reconstruct a captured scene from its posed images (L1 + D-SSIM); reports held-out PSNR."""
+    from ..workflows.fit import fit
+
+    run = fit(
+        scene=scene,
+        representation=representation,
+        steps=steps,
+        seed=seed,
+        out=out,
+        overrides=ctx.args,
+        resume=resume,
+        log=log,
+    )
+    typer.echo(f"run directory: {run.dir}")
+    metrics_path = run.dir / "metrics.json"
+    if run.trainer.step == run.config.trainer.steps and metrics_path.is_file():
+        m = json.loads(metrics_path.read_text())
+        typer.echo(
+            f"held-out views: {m['val'].get('views', 0)}, PSNR {m['val'].get('psnr', '-')} dB, "
+            f"SSIM {m['val'].get('ssim', '-')}; training views PSNR {m['train'].get('psnr', '-')} dB; "
+            f"{m['wall_seconds']} s"
+        )
+
+
+@command(app, "edit", overrides="t3d edit --scene RUN_DIR --prompt 'a blue cube' trainer.steps=200 lambda_preserve=0.1")
+def edit_cmd(
+    ctx: typer.Context,
+    scene: Optional[str] = typer.Option(
+        None, help="A t3d fit run, a captured-scene folder (fitted first) or a 3DGS point_cloud.ply."
+    ),
+    prompt: Optional[str] = typer.Option(None, help="What the edited region should show, e.g. 'a blue cube'."),
+    source_prompt: Optional[str] = typer.Option(None, help="What it shows now (dds), e.g. 'a red cube'."),
+    method: Optional[str] = typer.Option(None, help="Edit method: {edit_methods|default}."),
+    region: Optional[str] = typer.Option(
+        None,
+        "--mask",
+        "--region",
+        help="What may change: box:cx,cy,cz,hx,hy,hz or sphere:cx,cy,cz,r in the "
+        "scene's coordinates, or view:IMAGE_NAME:MASK.png (a mask drawn on one "
+        "captured view, lifted to 3D). Default: the whole scene.",
+    ),
+    steps: Optional[int] = StepsOption,
+    seed: Optional[int] = SeedOption,
+    out: Optional[str] = OutOption,
+    resume: Optional[Path] = typer.Option(None, help="Continue the interrupted edit in this directory."),
+):
+    """Edit a reconstructed scene with text inside a 3D region (see --method)."""
+    from ..workflows.edit import edit
+
+    run = edit(
+        source=scene,
+        prompt=prompt,
+        source_prompt=source_prompt,
+        method=method,
+        region=region,
+        steps=steps,
+        seed=seed,
+        out=out,
+        overrides=ctx.args,
+        resume=resume,
+        log=log,
+    )
+    typer.echo(f"run directory: {run.dir}")

@@ -1,0 +1,72 @@
+"""The interface every representation implements: what the Trainer, the exporters and the workflows may call.
+
+A representation is an `nn.Module` with parameter groups (each with its own learning rate or schedule), one
+`render` signature, its own named loss terms, and an optional training `strategy` (hooks before and after the
+backward pass whose state is checkpointed, e.g. 3DGS densification). The Trainer calls these and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..cameras import Cameras
+from .strategies.base import Strategy
+
+
+class Representation(nn.Module):
+    """Base class of NeRF, triplane, Gaussians, mesh and any plugin representation."""
+
+    #: the configuration section this representation reads (`cfg.<registered name>`)
+    config_class: type | None = None
+    #: names of loss terms (see `training_losses`) that need depth and normals from `render(geometry=True)`
+    geometry_losses: tuple[str, ...] = ()
+    #: the training strategy (densification, pruning, ...), or None
+    strategy: Strategy | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def param_groups(self) -> list[dict]:
+        """Parameter groups for the optimiser: {"params": [...], "lr": number or schedule, "name": str}."""
+        raise NotImplementedError
+
+    def render(
+        self,
+        cameras: Cameras,
+        height: int,
+        width: int,
+        *,
+        background: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        geometry: bool = False,
+        perturb: bool = True,
+    ) -> dict:
+        """rgb and alpha (B,C,H,W), with depth and normal when `geometry`. `generator` feeds any sampling jitter
+        (volume rendering) and `perturb=False` turns that jitter off for deterministic renders."""
+        raise NotImplementedError
+
+    def loss_weights(self) -> dict[str, Any]:
+        """Default weights (numbers or schedules) of this representation's own loss terms, by name; a run's
+        `trainer.lambdas.<name>` overrides them."""
+        return {}
+
+    def training_losses(self, out: dict, weights: dict[str, float]) -> dict[str, torch.Tensor]:
+        """Unweighted loss terms `loss_<name>` for this step's render `out`; only terms whose weight in `weights`
+        is non-zero need to be computed. The Trainer weights and sums them."""
+        return {}
+
+    def after_step(self) -> None:
+        """A projection after every optimiser step (e.g. an edit's size cap); nothing by default."""
+
+    def load_tensors(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore from a state dict (representations whose sizes change override this)."""
+        self.load_state_dict(state)
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a state dict into any representation (Gaussians and meshes take one whose size differs from theirs)."""
+    model.load_tensors(state) if hasattr(model, "load_tensors") else model.load_state_dict(state)

@@ -1,0 +1,181 @@
+"""One run session for every kind of run (generate, fit, edit and any later kind): the run directory (created
+atomically, never shared by two runs), the resolved config and the run's kind saved in it, device, kernels and
+seed, resuming from the latest checkpoint, the wall time and metrics merged into metrics.json.
+
+A workflow opens a session (`RunSession.start` for a new run, `RunSession.resume` for a run directory), builds
+its model, objective and views, trains one or more Trainers with `session.train`, writes its outputs and calls
+`session.finish`. `read_run_kind` tells what kind of run a directory holds, so commands that take any run
+(`t3d export`, `t3d eval`) can load it."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import native as native_kernels
+from .config import load_config, save_config
+from .errors import ConfigError, ThreeDistillError
+from .trainer import Trainer
+
+RUN_FILE = "run.json"  # {"kind": ...}: which workflow wrote the run directory
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for a `device` setting, or a one-line error when that GPU is not there."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= count:
+            raise ConfigError(
+                f"device={name} but torch sees {count} CUDA GPU(s) (torch {torch.__version__}); "
+                f"use device=cpu or device=auto"
+            )
+    return torch.device(name)
+
+
+def check_device_name(device: str) -> None:
+    """A `device` setting's form (availability is checked when it is used)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(device)):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+
+
+def slugify(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "prompt"
+
+
+def new_run_dir_at(parent: Path, method: str) -> Path:
+    """A new directory parent/<method>@<timestamp> (-k suffixed when that exists: runs started in one second)."""
+    base = Path(parent) / f"{method}@{time.strftime('%Y%m%d-%H%M%S')}"
+    path, k = base, 1
+    while True:  # created here, so two runs started in the same second by two processes never share it
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            path, k = Path(f"{base}-{k}"), k + 1
+
+
+def option_overrides(**options) -> list[str]:
+    """`key=value` overrides for the command-line options that were given (None = not given); strings are quoted
+    so prompts and paths survive the parser. Keys use __ for dots: trainer__steps=5 -> trainer.steps=5."""
+    quote = lambda v: json.dumps(str(v)) if isinstance(v, (str, Path)) else v  # noqa: E731
+    return [f"{key.replace('__', '.')}={quote(value)}" for key, value in options.items() if value is not None]
+
+
+def update_metrics(run_dir: Path, values: dict | None = None, add_seconds: float = 0.0) -> dict:
+    """Merge `values` into RUN_DIR/metrics.json (created if missing) and add `add_seconds` to its wall_seconds
+    (a resumed run adds its own time); returns the merged metrics."""
+    path = Path(run_dir) / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    metrics.update(values or {})
+    if add_seconds:
+        metrics["wall_seconds"] = round(metrics.get("wall_seconds", 0.0) + add_seconds, 1)
+    path.write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def saved_run_config(schema: type, run_dir: Path, overrides=()) -> tuple[Path, object]:
+    """A run directory and its saved config.yaml (as `schema`, under `overrides`), for --resume; a one-line error
+    when it is not a run directory."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ThreeDistillError(f"cannot resume: {run_dir} is not a run directory (no config.yaml)")
+    return run_dir, load_config(schema, run_dir / "config.yaml", list(overrides))
+
+
+def read_run_kind(run_dir: Path) -> str:
+    """The kind of run in `run_dir` (generate, fit, edit, ...): from its run.json, or, for runs written before
+    run.json existed, from the keys of its config.yaml; a one-line error when it is not a run directory."""
+    run_dir = Path(run_dir)
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise ThreeDistillError(f"{run_dir} is not a run directory (no config.yaml)")
+    marker = run_dir / RUN_FILE
+    if marker.is_file():
+        try:
+            return str(json.loads(marker.read_text())["kind"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise ThreeDistillError(f'{marker} is unreadable ({err}); it should hold {{"kind": ...}}') from None
+    keys = {line.split(":", 1)[0] for line in config.read_text().splitlines() if line and not line[0].isspace()}
+    return "edit" if "source" in keys else "fit" if "scene" in keys else "generate"
+
+
+@dataclass
+class Run:
+    """A finished (or interrupted) run: its directory, config, model and trainer (None for a loaded edit of a
+    3DGS file without checkpoints); `kind` names the workflow that wrote it."""
+
+    dir: Path
+    config: Any
+    model: torch.nn.Module
+    trainer: Trainer | None
+    kind: str = "generate"
+
+    def render(self, cameras, resolution: int = 64, geometry: bool = False) -> dict:
+        """Deterministic renders (no sample jitter); depth and normals only when `geometry`."""
+        with torch.no_grad():
+            out = self.model.render(cameras, resolution, resolution, geometry=geometry, perturb=False)
+        return {k: v.cpu() for k, v in out.items()}
+
+
+class RunSession:
+    """The run directory and bookkeeping of one run of `kind` (see the module docstring)."""
+
+    def __init__(self, kind: str, cfg, run_dir: Path, resuming: bool, log: Callable[[str], None] = print):
+        self.kind, self.cfg, self.dir, self.resuming, self.log = kind, cfg, Path(run_dir), resuming, log
+        self.started = time.time()
+
+    @classmethod
+    def start(cls, kind: str, cfg, parent: Path, method: str, log=print) -> "RunSession":
+        """A new run: parent/<method>@<timestamp>/ with config.yaml (the resolved config) and run.json."""
+        run_dir = new_run_dir_at(parent, method)
+        save_config(cfg, run_dir / "config.yaml")
+        (run_dir / RUN_FILE).write_text(json.dumps({"kind": kind}))
+        return cls(kind, cfg, run_dir, resuming=False, log=log)
+
+    @classmethod
+    def resume(cls, kind: str, cfg, run_dir: Path, log=print) -> "RunSession":
+        """An existing run directory whose saved config is `cfg` (read by the workflow, with its overrides)."""
+        found = read_run_kind(run_dir)
+        if found != kind:
+            raise ThreeDistillError(
+                f"cannot resume: {run_dir} holds a {found} run, not a {kind} run (resume it with t3d {found} --resume)"
+            )
+        return cls(kind, cfg, run_dir, resuming=True, log=log)
+
+    def setup(self, device: str, native: str | None, seed: int) -> tuple[torch.device, torch.Generator]:
+        """Device, native-kernel mode and global seed of the run; returns the device and a generator seeded with
+        `seed` for building the model."""
+        resolved = resolve_device(device)
+        native_kernels.set_mode(native)
+        torch.manual_seed(seed)
+        return resolved, torch.Generator().manual_seed(seed)
+
+    def restore(self, trainer: Trainer, step_offset: int = 0) -> None:
+        """Resume `trainer` from the run's latest checkpoint (nothing for a new run)."""
+        if self.resuming:
+            trainer.load_checkpoint(self.dir)
+            self.log(f"resuming {self.dir} at step {step_offset + trainer.step}")
+
+    def train(
+        self,
+        trainer: Trainer,
+        progress: bool = True,
+        stop_at: int | None = None,
+        preview: Callable[[int], None] | None = None,
+    ) -> bool:
+        """Run `trainer` to its end (or `stop_at`); True when it reached its last step."""
+        trainer.fit(progress=progress, stop_at=stop_at, preview=preview)
+        return trainer.step == trainer.cfg.steps
+
+    def finish(self, metrics: dict | None = None) -> dict:
+        """Merge `metrics` and the session's wall time (added to a resumed run's) into metrics.json."""
+        return update_metrics(self.dir, metrics, add_seconds=time.time() - self.started)

@@ -1,0 +1,191 @@
+"""`t3d edit`: text edits of a reconstructed scene (Gaussians). The edit region (a box or sphere) holds the only
+Gaussians that may change; edit cameras orbit it and render just those Gaussians on white, which is what a
+text-to-image prior knows (one object, centred). Methods: `dds` (Delta Denoising Score against the unedited
+render), `sds` (SDS toward the target prompt + a parameter-space preservation term, Vox-E's idea), `in2n`
+(Instruct-NeRF2NeRF's Iterative Dataset Update: photometric training on edit views that are re-edited in 2D)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from ..cameras import Cameras
+from ..config import load_config, packaged_config
+from ..editing import EDIT_METHODS
+from ..editing.in2n import build_in2n
+from ..editing.lift import lift_view_mask
+from ..editing.region import EditRegion
+from ..editing.region_model import RegionModel, RegionViews, object_radius
+from ..errors import ConfigError, ThreeDistillError
+from ..session import Run, RunSession, option_overrides, read_run_kind, saved_run_config
+from ..trainer import Trainer
+from .edit_config import EditConfig
+from .fit import export_scene_model, scene_slug
+
+
+def load_source(source: str | Path, log=print):
+    """(what to edit: a fit or edit run directory or a splat file/folder, the scene's path, its SceneData,
+    Gaussians in the scene's normalised frame). An edit run is edited further (edits chain); a ready 3DGS
+    point_cloud.ply (or a scene folder holding one) is edited as it is; a scene folder without one is fitted
+    first."""
+    from ..representations.gaussians import Gaussians
+    from ..scenes import load_scene
+    from .fit import fit
+
+    path = Path(source)
+    if not (path / "config.yaml").is_file():
+        if not path.exists():
+            raise ThreeDistillError(
+                f"{path} does not exist; give a t3d fit run directory, a captured-scene folder "
+                f"or a 3DGS point_cloud.ply"
+            )
+        scene = load_scene(path)
+        if scene.splats is not None:
+            log(
+                f"editing the 3D Gaussians of {path} ({len(scene.splats.means)} splats, SH degree "
+                f"{scene.splats.sh_degree})"
+            )
+            return path, path, scene, Gaussians.from_splats(scene.splats)
+        log(f"{path} is a captured scene, not a fit run: fitting it first (t3d fit --scene {path})")
+        path = fit(scene=str(path), log=log).dir
+    from .loading import load_run, representation_of, run_scene, scene_path
+
+    kind = read_run_kind(path)
+    if kind not in ("fit", "edit"):
+        raise ThreeDistillError(
+            f"{path} is a t3d {kind} run; t3d edit takes a t3d fit or t3d edit run, a "
+            f"captured-scene folder or a 3DGS point_cloud.ply"
+        )
+    run = load_run(path)
+    if representation_of(run) != "gaussians":
+        raise ThreeDistillError(
+            f"{path} holds a {representation_of(run)}; t3d edit edits Gaussians scenes "
+            f"(refit with --representation gaussians)"
+        )
+    return path, scene_path(run), run_scene(run), run.model
+
+
+def edit_config_path(method: str) -> Path | None:
+    path = packaged_config("edit", f"{method}.yaml")
+    return path if path.is_file() else None
+
+
+def method_guidance(cfg: EditConfig, prior):
+    """The method's guidance with its config built from the edit config's shared guidance settings."""
+    cls = EDIT_METHODS.get(cfg.method)
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    values = {k: v for k, v in dataclasses.asdict(cfg.guidance).items() if k in fields}
+    if "source_prompt" in fields:
+        values["source_prompt"] = cfg.source_prompt
+    return cls(prior, cls.config_class(**values))
+
+
+def edit(
+    source: str | Path | None = None,
+    prompt: str | None = None,
+    source_prompt: str | None = None,
+    method: str | None = None,
+    region: str | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+    out: str | None = None,
+    overrides=(),
+    resume: str | Path | None = None,
+    progress: bool = True,
+    stop_at: int | None = None,
+    log=print,
+) -> Run:
+    """Edit a fitted scene with text; returns the Run (outputs/<scene>/edit-<method>@<time>/)."""
+    from ..priors import load_prior
+
+    if resume is not None:
+        run_dir, cfg = saved_run_config(EditConfig, resume, overrides)
+    else:
+        overrides = list(overrides) + option_overrides(
+            source=source or None,
+            prompt=prompt or None,
+            source_prompt=source_prompt or None,
+            method=method,
+            region=region,
+            trainer__steps=steps,
+            trainer__seed=seed,
+            out=out,
+        )
+        probe = load_config(EditConfig, None, [o for o in overrides if o.startswith("method=")])
+        cfg = load_config(EditConfig, [p for p in [edit_config_path(probe.method)] if p], overrides)
+        if not cfg.source:
+            raise ConfigError("--scene is missing; give a t3d fit run directory or a captured-scene folder")
+        if not cfg.prompt.strip():
+            raise ConfigError("the edit prompt is empty; say what the result should show, e.g. --prompt 'a blue cube'")
+    fit_dir, scene_path, scene, gaussians = load_source(cfg.source, log)
+    selected, the_region = edit_selection(cfg, scene, gaussians)
+    if not selected.any():
+        raise ThreeDistillError(f"the edit region {cfg.region} holds none of the scene's {len(gaussians)} Gaussians")
+    log(f"edit region {the_region} (normalised frame) holds {int(selected.sum())} of {len(gaussians)} Gaussians")
+    if resume is None:
+        cfg.source = str(fit_dir)
+        session = RunSession.start("edit", cfg, Path(cfg.out) / scene_slug(str(scene_path)), f"edit-{cfg.method}", log)
+    else:
+        session = RunSession.resume("edit", cfg, run_dir, log)
+    device, _ = session.setup(cfg.device, cfg.native, cfg.trainer.seed)
+    original = RegionModel(copy.deepcopy(gaussians).requires_grad_(False), selected).to(device)
+    model = RegionModel(gaussians, selected, cfg.lambda_preserve, cfg.lr, cfg.max_scale_growth).to(device)
+    if cfg.method == "in2n":  # trains on a dataset of edit views (RegionViews' cameras) that it re-edits in 2D
+        guidance, views = build_in2n(cfg, model, RegionViews(original, object_radius(the_region), cfg), device)
+    else:
+        guidance = method_guidance(cfg, load_prior(cfg.prior, device=device))
+        views = RegionViews(original, object_radius(the_region), cfg, with_source="source" in guidance.targets)
+    trainer = Trainer(cfg.trainer, model, guidance, cfg.prompt, session.dir, log=log, views=views)
+    if cfg.method == "in2n":
+        views.draw(trainer.generator)  # the dataset's cameras come from the run's generator
+    session.restore(trainer)
+    run = Run(session.dir, cfg, gaussians, trainer, kind="edit")
+    preview_cams = views.cameras(torch.Generator().manual_seed(1234), 4)
+    if session.train(
+        trainer,
+        progress=progress,
+        stop_at=stop_at,
+        preview=lambda step: write_edit_preview(run, model, original, preview_cams, step),
+    ):
+        gaussians.cpu()
+        write_edit_preview(run, model.cpu(), original.cpu(), preview_cams, cfg.trainer.steps, name="edit.png")
+        export_scene_model(gaussians, "gaussians", scene, cfg.export, session.dir, log)
+        session.finish({"edited_gaussians": int(selected.sum()), "region": str(the_region)})
+    return run
+
+
+def edit_selection(cfg: EditConfig, scene, gaussians) -> tuple[torch.Tensor, EditRegion]:
+    """The Gaussians an edit may change (N,) and the region (normalised frame) the edit cameras frame."""
+    if cfg.region is not None and cfg.region.startswith("view:"):
+        return lift_view_mask(scene, gaussians, cfg.region)
+    region = edit_region(cfg, scene, gaussians)
+    return region.contains(gaussians.means.detach()), region
+
+
+def edit_region(cfg: EditConfig, scene, gaussians) -> EditRegion:
+    """The configured region in the fit's normalised frame; no region = a sphere around every Gaussian."""
+    if cfg.region is None:
+        means = gaussians.means.detach()
+        centre = means.median(0).values
+        return EditRegion("sphere", centre, (means - centre).norm(dim=-1).quantile(0.95).reshape(1))
+    region = EditRegion.parse(cfg.region)
+    return region.transformed(scene.transform) if cfg.region_frame == "scene" else region
+
+
+def write_edit_preview(
+    run, model: RegionModel, original: RegionModel, cams: Cameras, step: int, name: str | None = None
+) -> None:
+    """renders/edit_XXXXXX.png: the region before (top row) and now (bottom row) from fixed edit cameras."""
+    from ..utils.images import save_image
+
+    with torch.no_grad():
+        size = run.trainer.cfg.resolution * 2
+        before = original.render(cams, size, size)["rgb"]
+        now = model.render(cams, size, size)["rgb"]
+    save_image(torch.cat([before, now]).clamp(0, 1), run.dir / "renders" / (name or f"edit_{step:06d}.png"))
+
+
+__all__ = ["EditConfig", "EDIT_METHODS", "edit", "EditRegion", "RegionModel"]

@@ -1,0 +1,62 @@
+"""The typed config of `t3d edit` runs (read by the edit workflow and by anything that loads an edit run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..editing import EDIT_METHODS
+from ..editing.dds import DDSConfig
+from ..editing.in2n import In2NConfig
+from ..editing.lift import parse_view_mask
+from ..editing.region import EditRegion
+from ..editing.region_model import EditLearningRates
+from ..errors import ConfigError
+from ..trainer import CameraRange, TrainerConfig
+
+
+@dataclass
+class EditGuidanceConfig(DDSConfig):
+    """The teacher settings of every edit method (DDS's, shared) and in2n's optional InstructPix2Pix teacher."""
+
+    instruct_pix2pix: Optional[str] = None  # in2n: a local diffusers InstructPix2Pix directory (replaces `prior`)
+    image_guidance_scale: float = 1.5  # in2n with InstructPix2Pix: s_I (guidance_scale is s_T)
+
+
+@dataclass
+class EditConfig:
+    source: str = ""  # a `t3d fit` run, a captured-scene folder (fitted first) or a 3DGS point_cloud.ply (edited as is)
+    prompt: str = ""  # what the edited region should show, e.g. "a blue cube"
+    source_prompt: str = ""  # what it shows now (DDS), e.g. "a red cube"
+    method: str = "dds"
+    # Where the edit may act: box:cx,cy,cz,hx,hy,hz or sphere:cx,cy,cz,r (see region_frame), or view:NAME:MASK.png
+    # (a 2D mask drawn on captured view NAME, lifted to the Gaussians it covers); None = the whole scene.
+    region: Optional[str] = None
+    region_frame: str = "scene"  # scene: the capture's own coordinates; normalised: the fit's unit frame
+    prior: Optional[str] = None
+    device: str = "auto"
+    native: Optional[str] = None
+    out: str = "outputs"
+    export: list = field(default_factory=lambda: ["ply"])
+    view_distance: float = 2.9  # edit cameras stand this many region radii from its centre (the prior's framing)
+    lambda_preserve: float = 0.0  # L2 pull of the region's Gaussians toward their unedited values
+    lr: EditLearningRates = field(default_factory=EditLearningRates)
+    max_scale_growth: Optional[float] = 1.0  # edited Gaussians may shrink but grow at most this much; null = free
+    trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(
+            steps=300, resolution=32, cameras=CameraRange(elevation=[0.0, 45.0], radius=[1.0, 1.0], fovy=[40.0, 40.0])
+        )
+    )
+    guidance: EditGuidanceConfig = field(default_factory=EditGuidanceConfig)
+    in2n: In2NConfig = field(default_factory=In2NConfig)  # method in2n: its edit dataset and updates
+
+    def __post_init__(self):
+        EDIT_METHODS.get(self.method)  # one-line error naming the known methods
+        if self.region_frame not in ("scene", "normalised"):
+            raise ConfigError(f"region_frame must be scene or normalised, got {self.region_frame!r}")
+        if self.region is not None:
+            parse_view_mask(self.region) if self.region.startswith("view:") else EditRegion.parse(self.region)
+        if self.view_distance <= 0 or self.lambda_preserve < 0:
+            raise ConfigError("view_distance must be positive and lambda_preserve >= 0")
+        if self.guidance.instruct_pix2pix and self.method != "in2n":
+            raise ConfigError(f"guidance.instruct_pix2pix is used by method in2n only (method is {self.method})")
