@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 
 from . import native as native_kernels
-from .config import load_config, save_config
+from .config import load_config, packaged_config, save_config
 from .errors import ConfigError, ThreeDistillError
 from .trainer import Trainer
 
@@ -89,6 +89,21 @@ def saved_run_config(schema: type, run_dir: Path, overrides=()) -> tuple[Path, o
     if not (run_dir / "config.yaml").is_file():
         raise ThreeDistillError(f"cannot resume: {run_dir} is not a run directory (no config.yaml)")
     return run_dir, load_config(schema, run_dir / "config.yaml", list(overrides))
+
+
+def run_config(
+    schema: type, kind: str, key: str, resume: Path | None, overrides=(), **options
+) -> tuple[Path | None, Any]:
+    """(run directory or None, config) of a run of `kind`. Resuming: the directory's saved config.yaml under
+    `overrides`. New: the dataclass defaults, then the shipped configs/<kind>/<value of `key`>.yaml if there is
+    one (e.g. configs/fit/gaussians.yaml), then the options that were given (see `option_overrides`), then
+    `overrides`."""
+    if resume is not None:
+        return saved_run_config(schema, resume, overrides)
+    overrides = list(overrides) + option_overrides(**options)
+    probe = load_config(schema, None, [o for o in overrides if o.partition("=")[0].strip() == key])
+    shipped = packaged_config(kind, f"{getattr(probe, key)}.yaml")
+    return None, load_config(schema, [shipped] if shipped.is_file() else [], overrides)
 
 
 def read_run_kind(run_dir: Path) -> str:

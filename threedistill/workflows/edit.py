@@ -13,14 +13,13 @@ from pathlib import Path
 import torch
 
 from ..cameras import Cameras
-from ..config import load_config, packaged_config
 from ..editing import EDIT_METHODS
 from ..editing.in2n import build_in2n
 from ..editing.lift import lift_view_mask
 from ..editing.region import EditRegion
 from ..editing.region_model import RegionModel, RegionViews, object_radius
 from ..errors import ConfigError, ThreeDistillError
-from ..session import Run, RunSession, option_overrides, read_run_kind, saved_run_config
+from ..session import Run, RunSession, read_run_kind, run_config
 from ..trainer import Trainer
 from .edit_config import EditConfig
 from .fit import export_scene_model, scene_slug
@@ -68,11 +67,6 @@ def load_source(source: str | Path, log=print):
     return path, scene_path(run), run_scene(run), run.model
 
 
-def edit_config_path(method: str) -> Path | None:
-    path = packaged_config("edit", f"{method}.yaml")
-    return path if path.is_file() else None
-
-
 def method_guidance(cfg: EditConfig, prior):
     """The method's guidance with its config built from the edit config's shared guidance settings."""
     cls = EDIT_METHODS.get(cfg.method)
@@ -101,21 +95,22 @@ def edit(
     """Edit a fitted scene with text; returns the Run (outputs/<scene>/edit-<method>@<time>/)."""
     from ..priors import load_prior
 
-    if resume is not None:
-        run_dir, cfg = saved_run_config(EditConfig, resume, overrides)
-    else:
-        overrides = list(overrides) + option_overrides(
-            source=source or None,
-            prompt=prompt or None,
-            source_prompt=source_prompt or None,
-            method=method,
-            region=region,
-            trainer__steps=steps,
-            trainer__seed=seed,
-            out=out,
-        )
-        probe = load_config(EditConfig, None, [o for o in overrides if o.startswith("method=")])
-        cfg = load_config(EditConfig, [p for p in [edit_config_path(probe.method)] if p], overrides)
+    run_dir, cfg = run_config(
+        EditConfig,
+        "edit",
+        "method",
+        resume,
+        overrides,
+        source=source or None,
+        prompt=prompt or None,
+        source_prompt=source_prompt or None,
+        method=method,
+        region=region,
+        trainer__steps=steps,
+        trainer__seed=seed,
+        out=out,
+    )
+    if resume is None:
         if not cfg.source:
             raise ConfigError("--scene is missing; give a t3d fit run directory or a captured-scene folder")
         if not cfg.prompt.strip():

@@ -10,13 +10,13 @@ from typing import Optional
 
 import torch
 
-from ..config import load_config, packaged_config
+from ..config import load_config
 from ..errors import ConfigError, ThreeDistillError
 from ..representations.base import load_model_state
 from ..representations.gaussians import Gaussians, GaussiansConfig
 from ..representations.nerf import NeRFConfig
 from ..scenes.views import PhotometricLoss, SceneViews, image_size
-from ..session import Run, RunSession, option_overrides, saved_run_config, slugify
+from ..session import Run, RunSession, run_config, slugify
 from ..trainer import Trainer, TrainerConfig, model_tensors, read_checkpoint
 from .generate import export_formats
 
@@ -118,11 +118,6 @@ def load_fit_model(run_dir: Path, cfg: FitConfig | None = None):
     return model
 
 
-def fit_config_path(representation: str) -> Path | None:
-    path = packaged_config("fit", f"{representation}.yaml")
-    return path if path.is_file() else None
-
-
 def scene_slug(scene_path: str) -> str:
     return slugify(Path(scene_path).resolve().name)
 
@@ -142,19 +137,22 @@ def fit(
     """Reconstruct a captured scene; returns the Run (directory outputs/<scene>/fit-<representation>@<time>/)."""
     from ..scenes import load_scene
 
-    if resume is not None:
-        run_dir, cfg = saved_run_config(FitConfig, resume, overrides)
-    else:
-        overrides = list(overrides) + option_overrides(
-            scene=scene or None, representation=representation, trainer__steps=steps, trainer__seed=seed, out=out
+    run_dir, cfg = run_config(
+        FitConfig,
+        "fit",
+        "representation",
+        resume,
+        overrides,
+        scene=scene or None,
+        representation=representation,
+        trainer__steps=steps,
+        trainer__seed=seed,
+        out=out,
+    )
+    if resume is None and not cfg.scene:
+        raise ConfigError(
+            "--scene is missing; give a captured-scene folder (nerfstudio, Blender or COLMAP), e.g. --scene data/garden"
         )
-        probe = load_config(FitConfig, None, [o for o in overrides if o.startswith("representation=")])
-        cfg = load_config(FitConfig, [p for p in [fit_config_path(probe.representation)] if p], overrides)
-        if not cfg.scene:
-            raise ConfigError(
-                "--scene is missing; give a captured-scene folder (nerfstudio, Blender or COLMAP), "
-                "e.g. --scene data/garden"
-            )
     data = load_scene(cfg.scene)  # before the run directory: a bad scene leaves nothing behind
     if not data.image_paths:
         raise ThreeDistillError(f"{cfg.scene} has no images to fit (a .ply alone is already a reconstruction)")
