@@ -99,6 +99,7 @@ def run_config(
     one (e.g. configs/fit/gaussians.yaml), then the options that were given (see `option_overrides`), then
     `overrides`."""
     if resume is not None:
+        expect_run_kind(resume, kind)
         return saved_run_config(schema, resume, overrides)
     overrides = list(overrides) + option_overrides(**options)
     probe = load_config(schema, None, [o for o in overrides if o.partition("=")[0].strip() == key])
@@ -121,6 +122,19 @@ def read_run_kind(run_dir: Path) -> str:
             raise ThreeDistillError(f'{marker} is unreadable ({err}); it should hold {{"kind": ...}}') from None
     keys = {line.split(":", 1)[0] for line in config.read_text().splitlines() if line and not line[0].isspace()}
     return "edit" if "source" in keys else "fit" if "scene" in keys else "generate"
+
+
+def expect_run_kind(run_dir: Path, kind: str) -> None:
+    """A one-line error unless `run_dir` is a run directory of `kind` (checked before its config is read, so a
+    run of another kind is named as such rather than reported as unknown config keys)."""
+    try:
+        found = read_run_kind(run_dir)
+    except ThreeDistillError as err:
+        raise ThreeDistillError(f"cannot resume: {err}") from None
+    if found != kind:
+        raise ThreeDistillError(
+            f"cannot resume: {run_dir} holds a {found} run, not a {kind} run (resume it with t3d {found} --resume)"
+        )
 
 
 @dataclass
@@ -158,12 +172,7 @@ class RunSession:
 
     @classmethod
     def resume(cls, kind: str, cfg, run_dir: Path, log=print) -> "RunSession":
-        """An existing run directory whose saved config is `cfg` (read by the workflow, with its overrides)."""
-        found = read_run_kind(run_dir)
-        if found != kind:
-            raise ThreeDistillError(
-                f"cannot resume: {run_dir} holds a {found} run, not a {kind} run (resume it with t3d {found} --resume)"
-            )
+        """An existing run directory of `kind` (see `expect_run_kind`) whose saved config is `cfg`."""
         return cls(kind, cfg, run_dir, resuming=True, log=log)
 
     def setup(self, device: str, native: str | None, seed: int) -> tuple[torch.device, torch.Generator]:

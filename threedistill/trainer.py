@@ -1,6 +1,7 @@
-"""The per-prompt optimisation loop: sample cameras, render, guidance + regularisers, step, advance
-schedules, log, preview, checkpoint. Knows nothing about specific methods. All randomness comes from one
-torch.Generator whose state is checkpointed, so a resumed run ends bit-identical to an uninterrupted one."""
+"""The per-prompt optimisation loop: sample cameras, render, named loss terms, step, strategy hooks, advance
+schedules, log, preview, checkpoint. Knows nothing about specific methods or representations. All randomness
+comes from one torch.Generator whose state is checkpointed, so a resumed run ends bit-identical to an
+uninterrupted one."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from tqdm import tqdm
 from .cameras import sample_orbit
 from .config import scheduled
 from .errors import ConfigError, ThreeDistillError
-from .representations.base import load_model_state
+from .objective import Objective, Views
+from .representations.base import Representation, load_model_state
 from .utils.optim import Adam
 
 
@@ -96,20 +98,21 @@ def model_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 class Trainer:
-    """Optimises `model` (a representation with `render`, `param_groups`) with `guidance` for `prompt`.
-    Cameras are random orbits, or come from `views` (captured scenes): an object whose
-    `sample(generator, n) -> (Cameras, targets)` draws training views, whose `image_size` is the render size
-    (H, W), and whose targets (e.g. the captured images) are passed to the guidance as keyword arguments."""
+    """Optimises `model` (a `Representation`) against `guidance` (an `Objective`: a guidance method, the
+    photometric loss of a fit, an edit's objective) for `prompt`. Cameras are random orbits, or come from `views`
+    (a `Views`: captured scenes, edit cameras), whose targets are passed to the objective as keyword arguments.
+    It calls the representation's strategy hooks around each step and checkpoints their state, and weights every
+    named loss term by its own lambda; it knows no representation or method by name."""
 
     def __init__(
         self,
         cfg: TrainerConfig,
-        model,
-        guidance,
+        model: Representation,
+        guidance: Objective,
         prompt: str,
         run_dir: Path | None = None,
         log: Callable[[str], None] | None = None,
-        views=None,
+        views: Views | None = None,
     ):
         self.cfg, self.model, self.guidance, self.views = cfg, model, guidance, views
         self.prompt_state = guidance.prompt_state(prompt)

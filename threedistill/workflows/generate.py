@@ -22,7 +22,7 @@ from ..representations.gaussians import GaussiansConfig
 from ..representations.mesh import MeshConfig
 from ..representations.nerf import NeRFConfig
 from ..representations.triplane import TriplaneConfig
-from ..session import Run, RunSession, check_device_name, resolve_device, slugify
+from ..session import Run, RunSession, check_device_name, expect_run_kind, resolve_device, slugify
 from ..trainer import Trainer, TrainerConfig, latest_checkpoint
 from .handover import hand_over
 
@@ -240,6 +240,7 @@ def generate(
     in that directory with its saved config."""
     if resume is not None:
         run_dir = Path(resume)
+        expect_run_kind(run_dir, "generate")
         cfg = read_run_config(
             run_dir, list(overrides) + ([f"device={device}"] if device else []), action="cannot resume: "
         )
