@@ -53,6 +53,8 @@ class DefaultStrategy(Strategy):
         """Add each visible Gaussian's screen-space gradient norm (scaled to pixels of a unit-size image so the
         threshold does not depend on resolution), from the projections the last render kept (`model.render_info`)."""
         n = len(model)
+        if self.grad_accum.device != model.device:  # the model was moved after its statistics were made
+            self.grad_accum, self.grad_count = self.grad_accum.to(model.device), self.grad_count.to(model.device)
         for means2d, radii in model.render_info:  # per camera (CPU path) or (cameras, N, 2) at once (gsplat)
             if means2d.grad is None:
                 continue
