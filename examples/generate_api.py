@@ -1,7 +1,6 @@
 """Text to 3D from Python: the same as `t3d generate`, returning the run (directory, config, model)."""
 
 import threedistill
-from threedistill.workflows.results import evaluate_run
 
 run = threedistill.generate(
     prompt="a red cone",
@@ -12,7 +11,7 @@ run = threedistill.generate(
     overrides=["guidance.guidance_scale=7.5"],
 )
 print("run directory:", run.dir, "-", len(run.model), "Gaussians")
-print(evaluate_run(run.dir))  # silhouette IoU, colour error (front/back for objects with a front)
+print(threedistill.evaluate_run(run.dir))  # silhouette IoU, colour error (front/back for objects with a front)
 
 from threedistill.export.run_export import export_model  # noqa: E402
 
