@@ -110,7 +110,7 @@ def test_nerf_then_mesh_resumes_inside_the_mesh_stage_bit_identical(tmp_path, ex
     for key in a:
         assert torch.equal(a[key], b[key]), key
     logged = (full.dir / "log.jsonl").read_text()
-    assert '"reg_laplacian"' in logged and '"stage": 1' in logged
+    assert '"loss_laplacian"' in logged and '"stage": 1' in logged
 
 
 def test_a_mesh_stage_is_evaluated_and_exported_as_its_own_mesh(tmp_path):

@@ -212,7 +212,7 @@ def test_silhouette_fitting_grows_a_small_sphere_to_the_target():
     for _ in range(50):
         optimizer.zero_grad()
         alpha = rasterize_mesh_soft(model.vertices, model.faces, cams, res, res)["alpha"]
-        loss = (alpha - target["alpha"]).square().mean() + sum(model.regularization_losses().values())
+        loss = (alpha - target["alpha"]).square().mean() + sum(weighted_terms(model).values())
         loss.backward()
         optimizer.step()
     radius = float(model.vertices.detach().norm(dim=-1).mean())
@@ -244,19 +244,29 @@ def test_mesh_render_shapes_ranges_background_and_gradients():
     assert not hasattr(model, "__len__")
 
 
+def weighted_terms(model: Mesh) -> dict:
+    """The mesh's smoothness terms as the Trainer adds them: each times its weight (the config's lambdas)."""
+    weights = model.loss_weights()
+    return {k: weights[k[len("loss_") :]] * v for k, v in model.training_losses().items()}
+
+
 def test_regularisers_grow_with_noise_and_respect_their_lambdas():
     model = Mesh(MeshConfig(subdivisions=2))
-    smooth = {k: float(v.detach()) for k, v in model.regularization_losses().items()}
-    assert set(smooth) == {"reg_laplacian", "reg_normal_consistency"}
+    smooth = {k: float(v.detach()) for k, v in model.training_losses().items()}
+    assert set(smooth) == {"loss_laplacian", "loss_normal_consistency"}
     with torch.no_grad():
         model.offsets += 0.02 * torch.randn(model.offsets.shape, generator=torch.Generator().manual_seed(0))
-    noisy = model.regularization_losses()
-    assert noisy["reg_laplacian"] > 3 * smooth["reg_laplacian"]
-    assert noisy["reg_normal_consistency"] > 3 * smooth["reg_normal_consistency"]
-    noisy["reg_laplacian"].backward()
+    noisy = model.training_losses()
+    assert noisy["loss_laplacian"] > 3 * smooth["loss_laplacian"]
+    assert noisy["loss_normal_consistency"] > 3 * smooth["loss_normal_consistency"]
+    noisy["loss_laplacian"].backward()
     assert model.offsets.grad.abs().sum() > 0
     quiet = Mesh(MeshConfig(subdivisions=1, lambda_laplacian=0.0, lambda_normal_consistency=0.5))
-    assert set(quiet.regularization_losses()) == {"reg_normal_consistency"}
+    assert quiet.loss_weights() == {"laplacian": 0.0, "normal_consistency": 0.5}
+    assert set(quiet.training_losses()) == {"loss_normal_consistency"}  # a term with weight 0 is not computed
+    terms, weighted = quiet.training_losses(), weighted_terms(quiet)
+    value = float(terms["loss_normal_consistency"].detach())
+    assert float(weighted["loss_normal_consistency"].detach()) == pytest.approx(0.5 * value)
 
 
 def test_normal_consistency_of_a_folded_pair_is_one_minus_cos():
@@ -264,7 +274,7 @@ def test_normal_consistency_of_a_folded_pair_is_one_minus_cos():
     angle = 0.7  # two triangles sharing the edge (0,0,0)-(1,0,0), folded by this angle
     verts = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0.5, 1, 0], [0.5, -math.cos(angle), -math.sin(angle)]])
     model.set_mesh(verts, torch.tensor([[0, 1, 2], [1, 0, 3]]))
-    value = float(model.regularization_losses()["reg_normal_consistency"].detach())
+    value = float(model.training_losses()["loss_normal_consistency"].detach())
     assert value == pytest.approx(1 - math.cos(angle), abs=1e-5)
 
 
@@ -280,8 +290,8 @@ def test_load_tensors_round_trips_a_mesh_with_another_vertex_count():
     assert torch.equal(target.vertices, source.vertices) and torch.equal(target.faces, source.faces)
     cams = orbit_cameras([20.0], 10.0, 2.8)
     assert torch.allclose(target.render(cams, 16, 16)["rgb"], source.render(cams, 16, 16)["rgb"])
-    for key, value in source.regularization_losses().items():
-        assert float(target.regularization_losses()[key].detach()) == pytest.approx(float(value.detach()))
+    for key, value in source.training_losses().items():
+        assert float(target.training_losses()[key].detach()) == pytest.approx(float(value.detach()))
     assert [len(g["params"][0]) for g in target.param_groups()[:1]] == [len(source.base_vertices)]
 
 
