@@ -74,19 +74,21 @@ def _splat_formats() -> tuple[list[str], None]:
     return [f for f in FORMATS if f in SPLAT_FORMATS], None
 
 
-def _shipped_configs() -> tuple[list[str], None]:
+def shipped_configs() -> list[Path]:
+    """configs/generate/*.yaml (the installed copy or the checkout's), sorted by name."""
     from ..config import packaged_config
 
-    return sorted(p.stem for p in packaged_config("generate", "gaussians.yaml").parent.glob("*.yaml")), None
+    return sorted(packaged_config("generate").glob("*.yaml"), key=lambda p: p.stem)
+
+
+def _shipped_configs() -> tuple[list[str], None]:
+    return [p.stem for p in shipped_configs()], None
 
 
 def _staged_configs() -> tuple[list[str], None]:
     from omegaconf import OmegaConf
 
-    from ..config import packaged_config
-
-    paths = sorted(packaged_config("generate", "gaussians.yaml").parent.glob("*.yaml"), key=lambda p: p.stem)
-    return [p.stem for p in paths if len(OmegaConf.load(p).get("stages") or []) >= 2], None
+    return [p.stem for p in shipped_configs() if len(OmegaConf.load(p).get("stages") or []) >= 2], None
 
 
 # What a help text may name: {NAME} becomes "a, b, c"; {NAME|default} becomes "a (default), b or c". The names
@@ -181,8 +183,8 @@ def config_path(name: str) -> Path:
         return path
     shipped = packaged_config("generate", f"{name}.yaml")
     if not shipped.is_file():
-        known = sorted(p.stem for p in shipped.parent.glob("*.yaml"))
-        raise ThreeDistillError(f"unknown config {name!r}; shipped: {', '.join(known)} (or give a YAML path)")
+        known = ", ".join(p.stem for p in shipped_configs())
+        raise ThreeDistillError(f"unknown config {name!r}; shipped: {known} (or give a YAML path)")
     return shipped
 
 

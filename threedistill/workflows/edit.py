@@ -50,7 +50,7 @@ def load_source(source: str | Path, log=print):
             return path, path, scene, Gaussians.from_splats(scene.splats)
         log(f"{path} is a captured scene, not a fit run: fitting it first (t3d fit --scene {path})")
         path = fit(scene=str(path), log=log).dir
-    from .loading import load_run, representation_of, run_scene, scene_path
+    from .loading import load_run, representation_of, scene_source
 
     kind = read_run_kind(path)
     if kind not in ("fit", "edit"):
@@ -64,7 +64,8 @@ def load_source(source: str | Path, log=print):
             f"{path} holds a {representation_of(run)}; t3d edit edits Gaussians scenes "
             f"(refit with --representation gaussians)"
         )
-    return path, scene_path(run), run_scene(run), run.model
+    scene_path = scene_source(run)[1]
+    return path, scene_path, load_scene(scene_path), run.model
 
 
 def method_guidance(cfg: EditConfig, prior):

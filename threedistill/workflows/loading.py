@@ -60,21 +60,16 @@ def load_gaussians(run_dir: Path):
     return model
 
 
-def scene_path(run: Run) -> Path:
-    """The captured scene (folder or 3DGS file) a fit or edit run works in; an edit's through its source run."""
-    if run.kind == "fit":
-        return Path(run.config.scene)
-    source = Path(run.config.source)
-    if (source / "config.yaml").is_file():
-        return scene_path(load_run_config_only(source))
-    return source  # a 3DGS file or folder, edited as it was
-
-
-def run_scene(run: Run):
-    """The captured scene (SceneData) of a fit or edit run."""
-    from ..scenes import load_scene
-
-    return load_scene(scene_path(run))
+def scene_source(run: Run) -> tuple[FitConfig | None, Path]:
+    """(the fit config at the root of a fit or edit run's chain of sources, the captured scene it works in). An
+    edit's source is followed back, edit by edit, to its fit run; an edit of a 3DGS file or folder has no fit
+    config (None) and that file or folder as its scene."""
+    while run.kind == "edit":
+        source = Path(run.config.source)
+        if not (source / "config.yaml").is_file():
+            return None, source  # a 3DGS file or folder, edited as it was
+        run = load_run_config_only(source)
+    return run.config, Path(run.config.scene)
 
 
 def load_run_config_only(run_dir: Path) -> Run:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..session import Run, read_run_kind, update_metrics
-from .loading import load_generate_run, load_run, load_run_config_only, representation_of, run_scene
+from ..scenes import load_scene
+from ..session import read_run_kind, update_metrics
+from .fit import FitConfig, evaluate_views, export_scene_format
+from .loading import load_generate_run, load_run, representation_of, scene_source
 
 
 def export_run(
@@ -29,9 +31,8 @@ def export_run(
     out = Path(out) if out else default_export_path(run_dir, fmt)
     if run.kind == "generate":
         return export_model(run.model, run.config.representation, fmt, out, faces, texture_size, log)
-    from .fit import export_scene_format
-
-    return export_scene_format(run.model, representation_of(run), run_scene(run), fmt, out, faces, texture_size, log)
+    scene = load_scene(scene_source(run)[1])
+    return export_scene_format(run.model, representation_of(run), scene, fmt, out, faces, texture_size, log)
 
 
 def evaluate_run(run_dir: Path) -> dict:
@@ -44,9 +45,9 @@ def evaluate_run(run_dir: Path) -> dict:
     if kind == "generate":
         return evaluate_generate_run(run_dir)
     run = load_run(run_dir)
-    scene = run_scene(run)
-    fit_cfg = run.config if kind == "fit" else scene_fit_config(run)
-    from .fit import evaluate_views
+    fit_cfg, scene_path = scene_source(run)
+    fit_cfg = fit_cfg or FitConfig()  # an edited 3DGS file: the default fit's height
+    scene = load_scene(scene_path)
 
     result = evaluate_views(run.model, scene, scene.val_indices, height=fit_cfg.resolution)
     result = {k: v for k, v in result.items() if k not in ("renders", "images")}
@@ -56,19 +57,6 @@ def evaluate_run(run_dir: Path) -> dict:
     evaluation = {"kind": kind, "against": against, "height": fit_cfg.resolution, **result}
     metrics = update_metrics(run_dir, {"eval": evaluation})
     return {**metrics, "eval": evaluation}
-
-
-def scene_fit_config(run: Run):
-    """The fit config behind an edit run (its source fit run's), or the defaults for an edited 3DGS file."""
-    from .fit import FitConfig
-
-    source = Path(run.config.source)
-    while (source / "config.yaml").is_file():
-        parent = load_run_config_only(source)
-        if parent.kind == "fit":
-            return parent.config
-        source = Path(parent.config.source)
-    return FitConfig()
 
 
 def evaluate_generate_run(run_dir: Path) -> dict:
