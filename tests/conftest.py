@@ -20,7 +20,7 @@ FIT_FAST = [
     "resolution=24",
     "trainer.batch_size=1",
     "trainer.preview_every=0",
-    "gaussians.densify_from=1000",
+    "gaussians.capture.refine_start=1000",
 ]
 
 

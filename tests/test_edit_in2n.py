@@ -75,7 +75,9 @@ def test_dataset_update_replaces_the_scheduled_images_in_turn_every_edit_every_s
     objective = In2NObjective(In2NConfig(n_views=5, edit_every=3, edit_count=2), dataset, region.render, _Editor())
     dataset.draw(gen)
     assert torch.equal(dataset.images, dataset.originals)
-    cams, targets = dataset.sample(gen, 2)
+    batch = dataset.sample(gen, 2)
+    cams, targets = batch.cameras, batch.targets
+    assert batch.size == (4, 4)
     expected, editor = {3: [0, 1], 6: [2, 3], 9: [4, 0], 12: [1, 2]}, objective.editor
     for call in range(1, 13):
         before = dataset.images.clone()

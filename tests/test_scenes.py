@@ -166,7 +166,7 @@ def test_colmap_text_and_binary_read_the_same(tmp_path):
         torch.testing.assert_close(getattr(a, key), getattr(b, key))
 
 
-def test_colmap_distortion_models_use_focal_and_centre_and_warn_once(tmp_path):
+def test_colmap_distortion_models_use_focal_and_centre_and_keep_their_coefficients(tmp_path):
     s = synthetic(n=3)
     write_colmap_by_hand(tmp_path, s)
     k = s["k"]
@@ -180,10 +180,12 @@ def test_colmap_distortion_models_use_focal_and_centre_and_warn_once(tmp_path):
         ColmapImage(i + 1, tuple(q), tuple(t), i + 1, n) for i, (q, t, n) in enumerate(zip(quats, s["t"], s["names"]))
     ]
     write_colmap_model(tmp_path / "sparse" / "0", cams, imgs, s["points"], s["colours"], binary=True)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # distortion is undone at load now, not warned about
         scene = load_scene(tmp_path)
-    assert len([w for w in caught if "distortion" in str(w.message)]) == 1
+    np.testing.assert_allclose(scene.distortion[0], [0.1, -0.02, 0.001, 0.0])
+    np.testing.assert_allclose(scene.distortion[1], [0.05, 0.0, 0.0, 0.0])
+    assert scene.distortion[2] is None
     s["k"] = np.array([k[0], [k[1, 0], k[1, 0], *k[1, 2:]], [k[2, 0], k[2, 0], *k[2, 2:]]])
     check_against_original(scene, s)
 
@@ -199,7 +201,7 @@ def test_nerfstudio_round_trip_projects_points_where_opencv_does(tmp_path, per_f
     np.testing.assert_allclose(rgb[0].permute(1, 2, 0).numpy(), iio.imread(scene.image_paths[0]) / 255, atol=1e-6)
 
 
-def test_nerfstudio_points_masks_splits_and_distortion_warning(tmp_path):
+def test_nerfstudio_points_masks_splits_and_distortion(tmp_path):
     from plyfile import PlyData, PlyElement
 
     s = synthetic(n=10)
@@ -229,10 +231,10 @@ def test_nerfstudio_points_masks_splits_and_distortion_warning(tmp_path):
     for f in meta["frames"]:
         f["mask_path"] = f["file_path"].replace("images/", "masks/")
     (tmp_path / "transforms.json").write_text(json.dumps(meta))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         scene = load_scene(tmp_path / "transforms.json")
-    assert len([w for w in caught if "distortion" in str(w.message)]) == 1
+    assert all(list(d) == [0.01, 0.0, 0.0, 0.0] for d in scene.distortion)
     assert scene.train_indices == list(range(7)) and scene.val_indices == [7, 8, 9]
     assert [p.name for p in scene.image_paths] == s["names"]
     np.testing.assert_allclose(scene.to_original(scene.points.double()).numpy(), s["points"], atol=1e-4)

@@ -138,8 +138,7 @@ def test_views_and_objectives_declare_their_targets():
     from threedistill.objective import Views
     from threedistill.scenes.views import PhotometricLoss, SceneViews
 
-    assert DDSGuidance.targets == ("source",) and PhotometricLoss.targets == ("images", "masks")
+    assert DDSGuidance.targets == ("source",) and PhotometricLoss.targets == ("images", "masks", "valid")
     views = SceneViews.__new__(SceneViews)
-    views.image_size = (4, 4)
-    assert isinstance(views, Views)  # structural: image_size and sample(generator, n)
+    assert isinstance(views, Views)  # structural: sample(generator, n) -> ViewBatch
     assert not isinstance(object(), Views)

@@ -149,7 +149,8 @@ def check_schedules(cfg, section: str, names: Sequence[str]) -> None:
             scheduled(getattr(cfg, name), 0)
         except (ConfigError, TypeError, ValueError):
             raise ConfigError(
-                f"{section}.{name}: expected a number or a schedule [k0, v0, v1, k1], got {getattr(cfg, name)!r}"
+                f'{section}.{name}: expected a number or a schedule [k0, v0, v1, k1] (or ["exp", k0, v0, v1, k1]), '
+                f"got {getattr(cfg, name)!r}"
             ) from None
 
 
@@ -160,17 +161,40 @@ def schedule_field(*values: float):
 
 def scheduled(value, step: int) -> float:
     """Evaluate a scalar schedule at `step`: a number, [v0, v1, k1] or [k0, v0, v1, k1] meaning v0 until k0,
-    linear to v1 at k1, v1 afterwards (threestudio's convention)."""
+    linear to v1 at k1, v1 afterwards (threestudio's convention); with "exp" first (["exp", v0, v1, k1] or
+    ["exp", k0, v0, v1, k1]) the change is exponential (log-linear), as 3DGS decays its position learning rate."""
     if isinstance(value, (int, float)):
         return float(value)
     seq = list(value)
+    exponential = bool(seq) and seq[0] == "exp"
+    if exponential:
+        seq = seq[1:]
     if len(seq) == 3:
         seq = [0] + seq
-    if len(seq) != 4:
-        raise ConfigError(f"bad schedule {value!r}: expected a number, [v0, v1, k1] or [k0, v0, v1, k1]")
+    if len(seq) != 4 or any(isinstance(v, str) for v in seq):
+        raise ConfigError(
+            f'bad schedule {value!r}: expected a number, [v0, v1, k1], [k0, v0, v1, k1] or ["exp", v0, v1, k1]'
+        )
     k0, v0, v1, k1 = seq
+    if exponential and not (v0 > 0 and v1 > 0):
+        raise ConfigError(f"bad schedule {value!r}: an exponential schedule needs positive values")
     if step <= k0:
         return float(v0)
     if step >= k1:
         return float(v1)
-    return float(v0 + (v1 - v0) * (step - k0) / (k1 - k0))
+    t = (step - k0) / (k1 - k0)
+    if exponential:
+        return float(v0 * (v1 / v0) ** t)
+    return float(v0 + (v1 - v0) * t)
+
+
+def scale_schedule(value, factor: float):
+    """A number or schedule with its values (not its steps) multiplied by `factor`."""
+    if isinstance(value, (int, float)):
+        return value * factor
+    seq = list(value)
+    tag = seq[:1] if seq and seq[0] == "exp" else []
+    seq = seq[len(tag) :]
+    if len(seq) == 3:
+        seq = [0] + seq
+    return tag + [seq[0], seq[1] * factor, seq[2] * factor, seq[3]]

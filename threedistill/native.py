@@ -57,7 +57,10 @@ def _build():
     from .utils.cache import cache_dir
 
     sources = [kernels_dir() / name for name in SOURCES]
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources) + torch.__version__.encode()).hexdigest()[:12]
+    # The sources' folder is part of the key: ninja's build file names the sources by absolute path, so two
+    # checkouts sharing one build folder would rebuild it for each other on every first use.
+    key = b"".join(p.read_bytes() for p in sources) + torch.__version__.encode() + str(kernels_dir().resolve()).encode()
+    digest = hashlib.sha256(key).hexdigest()[:12]
     build_dir = cache_dir("native") / digest
     build_dir.mkdir(parents=True, exist_ok=True)
     name = f"threedistill_native_{digest}"

@@ -5,6 +5,7 @@ interfaces; the Trainer calls nothing else of them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -53,9 +54,18 @@ class Objective(nn.Module):
 
 @runtime_checkable
 class Views(Protocol):
-    """Training views of a captured scene or an edit: `sample` draws `n` cameras with their per-view targets
-    (keyword arguments of the objective, e.g. captured images), rendered at `image_size` (H, W)."""
+    """Training views of a captured scene or an edit: `sample` draws a batch of `n` views (fewer when not enough
+    views share a size) as a `ViewBatch`."""
 
-    image_size: tuple[int, int]
+    def sample(self, generator: torch.Generator, n: int) -> "ViewBatch": ...
 
-    def sample(self, generator: torch.Generator, n: int) -> tuple[Cameras, dict]: ...
+
+@dataclass
+class ViewBatch:
+    """One step's views: cameras, the (H, W) they are rendered at, their targets (keyword arguments of the
+    objective, e.g. captured images and masks) and the background colour (3,) to render on (None: white)."""
+
+    cameras: Cameras
+    size: tuple[int, int]
+    targets: dict[str, Any] = field(default_factory=dict)
+    background: torch.Tensor | None = None

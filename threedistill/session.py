@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,16 @@ def option_overrides(**options) -> list[str]:
     so prompts and paths survive the parser. Keys use __ for dots: trainer__steps=5 -> trainer.steps=5."""
     quote = lambda v: json.dumps(str(v)) if isinstance(v, (str, Path)) else v  # noqa: E731
     return [f"{key.replace('__', '.')}={quote(value)}" for key, value in options.items() if value is not None]
+
+
+def peak_memory_gb() -> float:
+    """This process's peak resident memory so far, in GB (Linux and macOS; 0 where unknown)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1e9 if sys.platform == "darwin" else 1e6), 2)  # bytes on macOS, kilobytes on Linux
 
 
 def update_metrics(run_dir: Path, values: dict | None = None, add_seconds: float = 0.0) -> dict:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from .cameras import sample_orbit
 from .config import scheduled
 from .errors import ConfigError, ThreeDistillError
-from .objective import Objective, Views
+from .objective import Objective, ViewBatch, Views
 from .representations.base import Representation, load_model_state
 from .utils.optim import Adam
 
@@ -207,13 +207,16 @@ class Trainer:
                 tuple(c.cameras.radius),
                 tuple(c.cameras.fovy),
             )
-            targets, height, width = {}, c.resolution, c.resolution
+            batch = ViewBatch(cams, (c.resolution, c.resolution))
         else:
-            cams, targets = self.views.sample(self.generator, c.batch_size)
-            height, width = self.views.image_size
+            batch = self.views.sample(self.generator, c.batch_size)
+        cams, targets = batch.cameras, batch.targets
         weights = self.loss_weights()
         geometry = any(weights.get(name) for name in self.model.geometry_losses)
-        out = self.model.render(cams, height, width, generator=self.generator, geometry=geometry)
+        render = dict(generator=self.generator, geometry=geometry)
+        if batch.background is not None:
+            render["background"] = batch.background
+        out = self.model.render(cams, *batch.size, **render)
         losses = self.guidance(out["rgb"], cams, self.prompt_state, self.schedule_step, self.generator, **targets)
         logs = {k: float(v.detach()) for k, v in losses.items()}
         terms = self._weighted_terms(losses, out, weights)

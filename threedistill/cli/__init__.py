@@ -1,6 +1,6 @@
 """The `t3d` command: one typer app, one module per command group (generate, scenes: fit and edit, results:
-export and eval of any run, toyworld, prior, bench). Each command is a thin layer over the Python API, which
-checks its own arguments; user errors print one line (`main`)."""
+export and eval of any run, render: images and a video of any run, toyworld, prior, bench). Each command is a thin
+layer over the Python API, which checks its own arguments; user errors print one line (`main`)."""
 
 from __future__ import annotations
 
@@ -198,6 +198,6 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 # The command groups register their commands on `app` (in this order in `t3d --help`).
-from . import generate, scenes, results, toyworld, prior, bench  # noqa: E402,F401,I001
+from . import generate, scenes, results, render, toyworld, prior, bench  # noqa: E402,F401,I001
 
 __all__ = ["app", "main", "command", "Command", "fill_choices", "config_path"]

@@ -160,6 +160,46 @@ def bench_edit(
     typer.echo(f"wrote {out}")
 
 
+@command(bench_app, "fit", overrides="t3d bench fit --scene data/mouse --toy three trainer.steps=2000")
+def bench_fit(
+    ctx: typer.Context,
+    scene: list[str] = typer.Option([], "--scene", help="A captured scene folder to fit (repeatable)."),
+    toy: str = typer.Option("three", help="Comma-separated toy captured scenes to fit too ('' for none)."),
+    representations: str = typer.Option("gaussians", help="Comma-separated: {fit_representations}."),
+    steps: Optional[int] = typer.Option(None, help="Override the fit config's steps."),
+    seed: int = typer.Option(0, help="Fit seed."),
+    out: Path = typer.Option(Path("docs/benchmarks/fit.md"), "--out", help="Markdown report to write."),
+    runs_dir: Path = typer.Option(Path("outputs/bench-fit"), help="Where toy scenes and fits go."),
+):
+    """t3d fit on real and toy captures: held-out PSNR / SSIM (masked too), PSNR over steps, Gaussians, time, peak
+    memory, object presence, side-by-side images."""
+    from ..bench.fit_bench import fit_header, markdown_report, run_fit_bench, toy_capture
+    from ..bench.harness import report_writer
+    from ..errors import ConfigError
+    from ..workflows.fit import FIT_REPRESENTATIONS
+
+    kinds = [r.strip() for r in representations.split(",") if r.strip()]
+    unknown = [r for r in kinds if r not in FIT_REPRESENTATIONS]
+    if unknown or not kinds:
+        raise ConfigError(
+            f"--representations: expected some of {', '.join(FIT_REPRESENTATIONS)}, got {representations!r}"
+        )
+    captures = []
+    for folder in scene:
+        if not Path(folder).is_dir():
+            raise ConfigError(f"--scene {folder}: no such folder")
+        captures.append((Path(folder).resolve().name, Path(folder)))
+    captures += [(name, toy_capture(name, runs_dir, log=typer.echo)) for name in toy.split(",") if name.strip()]
+    if not captures:
+        raise ConfigError("nothing to fit: give --scene FOLDER and/or --toy NAME")
+    image_dir = out.parent / out.stem
+    command = "t3d bench fit" + "".join(f" --scene {s}" for s in scene) + f" --toy {toy!r}"
+    header = fit_header(command + f" --representations {representations}", ctx.args)
+    write = report_writer(out, lambda rows: markdown_report(rows, header, out.parent))
+    write(run_fit_bench(captures, kinds, runs_dir, image_dir, steps, seed, ctx.args, log=typer.echo, on_row=write))
+    typer.echo(f"wrote {out}")
+
+
 @command(bench_app, "perf")
 def bench_perf(
     repeats: int = typer.Option(5, help="Timed repetitions per measurement (the median is reported)."),

@@ -60,20 +60,24 @@ def ground_truth_table(metrics: dict):
 
 
 def view_table(evaluation: dict):
-    """A fit or edit run's renders against its captured held-out views: {"kind", "against", "height", "views",
-    "psnr", "ssim", "psnr_min"} (`workflows.results.evaluate_run`)."""
+    """A fit or edit run's renders against its captured held-out views: {"kind", "against", "eval_resolution",
+    "size", "views", "psnr", "ssim", "psnr_min", and masked_psnr / masked_ssim with masks}
+    (`workflows.results.evaluate_run`)."""
     from rich.table import Table
 
     table = Table(title=f"{evaluation['kind']} run: held-out views")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("held-out views", str(evaluation.get("views", 0)))
-    if evaluation.get("height") is not None:
-        table.add_row("render height", f"{evaluation['height']} px")
+    if evaluation.get("size") is not None:
+        h, w = evaluation["size"]
+        table.add_row("render size (first view)", f"{w}x{h} px ({evaluation.get('eval_resolution', 'train')})")
     for key, name, digits in (
         ("psnr", "PSNR dB (mean)", 2),
         ("psnr_min", "PSNR dB (worst view)", 2),
         ("ssim", "SSIM (mean)", 4),
+        ("masked_psnr", "PSNR dB inside the masks", 2),
+        ("masked_ssim", "SSIM inside the masks", 4),
     ):
         if evaluation.get(key) is not None:
             table.add_row(name, f"{evaluation[key]:.{digits}f}")

@@ -18,13 +18,25 @@ def fit_cmd(
     scene: Optional[str] = typer.Option(
         None,
         help="Captured scene: a nerfstudio (transforms.json), Blender "
-        "(transforms_train.json) or COLMAP (sparse/0) folder.",
+        "(transforms_train.json), COLMAP (sparse/0) or LLFF (poses_bounds.npy) folder.",
     ),
     representation: Optional[str] = typer.Option(None, help="{fit_representations|default}."),
     steps: Optional[int] = StepsOption,
     seed: Optional[int] = SeedOption,
     out: Optional[str] = OutOption,
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted fit in this directory."),
+    max_side: Optional[int] = typer.Option(
+        None, help="Fit each view with its longer side at most this many pixels (default 320, the CPU default)."
+    ),
+    downscale: Optional[float] = typer.Option(None, help="Fit at the photos' size divided by this (beats --max-side)."),
+    resolution: Optional[int] = typer.Option(None, help="Fit at this height, each view keeping its aspect ratio."),
+    eval_resolution: Optional[str] = typer.Option(
+        None, help="Held-out metrics at the training size (train, default) or the photos' own size (full)."
+    ),
+    background: Optional[str] = typer.Option(None, help="Render background while fitting: white, black or random."),
+    mask_loss: Optional[bool] = typer.Option(
+        None, "--mask-loss/--no-mask-loss", help="Ignore pixels outside the views' masks (default: off)."
+    ),
 ):
     """Reconstruct a captured scene from its posed images (L1 + D-SSIM); reports held-out PSNR."""
     from ..workflows.fit import fit
@@ -38,6 +50,12 @@ def fit_cmd(
         overrides=ctx.args,
         resume=resume,
         log=log,
+        max_side=max_side,
+        downscale=downscale,
+        resolution=resolution,
+        eval_resolution=eval_resolution,
+        background=background,
+        mask_loss=mask_loss,
     )
     typer.echo(f"run directory: {run.dir}")
     metrics_path = run.dir / "metrics.json"

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ..cameras import Cameras
 from ..errors import ConfigError, ThreeDistillError
 from ..guidance.base import PromptState
-from ..objective import Objective
+from ..objective import Objective, ViewBatch
 from ..priors.base import Prior
 from ..priors.sampling import make_scheduler
 from ..scenes.views import PhotometricLoss
@@ -224,11 +224,11 @@ class EditDataset:
     def __len__(self) -> int:
         return self.n_views
 
-    def sample(self, generator: torch.Generator, n: int) -> tuple[Cameras, dict]:
+    def sample(self, generator: torch.Generator, n: int) -> ViewBatch:
         if self.cams is None:
             raise ThreeDistillError("the in2n dataset was not drawn (call draw(generator) before training)")
         idx = torch.randperm(len(self), generator=generator)[:n]
-        return self.cams[idx], {"images": self.images[idx.to(self.images.device)]}
+        return ViewBatch(self.cams[idx], self.image_size, {"images": self.images[idx.to(self.images.device)]})
 
 
 class In2NObjective(Objective):

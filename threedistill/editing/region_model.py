@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..cameras import Cameras, sample_orbit
+from ..objective import ViewBatch
 from ..renderers.gaussian_raster import rasterize
 from ..representations.base import Representation, load_model_state
 from .region import EditRegion
@@ -122,13 +123,13 @@ class RegionViews:
         cams.c2w[:, :3, 3] += self.region.centre
         return cams
 
-    def sample(self, generator: torch.Generator, n: int) -> tuple[Cameras, dict]:
+    def sample(self, generator: torch.Generator, n: int) -> ViewBatch:
         cams = self.cameras(generator, n)
         if not self.with_source:
-            return cams, {}
+            return ViewBatch(cams, self.image_size)
         with torch.no_grad():
             source = self.original.render(cams, *self.image_size)["rgb"]
-        return cams, {"source": source}
+        return ViewBatch(cams, self.image_size, {"source": source})
 
 
 def object_radius(region: EditRegion) -> EditRegion:

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..cameras import Cameras
-from ..config import check_schedules
+from ..config import check_schedules, scale_schedule
 from ..errors import ConfigError
 from ..renderers.gaussian_raster import SH_C0, rasterize
 from .base import Representation
-from .strategies.default import DefaultStrategy
+from .strategies import STRATEGIES, CaptureStrategyConfig
 
 
 @dataclass
@@ -41,8 +41,17 @@ class GaussiansConfig:
     prune_opacity: float = 0.01
     prune_scale: float = 0.4  # Gaussians larger than this are pruned (world units)
     max_points: int = 20000
+    # Training strategy: "default" (the densify_* settings above, tuned for text-to-3D) or "capture" (3DGS / gsplat's
+    # recipe for photographs, settings in `capture`).
+    strategy: str = "default"
+    capture: CaptureStrategyConfig = field(default_factory=CaptureStrategyConfig)
+    scene_scale: float = 1.0  # the scene's extent (3DGS): multiplies lr_means and the capture strategy's sizes
 
     def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"gaussians.strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if not self.scene_scale > 0:
+            raise ConfigError(f"gaussians.scene_scale must be positive, got {self.scene_scale}")
         if not 0 <= self.sh_degree <= 3:
             raise ConfigError(f"sh_degree must be 0..3, got {self.sh_degree}")
         if self.num_points < 1:
@@ -69,7 +78,9 @@ class Gaussians(Representation):
     ):
         super().__init__()
         self.cfg = cfg = cfg or GaussiansConfig()
-        self.strategy = DefaultStrategy(cfg)
+        self.strategy = STRATEGIES[cfg.strategy](cfg)
+        self.sh_degree_active: int | None = None  # render with SH bands up to this degree (None: all)
+        self.render_size = (0, 0)  # (H, W) of the last render
         gen = generator or torch.Generator().manual_seed(0)
         n = cfg.num_points
         direction = nn.functional.normalize(torch.randn(n, 3, generator=gen), dim=-1)
@@ -137,7 +148,7 @@ class Gaussians(Representation):
 
     def param_groups(self) -> list[dict]:
         c = self.cfg
-        lrs = (c.lr_means, c.lr_scales, c.lr_quats, c.lr_opacity, c.lr_sh)
+        lrs = (scale_schedule(c.lr_means, c.scene_scale), c.lr_scales, c.lr_quats, c.lr_opacity, c.lr_sh)
         return [{"params": [getattr(self, n)], "lr": lr, "name": n} for n, lr in zip(PARAM_NAMES, lrs)]
 
     def render(
@@ -153,13 +164,15 @@ class Gaussians(Representation):
     ) -> dict:
         """rgb, alpha (+ depth, normal when `geometry`), (B,C,H,W). Rasterization draws no random numbers, so
         `generator` and `perturb` (used by volume rendering) are accepted and ignored."""
-        self.render_info = []
+        self.render_info, self.render_size = [], (height, width)
+        degree = self.sh_degree_active
+        sh = self.sh if degree is None else self.sh[:, : (degree + 1) ** 2]
         return rasterize(
             self.means,
             self.scales,
             self.quats,
             self.opacities,
-            self.sh,
+            sh,
             cameras.to(self.device),
             height,
             width,

@@ -1,5 +1,6 @@
-"""Captured scenes (nerfstudio transforms.json, Blender transforms_*.json, COLMAP sparse models, 3DGS .ply) read
-into one `SceneData` in our camera convention and a normalised frame. `load_scene` tells the layouts apart."""
+"""Captured scenes (nerfstudio transforms.json, Blender transforms_*.json, COLMAP sparse models, LLFF
+poses_bounds.npy, 3DGS .ply) read into one `SceneData` in our camera convention and a normalised frame, lens
+distortion undone when images load. `load_scene` tells the layouts apart; `check_images` finds unreadable images."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import torch
 
 from ..errors import SceneFormatError, ThreeDistillError
 from .base import SceneData
+from .checks import check_images
 from .colmap import find_model_dir, read_colmap, write_colmap_binary, write_colmap_text
+from .llff import read_llff
 from .nerfstudio import read_blender, read_nerfstudio
 from .normalize import normalization_transform, transform_splats
 
@@ -24,6 +27,7 @@ LOOKED_FOR = (
     "cameras.txt",
     "point_cloud.ply",
     "point_cloud/iteration_*/point_cloud.ply",
+    "poses_bounds.npy",
 )
 
 
@@ -76,14 +80,17 @@ def splat_scene(path: Path) -> SceneData:
 
 def load_scene(path) -> SceneData:
     """Read a captured scene, telling the layout from what is there: a .ply file (splats only), a folder with
-    transforms.json (nerfstudio), transforms_train.json (Blender), or sparse/ / cameras.bin / cameras.txt (COLMAP).
-    A folder that also holds point_cloud.ply (or point_cloud/iteration_*/, the latest) gets those splats attached;
-    a folder with only those splats is read like the .ply file."""
+    transforms.json (nerfstudio), transforms_train.json (Blender), sparse/ / cameras.bin / cameras.txt (COLMAP), or
+    else poses_bounds.npy (LLFF; the file itself also works). A folder that also holds point_cloud.ply (or
+    point_cloud/iteration_*/, the latest) gets those splats attached; a folder with only those splats is read like
+    the .ply file."""
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".ply":
         return splat_scene(path)
     if path.is_file() and path.name == "transforms.json":
         return read_nerfstudio(path)
+    if path.is_file() and path.name == "poses_bounds.npy":
+        return read_llff(path)
     if path.is_file() and path.name.startswith("transforms_"):
         path = path.parent
     if not path.is_dir():
@@ -95,6 +102,8 @@ def load_scene(path) -> SceneData:
         scene = read_blender(path)
     elif find_model_dir(path) is not None:
         scene = read_colmap(path)
+    elif (path / "poses_bounds.npy").is_file():
+        scene = read_llff(path)
     elif splat_file is not None:  # an INRIA 3DGS output folder on its own
         return splat_scene(splat_file)
     else:
@@ -110,6 +119,8 @@ __all__ = [
     "read_nerfstudio",
     "read_blender",
     "read_colmap",
+    "read_llff",
+    "check_images",
     "write_colmap_text",
     "write_colmap_binary",
     "find_splats",

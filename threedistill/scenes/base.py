@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 @dataclass
 class SceneData:
     """Views (image files, OpenGL camera-to-world matrices, intrinsics as fractions of the image size), optional
-    points and splats, the train/val split and the similarity `transform` that took the original frame here."""
+    points and splats, the train/val split and the similarity `transform` that took the original frame here.
+    `distortion` holds each view's OpenCV distortion coefficients (None: a pinhole view; an empty list: none has
+    any); `load_images` undistorts those views to the pinhole camera that `intrinsics` describes."""
 
     image_paths: list[Path]
     c2w: torch.Tensor  # (N,4,4) float32, OpenGL axes, normalised frame
@@ -34,6 +36,7 @@ class SceneData:
     val_indices: list[int]
     transform: torch.Tensor  # (4,4) original frame -> normalised frame
     source: str
+    distortion: list[np.ndarray | None] = field(default_factory=list)  # per view, see undistort.py
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -48,22 +51,31 @@ class SceneData:
         azimuth = torch.rad2deg(torch.atan2(pos[:, 0], pos[:, 2]))
         return Cameras(c2w, fovy_from(intr), azimuth, elevation, radius, intr)
 
-    def load_images(self, indices, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def load_images(self, indices, height: int, width: int, split_valid: bool = False):
         """RGB (N,3,H,W) in [0,1] and masks (N,1,H,W) or None, resized to height x width. RGBA images are
         composited on white and their alpha is the mask unless a mask file is given; when only some views have a
-        mask, the others get an all-ones mask."""
-        rgbs, masks = [], []
+        mask, the others get an all-ones mask. A view with lens distortion is undistorted at full resolution first
+        (its mask alike) and always has a mask: 0 where the pinhole image has no source pixel. With split_valid,
+        (rgb, masks, valid): masks hold only the files' masks and alpha, valid (N,1,H,W) or None that region."""
+        from .undistort import undistort
+
+        rgbs, masks, valids = [], [], []
         for i in indices:
             rgb, alpha = read_image(self.image_paths[i])
             if self.mask_paths[i] is not None:
-                alpha = read_image(self.mask_paths[i], as_mask=True)[0]
+                alpha = _resize(read_image(self.mask_paths[i], as_mask=True)[0], *rgb.shape[-2:])
+            valid = None
+            if self.distortion and self.distortion[i] is not None:
+                rgb, alpha, valid = undistort(rgb, alpha, self.intrinsics[i].tolist(), self.distortion[i])
+            if valid is not None and not split_valid:
+                alpha = valid if alpha is None else alpha * valid
             rgbs.append(_resize(rgb, height, width))
             masks.append(None if alpha is None else _resize(alpha, height, width).clamp(0.0, 1.0))
+            valids.append(None if valid is None else _resize(valid, height, width))
         rgb = torch.stack(rgbs) if rgbs else torch.zeros(0, 3, height, width)
-        if all(m is None for m in masks):
-            return rgb, None
-        ones = torch.ones(1, height, width)
-        return rgb, torch.stack([ones if m is None else m for m in masks])
+        if split_valid:
+            return rgb, _stack_masks(masks, height, width), _stack_masks(valids, height, width)
+        return rgb, _stack_masks(masks, height, width)
 
     def to_original(self, points: torch.Tensor) -> torch.Tensor:
         """Points (...,3) from the normalised frame back to the scene's original frame."""
@@ -109,6 +121,14 @@ def read_image(path: Path, as_mask: bool = False) -> tuple[torch.Tensor, torch.T
     if alpha is not None:
         colour = colour * alpha + (1.0 - alpha)
     return colour.contiguous(), alpha
+
+
+def _stack_masks(masks: list[torch.Tensor | None], height: int, width: int) -> torch.Tensor | None:
+    """(N,1,H,W) with all-ones for the views without a mask, or None when no view has one."""
+    if all(m is None for m in masks):
+        return None
+    ones = torch.ones(1, height, width)
+    return torch.stack([ones if m is None else m for m in masks])
 
 
 def _resize(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -172,9 +192,12 @@ def build_scene(
     colours: np.ndarray | None = None,
     split: tuple[list[int], list[int]] | None = None,
     where: str = "scene",
+    distortion: list[np.ndarray | None] | None = None,
+    extent_points: np.ndarray | None = None,
 ) -> SceneData:
     """Normalise views given in the original frame (c2w OpenGL (N,4,4); pixel_intrinsics (N,6) = fx, fy, cx, cy,
-    W, H) and points, and package them as a SceneData."""
+    W, H) and points, and package them as a SceneData. `distortion`: per-view OpenCV coefficients or None.
+    `extent_points` stand in for missing points when normalising (e.g. LLFF's depth bounds), and are not kept."""
     from .normalize import normalization_transform, transform_c2w, transform_points
 
     n = len(image_paths)
@@ -186,7 +209,7 @@ def build_scene(
     pts = None if points is None or len(points) == 0 else np.asarray(points, dtype=np.float64).reshape(-1, 3)
     if pts is not None and not np.isfinite(pts).all():
         raise SceneFormatError(f"{where}: points contain NaN or inf")
-    transform = normalization_transform(c2w, pts)
+    transform = normalization_transform(c2w, pts if pts is not None or extent_points is None else extent_points)
     w, h = k[:, 4], k[:, 5]
     intrinsics = np.stack([k[:, 0] / w, k[:, 1] / h, k[:, 2] / w, k[:, 3] / h], 1)
     train, val = split if split is not None else interval_split(n)
@@ -206,6 +229,7 @@ def build_scene(
         val_indices=list(val),
         transform=torch.from_numpy(transform).float(),
         source=source,
+        distortion=list(distortion) if distortion is not None and any(d is not None for d in distortion) else [],
     )
 
 

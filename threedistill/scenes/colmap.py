@@ -5,7 +5,6 @@ Every malformed file gives one `SceneFormatError` line naming the file."""
 from __future__ import annotations
 
 import struct
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 from ..errors import SceneFormatError
 from ..geometry import quat_to_rotmat, rotmat_to_quat
 from .base import SceneData, build_scene, check_files, check_pose
+from .undistort import colmap_distortion
 
 # COLMAP's model ids, names and parameter counts (src/colmap/sensor/models.h).
 CAMERA_MODELS = {
@@ -32,13 +32,15 @@ CAMERA_MODELS = {
     11: ("RAD_TAN_THIN_PRISM_FISHEYE", 16),
 }
 MODEL_IDS = {name: (i, k) for i, (name, k) in CAMERA_MODELS.items()}
-# Pinhole-like models: (fx, fy, cx, cy) from the params, the rest is distortion we ignore.
+# Supported models: positions of (fx, fy, cx, cy) in the params; the rest is distortion (undistort.py), which
+# `SceneData.load_images` removes. Fisheye, FOV and thin-prism models are refused.
 PINHOLE_LIKE = {
     "SIMPLE_PINHOLE": (0, 0, 1, 2),
     "PINHOLE": (0, 1, 2, 3),
     "SIMPLE_RADIAL": (0, 0, 1, 2),
     "RADIAL": (0, 0, 1, 2),
     "OPENCV": (0, 1, 2, 3),
+    "FULL_OPENCV": (0, 1, 2, 3),
 }
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])  # flips camera y and z (either direction)
 
@@ -283,7 +285,8 @@ def image_c2w(image: ColmapImage, where: str) -> np.ndarray:
 
 def read_colmap(path) -> SceneData:
     """A COLMAP scene folder (with `sparse/0/`, `sparse/` or the model files themselves; images in `images/`)
-    as SceneData. Pinhole-like camera models only; their distortion is ignored with one warning."""
+    as SceneData. Pinhole camera models and OpenCV-style distortion (SIMPLE_RADIAL, RADIAL, OPENCV, FULL_OPENCV),
+    which `SceneData.load_images` undistorts; other models are a one-line error."""
     path = Path(path)
     model = find_model_dir(path)
     if model is None:
@@ -300,7 +303,7 @@ def read_colmap(path) -> SceneData:
     root = next((d for d in (path, model.parent, model.parent.parent) if (d / "images").is_dir()), None)
     if root is None:
         raise SceneFormatError(f"{path}: no images/ folder next to the COLMAP model {model}")
-    c2w, intr, distorted = [], [], []
+    c2w, intr, distortion = [], [], []
     for im in images:
         cam = cameras.get(im.camera_id)
         if cam is None:
@@ -309,8 +312,8 @@ def read_colmap(path) -> SceneData:
             )
         if cam.model not in PINHOLE_LIKE:
             raise SceneFormatError(
-                f"{cam_file}: camera {cam.id} uses the {cam.model} model; only pinhole-like "
-                f"models are supported ({', '.join(PINHOLE_LIKE)})"
+                f"{cam_file}: camera {cam.id} uses the {cam.model} model, which is not supported (supported: "
+                f"{', '.join(PINHOLE_LIKE)}; `colmap image_undistorter` turns other models into PINHOLE)"
             )
         if cam.width <= 0 or cam.height <= 0:
             raise SceneFormatError(f"{cam_file}: camera {cam.id} has size {cam.width}x{cam.height}")
@@ -321,9 +324,9 @@ def read_colmap(path) -> SceneData:
             )
         c2w.append(image_c2w(im, str(img_file)))
         intr.append(focal_centre + [cam.width, cam.height])
-        distorted.append(any(p != 0.0 for p in cam.params[max(PINHOLE_LIKE[cam.model]) + 1 :]))  # past f, cx, cy
-    if any(distorted):
-        warnings.warn(f"{cam_file}: lens distortion ignored (images are treated as undistorted pinhole)", stacklevel=2)
+        if not np.isfinite(cam.params).all():
+            raise SceneFormatError(f"{cam_file}: camera {cam.id} has a non-finite distortion parameter")
+        distortion.append(colmap_distortion(cam.model, cam.params))
     paths = [root / "images" / im.name for im in images]
     check_files(paths, str(img_file))
     masks_dir = root / "masks"
@@ -334,7 +337,15 @@ def read_colmap(path) -> SceneData:
     )
     colours = None if rgb is None else rgb.astype(np.float64) / 255.0
     return build_scene(
-        "colmap", paths, np.stack(c2w), np.array(intr, dtype=np.float64), masks, xyz, colours, where=str(img_file)
+        "colmap",
+        paths,
+        np.stack(c2w),
+        np.array(intr, dtype=np.float64),
+        masks,
+        xyz,
+        colours,
+        where=str(img_file),
+        distortion=distortion,
     )
 
 

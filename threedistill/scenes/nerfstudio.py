@@ -1,5 +1,6 @@
 """nerfstudio `transforms.json` and the Blender / NeRF-synthetic `transforms_{train,val,test}.json` variant. Both
-store OpenGL camera-to-world matrices, so poses need no axis change; intrinsics become fractions of the image size.
+store OpenGL camera-to-world matrices, so poses need no axis change; intrinsics become fractions of the image size
+and nerfstudio's distortion terms OpenCV coefficients (undistorted at load, see undistort.py).
 Every malformed file gives one `SceneFormatError` line naming the file and the field."""
 
 from __future__ import annotations
@@ -7,16 +8,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SceneFormatError
 from .base import SceneData, build_scene, check_files, check_pose, interval_split
+from .undistort import opencv_coefficients
 
+# nerfstudio's perspective models; their distortion is always the k1..p2 keys (nerfstudio's OPENCV-style model:
+# radial 1 + k1 r^2 + k2 r^4 + k3 r^6 + k4 r^8, tangential p1, p2). Fisheye and equirectangular are refused.
 PINHOLE_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL")
-DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+DISTORTION_KEYS = ("k1", "k2", "p1", "p2", "k3", "k4")  # OpenCV's order, then k4
 
 
 def load_json(path: Path) -> dict:
@@ -142,15 +145,16 @@ def _split(meta: dict, path, names: list[str], root: Path) -> tuple[list[int], l
 
 
 def read_nerfstudio(path) -> SceneData:
-    """A nerfstudio `transforms.json` (the file or its folder) as SceneData. Intrinsics may be top-level or per
-    frame; distortion is ignored with one warning; fisheye and equirectangular cameras are rejected."""
+    """A nerfstudio `transforms.json` (the file or its folder) as SceneData. Intrinsics and distortion (k1, k2, k3,
+    p1, p2) may be top-level or per frame; fisheye and equirectangular cameras, and k4 (no OpenCV equivalent), are
+    a one-line error."""
     path = Path(path)
     path = path / "transforms.json" if path.is_dir() else path
     meta = load_json(path)
     root = path.parent
     frames = _frames(meta, path)
     order = sorted(range(len(frames)), key=lambda j: str(frames[j]["file_path"]))  # nerfstudio sorts by file name
-    names, c2w, masks, distorted = [], [], [], False
+    names, c2w, masks, distortion = [], [], [], []
     for i in order:
         frame = frames[i]
         where = f"frames[{i}] ({frame['file_path']!r})" if isinstance(frame["file_path"], str) else f"frames[{i}]"
@@ -159,14 +163,18 @@ def read_nerfstudio(path) -> SceneData:
         model = frame.get("camera_model", meta.get("camera_model", "OPENCV"))
         if model not in PINHOLE_MODELS:
             raise SceneFormatError(
-                f"{path}: camera_model {model!r} is not supported; only pinhole-like models are "
-                f"({', '.join(PINHOLE_MODELS)})"
+                f"{path}: camera_model {model!r} is not supported ({where}); only pinhole-like models are "
+                f"({', '.join(PINHOLE_MODELS)}, with k1, k2, k3, p1, p2 distortion)"
             )
         mask = frame.get("mask_path")
         masks.append(None if mask is None else root / _string(mask, path, "mask_path", where))
-        for key in DISTORTION_KEYS:
-            value = frame.get(key, meta.get(key, 0.0))
-            distorted |= _number(value, path, key, where) != 0.0
+        coeffs = [_number(frame.get(key, meta.get(key, 0.0)), path, key, where) for key in DISTORTION_KEYS]
+        if coeffs[5] != 0.0:
+            raise SceneFormatError(
+                f"{path}: k4 = {coeffs[5]} is not supported for camera_model {model} ({where}); OpenCV's model has "
+                f"k1, k2, k3, p1, p2 (no r^8 term)"
+            )
+        distortion.append(opencv_coefficients(coeffs[:5]))
     paths = [root / n for n in names]
     check_files(paths, str(path))
     check_files([m for m in masks if m is not None], str(path), "mask")
@@ -187,10 +195,6 @@ def read_nerfstudio(path) -> SceneData:
         if min(fx, fy, w, h) <= 0:
             raise SceneFormatError(f"{path}: focal lengths and image size must be positive (in {where})")
         intrinsics.append([fx, fy, cx, cy, w, h])
-    if distorted:
-        warnings.warn(
-            f"{path}: lens distortion (k1..p2) ignored; images are treated as undistorted pinhole", stacklevel=2
-        )
     points = colours = None
     if meta.get("ply_file_path") is not None:
         points, colours = read_points_ply(root / _string(meta["ply_file_path"], path, "ply_file_path"))
@@ -204,6 +208,7 @@ def read_nerfstudio(path) -> SceneData:
         colours,
         _split(meta, path, names, root),
         where=str(path),
+        distortion=distortion,
     )
 
 

@@ -1,13 +1,20 @@
-"""A captured scene as training views: its images at the working resolution, drawn at random by the Trainer with
-their targets, and the photometric objective (L1 + D-SSIM, as 3DGS) that fits them."""
+"""A captured scene as training views: each image at its own working size (no squashing of mixed portrait and
+landscape captures), drawn at random by the Trainer with their targets, and the photometric objective (L1 + D-SSIM,
+as 3DGS) that fits them."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
 from ..cameras import Cameras
-from ..errors import ThreeDistillError
-from ..objective import Objective
+from ..errors import ConfigError, ThreeDistillError
+from ..objective import Objective, ViewBatch
+from ..utils.ssim import ssim_map
+
+BACKGROUNDS = ("white", "black", "random")
 
 
 def image_size(scene, index: int, height: int | None = None) -> tuple[int, int]:
@@ -16,46 +23,139 @@ def image_size(scene, index: int, height: int | None = None) -> tuple[int, int]:
     return (h, w) if height is None else (height, max(8, round(height * w / h)))
 
 
-class SceneViews:
-    """The training views of a scene, loaded once at the working resolution, drawn at random by the Trainer."""
+@dataclass
+class Resolution:
+    """How large each view is fitted (nerfstudio's choices): `downscale` divides the stored size; else `height`
+    rows keeping the view's aspect; else the longer side shrinks to `max_side` (never enlarged); all None or 0:
+    the stored size."""
 
-    def __init__(self, scene, indices: list[int], height: int, device: torch.device):
+    downscale: Optional[float] = None
+    height: Optional[int] = None
+    max_side: Optional[int] = None
+
+    def __post_init__(self):
+        if self.downscale is not None and not self.downscale >= 1:
+            raise ConfigError(f"downscale must be >= 1 (2 = half the photos' size), got {self.downscale}")
+        if self.height is not None and self.height < 8:
+            raise ConfigError(f"resolution must be >= 8 pixels, got {self.height}")
+        if self.max_side is not None and self.max_side < 8:
+            raise ConfigError(f"max_side must be >= 8 pixels, got {self.max_side}")
+
+    def size(self, scene, index: int) -> tuple[int, int]:
+        """(H, W) of view `index`."""
+        w, h = (int(v) for v in scene.sizes[index])
+        if self.downscale:
+            factor = 1.0 / self.downscale
+        elif self.height:
+            return image_size(scene, index, self.height)
+        elif self.max_side:
+            factor = min(1.0, self.max_side / max(w, h))
+        else:
+            return h, w
+        return max(8, round(h * factor)), max(8, round(w * factor))
+
+
+def background_colour(name: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The render background (3,): white, black, or a random colour drawn from `generator`."""
+    if name == "white":
+        return torch.ones(3)
+    if name == "black":
+        return torch.zeros(3)
+    if name == "random":
+        return torch.rand(3, generator=generator)
+    raise ConfigError(f"background must be one of {', '.join(BACKGROUNDS)}, got {name!r}")
+
+
+class SceneViews:
+    """The training views of a scene, loaded once, each at its own working size, drawn at random by the Trainer;
+    a batch holds views of one size. Views with a mask (or an alpha channel) have their targets composited onto the
+    step's background: the model learns the masked object alone (a `random` background keeps it from painting the
+    background colour in); `PhotometricLoss(masked=True)` instead ignores what lies outside the masks."""
+
+    def __init__(
+        self,
+        scene,
+        indices: list[int],
+        resolution: Resolution | int,
+        device: torch.device,
+        background: str = "white",
+    ):
         if not indices:
             raise ThreeDistillError("the scene has no training views")
-        self.image_size = image_size(scene, indices[0], height)
+        background_colour(background)  # checks the name
+        if isinstance(resolution, int):
+            resolution = Resolution(height=resolution)
+        self.background = background
+        self.sizes = [resolution.size(scene, i) for i in indices]
         self.cameras = scene.cameras(indices).to(device)
-        images, masks = scene.load_images(indices, *self.image_size)
-        self.images = images.to(device)
-        self.masks = None if masks is None else masks.to(device)
+        self.images, self.masks, self.valid = [], [], []
+        for i, size in zip(indices, self.sizes):
+            image, mask, valid = scene.load_images([i], *size, split_valid=True)
+            self.images.append(image[0].to(device))
+            self.masks.append(None if mask is None else mask[0].to(device))
+            self.valid.append(None if valid is None else valid[0].to(device))
+        self.has_masks = any(m is not None for m in self.masks)
+        self.has_valid = any(v is not None for v in self.valid)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """The size of the first view (all views' sizes are in `sizes`)."""
+        return self.sizes[0]
 
     def __len__(self) -> int:
-        return self.images.shape[0]
+        return len(self.images)
 
-    def sample(self, generator: torch.Generator, n: int) -> tuple[Cameras, dict]:
-        idx = torch.randperm(len(self), generator=generator)[:n]
-        targets = {"images": self.images[idx], "masks": None if self.masks is None else self.masks[idx]}
-        return self.cameras[idx], targets
+    def sample(self, generator: torch.Generator, n: int) -> ViewBatch:
+        """Up to `n` random views of one size: the first drawn view's size, the others in the drawn order."""
+        order = torch.randperm(len(self), generator=generator).tolist()
+        size = self.sizes[order[0]]
+        idx = [i for i in order if self.sizes[i] == size][:n]
+        bg = background_colour(self.background, generator)
+        images = torch.stack([self.images[i] for i in idx])
+        ones = torch.ones_like(images[0, :1])
+        masks = valid = None
+        if self.has_masks:
+            masks = torch.stack([ones if self.masks[i] is None else self.masks[i] for i in idx])
+            images = images * masks + bg.to(images.device)[None, :, None, None] * (1 - masks)
+        if self.has_valid:
+            valid = torch.stack([ones if self.valid[i] is None else self.valid[i] for i in idx])
+        # white is every renderer's own background (a NeRF's learned background, if it has one, stays in use)
+        background = None if self.background == "white" else bg.to(images.device)
+        targets = {"images": images, "masks": masks, "valid": valid}
+        return ViewBatch(self.cameras[idx], size, targets, background)
 
 
 class PhotometricLoss(Objective):
-    """The reconstruction objective in the guidance slot of the Trainer: L1 + D-SSIM against the captured images
-    (pixels outside a view's mask are ignored)."""
+    """The reconstruction objective in the guidance slot of the Trainer: L1 + D-SSIM (3DGS's 11x11 window) against
+    the captured images. Pixels outside `valid` (no source pixel after undistortion) are always ignored; with
+    `masked`, so are pixels outside a view's mask (nerfstudio's mask semantics)."""
 
     name = "photometric"
-    targets = ("images", "masks")
+    targets = ("images", "masks", "valid")
 
-    def __init__(self, lambda_dssim: float = 0.2):
+    def __init__(self, lambda_dssim: float = 0.2, masked: bool = True):
         super().__init__()
-        self.lambda_dssim = lambda_dssim
+        self.lambda_dssim, self.masked = lambda_dssim, masked
 
     def forward(
-        self, rgb: torch.Tensor, cameras: Cameras, prompt, step: int, generator=None, images=None, masks=None
+        self,
+        rgb: torch.Tensor,
+        cameras: Cameras,
+        prompt,
+        step: int,
+        generator=None,
+        images=None,
+        masks=None,
+        valid=None,
     ) -> dict[str, torch.Tensor]:
-        import kornia
-
-        weight = torch.ones_like(rgb[:, :1]) if masks is None else masks
+        weight = torch.ones_like(rgb[:, :1]) if masks is None or not self.masked else masks
+        if valid is not None:
+            weight = weight * valid
         l1 = ((rgb - images).abs() * weight).sum() / (weight.sum() * rgb.shape[1]).clamp_min(1)
-        ssim = kornia.metrics.ssim(rgb * weight, images * weight, window_size=7)
-        dssim = (1 - ssim.mean()) / 2
+        if masks is None and valid is None:
+            dssim = (1 - ssim_map(rgb, images).mean()) / 2
+        else:  # SSIM's local statistics need the ignored pixels equal on both sides; its mean counts kept ones
+            per_pixel = ssim_map(rgb * weight, images * weight) * weight
+            dssim = (1 - per_pixel.sum() / (weight.sum() * rgb.shape[1]).clamp_min(1)) / 2
         loss = (1 - self.lambda_dssim) * l1 + self.lambda_dssim * dssim
         return {"loss_photometric": loss, "l1": l1.detach(), "dssim": dssim.detach()}

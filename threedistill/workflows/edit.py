@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..cameras import Cameras
+from ..cameras import project_points
 from ..editing import EDIT_METHODS
 from ..editing.in2n import build_in2n
 from ..editing.lift import lift_view_mask
@@ -139,15 +139,15 @@ def edit(
         views.draw(trainer.generator)  # the dataset's cameras come from the run's generator
     session.restore(trainer)
     run = Run(session.dir, cfg, gaussians, trainer, kind="edit")
-    preview_cams = views.cameras(torch.Generator().manual_seed(1234), 4)
+    preview = edit_preview(fit_dir, scene, the_region, original, views, cfg)
     if session.train(
         trainer,
         progress=progress,
         stop_at=stop_at,
-        preview=lambda step: write_edit_preview(run, model, original, preview_cams, step),
+        preview=lambda step: write_edit_preview(run, model, preview, step),
     ):
         gaussians.cpu()
-        write_edit_preview(run, model.cpu(), original.cpu(), preview_cams, cfg.trainer.steps, name="edit.png")
+        write_edit_preview(run, model.cpu(), preview, cfg.trainer.steps, name="edit.png")
         export_scene_model(gaussians, "gaussians", scene, cfg.export, session.dir, log)
         session.finish({"edited_gaussians": int(selected.sum()), "region": str(the_region)})
     return run
@@ -171,17 +171,51 @@ def edit_region(cfg: EditConfig, scene, gaussians) -> EditRegion:
     return region.transformed(scene.transform) if cfg.region_frame == "scene" else region
 
 
-def write_edit_preview(
-    run, model: RegionModel, original: RegionModel, cams: Cameras, step: int, name: str | None = None
-) -> None:
-    """renders/edit_XXXXXX.png: the region before (top row) and now (bottom row) from fixed edit cameras."""
-    from ..utils.images import save_image
+PREVIEW_VIEWS = 4  # captured views in an edit preview
+
+
+def edit_preview(fit_dir, scene, region: EditRegion, original: RegionModel, views, cfg: EditConfig) -> dict:
+    """What renders/edit_*.png shows, fixed for the run: up to PREVIEW_VIEWS captured views that see the edit
+    region, at the size the source fit trained them at (the default fit's for an edited 3DGS file) on its
+    background, as {"cams", "size", "rows": photos and unedited renders, "whole": True, "background"}. A scene
+    without captured views (a 3DGS file) falls back to four edit cameras around the region at twice the edit's
+    training resolution, rendering the region alone ({"rows": its unedited renders, "whole": False})."""
+    from .fit import FitConfig, eval_background
+    from .loading import load_run_config_only, scene_source
 
     with torch.no_grad():
-        size = run.trainer.cfg.resolution * 2
-        before = original.render(cams, size, size)["rgb"]
-        now = model.render(cams, size, size)["rgb"]
-    save_image(torch.cat([before, now]).clamp(0, 1), run.dir / "renders" / (name or f"edit_{step:06d}.png"))
+        if not len(scene.image_paths):
+            cams = views.cameras(torch.Generator().manual_seed(1234), PREVIEW_VIEWS)
+            size = (cfg.trainer.resolution * 2,) * 2
+            rows = original.render(cams, *size)["rgb"].cpu().clamp(0, 1)
+            return {"cams": cams, "size": size, "rows": rows, "whole": False, "background": {}}
+        fit_cfg = scene_source(load_run_config_only(fit_dir))[0] if (Path(fit_dir) / "config.yaml").is_file() else None
+        fit_cfg = fit_cfg or FitConfig()
+        background = {} if eval_background(fit_cfg) is None else {"background": eval_background(fit_cfg)}
+        xy, depth = project_points(region.centre.reshape(1, 3).float().cpu(), scene.cameras(), 1, 1)  # image fractions
+        sees = (depth[:, 0] > 0) & (xy[:, 0] >= 0).all(-1) & (xy[:, 0] <= 1).all(-1)
+        candidates = [i for i in range(len(scene.image_paths)) if sees[i]] or list(range(len(scene.image_paths)))
+        candidates = [i for i in candidates if tuple(scene.sizes[i]) == tuple(scene.sizes[candidates[0]])]
+        n = min(PREVIEW_VIEWS, len(candidates))
+        picked = [candidates[round(j * (len(candidates) - 1) / max(1, n - 1))] for j in range(n)]
+        size = fit_cfg.resolution_rule().size(scene, picked[0])
+        cams = scene.cameras(picked)
+        photos = scene.load_images(picked, *size)[0]
+        before = original.gaussians.render(cams, *size, perturb=False, **background)["rgb"].cpu().clamp(0, 1)
+    return {"cams": cams, "size": size, "rows": torch.cat([photos, before]), "whole": True, "background": background}
+
+
+def write_edit_preview(run, model: RegionModel, preview: dict, step: int, name: str | None = None) -> None:
+    """renders/edit_XXXXXX.png (edit.png at the end): the captured photos (top row), the scene before the edit
+    (middle) and now (bottom), from the same captured views at the fit's training size (`edit_preview`); for a
+    scene without captured views, the region alone before (top) and now (bottom) from edit cameras."""
+    from ..utils.images import make_grid, save_image
+
+    with torch.no_grad():
+        drawn = model.gaussians if preview["whole"] else model
+        now = drawn.render(preview["cams"], *preview["size"], perturb=False, **preview["background"])["rgb"]
+    grid = make_grid(torch.cat([preview["rows"], now.cpu().clamp(0, 1)]), nrow=len(preview["cams"]))
+    save_image(grid, run.dir / "renders" / (name or f"edit_{step:06d}.png"))
 
 
 __all__ = ["EditConfig", "EDIT_METHODS", "edit", "EditRegion", "RegionModel"]

@@ -15,21 +15,32 @@ from ..errors import ConfigError, ThreeDistillError
 from ..representations.base import load_model_state
 from ..representations.gaussians import Gaussians, GaussiansConfig
 from ..representations.nerf import NeRFConfig
-from ..scenes.views import PhotometricLoss, SceneViews, image_size
-from ..session import Run, RunSession, run_config, slugify
+from ..scenes.views import PhotometricLoss, Resolution, SceneViews, background_colour
+from ..session import Run, RunSession, peak_memory_gb, run_config, slugify
 from ..trainer import Trainer, TrainerConfig, model_tensors, read_checkpoint
+from ..utils.ssim import ssim_map
 from .generate import export_formats
 
 FIT_REPRESENTATIONS = ("gaussians", "nerf")  # what `t3d fit` reconstructs a captured scene as
 
 
+EVAL_RESOLUTIONS = ("train", "full")
+
+
 @dataclass
 class FitConfig:
-    scene: str = ""  # a captured scene: nerfstudio / Blender / COLMAP folder (see threedistill.scenes.load_scene)
+    scene: str = ""  # a captured scene: nerfstudio / Blender / COLMAP / LLFF folder (see scenes.load_scene)
     representation: str = "gaussians"  # gaussians or nerf (a NeRF holds only what lies in the unit sphere)
-    resolution: int = 72  # training image height; the width keeps the images' aspect ratio
+    # Working size of each view (its own aspect ratio always kept): `downscale` divides the photos' size, else
+    # `resolution` sets the height, else the longer side shrinks to `max_side`.
+    max_side: Optional[int] = 320
+    downscale: Optional[float] = None
+    resolution: Optional[int] = None
+    eval_resolution: str = "train"  # held-out metrics at the training size, or "full" (the photos' own size)
+    background: str = "white"  # render background while fitting: white, black or random (see SceneViews)
+    mask_loss: bool = False  # ignore pixels outside the views' masks (else masked views fit the object alone)
     lambda_dssim: float = 0.2  # loss = (1 - l) L1 + l (1 - SSIM) / 2 (3DGS)
-    init_points: int = 20000  # at most this many scene points seed the Gaussians (random ball without points)
+    init_points: int = 20000  # at most this many scene points seed the Gaussians (random ones without points)
     device: str = "auto"
     native: Optional[str] = None
     out: str = "outputs"
@@ -43,10 +54,21 @@ class FitConfig:
             raise ConfigError(
                 f"representation must be {' or '.join(FIT_REPRESENTATIONS)} for t3d fit, got {self.representation!r}"
             )
-        if self.resolution < 8:
-            raise ConfigError(f"resolution must be >= 8 pixels, got {self.resolution}")
+        self.resolution_rule()  # checks downscale, resolution and max_side
+        if self.eval_resolution not in EVAL_RESOLUTIONS:
+            raise ConfigError(f"eval_resolution must be train or full, got {self.eval_resolution!r}")
+        background_colour(self.background)
+        if self.init_points < 1:
+            raise ConfigError(f"init_points must be positive, got {self.init_points}")
         if not 0 <= self.lambda_dssim <= 1:
             raise ConfigError(f"lambda_dssim must be in [0, 1], got {self.lambda_dssim}")
+
+    def resolution_rule(self) -> Resolution:
+        """How large each view is fitted and (with eval_resolution=train) evaluated."""
+        return Resolution(downscale=self.downscale or None, height=self.resolution or None, max_side=self.max_side)
+
+    def eval_rule(self) -> Resolution:
+        return self.resolution_rule() if self.eval_resolution == "train" else Resolution()
 
 
 def knn_scales(points: torch.Tensor, k: int = 3, chunk: int = 2048) -> torch.Tensor:
@@ -58,15 +80,37 @@ def knn_scales(points: torch.Tensor, k: int = 3, chunk: int = 2048) -> torch.Ten
     return out.clamp(1e-4, 0.2)
 
 
+def camera_extent(scene, indices=None) -> float:
+    """3DGS's scene extent: 1.1 x the largest distance of a camera centre from the cameras' centroid (at least
+    the cameras' mean distance from the origin for a single view or cameras that barely move)."""
+    idx = list(range(len(scene))) if indices is None else list(indices)
+    centres = scene.c2w[idx, :3, 3].double()
+    spread = float((centres - centres.mean(0)).norm(dim=-1).max()) if len(centres) else 0.0
+    return round(1.1 * max(spread, 0.1 * float(centres.norm(dim=-1).mean()) if len(centres) else 1.0, 1e-3), 6)
+
+
+def random_points(scene, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(points, colours) for a capture without points (nerfstudio's random initialisation): uniform in the cube
+    that holds every camera centre and the scene's centre, so backgrounds behind the object get Gaussians too."""
+    centres = scene.c2w[:, :3, 3].float()
+    half = float(centres.abs().max()) if len(centres) else 1.0
+    points = (torch.rand(n, 3, generator=generator) * 2 - 1) * half
+    return points, torch.rand(n, 3, generator=generator)
+
+
 def build_model(cfg: FitConfig, scene, generator: torch.Generator, device: torch.device):
-    """Gaussians seeded from the scene's points (colours and kNN sizes), or a NeRF, on `device`."""
+    """Gaussians seeded from the scene's points (colours and kNN sizes), else from random points in the
+    cameras' bounds; or a NeRF; on `device`."""
     if cfg.representation == "nerf":
         from ..representations.nerf import NeRF
 
         return NeRF(cfg.nerf, generator=generator, device=device)
     if scene.points is None or len(scene.points) < 4:
-        return Gaussians(cfg.gaussians, generator=generator, device=device)
-    points, colours = scene.points, scene.point_colours
+        if cfg.gaussians.strategy != "capture":  # runs made before the capture strategy: a random ball
+            return Gaussians(cfg.gaussians, generator=generator, device=device)
+        points, colours = random_points(scene, cfg.init_points, generator)
+    else:
+        points, colours = scene.points, scene.point_colours
     if len(points) > cfg.init_points:
         keep = torch.randperm(len(points), generator=generator)[: cfg.init_points]
         points, colours = points[keep], None if colours is None else colours[keep]
@@ -77,35 +121,72 @@ def build_model(cfg: FitConfig, scene, generator: torch.Generator, device: torch
 
 
 @torch.no_grad()
-def evaluate_views(model, scene, indices: list[int], height: int | None = None, batch: int = 4) -> dict:
-    """PSNR (dB) and SSIM of the model's renders against the scene's images at `indices` (at the images' own
-    size unless `height` is given), with the renders."""
-    import kornia
-
+def evaluate_views(model, scene, indices: list[int], resolution: Resolution | None = None, background=None) -> dict:
+    """PSNR (dB) and SSIM of the model's renders against the scene's images at `indices`, each view at the size
+    `resolution` gives it (its stored size by default), one view at a time so memory stays bounded; with masks,
+    also `masked_psnr` / `masked_ssim` over the pixels inside them (targets are composited on the background
+    outside them, as in training). Pixels an undistorted photo has no source for are left out of every number.
+    Returns the renders and images (lists: sizes differ) too."""
     if not indices:
         return {"views": 0}
-    size = image_size(scene, indices[0], height)
-    images, _ = scene.load_images(indices, *size)
-    cams = scene.cameras(indices)
-    renders = torch.cat(
-        [
-            model.render(cams[i : i + batch].to(model.device), *size, geometry=False, perturb=False)["rgb"]
-            .cpu()
-            .clamp(0, 1)
-            for i in range(0, len(indices), batch)
-        ]
-    )
-    mse = ((renders - images) ** 2).flatten(1).mean(1)
-    psnr = -10 * torch.log10(mse.clamp_min(1e-10))
-    ssim = kornia.metrics.ssim(renders, images, window_size=11).flatten(1).mean(1)
-    return {
+    resolution = resolution or Resolution()
+    bg = torch.ones(3) if background is None else background
+    renders, images, psnr, ssim, masked_psnr, masked_ssim = [], [], [], [], [], []
+    for i in indices:
+        size = resolution.size(scene, i)
+        image, mask, valid = scene.load_images([i], *size, split_valid=True)
+        cam = scene.cameras([i]).to(model.device)
+        render = model.render(cam, *size, geometry=False, perturb=False, **_background(background))["rgb"].cpu()
+        render = render.clamp(0, 1)
+        if mask is not None:
+            image = image * mask + bg[None, :, None, None] * (1 - mask)
+        keep = torch.ones_like(render[:, :1]) if valid is None else valid
+        if valid is not None:  # nothing to compare outside the valid region: make both sides equal there
+            render = render * valid + image * (1 - valid)
+        error, similarity = (render - image) ** 2, ssim_map(render, image)
+        psnr.append(_psnr((error * keep).sum() / (keep.sum() * 3).clamp_min(1)))
+        ssim.append(float((similarity * keep).sum() / (keep.sum() * 3).clamp_min(1)))
+        if mask is not None and float((mask * keep).sum()) > 0:
+            weight = (mask * keep).expand_as(render)
+            masked_psnr.append(_psnr((error * weight).sum() / weight.sum()))
+            inside = ssim_map(render * mask + image * (1 - mask), image)  # windows see no error from outside
+            masked_ssim.append(float((inside * weight).sum() / weight.sum()))
+        renders.append(render[0])
+        images.append(image[0])
+    out = {
         "views": len(indices),
-        "psnr": round(float(psnr.mean()), 2),
-        "ssim": round(float(ssim.mean()), 4),
-        "psnr_min": round(float(psnr.min()), 2),
-        "renders": renders,
-        "images": images,
+        "psnr": round(sum(psnr) / len(psnr), 2),
+        "ssim": round(sum(ssim) / len(ssim), 4),
+        "psnr_min": round(min(psnr), 2),
+        "size": list(resolution.size(scene, indices[0])),
     }
+    if masked_psnr:
+        out["masked_psnr"] = round(sum(masked_psnr) / len(masked_psnr), 2)
+        out["masked_ssim"] = round(sum(masked_ssim) / len(masked_ssim), 4)
+    return {**out, "renders": renders, "images": images}
+
+
+def _psnr(mse: torch.Tensor) -> float:
+    return float(-10 * torch.log10(mse.clamp_min(1e-10)))
+
+
+def _background(background: torch.Tensor | None) -> dict:
+    return {} if background is None else {"background": background}
+
+
+def side_by_side(renders: list[torch.Tensor], images: list[torch.Tensor], height: int = 256) -> torch.Tensor:
+    """One image (3,H,W): each view's render beside its photo (ours | photo), views one under the other, all
+    scaled to `height` rows per view and padded to the widest pair."""
+    import torch.nn.functional as F
+
+    rows = []
+    for render, image in zip(renders, images):
+        pair = torch.cat([render, image], -1)[None]
+        width = max(2, round(pair.shape[-1] * height / pair.shape[-2]))
+        rows.append(F.interpolate(pair, size=(height, width), mode="area" if pair.shape[-2] > height else "bilinear"))
+    widest = max(r.shape[-1] for r in rows)
+    rows = [F.pad(r, (0, widest - r.shape[-1]), value=1.0) for r in rows]
+    return torch.cat(rows, -2)[0]
 
 
 def load_fit_model(run_dir: Path, cfg: FitConfig | None = None):
@@ -133,9 +214,12 @@ def fit(
     progress: bool = True,
     stop_at: int | None = None,
     log=print,
+    **options,
 ) -> Run:
-    """Reconstruct a captured scene; returns the Run (directory outputs/<scene>/fit-<representation>@<time>/)."""
-    from ..scenes import load_scene
+    """Reconstruct a captured scene; returns the Run (directory outputs/<scene>/fit-<representation>@<time>/).
+    `options` are FitConfig fields given as command-line options (downscale, max_side, resolution,
+    eval_resolution, background, mask_loss; None = not given)."""
+    from ..scenes import check_images, load_scene
 
     run_dir, cfg = run_config(
         FitConfig,
@@ -148,6 +232,7 @@ def fit(
         trainer__steps=steps,
         trainer__seed=seed,
         out=out,
+        **{k: (str(v).lower() if isinstance(v, bool) else v) for k, v in options.items()},
     )
     if resume is None and not cfg.scene:
         raise ConfigError(
@@ -156,21 +241,25 @@ def fit(
     data = load_scene(cfg.scene)  # before the run directory: a bad scene leaves nothing behind
     if not data.image_paths:
         raise ThreeDistillError(f"{cfg.scene} has no images to fit (a .ply alone is already a reconstruction)")
+    check_images(data)  # every image decodes (a few unreadable views are left out with a warning)
+    if resume is None and not any(o.partition("=")[0].strip() == "gaussians.scene_scale" for o in overrides):
+        cfg.gaussians.scene_scale = camera_extent(data, data.train_indices)
     if resume is None:
         session = RunSession.start("fit", cfg, Path(cfg.out) / scene_slug(cfg.scene), f"fit-{cfg.representation}", log)
     else:
         session = RunSession.resume("fit", cfg, run_dir, log)
     device, gen = session.setup(cfg.device, cfg.native, cfg.trainer.seed)
     model = build_model(cfg, data, gen, device)
-    views = SceneViews(data, data.train_indices, cfg.resolution, device)
-    trainer = Trainer(cfg.trainer, model, PhotometricLoss(cfg.lambda_dssim), "", session.dir, log=log, views=views)
+    views = SceneViews(data, data.train_indices, cfg.resolution_rule(), device, cfg.background)
+    objective = PhotometricLoss(cfg.lambda_dssim, masked=cfg.mask_loss)
+    trainer = Trainer(cfg.trainer, model, objective, "", session.dir, log=log, views=views)
     session.restore(trainer)
     run = Run(session.dir, cfg, model, trainer, kind="fit")
     if session.train(
         trainer, progress=progress, stop_at=stop_at, preview=lambda step: write_fit_preview(run, data, step)
     ):
         model.cpu()
-        metrics = fit_metrics(run, data)
+        metrics = {**fit_metrics(run, data), "peak_memory_gb": peak_memory_gb()}
         export_scene_model(model, cfg.representation, data, cfg.export, session.dir, log)
         session.finish(metrics)
     return run
@@ -215,24 +304,42 @@ def export_scene_model(model, representation: str, scene, formats, run_dir: Path
         export_formats(model, representation, meshes, run_dir, log)
 
 
+def eval_background(cfg: FitConfig) -> torch.Tensor | None:
+    """The background held-out views are rendered and composited on: black for a black fit, else white."""
+    return torch.zeros(3) if cfg.background == "black" else None
+
+
 def write_fit_preview(run, scene, step: int) -> None:
-    """renders/val_XXXXXX.png: held-out renders (top) over the captured images (bottom)."""
+    """renders/val_XXXXXX.png (held-out renders beside their photos) and a line of held-out PSNR / SSIM at this
+    step in eval.jsonl, so a fit's quality can be followed over its steps."""
+    import json
+
     from ..utils.images import save_image
 
-    res = evaluate_views(run.model, scene, scene.val_indices[:4] or scene.train_indices[:4])
-    save_image(torch.cat([res["renders"], res["images"]]), run.dir / "renders" / f"val_{step:06d}.png")
+    cfg = run.config
+    indices = scene.val_indices or scene.train_indices[:4]
+    res = evaluate_views(run.model, scene, indices, cfg.resolution_rule(), eval_background(cfg))
+    save_image(side_by_side(res["renders"][:4], res["images"][:4], 160), run.dir / "renders" / f"val_{step:06d}.png")
+    record = {"step": step, **{k: res[k] for k in ("psnr", "ssim", "masked_psnr", "masked_ssim") if k in res}}
+    if hasattr(run.model, "__len__"):
+        record["num_points"] = len(run.model)
+    with (run.dir / "eval.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def fit_metrics(run, scene) -> dict:
-    """Held-out (and training) PSNR / SSIM for metrics.json, and a render grid of the held-out views."""
+    """Held-out (and training) PSNR / SSIM for metrics.json, at the training size unless the run asks for the
+    photos' full size, and renders/val.png: up to 8 held-out renders beside their photos."""
     from ..utils.images import save_image
 
-    val = evaluate_views(run.model, scene, scene.val_indices)
-    train = evaluate_views(run.model, scene, scene.train_indices[::4])
+    cfg = run.config
+    rule, bg = cfg.eval_rule(), eval_background(cfg)
+    val = evaluate_views(run.model, scene, scene.val_indices, rule, bg)
+    train = evaluate_views(run.model, scene, scene.train_indices[::4], rule, bg)
     if val.get("views"):
-        save_image(torch.cat([val["renders"][:8], val["images"][:8]]), run.dir / "renders" / "val.png")
+        save_image(side_by_side(val["renders"][:8], val["images"][:8]), run.dir / "renders" / "val.png")
     strip = lambda r: {k: v for k, v in r.items() if k not in ("renders", "images")}  # noqa: E731
-    values = {"val": strip(val), "train": strip(train)}
+    values = {"val": strip(val), "train": strip(train), "eval_resolution": cfg.eval_resolution}
     if hasattr(run.model, "__len__"):
         values["num_points"] = len(run.model)
     return values

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..scenes import load_scene
 from ..session import read_run_kind, update_metrics
-from .fit import FitConfig, evaluate_views, export_scene_format
+from .fit import FitConfig, eval_background, evaluate_views, export_scene_format
 from .loading import load_generate_run, load_run, representation_of, scene_source
 
 
@@ -38,8 +38,8 @@ def export_run(
 def evaluate_run(run_dir: Path) -> dict:
     """Evaluate any run and merge the numbers into its metrics.json. Generate runs: against the toy world's
     ground truth (a one-line error for prompts without one). Fit runs: PSNR / SSIM of the held-out views at the
-    fit's training height. Edit runs: the same against the unedited captures (the edit region is meant to
-    differ, so this measures what the edit kept)."""
+    fit's training size (or the photos' size with eval_resolution=full). Edit runs: the same against the
+    unedited captures (the edit region is meant to differ, so this measures what the edit kept)."""
     run_dir = Path(run_dir)
     kind = read_run_kind(run_dir)
     if kind == "generate":
@@ -49,12 +49,12 @@ def evaluate_run(run_dir: Path) -> dict:
     fit_cfg = fit_cfg or FitConfig()  # an edited 3DGS file: the default fit's height
     scene = load_scene(scene_path)
 
-    result = evaluate_views(run.model, scene, scene.val_indices, height=fit_cfg.resolution)
+    result = evaluate_views(run.model, scene, scene.val_indices, fit_cfg.eval_rule(), eval_background(fit_cfg))
     result = {k: v for k, v in result.items() if k not in ("renders", "images")}
     against = (
         "held-out captures" if kind == "fit" else "held-out unedited captures (the edit region is meant to differ)"
     )
-    evaluation = {"kind": kind, "against": against, "height": fit_cfg.resolution, **result}
+    evaluation = {"kind": kind, "against": against, "eval_resolution": fit_cfg.eval_resolution, **result}
     metrics = update_metrics(run_dir, {"eval": evaluation})
     return {**metrics, "eval": evaluation}
 

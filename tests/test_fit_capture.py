@@ -1,0 +1,224 @@
+"""The capture-fitting recipe (3DGS / gsplat's density control in NDC units, opacity reset, SH ramp, exponential
+position learning rate), per-view working sizes (mixed portrait and landscape), backgrounds, masks and metrics."""
+
+import json
+import math
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from conftest import FIT_FAST
+
+from threedistill.config import scheduled
+from threedistill.errors import ConfigError
+from threedistill.representations.gaussians import Gaussians, GaussiansConfig
+from threedistill.representations.strategies import CaptureStrategyConfig
+from threedistill.scenes import load_scene
+from threedistill.scenes.colmap import write_colmap_text
+from threedistill.scenes.views import PhotometricLoss, Resolution, SceneViews
+from threedistill.trainer import Trainer, TrainerConfig
+from threedistill.workflows.fit import FitConfig, evaluate_views, fit, random_points
+
+QUIET = dict(progress=False, log=lambda s: None)
+
+
+def capture_model(scene, **capture) -> Gaussians:
+    """Gaussians seeded from the scene's points with the capture strategy (settings overridden by `capture`)."""
+    cfg = GaussiansConfig(strategy="capture", sh_degree=1, capture=CaptureStrategyConfig(**capture), max_points=9000)
+    model = Gaussians.from_points(scene.points[:600], scene.point_colours[:600], cfg)
+    with torch.no_grad():
+        model.log_scales.fill_(math.log(0.03))
+    return model
+
+
+def test_capture_densification_fires_and_the_gaussian_count_grows(captured):
+    scene = load_scene(captured[0])
+    model = capture_model(scene, refine_start=10, refine_every=10, refine_stop=41, reset_every=0)
+    views = SceneViews(scene, scene.train_indices, 24, torch.device("cpu"))
+    events = []
+    trainer = Trainer(TrainerConfig(steps=40, batch_size=1, seed=0), model, PhotometricLoss(), "", views=views)
+    trainer.log = lambda line: events.append(json.loads(line)) if line.startswith("{") else None
+    start = len(model)
+    trainer.fit(progress=False)
+    rounds = [e["densify"] for e in events if "densify" in e]
+    assert len(rounds) == 4, events
+    assert sum(r["cloned"] + r["split"] for r in rounds) > 50, rounds
+    assert len(model) > start * 1.1, (start, len(model))
+
+
+def test_the_densify_statistic_is_in_ndc_units_and_does_not_depend_on_image_size(captured):
+    """The same model and loss at two image sizes: pixel-space position gradients halve when the image doubles,
+    the NDC statistic the threshold compares stays (3DGS's units)."""
+    scene = load_scene(captured[0])
+    stats, raw = {}, {}
+    for height in (36, 72):
+        model = capture_model(scene)
+        target = capture_model(scene)
+        with torch.no_grad():
+            target.means.add_(0.02 * torch.randn(target.means.shape, generator=torch.Generator().manual_seed(0)))
+        cams = scene.cameras(scene.train_indices[:2])
+        width = height * 4 // 3
+        images = target.render(cams, height, width)["rgb"].detach()
+        out = model.render(cams, height, width)
+        PhotometricLoss(lambda_dssim=0.0)(out["rgb"], cams, None, 0, images=images)["loss_photometric"].backward()
+        raw[height] = float(sum(m.grad.norm(dim=-1).sum() for m, _ in model.render_info))
+        model.strategy.accumulate(model)
+        visible = model.strategy.grad_count > 0
+        stats[height] = float((model.strategy.grad_accum[visible] / model.strategy.grad_count[visible]).mean())
+    assert 1.6 < raw[36] / raw[72] < 2.5, raw  # pixel units follow the image size
+    assert 0.8 < stats[36] / stats[72] < 1.25, stats  # NDC units do not
+
+
+def test_opacity_reset_caps_opacities_and_zeroes_their_adam_moments(captured):
+    scene = load_scene(captured[0])
+    model = capture_model(scene, reset_every=5, refine_start=1000)
+    with torch.no_grad():
+        model.opacity_logits.fill_(3.0)
+    views = SceneViews(scene, scene.train_indices, 24, torch.device("cpu"))
+    trainer = Trainer(TrainerConfig(steps=5, batch_size=1, seed=0), model, PhotometricLoss(), "", views=views)
+    trainer.fit(progress=False)
+    assert float(model.opacities.detach().max()) <= 2 * 0.005 + 1e-6
+    state = trainer.optimizer.state[model.opacity_logits]
+    assert float(state["exp_avg"].abs().max()) == 0.0 and float(state["exp_avg_sq"].abs().max()) == 0.0
+    before = model.opacities.detach().clone()
+    trainer.cfg.steps = 6
+    trainer.fit(progress=False)  # training goes on from the lowered opacities
+    assert not torch.equal(before, model.opacities.detach())
+
+
+def test_sh_bands_start_at_degree_zero_and_learn_at_a_twentieth_of_the_rate(captured):
+    scene = load_scene(captured[0])
+    views = SceneViews(scene, scene.train_indices, 24, torch.device("cpu"))
+    steps = {}
+    for factor in (1.0, 0.05):
+        model = capture_model(scene, sh_degree_every=3, refine_start=1000, reset_every=0, sh_rest_lr_factor=factor)
+        trainer = Trainer(TrainerConfig(steps=3, batch_size=1, seed=0), model, PhotometricLoss(), "", views=views)
+        trainer.fit(progress=False)
+        assert (
+            float(model.sh.detach()[:, 1:].abs().max()) == 0.0
+        )  # degree 0 for the first 3 steps: no gradient above it
+        assert model.sh_degree_active == 1 and int(model.strategy.sh_degree) == 1
+        trainer.cfg.steps = 4
+        trainer.fit(progress=False)
+        steps[factor] = float(model.sh.detach()[:, 1:].abs().max())
+    assert steps[1.0] > 0 and steps[0.05] / steps[1.0] == pytest.approx(0.05, rel=1e-3)
+
+
+def test_the_position_learning_rate_decays_exponentially_and_scales_with_the_scene():
+    schedule = ["exp", 0, 1.6e-4, 1.6e-6, 100]
+    assert scheduled(schedule, 0) == pytest.approx(1.6e-4)
+    assert scheduled(schedule, 50) == pytest.approx(1.6e-5)  # halfway in log space
+    assert scheduled(schedule, 100) == pytest.approx(1.6e-6) == scheduled(schedule, 500)
+    model = Gaussians(GaussiansConfig(lr_means=schedule, scene_scale=4.0, num_points=4))
+    lr = next(g["lr"] for g in model.param_groups() if g["name"] == "means")
+    assert scheduled(lr, 50) == pytest.approx(6.4e-5)
+    for bad in (["exp", 0, -1.0, 1e-6, 100], ["exp", 1.0], ["lin", 0, 1, 2, 3]):
+        with pytest.raises(ConfigError, match="schedule"):
+            GaussiansConfig(lr_means=bad)
+    with pytest.raises(ConfigError, match="strategy must be one of default, capture"):
+        GaussiansConfig(strategy="mcmc")
+
+
+def test_resolution_rule_precedence_and_errors(captured):
+    scene = load_scene(captured[0])  # 32 x 24 photos
+    assert Resolution(max_side=16).size(scene, 0) == (12, 16)
+    assert Resolution(max_side=999).size(scene, 0) == (24, 32)  # never enlarged
+    assert Resolution(height=12, max_side=999).size(scene, 0) == (12, 16)
+    assert Resolution(downscale=2, height=8, max_side=999).size(scene, 0) == (12, 16)
+    assert FitConfig(downscale=2).resolution_rule().size(scene, 0) == (12, 16)
+    for bad, message in (
+        (dict(downscale=0.5), "downscale"),
+        (dict(max_side=4), "max_side"),
+        (dict(resolution=2), "resolution"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            FitConfig(**bad)
+    for bad, message in ((dict(background="grey"), "background"), (dict(eval_resolution="half"), "eval_resolution")):
+        with pytest.raises(ConfigError, match=message):
+            FitConfig(**bad)
+
+
+def portrait(i: int) -> bool:
+    return i % 3 == 1 or i == 0  # the first held-out view (0) and a third of the rest
+
+
+def rotated_capture(source, out):
+    """The toy capture with some views turned to portrait: its photo rotated a quarter turn clockwise and its
+    camera rolled to match (a real portrait photo of the same scene), written as a COLMAP model."""
+    scene = load_scene(source)
+    (out / "images").mkdir(parents=True)
+    c2w, intr, names = [], [], []
+    for i in range(len(scene)):
+        image = iio.imread(scene.image_paths[i])
+        pose = scene.c2w[i].double().numpy().copy()
+        w, h = (int(v) for v in scene.sizes[i])
+        fx, fy, cx, cy = (scene.intrinsics[i].double() * torch.tensor([w, h, w, h])).tolist()
+        if portrait(i):
+            image = np.ascontiguousarray(np.rot90(image, k=-1))
+            pose[:3, :3] = np.stack([pose[:3, 1], -pose[:3, 0], pose[:3, 2]], 1)
+            fx, fy, cx, cy, w, h = fy, fx, h - cy, cx, h, w
+        names.append(f"view_{i:03d}.png")
+        iio.imwrite(out / "images" / names[-1], image)
+        c2w.append(pose)
+        intr.append((fx, fy, cx, cy, w, h))
+    colours = (scene.point_colours.numpy() * 255).astype(np.uint8)
+    write_colmap_text(out / "sparse" / "0", np.stack(c2w), names, intr, scene.points.numpy(), colours)
+    return out
+
+
+def test_mixed_portrait_and_landscape_views_each_keep_their_own_shape(captured, tmp_path):
+    root = rotated_capture(captured[0], tmp_path / "mixed")
+    scene = load_scene(root)
+    assert {tuple(s.tolist()) for s in scene.sizes} == {(32, 24), (24, 32)}
+    views = SceneViews(scene, scene.train_indices, Resolution(max_side=16), torch.device("cpu"))
+    assert {views.sizes[k] for k in range(len(views))} == {(12, 16), (16, 12)}
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        batch = views.sample(gen, 3)
+        assert batch.targets["images"].shape[-2:] == batch.size and len(batch.cameras) == len(batch.targets["images"])
+    run = fit(scene=str(root), steps=80, seed=0, out=str(tmp_path / "runs"), overrides=FIT_FAST, **QUIET)
+    # FIT_FAST fits 24 rows; the portrait held-out views render as well as the landscape ones (nothing squashed)
+    val = run.dir / "metrics.json"
+    metrics = json.loads(val.read_text())
+    assert metrics["val"]["psnr"] > 20, metrics
+    tall = [i for i in scene.val_indices if portrait(i)]
+    wide = [i for i in scene.val_indices if not portrait(i)]
+    rule = run.config.resolution_rule()
+    psnr = {k: evaluate_views(run.model, scene, idx, rule)["psnr"] for k, idx in (("p", tall), ("l", wide))}
+    assert tall and wide and psnr["p"] > psnr["l"] - 3, psnr
+
+
+def test_masks_give_masked_metrics_and_random_backgrounds_composite_the_targets(captured, tmp_path):
+    scene = load_scene(captured[0])
+    for i in range(len(scene)):  # a mask: the left half of every photo is the 'object'
+        mask = np.zeros((24, 32), np.uint8)
+        mask[:, :16] = 255
+        scene.mask_paths[i] = tmp_path / f"mask_{i}.png"
+        iio.imwrite(scene.mask_paths[i], mask)
+    views = SceneViews(scene, scene.train_indices, 24, torch.device("cpu"), background="random")
+    batch = views.sample(torch.Generator().manual_seed(3), 2)
+    outside = batch.targets["images"][:, :, :, 16:]
+    assert torch.allclose(outside, batch.background[None, :, None, None].expand_as(outside))
+    assert torch.equal(batch.targets["masks"][:, :, :, :16], torch.ones_like(batch.targets["masks"][:, :, :, :16]))
+
+    class Photo:  # renders the photo's left half exactly and black elsewhere
+        device = torch.device("cpu")
+
+        def render(self, cams, h, w, **kw):
+            index = int(torch.nonzero((scene.c2w == cams.c2w[0]).flatten(1).all(1))[0])
+            image = scene.load_images([index], h, w)[0]
+            image[..., w // 2 :] = 0.0
+            return {"rgb": image}
+
+    res = evaluate_views(Photo(), scene, scene.val_indices)
+    assert res["masked_psnr"] > 60 and res["masked_ssim"] > 0.99  # right inside the masks
+    assert res["psnr"] < 15  # wrong on the white outside them
+
+
+def test_random_initialisation_covers_the_cameras_when_a_capture_has_no_points(captured):
+    scene = load_scene(captured[0])
+    points, colours = random_points(scene, 5000, torch.Generator().manual_seed(0))
+    reach = scene.c2w[:, :3, 3].abs().max()
+    assert float(points.abs().max()) <= float(reach) + 1e-6 and float(points.abs().max()) > 0.9 * float(reach)
+    assert colours.shape == (5000, 3) and 0 <= float(colours.min()) and float(colours.max()) <= 1

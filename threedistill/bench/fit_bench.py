@@ -1,0 +1,187 @@
+"""`t3d bench fit`: `t3d fit` on real captures (any folder `t3d fit --scene` reads) and on toy captures, each in its
+own process so time and peak memory are the fit's own. Per capture: held-out PSNR / SSIM at the training size
+(inside the masks too, when there are masks), held-out PSNR over the steps, the number of Gaussians, wall time,
+peak memory, whether the object is present in every held-out view, and a side-by-side image (ours | photo).
+
+Object presence needs no mask: in each held-out photo, the pixels far from the photo's median colour (the object and
+anything else that stands out from a plain background) are where an object that vanished into the background would
+show. A view passes when the render's error there is under half of the error of painting them the median colour.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from ..errors import ThreeDistillError
+from .harness import report_header
+
+SALIENT = 0.15  # a pixel stands out when its colour is this far (mean abs over RGB) from the photo's median colour
+PRESENT = 0.5  # a view shows the object when the render's error on salient pixels is below this x the median's
+
+
+@torch.no_grad()
+def object_presence(model, scene, indices: list[int], resolution, background=None) -> list[float]:
+    """Per held-out view: mean |render - photo| on the photo's salient pixels over mean |median colour - photo| on
+    them (0: perfect, 1: no better than a blank background; `PRESENT` is the pass mark)."""
+    ratios = []
+    for i in indices:
+        size = resolution.size(scene, i)
+        image = scene.load_images([i], *size)[0][0]
+        extra = {} if background is None else {"background": background}
+        render = model.render(scene.cameras([i]), *size, geometry=False, perturb=False, **extra)
+        render = render["rgb"][0].clamp(0, 1)
+        median = image.flatten(1).median(1).values[:, None, None]
+        blank = (image - median).abs().mean(0)
+        salient = blank > SALIENT
+        if int(salient.sum()) < 16:
+            continue  # a plain photo: nothing to look for
+        ratios.append(round(float((render - image).abs().mean(0)[salient].mean() / blank[salient].mean()), 3))
+    return ratios
+
+
+def toy_capture(name: str, root: Path, log=print) -> Path:
+    """A toy captured scene written once under `root` (the toy world's 96x72 photos)."""
+    from ..toyworld.capture import write_captured_scene
+
+    scene_dir = Path(root) / "scenes" / name
+    if not (scene_dir / "toy_scene.json").is_file():
+        log(f"writing toy captured scene {name} to {scene_dir}")
+        write_captured_scene(name, scene_dir)
+    return scene_dir
+
+
+def run_fit(scene: Path, out: Path, representation: str, steps: int | None, seed: int, overrides) -> Path:
+    """`t3d fit` in a child process (its own peak memory); returns the finished run directory."""
+    command = [sys.executable, "-m", "threedistill.cli", "fit", "--scene", str(scene), "--out", str(out)]
+    command += ["--representation", representation, "--seed", str(seed)] + (["--steps", str(steps)] if steps else [])
+    done = subprocess.run(command + list(overrides), capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
+        raise ThreeDistillError(f"t3d fit of {scene} failed: {lines[-1]}")
+    runs = sorted(Path(out).glob("*/fit-*/metrics.json"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise ThreeDistillError(f"t3d fit of {scene} wrote no metrics under {out}")
+    return runs[-1].parent
+
+
+def measure(run_dir: Path, name: str, image_dir: Path | None) -> dict:
+    """One row of the report from a finished fit run."""
+    from ..config import load_config
+    from ..scenes import check_images, load_scene
+    from ..utils.images import save_image
+    from ..workflows.fit import FitConfig, eval_background, evaluate_views, load_fit_model, side_by_side
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    cfg = load_config(FitConfig, run_dir / "config.yaml")
+    scene = load_scene(cfg.scene)
+    check_images(scene)
+    model = load_fit_model(run_dir, cfg)
+    rule, bg = cfg.resolution_rule(), eval_background(cfg)
+    ratios = object_presence(model, scene, scene.val_indices, rule, bg)
+    curve = []
+    if (run_dir / "eval.jsonl").is_file():
+        curve = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines() if line.strip()]
+    image = None
+    if image_dir is not None and scene.val_indices:
+        shown = scene.val_indices[:: max(1, len(scene.val_indices) // 4)][:4]
+        res = evaluate_views(model, scene, shown, rule, bg)
+        image = Path(image_dir) / f"{name}-{cfg.representation}.png"
+        save_image(side_by_side(res["renders"], res["images"], 160), image)
+    val = metrics["val"]
+    return {
+        "capture": name,
+        "representation": cfg.representation,
+        "views": f"{len(scene.train_indices)}+{val.get('views', 0)}",
+        "size": "x".join(str(v) for v in reversed(val.get("size", [0, 0]))),
+        "steps": cfg.trainer.steps,
+        "psnr": val.get("psnr"),
+        "ssim": val.get("ssim"),
+        "psnr_min": val.get("psnr_min"),
+        "masked_psnr": val.get("masked_psnr"),
+        "masked_ssim": val.get("masked_ssim"),
+        "gaussians": metrics.get("num_points"),
+        "seconds": metrics.get("wall_seconds"),
+        "peak_gb": metrics.get("peak_memory_gb"),
+        "present": f"{sum(r < PRESENT for r in ratios)}/{len(ratios)}",
+        "worst_presence": max(ratios) if ratios else None,
+        "curve": [(c["step"], c["psnr"]) for c in curve],
+        "image": None if image is None else str(image),
+        "run": str(run_dir),
+    }
+
+
+def run_fit_bench(
+    captures: list[tuple[str, Path]],
+    representations: list[str],
+    runs_dir: Path,
+    image_dir: Path | None,
+    steps: int | None,
+    seed: int,
+    overrides,
+    log=print,
+    on_row=None,
+) -> list[dict]:
+    """Fit every capture with every representation (in series: each fit uses every core) and measure it."""
+    rows = []
+    for name, scene in captures:
+        for representation in representations:
+            log(f"fitting {name} ({representation})")
+            run_dir = run_fit(scene, Path(runs_dir) / name / representation, representation, steps, seed, overrides)
+            row = measure(run_dir, name, image_dir)
+            rows.append(row)
+            log(
+                f"{name} {representation}: PSNR {row['psnr']} dB, SSIM {row['ssim']}, {row['gaussians']} Gaussians, "
+                f"{row['seconds']} s, {row['peak_gb']} GB, object in {row['present']} views"
+            )
+            if on_row is not None:
+                on_row(rows)
+    return rows
+
+
+def fit_header(command: str, overrides) -> str:
+    return (
+        report_header("Fitting captured scenes (`t3d bench fit`)", command, overrides)
+        + ", each fit in its own process, one after another. Sources of the real captures: fit_sources.md."
+    )
+
+
+def _number(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown_report(rows: list[dict], header: str, doc_dir: Path | None = None) -> str:
+    """The report: the table, held-out PSNR over the steps, and the side-by-side images (paths relative to the
+    report's folder)."""
+    lines = [header, ""]
+    lines += [
+        "| capture | repr. | views (train+held-out) | size | steps | PSNR | SSIM | worst PSNR | masked PSNR | "
+        "masked SSIM | Gaussians | time (s) | peak mem (GB) | object present | worst presence ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [r["capture"], r["representation"], r["views"], r["size"], r["steps"]]
+        cells += [_number(r["psnr"]), _number(r["ssim"], 3), _number(r["psnr_min"]), _number(r["masked_psnr"])]
+        cells += [_number(r["masked_ssim"], 3), _number(r["gaussians"]), _number(r["seconds"], 0)]
+        cells += [_number(r["peak_gb"]), r["present"], _number(r["worst_presence"], 3)]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += ["", "Held-out PSNR (dB) over the steps (`eval.jsonl` of each run):", ""]
+    for r in rows:
+        curve = ", ".join(f"{step}: {psnr}" for step, psnr in r["curve"]) or "-"
+        lines.append(f"- {r['capture']} ({r['representation']}): {curve}")
+    images = [r for r in rows if r["image"]]
+    if images:
+        lines += ["", "Held-out views, ours | photo:", ""]
+        for r in images:
+            path = Path(r["image"])
+            if doc_dir is not None:
+                try:
+                    path = path.resolve().relative_to(Path(doc_dir).resolve())
+                except ValueError:
+                    pass
+            lines.append(f"### {r['capture']} ({r['representation']})\n\n![{r['capture']}]({path.as_posix()})\n")
+    return "\n".join(lines) + "\n"
