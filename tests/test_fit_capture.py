@@ -222,3 +222,18 @@ def test_random_initialisation_covers_the_cameras_when_a_capture_has_no_points(c
     reach = scene.c2w[:, :3, 3].abs().max()
     assert float(points.abs().max()) <= float(reach) + 1e-6 and float(points.abs().max()) > 0.9 * float(reach)
     assert colours.shape == (5000, 3) and 0 <= float(colours.min()) and float(colours.max()) <= 1
+
+
+def test_ssim_matches_kornia_inside_the_image_and_its_backward_is_exact():
+    import kornia
+
+    from threedistill.utils.ssim import _SSIM, ssim_map
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 20, 24, dtype=torch.float64, generator=gen, requires_grad=True)
+    y = x.detach() * 0.6 + 0.4 * torch.rand(2, 3, 20, 24, dtype=torch.float64, generator=gen)
+    assert torch.autograd.gradcheck(lambda a: _SSIM.apply(a, y, 11, 1.5), (x,))
+    xf, yf = x.detach().float(), y.float()
+    ours, theirs = ssim_map(xf, yf), kornia.metrics.ssim(xf, yf, 11)
+    assert float((ours - theirs)[..., 6:-6, 6:-6].abs().max()) < 1e-5  # kornia pads by reflection, 3DGS by zeros
+    assert float(ssim_map(y.float(), y.float()).min()) > 0.9999

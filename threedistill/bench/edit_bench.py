@@ -5,6 +5,11 @@ object is rendered alone (the region's Gaussians on white) from the held-out cam
 object and with the source object (silhouette IoU, colour error on the overlap); an edit succeeds when the result
 is closer to the target than to the source in what the edit changes (colour, shape, or both). Preservation: PSNR
 of the whole edited scene against the captured images on pixels that show neither the old nor the new object.
+
+Mask lifting (`--mask view:NAME:MASK.png`): per fitted scene and object, the object's ground-truth instance mask on
+1 and on 3 training views is lifted to a Gaussian selection, by today's lifting (editing/lift.py) and by the
+depth-and-sphere lifting it replaced (issue #23), and scored against the Gaussians that belong to the object: those
+whose centre's nearest ground-truth surface is the object's, within MEMBER_DISTANCE of it.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ThreeDistillError
+from ..errors import ConfigError, ThreeDistillError
 from .harness import finished_row, prior_phrase, report_header
 
 EDIT_ROW = "edit_row.json"
 FIT_DIR = "fits"
+MASK_VIEWS = (1, 3)
+MEMBER_DISTANCE = 0.05  # renderer units (toy objects are about 1.2 across): farther from every surface = a floater
 
 
 def object_region(scene_dir: Path, index: int, margin: float = 0.05) -> str:
@@ -113,6 +120,145 @@ def measure_edit(scene_dir: Path, fit_dir: Path, edit_record: dict, gaussians, r
     }
 
 
+def object_membership(scene_dir: Path, data, gaussians) -> torch.Tensor:
+    """(N,) int64: the toy object (index into the scene's objects) each Gaussian belongs to, -1 for the ground and
+    for floaters: the instance of the ground-truth surface nearest to its centre, if within MEMBER_DISTANCE."""
+    from ..toyworld.capture import read_toy_scene
+    from ..toyworld.scene import SceneField
+
+    scene, frame, _ = read_toy_scene(scene_dir)
+    to_renderer = torch.linalg.inv(torch.tensor(frame, dtype=torch.float64)) @ torch.linalg.inv(data.transform.double())
+    points = gaussians.means.detach().cpu().double() @ to_renderer[:3, :3].T + to_renderer[:3, 3]
+    field = SceneField(scene)
+    distance, label = field(points.float())
+    instance = field.instance_of_label[label] - 1  # 0 ground, 1..K objects -> -1, 0..K-1
+    return torch.where(distance < MEMBER_DISTANCE, instance, torch.full_like(instance, -1))
+
+
+def mask_views(scene_dir: Path, data, index: int, n: int) -> list[int]:
+    """n training views for masks of object `index`: the one where it covers the most pixels, then, for each
+    azimuth 360/n degrees further around the scene, the view within 45 degrees of it where the object covers the
+    most pixels (the nearest view that shows it, if none is that near). Fewer when fewer views show it."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    record = json.loads((Path(scene_dir) / "toy_scene.json").read_text())
+    azimuth = record["cameras"]["azimuth"]
+    area = {
+        i: int((np.asarray(iio.imread(Path(scene_dir) / "instances" / record["images"][i])) == index + 2).sum())
+        for i in data.train_indices
+    }  # instance ids are written + 1 (0 background, 1 ground)
+    first = max(area, key=lambda i: area[i])
+    if area[first] == 0:
+        return []
+    chosen = [first]
+    for j in range(1, n):
+        want = azimuth[first] + 360.0 * j / n
+        off = {i: abs((azimuth[i] - want + 180.0) % 360.0 - 180.0) for i in area if area[i] > 0 and i not in chosen}
+        if not off:
+            break
+        near = [i for i in off if off[i] <= 45.0]
+        chosen.append(max(near, key=lambda i: area[i]) if near else min(off, key=lambda i: off[i]))
+    return chosen
+
+
+def write_object_masks(scene_dir: Path, index: int, views: list[int], out_dir: Path) -> list[str]:
+    """The object's ground-truth instance masks on `views` as PNGs (white = the object) under out_dir, as
+    `view:NAME:PATH` texts."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    record = json.loads((Path(scene_dir) / "toy_scene.json").read_text())
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    texts = []
+    for i in views:
+        name = record["images"][i]
+        instances = np.asarray(iio.imread(Path(scene_dir) / "instances" / name))
+        path = out_dir / f"object{index}_{name}"
+        iio.imwrite(path, ((instances == index + 2) * 255).astype(np.uint8))
+        texts.append(f"view:{name}:{path}")
+    return texts
+
+
+@torch.no_grad()
+def sphere_lift(scene, gaussians, text: str) -> torch.Tensor:
+    """The lifting issue #23 replaced, kept to compare with: centres projecting into the mask within 5% of the
+    rendered depth are seen, and every centre projecting into the mask inside a sphere around the seen ones (their
+    median, 1.2 x their 95% distance quantile) is selected."""
+    from ..cameras import project_points
+    from ..editing.lift import read_view_mask
+
+    view = read_view_mask(scene, text)
+    (h, w), cams, means = view.mask.shape, scene.cameras([view.index]), gaussians.means.detach()
+    xy, depth = (v[0] for v in project_points(means, cams, h, w))
+    px, py = xy[:, 0].floor().long(), xy[:, 1].floor().long()
+    inside = (depth > 0) & (px >= 0) & (px < w) & (py >= 0) & (py < h)
+    inside[inside.clone()] = view.mask[py[inside], px[inside]]
+    surface = gaussians.render(cams, h, w, geometry=True, perturb=False)["depth"][0, 0]
+    seen = inside.clone()
+    seen[inside] = (means - cams.positions[0]).norm(dim=-1)[inside] <= surface[py[inside], px[inside]] * 1.05
+    if not seen.any():
+        return torch.zeros_like(inside)
+    centre = means[seen].median(0).values
+    radius = float((means[seen] - centre).norm(dim=-1).quantile(0.95)) * 1.2
+    return inside & ((means - centre).norm(dim=-1) <= radius)
+
+
+def lifting_scores(selected: torch.Tensor, truth: torch.Tensor) -> dict:
+    both = int((selected & truth).sum())
+    return {
+        "mask_recall": both / max(int(truth.sum()), 1),
+        "mask_precision": both / max(int(selected.sum()), 1),
+        "selected": int(selected.sum()),
+        "members": int(truth.sum()),
+    }
+
+
+def measure_masks(scene_name: str, scene_dir: Path, fit_dir: Path, out_dir: Path) -> list[dict]:
+    """Mask-lifting rows of one fitted toy scene: every object, masks on 1 and 3 views, both liftings (the old one
+    over several views: the Gaussians every view's lifting selects)."""
+    from ..editing.lift import lift_view_mask
+    from ..scenes import load_scene
+    from ..workflows.loading import load_run
+
+    data, gaussians = load_scene(scene_dir), load_run(fit_dir).model
+    owner = object_membership(scene_dir, data, gaussians)
+    rows = []
+    for index in range(len(json.loads((Path(scene_dir) / "toy_scene.json").read_text())["scene"]["objects"])):
+        truth = owner == index
+        for n in MASK_VIEWS:
+            views = mask_views(scene_dir, data, index, n)
+            if len(views) < n:  # too few training views show the object (tiny test captures)
+                continue
+            texts = write_object_masks(scene_dir, index, views, out_dir)
+            start = time.time()
+            try:
+                new = lift_view_mask(data, gaussians, texts)[0]
+            except ConfigError:  # e.g. the mask covers no visible Gaussian: nothing selected
+                new = torch.zeros(len(gaussians), dtype=torch.bool)
+            seconds = time.time() - start
+            old = torch.stack([sphere_lift(data, gaussians, t) for t in texts]).all(0)
+            for method, selected, wall in (("votes", new, seconds), ("depth+sphere (before #23)", old, None)):
+                rows.append(
+                    {
+                        "scene": scene_name,
+                        "object": index,
+                        "subject": _subject(scene_dir, index),
+                        "views": n,
+                        "method": method,
+                        **lifting_scores(selected, truth),
+                        "seconds": wall,
+                    }
+                )
+    return rows
+
+
+def _subject(scene_dir: Path, index: int) -> str:
+    obj = json.loads((Path(scene_dir) / "toy_scene.json").read_text())["scene"]["objects"][index]
+    return f"{obj['colour']} {obj['name']}"
+
+
 def edit_name(edit_record: dict) -> str:
     from ..session import slugify
 
@@ -135,11 +281,13 @@ def run_edit_bench(
 
     check_methods(methods)  # before anything runs
     out_root = Path(out_root).resolve()
-    fits, rows = {}, []
+    fits, rows, masks = {}, [], []
     for record in edits:
         if record["scene"] not in fits:
             scene_dir, fit_dir = prepare_scene(record["scene"], out_root, fit_steps, log)
             fits[record["scene"]] = (scene_dir, fit_dir, json.loads((fit_dir / "metrics.json").read_text()))
+            log(f"lifting object masks on {record['scene']}")
+            masks += measure_masks(record["scene"], scene_dir, fit_dir, out_root / "masks" / record["scene"])
         scene_dir, fit_dir, _ = fits[record["scene"]]
         region = object_region(scene_dir, record["index"])
         for method in methods:
@@ -180,8 +328,8 @@ def run_edit_bench(
             )
             rows.append(row)
             if on_row:
-                on_row({"fits": fits, "rows": rows})
-    return {"fits": fits, "rows": rows}
+                on_row({"fits": fits, "rows": rows, "masks": masks})
+    return {"fits": fits, "rows": rows, "masks": masks}
 
 
 def edit_header(methods: str, seed: int, quick: bool = False, overrides=()) -> str:
@@ -240,7 +388,36 @@ def markdown_report(result: dict, header: str) -> str:
             f"{mean('preservation_psnr'):.1f} | {min(r['preservation_psnr'] for r in rs):.1f} | "
             f"{mean('target_iou'):.3f} | {mean('target_colour_error'):.3f} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + mask_report(result.get("masks", []))) + "\n"
+
+
+def mask_report(rows: list[dict]) -> list[str]:
+    """Markdown lines: mask lifting per object, then the mean per method and number of views."""
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Mask lifting (`--mask view:...`, Gaussians of the object selected from its instance masks)",
+        "",
+        "| scene | object | views | method | mask_recall | mask_precision | selected | members | s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        wall = "-" if r["seconds"] is None else f"{r['seconds']:.1f}"
+        lines.append(
+            f"| {r['scene']} | {r['subject']} | {r['views']} | {r['method']} | {r['mask_recall']:.3f} | "
+            f"{r['mask_precision']:.3f} | {r['selected']} | {r['members']} | {wall} |"
+        )
+    lines += ["", "| method | views | objects | mean mask_recall | mean mask_precision | min recall | min precision |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for key in dict.fromkeys((r["method"], r["views"]) for r in rows):
+        rs = [r for r in rows if (r["method"], r["views"]) == key]
+        recall, precision = [r["mask_recall"] for r in rs], [r["mask_precision"] for r in rs]
+        lines.append(
+            f"| {key[0]} | {key[1]} | {len(rs)} | {sum(recall) / len(rs):.3f} | {sum(precision) / len(rs):.3f} | "
+            f"{min(recall):.3f} | {min(precision):.3f} |"
+        )
+    return lines
 
 
 def check_methods(methods: list[str]) -> None:

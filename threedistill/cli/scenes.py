@@ -77,13 +77,14 @@ def edit_cmd(
     prompt: Optional[str] = typer.Option(None, help="What the edited region should show, e.g. 'a blue cube'."),
     source_prompt: Optional[str] = typer.Option(None, help="What it shows now (dds), e.g. 'a red cube'."),
     method: Optional[str] = typer.Option(None, help="Edit method: {edit_methods|default}."),
-    region: Optional[str] = typer.Option(
-        None,
+    region: list[str] = typer.Option(
+        [],
         "--mask",
         "--region",
         help="What may change: box:cx,cy,cz,hx,hy,hz or sphere:cx,cy,cz,r in the "
         "scene's coordinates, or view:IMAGE_NAME:MASK.png (a mask drawn on one "
-        "captured view, lifted to 3D). Default: the whole scene.",
+        "captured view, lifted to 3D; repeat --mask for masks on more views, "
+        "or join them with ';'). Default: the whole scene.",
     ),
     steps: Optional[int] = StepsOption,
     seed: Optional[int] = SeedOption,
@@ -91,14 +92,18 @@ def edit_cmd(
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted edit in this directory."),
 ):
     """Edit a reconstructed scene with text inside a 3D region (see --method)."""
+    from ..errors import ConfigError
     from ..workflows.edit import edit
+
+    if len(region) > 1 and not all(r.startswith("view:") for r in region):
+        raise ConfigError("--mask: only view:IMAGE_NAME:MASK.png masks can be given more than once (one per view)")
 
     run = edit(
         source=scene,
         prompt=prompt,
         source_prompt=source_prompt,
         method=method,
-        region=region,
+        region=";".join(region) if region else None,
         steps=steps,
         seed=seed,
         out=out,

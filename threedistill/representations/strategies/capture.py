@@ -7,7 +7,9 @@ as a strategy of `Gaussians`; text-to-3D keeps its own tuned `DefaultStrategy`.
 - Every `refine_every` steps in [refine_start, refine_stop): Gaussians whose mean gradient exceeds `grow_grad2d`
   are cloned when small (largest scale <= `grow_scale3d` x scene extent) and split in two when large (children
   drawn from the parent, 1/1.6 of its size); then Gaussians below `prune_opacity` are pruned, and, after the first
-  opacity reset, those larger than `prune_scale3d` x scene extent.
+  opacity reset (without resets: after the first refinement), those larger than `prune_scale3d` x scene extent or whose screen radius reached `prune_scale2d`
+  x the image's longer side since the last refinement (3DGS's `max_screen_size`: the floaters right in front of
+  a training camera, which cover it cheaply and fog every other view).
 - Every `reset_every` steps (before `refine_stop`) every opacity is lowered to at most 2 x `prune_opacity` and its
   Adam moments are zeroed, so floaters that no view needs fade out and get pruned.
 - Spherical harmonics: degree 0 first, one more band every `sh_degree_every` steps up to the Gaussians' degree;
@@ -36,6 +38,7 @@ class CaptureStrategyConfig:
     grow_scale3d: float = 0.01  # largest scale (x scene extent) up to which a hot Gaussian is cloned, not split
     prune_opacity: float = 0.005
     prune_scale3d: float = 0.1  # Gaussians larger than this (x scene extent) are pruned after the first reset
+    prune_scale2d: float = 0.15  # ... and those whose screen radius reached this x the image's longer side (0: off)
     refine_start: int = 500
     refine_stop: int = 15000
     refine_every: int = 100
@@ -66,6 +69,7 @@ class CaptureStrategy(Strategy):
         self.cfg, self.c = cfg, cfg.capture
         self.grad_accum = torch.zeros(0)
         self.grad_count = torch.zeros(0)
+        self.max_radii = torch.zeros(0)  # largest screen radius / longer image side since the last refinement
         self.sh_degree = torch.zeros((), dtype=torch.int64)  # the active SH degree (checkpointed)
         self._sh_rest: torch.Tensor | None = None
 
@@ -74,13 +78,19 @@ class CaptureStrategy(Strategy):
         """Zero statistics for every Gaussian of `model` (after its Gaussians were replaced)."""
         self.grad_accum = torch.zeros(len(model), device=model.device)
         self.grad_count = torch.zeros(len(model), device=model.device)
+        self.max_radii = torch.zeros(len(model), device=model.device)
         model.sh_degree_active = int(self.sh_degree)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"grad_accum": self.grad_accum, "grad_count": self.grad_count, "sh_degree": self.sh_degree}
+        return {
+            "grad_accum": self.grad_accum,
+            "grad_count": self.grad_count,
+            "max_radii": self.max_radii,
+            "sh_degree": self.sh_degree,
+        }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for name in ("grad_accum", "grad_count", "sh_degree"):
+        for name in ("grad_accum", "grad_count", "max_radii", "sh_degree"):
             if name in state:
                 setattr(self, name, state[name])
 
@@ -121,6 +131,7 @@ class CaptureStrategy(Strategy):
         n = len(model)
         if self.grad_accum.device != model.device:
             self.grad_accum, self.grad_count = self.grad_accum.to(model.device), self.grad_count.to(model.device)
+            self.max_radii = self.max_radii.to(model.device)
         infos = [(m, r) for m, r in model.render_info if m.grad is not None]
         height, width = model.render_size
         cameras = sum(m.grad.reshape(-1, n, 2).shape[0] for m, _ in infos)
@@ -129,6 +140,8 @@ class CaptureStrategy(Strategy):
             grad, visible = means2d.grad.reshape(-1, n, 2) * scale, radii.reshape(-1, n) > 0
             self.grad_accum += torch.where(visible, grad.norm(dim=-1), 0.0).sum(0)
             self.grad_count += visible.sum(0)
+            radius = radii.reshape(-1, n).amax(0).to(self.max_radii.dtype) / max(height, width)
+            self.max_radii = torch.maximum(self.max_radii, radius)
         model.render_info = []
 
     # ------------------------------------------------------------ surgery
@@ -164,8 +177,11 @@ class CaptureStrategy(Strategy):
             keep = torch.ones(len(grown["means"]), dtype=torch.bool, device=model.device)
             keep[:n_old] = ~split  # split parents are replaced by their children
             keep &= torch.sigmoid(grown["opacity_logits"]) > c.prune_opacity
-            if c.reset_every and step > c.reset_every:
+            if step > (c.reset_every or c.refine_start):  # after the first reset (3DGS), or the first refinement
                 keep &= grown["log_scales"].exp().max(-1).values <= c.prune_scale3d * extent
+                if c.prune_scale2d:
+                    radii = torch.cat([self.max_radii, self.max_radii[idx], self.max_radii[sidx], self.max_radii[sidx]])
+                    keep &= radii <= c.prune_scale2d
         source = torch.cat([torch.arange(n_old, device=model.device), idx, sidx, sidx])
         model.replace_points(optimizer, grown, source, n_old, keep)
         pruned = int((~keep).sum()) - len(sidx)  # split parents are replaced, not pruned
