@@ -170,11 +170,10 @@ def test_edit_and_fit_errors_are_one_line(captured, tmp_path):
 def test_a_2d_mask_on_one_view_selects_the_object_in_3d(captured, tmp_path):
     """`view:NAME:MASK.png`: the cube's instance mask in one captured view selects most of the Gaussians that belong
     to the cube (its hidden back included; `object_membership`: nearest ground-truth surface), and little else."""
-    from threedistill.bench.edit_bench import object_membership
-
     import imageio.v3 as iio
     import numpy as np
 
+    from threedistill.bench.edit_bench import object_membership
     from threedistill.editing.lift import lift_view_mask
     from threedistill.scenes import load_scene
 

@@ -7,9 +7,9 @@ as a strategy of `Gaussians`; text-to-3D keeps its own tuned `DefaultStrategy`.
 - Every `refine_every` steps in [refine_start, refine_stop): Gaussians whose mean gradient exceeds `grow_grad2d`
   are cloned when small (largest scale <= `grow_scale3d` x scene extent) and split in two when large (children
   drawn from the parent, 1/1.6 of its size); then Gaussians below `prune_opacity` are pruned, and, after the first
-  opacity reset (without resets: after the first refinement), those larger than `prune_scale3d` x scene extent or whose screen radius reached `prune_scale2d`
-  x the image's longer side since the last refinement (3DGS's `max_screen_size`: the floaters right in front of
-  a training camera, which cover it cheaply and fog every other view).
+  opacity reset (without resets: after the first refinement), those larger than `prune_scale3d` x scene extent
+  or whose screen radius reached `prune_scale2d` x the image's longer side since the last refinement (3DGS's
+  `max_screen_size`: floaters right in front of a training camera cover it cheaply and fog every other view).
 - Every `reset_every` steps (before `refine_stop`) every opacity is lowered to at most 2 x `prune_opacity` and its
   Adam moments are zeroed, so floaters that no view needs fade out and get pruned.
 - Spherical harmonics: degree 0 first, one more band every `sh_degree_every` steps up to the Gaussians' degree;
