@@ -237,3 +237,20 @@ def test_ssim_matches_kornia_inside_the_image_and_its_backward_is_exact():
     ours, theirs = ssim_map(xf, yf), kornia.metrics.ssim(xf, yf, 11)
     assert float((ours - theirs)[..., 6:-6, 6:-6].abs().max()) < 1e-5  # kornia pads by reflection, 3DGS by zeros
     assert float(ssim_map(y.float(), y.float()).min()) > 0.9999
+
+
+def test_bench_fit_measures_a_capture_in_its_own_process(captured, tmp_path):
+    from test_cli import t3d
+
+    out = tmp_path / "fit.md"
+    args = ["--scene", str(captured[0]), "--toy", "", "--steps", "30", "--out", str(out)]
+    result = t3d("bench", "fit", *args, "--runs-dir", str(tmp_path / "runs"), "max_side=24", "export=[]")
+    assert result.returncode == 0, result.stderr
+    report = out.read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| three | gaussians |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3] == "24x18" and cells[4] == "30" and float(cells[5]) > 15  # size, steps, held-out PSNR
+    assert float(cells[12]) > 0.1 and cells[13].endswith("/2")  # peak memory (GB), object presence
+    assert (tmp_path / "fit" / "three-gaussians.png").is_file() and "![three](fit/three-gaussians.png)" in report
+    bad = t3d("bench", "fit", "--toy", "", "--representations", "mesh", "--out", str(out))
+    assert bad.returncode != 0 and "expected some of gaussians, nerf" in bad.stderr.strip().splitlines()[-1]

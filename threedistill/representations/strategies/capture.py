@@ -38,7 +38,7 @@ class CaptureStrategyConfig:
     grow_scale3d: float = 0.01  # largest scale (x scene extent) up to which a hot Gaussian is cloned, not split
     prune_opacity: float = 0.005
     prune_scale3d: float = 0.1  # Gaussians larger than this (x scene extent) are pruned after the first reset
-    prune_scale2d: float = 0.15  # ... and those whose screen radius reached this x the image's longer side (0: off)
+    prune_scale2d: float = 0.0  # ... and those whose screen radius reached this x the longer image side (0: off)
     refine_start: int = 500
     refine_stop: int = 15000
     refine_every: int = 100
