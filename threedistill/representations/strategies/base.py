@@ -8,9 +8,12 @@ Adam moments).
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
+
+from ...geometry import quat_to_rotmat
 
 
 class Strategy:
@@ -36,3 +39,30 @@ class Strategy:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         pass
+
+
+@torch.no_grad()
+def clone_and_split(model, clone: torch.Tensor, split: torch.Tensor, generator: torch.Generator):
+    """3DGS's growth of Gaussians (`model.PARAM_NAMES`): copies of the `clone` rows, and two children of each
+    `split` row drawn from the parent's Gaussian at 1/1.6 of its size. Returns (grown parameters: the current rows,
+    then the clones, then the children; the parent of every grown row; a keep mask that drops the split parents)."""
+    names = model.PARAM_NAMES
+    new = {n: [getattr(model, n).detach()] for n in names}
+    idx, sidx = clone.nonzero().squeeze(-1), split.nonzero().squeeze(-1)
+    for n in names:
+        new[n].append(getattr(model, n).detach()[idx])
+    if len(sidx):
+        rot = quat_to_rotmat(model.quats[sidx])
+        for _ in range(2):
+            draw = torch.randn(len(sidx), 3, generator=generator).to(model.device)  # CPU generator, any device
+            offset = (rot @ (draw * model.scales[sidx])[..., None])[..., 0]
+            new["means"].append(model.means[sidx] + offset)
+            new["log_scales"].append(model.log_scales[sidx] - math.log(1.6))
+            for n in ("quats", "opacity_logits", "sh"):
+                new[n].append(getattr(model, n).detach()[sidx])
+    n_old = len(model)
+    grown = {n: torch.cat(v) for n, v in new.items()}
+    keep = torch.ones(len(grown["means"]), dtype=torch.bool, device=model.device)
+    keep[:n_old] = ~split  # split parents are replaced by their children
+    source = torch.cat([torch.arange(n_old, device=model.device), idx, sidx, sidx])  # parent of every grown row
+    return grown, source, keep

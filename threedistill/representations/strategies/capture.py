@@ -26,8 +26,7 @@ from typing import Callable
 import torch
 
 from ...errors import ConfigError
-from ...geometry import quat_to_rotmat
-from .base import Strategy
+from .base import Strategy, clone_and_split
 
 
 @dataclass
@@ -159,33 +158,16 @@ class CaptureStrategy(Strategy):
             hot[keep] = True
             extra = hot & ~big
         clone, split = extra, hot & big
-        names = model.PARAM_NAMES
-        with torch.no_grad():
-            idx, sidx = clone.nonzero().squeeze(-1), split.nonzero().squeeze(-1)
-            new = {n: [getattr(model, n).detach(), getattr(model, n).detach()[idx]] for n in names}
-            if len(sidx):
-                rot = quat_to_rotmat(model.quats[sidx])
-                scales = model.scales[sidx]
-                for _ in range(2):
-                    draw = torch.randn(len(sidx), 3, generator=generator).to(model.device)
-                    new["means"].append(model.means[sidx] + (rot @ (draw * scales)[..., None])[..., 0])
-                    new["log_scales"].append(model.log_scales[sidx] - math.log(1.6))
-                    for n in ("quats", "opacity_logits", "sh"):
-                        new[n].append(getattr(model, n).detach()[sidx])
-            n_old = len(model)
-            grown = {n: torch.cat(v) for n, v in new.items()}
-            keep = torch.ones(len(grown["means"]), dtype=torch.bool, device=model.device)
-            keep[:n_old] = ~split  # split parents are replaced by their children
-            keep &= torch.sigmoid(grown["opacity_logits"]) > c.prune_opacity
-            if step > (c.reset_every or c.refine_start):  # after the first reset (3DGS), or the first refinement
-                keep &= grown["log_scales"].exp().max(-1).values <= c.prune_scale3d * extent
-                if c.prune_scale2d:
-                    radii = torch.cat([self.max_radii, self.max_radii[idx], self.max_radii[sidx], self.max_radii[sidx]])
-                    keep &= radii <= c.prune_scale2d
-        source = torch.cat([torch.arange(n_old, device=model.device), idx, sidx, sidx])
+        n_old = len(model)
+        grown, source, keep = clone_and_split(model, clone, split, generator)
+        keep &= torch.sigmoid(grown["opacity_logits"]) > c.prune_opacity
+        if step > (c.reset_every or c.refine_start):  # after the first reset (3DGS), or the first refinement
+            keep &= grown["log_scales"].exp().max(-1).values <= c.prune_scale3d * extent
+            if c.prune_scale2d:
+                keep &= self.max_radii[source] <= c.prune_scale2d
         model.replace_points(optimizer, grown, source, n_old, keep)
-        pruned = int((~keep).sum()) - len(sidx)  # split parents are replaced, not pruned
-        return {"cloned": len(idx), "split": len(sidx), "pruned": pruned, "count": len(model)}
+        pruned = int((~keep).sum()) - int(split.sum())  # split parents are replaced, not pruned
+        return {"cloned": int(clone.sum()), "split": int(split.sum()), "pruned": pruned, "count": len(model)}
 
     def reset_opacity(self, model, optimizer: torch.optim.Optimizer) -> None:
         """Lower every opacity to at most 2 x prune_opacity and zero its Adam moments (3DGS)."""

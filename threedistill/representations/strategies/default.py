@@ -5,13 +5,11 @@ prune transparent or huge ones. The statistics are this strategy's checkpointed 
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 
-from ...geometry import quat_to_rotmat
-from .base import Strategy
+from .base import Strategy, clone_and_split
 
 
 class DefaultStrategy(Strategy):
@@ -76,29 +74,10 @@ class DefaultStrategy(Strategy):
             hot[keep] = True
         big = model.scales.max(-1).values > c.split_scale
         clone, split = hot & ~big, hot & big
-        names = model.PARAM_NAMES
-        with torch.no_grad():
-            new = {n: [getattr(model, n).detach()] for n in names}
-            idx = clone.nonzero().squeeze(-1)
-            for n in names:
-                new[n].append(getattr(model, n).detach()[idx])
-            sidx = split.nonzero().squeeze(-1)
-            if len(sidx):
-                rot = quat_to_rotmat(model.quats[sidx])
-                for _ in range(2):  # two children sampled from the parent, 1/1.6 of its size (3DGS)
-                    draw = torch.randn(len(sidx), 3, generator=generator).to(model.device)  # CPU generator, any device
-                    offset = (rot @ (draw * model.scales[sidx])[..., None])[..., 0]
-                    new["means"].append(model.means[sidx] + offset)
-                    new["log_scales"].append(model.log_scales[sidx] - math.log(1.6))
-                    for n in ("quats", "opacity_logits", "sh"):
-                        new[n].append(getattr(model, n).detach()[sidx])
-            n_old = len(model)
-            grown = {n: torch.cat(v) for n, v in new.items()}
-            keep = torch.ones(len(grown["means"]), dtype=torch.bool, device=model.device)
-            keep[:n_old] = ~split  # split parents are replaced by their children
-            keep &= torch.sigmoid(grown["opacity_logits"]) > c.prune_opacity
-            keep &= grown["log_scales"].exp().max(-1).values < c.prune_scale
-        source = torch.cat([torch.arange(n_old, device=model.device), idx, sidx, sidx])  # parent of every grown row
+        n_old = len(model)
+        grown, source, keep = clone_and_split(model, clone, split, generator)
+        keep &= torch.sigmoid(grown["opacity_logits"]) > c.prune_opacity
+        keep &= grown["log_scales"].exp().max(-1).values < c.prune_scale
         model.replace_points(optimizer, grown, source, n_old, keep)
         return {
             "cloned": int(clone.sum()),
