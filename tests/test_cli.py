@@ -522,15 +522,19 @@ def test_eval_of_a_fit_or_edit_run_prints_the_held_out_views():
             {
                 "kind": "fit",
                 "against": "held-out captures",
-                "height": 72,
+                "eval_resolution": "train",
+                "size": [72, 96],
                 "views": 6,
                 "psnr": 27.5,
                 "ssim": 0.9123,
                 "psnr_min": 25.25,
+                "masked_psnr": 31.25,
+                "masked_ssim": 0.95,
             }
         )
     )
     text = " ".join(console.export_text().split())
     assert "fit run: held-out views" in text
     assert "| PSNR dB (mean) | 27.50 |" in text.replace("│", "|") and "25.25" in text and "0.9123" in text
-    assert "72 px" in text and "| held-out views | 6 |" in text.replace("│", "|")
+    assert "96x72 px (train)" in text and "| held-out views | 6 |" in text.replace("│", "|")
+    assert "| PSNR dB inside the masks | 31.25 |" in text.replace("│", "|") and "0.9500" in text
