@@ -21,6 +21,7 @@ FIT_FAST = [
     "trainer.batch_size=1",
     "trainer.preview_every=0",
     "gaussians.capture.refine_start=1000",
+    "background_points=500",
 ]
 
 

@@ -33,6 +33,11 @@ class Objective(nn.Module):
         """Default weights of the auxiliary terms this objective returns besides its own."""
         return {}
 
+    def param_groups(self) -> list[dict]:
+        """The optimiser groups of its trained parts (default: every parameter with `requires_grad` at 1e-4)."""
+        trainable = [p for p in self.parameters() if p.requires_grad]  # e.g. VSD's LoRA and camera MLP
+        return [{"params": trainable, "lr": 1e-4, "name": "guidance"}]
+
     def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
         """Buffers to checkpoint besides the trained parameters (e.g. CDS's fixed noise)."""
         return {}

@@ -4,20 +4,20 @@ own process so time and peak memory are the fit's own. Per capture: held-out PSN
 peak memory, whether the object is present in every held-out view, and a side-by-side image (ours | photo).
 
 Object presence needs no mask: in each held-out photo, the pixels far from the photo's median colour (the object and
-anything else that stands out from a plain background) are where an object that vanished into the background would
-show. A view passes when the render's error there is under half of the error of painting them the median colour.
+anything else that stands out from a plain background) near where the scene's sparse points project (when it has
+any) are where an object that vanished into the background would show. A view passes when the render's error there
+is under half of the error of painting them the median colour.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
 from ..errors import ThreeDistillError
+from ..utils.subprocesses import run_module
 from .harness import report_header
 
 SALIENT = 0.15  # a pixel stands out when its colour is this far (mean abs over RGB) from the photo's median colour
@@ -27,7 +27,9 @@ PRESENT = 0.5  # a view shows the object when the render's error on salient pixe
 @torch.no_grad()
 def object_presence(model, scene, indices: list[int], resolution, background=None) -> list[float]:
     """Per held-out view: mean |render - photo| on the photo's salient pixels over mean |median colour - photo| on
-    them (0: perfect, 1: no better than a blank background; `PRESENT` is the pass mark)."""
+    them (0: perfect, 1: no better than a blank background; `PRESENT` is the pass mark). With sparse points, only
+    the salient pixels near where the points project count: the reconstructed object, not things at the photo's
+    edge that no camera saw well enough for SfM (which no fit can show)."""
     ratios = []
     for i in indices:
         size = resolution.size(scene, i)
@@ -38,10 +40,30 @@ def object_presence(model, scene, indices: list[int], resolution, background=Non
         median = image.flatten(1).median(1).values[:, None, None]
         blank = (image - median).abs().mean(0)
         salient = blank > SALIENT
+        if scene.points is not None and len(scene.points) >= 16:
+            salient &= point_footprint(scene, i, size)
         if int(salient.sum()) < 16:
             continue  # a plain photo: nothing to look for
         ratios.append(round(float((render - image).abs().mean(0)[salient].mean() / blank[salient].mean()), 3))
     return ratios
+
+
+def point_footprint(scene, index: int, size: tuple[int, int], grow: float = 0.03) -> torch.Tensor:
+    """(H, W) bool: the pixels of view `index` within `grow` x its longer side of a projected scene point."""
+    import torch.nn.functional as F
+
+    h, w = size
+    w2c = torch.linalg.inv(scene.c2w[index].double())
+    cam = scene.points.double() @ w2c[:3, :3].T + w2c[:3, 3]  # OpenGL camera axes: the view looks down -z
+    depth = -cam[:, 2]
+    fx, fy, cx, cy = scene.intrinsics[index].double().tolist()
+    u = (fx * cam[:, 0] / depth.clamp_min(1e-9) + cx) * w
+    v = (-fy * cam[:, 1] / depth.clamp_min(1e-9) + cy) * h
+    inside = (depth > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    hits = torch.zeros(h, w)
+    hits[v[inside].long(), u[inside].long()] = 1
+    radius = max(1, round(grow * max(h, w)))
+    return F.max_pool2d(hits[None, None], 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0
 
 
 def toy_capture(name: str, root: Path, log=print) -> Path:
@@ -57,9 +79,9 @@ def toy_capture(name: str, root: Path, log=print) -> Path:
 
 def run_fit(scene: Path, out: Path, representation: str, steps: int | None, seed: int, overrides) -> Path:
     """`t3d fit` in a child process (its own peak memory); returns the finished run directory."""
-    command = [sys.executable, "-m", "threedistill.cli", "fit", "--scene", str(scene), "--out", str(out)]
-    command += ["--representation", representation, "--seed", str(seed)] + (["--steps", str(steps)] if steps else [])
-    done = subprocess.run(command + list(overrides), capture_output=True, text=True)
+    command = ["fit", "--scene", str(scene), "--out", str(out), "--representation", representation]
+    command += ["--seed", str(seed)] + (["--steps", str(steps)] if steps else [])
+    done = run_module("threedistill.cli", command + list(overrides), cwd=Path.cwd())
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
         raise ThreeDistillError(f"t3d fit of {scene} failed: {lines[-1]}")
@@ -102,6 +124,8 @@ def measure(run_dir: Path, name: str, image_dir: Path | None) -> dict:
         "psnr": val.get("psnr"),
         "ssim": val.get("ssim"),
         "psnr_min": val.get("psnr_min"),
+        "cc_psnr": val.get("cc_psnr"),
+        "cc_ssim": val.get("cc_ssim"),
         "masked_psnr": val.get("masked_psnr"),
         "masked_ssim": val.get("masked_ssim"),
         "gaussians": metrics.get("num_points"),
@@ -109,7 +133,7 @@ def measure(run_dir: Path, name: str, image_dir: Path | None) -> dict:
         "peak_gb": metrics.get("peak_memory_gb"),
         "present": f"{sum(r < PRESENT for r in ratios)}/{len(ratios)}",
         "worst_presence": max(ratios) if ratios else None,
-        "curve": [(c["step"], c["psnr"]) for c in curve],
+        "curve": [(c["step"], c["psnr"], c.get("cc_psnr")) for c in curve],
         "image": None if image is None else str(image),
         "run": str(run_dir),
     }
@@ -159,19 +183,21 @@ def markdown_report(rows: list[dict], header: str, doc_dir: Path | None = None) 
     report's folder)."""
     lines = [header, ""]
     lines += [
-        "| capture | repr. | views (train+held-out) | size | steps | PSNR | SSIM | worst PSNR | masked PSNR | "
-        "masked SSIM | Gaussians | time (s) | peak mem (GB) | object present | worst presence ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| capture | repr. | views (train+held-out) | size | steps | PSNR | SSIM | worst PSNR | cc PSNR | cc SSIM | "
+        "masked PSNR | masked SSIM | Gaussians | time (s) | peak mem (GB) | object present | worst presence ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cells = [r["capture"], r["representation"], r["views"], r["size"], r["steps"]]
-        cells += [_number(r["psnr"]), _number(r["ssim"], 3), _number(r["psnr_min"]), _number(r["masked_psnr"])]
+        cells += [_number(r["psnr"]), _number(r["ssim"], 3), _number(r["psnr_min"])]
+        cells += [_number(r.get("cc_psnr")), _number(r.get("cc_ssim"), 3), _number(r["masked_psnr"])]
         cells += [_number(r["masked_ssim"], 3), _number(r["gaussians"]), _number(r["seconds"], 0)]
         cells += [_number(r["peak_gb"]), r["present"], _number(r["worst_presence"], 3)]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    lines += ["", "Held-out PSNR (dB) over the steps (`eval.jsonl` of each run):", ""]
+    lines += ["", "Held-out PSNR (dB) over the steps, colour-corrected in brackets (`eval.jsonl` of each run):", ""]
     for r in rows:
-        curve = ", ".join(f"{step}: {psnr}" for step, psnr in r["curve"]) or "-"
+        curve = ", ".join(f"{p[0]}: {p[1]}" + (f" ({p[2]})" if len(p) > 2 and p[2] else "") for p in r["curve"])
+        curve = curve or "-"
         lines.append(f"- {r['capture']} ({r['representation']}): {curve}")
     images = [r for r in rows if r["image"]]
     if images:

@@ -61,7 +61,7 @@ def ground_truth_table(metrics: dict):
 
 def view_table(evaluation: dict):
     """A fit or edit run's renders against its captured held-out views: {"kind", "against", "eval_resolution",
-    "size", "views", "psnr", "ssim", "psnr_min", and masked_psnr / masked_ssim with masks}
+    "size", "views", "psnr", "ssim", "psnr_min", "cc_psnr", "cc_ssim", and masked_psnr / masked_ssim with masks}
     (`workflows.results.evaluate_run`)."""
     from rich.table import Table
 
@@ -76,6 +76,8 @@ def view_table(evaluation: dict):
         ("psnr", "PSNR dB (mean)", 2),
         ("psnr_min", "PSNR dB (worst view)", 2),
         ("ssim", "SSIM (mean)", 4),
+        ("cc_psnr", "PSNR dB, colour-corrected (mean)", 2),
+        ("cc_ssim", "SSIM, colour-corrected (mean)", 4),
         ("masked_psnr", "PSNR dB inside the masks", 2),
         ("masked_ssim", "SSIM inside the masks", 4),
     ):

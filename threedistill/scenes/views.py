@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+from torch import nn
 
 from ..cameras import Cameras
 from ..errors import ConfigError, ThreeDistillError
@@ -121,21 +122,61 @@ class SceneViews:
             valid = torch.stack([ones if self.valid[i] is None else self.valid[i] for i in idx])
         # white is every renderer's own background (a NeRF's learned background, if it has one, stays in use)
         background = None if self.background == "white" else bg.to(images.device)
-        targets = {"images": images, "masks": masks, "valid": valid}
+        view = torch.tensor(idx, dtype=torch.long, device=images.device)  # which training views (appearance)
+        targets = {"images": images, "masks": masks, "valid": valid, "view": view}
         return ViewBatch(self.cameras[idx], size, targets, background)
+
+
+class ViewAppearance(nn.Module):
+    """Each training photo's own exposure and white balance, as a gain and an offset per colour channel (6 numbers
+    per view): phone cameras set both per photo, and without this a fit explains those changes with per-view fog
+    in front of the cameras (the per-image colour correction of NeRF-W / Zip-NeRF style appearance modelling, in
+    its smallest form; exposure and white balance scale each channel, in sRGB as in linear space). The gains and
+    offsets are kept centred (their mean over the views is the identity), so the model's own colours are those of
+    the average photo: renders of the model (held-out views, exports) use no transform."""
+
+    def __init__(self, n_views: int):
+        super().__init__()
+        self.log_gain = nn.Parameter(torch.zeros(n_views, 3))
+        self.offset = nn.Parameter(torch.zeros(n_views, 3))
+
+    def transforms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gain, offset) of every view, each (n_views, 3)."""
+        log_gain = self.log_gain - self.log_gain.mean(0, keepdim=True)
+        return log_gain.exp(), self.offset - self.offset.mean(0, keepdim=True)
+
+    def forward(self, rgb: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        gain, offset = self.transforms()
+        return rgb * gain[view][:, :, None, None] + offset[view][:, :, None, None]
 
 
 class PhotometricLoss(Objective):
     """The reconstruction objective in the guidance slot of the Trainer: L1 + D-SSIM (3DGS's 11x11 window) against
     the captured images. Pixels outside `valid` (no source pixel after undistortion) are always ignored; with
-    `masked`, so are pixels outside a view's mask (nerfstudio's mask semantics)."""
+    `masked`, so are pixels outside a view's mask (nerfstudio's mask semantics). With `appearance_views` > 0, each
+    training view's render passes through that view's `ViewAppearance` transform first (learned at `lr_appearance`)."""
 
     name = "photometric"
-    targets = ("images", "masks", "valid")
+    targets = ("images", "masks", "valid", "view")
 
-    def __init__(self, lambda_dssim: float = 0.2, masked: bool = True):
+    def __init__(
+        self, lambda_dssim: float = 0.2, masked: bool = True, appearance_views: int = 0, lr_appearance: float = 1e-2
+    ):
         super().__init__()
-        self.lambda_dssim, self.masked = lambda_dssim, masked
+        self.lambda_dssim, self.masked, self.lr_appearance = lambda_dssim, masked, lr_appearance
+        self.appearance = ViewAppearance(appearance_views) if appearance_views > 0 else None
+
+    def param_groups(self) -> list[dict]:
+        if self.appearance is None:
+            return []
+        return [{"params": list(self.appearance.parameters()), "lr": self.lr_appearance, "name": "appearance"}]
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        return {} if self.appearance is None else {k: v.detach() for k, v in self.appearance.state_dict().items()}
+
+    def load_checkpoint_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        if self.appearance is not None and tensors:
+            self.appearance.load_state_dict(tensors)
 
     def forward(
         self,
@@ -147,7 +188,11 @@ class PhotometricLoss(Objective):
         images=None,
         masks=None,
         valid=None,
+        view=None,
     ) -> dict[str, torch.Tensor]:
+        if self.appearance is not None and view is not None:  # outside masks lies the plain background
+            seen = self.appearance(rgb, view)
+            rgb = seen if masks is None else masks * seen + (1 - masks) * rgb
         weight = torch.ones_like(rgb[:, :1]) if masks is None or not self.masked else masks
         if valid is not None:
             weight = weight * valid

@@ -4,6 +4,7 @@ views give the reconstruction PSNR / SSIM written to metrics.json."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -39,8 +40,14 @@ class FitConfig:
     eval_resolution: str = "train"  # held-out metrics at the training size, or "full" (the photos' own size)
     background: str = "white"  # render background while fitting: white, black or random (see SceneViews)
     mask_loss: bool = False  # ignore pixels outside the views' masks (else masked views fit the object alone)
+    appearance: bool = False  # learn each training photo's exposure / white balance (a gain and offset per channel)
+    lr_appearance: float = 1e-2
     lambda_dssim: float = 0.2  # loss = (1 - l) L1 + l (1 - SSIM) / 2 (3DGS)
     init_points: int = 20000  # at most this many scene points seed the Gaussians (random ones without points)
+    # Gaussians seeded on a sphere around the scene for what SfM finds no points on (plain walls, sky): its radius
+    # is `background_radius` x the farthest camera's distance from the scene's centre
+    background_points: int = 0
+    background_radius: float = 2.0
     device: str = "auto"
     native: Optional[str] = None
     out: str = "outputs"
@@ -58,8 +65,14 @@ class FitConfig:
         if self.eval_resolution not in EVAL_RESOLUTIONS:
             raise ConfigError(f"eval_resolution must be train or full, got {self.eval_resolution!r}")
         background_colour(self.background)
+        if self.background_points < 0:
+            raise ConfigError(f"background_points must be 0 (none) or more, got {self.background_points}")
+        if not self.background_radius > 1:
+            raise ConfigError(f"background_radius must be above 1 (beyond the cameras), got {self.background_radius}")
         if self.init_points < 1:
             raise ConfigError(f"init_points must be positive, got {self.init_points}")
+        if not self.lr_appearance > 0:
+            raise ConfigError(f"lr_appearance must be positive, got {self.lr_appearance}")
         if not 0 <= self.lambda_dssim <= 1:
             raise ConfigError(f"lambda_dssim must be in [0, 1], got {self.lambda_dssim}")
 
@@ -71,13 +84,14 @@ class FitConfig:
         return self.resolution_rule() if self.eval_resolution == "train" else Resolution()
 
 
-def knn_scales(points: torch.Tensor, k: int = 3, chunk: int = 2048) -> torch.Tensor:
-    """Each point's mean distance to its k nearest neighbours (N,), the 3DGS initial Gaussian size."""
+def knn_scales(points: torch.Tensor, k: int = 3, chunk: int = 2048, clamp: float | None = 0.2) -> torch.Tensor:
+    """Each point's mean distance to its k nearest neighbours (N,), the 3DGS initial Gaussian size (at most
+    `clamp`)."""
     out = torch.empty(len(points))
     for start in range(0, len(points), chunk):
         d = torch.cdist(points[start : start + chunk], points)
         out[start : start + chunk] = d.topk(k + 1, largest=False).values[:, 1:].mean(-1)
-    return out.clamp(1e-4, 0.2)
+    return out.clamp(1e-4, clamp)
 
 
 def camera_extent(scene, indices=None) -> float:
@@ -98,9 +112,31 @@ def random_points(scene, n: int, generator: torch.Generator) -> tuple[torch.Tens
     return points, torch.rand(n, 3, generator=generator)
 
 
-def build_model(cfg: FitConfig, scene, generator: torch.Generator, device: torch.device):
+def shell_points(scene, n: int, radius: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(points, colours): `n` points spread evenly (a Fibonacci sphere) at `radius` x the farthest camera's distance
+    from the origin (the scene's centre), coloured the photos' median colour: a place for backgrounds that SfM
+    leaves without points, beyond every camera, so that no camera sees them from close by."""
+    centres = scene.c2w[:, :3, 3].float()
+    r = radius * (float(centres.norm(dim=-1).max()) if len(centres) else 1.0)
+    k = torch.arange(n, dtype=torch.float64) + 0.5
+    y = 1 - 2 * k / n
+    phi = k * math.pi * (3 - math.sqrt(5)) + float(torch.rand(1, generator=generator)) * 2 * math.pi
+    ring = (1 - y**2).sqrt()
+    points = torch.stack([ring * phi.cos(), y, ring * phi.sin()], -1).float() * r
+    return points, median_colour(scene).expand(n, 3).clone()
+
+
+def median_colour(scene, size: int = 32) -> torch.Tensor:
+    """The median colour (3,) of the training photos, read small."""
+    idx = scene.train_indices[:: max(1, len(scene.train_indices) // 16)]
+    pixels = torch.cat([scene.load_images([i], size, size)[0][0].flatten(1) for i in idx], 1)
+    return pixels.median(1).values
+
+
+def build_model(cfg: FitConfig, scene, generator: torch.Generator, device: torch.device, masked: bool = False):
     """Gaussians seeded from the scene's points (colours and kNN sizes), else from random points in the
-    cameras' bounds; or a NeRF; on `device`."""
+    cameras' bounds, plus `background_points` on a sphere beyond the cameras unless the views are `masked` (then
+    the object alone is fitted); or a NeRF; on `device`."""
     if cfg.representation == "nerf":
         from ..representations.nerf import NeRF
 
@@ -114,9 +150,16 @@ def build_model(cfg: FitConfig, scene, generator: torch.Generator, device: torch
     if len(points) > cfg.init_points:
         keep = torch.randperm(len(points), generator=generator)[: cfg.init_points]
         points, colours = points[keep], None if colours is None else colours[keep]
+    points, colours = points.float(), None if colours is None else colours.float()
+    scales = knn_scales(points)
+    if cfg.background_points > 0 and not masked:
+        shell, shell_colours = shell_points(scene, cfg.background_points, cfg.background_radius, generator)
+        colours = torch.rand_like(points) if colours is None else colours
+        points, colours = torch.cat([points, shell]), torch.cat([colours, shell_colours])
+        scales = torch.cat([scales, knn_scales(shell, clamp=None)])
     model = Gaussians.from_points(points, colours, cfg.gaussians)
     with torch.no_grad():
-        model.log_scales.copy_(knn_scales(points.float()).log()[:, None].expand(-1, 3))
+        model.log_scales.copy_(scales.log()[:, None].expand(-1, 3))
     return model.to(device)
 
 
@@ -131,7 +174,7 @@ def evaluate_views(model, scene, indices: list[int], resolution: Resolution | No
         return {"views": 0}
     resolution = resolution or Resolution()
     bg = torch.ones(3) if background is None else background
-    renders, images, psnr, ssim, masked_psnr, masked_ssim = [], [], [], [], [], []
+    renders, images, psnr, ssim, masked_psnr, masked_ssim, cc_psnr, cc_ssim = [], [], [], [], [], [], [], []
     for i in indices:
         size = resolution.size(scene, i)
         image, mask, valid = scene.load_images([i], *size, split_valid=True)
@@ -146,6 +189,9 @@ def evaluate_views(model, scene, indices: list[int], resolution: Resolution | No
         error, similarity = (render - image) ** 2, ssim_map(render, image)
         psnr.append(_psnr((error * keep).sum() / (keep.sum() * 3).clamp_min(1)))
         ssim.append(float((similarity * keep).sum() / (keep.sum() * 3).clamp_min(1)))
+        corrected = colour_corrected(render, image, keep)
+        cc_psnr.append(_psnr((((corrected - image) ** 2) * keep).sum() / (keep.sum() * 3).clamp_min(1)))
+        cc_ssim.append(float((ssim_map(corrected, image) * keep).sum() / (keep.sum() * 3).clamp_min(1)))
         if mask is not None and float((mask * keep).sum()) > 0:
             weight = (mask * keep).expand_as(render)
             masked_psnr.append(_psnr((error * weight).sum() / weight.sum()))
@@ -158,12 +204,29 @@ def evaluate_views(model, scene, indices: list[int], resolution: Resolution | No
         "psnr": round(sum(psnr) / len(psnr), 2),
         "ssim": round(sum(ssim) / len(ssim), 4),
         "psnr_min": round(min(psnr), 2),
+        "cc_psnr": round(sum(cc_psnr) / len(cc_psnr), 2),
+        "cc_ssim": round(sum(cc_ssim) / len(cc_ssim), 4),
         "size": list(resolution.size(scene, indices[0])),
     }
     if masked_psnr:
         out["masked_psnr"] = round(sum(masked_psnr) / len(masked_psnr), 2)
         out["masked_ssim"] = round(sum(masked_ssim) / len(masked_ssim), 4)
     return {**out, "renders": renders, "images": images}
+
+
+def colour_corrected(render: torch.Tensor, image: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The render (1,3,H,W) after the affine colour transform (3x3 + 3) that best maps it onto the photo in the
+    least-squares sense over the `keep` pixels, clamped to [0, 1]: the colour-corrected metrics of Mip-NeRF 360 /
+    Zip-NeRF, which score geometry and texture apart from a held-out photo's own exposure and white balance."""
+    x = render[0].reshape(3, -1).T.double()
+    y = image[0].reshape(3, -1).T.double()
+    w = keep[0].reshape(-1, 1).double()
+    a = torch.cat([x, torch.ones_like(x[:, :1])], 1)
+    if float(w.sum()) < 8:
+        return render
+    sol = torch.linalg.lstsq(a * w, y * w).solution  # (4, 3)
+    out = (a @ sol).T.reshape_as(render[0])[None]
+    return out.clamp(0, 1).to(render.dtype)
 
 
 def _psnr(mse: torch.Tensor) -> float:
@@ -249,9 +312,14 @@ def fit(
     else:
         session = RunSession.resume("fit", cfg, run_dir, log)
     device, gen = session.setup(cfg.device, cfg.native, cfg.trainer.seed)
-    model = build_model(cfg, data, gen, device)
     views = SceneViews(data, data.train_indices, cfg.resolution_rule(), device, cfg.background)
-    objective = PhotometricLoss(cfg.lambda_dssim, masked=cfg.mask_loss)
+    model = build_model(cfg, data, gen, device, masked=views.has_masks)
+    objective = PhotometricLoss(
+        cfg.lambda_dssim,
+        masked=cfg.mask_loss,
+        appearance_views=len(data.train_indices) if cfg.appearance else 0,
+        lr_appearance=cfg.lr_appearance,
+    )
     trainer = Trainer(cfg.trainer, model, objective, "", session.dir, log=log, views=views)
     session.restore(trainer)
     run = Run(session.dir, cfg, model, trainer, kind="fit")
@@ -320,7 +388,8 @@ def write_fit_preview(run, scene, step: int) -> None:
     indices = scene.val_indices or scene.train_indices[:4]
     res = evaluate_views(run.model, scene, indices, cfg.resolution_rule(), eval_background(cfg))
     save_image(side_by_side(res["renders"][:4], res["images"][:4], 160), run.dir / "renders" / f"val_{step:06d}.png")
-    record = {"step": step, **{k: res[k] for k in ("psnr", "ssim", "masked_psnr", "masked_ssim") if k in res}}
+    keys = ("psnr", "ssim", "cc_psnr", "masked_psnr", "masked_ssim")
+    record = {"step": step, **{k: res[k] for k in keys if k in res}}
     if hasattr(run.model, "__len__"):
         record["num_points"] = len(run.model)
     with (run.dir / "eval.jsonl").open("a") as f:
