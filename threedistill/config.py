@@ -10,6 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Sequence, TypeVar
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -54,7 +55,11 @@ def _apply_overrides(cfg, overrides: list[str]):
         key = key.strip()
         if not any(part.isdigit() for part in key.split(".")):
             try:
-                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+                value = OmegaConf.from_dotlist([item])
+            except (OmegaConfBaseException, ValueError, yaml.YAMLError) as err:  # e.g. a YAML syntax error
+                raise ConfigError(f"bad override {item!r}: {_first_line(err)}") from None
+            try:
+                cfg = OmegaConf.merge(cfg, value)
             except TypeError:  # a mapping merged into a list
                 raise ConfigError(
                     f"bad override {item!r}: address a list's items by index, e.g. stages.0.steps=100"
@@ -63,9 +68,15 @@ def _apply_overrides(cfg, overrides: list[str]):
         _check_indices(cfg, key, item)
         try:
             OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"value={raw}"])["value"], merge=True)
-        except (OmegaConfBaseException, AttributeError, KeyError, TypeError) as err:
-            raise ConfigError(f"bad override {item!r}: {str(err).splitlines()[0]}") from None
+        except (OmegaConfBaseException, AttributeError, KeyError, TypeError, ValueError, yaml.YAMLError) as err:
+            raise ConfigError(f"bad override {item!r}: {_first_line(err)}") from None
     return cfg
+
+
+def _first_line(err: BaseException) -> str:
+    """What went wrong, in one line (a YAML error's problem rather than its context)."""
+    text = getattr(err, "problem", None) or str(err).strip()
+    return text.splitlines()[0].split(". ")[0] if text else type(err).__name__
 
 
 def _check_indices(cfg, key: str, item: str) -> None:
@@ -85,6 +96,40 @@ def _check_indices(cfg, key: str, item: str) -> None:
         path.append(part)
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config file larger than this is not a config file
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> DictConfig:
+    """The `key: value` mapping of a YAML file (a `--config` file, a run's config.yaml), or a one-line ConfigError
+    naming the file and what is wrong: missing, too large, not UTF-8 text, not YAML (syntax, a Python or other
+    unsafe tag, an alias bomb past OmegaConf's expansion limit) or not a mapping at its top."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} {path} is {path.stat().st_size} bytes: not a config (at most {MAX_CONFIG_BYTES})")
+    try:
+        loaded = OmegaConf.load(path)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (a YAML file of key: value lines is)") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{what} {path} is not valid YAML{where}: {_first_line(err)}") from None
+    except OSError as err:
+        if "Invalid loaded object type" in str(err):  # a bare scalar
+            raise ConfigError(f"{what} {path} must hold key: value entries at its top level, not one value") from None
+        raise ConfigError(f"{what} {path} cannot be read: {err.strerror or err}") from None
+    except (OmegaConfBaseException, ValueError, TypeError, RecursionError) as err:
+        raise ConfigError(f"{what} {path} cannot be read: {_first_line(err)}") from None
+    if loaded is None:
+        return OmegaConf.create({})
+    if not isinstance(loaded, DictConfig):
+        kind = "a list" if isinstance(loaded, ListConfig) else type(loaded).__name__
+        raise ConfigError(f"{what} {path} must hold key: value entries at its top level, not {kind}")
+    return loaded
+
+
 def load_config(
     schema: type[T], path: str | Path | Sequence[str | Path] | None = None, overrides: Sequence[str] = ()
 ) -> T:
@@ -100,9 +145,7 @@ def load_config(
                 merged = OmegaConf.merge(merged, item)
                 continue
             where = str(item)
-            if not Path(item).is_file():
-                raise ConfigError(f"config file not found: {item}")
-            merged = OmegaConf.merge(merged, OmegaConf.load(item))
+            merged = OmegaConf.merge(merged, read_yaml(item))
         where = "command line"
         merged = _apply_overrides(merged, _parse_overrides(overrides))
         result = OmegaConf.to_object(merged)
@@ -111,7 +154,9 @@ def load_config(
             f"unknown config key {err.full_key!r} ({where}); known keys: {_known_keys(schema, err.full_key)}"
         ) from None
     except ValidationError as err:
-        raise ConfigError(f"bad value for config key {err.full_key!r} ({where}): {err.msg.splitlines()[0]}") from None
+        message = (err.msg or str(err) or type(err).__name__).splitlines()[0]
+        key = f"config key {err.full_key!r}" if err.full_key else "config"  # a merge error names no key
+        raise ConfigError(f"bad value for {key} ({where}): {message}") from None
     except OmegaConfBaseException as err:
         raise ConfigError(f"cannot read config ({where}): {str(err).splitlines()[0]}") from None
     return result
@@ -124,8 +169,8 @@ def peek_key(key: str, paths: Sequence[str | Path], overrides: Sequence[str], de
     for item in paths:
         if Path(item).is_file():
             try:
-                loaded = OmegaConf.load(item)
-            except OmegaConfBaseException:
+                loaded = read_yaml(item)
+            except ConfigError:
                 continue  # load_config reports the malformed file
             if isinstance(loaded, DictConfig) and key in loaded:
                 value = loaded[key]

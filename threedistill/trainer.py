@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,17 @@ class CameraRange:
     elevation: list[float] = field(default_factory=lambda: [-10.0, 45.0])
     radius: list[float] = field(default_factory=lambda: [2.6, 3.2])
     fovy: list[float] = field(default_factory=lambda: [38.0, 42.0])
+
+    def __post_init__(self):
+        limits = {"azimuth": (-720.0, 720.0), "elevation": (-90.0, 90.0), "radius": (1e-3, 1e3), "fovy": (1.0, 170.0)}
+        for name, (lo, hi) in limits.items():
+            value = list(getattr(self, name))
+            if len(value) != 2 or not all(math.isfinite(v) for v in value):
+                raise ConfigError(f"trainer.cameras.{name} must be [low, high] (two numbers), got {value}")
+            if value[0] > value[1] or value[0] < lo or value[1] > hi:
+                raise ConfigError(
+                    f"trainer.cameras.{name} must be [low, high] with {lo:g} <= low <= high <= {hi:g}, got {value}"
+                )
 
 
 @dataclass
@@ -57,6 +69,23 @@ class TrainerConfig:
     checkpoint_every: int = 100
     preview_every: int = 100
     log_every: int = 10
+
+    def __post_init__(self):
+        at_least = {"steps": 1, "batch_size": 1, "resolution": 8, "log_every": 1, "checkpoint_every": 0}
+        at_least.update({"preview_every": 0, "seed": 0})
+        for name, low in at_least.items():
+            value = getattr(self, name)
+            if value < low:
+                off = " (0: off)" if low == 0 and name != "seed" else ""
+                raise ConfigError(f"trainer.{name} must be at least {low}{off}, got {value}")
+        if self.resolution > 4096:
+            raise ConfigError(f"trainer.resolution must be at most 4096 pixels, got {self.resolution}")
+        if self.seed >= 2**63:
+            raise ConfigError(f"trainer.seed must be below 2**63, got {self.seed}")
+        if self.schedule_steps is not None and self.schedule_steps < 1:
+            raise ConfigError(f"trainer.schedule_steps must be at least 1 (or null), got {self.schedule_steps}")
+        if not self.grad_clip_norm >= 0:
+            raise ConfigError(f"trainer.grad_clip_norm must be 0 (off) or more, got {self.grad_clip_norm}")
 
 
 def _generator_state(gen: torch.Generator) -> str:
@@ -124,8 +153,7 @@ class Trainer:
         self.optimizer = self._make_optimizer()
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        trainable = [p for p in self.guidance.parameters() if p.requires_grad]  # e.g. VSD's LoRA and camera MLP
-        groups = self.model.param_groups() + [{"params": trainable, "lr": 1e-4, "name": "guidance"}]
+        groups = self.model.param_groups() + self.guidance.param_groups()
         groups = [g for g in groups if g["params"]]
         for g in groups:  # a learning rate may be a schedule [k0, v0, v1, k1] (threestudio style)
             g["lr_schedule"] = g["lr"]

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import resource
 import statistics
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +27,7 @@ from ..renderers.gaussian_raster import (
     sh_to_rgb,
 )
 from ..representations.hash_grid import HashGridEncoding
+from ..utils.subprocesses import run_module
 from .harness import check_positive, report_header
 
 RASTER_SIZES = [(1000, 64), (4000, 64), (16000, 64), (1000, 128), (4000, 128), (16000, 128)]
@@ -182,7 +181,8 @@ def generate_row(mode: str, prompt: str, target: float, chunk: int, log, overrid
     from ..workflows.generate import build, default_config_path, load_generate_config
 
     cfg = load_generate_config(
-        [default_config_path("gaussians")], [f"prompt={json.dumps(prompt)}", f"native={mode}", *overrides]
+        [default_config_path("gaussians")],
+        [f"prompt={json.dumps(prompt, ensure_ascii=False)}", f"native={mode}", *overrides],
     )
     colour, obj = subject_of(prompt)
     model, trainer = build(cfg, None, log=lambda s: None)
@@ -218,11 +218,7 @@ def command_peak_memory(prompt: str, workdir: Path) -> dict:
     peak resident memory."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "threedistill.cli", "generate", "--prompt", prompt, "--out", str(workdir)],
-        capture_output=True,
-        text=True,
-    )
+    result = run_module("threedistill.cli", ["generate", "--prompt", prompt, "--out", str(workdir)], cwd=Path.cwd())
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"t3d generate failed: {result.stderr.strip().splitlines()[-1:]}")

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..renderers.mesh_raster import triangle_pixels
+from ..utils.subprocesses import run_module
 
 UNWRAP_TIMEOUT_S = 60.0
 
@@ -32,12 +33,7 @@ def unwrap(
         src, dst = Path(tmp) / "mesh.npz", Path(tmp) / "uv.npz"
         np.savez(src, vertices=vertices.astype(np.float32), faces=faces.astype(np.uint32))
         try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "threedistill.export.texture", str(src), str(dst), str(texture_size)],
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
+            proc = run_module("threedistill.export.texture", [str(src), str(dst), str(texture_size)], timeout)
         except subprocess.TimeoutExpired:
             log(f"warning: xatlas took more than {timeout:.0f} s; exporting per-vertex colours instead of a texture")
             return None

@@ -246,7 +246,7 @@ def generate(
         )
     else:
         picked = [
-            f"prompt={json.dumps(prompt)}" if prompt else None,
+            f"prompt={json.dumps(prompt, ensure_ascii=False)}" if prompt else None,
             f"representation={representation}" if representation else None,
             f"guidance_type={guidance}" if guidance else None,
             f"prior={prior}" if prior else None,
