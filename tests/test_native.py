@@ -403,3 +403,20 @@ def test_native_rasterizer_keeps_densification_statistics():
     for (grad_t, radii_t), (grad_n, radii_n) in zip(metas["torch"], metas["native"]):
         assert torch.equal(radii_t, radii_n) and (radii_n > 0).sum() > 100
         assert torch.allclose(grad_t, grad_n, atol=1e-3 * float(grad_t.abs().max()))
+
+
+def test_a_build_killed_half_way_does_not_make_later_loads_wait_forever():
+    """torch's build lock (a `lock` file) outlives a killed build; a later load must not wait on it."""
+    import subprocess
+    import sys
+
+    from threedistill import native
+
+    if native.kernels() is None:
+        pytest.skip("no native kernels on this machine")
+    build_dir, _ = native.build_directory()
+    (build_dir / "lock").write_text("")  # what a build killed by SIGKILL leaves
+    code = "from threedistill import native; native.set_mode('native'); assert native.kernels() is not None"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not (build_dir / "lock").exists()

@@ -9,6 +9,7 @@ makes that failure an error; torch never builds anything.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -51,9 +52,8 @@ def mode() -> str:
     return _mode or check_mode(os.environ.get("THREEDISTILL_NATIVE", "auto"), "THREEDISTILL_NATIVE")
 
 
-def _build():
-    from torch.utils.cpp_extension import load
-
+def build_directory() -> tuple[Path, str]:
+    """(folder, module name) of the compiled kernels for these sources, this torch and this checkout."""
     from .utils.cache import cache_dir
 
     sources = [kernels_dir() / name for name in SOURCES]
@@ -61,23 +61,48 @@ def _build():
     # checkouts sharing one build folder would rebuild it for each other on every first use.
     key = b"".join(p.read_bytes() for p in sources) + torch.__version__.encode() + str(kernels_dir().resolve()).encode()
     digest = hashlib.sha256(key).hexdigest()[:12]
-    build_dir = cache_dir("native") / digest
+    return cache_dir("native") / digest, f"threedistill_native_{digest}"
+
+
+@contextlib.contextmanager
+def _build_lock(build_dir: Path):
+    """One build at a time, under an OS file lock that dies with its holder. torch's own lock (a `lock` file that
+    a build deletes when it ends) outlives a build killed half-way, and every later load then waits for it forever:
+    holding our lock, no build of ours is running, so such a file is stale and goes."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: torch's lock alone
+        yield
+        return
+    with open(build_dir / "threedistill.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        (build_dir / "lock").unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build():
+    from torch.utils.cpp_extension import load
+
+    build_dir, name = build_directory()
     build_dir.mkdir(parents=True, exist_ok=True)
-    name = f"threedistill_native_{digest}"
     if not (build_dir / f"{name}.so").is_file():  # say why the first run pauses
         print(
             f"threedistill: building the native CPU kernels (first use only, about a minute) in {build_dir}",
             file=sys.stderr,
             flush=True,
         )
-    return load(
-        name=name,
-        sources=[str(p) for p in sources],
-        extra_cflags=["-O3", "-fopenmp"],
-        extra_ldflags=["-fopenmp"],
-        build_directory=str(build_dir),
-        verbose=False,
-    )
+    with _build_lock(build_dir):
+        return load(
+            name=name,
+            sources=[str(kernels_dir() / source) for source in SOURCES],
+            extra_cflags=["-O3", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(build_dir),
+            verbose=False,
+        )
 
 
 def kernels():
