@@ -47,7 +47,7 @@ class FitConfig:
     # Gaussians seeded on a sphere around the scene for what SfM finds no points on (plain walls, sky): its radius
     # is `background_radius` x the farthest camera's distance from the scene's centre
     background_points: int = 0
-    background_radius: float = 2.0
+    background_radius: float = 1.3
     device: str = "auto"
     native: Optional[str] = None
     out: str = "outputs"
