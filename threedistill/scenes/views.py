@@ -132,8 +132,9 @@ class ViewAppearance(nn.Module):
     per view): phone cameras set both per photo, and without this a fit can only explain those changes with
     view-dependent colour or Gaussians that only some views see (the per-image colour correction of NeRF-W /
     Zip-NeRF style appearance modelling, in its smallest form; exposure and white balance scale each channel, in
-    sRGB as in linear space). The gains and offsets are kept centred (their mean over the views is the identity), so the model's own colours are those of
-    the average photo: renders of the model (held-out views, exports) use no transform."""
+    sRGB as in linear space). The gains and offsets are kept centred (their mean over the views is the identity),
+    so the model's own colours are those of the average photo: renders of the model (held-out views, exports) use
+    no transform."""
 
     def __init__(self, n_views: int):
         super().__init__()
