@@ -128,3 +128,25 @@ def test_export_never_runs_code_from_the_working_directory(tmp_path, monkeypatch
     result = unwrap(vertices, faces, texture_size=64)
     assert not marker.exists()
     assert result is not None and result[2].shape[1] == 2  # xatlas itself ran
+
+
+def test_out_naming_a_file_is_a_one_line_error(tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    result = t3d("generate", "--prompt", "a red cone", "--steps", "1", "--out", str(tmp_path / "taken"))
+    assert_one_line_error(result, "--out must name a folder you can write")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_resuming_from_a_damaged_checkpoint_is_a_one_line_error(damage, tmp_path):
+    from test_generate import FAST
+
+    from threedistill.errors import ThreeDistillError
+    from threedistill.workflows.generate import generate
+
+    fast = FAST["gaussians"] + ["trainer.preview_every=0", "trainer.checkpoint_every=1"]
+    run = generate(prompt="a red cone", steps=2, out=str(tmp_path), progress=False, log=lambda s: None, overrides=fast)
+    checkpoint = run.dir / "checkpoints" / "step_000002.safetensors"
+    data = checkpoint.read_bytes()
+    checkpoint.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+    with pytest.raises(ThreeDistillError, match="checkpoint step_000002 is unreadable"):
+        generate(resume=str(run.dir), progress=False, log=lambda s: None)

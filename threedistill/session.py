@@ -61,13 +61,19 @@ def new_run_dir_at(parent: Path, method: str) -> Path:
             path.mkdir(parents=True)
             return path
         except FileExistsError:
+            if not path.is_dir():  # a file stands where a folder must be
+                raise ThreeDistillError(f"cannot make the run folder {path}: a file is in the way") from None
             path, k = Path(f"{base}-{k}"), k + 1
+        except OSError as err:  # a file as a parent, no permission, a full or read-only disk
+            raise ThreeDistillError(
+                f"cannot make the run folder {path}: {err.strerror or err}; --out must name a folder you can write"
+            ) from None
 
 
 def option_overrides(**options) -> list[str]:
     """`key=value` overrides for the command-line options that were given (None = not given); strings are quoted
     so prompts and paths survive the parser. Keys use __ for dots: trainer__steps=5 -> trainer.steps=5."""
-    quote = lambda v: json.dumps(str(v)) if isinstance(v, (str, Path)) else v  # noqa: E731
+    quote = lambda v: json.dumps(str(v), ensure_ascii=False) if isinstance(v, (str, Path)) else v  # noqa: E731
     return [f"{key.replace('__', '.')}={quote(value)}" for key, value in options.items() if value is not None]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -117,7 +118,7 @@ def read_checkpoint(run_dir: Path, step: int | None = None) -> tuple[dict[str, t
     stem, state = latest_checkpoint(run_dir, step)
     try:
         return load_file(str(stem.with_suffix(".safetensors"))), state
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:  # missing, truncated, empty, not safetensors
         raise ThreeDistillError(f"{run_dir}: checkpoint {stem.name} is unreadable ({err})") from None
 
 
