@@ -21,7 +21,9 @@ FIT_FAST = [
     "trainer.batch_size=1",
     "trainer.preview_every=0",
     "gaussians.capture.refine_start=1000",
-    "background_points=500",
+    # no background shell: the toy sky is empty, and lifting a mask on a fit with a shell loses precision (0.64
+    # against 0.92 on tests/test_lift.py's cube; issue #23's notes)
+    "background_points=0",
 ]
 
 

@@ -65,8 +65,8 @@ def test_cli_reports_a_bad_config_file_and_a_damaged_run_config_in_one_line(tmp_
 
 
 BAD_VALUES = {
-    "trainer.resolution=0": "trainer.resolution must be at least 8",  # was a segfault on the native path
-    "trainer.resolution=-4": "trainer.resolution must be at least 8",
+    "trainer.resolution=0": "trainer.resolution must be at least 1",  # was a segfault on the native path
+    "trainer.resolution=-4": "trainer.resolution must be at least 1",
     "trainer.batch_size=0": "trainer.batch_size must be at least 1",
     "trainer.batch_size=-1": "trainer.batch_size must be at least 1",
     "trainer.log_every=0": "trainer.log_every must be at least 1",

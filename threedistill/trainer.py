@@ -72,7 +72,7 @@ class TrainerConfig:
     log_every: int = 10
 
     def __post_init__(self):
-        at_least = {"steps": 1, "batch_size": 1, "resolution": 8, "log_every": 1, "checkpoint_every": 0}
+        at_least = {"steps": 1, "batch_size": 1, "resolution": 1, "log_every": 1, "checkpoint_every": 0}
         at_least.update({"preview_every": 0, "seed": 0})
         for name, low in at_least.items():
             value = getattr(self, name)
