@@ -275,6 +275,21 @@ def lift_view_mask(scene, gaussians, masks: str | list[str] | tuple[str, ...]) -
     one text joined by `;`)."""
     views = [read_view_mask(scene, text) for text in split_view_masks(masks)]
     cloud = gaussian_cloud(gaussians)
+    # What lies farther from the scene's centre than every camera (a fit's background shell, distant walls) is the
+    # backdrop of every view, never what a mask on an object means: the votes see the scene without it, as they
+    # saw the empty sky of fits without a shell.
+    horizon = float(scene.c2w[:, :3, 3].norm(dim=-1).max())
+    near = cloud["means"].norm(dim=-1) <= horizon
+    if not bool(near.all()):
+        selected, region = _lift(scene, {k: v[near] for k, v in cloud.items()}, views)
+        full = torch.zeros(len(near), dtype=torch.bool, device=selected.device)
+        full[near.to(selected.device)] = selected
+        return full.to(gaussians.means.device), region
+    selected, region = _lift(scene, cloud, views)
+    return selected.to(gaussians.means.device), region
+
+
+def _lift(scene, cloud: dict, views: list[ViewMask]) -> tuple[torch.Tensor, EditRegion]:
     votes = [mask_votes(scene, cloud, view) for view in views]
     selected, outside = select_seen(scene, views, votes)
     if not selected.any():
@@ -296,4 +311,4 @@ def lift_view_mask(scene, gaussians, masks: str | list[str] | tuple[str, ...]) -
     chosen = means[selected]
     centre = chosen.median(0).values
     radius = max(float((chosen - centre).norm(dim=-1).quantile(0.95)) * 1.2, 1e-3)
-    return selected.to(gaussians.means.device), EditRegion("sphere", centre, torch.tensor([radius]))
+    return selected, EditRegion("sphere", centre, torch.tensor([radius]))
