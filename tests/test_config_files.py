@@ -150,3 +150,24 @@ def test_resuming_from_a_damaged_checkpoint_is_a_one_line_error(damage, tmp_path
     checkpoint.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
     with pytest.raises(ThreeDistillError, match="checkpoint step_000002 is unreadable"):
         generate(resume=str(run.dir), progress=False, log=lambda s: None)
+
+
+def test_a_run_killed_before_its_first_checkpoint_restarts_from_step_0(tmp_path):
+    import shutil
+
+    import torch
+    from test_generate import FAST
+
+    from threedistill.workflows.generate import generate
+
+    args = dict(prompt="a red cone", steps=3, progress=False, log=lambda s: None)
+    fast = FAST["gaussians"] + ["trainer.preview_every=0", "trainer.checkpoint_every=100"]
+    whole = generate(out=str(tmp_path / "a"), overrides=fast, **args)
+    killed = generate(out=str(tmp_path / "b"), overrides=fast, **args)
+    shutil.rmtree(killed.dir / "checkpoints")  # as if killed before the first checkpoint was written
+    (killed.dir / "metrics.json").unlink(missing_ok=True)
+    lines = []
+    again = generate(resume=str(killed.dir), progress=False, log=lines.append)
+    assert any("starting it again from step 0" in line for line in lines), lines
+    assert again.dir == killed.dir and again.trainer.step == 3
+    assert torch.equal(again.model.means, whole.model.means) and torch.equal(again.model.sh, whole.model.sh)

@@ -200,9 +200,15 @@ class RunSession:
         torch.manual_seed(seed)
         return resolved, torch.Generator().manual_seed(seed)
 
+    def has_checkpoint(self) -> bool:
+        """Whether the run wrote a checkpoint (a run killed before its first one restarts from step 0)."""
+        return (self.dir / "checkpoints" / "latest.json").is_file()
+
     def restore(self, trainer: Trainer, step_offset: int = 0) -> None:
         """Resume `trainer` from the run's latest checkpoint (nothing for a new run)."""
-        if self.resuming:
+        if self.resuming and not self.has_checkpoint():
+            self.log(f"{self.dir} stopped before its first checkpoint: starting it again from step 0")
+        elif self.resuming:
             trainer.load_checkpoint(self.dir)
             self.log(f"resuming {self.dir} at step {step_offset + trainer.step}")
 

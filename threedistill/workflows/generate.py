@@ -269,7 +269,8 @@ def generate(
             "generate", cfg, Path(cfg.out) / slugify(cfg.prompt), f"{cfg.guidance_type}-{cfg.representation}", log
         )
     run_dir = session.dir
-    first = int(latest_checkpoint(run_dir)[1].get("stage", 0)) if resume is not None else 0
+    resumed = resume is not None and session.has_checkpoint()
+    first = int(latest_checkpoint(run_dir)[1].get("stage", 0)) if resumed else 0
     run, offset = None, sum(c.trainer.steps for c in stages[:first])
     for index in range(first, len(stages)):
         if stop_at is not None and stop_at <= offset:
