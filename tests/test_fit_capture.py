@@ -303,9 +303,10 @@ def test_background_shell_lies_beyond_every_camera(captured):
     from threedistill.workflows.fit import shell_points
 
     scene = load_scene(captured[0])
-    points, colours = shell_points(scene, 500, 2.0, torch.Generator().manual_seed(0))
+    grey = torch.tensor([0.5, 0.6, 0.7])
+    points, colours = shell_points(scene, 500, 2.0, torch.Generator().manual_seed(0), grey)
     farthest = float(scene.c2w[:, :3, 3].norm(dim=-1).max())
-    assert points.shape == (500, 3) and colours.shape == (500, 3)
+    assert points.shape == (500, 3) and torch.equal(colours, grey.expand(500, 3))
     assert torch.allclose(points.norm(dim=-1), torch.full((500,), 2 * farthest), rtol=1e-4)
     assert points.mean(0).norm() < 0.05 * farthest  # spread evenly, not bunched
     for bad in ("background_points=-1", "background_radius=0.5", "lr_appearance=0"):

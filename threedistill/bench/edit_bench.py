@@ -225,8 +225,9 @@ def measure_masks(scene_name: str, scene_dir: Path, fit_dir: Path, out_dir: Path
     data, gaussians = load_scene(scene_dir), load_run(fit_dir).model
     owner = object_membership(scene_dir, data, gaussians)
     rows = []
-    for index in range(len(json.loads((Path(scene_dir) / "toy_scene.json").read_text())["scene"]["objects"])):
-        truth = owner == index
+    objects = json.loads((Path(scene_dir) / "toy_scene.json").read_text())["scene"]["objects"]
+    for index, obj in enumerate(objects):
+        truth, subject = owner == index, f"{obj['colour']} {obj['name']}"
         for n in MASK_VIEWS:
             views = mask_views(scene_dir, data, index, n)
             if len(views) < n:  # too few training views show the object (tiny test captures)
@@ -244,7 +245,7 @@ def measure_masks(scene_name: str, scene_dir: Path, fit_dir: Path, out_dir: Path
                     {
                         "scene": scene_name,
                         "object": index,
-                        "subject": _subject(scene_dir, index),
+                        "subject": subject,
                         "views": n,
                         "method": method,
                         **lifting_scores(selected, truth),
@@ -252,11 +253,6 @@ def measure_masks(scene_name: str, scene_dir: Path, fit_dir: Path, out_dir: Path
                     }
                 )
     return rows
-
-
-def _subject(scene_dir: Path, index: int) -> str:
-    obj = json.loads((Path(scene_dir) / "toy_scene.json").read_text())["scene"]["objects"][index]
-    return f"{obj['colour']} {obj['name']}"
 
 
 def edit_name(edit_record: dict) -> str:

@@ -52,13 +52,11 @@ def point_footprint(scene, index: int, size: tuple[int, int], grow: float = 0.03
     """(H, W) bool: the pixels of view `index` within `grow` x its longer side of a projected scene point."""
     import torch.nn.functional as F
 
+    from ..cameras import project_points
+
     h, w = size
-    w2c = torch.linalg.inv(scene.c2w[index].double())
-    cam = scene.points.double() @ w2c[:3, :3].T + w2c[:3, 3]  # OpenGL camera axes: the view looks down -z
-    depth = -cam[:, 2]
-    fx, fy, cx, cy = scene.intrinsics[index].double().tolist()
-    u = (fx * cam[:, 0] / depth.clamp_min(1e-9) + cx) * w
-    v = (-fy * cam[:, 1] / depth.clamp_min(1e-9) + cy) * h
+    xy, depth = (v[0] for v in project_points(scene.points.float(), scene.cameras([index]), h, w))
+    u, v = xy[:, 0], xy[:, 1]
     inside = (depth > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
     hits = torch.zeros(h, w)
     hits[v[inside].long(), u[inside].long()] = 1

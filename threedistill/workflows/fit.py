@@ -112,10 +112,12 @@ def random_points(scene, n: int, generator: torch.Generator) -> tuple[torch.Tens
     return points, torch.rand(n, 3, generator=generator)
 
 
-def shell_points(scene, n: int, radius: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def shell_points(
+    scene, n: int, radius: float, generator: torch.Generator, colour: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(points, colours): `n` points spread evenly (a Fibonacci sphere) at `radius` x the farthest camera's distance
-    from the origin (the scene's centre), coloured the photos' median colour: a place for backgrounds that SfM
-    leaves without points, beyond every camera, so that no camera sees them from close by."""
+    from the origin (the scene's centre), all of `colour` (3,): a place for backgrounds that SfM leaves without
+    points, beyond every camera, so that no camera sees them from close by."""
     centres = scene.c2w[:, :3, 3].float()
     r = radius * (float(centres.norm(dim=-1).max()) if len(centres) else 1.0)
     k = torch.arange(n, dtype=torch.float64) + 0.5
@@ -123,20 +125,20 @@ def shell_points(scene, n: int, radius: float, generator: torch.Generator) -> tu
     phi = k * math.pi * (3 - math.sqrt(5)) + float(torch.rand(1, generator=generator)) * 2 * math.pi
     ring = (1 - y**2).sqrt()
     points = torch.stack([ring * phi.cos(), y, ring * phi.sin()], -1).float() * r
-    return points, median_colour(scene).expand(n, 3).clone()
+    return points, colour.float().expand(n, 3).clone()
 
 
-def median_colour(scene, size: int = 32) -> torch.Tensor:
-    """The median colour (3,) of the training photos, read small."""
-    idx = scene.train_indices[:: max(1, len(scene.train_indices) // 16)]
-    pixels = torch.cat([scene.load_images([i], size, size)[0][0].flatten(1) for i in idx], 1)
-    return pixels.median(1).values
+def median_colour(images: list[torch.Tensor]) -> torch.Tensor:
+    """The median colour (3,) of up to 16 of `images` (each (3,H,W)), spread over the list."""
+    picked = images[:: max(1, len(images) // 16)]
+    return torch.cat([image.detach().cpu().flatten(1) for image in picked], 1).median(1).values
 
 
-def build_model(cfg: FitConfig, scene, generator: torch.Generator, device: torch.device, masked: bool = False):
+def build_model(cfg: FitConfig, scene, generator: torch.Generator, device: torch.device, views=None):
     """Gaussians seeded from the scene's points (colours and kNN sizes), else from random points in the
-    cameras' bounds, plus `background_points` on a sphere beyond the cameras unless the views are `masked` (then
-    the object alone is fitted); or a NeRF; on `device`."""
+    cameras' bounds, plus `background_points` on a sphere beyond the cameras in the photos' median colour (taken
+    from the loaded training `views`, else from the photos read small) unless the views have masks (then the
+    object alone is fitted); or a NeRF; on `device`."""
     if cfg.representation == "nerf":
         from ..representations.nerf import NeRF
 
@@ -152,8 +154,14 @@ def build_model(cfg: FitConfig, scene, generator: torch.Generator, device: torch
         points, colours = points[keep], None if colours is None else colours[keep]
     points, colours = points.float(), None if colours is None else colours.float()
     scales = knn_scales(points)
-    if cfg.background_points > 0 and not masked:
-        shell, shell_colours = shell_points(scene, cfg.background_points, cfg.background_radius, generator)
+    if cfg.background_points > 0 and not (views is not None and views.has_masks):
+        if views is not None:
+            photos = views.images
+        else:  # read small: up to 16 of the training photos
+            picked = scene.train_indices[:: max(1, len(scene.train_indices) // 16)]
+            photos = [scene.load_images([i], 32, 32)[0][0] for i in picked]
+        colour = median_colour(photos)
+        shell, shell_colours = shell_points(scene, cfg.background_points, cfg.background_radius, generator, colour)
         colours = torch.rand_like(points) if colours is None else colours
         points, colours = torch.cat([points, shell]), torch.cat([colours, shell_colours])
         scales = torch.cat([scales, knn_scales(shell, clamp=None)])
@@ -313,7 +321,7 @@ def fit(
         session = RunSession.resume("fit", cfg, run_dir, log)
     device, gen = session.setup(cfg.device, cfg.native, cfg.trainer.seed)
     views = SceneViews(data, data.train_indices, cfg.resolution_rule(), device, cfg.background)
-    model = build_model(cfg, data, gen, device, masked=views.has_masks)
+    model = build_model(cfg, data, gen, device, views)
     objective = PhotometricLoss(
         cfg.lambda_dssim,
         masked=cfg.mask_loss,
