@@ -124,7 +124,7 @@ def _copy_prior(tmp_path):
     [
         (lambda d: shutil.rmtree(d / "unet"), "unet is missing"),
         (lambda d: (d / "model_index.json").unlink(), "model_index.json is missing"),
-        (lambda d: (d / "model_index.json").write_text("{not json"), "not valid JSON"),
+        (lambda d: (d / "model_index.json").write_text("{not json"), "invalid JSON"),
         (lambda d: (d / "unet" / "diffusion_pytorch_model.safetensors").unlink(), "cannot load prior component"),
         (
             lambda d: (d / "model_index.json").write_text(

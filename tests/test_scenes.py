@@ -596,7 +596,7 @@ ERROR_CASES = {
             ),
         ),
         "images.txt",
-        "not rigid",
+        "zero quaternion",
     ),
     "images text not numbers": (
         lambda r: _case_images_text(r, lambda t: t.replace("10 ", "ten ", 1)),

@@ -31,7 +31,7 @@ def test_runs_written_before_run_json_are_told_apart_by_their_config(tmp_path):
     with pytest.raises(ThreeDistillError, match="not a run directory"):
         read_run_kind(tmp_path)
     (tmp_path / "fit" / "run.json").write_text("{not json")
-    with pytest.raises(ThreeDistillError, match=r"run\.json is unreadable"):
+    with pytest.raises(ThreeDistillError, match=r"run\.json: invalid JSON"):
         read_run_kind(tmp_path / "fit")
 
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from .errors import ConfigError
+from .utils.files import atomic_path
 
 T = TypeVar("T")
 
@@ -35,6 +36,10 @@ def _known_keys(schema, full_key: str = "") -> str:
 def _parse_overrides(overrides: Sequence[str]) -> list[str]:
     for item in overrides:
         key, sep, _ = item.partition("=")
+        if item.startswith("-"):
+            raise ConfigError(
+                f"unknown option {key!r} (--help lists the options); config overrides are key=value, e.g. seed=1"
+            )
         if not sep or not key.strip():
             raise ConfigError(f"bad override {item!r}: expected key=value, e.g. seed=1")
     return list(overrides)
@@ -60,6 +65,11 @@ def _apply_overrides(cfg, overrides: list[str]):
                 raise ConfigError(f"bad override {item!r}: {_first_line(err)}") from None
             try:
                 cfg = OmegaConf.merge(cfg, value)
+            except ValidationError as err:
+                if err.full_key:
+                    raise
+                message = (err.msg or str(err) or type(err).__name__).splitlines()[0]
+                raise ConfigError(f"bad value for config key {key!r} (command line): {message}") from None
             except TypeError:  # a mapping merged into a list
                 raise ConfigError(
                     f"bad override {item!r}: address a list's items by index, e.g. stages.0.steps=100"
@@ -183,8 +193,8 @@ def peek_key(key: str, paths: Sequence[str | Path], overrides: Sequence[str], de
 
 def save_config(cfg, path: str | Path) -> None:
     """Write a resolved config as YAML (what a run directory keeps as config.yaml)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.structured(cfg), path)
+    with atomic_path(path) as tmp:
+        OmegaConf.save(OmegaConf.structured(cfg), tmp)
 
 
 def check_schedules(cfg, section: str, names: Sequence[str]) -> None:
@@ -231,6 +241,14 @@ def scheduled(value, step: int) -> float:
     if exponential:
         return float(v0 * (v1 / v0) ** t)
     return float(v0 + (v1 - v0) * t)
+
+
+def schedule_values(value) -> list[float]:
+    """The values a number or schedule takes (its v0 and v1), for range checks; `scheduled` checks the form."""
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    seq = [v for v in list(value) if v != "exp"]
+    return [float(v) for v in seq[-3:-1]]
 
 
 def scale_schedule(value, factor: float):

@@ -3,10 +3,28 @@ from the camera's azimuth and elevation. Every guidance method uses them; the to
 
 from __future__ import annotations
 
+import unicodedata
+
 import torch
+
+from .errors import ConfigError
 
 VIEW_SUFFIXES = ("front view", "side view", "back view", "overhead view")
 OVERHEAD_ELEVATION = 60.0
+
+
+def check_prompt(text: str, what: str = "the prompt", example: str = "a red duck") -> str:
+    """`text` when it can be a prompt: not empty or blank, no control characters (a NUL, an escape code, a
+    newline pasted in). Else a one-line ConfigError naming `what`."""
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"{what} is empty; give a text prompt such as --prompt '{example}'")
+    bad = next((c for c in text if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        raise ConfigError(
+            f"{what} contains the control character U+{ord(bad):04X} at position {text.index(bad)}; "
+            "a prompt is one line of text"
+        )
+    return text
 
 
 def view_name(azimuth: float, elevation: float) -> str:

@@ -10,9 +10,11 @@ its model, objective and views, trains one or more Trainers with `session.train`
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +25,7 @@ from . import native as native_kernels
 from .config import load_config, packaged_config, save_config
 from .errors import ConfigError, ThreeDistillError
 from .trainer import Trainer
+from .utils.files import read_json, write_json
 
 RUN_FILE = "run.json"  # {"kind": ...}: which workflow wrote the run directory
 
@@ -91,11 +94,16 @@ def update_metrics(run_dir: Path, values: dict | None = None, add_seconds: float
     """Merge `values` into RUN_DIR/metrics.json (created if missing) and add `add_seconds` to its wall_seconds
     (a resumed run adds its own time); returns the merged metrics."""
     path = Path(run_dir) / "metrics.json"
-    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    metrics = {}
+    if path.exists():
+        try:
+            metrics = read_json(path, "metrics file")
+        except ThreeDistillError as err:  # the metrics are recomputed; a damaged file is replaced, with a word
+            warnings.warn(f"{err}; writing it afresh", stacklevel=2)
     metrics.update(values or {})
     if add_seconds:
         metrics["wall_seconds"] = round(metrics.get("wall_seconds", 0.0) + add_seconds, 1)
-    path.write_text(json.dumps(metrics, indent=2))
+    write_json(path, metrics)
     return metrics
 
 
@@ -133,10 +141,10 @@ def read_run_kind(run_dir: Path) -> str:
         raise ThreeDistillError(f"{run_dir} is not a run directory (no config.yaml)")
     marker = run_dir / RUN_FILE
     if marker.is_file():
-        try:
-            return str(json.loads(marker.read_text())["kind"])
-        except (ValueError, KeyError, TypeError) as err:
-            raise ThreeDistillError(f'{marker} is unreadable ({err}); it should hold {{"kind": ...}}') from None
+        kind = read_json(marker, "run marker").get("kind")
+        if not isinstance(kind, str) or not kind:
+            raise ThreeDistillError(f'{marker}: expected {{"kind": "generate" | "fit" | "edit"}}, found kind {kind!r}')
+        return kind
     keys = {line.split(":", 1)[0] for line in config.read_text().splitlines() if line and not line[0].isspace()}
     return "edit" if "source" in keys else "fit" if "scene" in keys else "generate"
 
@@ -172,11 +180,39 @@ class Run:
         return {k: v.cpu() for k, v in out.items()}
 
 
+LOCK_FILE = ".t3d.lock"
+
+
+def lock_run(run_dir: Path):
+    """An OS lock on `run_dir` (an open file; the lock goes when it is closed or the process dies, even by kill
+    -9), so two processes cannot resume one run at once; a one-line error naming the holder when it is taken."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return None
+    handle = open(Path(run_dir) / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ThreeDistillError(
+            f"{run_dir} is in use by {holder}; wait for it to finish (or stop it) before resuming"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"t3d process {os.getpid()}")
+    handle.flush()
+    return handle
+
+
 class RunSession:
     """The run directory and bookkeeping of one run of `kind` (see the module docstring)."""
 
     def __init__(self, kind: str, cfg, run_dir: Path, resuming: bool, log: Callable[[str], None] = print):
         self.kind, self.cfg, self.dir, self.resuming, self.log = kind, cfg, Path(run_dir), resuming, log
+        self._lock = lock_run(self.dir)  # released when the session is dropped or its process dies
         self.started = time.time()
 
     @classmethod
@@ -184,7 +220,7 @@ class RunSession:
         """A new run: parent/<method>@<timestamp>/ with config.yaml (the resolved config) and run.json."""
         run_dir = new_run_dir_at(parent, method)
         save_config(cfg, run_dir / "config.yaml")
-        (run_dir / RUN_FILE).write_text(json.dumps({"kind": kind}))
+        write_json(run_dir / RUN_FILE, {"kind": kind}, indent=None)
         return cls(kind, cfg, run_dir, resuming=False, log=log)
 
     @classmethod

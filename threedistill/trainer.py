@@ -9,6 +9,7 @@ import base64
 import dataclasses
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from .config import scheduled
 from .errors import ConfigError, ThreeDistillError
 from .objective import Objective, ViewBatch, Views
 from .representations.base import Representation, load_model_state
+from .utils.files import atomic_path, read_json, write_json
 from .utils.optim import Adam
 
 
@@ -94,32 +96,58 @@ def _generator_state(gen: torch.Generator) -> str:
 
 
 def _set_generator_state(gen: torch.Generator, state: str) -> None:
-    gen.set_state(torch.frombuffer(bytearray(base64.b64decode(state)), dtype=torch.uint8))
+    gen.set_state(torch.frombuffer(bytearray(base64.b64decode(state, validate=True)), dtype=torch.uint8))
+
+
+def _check_state(state: dict, where: str) -> dict:
+    """A checkpoint's JSON state with a usable step, stage and random-generator state, else a one-line error."""
+    for key in ("step", "stage"):
+        value = state.get(key, 0 if key == "stage" else None)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ThreeDistillError(f"{where}: {key} must be a whole number >= 0, found {value!r}")
+    try:
+        _set_generator_state(torch.Generator(), state.get("generator"))
+    except (TypeError, ValueError, RuntimeError) as err:  # binascii.Error is a ValueError
+        raise ThreeDistillError(f"{where}: the random generator state is damaged ({type(err).__name__})") from None
+    return state
 
 
 def latest_checkpoint(run_dir: Path, step: int | None = None) -> tuple[Path, dict]:
     """(path stem, JSON state) of a run's latest checkpoint (or the one at run step `step`), or a one-line error."""
     ckpt_dir = Path(run_dir) / "checkpoints"
     try:
-        name = (
-            f"step_{step:06d}" if step is not None else json.loads((ckpt_dir / "latest.json").read_text())["checkpoint"]
-        )
+        if step is not None:
+            name = f"step_{step:06d}"
+        else:
+            name = read_json(ckpt_dir / "latest.json", "checkpoint index")["checkpoint"]
+        if not isinstance(name, str) or not re.fullmatch(r"step_\d+", name):
+            raise ValueError(f"latest.json names {name!r}, not a step_NNNNNN checkpoint")
         stem = ckpt_dir / name
-        return stem, json.loads(stem.with_suffix(".json").read_text())
-    except (OSError, KeyError, ValueError) as err:
+        state = read_json(stem.with_suffix(".json"), "checkpoint state")
+    except (ThreeDistillError, KeyError, ValueError) as err:
         raise ThreeDistillError(
             f"{run_dir} has no readable checkpoint{'' if step is None else f' at step {step}'} "
             f"({err}); was the run started and did it reach that checkpoint?"
         ) from None
+    return stem, _check_state(state, str(stem.with_suffix(".json")))
 
 
 def read_checkpoint(run_dir: Path, step: int | None = None) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, JSON state) of a run's latest checkpoint (or the one at run step `step`), or a one-line error."""
+    """(tensors, JSON state) of a run's latest checkpoint (or the one at run step `step`), or a one-line error;
+    a checkpoint holding NaN or inf (a run that diverged) is refused too."""
     stem, state = latest_checkpoint(run_dir, step)
     try:
-        return load_file(str(stem.with_suffix(".safetensors"))), state
+        tensors = load_file(str(stem.with_suffix(".safetensors")))
     except (OSError, ValueError, SafetensorError) as err:  # missing, truncated, empty, not safetensors
         raise ThreeDistillError(f"{run_dir}: checkpoint {stem.name} is unreadable ({err})") from None
+    for key, value in tensors.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            bad = int((~torch.isfinite(value)).sum())
+            raise ThreeDistillError(
+                f"{run_dir}: checkpoint {stem.name} holds {bad} NaN or inf values in {key}; the run diverged or "
+                "the file is damaged (an earlier checkpoints/step_*.safetensors may still be good)"
+            )
+    return tensors, state
 
 
 def model_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -317,19 +345,16 @@ class Trainer:
         ckpt_dir = self.run_dir / "checkpoints"
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         stem = ckpt_dir / f"step_{self.step_offset + self.step:06d}"
-        tmp = stem.with_suffix(".safetensors.tmp")
-        save_file(self._tensors(), str(tmp))
-        tmp.replace(stem.with_suffix(".safetensors"))
+        with atomic_path(stem.with_suffix(".safetensors")) as tmp:
+            save_file(self._tensors(), str(tmp))
         state = {
             "step": self.step,
             "stage": self.stage,
             "generator": _generator_state(self.generator),
             "num_points": len(self.model) if hasattr(self.model, "__len__") else None,
         }
-        stem.with_suffix(".json").write_text(json.dumps(state))
-        latest = ckpt_dir / "latest.json.tmp"
-        latest.write_text(json.dumps({"checkpoint": stem.name}))
-        latest.replace(ckpt_dir / "latest.json")
+        write_json(stem.with_suffix(".json"), state, indent=None)
+        write_json(ckpt_dir / "latest.json", {"checkpoint": stem.name}, indent=None)
         return stem
 
     def load_checkpoint(self, run_dir: Path, step: int | None = None) -> None:
@@ -353,6 +378,10 @@ class Trainer:
                     for k, v in tensors.items()
                     if k.startswith(prefix)
                 }
+                if any(k != "step" and v.shape != p.shape for k, v in entries.items()):
+                    raise ThreeDistillError(
+                        f"{run_dir}: the checkpoint's optimiser state does not match its model (group {gi})"
+                    )
                 if entries:
                     self.optimizer.state[p] = entries
         self.step = state["step"]

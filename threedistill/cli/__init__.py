@@ -5,6 +5,7 @@ layer over the Python API, which checks its own arguments; user errors print one
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -190,11 +191,21 @@ def config_path(name: str) -> Path:
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point: run the app and turn user errors into one line on stderr with exit code 2."""
+    previous = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
     try:
         app(args=argv, standalone_mode=True)
     except ThreeDistillError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
+    finally:
+        warnings.formatwarning = previous
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Our warnings (UserWarning) as `warning: ...`; a library's keep their category for searching."""
+    kind = "" if category is UserWarning else f" ({category.__name__})"
+    return f"warning: {message}{kind}\n"
 
 
 # The command groups register their commands on `app` (in this order in `t3d --help`).

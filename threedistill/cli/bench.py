@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..errors import ThreeDistillError
 from . import app, command, config_path
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: quality against ground truth, speed.")
@@ -236,3 +237,26 @@ def bench_export(
         runs, faces, texture_size, log=typer.echo, on_row=report_writer(out, lambda rows: markdown_table(rows, header))
     )
     typer.echo(f"wrote {out}")
+
+
+@command(bench_app, "fuzz")
+def bench_fuzz(
+    jobs: int = typer.Option(2, help="Cases run at once (each is its own t3d process)."),
+    only: Optional[str] = typer.Option(None, help="Only the cases whose name starts with this (e.g. ply/, run/)."),
+    work: Path = typer.Option(Path("outputs/bench-fuzz"), help="Folder for the fixtures and each case's files."),
+    out: Path = typer.Option(Path("docs/benchmarks/hardening.md"), "--out", help="Markdown report to write."),
+):
+    """Bad input, as a careless or hostile user gives it: every case of the corpus (corrupted splat files, scene
+    files, COLMAP models, configs, options, output paths, damaged runs) as its own process, sorted into clean
+    one-line errors, correct results and failures (tracebacks, crashes, hangs, garbage accepted)."""
+    from ..bench.fuzz_bench import fuzz_bench, markdown_report
+
+    if jobs < 1:
+        raise ThreeDistillError(f"--jobs must be at least 1, got {jobs}")
+    outcomes = fuzz_bench(work, jobs=jobs, only=only, log=typer.echo)
+    if not outcomes:
+        raise ThreeDistillError(f"no fuzz case name starts with {only!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown_report(outcomes, jobs))
+    failed = [o for o in outcomes if not o.passed]
+    typer.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} cases passed; wrote {out}")

@@ -8,7 +8,6 @@ from typing import Optional
 
 import typer
 
-from ..errors import ThreeDistillError
 from . import PriorOption, app, command, log
 
 prior_app = typer.Typer(no_args_is_help=True, help="The 2D diffusion prior: train, sample, evaluate, inspect.")
@@ -71,10 +70,12 @@ def prior_sample(
 ):
     """Draw images from the prior for a prompt."""
     from ..priors.sampling import sample_images
+    from ..prompting import check_prompt
     from ..utils.images import save_image
 
-    if not prompt.strip():  # the Python API samples unconditionally from an empty prompt; the command wants one
-        raise ThreeDistillError("--prompt is empty; give a text prompt such as 'a red duck'")
+    check_prompt(
+        prompt, "--prompt"
+    )  # the Python API samples unconditionally from an empty prompt; the command wants one
     images = sample_images(
         _load(prior), [prompt] * n, steps=steps, guidance_scale=guidance, seed=seed, progress=True, sampler=sampler
     )

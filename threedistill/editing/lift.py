@@ -106,6 +106,11 @@ def split_view_masks(masks: str | list[str] | tuple[str, ...]) -> list[str]:
 
 def find_view(scene, name: str) -> int:
     """Index of the captured view whose image file is called `name` (or ends with it)."""
+    if not scene.image_paths:
+        raise ConfigError(
+            f"edit mask view:{name}: the scene has no captured views (a .ply holds Gaussians only); "
+            "give a box: or sphere: region, or edit the fit run or capture folder instead"
+        )
     for i, path in enumerate(scene.image_paths):
         if path.name == name or str(path).endswith(name):
             return i

@@ -10,6 +10,7 @@ from pathlib import Path
 import trimesh
 
 from ..errors import ThreeDistillError
+from ..utils.files import atomic_write
 
 MAX_PRIMITIVE_VERTICES = 65535  # 16-bit indices: what every engine and WebGL 1 viewer can load
 
@@ -28,7 +29,7 @@ def write_mesh(result, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".glb":
         data = mesh.export(file_type="glb")
-        out.write_bytes(data if isinstance(mesh.visual, trimesh.visual.TextureVisuals) else _matte_material(data))
+        atomic_write(out, data if isinstance(mesh.visual, trimesh.visual.TextureVisuals) else _matte_material(data))
     else:
         if isinstance(mesh.visual, trimesh.visual.TextureVisuals):
             # MTL has no PBR: a white diffuse factor (Kd multiplies map_Kd in most viewers), no specular; the

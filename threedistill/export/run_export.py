@@ -3,10 +3,11 @@ Gaussians themselves (ply, splat, spz). `t3d export RUN_DIR` (workflows/results.
 
 from __future__ import annotations
 
-import json
+import tempfile
 from pathlib import Path
 
 from ..errors import ThreeDistillError
+from ..utils.files import write_json
 from .splats import SplatParams, write_ply, write_splat, write_spz
 
 SPLAT_FORMATS = {
@@ -51,7 +52,32 @@ def export_model(
         "textured": result.textured,
         "seconds": result.seconds,
     }
-    out.with_name(out.name + ".json").write_text(json.dumps(report, indent=2))
+    write_json(out.with_name(out.name + ".json"), report)
+    return out
+
+
+def check_output_file(out: Path, fmt: str) -> Path:
+    """`out` when a `fmt` file can be written there (its suffix is the format's, it is not a folder, its folder can
+    be made), else a one-line error naming the problem; checked before the run is loaded."""
+    out = Path(out)
+    if out.is_dir():
+        raise ThreeDistillError(
+            f"--out {out} is a folder; give a file name such as {out / default_export_path(out, fmt).name}"
+        )
+    if out.suffix.lower() != f".{fmt}":
+        raise ThreeDistillError(
+            f"--out {out} does not end in .{fmt} (the --format); name it {out.with_suffix('.' + fmt).name} or "
+            f"give the --format its suffix names"
+        )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ThreeDistillError(f"cannot write {out}: {err.strerror or err} (making {out.parent})") from None
+    try:
+        with tempfile.TemporaryFile(dir=out.parent):  # root passes os.access checks where it still cannot write
+            pass
+    except OSError as err:
+        raise ThreeDistillError(f"cannot write {out}: {err.strerror or err} (in {out.parent})") from None
     return out
 
 

@@ -15,7 +15,16 @@ import torch
 from ..errors import ThreeDistillError
 from ..renderers.gaussian_raster import SH_C0
 from ..representations.gaussians import PARAM_NAMES
+from ..utils.files import atomic_path, atomic_write
 
+LOG_SCALE_LIMIT = 30.0  # |log scale| above this is not a Gaussian's size (exp(30) is 1e13 scene units)
+PLY_LABELS = {  # SplatParams field -> its 3DGS .ply properties, as messages name them
+    "means": "position (x, y, z)",
+    "log_scales": "scale (scale_0-2)",
+    "quats": "rotation (rot_0-3)",
+    "opacity_logits": "opacity",
+    "sh": "colour (f_dc, f_rest)",
+}
 SPLAT_RECORD = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])  # 32 bytes
 
 
@@ -43,6 +52,34 @@ class SplatParams:
     def sh_degree(self) -> int:
         return int(round(math.sqrt(self.sh.shape[1]))) - 1
 
+    def checked(self, where: str) -> "SplatParams":
+        """Self, or a one-line ThreeDistillError (prefixed by `where`) when a value is NaN or inf, a log-scale is
+        beyond +-LOG_SCALE_LIMIT (its exp overflows: a linear scale written where a log one belongs?) or a rotation
+        quaternion is zero: what every reader and writer refuses rather than passing it on."""
+        n = len(self.means)
+        for name, label in PLY_LABELS.items():
+            values = getattr(self, name).reshape(n, -1) if n else np.zeros((0, 1))
+            rows = ~np.isfinite(values).all(axis=1)
+            if rows.any():
+                raise ThreeDistillError(
+                    f"{where}: {label} is NaN or inf for {int(rows.sum())} of {n} Gaussians "
+                    f"(first: Gaussian {int(rows.argmax())})"
+                )
+        rows = (np.abs(self.log_scales) > LOG_SCALE_LIMIT).any(axis=1)
+        if rows.any():
+            i = int(rows.argmax())
+            raise ThreeDistillError(
+                f"{where}: scale (a log scale) of {int(rows.sum())} of {n} Gaussians is beyond +-{LOG_SCALE_LIMIT:g} "
+                f"(first: Gaussian {i}, {self.log_scales[i].max():.3g}); is a linear scale stored?"
+            )
+        rows = np.linalg.norm(self.quats.astype(np.float64), axis=1) < 1e-12
+        if rows.any():
+            raise ThreeDistillError(
+                f"{where}: rotation quaternion (rot_0-3) is zero for {int(rows.sum())} of {n} Gaussians "
+                f"(first: Gaussian {int(rows.argmax())})"
+            )
+        return self
+
 
 def _existing(path: str | Path) -> Path:
     path = Path(path)
@@ -63,6 +100,7 @@ def write_ply(params: SplatParams, path: str | Path) -> Path:
     """Binary little-endian 3DGS point_cloud.ply; f_rest is channel-major (index = c * K + k)."""
     from plyfile import PlyData, PlyElement
 
+    params.checked(f"cannot write {path}")
     n = len(params.sh)
     rest = params.sh[:, 1:, :].transpose(0, 2, 1).reshape(n, -1)  # (N, 3*K), channel-major
     columns = [
@@ -80,9 +118,29 @@ def write_ply(params: SplatParams, path: str | Path) -> Path:
     for i, name in enumerate(names):
         vertex[name] = data[:, i]
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    PlyData([PlyElement.describe(vertex, "vertex")], byte_order="<").write(str(path))
+    with atomic_path(path) as tmp:
+        PlyData([PlyElement.describe(vertex, "vertex")], byte_order="<").write(str(tmp))
     return path
+
+
+def _check_binary_size(ply, path: Path) -> None:
+    """A binary file of fixed-size records is exactly its header plus its elements: bytes beyond them mean the
+    header's counts are wrong (a file cut by count, or appended to), which plyfile would silently ignore."""
+    if ply.text or any(prop.__class__.__name__ == "PlyListProperty" for el in ply.elements for prop in el.properties):
+        return
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    end = head.find(b"end_header")
+    if end < 0:
+        return
+    header = head.index(b"\n", end) + 1
+    expected = header + sum(el.data.dtype.itemsize * el.count for el in ply.elements)
+    size = path.stat().st_size
+    if size != expected:
+        raise ThreeDistillError(
+            f"{path}: {size - expected} bytes after the {ply['vertex'].count} Gaussians its header declares; "
+            "the header's count and the data disagree"
+        )
 
 
 def read_ply(path: str | Path) -> SplatParams:
@@ -96,6 +154,7 @@ def read_ply(path: str | Path) -> SplatParams:
     except Exception as err:  # plyfile raises many types for malformed files
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ThreeDistillError(f"{path} is not a readable PLY file: {reason}") from None
+    _check_binary_size(ply, path)
     names = set(vertex.dtype.names or ())
     n_rest = sum(1 for name in names if name.startswith("f_rest_"))
     degree = math.sqrt(n_rest / 3 + 1) - 1
@@ -121,12 +180,13 @@ def read_ply(path: str | Path) -> SplatParams:
         col("rot_0", "rot_1", "rot_2", "rot_3"),
         col("opacity")[:, 0],
         sh,
-    )
+    ).checked(str(path))
 
 
 def write_splat(params: SplatParams, path: str | Path) -> Path:
     """antimatter15 .splat: 32 bytes per Gaussian (position, exp'd scale, RGBA u8, quaternion u8), no SH,
     sorted by descending size x opacity so viewers can stream the important ones first."""
+    params.checked(f"cannot write {path}")
     scales = np.exp(params.log_scales)
     alpha = 1.0 / (1.0 + np.exp(-params.opacity_logits))
     rgb = np.clip(0.5 + SH_C0 * params.sh[:, 0, :], 0.0, 1.0)
@@ -137,10 +197,7 @@ def write_splat(params: SplatParams, path: str | Path) -> Path:
     record["scale"] = scales[order]
     record["rgba"] = np.round(np.concatenate([rgb, alpha[:, None]], 1)[order] * 255).astype(np.uint8)
     record["rot"] = np.clip(np.round(quats[order] * 128 + 128), 0, 255).astype(np.uint8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(record.tobytes())
-    return path
+    return atomic_write(path, record.tobytes())
 
 
 def read_splat(path: str | Path) -> SplatParams:
@@ -157,7 +214,7 @@ def read_splat(path: str | Path) -> SplatParams:
         (rec["rot"].astype(np.float32) - 128) / 128,
         np.log(alpha / (1 - alpha)).astype(np.float32),
         ((rgba[:, None, :3] - 0.5) / SH_C0).astype(np.float32),
-    )
+    ).checked(str(path))
 
 
 # ---------------------------------------------------------------- .spz (Niantic)
@@ -209,6 +266,7 @@ def write_spz(params: SplatParams, path: str | Path) -> Path:
     rotations). Our world frame is already the format's RUB (+X right, +Y up, +Z back), so nothing is flipped."""
     import gzip
 
+    params.checked(f"cannot write {path}")
     n, degree = len(params.means), params.sh_degree
     fixed = np.round(params.means.astype(np.float64) * (1 << SPZ_FRACTIONAL_BITS)).astype(np.int64)
     if np.abs(fixed).max(initial=0) >= 1 << 23:
@@ -239,10 +297,7 @@ def write_spz(params: SplatParams, path: str | Path) -> Path:
             sh.reshape(-1),
         )
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(header + body))
-    return path
+    return atomic_write(path, gzip.compress(header + body))
 
 
 def read_spz(path: str | Path) -> SplatParams:
@@ -290,4 +345,4 @@ def read_spz(path: str | Path) -> SplatParams:
         quats.astype(np.float32),
         np.log(a / (1 - a)).astype(np.float32),
         sh,
-    )
+    ).checked(str(path))

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..renderers.mesh_raster import triangle_pixels
-from ..utils.subprocesses import run_module
+from ..utils.subprocesses import private_tempdir, run_module
 
 UNWRAP_TIMEOUT_S = 60.0
 
@@ -29,8 +27,8 @@ def unwrap(
     """xatlas parametrisation packed for a texture_size^2 texture with 2 texels between charts: (vertex map
     into the input vertices (V',), faces (F,3), uvs (V',2) in [0,1]), or None (with a message to `log`) if
     xatlas fails or runs past `timeout` seconds."""
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "mesh.npz", Path(tmp) / "uv.npz"
+    with private_tempdir("unwrap") as tmp:
+        src, dst = tmp / "mesh.npz", tmp / "uv.npz"
         np.savez(src, vertices=vertices.astype(np.float32), faces=faces.astype(np.uint32))
         try:
             proc = run_module("threedistill.export.texture", [str(src), str(dst), str(texture_size)], timeout)

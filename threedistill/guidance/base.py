@@ -7,18 +7,20 @@ CFG convention everywhere: diffusers', eps_u + s (eps_c - eps_u); s = 1 is condi
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
 from ..cameras import Cameras
-from ..config import check_schedules, scheduled
+from ..config import check_schedules, schedule_values, scheduled
 from ..errors import ConfigError
 from ..objective import Objective
 from ..priors.base import Prior
-from ..prompting import view_prompts
+from ..prompting import check_prompt, view_prompts
 
 WEIGHTINGS = ("sds", "uniform", "fantasia3d", "sigma_over_alpha")
 
@@ -40,7 +42,19 @@ class GuidanceConfig:
     # gradient is scaled down to at most this value, its direction kept. None = off (their default: 0.05).
     pixel_grad_clip: Optional[float] = None
 
+    # fields this method does not read, with what to set instead: a value other than the default is an error
+    # rather than a setting that silently does nothing
+    unused_fields: ClassVar[dict[str, str]] = {}
+
     def __post_init__(self):
+        for f in dataclasses.fields(self):
+            if f.name in self.unused_fields:
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                if getattr(self, f.name) != default:
+                    raise ConfigError(
+                        f"guidance.{f.name} = {getattr(self, f.name)!r} does nothing for this method "
+                        f"({type(self).__name__}); {self.unused_fields[f.name]}"
+                    )
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
         if self.pixel_grad_clip is not None and self.pixel_grad_clip <= 0:
@@ -53,6 +67,11 @@ class GuidanceConfig:
             ("guidance_scale", "min_step_percent", "max_step_percent")
             + (("grad_clip",) if self.grad_clip is not None else ()),
         )
+        for name in ("guidance_scale", "min_step_percent", "max_step_percent"):
+            values = schedule_values(getattr(self, name))
+            if min(values) < 0 or (name != "guidance_scale" and max(values) > 1):
+                limit = ">= 0" if name == "guidance_scale" else "in [0, 1]"
+                raise ConfigError(f"guidance.{name} must be {limit}, got {getattr(self, name)}")
 
 
 class PromptState:
@@ -60,8 +79,9 @@ class PromptState:
     unconditional / negative embedding. Embeddings come from the prior's cache, so this is cheap."""
 
     def __init__(self, prior: Prior, prompt: str, negative_prompt: str = "", view_dependent: bool = True):
-        if not prompt.strip():
-            raise ConfigError("the prompt is empty; give a text prompt such as 'a red duck'")
+        check_prompt(prompt)
+        for problem in prior.prompt_warnings(prompt):
+            warnings.warn(problem, stacklevel=2)
         self.prior, self.prompt, self.negative_prompt, self.view_dependent = (
             prior,
             prompt,

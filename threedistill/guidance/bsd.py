@@ -11,7 +11,7 @@ One t per step for every view (as ISM). 2 teacher evaluations per view.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -25,6 +25,10 @@ VARIANTS = ("default", "auto")
 
 @dataclass
 class BSDConfig(GuidanceConfig):
+    unused_fields: ClassVar[dict[str, str]] = {
+        "guidance_scale": "BSD balances its two terms itself; guidance.ratio weights the classifier term",
+        "weighting": "BSD's variant sets its weighting (default: alpha_t; auto: the noise residual's norm)",
+    }
     max_step_percent: Any = schedule_field(0, 0.98, 0.5, 90)  # ISM's window (section 6.2), scaled to 300 steps
     variant: str = "default"
     ratio: float = 15.0  # classifier : smoothing ratio of the default variant

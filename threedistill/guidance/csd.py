@@ -10,7 +10,7 @@ over the whole batch. 2 teacher evaluations (3 with a negative prompt; +2 with P
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -23,6 +23,9 @@ COEFFICIENTS = ("coef_cond", "coef_negative", "coef_uncond", "coef_noise")
 
 @dataclass
 class CSDConfig(GuidanceConfig):
+    unused_fields: ClassVar[dict[str, str]] = {
+        "guidance_scale": "CSD's coefficients set the guidance: coef_cond (a_y), coef_uncond (a_u), coef_negative"
+    }
     weighting: str = "uniform"
     max_step_percent: Any = schedule_field(150, 0.98, 0.5, 151)  # a step change half-way
     coef_cond: Any = 1.0  # a_y (numbers or schedules [k0, v0, v1, k1])

@@ -10,17 +10,21 @@ noise never enters G. 3 teacher evaluations per view (2 without a negative promp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ..cameras import Cameras
-from ..config import scheduled
+from ..config import schedule_field, scheduled
 from .base import Guidance, GuidanceConfig, PromptState
 
 
 @dataclass
 class NFSDConfig(GuidanceConfig):
     t_switch: int = 200  # below this timestep the domain term is eps_empty, above it eps_empty - eps_negative
+    # HumanGaussian's annealing (section 13.1): t in [0.02, 0.98] until step 1500 of 3600, then [0.02, 0.55];
+    # scaled to the default 300 steps, the window shrinks at step 125
+    max_step_percent: Any = schedule_field(125, 0.98, 0.55, 126)
 
 
 class NFSDGuidance(Guidance):

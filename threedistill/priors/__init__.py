@@ -12,13 +12,18 @@ PRIORS: Registry[Prior] = Registry("prior")
 PRIORS.register("diffusers")(DiffusersPrior)
 
 
-def load_prior(path=None, device="cpu") -> Prior:
+def load_prior(path=None, device="cpu", prompts=()) -> Prior:
     """The prior at `path`: a name registered in `PRIORS` (e.g. "toyworld-oracle", the exact denoiser of the toy
     training set), a local diffusers directory or the name of an embedded one ("toyworld", "toyworld-latent");
-    the embedded pixel prior when `path` is None."""
+    the embedded pixel prior when `path` is None. A registered prior with a `check_prompt(text)` class method sees
+    `prompts` before it is built (a one-line error then costs no set-up)."""
     name = None if path is None else str(path)
     if name is not None and name != "diffusers" and not Path(name).exists() and name in PRIORS:
-        return PRIORS.get(name)(device=device)
+        cls = PRIORS.get(name)
+        for text in prompts:
+            if text and hasattr(cls, "check_prompt"):
+                cls.check_prompt(text)
+        return cls(device=device)
     return DiffusersPrior(path, device=device)
 
 

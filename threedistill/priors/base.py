@@ -48,6 +48,10 @@ class Prior(ABC):
                     self._prompt_cache[text] = emb
         return torch.stack([self._prompt_cache[t] for t in texts])
 
+    def prompt_warnings(self, text: str) -> list[str]:
+        """What the prior will not understand in a prompt (unknown words, a cut-off tail), as warning lines."""
+        return []
+
     @abstractmethod
     def to_diffusion_space(self, rgb: torch.Tensor) -> torch.Tensor:
         """Differentiably map renders (B,3,H,W) in [0,1] to the model's input space x at native resolution."""

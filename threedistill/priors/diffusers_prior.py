@@ -5,13 +5,15 @@ nothing is fetched from a hub: the directory must hold every component."""
 from __future__ import annotations
 
 import importlib
-import json
 import os
+import pickle
+import re
 from pathlib import Path
 
 import torch
 
 from ..errors import PriorLoadError
+from ..utils.files import read_json
 from .base import Prior, resize_to_native
 
 REQUIRED = ("unet", "scheduler", "text_encoder", "tokenizer")
@@ -63,10 +65,7 @@ def _read_index(root: Path) -> dict:
     index_path = root / "model_index.json"
     if not index_path.is_file():
         raise PriorLoadError(f"{index_path} is missing; a prior must be {LAYOUT_HINT}")
-    try:
-        index = json.loads(index_path.read_text())
-    except json.JSONDecodeError as err:
-        raise PriorLoadError(f"{index_path} is not valid JSON: {err}") from None
+    index = read_json(index_path, "model_index.json", error=PriorLoadError)
     for name in REQUIRED + (("vae",) if "vae" in index else ()):
         entry = index.get(name)
         if not (isinstance(entry, list) and len(entry) == 2):
@@ -87,8 +86,10 @@ def _load_component(root: Path, name: str, entry: list):
         if name == "scheduler":
             return cls.from_pretrained(root, subfolder=name)
         return cls.from_pretrained(root / name, local_files_only=True)
-    except (OSError, ValueError, EnvironmentError) as err:
+    except Exception as err:  # noqa: BLE001 - the libraries raise many types for a damaged component
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, pickle.UnpicklingError) or "weights_only" in str(err):
+            first = "its weights are a pickle that would run code when loaded; refused (give .safetensors weights)"
         raise PriorLoadError(f"cannot load prior component {root / name}: {first}") from None
 
 
@@ -154,6 +155,28 @@ class DiffusersPrior(Prior):
             return_tensors="pt",
         )
         return self.text_encoder(tokens.input_ids.to(self.device)).last_hidden_state.to(self.dtype)
+
+    def prompt_warnings(self, text: str) -> list[str]:
+        """Words the tokenizer maps to its unknown token, and the words cut off by its length limit."""
+        tok = self.tokenizer
+        out = []
+        if tok.unk_token_id is not None:
+            words = re.findall(r"[\w']+|[^\w\s]", text)
+            unknown = [w for w in words if tok.unk_token_id in tok(w, add_special_tokens=False).input_ids]
+            if unknown:
+                real = "; it knows the toy world only (--prior PATH takes a real model)" if self.info else ""
+                out.append(
+                    f"the prior {self.path.name} does not know the words {', '.join(dict.fromkeys(unknown))} of "
+                    f"{text!r}; they are read as unknown{real}"
+                )
+        ids = tok(text, add_special_tokens=True).input_ids
+        limit = int(tok.model_max_length)
+        if len(ids) > limit:
+            kept = tok.decode(ids[:limit], skip_special_tokens=True)
+            out.append(
+                f"the prompt is {len(ids)} tokens, the prior {self.path.name} reads {limit}: only {kept!r} is used"
+            )
+        return out
 
     def to_diffusion_space(self, rgb: torch.Tensor) -> torch.Tensor:
         x = resize_to_native(rgb, self.native_resolution).to(self.device, self.dtype) * 2.0 - 1.0

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..cameras import Cameras
+from ..errors import ThreeDistillError
 from .strategies.base import Strategy
 
 
@@ -68,5 +69,12 @@ class Representation(nn.Module):
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load a state dict into any representation (Gaussians and meshes take one whose size differs from theirs)."""
-    model.load_tensors(state) if hasattr(model, "load_tensors") else model.load_state_dict(state)
+    """Load a state dict into any representation (Gaussians and meshes take one whose size differs from theirs);
+    a missing tensor or a wrong shape is a one-line ThreeDistillError."""
+    try:
+        model.load_tensors(state) if hasattr(model, "load_tensors") else model.load_state_dict(state)
+    except KeyError as err:
+        raise ThreeDistillError(f"the checkpoint has no tensor {err} for the {type(model).__name__} model") from None
+    except (RuntimeError, ValueError, IndexError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ThreeDistillError(f"the checkpoint does not fit the {type(model).__name__} model ({reason})") from None

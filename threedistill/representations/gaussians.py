@@ -56,6 +56,8 @@ class GaussiansConfig:
             raise ConfigError(f"sh_degree must be 0..3, got {self.sh_degree}")
         if self.num_points < 1:
             raise ConfigError(f"num_points must be positive, got {self.num_points}")
+        if self.max_points < 1:
+            raise ConfigError(f"gaussians.max_points must be positive, got {self.max_points}")
         check_schedules(self, "gaussians", ("lr_means", "lr_scales", "lr_quats", "lr_opacity", "lr_sh"))
 
 
@@ -208,5 +210,12 @@ class Gaussians(Representation):
     # ------------------------------------------------------------ checkpoints
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore from a state dict whose point count may differ from the current one."""
+        count = len(tensors["means"])
+        trailing = {"means": (3,), "log_scales": (3,), "quats": (4,), "opacity_logits": ()}
+        for name in PARAM_NAMES:
+            shape = tuple(tensors[name].shape)
+            ok = shape[1:] == trailing[name] if name in trailing else len(shape) == 3 and shape[2] == 3
+            if shape[:1] != (count,) or not ok:
+                raise ValueError(f"{name} has shape {shape} for {count} Gaussians")
         self._set(*(tensors[n].to(self.device) for n in PARAM_NAMES))
         self._reset_stats()

@@ -170,6 +170,72 @@ def check_files(paths: list[Path], where: str, what: str = "image") -> None:
         raise SceneFormatError(f"{where}: {what} file {missing[0]} not found ({len(missing)} of {len(paths)} missing)")
 
 
+MAX_IMAGE_SIDE = 100_000  # pixels; larger is an overflowed or misread size
+FOV_RANGE = (0.5, 170.0)  # degrees: what a pinhole camera's field of view can be
+CENTRE_RANGE = (0.1, 0.9)  # the principal point lies in the image's middle 80% (as a fraction of W and H)
+MAX_DISTORTION = 50.0  # |OpenCV coefficient| beyond this is no lens
+
+
+def check_intrinsics(k: np.ndarray, image_paths, where: str) -> None:
+    """Pixel intrinsics (N,6: fx, fy, cx, cy, W, H) that a camera can have, else one line naming the first view that
+    cannot: finite and positive, sizes below MAX_IMAGE_SIDE, fields of view within FOV_RANGE and the principal
+    point inside CENTRE_RANGE. A size in other units than the focal length and principal point (a camera's `w`
+    given for a 10x larger image than `fl_x` and `cx`) fails the last two."""
+    name = lambda i: Path(image_paths[i]).name  # noqa: E731
+    bad = ~np.isfinite(k).all(1) | (k[:, [0, 1, 4, 5]] <= 0).any(1)
+    if bad.any():
+        raise SceneFormatError(
+            f"{where}: intrinsics must be finite with positive focal lengths and image sizes "
+            f"({name(int(bad.argmax()))}: fx, fy, cx, cy, w, h = {k[int(bad.argmax())].tolist()})"
+        )
+    big = (k[:, 4:6] > MAX_IMAGE_SIDE).any(1)
+    if big.any():
+        i = int(big.argmax())
+        raise SceneFormatError(
+            f"{where}: image size {k[i, 4]:.6g} x {k[i, 5]:.6g} of {name(i)} is beyond {MAX_IMAGE_SIDE} pixels"
+        )
+    fov = np.degrees(2 * np.arctan(0.5 * k[:, 4:6] / k[:, 0:2]))  # (N, 2): horizontal, vertical
+    bad = ((fov < FOV_RANGE[0]) | (fov > FOV_RANGE[1])).any(1)
+    if bad.any():
+        i = int(bad.argmax())
+        raise SceneFormatError(
+            f"{where}: field of view {fov[i, 0]:.3g} x {fov[i, 1]:.3g} degrees of {name(i)} (focal {k[i, 0]:.6g}, "
+            f"{k[i, 1]:.6g} px for {k[i, 4]:.6g} x {k[i, 5]:.6g}) is outside {FOV_RANGE[0]:g}-{FOV_RANGE[1]:g}; "
+            "are the focal length and the image size in the same pixels?"
+        )
+    centre = k[:, 2:4] / k[:, 4:6]
+    bad = ((centre < CENTRE_RANGE[0]) | (centre > CENTRE_RANGE[1])).any(1)
+    if bad.any():
+        i = int(bad.argmax())
+        raise SceneFormatError(
+            f"{where}: principal point ({k[i, 2]:.6g}, {k[i, 3]:.6g}) of {name(i)} is at ({centre[i, 0]:.0%}, "
+            f"{centre[i, 1]:.0%}) of its {k[i, 4]:.6g} x {k[i, 5]:.6g} image, outside the middle 80%; are cx, cy and "
+            "the image size in the same pixels?"
+        )
+
+
+def check_camera_layout(c2w: np.ndarray, image_paths, where: str, max_spread: float = 1e4) -> None:
+    """Cameras that can see a scene together: not all at one pose (nothing to triangulate), and none farther from
+    the cameras' median position than `max_spread` x their median distance from it (a misplaced or overflowed
+    translation)."""
+    n = len(c2w)
+    if n < 2:
+        return
+    if np.abs(c2w - c2w[:1]).max() < 1e-9:
+        raise SceneFormatError(
+            f"{where}: all {n} cameras have the same pose; a capture needs views from different places"
+        )
+    centres = c2w[:, :3, 3]
+    dist = np.linalg.norm(centres - np.median(centres, axis=0), axis=1)
+    typical = np.median(dist)
+    if typical > 0 and (dist > max_spread * typical).any():
+        i = int(dist.argmax())
+        raise SceneFormatError(
+            f"{where}: camera of {Path(image_paths[i]).name} stands {dist[i]:.3g} from the others' median position, "
+            f"{dist[i] / typical:.3g} x their typical distance; its translation is wrong"
+        )
+
+
 def interval_split(n: int, every: int = 8) -> tuple[list[int], list[int]]:
     """nerfstudio's interval split: every `every`-th view (0, 8, 16, ...) is held out; one view trains alone."""
     if n < 2:
@@ -204,8 +270,14 @@ def build_scene(
     if n == 0:
         raise SceneFormatError(f"{where}: the scene has zero views")
     k = np.asarray(pixel_intrinsics, dtype=np.float64).reshape(n, 6)
-    if not np.isfinite(k).all() or (k[:, [0, 1, 4, 5]] <= 0).any():
-        raise SceneFormatError(f"{where}: intrinsics must be finite with positive focal lengths and image sizes")
+    check_intrinsics(k, image_paths, where)
+    check_camera_layout(np.asarray(c2w, dtype=np.float64).reshape(n, 4, 4), image_paths, where)
+    for i, coeffs in enumerate(distortion or []):
+        if coeffs is not None and (np.abs(coeffs) > MAX_DISTORTION).any():
+            raise SceneFormatError(
+                f"{where}: distortion coefficients {np.round(coeffs, 4).tolist()} of {Path(image_paths[i]).name} are "
+                f"not a lens's (k1, k2, p1, p2, k3 beyond +-{MAX_DISTORTION:g}); are they in another unit or model?"
+            )
     pts = None if points is None or len(points) == 0 else np.asarray(points, dtype=np.float64).reshape(-1, 3)
     if pts is not None and not np.isfinite(pts).all():
         raise SceneFormatError(f"{where}: points contain NaN or inf")
@@ -233,4 +305,14 @@ def build_scene(
     )
 
 
-__all__ = ["SceneData", "apply_similarity", "read_image", "check_pose", "check_files", "interval_split", "build_scene"]
+__all__ = [
+    "check_intrinsics",
+    "check_camera_layout",
+    "SceneData",
+    "apply_similarity",
+    "read_image",
+    "check_pose",
+    "check_files",
+    "interval_split",
+    "build_scene",
+]

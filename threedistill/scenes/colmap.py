@@ -121,6 +121,7 @@ def parse_cameras_bin(data: bytes, path="cameras.bin") -> dict[int, ColmapCamera
         if model_id not in CAMERA_MODELS:
             raise SceneFormatError(f"{path}: camera {cam_id} has unknown camera model id {model_id}")
         name, k = CAMERA_MODELS[model_id]
+        _unique(out, cam_id, path, f"record {i + 1}")
         out[cam_id] = ColmapCamera(cam_id, name, width, height, r.unpack(f"<{k}d", n, i))
     r.finish(n)
     return out
@@ -184,13 +185,28 @@ def parse_cameras_txt(text: str, path="cameras.txt") -> dict[int, ColmapCamera]:
         if len(tok) != 4 + k:
             raise SceneFormatError(f"{path} line {ln}: {tok[1]} takes {k} parameters, found {len(tok) - 4}")
         cam_id, width, height = _numbers([tok[0], tok[2], tok[3]], int, path, ln, "CAMERA_ID WIDTH HEIGHT")
+        _unique(out, cam_id, path, f"line {ln}")
         out[cam_id] = ColmapCamera(cam_id, tok[1], width, height, tuple(_numbers(tok[4:], float, path, ln, "params")))
     return out
 
 
+def _unique(seen, key, path, where: str) -> None:
+    if key in seen:
+        raise SceneFormatError(f"{path} {where}: id {key} is defined twice")
+
+
+def _all_numbers(line: str) -> bool:
+    try:
+        [float(t) for t in line.split()]
+    except ValueError:
+        return False
+    return True
+
+
 def parse_images_txt(text: str, path="images.txt") -> list[ColmapImage]:
     """images.txt: two lines per image, `IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME` then its 2D points (skipped;
-    the second line may be empty)."""
+    the second line may be empty). A file written without the POINTS2D lines (hand-made, or by tools that drop
+    them) is read too: a line after an image line that is not all numbers is the next image."""
     lines, out, i = text.splitlines(), [], 0
     while i < len(lines):
         s = lines[i].strip()
@@ -203,7 +219,8 @@ def parse_images_txt(text: str, path="images.txt") -> list[ColmapImage]:
         image_id, cam_id = _numbers([tok[0], tok[8]], int, path, i, "IMAGE_ID CAMERA_ID")
         q = _numbers(tok[1:8], float, path, i, "QW QX QY QZ TX TY TZ")
         out.append(ColmapImage(image_id, tuple(q[:4]), tuple(q[4:]), cam_id, tok[9]))
-        i += 1  # the POINTS2D line
+        if i < len(lines) and _all_numbers(lines[i]):
+            i += 1  # the POINTS2D line (empty or x y point3D_id triples)
     return out
 
 
@@ -272,12 +289,9 @@ def image_c2w(image: ColmapImage, where: str) -> np.ndarray:
     q, t = np.asarray(image.qvec, dtype=np.float64), np.asarray(image.tvec, dtype=np.float64)
     if not (np.isfinite(q).all() and np.isfinite(t).all()):
         raise SceneFormatError(f"{where}: pose of image {image.name!r} contains NaN or inf")
-    if abs(np.linalg.norm(q) - 1.0) > 1e-2:
-        raise SceneFormatError(
-            f"{where}: pose of image {image.name!r} is not rigid (quaternion norm "
-            f"{np.linalg.norm(q):.4g}, rotation not orthonormal)"
-        )
-    rot = quat_to_rotmat(torch.from_numpy(q)[None])[0].numpy()  # normalises q
+    if np.linalg.norm(q) < 1e-12:
+        raise SceneFormatError(f"{where}: pose of image {image.name!r} has a zero quaternion (no rotation)")
+    rot = quat_to_rotmat(torch.from_numpy(q)[None])[0].numpy()  # normalises q, as COLMAP does on reading
     c2w_cv = np.eye(4)
     c2w_cv[:3, :3], c2w_cv[:3, 3] = rot.T, -rot.T @ t
     return check_pose(c2w_cv @ OPENCV_TO_OPENGL, where, f"pose of image {image.name!r}")
@@ -299,6 +313,12 @@ def read_colmap(path) -> SceneData:
         raise SceneFormatError(f"{pts_file}: points contain NaN or inf")
     if not images:
         raise SceneFormatError(f"{img_file}: the scene has zero views")
+    for key, what in ((lambda im: im.id, "IMAGE_ID"), (lambda im: im.name, "NAME")):
+        seen: set = set()
+        for im in images:
+            if key(im) in seen:
+                raise SceneFormatError(f"{img_file}: {what} {key(im)!r} appears twice; each image is registered once")
+            seen.add(key(im))
     images = sorted(images, key=lambda im: im.name)
     root = next((d for d in (path, model.parent, model.parent.parent) if (d / "images").is_dir()), None)
     if root is None:

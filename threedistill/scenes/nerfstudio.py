@@ -5,7 +5,6 @@ Every malformed file gives one `SceneFormatError` line naming the file and the f
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SceneFormatError
+from ..utils.files import read_json
 from .base import SceneData, build_scene, check_files, check_pose, interval_split
 from .undistort import opencv_coefficients
 
@@ -24,19 +24,7 @@ DISTORTION_KEYS = ("k1", "k2", "p1", "p2", "k3", "k4")  # OpenCV's order, then k
 
 def load_json(path: Path) -> dict:
     """A JSON object from a file, or one line saying why not."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SceneFormatError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SceneFormatError(f"{path}: cannot read ({err})".splitlines()[0]) from None
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SceneFormatError(f"{path}: invalid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
-    if not isinstance(meta, dict):
-        raise SceneFormatError(f"{path}: expected a JSON object at the top level, found {type(meta).__name__}")
-    return meta
+    return read_json(path, "transforms file", error=SceneFormatError)
 
 
 def _number(value, path, name: str, where: str = "") -> float:
@@ -70,6 +58,20 @@ def _frames(meta: dict, path) -> list[dict]:
             if key not in frame:
                 raise SceneFormatError(f"{path}: missing field {key} in frames[{i}]")
     return frames
+
+
+def _focal(get, axis: str, size: float, path, where: str) -> float:
+    """fl_x (fl_y) in pixels, else from camera_angle_x (_y), the field of view in radians (Blender's layout)."""
+    if get(f"fl_{axis}") is not None:
+        return _number(get(f"fl_{axis}"), path, f"fl_{axis}", where)
+    if get(f"camera_angle_{axis}") is None:
+        raise SceneFormatError(f"{path}: missing field fl_{axis} (or camera_angle_{axis}) (in {where})")
+    angle = _number(get(f"camera_angle_{axis}"), path, f"camera_angle_{axis}", where)
+    if not 0 < angle < math.pi:
+        raise SceneFormatError(
+            f"{path}: camera_angle_{axis} = {angle:g} is not a field of view in radians (0 to pi) (in {where})"
+        )
+    return 0.5 * size / math.tan(0.5 * angle)
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -186,10 +188,8 @@ def read_nerfstudio(path) -> SceneData:
             w, h = image_size(image)
         else:
             w, h = _number(get("w"), path, "w", where), _number(get("h"), path, "h", where)
-        if get("fl_x") is None:
-            raise SceneFormatError(f"{path}: missing field fl_x (in {where})")
-        fx = _number(get("fl_x"), path, "fl_x", where)
-        fy = fx if get("fl_y") is None else _number(get("fl_y"), path, "fl_y", where)
+        fx = _focal(get, "x", w, path, where)
+        fy = fx if get("fl_y") is None and get("camera_angle_y") is None else _focal(get, "y", h, path, where)
         cx = w / 2 if get("cx") is None else _number(get("cx"), path, "cx", where)
         cy = h / 2 if get("cy") is None else _number(get("cy"), path, "cy", where)
         if min(fx, fy, w, h) <= 0:

@@ -27,8 +27,8 @@ def image_size(scene, index: int, height: int | None = None) -> tuple[int, int]:
 @dataclass
 class Resolution:
     """How large each view is fitted (nerfstudio's choices): `downscale` divides the stored size; else `height`
-    rows keeping the view's aspect; else the longer side shrinks to `max_side` (never enlarged); all None or 0:
-    the stored size."""
+    rows keeping the view's aspect; else the longer side shrinks to `max_side` (never enlarged); all None: the
+    stored size."""
 
     downscale: Optional[float] = None
     height: Optional[int] = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from tqdm import tqdm
 
 from ..cameras import sample_orbit
 from ..errors import ThreeDistillError
+from ..utils.files import atomic_path
 from .catalogue import catalogue_subjects
 from .prompts import subject_prompt
 from .render import render_toy
@@ -35,17 +37,17 @@ class ToyDataset:
         return subject_prompt(*self.subjects[int(self.subject[i])])
 
     def save(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            path,
-            images=self.images,
-            subject=self.subject,
-            azimuth=self.azimuth,
-            elevation=self.elevation,
-            radius=self.radius,
-            fovy=self.fovy,
-            subjects=np.array([f"{c} {o}" for c, o in self.subjects]),
-        )
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a kill mid-save leaves no broken cache behind
+            np.savez_compressed(
+                f,
+                images=self.images,
+                subject=self.subject,
+                azimuth=self.azimuth,
+                elevation=self.elevation,
+                radius=self.radius,
+                fovy=self.fovy,
+                subjects=np.array([f"{c} {o}" for c, o in self.subjects]),
+            )
 
     @classmethod
     def load(cls, path: str | Path) -> "ToyDataset":
@@ -61,7 +63,7 @@ class ToyDataset:
                 data["fovy"],
                 subjects,
             )
-        except (OSError, KeyError, ValueError) as err:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:  # missing, damaged, truncated
             raise ThreeDistillError(f"cannot read toy dataset {path}: {err}") from None
 
 

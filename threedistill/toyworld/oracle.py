@@ -9,10 +9,12 @@ method itself does (`--prior toyworld-oracle`); it knows only the toy world's pr
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
-from ..errors import PriorLoadError
+from ..errors import PriorLoadError, ThreeDistillError
 from ..priors.base import Prior, resize_to_native
 from ..utils.cache import cache_dir
 
@@ -25,7 +27,10 @@ def oracle_dataset(views_per_subject: int, seed: int, progress: bool = True):
 
     path = cache_dir("oracle") / f"toyworld_{views_per_subject}v_32px_seed{seed}.npz"
     if path.is_file():
-        return ToyDataset.load(path)
+        try:
+            return ToyDataset.load(path)
+        except ThreeDistillError as err:  # a cache broken by an old version's non-atomic save: render it again
+            warnings.warn(f"{err}; rendering the oracle's dataset again", stacklevel=2)
     data = generate_dataset(views_per_subject, 32, seed=seed, progress=progress)
     data.save(path)
     return data
@@ -96,13 +101,26 @@ class EmpiricalPrior(Prior):
     def __repr__(self) -> str:
         return f"EmpiricalPrior({ORACLE}: {self.description})"
 
-    def _encode_uncached(self, texts: list[str]) -> torch.Tensor:
-        unknown = [t for t in texts if t not in self.group_of]
-        if unknown:
+    @staticmethod
+    def check_prompt(text: str) -> None:
+        """A one-line error unless `text` is a toy-world subject's prompt, optionally with a view suffix (the
+        prompts it has images for), checked without rendering anything."""
+        from ..prompting import VIEW_SUFFIXES
+        from .catalogue import catalogue_subjects
+        from .prompts import subject_prompt
+
+        plain = next((text[: -len(s) - 2] for s in VIEW_SUFFIXES if text.endswith(f", {s}")), text)
+        if plain and plain not in {subject_prompt(c, o) for c, o in catalogue_subjects()}:
             raise PriorLoadError(
                 f'the {ORACLE} prior knows only toy-world prompts ("a red cone", optionally with a '
-                f'view suffix such as ", front view"), got {unknown[0]!r}'
+                f'view suffix such as ", front view"), got {text!r}'
             )
+
+    def _encode_uncached(self, texts: list[str]) -> torch.Tensor:
+        for text in texts:
+            self.check_prompt(text)
+            if text not in self.group_of:
+                raise PriorLoadError(f"the {ORACLE} prior's dataset holds no image for the prompt {text!r}")
         return torch.tensor([[[float(self.group_of[t])]] for t in texts])
 
     def to_diffusion_space(self, rgb: torch.Tensor) -> torch.Tensor:

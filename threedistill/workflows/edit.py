@@ -19,6 +19,7 @@ from ..editing.lift import lift_view_mask
 from ..editing.region import EditRegion
 from ..editing.region_model import RegionModel, RegionViews, object_radius
 from ..errors import ConfigError, ThreeDistillError
+from ..prompting import check_prompt
 from ..session import Run, RunSession, read_run_kind, run_config
 from ..trainer import Trainer
 from .edit_config import EditConfig
@@ -114,8 +115,9 @@ def edit(
     if resume is None:
         if not cfg.source:
             raise ConfigError("--scene is missing; give a t3d fit run directory or a captured-scene folder")
-        if not cfg.prompt.strip():
-            raise ConfigError("the edit prompt is empty; say what the result should show, e.g. --prompt 'a blue cube'")
+        check_prompt(cfg.prompt, "the edit prompt", "a blue cube")
+        if cfg.source_prompt:
+            check_prompt(cfg.source_prompt, "--source-prompt", "a red cube")
     fit_dir, scene_path, scene, gaussians = load_source(cfg.source, log)
     selected, the_region = edit_selection(cfg, scene, gaussians)
     if not selected.any():

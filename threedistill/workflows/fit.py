@@ -78,7 +78,7 @@ class FitConfig:
 
     def resolution_rule(self) -> Resolution:
         """How large each view is fitted and (with eval_resolution=train) evaluated."""
-        return Resolution(downscale=self.downscale or None, height=self.resolution or None, max_side=self.max_side)
+        return Resolution(downscale=self.downscale, height=self.resolution, max_side=self.max_side)
 
     def eval_rule(self) -> Resolution:
         return self.resolution_rule() if self.eval_resolution == "train" else Resolution()

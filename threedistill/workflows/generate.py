@@ -17,6 +17,7 @@ from .. import native as native_kernels
 from ..config import load_config, packaged_config, peek_key
 from ..errors import ConfigError, ThreeDistillError
 from ..guidance import GUIDANCE, GuidanceConfig
+from ..prompting import check_prompt
 from ..representations import REPRESENTATIONS
 from ..representations.gaussians import GaussiansConfig
 from ..representations.mesh import MeshConfig
@@ -198,8 +199,7 @@ def build(
     """Prior, guidance, representation and trainer for a config, on `device` (default: the config's)."""
     from ..priors import load_prior
 
-    if not cfg.prompt.strip():
-        raise ConfigError("the prompt is empty; give a text prompt such as --prompt 'a red duck'")
+    check_prompt(cfg.prompt)
     model_cls = REPRESENTATIONS.get(cfg.representation)
     guidance_cls = GUIDANCE.get(cfg.guidance_type)
     torch.manual_seed(cfg.trainer.seed)
@@ -215,7 +215,7 @@ def build(
         guidance_cfg = guidance_cls.config_class(
             **{k: v for k, v in dataclasses.asdict(guidance_cfg).items() if k in fields and v != getattr(shared, k)}
         )
-    guidance = guidance_cls(load_prior(cfg.prior, device=device), guidance_cfg)
+    guidance = guidance_cls(load_prior(cfg.prior, device=device, prompts=[cfg.prompt]), guidance_cfg)
     return model, Trainer(cfg.trainer, model, guidance, cfg.prompt, run_dir, log=log)
 
 
@@ -259,8 +259,7 @@ def generate(
         rep = str(peek_key("representation", [config] if config else [], overrides, GenerateConfig.representation))
         # the representation's defaults, then the user's YAML on top (it only needs what it changes)
         cfg = load_generate_config([default_config_path(rep), config], overrides)
-        if not cfg.prompt.strip():  # before the run directory is made
-            raise ConfigError("--prompt is empty; give a text prompt such as --prompt 'a red duck'")
+        check_prompt(cfg.prompt, "--prompt")  # before the run directory is made
     stages = stage_configs(cfg)
     if resume is not None:
         session = RunSession.resume("generate", cfg, run_dir, log)

@@ -22,13 +22,13 @@ def export_run(
     """Write any run's result as `fmt`. Generate runs: the object's frame. Fit and edit runs: splat formats in
     the capture's frame (as their automatic exports), mesh formats in the fit's normalised frame."""
     from ..export.mesh import check_budget
-    from ..export.run_export import MESH_FORMATS, check_format, default_export_path, export_model
+    from ..export.run_export import MESH_FORMATS, check_format, check_output_file, default_export_path, export_model
 
     check_format(fmt)  # before loading anything
     if fmt in MESH_FORMATS:
         check_budget(faces, texture_size)
+    out = check_output_file(Path(out) if out else default_export_path(run_dir, fmt), fmt)
     run = load_run(run_dir)
-    out = Path(out) if out else default_export_path(run_dir, fmt)
     if run.kind == "generate":
         return export_model(run.model, run.config.representation, fmt, out, faces, texture_size, log)
     scene = load_scene(scene_source(run)[1])
