@@ -5,7 +5,6 @@ dilated past the UV islands so bilinear filtering and mipmaps never pull in the 
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import numpy as np
 import torch
@@ -31,7 +30,7 @@ def unwrap(
         src, dst = tmp / "mesh.npz", tmp / "uv.npz"
         np.savez(src, vertices=vertices.astype(np.float32), faces=faces.astype(np.uint32))
         try:
-            proc = run_module("threedistill.export.texture", [str(src), str(dst), str(texture_size)], timeout)
+            proc = run_module("threedistill.export.unwrap_worker", [str(src), str(dst), str(texture_size)], timeout)
         except subprocess.TimeoutExpired:
             log(f"warning: xatlas took more than {timeout:.0f} s; exporting per-vertex colours instead of a texture")
             return None
@@ -74,20 +73,3 @@ def bake(
     mean = (texture * filled).sum((2, 3), keepdim=True) / filled.sum().clamp_min(1)
     texture = torch.where(filled > 0, texture, mean)  # the rest: the average colour, never black
     return (texture[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-
-
-def _unwrap_worker(src: str, dst: str, texture_size: int) -> None:
-    import xatlas
-
-    data = np.load(src)
-    atlas = xatlas.Atlas()
-    atlas.add_mesh(data["vertices"], data["faces"])
-    pack = xatlas.PackOptions()
-    pack.resolution, pack.padding = texture_size, 2
-    atlas.generate(xatlas.ChartOptions(), pack)
-    vmapping, faces, uvs = atlas[0]
-    np.savez(dst, vmapping=vmapping, faces=faces, uvs=uvs)
-
-
-if __name__ == "__main__":  # the child process of `unwrap`
-    _unwrap_worker(sys.argv[1], sys.argv[2], int(sys.argv[3]))
