@@ -164,3 +164,17 @@ def test_splat_checks_refuse_non_finite_values_zero_rotations_and_linear_scales(
     ):
         with pytest.raises(ThreeDistillError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
             params(**change).checked("x")
+
+
+def test_the_exact_prior_refuses_an_unknown_prompt_before_its_set_up(monkeypatch):
+    from threedistill.errors import PriorLoadError
+    from threedistill.priors import load_prior
+    from threedistill.toyworld import oracle
+
+    def no_set_up(*args, **kwargs):
+        raise AssertionError("the dataset was loaded before the prompt was checked")
+
+    monkeypatch.setattr(oracle, "oracle_dataset", no_set_up)
+    with pytest.raises(PriorLoadError, match="knows only toy-world prompts"):
+        load_prior("toyworld-oracle", prompts=["a hamburger"])
+    oracle.EmpiricalPrior.check_prompt("a red cone, back view")  # a known prompt with a view suffix passes

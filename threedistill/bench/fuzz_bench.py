@@ -120,7 +120,7 @@ def run_in_subprocess(case: Case, root: Path, fixtures: Fixtures, timeout: float
 def fuzz_bench(out: Path, jobs: int = 2, only: str | None = None, log=print) -> list[Outcome]:
     """Run every case (or those whose name starts with `only`) as a process, `jobs` at a time; writes
     out/fuzz.jsonl and returns the outcomes."""
-    out = Path(out)
+    out = Path(out).resolve()  # each case runs in its own folder: paths must not be relative
     out.mkdir(parents=True, exist_ok=True)
     log("building the valid fixtures (a toy capture, a splat file, a generate run and a fit run) ...")
     fixtures = build_fixtures(out / "fixtures", log=log)

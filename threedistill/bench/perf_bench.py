@@ -226,6 +226,22 @@ def command_peak_memory(prompt: str, workdir: Path) -> dict:
     return {"wall_seconds": wall, "peak_mb": max(peak_kb, before) / 1024}
 
 
+def command_phases(prompt: str, workdir: Path, repeats: int, log=print) -> dict:
+    """The whole default command `repeats` times in fresh processes (`generate_phases`): median seconds per phase
+    and in total (from interpreter start, so imports count)."""
+    runs = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        result = run_module("threedistill.bench.generate_phases", [prompt, str(workdir / str(i))], cwd=Path.cwd())
+        if result.returncode != 0:
+            raise RuntimeError(f"t3d generate failed: {result.stderr.strip().splitlines()[-1:]}")
+        phases = json.loads(result.stdout.strip().splitlines()[-1])
+        phases["process"] = time.perf_counter() - start
+        runs.append(phases)
+        log(f"whole command, run {i + 1}/{repeats}: {phases['process']:.1f} s")
+    return {name: statistics.median(r[name] for r in runs) for name in runs[0]}
+
+
 PERF_PROMPT = "a red cone"  # the default generate that is timed end to end
 PERF_CHUNK = 25  # steps between the (untimed) evaluations of the generate timing
 
@@ -261,6 +277,7 @@ def run_perf_bench(repeats: int = 5, with_generate: bool = True, target: float =
         runs = [generate_row(mode, PERF_PROMPT, target, PERF_CHUNK, log) for mode in ("native", "torch")]
         with tempfile.TemporaryDirectory() as tmp:
             command = command_peak_memory(PERF_PROMPT, Path(tmp))
+            command["phases"] = command_phases(PERF_PROMPT, Path(tmp), repeats, log)
         log(f"whole command: {command['wall_seconds']:.1f} s, peak {command['peak_mb']:.0f} MB")
     return {"raster": raster, "hashing": hashing, "runs": runs, "command": command, "target": target}
 
@@ -329,4 +346,18 @@ def markdown_report(
             f"turntable, glb + ply export, evaluation) in a child process: **{command['wall_seconds']:.1f} s** "
             f"wall, peak resident memory **{command['peak_mb']:.0f} MB**.",
         ]
+        phases = command.get("phases")
+        if phases:
+            lines += [
+                "",
+                "Where the whole command's time goes (each phase from a fresh process; medians):",
+                "",
+                "| phase | seconds | share |",
+                "|---|---|---|",
+            ]
+            shown = [k for k in phases if k not in ("total", "process")]
+            for name in shown:
+                lines.append(f"| {name} | {phases[name]:.2f} | {100 * phases[name] / phases['total']:.0f}% |")
+            lines.append(f"| **total** (from interpreter start) | **{phases['total']:.2f}** | 100% |")
+            lines.append(f"| process wall time (interpreter start and exit too) | {phases['process']:.2f} | |")
     return "\n".join(lines) + "\n"

@@ -92,6 +92,12 @@ def _staged_configs() -> tuple[list[str], None]:
     return [p.stem for p in shipped_configs() if len(OmegaConf.load(p).get("stages") or []) >= 2], None
 
 
+def _drags() -> tuple[list[str], None]:
+    from ..toyworld.drags import DRAGS
+
+    return list(DRAGS), None
+
+
 # What a help text may name: {NAME} becomes "a, b, c"; {NAME|default} becomes "a (default), b or c". The names
 # come from the registries (plugins included) and the package when the help is shown, never from a list here.
 CHOICES: dict[str, Callable[[], tuple[list[str], str | None]]] = {
@@ -104,6 +110,7 @@ CHOICES: dict[str, Callable[[], tuple[list[str], str | None]]] = {
     "splat_formats": _splat_formats,
     "configs": _shipped_configs,
     "staged_configs": _staged_configs,
+    "drags": _drags,
 }
 
 

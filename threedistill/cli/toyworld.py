@@ -71,3 +71,22 @@ def toyworld_dataset(
     data = generate_dataset(views, resolution, seed=seed)
     data.save(out)
     typer.echo(f"wrote {len(data)} images of {len(data.subjects)} subjects to {out}")
+
+
+@command(toyworld_app, "drag-scene")
+def toyworld_drag_scene(
+    name: str = typer.Argument(..., help="A toy drag, <object>-<drag>: {drags}."),
+    out: Path = typer.Option(..., "--out", help="Folder to write (source capture, drag points, region, edited/)."),
+    views: int = typer.Option(48, help="Number of posed views (every 8th is held out)."),
+    width: int = typer.Option(96, help="Image width."),
+    height: int = typer.Option(72, help="Image height."),
+    seed: int = typer.Option(0, help="Camera seed."),
+):
+    """Write a toy drag with its exact result: the source object's capture, DYG's drag_points.json, the region
+    that may change (region.json) and the capture of the dragged object from the same cameras (edited/)."""
+    from ..toyworld.drag_capture import write_drag_scene
+    from ..toyworld.drags import get_drag
+
+    drag = get_drag(name)  # a one-line error listing the drags, before anything is rendered
+    path = write_drag_scene(name, out, n_views=views, width=width, height=height, seed=seed)
+    typer.echo(f"wrote {path}: a {drag.colour} {drag.object}, {drag.description} ({len(drag.handles)} point pairs)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -148,7 +149,16 @@ def _robot() -> ToyObject:
 OBJECTS: dict[str, ToyObject] = {o.name: o for o in _primitives() + [_snowman(), _duck(), _house(), _robot()]}
 
 
+# Names of derived objects, `<object><separator><variant>`, and who builds them (toyworld/drags.py registers "@",
+# the object as a toy drag left it); registered here so this module imports none of them.
+VARIANTS: dict[str, Callable[[str], ToyObject]] = {}
+
+
 def get_object(name: str) -> ToyObject:
+    """A catalogue object, or a derived one (`VARIANTS`), e.g. `robot@robot-left_arm_up`."""
+    for separator, build in VARIANTS.items():
+        if separator in name:
+            return build(name)
     if name not in OBJECTS:
         raise UnknownNameError(f"unknown toy object {name!r}; known objects: {', '.join(OBJECTS)}")
     return OBJECTS[name]

@@ -1,0 +1,60 @@
+"""Where the default `t3d generate` command's time goes, phase by phase, measured in a fresh process (imports
+included): `python -m threedistill.bench.generate_phases PROMPT OUT_DIR` prints one JSON line of seconds per phase.
+`t3d bench perf` runs it several times and reports the medians (docs/benchmarks/performance.md)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+START = time.perf_counter()
+
+PHASES = (
+    "imports",
+    "prior, model, trainer",
+    "optimisation",
+    "turntable",
+    "exports (glb, ply)",
+    "evaluation",
+)
+
+
+def measure(prompt: str, out: str) -> dict[str, float]:
+    """Seconds per phase of the default generate command, the evaluation the CLI runs after it included."""
+    marks: list[tuple[str, float]] = []
+    mark = lambda name: marks.append((name, time.perf_counter()))  # noqa: E731
+
+    from ..workflows import generate as workflow
+    from ..workflows.results import evaluate_run
+
+    mark("imports")
+
+    def after(name: str, fn):
+        def timed(*args, **kwargs):
+            result = fn(*args, **kwargs)
+            mark(name)
+            return result
+
+        return timed
+
+    workflow.build = after("prior, model, trainer", workflow.build)
+    workflow.RunSession.train = after("optimisation", workflow.RunSession.train)
+    workflow.write_turntable = after("turntable", workflow.write_turntable)
+    workflow.export_finished_run = after("exports (glb, ply)", workflow.export_finished_run)
+    run = workflow.generate(prompt=prompt, out=out, progress=False, log=lambda s: None)
+    mark("finish")
+    evaluate_run(run.dir)  # what the command's evaluation does, less printing the table
+    mark("evaluation")
+    seconds: dict[str, float] = {}
+    previous = START
+    for name, at in marks:
+        seconds[name] = seconds.get(name, 0.0) + at - previous
+        previous = at
+    seconds["evaluation"] += seconds.pop("finish", 0.0)  # metrics.json and the wall time: part of finishing
+    seconds["total"] = previous - START
+    return seconds
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(sys.argv[1], sys.argv[2])))
