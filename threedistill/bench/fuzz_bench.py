@@ -114,6 +114,8 @@ def run_in_subprocess(case: Case, root: Path, fixtures: Fixtures, timeout: float
         )
     except subprocess.TimeoutExpired:
         return Outcome(case.name, "hang", -1, f"no exit within {timeout:.0f} s", time.perf_counter() - start)
+    except (OSError, ValueError) as err:  # an argument no process can be given (a NUL byte): the case is wrong
+        return Outcome(case.name, "wrong_error", -1, f"cannot start: {err}", time.perf_counter() - start)
     return verified(case, judge(case, proc.returncode, proc.stderr, time.perf_counter() - start, work), work)
 
 

@@ -881,7 +881,7 @@ def option_cases(c: Corpus) -> None:
     c.add("cli/unknown_option", lambda w, fx: ["generate", "--promt", "x"])
     c.add("cli/generate_no_prompt", lambda w, fx: ["generate", "--out", str(w)], fragment="prompt")
     for name, prompt in (
-        ("empty", ""), ("spaces", "   "), ("newlines", "\n\n"), ("control", "a red\x00 cone"),
+        ("empty", ""), ("spaces", "   "), ("newlines", "\n\n"), ("control", "a red\x1b[31m cone"),
             ):  # fmt: skip
         c.add(f"cli/prompt_{name}", _gen(prompt=prompt), fragment="prompt")
     c.add("cli/prompt_long", _gen(prompt="a red cone " * 2000), expect="ok", warns="tokens")

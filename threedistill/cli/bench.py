@@ -260,3 +260,32 @@ def bench_fuzz(
     out.write_text(markdown_report(outcomes, jobs))
     failed = [o for o in outcomes if not o.passed]
     typer.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} cases passed; wrote {out}")
+
+
+@command(bench_app, "drag", overrides="t3d bench drag --quick trainer.resolution=48")
+def bench_drag(
+    ctx: typer.Context,
+    methods: str = typer.Option("none,warp,dds", help="Comma-separated: none, warp (no prior), {edit_methods}."),
+    drags: Optional[str] = typer.Option(None, help="Comma-separated toy drags ({drags}); default: all."),
+    quick: bool = typer.Option(False, "--quick", help="Smoke-size run: 3 drags, 1000 fit steps, 60 edit steps."),
+    fit_steps: Optional[int] = typer.Option(None, help="Override the fit config's steps."),
+    steps: Optional[int] = typer.Option(None, help="Override the text edits' steps."),
+    seed: int = typer.Option(0, help="Edit seed."),
+    out: Path = typer.Option(Path("docs/benchmarks/drag.md"), "--out", help="Markdown report to write."),
+    runs_dir: Path = typer.Option(Path("outputs/bench-drag"), help="Where drag scenes, fits and edits go (reused)."),
+):
+    """Drag edits of toy objects against the exact dragged object: handle error, object IoU, PSNR against the
+    dragged capture and outside the region, time, memory; the geometric drag and text edits as baselines."""
+    from ..bench.drag_bench import drag_header, markdown_report, run_drag_bench
+    from ..bench.harness import report_writer
+    from ..toyworld.drags import DRAGS
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    chosen = [d.strip() for d in drags.split(",") if d.strip()] if drags else list(DRAGS)
+    if quick and not drags:
+        chosen = ["robot-left_arm_up", "duck-head_raise", "house-roof_up"]
+    fit_steps, steps = (fit_steps or 1000, steps or 60) if quick else (fit_steps, steps)
+    header = drag_header(methods, chosen, quick, ctx.args)
+    write = report_writer(out, lambda result: markdown_report(result, header))
+    write(run_drag_bench(names, chosen, runs_dir, fit_steps, steps, seed, ctx.args, log=typer.echo, on_row=write))
+    typer.echo(f"wrote {out}")

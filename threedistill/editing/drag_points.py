@@ -110,16 +110,20 @@ def read_gaussian_mask(path: str | Path, count: int) -> torch.Tensor:
 def warp_gaussians(
     means: torch.Tensor, selected: torch.Tensor, points: DragPoints, falloff: float | None = None
 ) -> torch.Tensor:
-    """New centres (N,3): each selected Gaussian moves by the handles' displacements weighted by
-    exp(-d^2 / 2 falloff^2) of its distance d to each handle, normalised over the handles (a single handle:
-    the whole selection translates); the others stay. `falloff` defaults to the selection's radius."""
+    """New centres (N,3): each selected Gaussian moves by sum_k w_k (target_k - handle_k) with
+    w_k = exp(-d_k^2 / 2 falloff^2) of its distance d_k to handle k, the weights divided by their sum where that
+    exceeds 1 (several handles pulling one point share it); the others stay bit-identical. `falloff` None: no
+    falloff (every selected Gaussian moves by the handles' mean displacement: a rigid translation)."""
     out = means.clone()
     sel = means[selected]
+    shift = (points.targets - points.handles).to(sel)
     if falloff is None:
-        falloff = float((sel - sel.mean(0)).norm(dim=1).max().clamp_min(1e-6))
-    d2 = torch.cdist(sel, points.handles.to(sel)) ** 2  # (M, K)
-    weights = torch.softmax(-d2 / (2 * falloff**2), dim=1)
-    out[selected] = sel + weights @ (points.targets - points.handles).to(sel)
+        weights = torch.full((len(sel), len(points)), 1.0 / len(points), dtype=sel.dtype)
+    else:
+        d2 = torch.cdist(sel, points.handles.to(sel)) ** 2  # (M, K)
+        weights = torch.exp(-d2 / (2 * falloff**2))
+        weights = weights / weights.sum(1, keepdim=True).clamp_min(1.0)
+    out[selected] = sel + weights @ shift
     return out
 
 

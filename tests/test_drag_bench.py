@@ -1,0 +1,36 @@
+"""`t3d bench drag` (issue #24) on one small toy drag, with the methods that need no prior."""
+
+from __future__ import annotations
+
+import pytest
+
+from threedistill.bench.drag_bench import check_methods, markdown_report, run_drag_bench
+from threedistill.errors import ConfigError
+from threedistill.toyworld.drags import DRAGS
+
+
+def test_the_drag_bench_scores_no_edit_and_the_geometric_drag_against_the_dragged_object(tmp_path):
+    name = "house-roof_up"
+    result = run_drag_bench(
+        ["none", "warp"], [name], tmp_path, fit_steps=30, log=lambda s: None, size=(8, 48, 36),
+        overrides=(),
+    )  # fmt: skip
+    none, warp = result["rows"]
+    drag = DRAGS[name]
+    move = float((drag.target_points() - drag.handle_points()).norm(dim=1).mean()) / 2  # object size 2 (own frame)
+    assert none["handle_error"] == pytest.approx(move, rel=1e-3)  # no edit: each handle is still where it was
+    assert none["outside_identical"] and 0 < none["target_iou"] <= 1
+    assert warp["handle_error"] < none["handle_error"]  # the handles' neighbourhoods moved toward the targets
+    assert warp["outside_psnr"] > 40
+    report = markdown_report(result, "# header")
+    assert f"| {name} | 2 | warp |" in report and "| none | 1 |" in report
+    again = run_drag_bench(["none"], [name], tmp_path, fit_steps=30, log=lambda s: None, size=(8, 48, 36))
+    assert again["rows"][0] == none  # finished rows are read back, not run again
+
+
+def test_unknown_methods_and_drags_are_refused_before_anything_runs(tmp_path):
+    with pytest.raises(ConfigError, match="unknown drag bench method 'magic'"):
+        check_methods(["none", "magic"])
+    with pytest.raises(Exception, match="unknown toy drag"):
+        run_drag_bench(["none"], ["robot-dance"], tmp_path)
+    assert not list(tmp_path.iterdir())

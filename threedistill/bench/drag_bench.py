@@ -1,0 +1,280 @@
+"""`t3d bench drag`: drag edits of toy objects scored against the exact dragged object (issue #24).
+
+Per drag (toyworld/drags.py): the source capture and the dragged one are written (`write_drag_scene`), the source
+is fitted once with `t3d fit`, then every method edits the fit and is scored on the held-out views:
+- handle error: where each handle ended (moved as the Gaussians nearest it moved) against its target, divided by
+  the object's size;
+- object IoU: the silhouette of the object's Gaussians (those whose centre's nearest ground-truth surface is the
+  object's) against the dragged object's, rendered alone; also against the source object's;
+- PSNR against the dragged capture's images (the whole view), and outside the region: the edited render against the
+  unedited one wherever neither shows the region's Gaussians (what must not change);
+- seconds and peak memory.
+Methods: `none` (no edit: the reference the others must beat), `warp` (the region's Gaussians moved by the handles'
+displacements with a Gaussian falloff of half the longest move, no prior: editing/drag_points.py), and the
+text edits (`dds`, `sds`, `in2n`) asked for the change in words (`a red robot with its left arm raised`) inside
+the same region. Drag-SDS is not built yet.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+from .harness import report_header
+
+DRAG_ROW = "drag_row.json"
+GEOMETRIC = ("none", "warp")
+WARP_FALLOFF = 0.5  # the geometric drag's falloff radius, as a fraction of the longest handle -> target move
+
+
+def _finished(path: Path, task: dict) -> dict | None:
+    """A row written by an earlier run of the same task, if any (a crash mid-write: run it again)."""
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return row if row.get("task") == task else None
+
+
+def check_methods(methods: list[str]) -> None:
+    from ..editing import EDIT_METHODS
+
+    known = list(GEOMETRIC) + EDIT_METHODS.names()
+    unknown = [m for m in methods if m not in known]
+    if unknown or not methods:
+        raise ConfigError(f"unknown drag bench method {unknown[0] if unknown else ''!r}; known: {', '.join(known)}")
+
+
+def prepare_drag(
+    name: str, out_root: Path, fit_steps: int | None, log=print, size: tuple[int, int, int] = (48, 96, 72)
+) -> tuple[Path, Path]:
+    """(drag scene directory, finished fit run of its source capture), made once and reused."""
+    from ..toyworld.drag_capture import write_drag_scene
+    from ..workflows.fit import fit
+
+    scene_dir = Path(out_root) / "scenes" / name
+    if not (scene_dir / "region.json").is_file():
+        log(f"writing toy drag {name} to {scene_dir}")
+        write_drag_scene(name, scene_dir, n_views=size[0], width=size[1], height=size[2])
+    for metrics in sorted((Path(out_root) / "fits" / name).glob("*/metrics.json")):
+        if "val" in json.loads(metrics.read_text()):
+            return scene_dir, metrics.parent
+    log(f"fitting the source of {name}")
+    run = fit(
+        scene=str(scene_dir),
+        steps=fit_steps,
+        out=str(Path(out_root) / "fits" / name),
+        progress=False,
+        log=lambda s: None,
+    )
+    return scene_dir, run.dir
+
+
+def drag_inputs(scene_dir: Path, data):
+    """(drag points, region, object size), all in the fit's normalised frame."""
+    from ..editing.drag_points import DragPoints
+    from ..editing.region import EditRegion
+    from ..scenes.base import apply_similarity
+    from ..scenes.normalize import similarity_scale
+
+    points = DragPoints.read(scene_dir / "drag_points.json")
+    region_record = json.loads((scene_dir / "region.json").read_text())
+    normalised = DragPoints(
+        apply_similarity(data.transform, points.handles), apply_similarity(data.transform, points.targets)
+    )
+    region = EditRegion.parse(region_record["mask"]).transformed(data.transform)
+    size = region_record["object_size"] * similarity_scale(data.transform.double().numpy())
+    return normalised, region, size
+
+
+@torch.no_grad()
+def measure_drag(scene_dir: Path, data, before, after, members: torch.Tensor) -> dict:
+    """Handle error, object IoU, PSNR against the dragged capture and outside the region, on the held-out views."""
+    import dataclasses
+
+    from ..editing.drag_points import handle_error
+    from ..editing.region_model import RegionModel
+    from ..toyworld.capture import read_toy_scene
+    from ..toyworld.scene import ToyScene, render_scene
+
+    points, region, size = drag_inputs(scene_dir, data)
+    record = json.loads((scene_dir / "toy_scene.json").read_text())
+    h, w, views = record["height"], record["width"], data.val_indices
+    cams = data.cameras(views)
+    errors = handle_error(before.means.detach(), after.means.detach(), points, size)
+    edited_scene, _, gt_cams = read_toy_scene(scene_dir / "edited")
+    source_scene, _, _ = read_toy_scene(scene_dir)
+    gt_cams = gt_cams[torch.tensor(views)]
+    alone = RegionModel(after, members).render(cams, h, w)["alpha"] > 0.5
+    ious = {}
+    for key, scene in (("target", edited_scene), ("source", source_scene)):
+        gt = render_scene(ToyScene(scene.objects, ground=False), gt_cams, h, w)["alpha"] > 0.5
+        ious[key] = float((alone & gt).sum() / (alone | gt).sum().clamp_min(1))
+    edited_data = dataclasses.replace(
+        data, image_paths=[scene_dir / "edited" / "images" / p.name for p in data.image_paths]
+    )
+    target_images, _ = edited_data.load_images(views, h, w)
+    full_after = after.render(cams, h, w, geometry=False)["rgb"].clamp(0, 1)
+    full_before = before.render(cams, h, w, geometry=False)["rgb"].clamp(0, 1)
+    selected = region.contains(before.means.detach())
+    shown = (RegionModel(before, selected).render(cams, h, w)["alpha"] > 0.01) | (
+        RegionModel(after, selected).render(cams, h, w)["alpha"] > 0.01
+    )
+    keep = (~shown).expand_as(full_after)
+    outside = ((full_after - full_before) ** 2 * keep).sum() / keep.sum().clamp_min(1)
+    psnr = lambda mse: float(-10 * torch.log10(torch.as_tensor(mse).clamp_min(1e-10)))  # noqa: E731
+    return {
+        "handle_error": sum(errors) / len(errors),
+        "handle_errors": errors,
+        "target_iou": ious["target"],
+        "source_iou": ious["source"],
+        "target_psnr": psnr(((full_after - target_images) ** 2).mean()),
+        "outside_psnr": psnr(outside),
+        "outside_identical": bool(torch.equal(full_after * keep, full_before * keep)),
+        "views": len(views),
+    }
+
+
+def geometric_edit(method: str, model, scene_dir: Path, data):
+    """`none` or `warp` applied to a copy of the fitted Gaussians."""
+    import copy
+
+    from ..editing.drag_points import warp_gaussians
+
+    edited = copy.deepcopy(model)
+    if method == "warp":
+        points, region, _ = drag_inputs(scene_dir, data)
+        selected = region.contains(model.means.detach())
+        falloff = WARP_FALLOFF * float((points.targets - points.handles).norm(dim=1).max())
+        edited.means.data = warp_gaussians(model.means.detach(), selected, points, falloff)
+    return edited
+
+
+def run_drag_bench(
+    methods: list[str],
+    drags: list[str],
+    out_root: Path,
+    fit_steps: int | None = None,
+    edit_steps: int | None = None,
+    seed: int = 0,
+    overrides=(),
+    log=print,
+    on_row=None,
+    size: tuple[int, int, int] = (48, 96, 72),
+) -> dict:
+    """Fit each drag's source once (captures of `size` = views, width, height), edit it with every method,
+    measure; finished rows are read back."""
+    from ..bench.edit_bench import object_membership
+    from ..scenes import load_scene
+    from ..session import peak_memory_gb
+    from ..toyworld.drags import get_drag
+    from ..workflows.edit import edit
+    from ..workflows.fit import load_fit_model
+
+    check_methods(methods)
+    for name in drags:
+        get_drag(name)  # one-line errors before anything runs
+    out_root = Path(out_root).resolve()
+    rows, fits = [], {}
+    for name in drags:
+        drag = get_drag(name)
+        scene_dir, fit_dir = prepare_drag(name, out_root, fit_steps, log, size)
+        fits[name] = json.loads((fit_dir / "metrics.json").read_text()).get("val", {})
+        data = load_scene(scene_dir)
+        model = load_fit_model(fit_dir)
+        members = object_membership(scene_dir, data, model) == 0
+        region_mask = json.loads((scene_dir / "region.json").read_text())["mask"]
+        for method in methods:
+            task = {"drag": name, "method": method, "steps": edit_steps, "seed": seed, "overrides": list(overrides)}
+            out = out_root / "edits" / name / method
+            row = _finished(out / DRAG_ROW, task)
+            if row is None:
+                start = time.time()
+                if method in GEOMETRIC:
+                    edited = geometric_edit(method, model, scene_dir, data)
+                else:
+                    run = edit(
+                        source=str(fit_dir),
+                        prompt=drag.prompt,
+                        source_prompt=f"a {drag.colour} {drag.object}",
+                        method=method,
+                        region=region_mask,
+                        steps=edit_steps,
+                        seed=seed,
+                        out=str(out),
+                        overrides=list(overrides) + ["export=[]"],
+                        progress=False,
+                        log=lambda s: None,
+                    )
+                    edited = run.model.cpu()
+                seconds = time.time() - start
+                row = {
+                    "drag": name,
+                    "method": method,
+                    "pairs": len(drag.handles),
+                    "seconds": seconds,
+                    "peak_memory_gb": peak_memory_gb(),
+                    **measure_drag(scene_dir, data, model, edited, members),
+                    "task": task,
+                }
+                out.mkdir(parents=True, exist_ok=True)
+                (out / DRAG_ROW).write_text(json.dumps(row))
+            log(
+                f"{method:5s} {name:22s} handle error {row['handle_error']:.3f}  IoU {row['target_iou']:.3f} "
+                f"(source {row['source_iou']:.3f})  PSNR {row['target_psnr']:.1f} dB  outside "
+                f"{row['outside_psnr']:.1f} dB  {row['seconds']:.0f}s"
+            )
+            rows.append(row)
+            if on_row:
+                on_row({"fits": fits, "rows": rows})
+    return {"fits": fits, "rows": rows}
+
+
+def drag_header(methods: str, drags: list[str], quick: bool, overrides=()) -> str:
+    command = f"t3d bench drag --methods {methods}{' --quick' if quick else ''}"
+    return (
+        report_header("Drag editing of toy objects against the exact dragged object", command, overrides)
+        + f". {len(drags)} drags; each source capture (48 views, 96x72, every 8th held out) fitted once with "
+        "`t3d fit`, each method scored on the held-out views (threedistill/bench/drag_bench.py)."
+    )
+
+
+def markdown_report(result: dict, header: str) -> str:
+    rows = result["rows"]
+    lines = [
+        header,
+        "",
+        "| drag | pairs | method | handle error (/size) | IoU vs dragged | IoU vs source | PSNR vs dragged (dB) | "
+        "PSNR outside region (dB) | s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        outside = "identical" if r["outside_identical"] else f"{r['outside_psnr']:.1f}"
+        lines.append(
+            f"| {r['drag']} | {r['pairs']} | {r['method']} | {r['handle_error']:.3f} | {r['target_iou']:.3f} | "
+            f"{r['source_iou']:.3f} | {r['target_psnr']:.2f} | {outside} | {r['seconds']:.0f} |"
+        )
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    lines += [
+        "",
+        "| method | drags | mean handle error | mean IoU vs dragged | mean PSNR vs dragged (dB) |",
+        "|---|---|---|---|---|",
+    ]
+    for m in methods:
+        sel = [r for r in rows if r["method"] == m]
+        mean = lambda k: sum(r[k] for r in sel) / len(sel)  # noqa: E731
+        lines.append(
+            f"| {m} | {len(sel)} | {mean('handle_error'):.3f} | {mean('target_iou'):.3f} | {mean('target_psnr'):.2f} |"
+        )
+    if result["fits"]:
+        lines += [
+            "",
+            "Source fits (held-out PSNR): "
+            + ", ".join(f"{k} {v.get('psnr', 0):.1f} dB" for k, v in result["fits"].items())
+            + ".",
+        ]
+    return "\n".join(lines) + "\n"
