@@ -312,3 +312,16 @@ def test_background_shell_lies_beyond_every_camera(captured):
     for bad in ("background_points=-1", "background_radius=0.5", "lr_appearance=0"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             fit(scene=str(captured[0]), steps=1, overrides=FIT_FAST + [bad], **QUIET)
+
+
+def test_a_short_fit_stops_densifying_and_resetting_opacity_before_its_end(captured, tmp_path):
+    """A fit shorter than the schedule was written for (trainer.steps=1000 with resets every 1000 steps) ended on an
+    opacity reset: a transparent model at 10 dB. Refinement now ends by 2/3 of the fit unless asked otherwise."""
+    scene_dir = captured[0]
+    run = fit(scene=str(scene_dir), steps=3, out=str(tmp_path / "a"), overrides=FIT_FAST, **QUIET)
+    assert run.config.gaussians.capture.refine_stop == 2
+    kept = fit(
+        scene=str(scene_dir), steps=3, out=str(tmp_path / "b"), overrides=[*FIT_FAST, "gaussians.capture.refine_stop=7"],
+        **QUIET,
+    )  # fmt: skip
+    assert kept.config.gaussians.capture.refine_stop == 7

@@ -60,7 +60,7 @@ def prepare_drag(
     if not (scene_dir / "region.json").is_file():
         log(f"writing toy drag {name} to {scene_dir}")
         write_drag_scene(name, scene_dir, n_views=size[0], width=size[1], height=size[2])
-    for metrics in sorted((Path(out_root) / "fits" / name).glob("*/metrics.json")):
+    for metrics in sorted((Path(out_root) / "fits" / name).glob("*/*/metrics.json")):
         if "val" in json.loads(metrics.read_text()):
             return scene_dir, metrics.parent
     log(f"fitting the source of {name}")

@@ -26,6 +26,9 @@ FIT_REPRESENTATIONS = ("gaussians", "nerf")  # what `t3d fit` reconstructs a cap
 
 
 EVAL_RESOLUTIONS = ("train", "full")
+# Densification and opacity resets end by this share of a fit's steps (2000 of the default 3000): an opacity reset
+# later than that has too few steps left to recover, and one on the last step leaves a transparent model
+REFINE_SHARE = 2 / 3
 
 
 @dataclass
@@ -315,6 +318,12 @@ def fit(
     check_images(data)  # every image decodes (a few unreadable views are left out with a warning)
     if resume is None and not any(o.partition("=")[0].strip() == "gaussians.scene_scale" for o in overrides):
         cfg.gaussians.scene_scale = camera_extent(data, data.train_indices)
+    chosen = any(o.partition("=")[0].strip() == "gaussians.capture.refine_stop" for o in overrides)
+    if resume is None and not chosen:
+        stop = int(cfg.trainer.steps * REFINE_SHARE)
+        if cfg.gaussians.capture.refine_stop > stop:  # a shorter fit than the schedule was written for
+            log(f"densification and opacity resets stop at step {stop} ({REFINE_SHARE:.0%} of the fit's steps)")
+            cfg.gaussians.capture.refine_stop = stop
     if resume is None:
         session = RunSession.start("fit", cfg, Path(cfg.out) / scene_slug(cfg.scene), f"fit-{cfg.representation}", log)
     else:
