@@ -320,8 +320,6 @@ def test_a_short_fit_stops_densifying_and_resetting_opacity_before_its_end(captu
     scene_dir = captured[0]
     run = fit(scene=str(scene_dir), steps=3, out=str(tmp_path / "a"), overrides=FIT_FAST, **QUIET)
     assert run.config.gaussians.capture.refine_stop == 2
-    kept = fit(
-        scene=str(scene_dir), steps=3, out=str(tmp_path / "b"), overrides=[*FIT_FAST, "gaussians.capture.refine_stop=7"],
-        **QUIET,
-    )  # fmt: skip
+    chosen = [*FIT_FAST, "gaussians.capture.refine_stop=7"]
+    kept = fit(scene=str(scene_dir), steps=3, out=str(tmp_path / "b"), overrides=chosen, **QUIET)
     assert kept.config.gaussians.capture.refine_stop == 7
