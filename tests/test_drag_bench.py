@@ -12,8 +12,7 @@ from threedistill.toyworld.drags import DRAGS
 def test_the_drag_bench_scores_no_edit_and_the_geometric_drag_against_the_dragged_object(tmp_path):
     name = "house-roof_up"
     result = run_drag_bench(
-        ["none", "warp"], [name], tmp_path, fit_steps=30, log=lambda s: None, size=(8, 48, 36),
-        overrides=(),
+        ["none", "warp"], [name], tmp_path, tmp_path / "pictures", fit_steps=30, log=lambda s: None, size=(8, 48, 36),
     )  # fmt: skip
     none, warp = result["rows"]
     drag = DRAGS[name]
@@ -24,6 +23,7 @@ def test_the_drag_bench_scores_no_edit_and_the_geometric_drag_against_the_dragge
     assert warp["outside_psnr"] > 40
     report = markdown_report(result, "# header")
     assert f"| {name} | 2 | warp |" in report and "| none | 1 |" in report
+    assert (tmp_path / "pictures" / f"{name}_warp.png").is_file()
     again = run_drag_bench(["none"], [name], tmp_path, fit_steps=30, log=lambda s: None, size=(8, 48, 36))
     assert again["rows"][0] == none  # finished rows are read back, not run again
 

@@ -287,5 +287,7 @@ def bench_drag(
     fit_steps, steps = (fit_steps or 1000, steps or 60) if quick else (fit_steps, steps)
     header = drag_header(methods, chosen, quick, ctx.args)
     write = report_writer(out, lambda result: markdown_report(result, header))
-    write(run_drag_bench(names, chosen, runs_dir, fit_steps, steps, seed, ctx.args, log=typer.echo, on_row=write))
+    images = out.with_suffix("")  # docs/benchmarks/drag/
+    result = run_drag_bench(names, chosen, runs_dir, images, fit_steps, steps, seed, ctx.args, typer.echo, write)
+    write(result)
     typer.echo(f"wrote {out}")
