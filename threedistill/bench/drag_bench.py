@@ -110,10 +110,11 @@ def measure_drag(scene_dir: Path, data, before, after, members: torch.Tensor) ->
     source_scene, _, _ = read_toy_scene(scene_dir)
     gt_cams = gt_cams[torch.tensor(views)]
     alone = RegionModel(after, members).render(cams, h, w)["alpha"] > 0.5
-    ious = {}
+    ious, silhouettes = {}, []
     for key, scene in (("target", edited_scene), ("source", source_scene)):
         gt = render_scene(ToyScene(scene.objects, ground=False), gt_cams, h, w)["alpha"] > 0.5
         ious[key] = float((alone & gt).sum() / (alone | gt).sum().clamp_min(1))
+        silhouettes.append(gt[0, 0])
     edited_data = dataclasses.replace(
         data, image_paths=[scene_dir / "edited" / "images" / p.name for p in data.image_paths]
     )
@@ -126,7 +127,8 @@ def measure_drag(scene_dir: Path, data, before, after, members: torch.Tensor) ->
     )
     keep = (~shown).expand_as(full_after)
     source_images, _ = data.load_images(views[:1], h, w)
-    picture = torch.cat([source_images[0], target_images[0], full_before[0], full_after[0]], dim=2)
+    panels = [source_images[0], target_images[0], full_before[0], full_after[0]]
+    picture = torch.cat([crop_around(p, silhouettes[0] | silhouettes[1]) for p in panels], dim=2)
     outside = ((full_after - full_before) ** 2 * keep).sum() / keep.sum().clamp_min(1)
     psnr = lambda mse: float(-10 * torch.log10(torch.as_tensor(mse).clamp_min(1e-10)))  # noqa: E731
     return {
@@ -140,6 +142,19 @@ def measure_drag(scene_dir: Path, data, before, after, members: torch.Tensor) ->
         "views": len(views),
         "picture": picture,
     }
+
+
+def crop_around(image: torch.Tensor, mask: torch.Tensor, pad: int = 4, height: int = 128) -> torch.Tensor:
+    """The square around the mask's pixels (grown by `pad`) of an image (3,H,W), scaled to `height` rows."""
+    rows, cols = mask.nonzero(as_tuple=True)
+    if len(rows) == 0:
+        return torch.nn.functional.interpolate(image[None], size=(height, height), mode="nearest")[0]
+    cy, cx = (rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2
+    half = int(max(rows.max() - rows.min(), cols.max() - cols.min()) / 2) + pad
+    top, left = int(cy) - half, int(cx) - half
+    padded = torch.nn.functional.pad(image, (half, half, half, half), value=1.0)
+    square = padded[:, top + half : top + 3 * half, left + half : left + 3 * half]
+    return torch.nn.functional.interpolate(square[None], size=(height, height), mode="nearest")[0]
 
 
 def geometric_edit(method: str, model, scene_dir: Path, data):
