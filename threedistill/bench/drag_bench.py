@@ -53,16 +53,20 @@ def prepare_drag(
     name: str, out_root: Path, fit_steps: int | None, log=print, size: tuple[int, int, int] = (48, 96, 72)
 ) -> tuple[Path, Path]:
     """(drag scene directory, finished fit run of its source capture), made once and reused."""
+    from ..config import load_config, packaged_config
     from ..toyworld.drag_capture import write_drag_scene
-    from ..workflows.fit import fit
+    from ..workflows.fit import FitConfig, fit
 
     scene_dir = Path(out_root) / "scenes" / name
     if not (scene_dir / "region.json").is_file():
         log(f"writing toy drag {name} to {scene_dir}")
         write_drag_scene(name, scene_dir, n_views=size[0], width=size[1], height=size[2])
+    if fit_steps is None:  # the shipped fit config's length
+        fit_steps = load_config(FitConfig, packaged_config("fit", "gaussians.yaml")).trainer.steps
     for metrics in sorted((Path(out_root) / "fits" / name).glob("*/*/metrics.json")):
-        if "val" in json.loads(metrics.read_text()):
-            return scene_dir, metrics.parent
+        done = "val" in json.loads(metrics.read_text())
+        if done and load_config(FitConfig, metrics.parent / "config.yaml").trainer.steps == fit_steps:
+            return scene_dir, metrics.parent  # a fit of the same length: reused
     log(f"fitting the source of {name}")
     run = fit(
         scene=str(scene_dir),
@@ -210,6 +214,7 @@ def run_drag_bench(
         region_mask = json.loads((scene_dir / "region.json").read_text())["mask"]
         for method in methods:
             task = {"drag": name, "method": method, "steps": edit_steps, "seed": seed, "overrides": list(overrides)}
+            task["fit"] = str(fit_dir.name)  # a row belongs to the fit it edited
             out = out_root / "edits" / name / method
             row = _finished(out / DRAG_ROW, task)
             if row is None:
@@ -258,8 +263,11 @@ def run_drag_bench(
     return {"fits": fits, "rows": rows}
 
 
-def drag_header(methods: str, drags: list[str], quick: bool, overrides=()) -> str:
-    command = f"t3d bench drag --methods {methods}{' --quick' if quick else ''}"
+def drag_header(
+    methods: str, drags: list[str], quick: bool, overrides=(), fit_steps: int | None = None, steps: int | None = None
+) -> str:
+    given = [f"--fit-steps {fit_steps}" if fit_steps else "", f"--steps {steps}" if steps else ""]
+    command = " ".join(p for p in [f"t3d bench drag --methods {methods}", "--quick" if quick else "", *given] if p)
     return (
         report_header("Drag editing of toy objects against the exact dragged object", command, overrides)
         + f". {len(drags)} drags; each source capture (48 views, 96x72, every 8th held out) fitted once with "

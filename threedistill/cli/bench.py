@@ -284,8 +284,9 @@ def bench_drag(
     chosen = [d.strip() for d in drags.split(",") if d.strip()] if drags else list(DRAGS)
     if quick and not drags:
         chosen = ["robot-left_arm_up", "duck-head_raise", "house-roof_up"]
+    given = (None, None) if quick else (fit_steps, steps)
     fit_steps, steps = (fit_steps or 1000, steps or 60) if quick else (fit_steps, steps)
-    header = drag_header(methods, chosen, quick, ctx.args)
+    header = drag_header(methods, chosen, quick, ctx.args, *given)
     write = report_writer(out, lambda result: markdown_report(result, header))
     images = out.with_suffix("")  # docs/benchmarks/drag/
     result = run_drag_bench(names, chosen, runs_dir, images, fit_steps, steps, seed, ctx.args, typer.echo, write)
