@@ -96,11 +96,12 @@ def drag_inputs(scene_dir: Path, data):
 
 
 @torch.no_grad()
-def measure_drag(scene_dir: Path, data, before, after, members: torch.Tensor) -> dict:
-    """Handle error, object IoU, PSNR against the dragged capture and outside the region, on the held-out views."""
+def drag_reference(scene_dir: Path, data, before) -> dict:
+    """What every method of one drag is scored against, made once per drag: the drag's points, region and size
+    (`drag_inputs`), the held-out cameras, the ground-truth silhouettes of the dragged and the source object, the
+    dragged capture's images and the unedited fit's renders."""
     import dataclasses
 
-    from ..editing.drag_points import handle_error
     from ..editing.region_model import RegionModel
     from ..toyworld.capture import read_toy_scene
     from ..toyworld.scene import ToyScene, render_scene
@@ -109,30 +110,53 @@ def measure_drag(scene_dir: Path, data, before, after, members: torch.Tensor) ->
     record = json.loads((scene_dir / "toy_scene.json").read_text())
     h, w, views = record["height"], record["width"], data.val_indices
     cams = data.cameras(views)
-    errors = handle_error(before.means.detach(), after.means.detach(), points, size)
     edited_scene, _, gt_cams = read_toy_scene(scene_dir / "edited")
     source_scene, _, _ = read_toy_scene(scene_dir)
     gt_cams = gt_cams[torch.tensor(views)]
-    alone = RegionModel(after, members).render(cams, h, w)["alpha"] > 0.5
-    ious, silhouettes = {}, []
-    for key, scene in (("target", edited_scene), ("source", source_scene)):
-        gt = render_scene(ToyScene(scene.objects, ground=False), gt_cams, h, w)["alpha"] > 0.5
-        ious[key] = float((alone & gt).sum() / (alone | gt).sum().clamp_min(1))
-        silhouettes.append(gt[0, 0])
+    silhouettes = {
+        key: render_scene(ToyScene(scene.objects, ground=False), gt_cams, h, w)["alpha"] > 0.5
+        for key, scene in (("target", edited_scene), ("source", source_scene))
+    }
     edited_data = dataclasses.replace(
         data, image_paths=[scene_dir / "edited" / "images" / p.name for p in data.image_paths]
     )
-    target_images, _ = edited_data.load_images(views, h, w)
-    full_after = after.render(cams, h, w, geometry=False)["rgb"].clamp(0, 1)
-    full_before = before.render(cams, h, w, geometry=False)["rgb"].clamp(0, 1)
     selected = region.contains(before.means.detach())
-    shown = (RegionModel(before, selected).render(cams, h, w)["alpha"] > 0.01) | (
-        RegionModel(after, selected).render(cams, h, w)["alpha"] > 0.01
-    )
+    return {
+        "points": points,
+        "region": region,
+        "size": size,
+        "height": h,
+        "width": w,
+        "cameras": cams,
+        "views": len(views),
+        "silhouettes": silhouettes,
+        "target_images": edited_data.load_images(views, h, w)[0],
+        "source_image": data.load_images(views[:1], h, w)[0][0],
+        "before_means": before.means.detach(),
+        "before_rgb": before.render(cams, h, w, geometry=False)["rgb"].clamp(0, 1),
+        "selected": selected,
+        "before_shown": RegionModel(before, selected).render(cams, h, w)["alpha"] > 0.01,
+    }
+
+
+@torch.no_grad()
+def measure_drag(ref: dict, after, members: torch.Tensor) -> dict:
+    """Handle error, object IoU, PSNR against the dragged capture and outside the region, on the held-out views
+    (`ref`: the drag's `drag_reference`)."""
+    from ..editing.drag_points import handle_error
+    from ..editing.region_model import RegionModel
+
+    h, w, cams = ref["height"], ref["width"], ref["cameras"]
+    errors = handle_error(ref["before_means"], after.means.detach(), ref["points"], ref["size"])
+    alone = RegionModel(after, members).render(cams, h, w)["alpha"] > 0.5
+    ious = {key: float((alone & gt).sum() / (alone | gt).sum().clamp_min(1)) for key, gt in ref["silhouettes"].items()}
+    full_after = after.render(cams, h, w, geometry=False)["rgb"].clamp(0, 1)
+    full_before = ref["before_rgb"]
+    shown = ref["before_shown"] | (RegionModel(after, ref["selected"]).render(cams, h, w)["alpha"] > 0.01)
     keep = (~shown).expand_as(full_after)
-    source_images, _ = data.load_images(views[:1], h, w)
-    panels = [source_images[0], target_images[0], full_before[0], full_after[0]]
-    picture = torch.cat([crop_around(p, silhouettes[0] | silhouettes[1]) for p in panels], dim=2)
+    panels = [ref["source_image"], ref["target_images"][0], full_before[0], full_after[0]]
+    frame = ref["silhouettes"]["target"][0, 0] | ref["silhouettes"]["source"][0, 0]
+    picture = torch.cat([crop_around(p, frame) for p in panels], dim=2)
     outside = ((full_after - full_before) ** 2 * keep).sum() / keep.sum().clamp_min(1)
     psnr = lambda mse: float(-10 * torch.log10(torch.as_tensor(mse).clamp_min(1e-10)))  # noqa: E731
     return {
@@ -140,10 +164,10 @@ def measure_drag(scene_dir: Path, data, before, after, members: torch.Tensor) ->
         "handle_errors": errors,
         "target_iou": ious["target"],
         "source_iou": ious["source"],
-        "target_psnr": psnr(((full_after - target_images) ** 2).mean()),
+        "target_psnr": psnr(((full_after - ref["target_images"]) ** 2).mean()),
         "outside_psnr": psnr(outside),
         "outside_identical": bool(torch.equal(full_after * keep, full_before * keep)),
-        "views": len(views),
+        "views": ref["views"],
         "picture": picture,
     }
 
@@ -161,16 +185,15 @@ def crop_around(image: torch.Tensor, mask: torch.Tensor, pad: int = 4, height: i
     return torch.nn.functional.interpolate(square[None], size=(height, height), mode="nearest")[0]
 
 
-def geometric_edit(method: str, model, scene_dir: Path, data):
-    """`none` or `warp` applied to a copy of the fitted Gaussians."""
+def geometric_edit(method: str, model, ref: dict):
+    """`none` or `warp` applied to a copy of the fitted Gaussians (`ref`: the drag's `drag_reference`)."""
     import copy
 
     from ..editing.drag_points import warp_gaussians
 
     edited = copy.deepcopy(model)
     if method == "warp":
-        points, region, _ = drag_inputs(scene_dir, data)
-        selected = region.contains(model.means.detach())
+        points, selected = ref["points"], ref["selected"]
         falloff = WARP_FALLOFF * float((points.targets - points.handles).norm(dim=1).max())
         edited.means.data = warp_gaussians(model.means.detach(), selected, points, falloff)
     return edited
@@ -212,15 +235,17 @@ def run_drag_bench(
         model = load_fit_model(fit_dir)
         members = object_membership(scene_dir, data, model) == 0
         region_mask = json.loads((scene_dir / "region.json").read_text())["mask"]
+        ref = None  # made for the first method that is not read back
         for method in methods:
             task = {"drag": name, "method": method, "steps": edit_steps, "seed": seed, "overrides": list(overrides)}
             task["fit"] = str(fit_dir.name)  # a row belongs to the fit it edited
             out = out_root / "edits" / name / method
             row = _finished(out / DRAG_ROW, task)
             if row is None:
+                ref = ref or drag_reference(scene_dir, data, model)
                 start = time.time()
                 if method in GEOMETRIC:
-                    edited = geometric_edit(method, model, scene_dir, data)
+                    edited = geometric_edit(method, model, ref)
                 else:
                     run = edit(
                         source=str(fit_dir),
@@ -237,7 +262,7 @@ def run_drag_bench(
                     )
                     edited = run.model.cpu()
                 seconds = time.time() - start
-                scores = measure_drag(scene_dir, data, model, edited, members)
+                scores = measure_drag(ref, edited, members)
                 picture = scores.pop("picture")
                 row = {
                     "drag": name,

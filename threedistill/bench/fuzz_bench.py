@@ -67,8 +67,7 @@ def judge(case: Case, returncode: int, stderr: str, seconds: float, work: Path |
         if case.warns and not any(case.warns in line for line in warned):
             return Outcome(case.name, "wrong_result", 0, f"no warning mentioning {case.warns!r}", seconds)
         return Outcome(case.name, "correct", 0, (warned or [last])[0][:300], seconds)
-    errors = [line for line in lines if line.startswith("error: ") or line.startswith("Error: ")]
-    usage = any(line.startswith("Usage: ") or "Usage:" in line for line in lines) and bool(errors or lines)
+    usage = any("Usage:" in line for line in lines)  # click's own usage error
     one_line = len([line for line in lines if line.startswith("error: ")]) == 1 and last.startswith("error: ")
     if returncode == 2 and (one_line or usage):
         if case.expect == "ok":

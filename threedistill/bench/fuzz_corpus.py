@@ -511,25 +511,25 @@ def _move(meta, x):
     meta["frames"][3]["transform_matrix"][0][3] = x
 
 
-def _frames_with(meta, key):
+def _frames_with(meta):
     return [meta, *meta["frames"]]
 
 
 def _scale_size(meta, k):
-    for d in _frames_with(meta, "w"):
+    for d in _frames_with(meta):
         for key in ("w", "h"):
             if key in d:
                 d[key] = d[key] * k
 
 
 def _swap_size(meta):
-    for d in _frames_with(meta, "w"):
+    for d in _frames_with(meta):
         if "w" in d:
             d["w"], d["h"] = d["h"], d["w"]
 
 
 def _drop_focal(meta):
-    for d in _frames_with(meta, "fl_x"):
+    for d in _frames_with(meta):
         for key in ("fl_x", "fl_y", "camera_angle_x", "camera_angle_y"):
             d.pop(key, None)
 
@@ -537,7 +537,7 @@ def _drop_focal(meta):
 def _angle_only(meta, angle=None):
     import math
 
-    for d in _frames_with(meta, "fl_x"):
+    for d in _frames_with(meta):
         if "fl_x" in d:
             d["camera_angle_x"] = angle if angle is not None else 2 * math.atan(0.5 * d["w"] / d["fl_x"])
             d.pop("fl_x")

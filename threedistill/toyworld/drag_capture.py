@@ -12,7 +12,7 @@ import torch
 
 from .capture import DEFAULT_FRAME, write_captured_scene
 from .catalogue import rotation
-from .drags import DRAG_SEPARATOR, ToyDrag, drag_region, get_drag
+from .drags import ToyDrag, drag_region, get_drag
 from .scene import ToyScene, place
 
 
@@ -20,7 +20,7 @@ def drag_scene(drag: ToyDrag, edited: bool = False):
     """The one-object ToyScene of a drag (the object standing at the origin), before or after it."""
     placed = place(drag.object, drag.colour, 0.0, 0.0, scale=0.5)
     if edited:  # same placement: the parts that did not move stay where they were
-        placed = dataclasses.replace(placed, name=f"{drag.object}{DRAG_SEPARATOR}{drag.object}-{drag.name}")
+        placed = dataclasses.replace(placed, name=drag.edited_name)
     return ToyScene([placed])
 
 

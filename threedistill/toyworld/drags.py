@@ -59,6 +59,11 @@ class ToyDrag:
         return self.move(self.handle_points())
 
     @property
+    def edited_name(self) -> str:
+        """The catalogue name of the object after the drag, `<object>@<object>-<drag>` (`get_drag_object`)."""
+        return f"{self.object}{DRAG_SEPARATOR}{self.object}-{self.name}"
+
+    @property
     def prompt(self) -> str:
         """What a text edit would be asked for the same change (the benchmark's text baseline)."""
         return f"a {self.colour} {self.object} with {self.description}"
@@ -147,7 +152,7 @@ def _part_radius(part: Part) -> float:
 
 def drag_region(drag: ToyDrag, margin: float = 0.05) -> tuple[torch.Tensor, float]:
     """(centre (3,), radius) of a sphere in the object's frame holding the moved parts before and after."""
-    obj, moved = get_object(drag.object), get_drag_object(f"{drag.object}{DRAG_SEPARATOR}{drag.object}-{drag.name}")
+    obj, moved = get_object(drag.object), get_drag_object(drag.edited_name)
     spheres = [
         (torch.tensor(o.parts[i].offset, dtype=torch.float32), _part_radius(o.parts[i]))
         for o in (obj, moved)
