@@ -485,7 +485,7 @@ def transforms_cases(c: Corpus) -> None:
         "transforms/crlf_and_bom", t(lambda m, s: "\ufeff" + json.dumps(m, indent=1).replace("\n", "\r\n")), expect="ok"
     )
     c.add("transforms/latin1_file", lambda w, fx: _latin1_transforms(w, fx))
-    c.add("transforms/scene_is_file", lambda w, fx: fit_argv(_touch(w / "scene.txt"), w), fragment="not")
+    c.add("transforms/scene_is_file", lambda w, fx: fit_argv(_touch(w / "scene.txt"), w), fragment="not a scene file")
     c.add("transforms/scene_missing", lambda w, fx: fit_argv(w / "nowhere", w), fragment="not found")
     c.add("transforms/scene_empty_dir", lambda w, fx: fit_argv(_mkdir(w / "empty"), w), fragment="not a captured scene")
 

@@ -93,6 +93,10 @@ def load_scene(path) -> SceneData:
         return read_llff(path)
     if path.is_file() and path.name.startswith("transforms_"):
         path = path.parent
+    if path.is_file():
+        raise SceneFormatError(
+            f"{path}: not a scene file (a scene is a folder, or its transforms*.json, poses_bounds.npy or a .ply)"
+        )
     if not path.is_dir():
         raise SceneFormatError(f"{path}: not found (no such scene file or folder)")
     splat_file = find_splats(path)
