@@ -76,7 +76,12 @@ def new_run_dir_at(parent: Path, method: str) -> Path:
 def option_overrides(**options) -> list[str]:
     """`key=value` overrides for the command-line options that were given (None = not given); strings are quoted
     so prompts and paths survive the parser. Keys use __ for dots: trainer__steps=5 -> trainer.steps=5."""
-    quote = lambda v: json.dumps(str(v), ensure_ascii=False) if isinstance(v, (str, Path)) else v  # noqa: E731
+
+    def quote(v):
+        if isinstance(v, (list, tuple)):  # a list of strings, e.g. drag points
+            return json.dumps([str(x) for x in v], ensure_ascii=False)
+        return json.dumps(str(v), ensure_ascii=False) if isinstance(v, (str, Path)) else v
+
     return [f"{key.replace('__', '.')}={quote(value)}" for key, value in options.items() if value is not None]
 
 

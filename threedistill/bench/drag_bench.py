@@ -58,7 +58,8 @@ def prepare_drag(
     from ..workflows.fit import FitConfig, fit
 
     scene_dir = Path(out_root) / "scenes" / name
-    if not (scene_dir / "region.json").is_file():
+    region_file = scene_dir / "region.json"
+    if not region_file.is_file() or "context" not in json.loads(region_file.read_text()):  # older scenes: again
         log(f"writing toy drag {name} to {scene_dir}")
         write_drag_scene(name, scene_dir, n_views=size[0], width=size[1], height=size[2])
     if fit_steps is None:  # the shipped fit config's length
@@ -234,7 +235,7 @@ def run_drag_bench(
         data = load_scene(scene_dir)
         model = load_fit_model(fit_dir)
         members = object_membership(scene_dir, data, model) == 0
-        region_mask = json.loads((scene_dir / "region.json").read_text())["mask"]
+        region_record = json.loads((scene_dir / "region.json").read_text())
         ref = None  # made for the first method that is not read back
         for method in methods:
             task = {"drag": name, "method": method, "steps": edit_steps, "seed": seed, "overrides": list(overrides)}
@@ -246,19 +247,23 @@ def run_drag_bench(
                 start = time.time()
                 if method in GEOMETRIC:
                     edited = geometric_edit(method, model, ref)
-                else:
+                else:  # drag: the points and the part; the text edits: the change in words
+                    dragging = method == "drag"
                     run = edit(
                         source=str(fit_dir),
-                        prompt=drag.prompt,
-                        source_prompt=f"a {drag.colour} {drag.object}",
+                        prompt=None if dragging else drag.prompt,
+                        source_prompt=None if dragging else f"a {drag.colour} {drag.object}",
                         method=method,
-                        region=region_mask,
+                        region=region_record["mask"],
                         steps=edit_steps,
                         seed=seed,
                         out=str(out),
-                        overrides=list(overrides) + ["export=[]"],
+                        overrides=list(overrides)
+                        + ["export=[]"]
+                        + ([f"drag.context={region_record['context']}"] if dragging else []),
                         progress=False,
                         log=lambda s: None,
+                        drag_file=str(scene_dir / "drag_points.json") if dragging else None,
                     )
                     edited = run.model.cpu()
                 seconds = time.time() - start

@@ -579,6 +579,20 @@ def _touch(path: Path) -> Path:
     return path
 
 
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _pickle_mask(work: Path) -> Path:
+    """A gaussian_mask.pt holding a pickled object besides tensors (weights_only refuses it)."""
+    import pickle
+
+    path = work / "gaussian_mask.pt"
+    path.write_bytes(pickle.dumps({"mask": object()}))
+    return path
+
+
 # ---------------------------------------------------------------- COLMAP text
 def _colmap_txt(file: str, mutate) -> Callable:
     def make(work: Path, fx: Fixtures) -> list[str]:
@@ -909,6 +923,25 @@ def option_cases(c: Corpus) -> None:
     c.add("cli/edit_view_mask_on_ply", lambda w, fx: _edit_view_mask_ply(w, fx), fragment="view")
     c.add("cli/edit_method_unknown", lambda w, fx: edit_argv(fx.fit_run, w, "--method", "magic"), fragment="magic")
     c.add("cli/edit_no_prompt", lambda w, fx: ["edit", "--scene", str(fx.fit_run), "--out", str(w)], fragment="prompt")
+    drag = lambda *extra: lambda w, fx: ["edit", "--scene", str(fx.fit_run), "--method", "drag", *extra,  # noqa: E731
+                                         "--out", str(w)]  # fmt: skip
+    c.add("cli/drag_no_points", drag("--mask", "sphere:0,0,0,1"), fragment="needs points")
+    c.add("cli/drag_no_mask", drag("--drag", "0,0,0>0,0.1,0"), fragment="--mask")
+    c.add("cli/drag_bad_point", drag("--drag", "0,0,0>0,0.1", "--mask", "sphere:0,0,0,1"), fragment="bad --drag")
+    c.add("cli/drag_nan_point", drag("--drag", "0,0,nan>0,0.1,0", "--mask", "sphere:0,0,0,1"), fragment="NaN")
+    c.add("cli/drag_far_point", drag("--drag", "0,0,0>99,0,0", "--mask", "sphere:0,0,0,1"), fragment="outside")
+    unequal = '{"handle_points": [[0, 0, 0]], "target_points": []}'
+    c.add(
+        "cli/drag_file_unequal",
+        lambda w, fx: drag("--drag-file", str(_write(w / "d.json", unequal)), "--mask", "sphere:0,0,0,1")(w, fx),
+        fragment="target points",
+    )
+    c.add(
+        "cli/drag_mask_pickle",
+        lambda w, fx: drag("--drag", "0,0,0>0,0.1,0", "--mask", str(_pickle_mask(w)))(w, fx),
+        fragment="unreadable",
+    )
+    c.add("cli/drag_points_on_dds", lambda w, fx: edit_argv(fx.fit_run, w, "--drag", "0,0,0>0,1,0"), fragment="drag")
     c.add("cli/export_format_unknown", lambda w, fx: ["export", str(fx.run), "--format", "fbx"], fragment="fbx")
     c.add(
         "cli/export_faces_zero",

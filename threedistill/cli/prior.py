@@ -30,6 +30,22 @@ def prior_train(
     train_prior(cfg, log=log)
 
 
+@command(prior_app, "train-drag", overrides="t3d prior train-drag steps=400 drags=200")
+def prior_train_drag(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(
+        None, help="YAML config (default configs/prior/toyworld_drag.yaml); key=value overrides follow."
+    ),
+):
+    """Train the toy drag teacher of Drag-SDS on random toy drags and gate it on the named ones (default:
+    assets/priors/toyworld-drag)."""
+    from ..config import load_config, packaged_config
+    from ..toyworld.training.drag_teacher import DragTeacherTrainConfig, train_drag_teacher
+
+    cfg = load_config(DragTeacherTrainConfig, config or packaged_config("prior", "toyworld_drag.yaml"), ctx.args)
+    train_drag_teacher(cfg, log=log)
+
+
 def _load(prior: Optional[Path]):
     from ..priors import load_prior
 

@@ -86,15 +86,29 @@ def edit_cmd(
         "captured view, lifted to 3D; repeat --mask for masks on more views, "
         "or join them with ';'). Default: the whole scene.",
     ),
+    drag: list[str] = typer.Option(
+        [],
+        "--drag",
+        help="Method drag: a handle point and its target, 'hx,hy,hz>tx,ty,tz' in the scene's coordinates "
+        "(repeat for more pairs).",
+    ),
+    drag_file: Optional[str] = typer.Option(
+        None, help="Method drag: DYG's drag_points.json (handle_points, target_points) instead of --drag."
+    ),
     steps: Optional[int] = StepsOption,
     seed: Optional[int] = SeedOption,
     out: Optional[str] = OutOption,
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted edit in this directory."),
 ):
-    """Edit a reconstructed scene with text inside a 3D region (see --method)."""
+    """Edit a reconstructed scene with text inside a 3D region, or drag part of it (--method drag: --drag
+    points, the part given by --mask, which also takes DYG's gaussian_mask.pt or a .npy)."""
     from ..errors import ConfigError
     from ..workflows.edit import edit
 
+    masks = [r for r in region if r.endswith((".pt", ".npy")) and not r.startswith(("box:", "sphere:", "view:"))]
+    if masks and len(region) > 1:
+        raise ConfigError("--mask: a Gaussian mask file (.pt, .npy) is given alone")
+    region = [] if masks else region
     if len(region) > 1 and not all(r.startswith("view:") for r in region):
         raise ConfigError("--mask: only view:IMAGE_NAME:MASK.png masks can be given more than once (one per view)")
 
@@ -110,5 +124,8 @@ def edit_cmd(
         overrides=ctx.args,
         resume=resume,
         log=log,
+        drag=drag or None,
+        drag_file=drag_file,
+        gaussian_mask=masks[0] if masks else None,
     )
     typer.echo(f"run directory: {run.dir}")

@@ -72,15 +72,22 @@ class DragPoints:
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
 
-    def check_inside(self, centre: torch.Tensor, radius: float, where: str = "the scene") -> None:
-        """A one-line error when a point lies beyond the sphere (the scene's bounds)."""
-        for name, points in (("handle", self.handles), ("target", self.targets)):
+    def check_inside(
+        self, centre: torch.Tensor, radius: float, where: str = "the scene", given: "DragPoints | None" = None
+    ) -> None:
+        """A one-line error when a point lies beyond the sphere (the scene's bounds); `given`: the same points as
+        the user wrote them (another frame), for the message."""
+        shown = given or self
+        for name, points, written in (("handle", self.handles, shown.handles), ("target", self.targets, shown.targets)):
             far = (points - centre).norm(dim=1) > radius
             if far.any():
                 i = int(far.nonzero()[0])
+                where_text = f"{where} (within {radius:.3g} of {[round(v, 3) for v in centre.tolist()]})"
+                if given is not None:
+                    where_text = where
                 raise ConfigError(
-                    f"drag {name} point {i + 1} {points[i].tolist()} lies outside {where} (within {radius:.3g} of "
-                    f"{[round(v, 3) for v in centre.tolist()]}); are the points in the scene's coordinates?"
+                    f"drag {name} point {i + 1} {[round(v, 4) for v in written[i].tolist()]} lies outside "
+                    f"{where_text}; are the points in the scene's coordinates?"
                 )
 
 

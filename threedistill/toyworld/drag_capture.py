@@ -49,9 +49,13 @@ def write_drag_scene(name: str, out_dir, n_views: int = 48, width: int = 96, hei
     (out / "drag_points.json").write_text(
         json.dumps({"handle_points": handles.tolist(), "target_points": targets.tolist()}, indent=1) + "\n"
     )
+    placed = source.objects[0]
+    o = written(torch.zeros(1, 3))[0]  # the object's frame origin, the centre of its bounding unit sphere
+    context = [*o, placed.scale * similarity_scale(frame)]
     region = {
         "sphere": {"centre": c.tolist(), "radius": r},
         "mask": "sphere:" + ",".join(f"{v:.5f}" for v in [*c, r]),
+        "context": "sphere:" + ",".join(f"{v:.5f}" for v in context),  # the whole object (edit cameras' framing)
         "drag": name,
         "description": drag.description,
         "prompt": drag.prompt,

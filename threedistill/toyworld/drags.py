@@ -122,6 +122,13 @@ def _moved_part(part: Part, drag: ToyDrag) -> Part:
     return dataclasses.replace(part, offset=tuple(float(v) for v in offset), rotation=rot @ old_rot)
 
 
+def dragged_object(drag: ToyDrag, name: str) -> ToyObject:
+    """The drag's catalogue object with its parts moved, named `name`."""
+    obj = get_object(drag.object)
+    parts = [_moved_part(p, drag) if i in drag.parts else p for i, p in enumerate(obj.parts)]
+    return dataclasses.replace(obj, name=name, parts=parts)
+
+
 @lru_cache(maxsize=None)
 def get_drag_object(name: str) -> ToyObject:
     """`<object>@<object>-<drag>`: the catalogue object with the drag's parts moved."""
@@ -129,12 +136,10 @@ def get_drag_object(name: str) -> ToyObject:
     drag = get_drag(drag_name)
     if drag.object != base:
         raise UnknownNameError(f"drag {drag_name!r} moves a {drag.object}, not a {base}")
-    obj = get_object(base)
-    parts = [_moved_part(p, drag) if i in drag.parts else p for i, p in enumerate(obj.parts)]
-    return dataclasses.replace(obj, name=name, parts=parts)
+    return dragged_object(drag, name)
 
 
-def _part_radius(part: Part) -> float:
+def part_radius(part: Part) -> float:
     """A radius around the part's offset that holds all of it."""
     p = part.params
     if part.primitive == "sphere":
@@ -154,7 +159,7 @@ def drag_region(drag: ToyDrag, margin: float = 0.05) -> tuple[torch.Tensor, floa
     """(centre (3,), radius) of a sphere in the object's frame holding the moved parts before and after."""
     obj, moved = get_object(drag.object), get_drag_object(drag.edited_name)
     spheres = [
-        (torch.tensor(o.parts[i].offset, dtype=torch.float32), _part_radius(o.parts[i]))
+        (torch.tensor(o.parts[i].offset, dtype=torch.float32), part_radius(o.parts[i]))
         for o in (obj, moved)
         for i in drag.parts
     ]

@@ -70,12 +70,16 @@ def load_source(source: str | Path, log=print):
 
 
 def method_guidance(cfg: EditConfig, prior):
-    """The method's guidance with its config built from the edit config's shared guidance settings."""
+    """The method's guidance with its config built from the edit config's shared guidance settings (and, for
+    drag, its own section)."""
     cls = EDIT_METHODS.get(cfg.method)
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
     values = {k: v for k, v in dataclasses.asdict(cfg.guidance).items() if k in fields}
     if "source_prompt" in fields:
         values["source_prompt"] = cfg.source_prompt
+    if cfg.method == "drag":
+        values |= {k: getattr(cfg.drag, k) for k in ("teacher", "lora_rank", "lr_embedding", "lr_lora")}
+        values["trainer_max_steps"] = cfg.trainer.steps
     return cls(prior, cls.config_class(**values))
 
 
@@ -93,8 +97,13 @@ def edit(
     progress: bool = True,
     stop_at: int | None = None,
     log=print,
+    drag: list[str] | None = None,
+    drag_file: str | None = None,
+    gaussian_mask: str | None = None,
 ) -> Run:
-    """Edit a fitted scene with text; returns the Run (outputs/<scene>/edit-<method>@<time>/)."""
+    """Edit a fitted scene with text, or drag part of it (method drag: `drag` points "hx,hy,hz>tx,ty,tz" or a
+    `drag_file`, the part given by `region` or a `gaussian_mask` file); returns the Run
+    (outputs/<scene>/edit-<method>@<time>/)."""
     from ..priors import load_prior
 
     run_dir, cfg = run_config(
@@ -111,15 +120,28 @@ def edit(
         trainer__steps=steps,
         trainer__seed=seed,
         out=out,
+        drag__points=list(drag) if drag else None,
+        drag__file=drag_file,
+        drag__gaussian_mask=gaussian_mask,
     )
     if resume is None:
         if not cfg.source:
             raise ConfigError("--scene is missing; give a t3d fit run directory or a captured-scene folder")
-        check_prompt(cfg.prompt, "the edit prompt", "a blue cube")
+        if cfg.method == "drag":
+            check_drag_input(cfg)
+        else:
+            check_prompt(cfg.prompt, "the edit prompt", "a blue cube")
         if cfg.source_prompt:
             check_prompt(cfg.source_prompt, "--source-prompt", "a red cube")
     fit_dir, scene_path, scene, gaussians = load_source(cfg.source, log)
-    selected, the_region = edit_selection(cfg, scene, gaussians)
+    points = drag_points(cfg, scene, gaussians) if cfg.method == "drag" else None
+    if cfg.method == "drag" and cfg.drag.gaussian_mask:
+        from ..editing.drag_points import read_gaussian_mask
+
+        selected = read_gaussian_mask(cfg.drag.gaussian_mask, len(gaussians))
+        the_region = mask_sphere(gaussians, selected)
+    else:
+        selected, the_region = edit_selection(cfg, scene, gaussians)
     if not selected.any():
         raise ThreeDistillError(f"the edit region {cfg.region} holds none of the scene's {len(gaussians)} Gaussians")
     log(f"edit region {the_region} (normalised frame) holds {int(selected.sum())} of {len(gaussians)} Gaussians")
@@ -133,6 +155,8 @@ def edit(
     model = RegionModel(gaussians, selected, cfg.lambda_preserve, cfg.lr, cfg.max_scale_growth).to(device)
     if cfg.method == "in2n":  # trains on a dataset of edit views (RegionViews' cameras) that it re-edits in 2D
         guidance, views = build_in2n(cfg, model, RegionViews(original, object_radius(the_region), cfg), device)
+    elif cfg.method == "drag":
+        model, guidance, views = build_drag(cfg, points, scene, gaussians, selected, original, device, log)
     else:
         guidance = method_guidance(cfg, load_prior(cfg.prior, device=device))
         views = RegionViews(original, object_radius(the_region), cfg, with_source="source" in guidance.targets)
@@ -148,11 +172,94 @@ def edit(
         stop_at=stop_at,
         preview=lambda step: write_edit_preview(run, model, preview, step),
     ):
-        gaussians.cpu()
         write_edit_preview(run, model.cpu(), preview, cfg.trainer.steps, name="edit.png")
-        export_scene_model(gaussians, "gaussians", scene, cfg.export, session.dir, log)
-        session.finish({"edited_gaussians": int(selected.sum()), "region": str(the_region)})
+        metrics = {"edited_gaussians": int(selected.sum()), "region": str(the_region)}
+        if cfg.method == "drag":  # the edit written into the scene's Gaussians (rest rows: the source's own)
+            run.model = gaussians = model.baked()
+            metrics["ring_gaussians"] = len(model.ring_index)
+        export_scene_model(gaussians.cpu(), "gaussians", scene, cfg.export, session.dir, log)
+        session.finish(metrics)
     return run
+
+
+def check_drag_input(cfg: EditConfig) -> None:
+    """One-line errors for a drag edit without points or without the Gaussians to move."""
+    if not cfg.drag.points and not cfg.drag.file:
+        raise ConfigError("--method drag needs points: --drag 'hx,hy,hz>tx,ty,tz' or --drag-file drag_points.json")
+    if cfg.drag.points and cfg.drag.file:
+        raise ConfigError("give the drag points once: --drag or --drag-file, not both")
+    read_drag_points(cfg)  # a malformed point or file: its own one-line error before anything loads
+    if cfg.region is None and not cfg.drag.gaussian_mask:
+        raise ConfigError(
+            "--method drag needs the Gaussians to move: --mask box:...|sphere:...|view:NAME:MASK.png or "
+            "--mask gaussian_mask.pt|.npy"
+        )
+
+
+def read_drag_points(cfg: EditConfig):
+    """The drag's points as given (--drag or --drag-file), in the frame `region_frame` names."""
+    from ..editing.drag_points import DragPoints
+
+    return DragPoints.read(cfg.drag.file) if cfg.drag.file else DragPoints.parse(list(cfg.drag.points))
+
+
+def drag_points(cfg: EditConfig, scene, gaussians):
+    """The drag's points in the fit's normalised frame; a one-line error for a point beyond the scene's Gaussians
+    (1.5 x the sphere around 95% of them), named as the user wrote it."""
+    from ..editing.drag_points import DragPoints
+    from ..scenes.base import apply_similarity
+
+    given = read_drag_points(cfg)
+    points = given
+    if cfg.region_frame == "scene":
+        move = lambda p: apply_similarity(scene.transform, p).float()  # noqa: E731
+        points = DragPoints(move(given.handles), move(given.targets))
+    bounds = edit_region(dataclasses.replace(cfg, region=None), scene, gaussians)
+    points.check_inside(bounds.centre.cpu(), 1.5 * bounds.radius, "the scene's Gaussians", given=given)
+    return points
+
+
+def mask_sphere(gaussians, selected: torch.Tensor) -> EditRegion:
+    """The sphere around the selected Gaussians' centres (normalised frame)."""
+    means = gaussians.means.detach()[selected]
+    centre = (means.min(0).values + means.max(0).values) / 2
+    return EditRegion("sphere", centre, (means - centre).norm(dim=-1).max().reshape(1).clamp_min(1e-3))
+
+
+def drag_context(cfg: EditConfig, scene, gaussians, selected: torch.Tensor, points) -> EditRegion:
+    """The sphere the drag's cameras frame: `drag.context` if given, else the one around the dragged Gaussians and
+    the targets, grown 2x (the teacher must see the part's surroundings)."""
+    if cfg.drag.context is not None:
+        region = EditRegion.parse(cfg.drag.context)
+        return object_radius(region.transformed(scene.transform) if cfg.region_frame == "scene" else region)
+    means = torch.cat([gaussians.means.detach()[selected], points.targets.to(gaussians.means.device)])
+    centre = (means.min(0).values + means.max(0).values) / 2
+    return EditRegion("sphere", centre, 2 * (means - centre).norm(dim=-1).max().reshape(1).clamp_min(1e-3))
+
+
+def build_drag(cfg: EditConfig, points, scene, gaussians, selected, original, device, log):
+    """(DragModel, Drag-SDS guidance, DragViews) of a drag edit (`points` in the normalised frame)."""
+    from ..editing.drag_model import DragModel, DragViews
+    from ..priors import load_prior
+
+    context = drag_context(cfg, scene, gaussians, selected, points)
+    model = DragModel(
+        gaussians,
+        selected,
+        context,
+        cfg.trainer.steps,
+        cfg.drag.scaffold,
+        cfg.drag.lr,
+        cfg.drag.ring_k,
+        cfg.drag.lambda_reg,
+    ).to(device)
+    log(
+        f"drag: {len(points)} point pair(s), {len(model.mask_index)} masked and {len(model.ring_index)} ring "
+        f"Gaussians, cameras around {context}; Gaussians learn from step {model.k_tri}"
+    )
+    guidance = method_guidance(cfg, load_prior(cfg.prior, device=device))
+    views = DragViews(original.gaussians, selected, context, points, cfg, cfg.drag.depth_tolerance)
+    return model, guidance, views
 
 
 def edit_selection(cfg: EditConfig, scene, gaussians) -> tuple[torch.Tensor, EditRegion]:
@@ -214,7 +321,7 @@ def write_edit_preview(run, model: RegionModel, preview: dict, step: int, name: 
     from ..utils.images import make_grid, save_image
 
     with torch.no_grad():
-        drawn = model.gaussians if preview["whole"] else model
+        drawn = model.gaussians if preview["whole"] and isinstance(model, RegionModel) else model
         now = drawn.render(preview["cams"], *preview["size"], perturb=False, **preview["background"])["rgb"]
     grid = make_grid(torch.cat([preview["rows"], now.cpu().clamp(0, 1)]), nrow=len(preview["cams"]))
     save_image(grid, run.dir / "renders" / (name or f"edit_{step:06d}.png"))

@@ -7,6 +7,7 @@ from typing import Optional
 
 from ..editing import EDIT_METHODS
 from ..editing.dds import DDSConfig
+from ..editing.drag_model import DragFieldConfig, DragLearningRates
 from ..editing.in2n import In2NConfig
 from ..editing.lift import parse_view_mask
 from ..editing.region import EditRegion
@@ -21,6 +22,33 @@ class EditGuidanceConfig(DDSConfig):
 
     instruct_pix2pix: Optional[str] = None  # in2n: a local diffusers InstructPix2Pix directory (replaces `prior`)
     image_guidance_scale: float = 1.5  # in2n with InstructPix2Pix: s_I (guidance_scale is s_T)
+
+
+@dataclass
+class DragEditConfig:
+    """Method drag (Drag-SDS, guidance_spec.md 9): the points, the Gaussians that move, the scaffold, the teacher."""
+
+    points: list = field(default_factory=list)  # "hx,hy,hz>tx,ty,tz" in the region's frame (see region_frame)
+    file: Optional[str] = None  # DYG's drag_points.json (handle_points, target_points), in the same frame
+    gaussian_mask: Optional[str] = None  # DYG's gaussian_mask.pt (tensors only) or a .npy: M instead of `region`
+    context: Optional[str] = None  # box:/sphere: framing the edit cameras; None: M and the targets, grown x2
+    teacher: Optional[str] = None  # drag teacher directory; None: the embedded assets/priors/toyworld-drag
+    lora_rank: int = 16
+    lr_embedding: float = 1.0e-3
+    lr_lora: float = 5.0e-4
+    ring_k: int = 20  # the KNN ring: this many nearest neighbours of each masked Gaussian
+    lambda_reg: float = 2500.0  # the ring regulariser (trainer.lambdas.reg overrides it too)
+    depth_tolerance: float = 0.1  # of the context radius: how far behind the scene a masked pixel may lie
+    scaffold: DragFieldConfig = field(default_factory=DragFieldConfig)  # the deformation field
+    lr: DragLearningRates = field(default_factory=DragLearningRates)
+
+    def __post_init__(self):
+        if self.ring_k < 1 or self.lora_rank < 1:
+            raise ConfigError(f"drag.ring_k and drag.lora_rank must be >= 1, got {self.ring_k}, {self.lora_rank}")
+        if self.lambda_reg < 0 or self.depth_tolerance <= 0:
+            raise ConfigError("drag.lambda_reg must be >= 0 and drag.depth_tolerance positive")
+        if self.context is not None:
+            EditRegion.parse(self.context)
 
 
 @dataclass
@@ -49,6 +77,7 @@ class EditConfig:
     )
     guidance: EditGuidanceConfig = field(default_factory=EditGuidanceConfig)
     in2n: In2NConfig = field(default_factory=In2NConfig)  # method in2n: its edit dataset and updates
+    drag: DragEditConfig = field(default_factory=DragEditConfig)  # method drag: points, mask, scaffold, teacher
 
     def __post_init__(self):
         EDIT_METHODS.get(self.method)  # one-line error naming the known methods
@@ -58,5 +87,10 @@ class EditConfig:
             parse_view_mask(self.region) if self.region.startswith("view:") else EditRegion.parse(self.region)
         if self.view_distance <= 0 or self.lambda_preserve < 0:
             raise ConfigError("view_distance must be positive and lambda_preserve >= 0")
+        dragging = bool(self.drag.points or self.drag.file or self.drag.gaussian_mask)
+        if dragging and self.method != "drag":
+            raise ConfigError(f"drag points and Gaussian masks are for --method drag (method is {self.method})")
+        if self.drag.gaussian_mask and self.region is not None:
+            raise ConfigError("give the dragged Gaussians once: a region (--mask box:/sphere:/view:) or a mask file")
         if self.guidance.instruct_pix2pix and self.method != "in2n":
             raise ConfigError(f"guidance.instruct_pix2pix is used by method in2n only (method is {self.method})")

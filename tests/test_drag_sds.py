@@ -1,0 +1,147 @@
+"""Drag-SDS (guidance_spec.md 9): the teacher's input, the gradient's identities, the schedules, the Gaussian groups
+and the estimator's loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from threedistill.cameras import orbit_cameras
+from threedistill.editing.drag_model import DeformationField, DragFieldConfig, DragModel, knn_ring, phase_switch
+from threedistill.editing.drag_sds import DragSDSConfig, DragSDSGuidance
+from threedistill.editing.region import EditRegion
+from threedistill.errors import PriorLoadError
+from threedistill.priors.drag_teacher import DragTeacher, drag_condition, guidance_scale
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory):
+    """An untrained drag teacher of the shipped layout (the identities hold for any weights)."""
+    from threedistill.toyworld.training.components import build_scheduler
+    from threedistill.toyworld.training.drag_teacher import DragTeacherTrainConfig, build_teacher_unet, save_teacher
+
+    cfg = DragTeacherTrainConfig(channels=[8, 16, 16], layers_per_block=1)
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("teacher") / "drag"
+    save_teacher(out, build_teacher_unet(cfg), build_scheduler(cfg.beta_schedule), {"test": True})
+    return DragTeacher(out)
+
+
+def views(b: int = 2, size: int = 32):
+    g = torch.Generator().manual_seed(0)
+    reference = torch.rand(b, 3, size, size, generator=g)
+    part = torch.zeros(b, 1, size, size)
+    part[:, :, 10:16, 12:20] = 1.0
+    handles = torch.tensor([[[15.0, 13.0]]]).expand(b, 1, 2).clone()
+    return reference, part, handles
+
+
+def test_with_handles_on_their_targets_the_point_hint_is_the_reference_itself():
+    reference, part, handles = views()
+    ref = reference * 2 - 1
+    cond, uncond, m = drag_condition(ref, part, handles, handles.clone())
+    assert torch.allclose(cond[:, 7:10], ref, atol=1e-5)  # nothing moved
+    assert torch.equal(uncond[:, 7:10], ref) and not uncond[:, 10:].any()  # the unconditional input has no points
+    assert cond[:, 10:].amax() > 0.5  # ... while the conditional one marks them
+    moved, _, m_moved = drag_condition(ref, part, handles, handles + torch.tensor([6.0, 0.0]))
+    assert torch.allclose(moved[:, 7:10, 12, 20], ref[:, :, 12, 14], atol=1e-5)  # the part pasted 6 px to the right
+    assert m_moved.sum() > m.sum()  # the mask covers where the part goes
+
+
+def test_the_decaying_point_cfg_and_the_phase_switch_follow_the_spec():
+    assert guidance_scale(0, 1500) == 4.0 and guidance_scale(1500, 1500) == 1.0
+    assert guidance_scale(750, 1500) == pytest.approx(3 * 0.25 + 1)
+    assert phase_switch(1500) == 544  # spec 9.5's k_tri for K = 1500
+
+
+def test_drag_sds_gradient_is_zero_when_the_estimator_agrees_with_the_teacher(toy_prior, tiny_teacher):
+    guidance = DragSDSGuidance(toy_prior, DragSDSConfig(trainer_max_steps=100), teacher=tiny_teacher)
+    reference, part, handles = views()
+    targets = handles.clone()  # handle = target
+    x = toy_prior.to_diffusion_space(reference)
+    t = guidance.sample_timesteps(2, 10)
+    noise = torch.randn_like(x)
+    args = (x, orbit_cameras([0, 90], 0, 2.0), None, 10, t, noise)
+    kwargs = dict(reference=reference, part=part, handles=handles, targets=targets)
+    guidance.estimator_eps = lambda x_t, t: guidance.teacher_eps(x_t, t, 10, reference, part, handles, targets)
+    assert torch.equal(guidance.gradient(*args, **kwargs), torch.zeros_like(x))
+
+
+def test_drag_sds_gradient_is_two_w_times_the_difference_and_t_decreases(toy_prior, tiny_teacher):
+    guidance = DragSDSGuidance(toy_prior, DragSDSConfig(trainer_max_steps=100), teacher=tiny_teacher)
+    ts = [int(guidance.sample_timesteps(4, k)[0]) for k in (0, 50, 100)]
+    assert ts == [980, int(980 - 0.5 * (980 - 20)), 20] and guidance.sample_timesteps(4, 7).unique().numel() == 1
+    reference, part, handles = views()
+    rgb = reference.clone().requires_grad_(True)
+    cams = orbit_cameras([0, 90], 0, 2.0)
+    kwargs = dict(reference=reference, part=part, handles=handles, targets=handles + 3)
+    g = torch.Generator().manual_seed(3)
+    out = guidance(rgb, cams, None, 30, g, **kwargs)
+    x = toy_prior.to_diffusion_space(rgb)
+    t = guidance.sample_timesteps(2, 30)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    x_t = toy_prior.add_noise(x.detach(), noise, t)
+    delta = guidance.teacher_eps(x_t, t, 30, **kwargs) - guidance.estimator_eps(x_t, t)
+    _, sigma = toy_prior.alpha_sigma(t)
+    (grad,) = torch.autograd.grad(out["loss_drag"], rgb, retain_graph=True)
+    # dL/dx = (2/B) w (eps_drag - eps_psi) with B = 2, w = sigma^2; x = 2 rgb - 1 at the prior's 32 px
+    assert torch.allclose(grad, 2 * (2 / 2) * sigma**2 * delta, atol=1e-5)
+    # the estimator's own loss reaches only the LoRA and the embedding, never the render
+    assert (
+        not out["loss_estimator"].requires_grad
+        or torch.autograd.grad(out["loss_estimator"], rgb, allow_unused=True)[0] is None
+    )
+    grads = torch.autograd.grad(out["loss_estimator"], [guidance.embedding])
+    assert grads[0].abs().sum() > 0
+
+
+def test_a_teacher_directory_of_another_kind_is_a_one_line_error(tmp_path):
+    with pytest.raises(PriorLoadError, match="not a drag teacher directory"):
+        DragTeacher(tmp_path)
+    (tmp_path / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    with pytest.raises(PriorLoadError, match="needs its own loader"):
+        DragTeacher(tmp_path)
+
+
+def gaussians_fixture(n: int = 300):
+    from threedistill.representations.gaussians import Gaussians, GaussiansConfig
+
+    torch.manual_seed(0)
+    g = Gaussians(GaussiansConfig(num_points=n, sh_degree=1))
+    return g
+
+
+def test_the_field_starts_at_zero_and_the_rest_group_stays_bit_identical():
+    g = gaussians_fixture()
+    means = g.means.detach()
+    mask = means[:, 0] > 0.3
+    ring = knn_ring(means, mask, k=5)
+    assert ring.any() and not (ring & mask).any()
+    model = DragModel(g, mask, EditRegion("sphere", torch.zeros(3), torch.ones(1)), steps=20, ring_k=5)
+    for name, value in model.tensors().items():
+        assert torch.equal(value, getattr(g, name).detach())  # zero-initialised last layers: nothing moved yet
+    opt = torch.optim.Adam([p for group in model.param_groups() for p in group["params"]], lr=0.05)
+    cams = orbit_cameras([0, 120, 240], 20, 3.0)
+    for _ in range(5):
+        out = model.render(cams, 16, 16)
+        loss = ((out["rgb"] - torch.tensor([0.0, 0.0, 1.0])[:, None, None]) ** 2).mean()
+        opt.zero_grad()
+        (loss + model.training_losses(out, {"reg": 1.0})["loss_reg"]).backward()
+        opt.step()
+    baked = model.baked()
+    rest = ~(mask | ring)
+    for name in ("means", "log_scales", "quats", "opacity_logits", "sh"):
+        assert torch.equal(getattr(baked, name)[rest], getattr(g, name).detach()[rest])  # bit-identical
+    assert not torch.equal(baked.means[mask], g.means.detach()[mask])  # the mask moved through the field
+    assert torch.equal(g.means.detach(), means)  # the source itself is untouched
+
+
+def test_the_deformation_field_heads_see_where_points_are():
+    field = DeformationField(DragFieldConfig(channels=4, resolutions=[8]), torch.zeros(3), 1.0)
+    with torch.no_grad():
+        for head in field.heads:
+            head[-1].weight.normal_()
+    a, _ = field(torch.tensor([[0.5, 0.0, 0.0], [-0.5, 0.3, 0.1]]))
+    assert not torch.allclose(a[0], a[1]) and math.isfinite(float(a.detach().sum()))
