@@ -9,12 +9,14 @@ from threedistill.errors import ConfigError
 from threedistill.toyworld.drags import DRAGS
 
 
-def test_the_drag_bench_scores_no_edit_and_the_geometric_drag_against_the_dragged_object(tmp_path):
+def test_the_drag_bench_scores_no_edit_the_geometric_drag_and_drag_sds_against_the_dragged_object(tmp_path):
     name = "house-roof_up"
     result = run_drag_bench(
-        ["none", "warp"], [name], tmp_path, tmp_path / "pictures", fit_steps=30, log=lambda s: None, size=(8, 48, 36),
+        ["none", "warp", "drag"], [name], tmp_path, tmp_path / "pictures", fit_steps=30, log=lambda s: None,
+        size=(8, 48, 36), drag_steps=4, overrides=["trainer.batch_size=2", "trainer.preview_every=0"],
     )  # fmt: skip
-    none, warp = result["rows"]
+    none, warp, drag_sds = result["rows"]
+    assert drag_sds["outside_psnr"] > 35 and 0 < drag_sds["target_iou"] <= 1  # only the part and its ring moved
     drag = DRAGS[name]
     move = float((drag.target_points() - drag.handle_points()).norm(dim=1).mean()) / 2  # object size 2 (own frame)
     assert none["handle_error"] == pytest.approx(move, rel=1e-3)  # no edit: each handle is still where it was
@@ -22,9 +24,12 @@ def test_the_drag_bench_scores_no_edit_and_the_geometric_drag_against_the_dragge
     assert warp["handle_error"] < none["handle_error"]  # the handles' neighbourhoods moved toward the targets
     assert warp["outside_psnr"] > 40
     report = markdown_report(result, "# header")
-    assert f"| {name} | 2 | warp |" in report and "| none | 1 |" in report
+    assert f"| {name} | 2 | warp |" in report and "| none | 1 |" in report and "| drag | 1 |" in report
     assert (tmp_path / "pictures" / f"{name}_warp.png").is_file()
-    again = run_drag_bench(["none"], [name], tmp_path, fit_steps=30, log=lambda s: None, size=(8, 48, 36))
+    again = run_drag_bench(
+        ["none"], [name], tmp_path, fit_steps=30, log=lambda s: None, size=(8, 48, 36),
+        overrides=["trainer.batch_size=2", "trainer.preview_every=0"],
+    )  # fmt: skip
     assert again["rows"][0] == none  # finished rows are read back, not run again
 
 

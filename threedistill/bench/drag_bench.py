@@ -9,10 +9,13 @@ is fitted once with `t3d fit`, then every method edits the fit and is scored on 
 - PSNR against the dragged capture's images (the whole view), and outside the region: the edited render against the
   unedited one wherever neither shows the region's Gaussians (what must not change);
 - seconds and peak memory.
-Methods: `none` (no edit: the reference the others must beat), `warp` (the region's Gaussians moved by the handles'
-displacements with a Gaussian falloff of half the longest move, no prior: editing/drag_points.py), and the
-text edits (`dds`, `sds`, `in2n`) asked for the change in words (`a red robot with its left arm raised`) inside
-the same region. Drag-SDS is not built yet.
+Methods: `none` (no edit: the reference the others must beat), `warp` (the dragged part's Gaussians moved by the
+handles' displacements with a Gaussian falloff of half the longest move, no prior: editing/drag_points.py), `drag`
+(Drag-SDS with the toy drag teacher, editing/drag_sds.py) and the text edits (`dds`, `sds`, `in2n`) asked for the
+change in words (`a red robot with its left arm raised`) inside the drag's region. `warp` and `drag` get the same
+Gaussian mask M (DYG's gaussian_mask.pt): the Gaussians whose nearest ground-truth surface is a dragged part
+(`part_membership`), as a user's drawn 3D mask would give them; the text edits get the region sphere, which also
+holds where the part goes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
@@ -96,8 +100,24 @@ def drag_inputs(scene_dir: Path, data):
     return normalised, region, size
 
 
+def part_membership(scene_dir: Path, data, gaussians, drag) -> torch.Tensor:
+    """(N,) bool: the Gaussians of the dragged parts (DYG's Gaussian mask M): those whose nearest ground-truth
+    surface, within the object membership distance, is one of the parts the drag moves."""
+    from ..toyworld.capture import read_toy_scene
+    from ..toyworld.scene import SceneField
+    from .edit_bench import MEMBER_DISTANCE
+
+    scene, frame, _ = read_toy_scene(scene_dir)
+    to_renderer = torch.linalg.inv(torch.tensor(frame, dtype=torch.float64)) @ torch.linalg.inv(data.transform.double())
+    points = gaussians.means.detach().cpu().double() @ to_renderer[:3, :3].T + to_renderer[:3, 3]
+    field = SceneField(scene)
+    distance, label = field(points.float())
+    parts = torch.tensor([field.bases[0] + i for i in drag.parts])
+    return (distance < MEMBER_DISTANCE) & torch.isin(label, parts)
+
+
 @torch.no_grad()
-def drag_reference(scene_dir: Path, data, before) -> dict:
+def drag_reference(scene_dir: Path, data, before, drag) -> dict:
     """What every method of one drag is scored against, made once per drag: the drag's points, region and size
     (`drag_inputs`), the held-out cameras, the ground-truth silhouettes of the dragged and the source object, the
     dragged capture's images and the unedited fit's renders."""
@@ -123,6 +143,7 @@ def drag_reference(scene_dir: Path, data, before) -> dict:
     )
     selected = region.contains(before.means.detach())
     return {
+        "part": part_membership(scene_dir, data, before, drag),
         "points": points,
         "region": region,
         "size": size,
@@ -173,6 +194,17 @@ def measure_drag(ref: dict, after, members: torch.Tensor) -> dict:
     }
 
 
+def teacher_gate() -> dict | None:
+    """The gate recorded in the shipped drag teacher's model_index.json, if any."""
+    from ..priors.diffusers_prior import embedded_prior_path
+
+    path = embedded_prior_path("toyworld-drag") / "model_index.json"
+    try:
+        return json.loads(path.read_text())["threedistill"]["gate"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def crop_around(image: torch.Tensor, mask: torch.Tensor, pad: int = 4, height: int = 128) -> torch.Tensor:
     """The square around the mask's pixels (grown by `pad`) of an image (3,H,W), scaled to `height` rows."""
     rows, cols = mask.nonzero(as_tuple=True)
@@ -194,7 +226,7 @@ def geometric_edit(method: str, model, ref: dict):
 
     edited = copy.deepcopy(model)
     if method == "warp":
-        points, selected = ref["points"], ref["selected"]
+        points, selected = ref["points"], ref["part"]
         falloff = WARP_FALLOFF * float((points.targets - points.handles).norm(dim=1).max())
         edited.means.data = warp_gaussians(model.means.detach(), selected, points, falloff)
     return edited
@@ -212,6 +244,7 @@ def run_drag_bench(
     log=print,
     on_row=None,
     size: tuple[int, int, int] = (48, 96, 72),
+    drag_steps: int | None = None,
 ) -> dict:
     """Fit each drag's source once (captures of `size` = views, width, height), edit it with every method,
     measure; finished rows are read back."""
@@ -238,24 +271,30 @@ def run_drag_bench(
         region_record = json.loads((scene_dir / "region.json").read_text())
         ref = None  # made for the first method that is not read back
         for method in methods:
-            task = {"drag": name, "method": method, "steps": edit_steps, "seed": seed, "overrides": list(overrides)}
+            steps = drag_steps if method == "drag" else edit_steps
+            task = {"drag": name, "method": method, "steps": steps, "seed": seed, "overrides": list(overrides)}
             task["fit"] = str(fit_dir.name)  # a row belongs to the fit it edited
+            if method in ("warp", "drag"):
+                task["mask"] = "part"  # the dragged parts' Gaussians (rows before it moved the region's)
             out = out_root / "edits" / name / method
             row = _finished(out / DRAG_ROW, task)
             if row is None:
-                ref = ref or drag_reference(scene_dir, data, model)
+                ref = ref or drag_reference(scene_dir, data, model, drag)
                 start = time.time()
                 if method in GEOMETRIC:
                     edited = geometric_edit(method, model, ref)
-                else:  # drag: the points and the part; the text edits: the change in words
+                else:  # drag: the points and the part's Gaussians; the text edits: the region and the change in words
                     dragging = method == "drag"
+                    if dragging:
+                        out.mkdir(parents=True, exist_ok=True)
+                        np.save(out / "gaussian_mask.npy", ref["part"].numpy())
                     run = edit(
                         source=str(fit_dir),
                         prompt=None if dragging else drag.prompt,
                         source_prompt=None if dragging else f"a {drag.colour} {drag.object}",
                         method=method,
-                        region=region_record["mask"],
-                        steps=edit_steps,
+                        region=None if dragging else region_record["mask"],
+                        steps=steps,
                         seed=seed,
                         out=str(out),
                         overrides=list(overrides)
@@ -264,6 +303,7 @@ def run_drag_bench(
                         progress=False,
                         log=lambda s: None,
                         drag_file=str(scene_dir / "drag_points.json") if dragging else None,
+                        gaussian_mask=str(out / "gaussian_mask.npy") if dragging else None,
                     )
                     edited = run.model.cpu()
                 seconds = time.time() - start
@@ -311,14 +351,15 @@ def markdown_report(result: dict, header: str) -> str:
         header,
         "",
         "| drag | pairs | method | handle error (/size) | IoU vs dragged | IoU vs source | PSNR vs dragged (dB) | "
-        "PSNR outside region (dB) | s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "PSNR outside region (dB) | s | GB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         outside = "identical" if r["outside_identical"] else f"{r['outside_psnr']:.1f}"
         lines.append(
             f"| {r['drag']} | {r['pairs']} | {r['method']} | {r['handle_error']:.3f} | {r['target_iou']:.3f} | "
-            f"{r['source_iou']:.3f} | {r['target_psnr']:.2f} | {outside} | {r['seconds']:.0f} |"
+            f"{r['source_iou']:.3f} | {r['target_psnr']:.2f} | {outside} | {r['seconds']:.0f} | "
+            f"{r['peak_memory_gb']:.1f} |"
         )
     methods = list(dict.fromkeys(r["method"] for r in rows))
     lines += [
@@ -338,8 +379,21 @@ def markdown_report(result: dict, header: str) -> str:
         "ground truth, the fit before the edit, and after it. Handle error: where each handle ended against its "
         "target, over the object's size (target <= 0.05); `none` gives the drag's own length. IoU: the object's "
         "Gaussians alone against the dragged (and the source) object; a drag must beat `none` on IoU vs dragged "
-        "(target >= 0.85). Drag-SDS (the method this benchmark is for) is not built yet: the rows are baselines.",
+        "(target >= 0.85). `warp` and `drag` move the dragged parts' Gaussians (the drag's Gaussian mask); the "
+        "text edits change the region sphere. GB: the bench process's peak memory so far (an upper bound).",
     ]
+    gate = teacher_gate()
+    if gate:
+        lines += [
+            "",
+            f"Drag teacher (assets/priors/toyworld-drag) gate on {gate['samples']} held-out views of the 12 drags "
+            "(DDIM 50 steps, point CFG 4; moved-part IoU inside the drag mask): mean IoU "
+            f"{gate['teacher_mean_iou']:.3f}, "
+            f"{100 * gate['teacher_share']:.1f}% of samples at IoU >= {gate['iou_threshold']} (gate: 85%; "
+            f"{'passed' if gate['passed'] else 'NOT passed'}); the unedited reference scores "
+            f"{gate['reference_mean_iou']:.3f} ({100 * gate['reference_share']:.1f}%), the 2D cut-and-paste hint "
+            f"{gate['hint_mean_iou']:.3f} ({100 * gate['hint_share']:.1f}%).",
+        ]
     if result["fits"]:
         lines += [
             "",

@@ -265,11 +265,12 @@ def bench_fuzz(
 @command(bench_app, "drag", overrides="t3d bench drag --quick trainer.resolution=48")
 def bench_drag(
     ctx: typer.Context,
-    methods: str = typer.Option("none,warp,dds", help="Comma-separated: none, warp (no prior), {edit_methods}."),
+    methods: str = typer.Option("none,warp,dds,drag", help="Comma-separated: none, warp (no prior), {edit_methods}."),
     drags: Optional[str] = typer.Option(None, help="Comma-separated toy drags ({drags}); default: all."),
     quick: bool = typer.Option(False, "--quick", help="Smoke-size run: 3 drags, 1000 fit steps, 60 edit steps."),
     fit_steps: Optional[int] = typer.Option(None, help="Override the fit config's steps."),
     steps: Optional[int] = typer.Option(None, help="Override the text edits' steps."),
+    drag_steps: Optional[int] = typer.Option(None, help="Override Drag-SDS's steps (configs/edit/drag.yaml)."),
     seed: int = typer.Option(0, help="Edit seed."),
     out: Path = typer.Option(Path("docs/benchmarks/drag.md"), "--out", help="Markdown report to write."),
     runs_dir: Path = typer.Option(Path("outputs/bench-drag"), help="Where drag scenes, fits and edits go (reused)."),
@@ -289,6 +290,8 @@ def bench_drag(
     header = drag_header(methods, chosen, quick, ctx.args, *given)
     write = report_writer(out, lambda result: markdown_report(result, header))
     images = out.with_suffix("")  # docs/benchmarks/drag/
-    result = run_drag_bench(names, chosen, runs_dir, images, fit_steps, steps, seed, ctx.args, typer.echo, write)
+    result = run_drag_bench(
+        names, chosen, runs_dir, images, fit_steps, steps, seed, ctx.args, typer.echo, write, drag_steps=drag_steps
+    )
     write(result)
     typer.echo(f"wrote {out}")

@@ -37,8 +37,8 @@ def prior_train_drag(
         None, help="YAML config (default configs/prior/toyworld_drag.yaml); key=value overrides follow."
     ),
 ):
-    """Train the toy drag teacher of Drag-SDS on random toy drags and gate it on the named ones (default:
-    assets/priors/toyworld-drag)."""
+    """Train the toy drag teacher of Drag-SDS on random toy drags and gate it on the named ones (the default config
+    is stage 1; configs/prior/toyworld_drag_stage2.yaml continues it into assets/priors/toyworld-drag)."""
     from ..config import load_config, packaged_config
     from ..toyworld.training.drag_teacher import DragTeacherTrainConfig, train_drag_teacher
 

@@ -84,7 +84,8 @@ def edit_cmd(
         help="What may change: box:cx,cy,cz,hx,hy,hz or sphere:cx,cy,cz,r in the "
         "scene's coordinates, or view:IMAGE_NAME:MASK.png (a mask drawn on one "
         "captured view, lifted to 3D; repeat --mask for masks on more views, "
-        "or join them with ';'). Default: the whole scene.",
+        "or join them with ';'). Method drag also takes DYG's gaussian_mask.pt or a .npy (one bool per "
+        "Gaussian). Default: the whole scene.",
     ),
     drag: list[str] = typer.Option(
         [],

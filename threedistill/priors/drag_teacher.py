@@ -106,6 +106,18 @@ def drag_condition(
     return cond, uncond, m
 
 
+def inpainting_eps(
+    eps: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor, alphas_cumprod: torch.Tensor
+) -> torch.Tensor:
+    """The network's noise prediction inside the mask m, and outside it the noise that makes the clean image the
+    reference: eps = m eps_net + (1 - m)(x_t - alpha_t r_ref) / sigma_t. An inpainting model leaves what lies
+    outside its mask as it was; built in, the teacher spends nothing on copying it (training and use alike)."""
+    m, reference = condition[:, :1], condition[:, 4:7]
+    abar = alphas_cumprod.to(x_t.device)[t.long()].view(-1, 1, 1, 1)
+    outside = (x_t - abar.sqrt() * reference) / (1 - abar).sqrt()
+    return m * eps + (1 - m) * outside
+
+
 def guidance_scale(step: int, steps: int, start: float = 4.0) -> float:
     """DYG's decaying point-CFG scale s(k) = (s0 - 1)(1 - k/K)^2 + 1 (diffusers convention)."""
     return (start - 1.0) * (1.0 - min(step, steps) / max(steps, 1)) ** 2 + 1.0
@@ -160,7 +172,7 @@ class DragTeacher:
 
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         t = t.expand(x_t.shape[0]) if t.numel() == 1 else t
-        return self.unet(torch.cat([x_t, condition], 1), t).sample
+        return inpainting_eps(self.unet(torch.cat([x_t, condition], 1), t).sample, x_t, t, condition, self.alphas_cumprod)
 
     @torch.no_grad()
     def guided_eps(

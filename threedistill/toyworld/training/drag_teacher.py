@@ -19,6 +19,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ...errors import ConfigError
-from ...priors.drag_teacher import CHANNELS, CLASS_NAME, DragTeacher, drag_condition
+from ...priors.drag_teacher import CHANNELS, CLASS_NAME, DragTeacher, drag_condition, inpainting_eps
 from .common import clipped_step, warmup_cosine
 from .components import build_scheduler, norm_groups
 
@@ -53,6 +54,7 @@ class DragTeacherTrainConfig:
     beta_schedule: str = "squaredcos_cap_v2"  # the toy prior's (Drag-SDS shares t between both networks)
     snapshot_every: int = 250
     threads: int = 0
+    init_from: Optional[str] = None  # continue from the UNet of a saved teacher (a second stage)
     gate_views: int = 8  # views per named drag in the gate
     gate_steps: int = 50  # DDIM steps of the gate's samples
     gate_scale: float = 4.0  # point CFG of the gate's samples (DYG's s0)
@@ -131,7 +133,12 @@ def train_drag_teacher(cfg: DragTeacherTrainConfig, progress: bool = True, log=p
     rng = np.random.default_rng(cfg.seed)
     data = load_or_render_pairs(cfg, progress)
     n = len(data["before"])
-    unet = build_teacher_unet(cfg)
+    if cfg.init_from:
+        from diffusers import UNet2DModel
+
+        unet = UNet2DModel.from_pretrained(Path(cfg.init_from) / "unet").float()
+    else:
+        unet = build_teacher_unet(cfg)
     scheduler = build_scheduler(cfg.beta_schedule)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -141,6 +148,7 @@ def train_drag_teacher(cfg: DragTeacherTrainConfig, progress: bool = True, log=p
     log(
         f"toy drag teacher: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters, {n} pairs of "
         f"{cfg.drags} random drags at {cfg.resolution}px, {cfg.steps} steps"
+        + (f", starting from {cfg.init_from}" if cfg.init_from else "")
     )
     out, start = Path(cfg.out), time.time()
 
@@ -156,7 +164,7 @@ def train_drag_teacher(cfg: DragTeacherTrainConfig, progress: bool = True, log=p
         t = torch.from_numpy(rng.integers(0, 1000, cfg.batch_size))
         noise = torch.from_numpy(rng.standard_normal(x0.shape).astype(np.float32))
         xt = scheduler.add_noise(x0, noise, t)
-        pred = unet(torch.cat([xt, condition], 1), t).sample
+        pred = inpainting_eps(unet(torch.cat([xt, condition], 1), t).sample, xt, t, condition, abar)
         per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
         weight = snr[t].clamp(max=cfg.min_snr_gamma) / snr[t] if cfg.min_snr_gamma > 0 else 1.0
         loss = (weight * per_sample).mean()
