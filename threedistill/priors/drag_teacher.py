@@ -172,7 +172,8 @@ class DragTeacher:
 
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         t = t.expand(x_t.shape[0]) if t.numel() == 1 else t
-        return inpainting_eps(self.unet(torch.cat([x_t, condition], 1), t).sample, x_t, t, condition, self.alphas_cumprod)
+        raw = self.unet(torch.cat([x_t, condition], 1), t).sample
+        return inpainting_eps(raw, x_t, t, condition, self.alphas_cumprod)
 
     @torch.no_grad()
     def guided_eps(
