@@ -145,3 +145,16 @@ def test_the_deformation_field_heads_see_where_points_are():
             head[-1].weight.normal_()
     a, _ = field(torch.tensor([[0.5, 0.0, 0.0], [-0.5, 0.3, 0.1]]))
     assert not torch.allclose(a[0], a[1]) and math.isfinite(float(a.detach().sum()))
+
+
+def test_max_move_bounds_every_displacement():
+    g = gaussians_fixture()
+    mask = g.means.detach()[:, 0] > 0.3
+    model = DragModel(g, mask, EditRegion("sphere", torch.zeros(3), torch.ones(1)), steps=4, ring_k=5, max_move=0.01)
+    with torch.no_grad():
+        for head in model.field.heads:
+            head[-1].bias.fill_(1.0)  # a field that wants to move everything by sqrt(3)
+    d_mask, d_ring = model.displacements()
+    assert d_mask.norm(dim=-1).max() <= 0.01 + 1e-6 and d_ring.norm(dim=-1).max() <= 0.01 + 1e-6
+    model.max_move = None
+    assert model.displacements()[0].norm(dim=-1).min() > 1.0

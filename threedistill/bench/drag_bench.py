@@ -382,6 +382,7 @@ def markdown_report(result: dict, header: str) -> str:
         "(target >= 0.85). `warp` and `drag` move the dragged parts' Gaussians (the drag's Gaussian mask); the "
         "text edits change the region sphere. GB: the bench process's peak memory so far (an upper bound).",
     ]
+    lines += ["", "One real capture dragged (a demonstration, not a measurement against ground truth): drag_real.md."]
     gate = teacher_gate()
     if gate:
         lines += [

@@ -123,10 +123,13 @@ class DragModel(Representation):
         lr: DragLearningRates | None = None,
         ring_k: int = 20,
         lambda_reg: float = 2500.0,
+        max_move: float | None = None,
     ):
         super().__init__()
-        self.gaussians = gaussians  # the source, untouched: `baked()` writes the edit into a copy
+        # the source, untouched and not a submodule (its tensors are the base buffers): `baked()` edits a copy
+        object.__setattr__(self, "gaussians", gaussians)
         self.lr, self.lambda_reg, self.steps = lr or DragLearningRates(), lambda_reg, steps
+        self.max_move = max_move
         means = gaussians.means.detach()
         ring = knn_ring(means, mask, ring_k)
         self.register_buffer("mask_index", mask.nonzero().reshape(-1))
@@ -149,7 +152,11 @@ class DragModel(Representation):
         m = len(self.mask_index)
         points = torch.cat([self.base_means[self.mask_index], self.base_means[self.ring_index]])
         d1, d2 = self.field(points)
-        return d1[:m], d1[m:].detach() + d2[m:]
+        d_mask, d_ring = d1[:m], d1[m:].detach() + d2[m:]
+        if self.max_move:  # no Gaussian moves further than max_move (a radial clamp; identity below it)
+            limit = lambda d: d / (d.norm(dim=-1, keepdim=True) / self.max_move).clamp_min(1.0)  # noqa: E731
+            d_mask, d_ring = limit(d_mask), limit(d_ring)
+        return d_mask, d_ring
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Every Gaussian's tensors with the edit applied (the rest: the base tensors themselves)."""

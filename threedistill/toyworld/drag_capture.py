@@ -49,12 +49,15 @@ def write_drag_scene(name: str, out_dir, n_views: int = 48, width: int = 96, hei
     (out / "drag_points.json").write_text(
         json.dumps({"handle_points": handles.tolist(), "target_points": targets.tolist()}, indent=1) + "\n"
     )
+    part_centre, part_r = drag_region(drag, margin=0.0, after=False)
+    part = [*written(part_centre[None])[0], part_r * source.objects[0].scale * similarity_scale(frame)]
     placed = source.objects[0]
     o = written(torch.zeros(1, 3))[0]  # the object's frame origin, the centre of its bounding unit sphere
     context = [*o, placed.scale * similarity_scale(frame)]
     region = {
         "sphere": {"centre": c.tolist(), "radius": r},
         "mask": "sphere:" + ",".join(f"{v:.5f}" for v in [*c, r]),
+        "part": "sphere:" + ",".join(f"{v:.5f}" for v in part),  # the moved parts before the drag (drag's --mask)
         "context": "sphere:" + ",".join(f"{v:.5f}" for v in context),  # the whole object (edit cameras' framing)
         "drag": name,
         "description": drag.description,

@@ -155,12 +155,13 @@ def part_radius(part: Part) -> float:
     raise ValueError(f"no bound for primitive {part.primitive!r}")
 
 
-def drag_region(drag: ToyDrag, margin: float = 0.05) -> tuple[torch.Tensor, float]:
-    """(centre (3,), radius) of a sphere in the object's frame holding the moved parts before and after."""
+def drag_region(drag: ToyDrag, margin: float = 0.05, after: bool = True) -> tuple[torch.Tensor, float]:
+    """(centre (3,), radius) of a sphere in the object's frame holding the moved parts before and (unless `after`
+    is False) after the move."""
     obj, moved = get_object(drag.object), get_drag_object(drag.edited_name)
     spheres = [
         (torch.tensor(o.parts[i].offset, dtype=torch.float32), part_radius(o.parts[i]))
-        for o in (obj, moved)
+        for o in ((obj, moved) if after else (obj,))
         for i in drag.parts
     ]
     lo = torch.stack([c - r for c, r in spheres]).min(0).values

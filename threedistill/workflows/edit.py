@@ -243,6 +243,7 @@ def build_drag(cfg: EditConfig, points, scene, gaussians, selected, original, de
     from ..priors import load_prior
 
     context = drag_context(cfg, scene, gaussians, selected, points)
+    longest = float((points.targets - points.handles).norm(dim=1).max())
     model = DragModel(
         gaussians,
         selected,
@@ -252,6 +253,7 @@ def build_drag(cfg: EditConfig, points, scene, gaussians, selected, original, de
         cfg.drag.lr,
         cfg.drag.ring_k,
         cfg.drag.lambda_reg,
+        max_move=cfg.drag.max_move * longest if cfg.drag.max_move and longest > 0 else None,
     ).to(device)
     log(
         f"drag: {len(points)} point pair(s), {len(model.mask_index)} masked and {len(model.ring_index)} ring "

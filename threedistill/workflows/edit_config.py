@@ -39,6 +39,8 @@ class DragEditConfig:
     ring_k: int = 20  # the KNN ring: this many nearest neighbours of each masked Gaussian
     lambda_reg: float = 2500.0  # the ring regulariser (trainer.lambdas.reg overrides it too)
     depth_tolerance: float = 0.1  # of the context radius: how far behind the scene a masked pixel may lie
+    # no Gaussian moves further than this many times the longest handle -> target distance; null: unbounded (DYG)
+    max_move: Optional[float] = None
     scaffold: DragFieldConfig = field(default_factory=DragFieldConfig)  # the deformation field
     lr: DragLearningRates = field(default_factory=DragLearningRates)
 
@@ -47,6 +49,8 @@ class DragEditConfig:
             raise ConfigError(f"drag.ring_k and drag.lora_rank must be >= 1, got {self.ring_k}, {self.lora_rank}")
         if self.lambda_reg < 0 or self.depth_tolerance <= 0:
             raise ConfigError("drag.lambda_reg must be >= 0 and drag.depth_tolerance positive")
+        if self.max_move is not None and self.max_move <= 0:
+            raise ConfigError(f"drag.max_move must be positive (or null for unbounded), got {self.max_move}")
         if self.context is not None:
             EditRegion.parse(self.context)
 
