@@ -126,3 +126,16 @@ def test_a_drag_file_with_unequal_point_counts_is_refused(captured, tmp_path, ca
     code = main(["edit", "--scene", str(fit_run.dir), "--method", "drag", "--drag-file", str(bad), "--mask",
                  "sphere:0,0,0,0.5", *FAST])  # fmt: skip
     assert code == 2 and "2 handle points but 1 target points" in capsys.readouterr().err
+
+
+def test_an_interrupted_drag_edit_resumes_to_the_same_result(captured, teacher_dir, tmp_path):
+    _, fit_run = captured
+    sphere, drag = part_of(fit_run)
+    args = dict(source=str(fit_run.dir), method="drag", region=sphere, drag=[drag], progress=False, log=lambda s: None,
+                overrides=FAST + [f"drag.teacher={teacher_dir}", "trainer.checkpoint_every=3", "export=[]"])  # fmt: skip
+    whole = edit(out=str(tmp_path / "a"), **args)
+    stopped = edit(out=str(tmp_path / "b"), stop_at=3, **args)
+    resumed = edit(resume=str(stopped.dir), progress=False, log=lambda s: None)
+    a, b = load_run(whole.dir).model, load_run(resumed.dir).model
+    for name in ("means", "log_scales", "quats", "opacity_logits", "sh"):
+        assert torch.equal(getattr(a, name), getattr(b, name))
