@@ -44,3 +44,17 @@ def captured(tmp_path_factory):
         overrides=FIT_FAST + ["trainer.checkpoint_every=20"],
     )
     return scene, run
+
+
+@pytest.fixture(scope="session")
+def tiny_drag_teacher(tmp_path_factory):
+    """An untrained drag teacher directory of the shipped layout (tests/test_drag_sds.py, tests/test_drag_edit.py:
+    the identities and the plumbing hold for any weights)."""
+    from threedistill.toyworld.training.components import build_scheduler
+    from threedistill.toyworld.training.drag_teacher import DragTeacherTrainConfig, build_teacher_unet, save_teacher
+
+    cfg = DragTeacherTrainConfig(channels=[8, 16, 16], layers_per_block=1)
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("teacher") / "drag"
+    save_teacher(out, build_teacher_unet(cfg), build_scheduler(cfg.beta_schedule), {"test": True})
+    return out

@@ -14,15 +14,8 @@ from threedistill.workflows.loading import load_run
 
 
 @pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    from threedistill.toyworld.training.components import build_scheduler
-    from threedistill.toyworld.training.drag_teacher import DragTeacherTrainConfig, build_teacher_unet, save_teacher
-
-    cfg = DragTeacherTrainConfig(channels=[8, 16, 16], layers_per_block=1)
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("teacher") / "drag"
-    save_teacher(out, build_teacher_unet(cfg), build_scheduler(cfg.beta_schedule), {"test": True})
-    return out
+def teacher_dir(tiny_drag_teacher):
+    return tiny_drag_teacher
 
 
 def main(argv: list[str]) -> int:
@@ -131,8 +124,9 @@ def test_a_drag_file_with_unequal_point_counts_is_refused(captured, tmp_path, ca
 def test_an_interrupted_drag_edit_resumes_to_the_same_result(captured, teacher_dir, tmp_path):
     _, fit_run = captured
     sphere, drag = part_of(fit_run)
+    overrides = FAST + [f"drag.teacher={teacher_dir}", "trainer.checkpoint_every=3", "export=[]"]
     args = dict(source=str(fit_run.dir), method="drag", region=sphere, drag=[drag], progress=False, log=lambda s: None,
-                overrides=FAST + [f"drag.teacher={teacher_dir}", "trainer.checkpoint_every=3", "export=[]"])  # fmt: skip
+                overrides=overrides)  # fmt: skip
     whole = edit(out=str(tmp_path / "a"), **args)
     stopped = edit(out=str(tmp_path / "b"), stop_at=3, **args)
     resumed = edit(resume=str(stopped.dir), progress=False, log=lambda s: None)

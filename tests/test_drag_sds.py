@@ -17,16 +17,8 @@ from threedistill.priors.drag_teacher import DragTeacher, drag_condition, guidan
 
 
 @pytest.fixture(scope="module")
-def tiny_teacher(tmp_path_factory):
-    """An untrained drag teacher of the shipped layout (the identities hold for any weights)."""
-    from threedistill.toyworld.training.components import build_scheduler
-    from threedistill.toyworld.training.drag_teacher import DragTeacherTrainConfig, build_teacher_unet, save_teacher
-
-    cfg = DragTeacherTrainConfig(channels=[8, 16, 16], layers_per_block=1)
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("teacher") / "drag"
-    save_teacher(out, build_teacher_unet(cfg), build_scheduler(cfg.beta_schedule), {"test": True})
-    return DragTeacher(out)
+def tiny_teacher(tiny_drag_teacher):
+    return DragTeacher(tiny_drag_teacher)
 
 
 def views(b: int = 2, size: int = 32):

@@ -19,7 +19,6 @@ embedded toy prior and toy teacher: 32 px). With handle = target and eps_psi rep
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -28,9 +27,8 @@ import torch
 from ..cameras import Cameras
 from ..errors import ConfigError
 from ..guidance.base import Guidance, GuidanceConfig, PromptState
+from ..guidance.vsd import lora_copy
 from ..priors.drag_teacher import DragTeacher, drag_condition, guidance_scale
-
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
 @dataclass
@@ -71,15 +69,7 @@ class DragSDSGuidance(Guidance):
                 f"the drag teacher works at {self.drag_teacher.resolution} px but the prior at "
                 f"{prior.native_resolution} px; give a prior of the teacher's resolution"
             )
-        from peft import LoraConfig
-
-        self.estimator = copy.deepcopy(prior.unet).requires_grad_(False)
-        self.estimator.add_adapter(
-            LoraConfig(
-                r=self.cfg.lora_rank, lora_alpha=self.cfg.lora_rank, init_lora_weights="gaussian",
-                target_modules=LORA_TARGETS,
-            )
-        )  # fmt: skip
+        self.estimator = lora_copy(prior.unet, self.cfg.lora_rank, init="gaussian")
         width = prior.encode_prompt([""]).shape[1:]
         self.embedding = torch.nn.Parameter(torch.zeros(1, *width, device=prior.device))
 

@@ -51,6 +51,17 @@ class VSDConfig(ParticleConfig):
     guidance_scale_lora: float = 1.0  # s_L, CFG over the camera in the particle model (1: camera-conditional)
 
 
+def lora_copy(unet, rank: int, init="default"):
+    """A frozen copy of `unet` with trainable LoRA adapters of `rank` on its attention projections (peft's
+    `init_lora_weights`: True ("default", zero up-projection) or "gaussian")."""
+    from peft import LoraConfig
+
+    copied = copy.deepcopy(unet).requires_grad_(False)
+    init = True if init == "default" else init
+    copied.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=init, target_modules=LORA_TARGETS))
+    return copied
+
+
 def camera_vectors(cameras: Cameras) -> torch.Tensor:
     """The particle model's camera input: flattened camera-to-world matrices (B, 16)."""
     return cameras.c2w.reshape(len(cameras), 16).float()
@@ -68,14 +79,7 @@ class ParticleGuidance(Guidance):
                 f"guidance {self.name} trains a LoRA copy of the prior's UNet and needs a diffusers "
                 f"prior (the embedded one or --prior DIR), not {type(prior).__name__}"
             )
-        from peft import LoraConfig
-
-        self.lora_unet = copy.deepcopy(prior.unet).requires_grad_(False)
-        self.lora_unet.add_adapter(
-            LoraConfig(
-                r=self.cfg.lora_rank, lora_alpha=self.cfg.lora_rank, init_lora_weights=True, target_modules=LORA_TARGETS
-            )
-        )
+        self.lora_unet = lora_copy(prior.unet, self.cfg.lora_rank)
         width = self.lora_unet.time_embedding.linear_2.out_features
         self.camera_mlp = torch.nn.Sequential(
             torch.nn.Linear(16, width), torch.nn.SiLU(), torch.nn.Linear(width, width)

@@ -195,3 +195,18 @@ def clipped_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, lr: flo
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
+
+
+def min_snr_loss(pred: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, snr: torch.Tensor, gamma: float):
+    """The noise-prediction MSE per sample, weighted by min(SNR_t, gamma) / SNR_t (min-SNR; gamma 0: unweighted)."""
+    per_sample = torch.nn.functional.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+    weight = (snr[t].clamp(max=gamma) / snr[t]) if gamma > 0 else torch.ones_like(per_sample)
+    return (weight * per_sample).mean()
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
+    """EMA weights with the warm-up decay min(decay, (1 + step) / (10 + step))."""
+    rate = min(decay, (1 + step) / (10 + step))
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.lerp_(p, 1 - rate)

@@ -23,12 +23,11 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from ...errors import ConfigError
 from ...priors.drag_teacher import CHANNELS, CLASS_NAME, DragTeacher, drag_condition, inpainting_eps
-from .common import clipped_step, warmup_cosine
+from .common import clipped_step, ema_update, min_snr_loss, warmup_cosine
 from .components import build_scheduler, norm_groups
 
 
@@ -165,14 +164,9 @@ def train_drag_teacher(cfg: DragTeacherTrainConfig, progress: bool = True, log=p
         noise = torch.from_numpy(rng.standard_normal(x0.shape).astype(np.float32))
         xt = scheduler.add_noise(x0, noise, t)
         pred = inpainting_eps(unet(torch.cat([xt, condition], 1), t).sample, xt, t, condition, abar)
-        per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
-        weight = snr[t].clamp(max=cfg.min_snr_gamma) / snr[t] if cfg.min_snr_gamma > 0 else 1.0
-        loss = (weight * per_sample).mean()
+        loss = min_snr_loss(pred, noise, t, snr, cfg.min_snr_gamma)
         clipped_step(opt, loss, unet.parameters(), lr_at(step))
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), unet.parameters()):
-                p_ema.lerp_(p, 1 - decay)
+        ema_update(ema, unet, step, cfg.ema_decay)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % 50 == 0:
             log(json.dumps({"step": step + 1, "loss": round(loss.item(), 5), "elapsed_s": round(time.time() - start)}))

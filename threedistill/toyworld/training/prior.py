@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from ...errors import ConfigError
@@ -24,7 +23,9 @@ from .common import (
     PriorTrainConfig,
     clipped_step,
     dataset_images,
+    ema_update,
     load_or_render_dataset,
+    min_snr_loss,
     pixel_data,
     prompts_for_batch,
     sampling_probabilities,
@@ -142,16 +143,9 @@ def train_denoiser(
         xt = scheduler.add_noise(x0, noise, t)
         emb = modules["text_encoder"](ids).last_hidden_state
         pred = modules["unet"](xt, t, encoder_hidden_states=emb).sample
-        per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
-        weight = (
-            (snr[t].clamp(max=cfg.min_snr_gamma) / snr[t]) if cfg.min_snr_gamma > 0 else torch.ones_like(per_sample)
-        )
-        loss = (weight * per_sample).mean()
+        loss = min_snr_loss(pred, noise, t, snr, cfg.min_snr_gamma)
         clipped_step(opt, loss, modules.parameters(), lr_at(step))
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), modules.parameters()):
-                p_ema.lerp_(p, 1 - decay)
+        ema_update(ema, modules, step, cfg.ema_decay)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % 50 == 0:
             log(
