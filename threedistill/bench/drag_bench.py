@@ -103,15 +103,9 @@ def drag_inputs(scene_dir: Path, data):
 def part_membership(scene_dir: Path, data, gaussians, drag) -> torch.Tensor:
     """(N,) bool: the Gaussians of the dragged parts (DYG's Gaussian mask M): those whose nearest ground-truth
     surface, within the object membership distance, is one of the parts the drag moves."""
-    from ..toyworld.capture import read_toy_scene
-    from ..toyworld.scene import SceneField
-    from .edit_bench import MEMBER_DISTANCE
+    from .edit_bench import MEMBER_DISTANCE, nearest_surface
 
-    scene, frame, _ = read_toy_scene(scene_dir)
-    to_renderer = torch.linalg.inv(torch.tensor(frame, dtype=torch.float64)) @ torch.linalg.inv(data.transform.double())
-    points = gaussians.means.detach().cpu().double() @ to_renderer[:3, :3].T + to_renderer[:3, 3]
-    field = SceneField(scene)
-    distance, label = field(points.float())
+    field, distance, label = nearest_surface(scene_dir, data, gaussians)
     parts = torch.tensor([field.bases[0] + i for i in drag.parts])
     return (distance < MEMBER_DISTANCE) & torch.isin(label, parts)
 

@@ -120,9 +120,9 @@ def measure_edit(scene_dir: Path, fit_dir: Path, edit_record: dict, gaussians, r
     }
 
 
-def object_membership(scene_dir: Path, data, gaussians) -> torch.Tensor:
-    """(N,) int64: the toy object (index into the scene's objects) each Gaussian belongs to, -1 for the ground and
-    for floaters: the instance of the ground-truth surface nearest to its centre, if within MEMBER_DISTANCE."""
+def nearest_surface(scene_dir: Path, data, gaussians):
+    """(the toy scene's SceneField, distance (N,), label (N,)): the ground-truth surface nearest each Gaussian's
+    centre (labels: 0 ground, then every object's parts; `field.bases`, `field.instance_of_label`)."""
     from ..toyworld.capture import read_toy_scene
     from ..toyworld.scene import SceneField
 
@@ -130,7 +130,13 @@ def object_membership(scene_dir: Path, data, gaussians) -> torch.Tensor:
     to_renderer = torch.linalg.inv(torch.tensor(frame, dtype=torch.float64)) @ torch.linalg.inv(data.transform.double())
     points = gaussians.means.detach().cpu().double() @ to_renderer[:3, :3].T + to_renderer[:3, 3]
     field = SceneField(scene)
-    distance, label = field(points.float())
+    return (field, *field(points.float()))
+
+
+def object_membership(scene_dir: Path, data, gaussians) -> torch.Tensor:
+    """(N,) int64: the toy object (index into the scene's objects) each Gaussian belongs to, -1 for the ground and
+    for floaters: the instance of the ground-truth surface nearest to its centre, if within MEMBER_DISTANCE."""
+    field, distance, label = nearest_surface(scene_dir, data, gaussians)
     instance = field.instance_of_label[label] - 1  # 0 ground, 1..K objects -> -1, 0..K-1
     return torch.where(distance < MEMBER_DISTANCE, instance, torch.full_like(instance, -1))
 

@@ -30,11 +30,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..cameras import Cameras, project_points, sample_orbit
+from ..cameras import Cameras, project_points
 from ..objective import ViewBatch
 from ..renderers.gaussian_raster import rasterize
 from ..representations.base import Representation
 from .region import EditRegion
+from .region_model import orbit_region
 
 EDITABLE = ("log_scales", "quats", "opacity_logits", "sh")
 TENSORS = ("means",) + EDITABLE
@@ -244,12 +245,7 @@ class DragViews:
         self.image_size = (cfg.trainer.resolution, cfg.trainer.resolution)
 
     def cameras(self, generator: torch.Generator, n: int) -> Cameras:
-        c, r = self.cfg.trainer.cameras, self.cfg.view_distance * self.context.radius
-        cams = sample_orbit(
-            generator, n, tuple(c.azimuth), tuple(c.elevation), (r * c.radius[0], r * c.radius[1]), tuple(c.fovy)
-        )
-        cams.c2w[:, :3, 3] += self.context.centre
-        return cams
+        return orbit_region(self.cfg, self.context, generator, n)
 
     @torch.no_grad()
     def inputs(self, cams: Cameras) -> dict[str, torch.Tensor]:

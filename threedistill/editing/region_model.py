@@ -116,12 +116,7 @@ class RegionViews:
         self.image_size = (cfg.trainer.resolution, cfg.trainer.resolution)
 
     def cameras(self, generator: torch.Generator, n: int) -> Cameras:
-        c, r = self.cfg.trainer.cameras, self.cfg.view_distance * self.region.radius
-        cams = sample_orbit(
-            generator, n, tuple(c.azimuth), tuple(c.elevation), (r * c.radius[0], r * c.radius[1]), tuple(c.fovy)
-        )
-        cams.c2w[:, :3, 3] += self.region.centre
-        return cams
+        return orbit_region(self.cfg, self.region, generator, n)
 
     def sample(self, generator: torch.Generator, n: int) -> ViewBatch:
         cams = self.cameras(generator, n)
@@ -130,6 +125,16 @@ class RegionViews:
         with torch.no_grad():
             source = self.original.render(cams, *self.image_size)["rgb"]
         return ViewBatch(cams, self.image_size, {"source": source})
+
+
+def orbit_region(cfg, region: EditRegion, generator: torch.Generator, n: int) -> Cameras:
+    """n edit cameras orbiting `region` at `cfg.view_distance` radii, in the ranges of `cfg.trainer.cameras`."""
+    c, r = cfg.trainer.cameras, cfg.view_distance * region.radius
+    cams = sample_orbit(
+        generator, n, tuple(c.azimuth), tuple(c.elevation), (r * c.radius[0], r * c.radius[1]), tuple(c.fovy)
+    )
+    cams.c2w[:, :3, 3] += region.centre
+    return cams
 
 
 def object_radius(region: EditRegion) -> EditRegion:

@@ -87,7 +87,7 @@ def drag_condition(
     reference (B,3,H,W) in [-1, 1]: the unedited render; part (B,1,H,W) in [0, 1]: the dragged part's visible
     footprint in it; handles / targets (B,K,2): pixel positions (x, y), `valid` (B,K) marking real pairs (padding
     otherwise)."""
-    b, _, h, w = reference.shape
+    h, w = reference.shape[-2:]
     if valid is None:
         valid = torch.ones(handles.shape[:2], dtype=torch.bool, device=reference.device)
     valid = valid.bool()
@@ -157,18 +157,12 @@ class DragTeacher:
             raise PriorLoadError(
                 f"{root}/unet takes {self.unet.config.in_channels} input channels; a drag teacher takes {CHANNELS}"
             )
-        self.path, self.device, self.info = root, torch.device(device), index.get("threedistill", {})
-        self.scheduler = scheduler
+        self.path, self.scheduler = root, scheduler
         self.alphas_cumprod = scheduler.alphas_cumprod.float()
         self.resolution = int(self.unet.config.sample_size)
-        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
 
     def __repr__(self) -> str:
         return f"DragTeacher({self.path}, {self.resolution}px)"
-
-    def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        abar = self.alphas_cumprod.to(t.device)[t.long()].view(-1, 1, 1, 1)
-        return abar.sqrt(), (1 - abar).sqrt()
 
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         t = t.expand(x_t.shape[0]) if t.numel() == 1 else t

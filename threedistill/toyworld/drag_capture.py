@@ -30,6 +30,11 @@ def to_world(scene, points: torch.Tensor) -> torch.Tensor:
     return points * placed.scale @ rotation("y", placed.yaw).T + torch.tensor(placed.offset)
 
 
+def sphere_text(values) -> str:
+    """`sphere:cx,cy,cz,r`, the form --mask and drag.context take."""
+    return "sphere:" + ",".join(f"{float(v):.5f}" for v in values)
+
+
 def write_drag_scene(name: str, out_dir, n_views: int = 48, width: int = 96, height: int = 72, seed: int = 0) -> Path:
     """The source capture in `out_dir`, `drag_points.json`, `region.json` and the edited capture in `edited/`
     (same cameras, same written frame); points and region in the capture's coordinates."""
@@ -43,26 +48,24 @@ def write_drag_scene(name: str, out_dir, n_views: int = 48, width: int = 96, hei
     frame = np.asarray(DEFAULT_FRAME)
     written = lambda p: transform_points(frame, to_world(source, p).double().numpy())  # noqa: E731
     handles, targets = written(drag.handle_points()), written(drag.target_points())
+    scale = source.objects[0].scale * similarity_scale(frame)  # object units -> written units
     centre, radius = drag_region(drag)
-    c = written(centre[None])[0]
-    r = radius * source.objects[0].scale * similarity_scale(frame)
+    c, r = written(centre[None])[0], radius * scale
     (out / "drag_points.json").write_text(
         json.dumps({"handle_points": handles.tolist(), "target_points": targets.tolist()}, indent=1) + "\n"
     )
     part_centre, part_r = drag_region(drag, margin=0.0, after=False)
-    part = [*written(part_centre[None])[0], part_r * source.objects[0].scale * similarity_scale(frame)]
-    placed = source.objects[0]
-    o = written(torch.zeros(1, 3))[0]  # the object's frame origin, the centre of its bounding unit sphere
-    context = [*o, placed.scale * similarity_scale(frame)]
+    part = [*written(part_centre[None])[0], part_r * scale]
+    context = [*written(torch.zeros(1, 3))[0], scale]  # the object's bounding unit sphere
     region = {
         "sphere": {"centre": c.tolist(), "radius": r},
-        "mask": "sphere:" + ",".join(f"{v:.5f}" for v in [*c, r]),
-        "part": "sphere:" + ",".join(f"{v:.5f}" for v in part),  # the moved parts before the drag (drag's --mask)
-        "context": "sphere:" + ",".join(f"{v:.5f}" for v in context),  # the whole object (edit cameras' framing)
+        "mask": sphere_text([*c, r]),
+        "part": sphere_text(part),  # the moved parts before the drag (drag's --mask)
+        "context": sphere_text(context),  # the whole object (edit cameras' framing)
         "drag": name,
         "description": drag.description,
         "prompt": drag.prompt,
-        "object_size": float(2 * source.objects[0].scale * similarity_scale(frame)),
+        "object_size": float(2 * scale),
     }
     (out / "region.json").write_text(json.dumps(region, indent=1) + "\n")
     return out

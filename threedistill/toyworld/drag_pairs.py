@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from ..cameras import Cameras, orbit_cameras, project_points
 from .catalogue import COLOURS, OBJECTS, VARIANTS, ToyObject
+from .drag_capture import to_world
 from .drags import ToyDrag, dragged_object, part_radius
 from .render import render_field
 from .scene import PlacedObject, SceneField, ToyScene, place, render_scene
@@ -113,12 +114,6 @@ def object_cameras(placed: PlacedObject, generator: torch.Generator, n: int) -> 
     return cams
 
 
-def to_world(placed: PlacedObject, points: torch.Tensor) -> torch.Tensor:
-    from .catalogue import rotation
-
-    return points * placed.scale @ rotation("y", placed.yaw).T + torch.tensor(placed.offset)
-
-
 def render_pairs(drag: ToyDrag, edited_name: str, placed: PlacedObject, cameras: Cameras, size: int) -> dict:
     """Before / after images (B,3,S,S) in [0,1], the moved parts' visible footprint before (B,1,S,S) and the
     handles / targets projected to pixels (B,K,2) for one drag of `placed` seen by `cameras`."""
@@ -131,8 +126,8 @@ def render_pairs(drag: ToyDrag, edited_name: str, placed: PlacedObject, cameras:
     part = F.avg_pool2d(torch.isin(label, labels).float()[:, None], k)
     field_after = SceneField(edited)
     after, _ = render_field(field_after, field_after.palette, cameras, size, size, k, tracer=field_after.trace)
-    handles, _ = project_points(to_world(placed, drag.handle_points()), cameras, size, size)
-    targets, _ = project_points(to_world(placed, drag.target_points()), cameras, size, size)
+    handles, _ = project_points(to_world(source, drag.handle_points()), cameras, size, size)
+    targets, _ = project_points(to_world(source, drag.target_points()), cameras, size, size)
     return {"before": images["rgb"], "after": after["rgb"], "part": part, "handles": handles, "targets": targets}
 
 

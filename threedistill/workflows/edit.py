@@ -139,7 +139,7 @@ def edit(
         from ..editing.drag_points import read_gaussian_mask
 
         selected = read_gaussian_mask(cfg.drag.gaussian_mask, len(gaussians))
-        the_region = mask_sphere(gaussians, selected)
+        the_region = bounding_sphere(gaussians.means.detach()[selected])
     else:
         selected, the_region = edit_selection(cfg, scene, gaussians)
     if not selected.any():
@@ -152,12 +152,13 @@ def edit(
         session = RunSession.resume("edit", cfg, run_dir, log)
     device, _ = session.setup(cfg.device, cfg.native, cfg.trainer.seed)
     original = RegionModel(copy.deepcopy(gaussians).requires_grad_(False), selected).to(device)
-    model = RegionModel(gaussians, selected, cfg.lambda_preserve, cfg.lr, cfg.max_scale_growth).to(device)
-    if cfg.method == "in2n":  # trains on a dataset of edit views (RegionViews' cameras) that it re-edits in 2D
-        guidance, views = build_in2n(cfg, model, RegionViews(original, object_radius(the_region), cfg), device)
-    elif cfg.method == "drag":
+    if cfg.method == "drag":
         model, guidance, views = build_drag(cfg, points, scene, gaussians, selected, original, device, log)
     else:
+        model = RegionModel(gaussians, selected, cfg.lambda_preserve, cfg.lr, cfg.max_scale_growth).to(device)
+    if cfg.method == "in2n":  # trains on a dataset of edit views (RegionViews' cameras) that it re-edits in 2D
+        guidance, views = build_in2n(cfg, model, RegionViews(original, object_radius(the_region), cfg), device)
+    elif cfg.method != "drag":
         guidance = method_guidance(cfg, load_prior(cfg.prior, device=device))
         views = RegionViews(original, object_radius(the_region), cfg, with_source="source" in guidance.targets)
     trainer = Trainer(cfg.trainer, model, guidance, cfg.prompt, session.dir, log=log, views=views)
@@ -214,16 +215,15 @@ def drag_points(cfg: EditConfig, scene, gaussians):
     if cfg.region_frame == "scene":
         move = lambda p: apply_similarity(scene.transform, p).float()  # noqa: E731
         points = DragPoints(move(given.handles), move(given.targets))
-    bounds = edit_region(dataclasses.replace(cfg, region=None), scene, gaussians)
+    bounds = scene_sphere(gaussians)
     points.check_inside(bounds.centre.cpu(), 1.5 * bounds.radius, "the scene's Gaussians", given=given)
     return points
 
 
-def mask_sphere(gaussians, selected: torch.Tensor) -> EditRegion:
-    """The sphere around the selected Gaussians' centres (normalised frame)."""
-    means = gaussians.means.detach()[selected]
-    centre = (means.min(0).values + means.max(0).values) / 2
-    return EditRegion("sphere", centre, (means - centre).norm(dim=-1).max().reshape(1).clamp_min(1e-3))
+def bounding_sphere(points: torch.Tensor, grow: float = 1.0) -> EditRegion:
+    """The sphere centred on the points' bounding box that holds them all, its radius times `grow`."""
+    centre = (points.min(0).values + points.max(0).values) / 2
+    return EditRegion("sphere", centre, grow * (points - centre).norm(dim=-1).max().reshape(1).clamp_min(1e-3))
 
 
 def drag_context(cfg: EditConfig, scene, gaussians, selected: torch.Tensor, points) -> EditRegion:
@@ -232,9 +232,9 @@ def drag_context(cfg: EditConfig, scene, gaussians, selected: torch.Tensor, poin
     if cfg.drag.context is not None:
         region = EditRegion.parse(cfg.drag.context)
         return object_radius(region.transformed(scene.transform) if cfg.region_frame == "scene" else region)
-    means = torch.cat([gaussians.means.detach()[selected], points.targets.to(gaussians.means.device)])
-    centre = (means.min(0).values + means.max(0).values) / 2
-    return EditRegion("sphere", centre, 2 * (means - centre).norm(dim=-1).max().reshape(1).clamp_min(1e-3))
+    return bounding_sphere(
+        torch.cat([gaussians.means.detach()[selected], points.targets.to(gaussians.means.device)]), 2
+    )
 
 
 def build_drag(cfg: EditConfig, points, scene, gaussians, selected, original, device, log):
@@ -272,12 +272,17 @@ def edit_selection(cfg: EditConfig, scene, gaussians) -> tuple[torch.Tensor, Edi
     return region.contains(gaussians.means.detach()), region
 
 
+def scene_sphere(gaussians) -> EditRegion:
+    """The sphere around the Gaussians' median centre holding 95% of them (normalised frame)."""
+    means = gaussians.means.detach()
+    centre = means.median(0).values
+    return EditRegion("sphere", centre, (means - centre).norm(dim=-1).quantile(0.95).reshape(1))
+
+
 def edit_region(cfg: EditConfig, scene, gaussians) -> EditRegion:
     """The configured region in the fit's normalised frame; no region = a sphere around every Gaussian."""
     if cfg.region is None:
-        means = gaussians.means.detach()
-        centre = means.median(0).values
-        return EditRegion("sphere", centre, (means - centre).norm(dim=-1).quantile(0.95).reshape(1))
+        return scene_sphere(gaussians)
     region = EditRegion.parse(cfg.region)
     return region.transformed(scene.transform) if cfg.region_frame == "scene" else region
 
