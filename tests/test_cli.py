@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import subprocess
 import sys
@@ -183,7 +184,16 @@ def test_generate_then_eval_from_the_command_line(tmp_path):
         (["bench", "stages", "--configs", "nerf-then-mseh"], "unknown config 'nerf-then-mseh'; shipped: gaussians, "),
         (["bench", "stages", "--configs", "gaussians"], "has fewer than two stages"),
         (["bench", "stages", "--configs", "/nonexistent.yaml"], "config file not found: /nonexistent.yaml"),
-        (["bench", "stages", "--jobs", "0"], "--seeds and --jobs must be positive"),
+        (["bench", "stages", "--jobs", "0"], "--jobs must be positive, got 0"),
+        (["bench", "stages", "--seeds", "0"], "--seeds must be positive, got 0"),
+        (["bench", "fidelity", "--jobs", "2"], "--engine local runs one run at a time; --jobs 2 needs --engine ray"),
+        (["bench", "guidance", "--engine", "slurm"], "unknown engine 'slurm'; known: local, ray"),
+        (["bench", "guidance", "--engine", "ray", "--cpus-per-run", "0"], "--cpus-per-run must be positive, got 0"),
+        (["bench", "fidelity", "--address", "auto"], "--address joins a Ray cluster: use it with --engine ray"),
+        (["batch", "--prompts", "/nonexistent.txt"], "prompt file not found: /nonexistent.txt"),
+        (["batch"], "a new batch needs --prompts FILE"),
+        (["batch", "--resume", "--out", "nothing"], "nothing holds no batch (batch.json is missing)"),
+        (["batch", "--engine", "ray", "--max-retries", "-1"], "--max-retries must be 0 or more, got -1"),
         (["generate", "--prompt", "a red cone", "--config", "stabledreamr"], "unknown config 'stabledreamr'; shipped:"),
         (["generate", "--prompt", "a red cone", "--representation", "voxels"], "unknown representation 'voxels'"),
         (["generate", "--prompt", "a red cube", "native=fast"], "native must be one of auto, native, torch"),
@@ -192,6 +202,9 @@ def test_generate_then_eval_from_the_command_line(tmp_path):
 )
 def test_generate_bad_input(tmp_path, args, fragment):
     assert_one_line_error(t3d(*args, cwd=tmp_path), fragment)
+
+
+RAY = importlib.util.find_spec("ray") is not None  # the cluster extra (.ci/run installs it)
 
 
 def test_bench_fidelity_writes_a_table(tmp_path):
@@ -213,8 +226,7 @@ def test_bench_fidelity_writes_a_table(tmp_path):
         str(out),
         "--runs-dir",
         str(tmp_path / "runs"),
-        "--jobs",
-        "2",
+        *(["--engine", "ray", "--jobs", "2"] if RAY else []),
         *FAST_GAUSSIANS,
     )
     assert result.returncode == 0, result.stderr
@@ -245,8 +257,6 @@ def test_bench_guidance_writes_the_method_table(tmp_path):
         str(out),
         "--runs-dir",
         "runs",
-        "--jobs",
-        "2",
         *FAST_GAUSSIANS,
         cwd=tmp_path,
     )
@@ -277,8 +287,6 @@ def test_bench_guidance_writes_the_method_table(tmp_path):
         str(out),
         "--runs-dir",
         str(tmp_path / "runs"),
-        "--jobs",
-        "2",
         *FAST_GAUSSIANS,
         cwd=elsewhere,
     )
@@ -484,7 +492,6 @@ def test_range_checks_live_in_the_python_api(tmp_path):
         (lambda: evaluate_prior(None, samples_per_prompt=0), "--n and --steps must be positive, got 0 and 100"),
         (lambda: generate(prompt="  ", out=str(tmp_path / "g"), progress=False), "--prompt is empty"),
         (lambda: fit(out=str(tmp_path / "f"), progress=False), "--scene is missing"),
-        (lambda: run_fidelity(["a red cone"], 1, ["gaussians"], tmp_path / "b", [], jobs=0), "--jobs must be positive"),
         (lambda: run_fidelity(["a red cone"], 0, ["gaussians"], tmp_path / "b", []), "--seeds must be positive"),
         (lambda: run_fidelity(["a red cone"], 1, ["voxels"], tmp_path / "b", []), "unknown representation 'voxels'"),
         (
@@ -492,10 +499,7 @@ def test_range_checks_live_in_the_python_api(tmp_path):
             "--steps must be positive, got 0",
         ),
         (lambda: run_guidance_bench(["magic"], ["a red cone"], 1, ["gaussians"], tmp_path / "b"), "unknown guidance"),
-        (
-            lambda: run_stage_bench([staged], ["a red cone"], 1, tmp_path / "b", [], jobs=0),
-            "--seeds and --jobs must be positive",
-        ),
+        (lambda: run_stage_bench([staged], ["a red cone"], 0, tmp_path / "b", []), "--seeds must be positive, got 0"),
         (
             lambda: run_stage_bench([packaged_config("generate", "nerf.yaml")], ["a red cone"], 1, tmp_path / "b", []),
             "has fewer than two stages",

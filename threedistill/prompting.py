@@ -4,10 +4,11 @@ from the camera's azimuth and elevation. Every guidance method uses them; the to
 from __future__ import annotations
 
 import unicodedata
+from pathlib import Path
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, ThreeDistillError
 
 VIEW_SUFFIXES = ("front view", "side view", "back view", "overhead view")
 OVERHEAD_ELEVATION = 60.0
@@ -25,6 +26,27 @@ def check_prompt(text: str, what: str = "the prompt", example: str = "a red duck
             "a prompt is one line of text"
         )
     return text
+
+
+def read_prompt_file(path: Path) -> list[str]:
+    """The prompts of a prompt file: one per line, blank lines and lines starting with # skipped; a one-line
+    error for a missing, unreadable or empty file or a line that cannot be a prompt (naming the line)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ThreeDistillError(f"prompt file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ThreeDistillError(
+            f"cannot read the prompt file {path}: {getattr(err, 'strerror', None) or err}"
+        ) from None
+    prompts = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            prompts.append(check_prompt(line.strip(), f"line {number} of {path}"))
+    if not prompts:
+        raise ThreeDistillError(f"prompt file {path} has no prompts (one per line, # for comments)")
+    return prompts
 
 
 def view_name(azimuth: float, elevation: float) -> str:

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import torch
 
+from ..engines import EngineConfig
 from ..errors import ThreeDistillError
 from ..workflows.results import evaluate_run
 from .harness import (
     check_positive,
+    engine_flags,
+    engine_note,
     finished_row,
     in_task_order,
     mean_or_none,
@@ -39,21 +42,16 @@ def parse_representations(text: str) -> list[str]:
     return reps
 
 
-def fidelity_header(seeds: int, representation: str, jobs: int, overrides=()) -> str:
+def fidelity_header(seeds: int, representation: str, engine: EngineConfig | None = None, overrides=()) -> str:
     """The report's header: what `t3d bench fidelity` ran, where, with which prior."""
     return (
         report_header(
             "Text-to-3D fidelity against toy-world ground truth",
-            f"t3d bench fidelity --seeds {seeds} --representation {representation} --jobs {jobs}",
+            f"t3d bench fidelity --seeds {seeds} --representation {representation}{engine_flags(engine)}",
             overrides,
         )
         + f", {prior_phrase(overrides)}, each representation's default guidance (configs/generate/) unless "
-        f"overridden."
-        + (
-            f" {jobs} runs shared the cores at a time, so the wall time of a run is longer than alone."
-            if jobs > 1
-            else ""
-        )
+        f"overridden." + engine_note(engine)
     )
 
 
@@ -73,27 +71,26 @@ def _one_run(
     threads: int | None = None,
     guidance: str | None = None,
 ) -> dict:
-    """Generate and evaluate one benchmark run (also the body of a worker process when runs go in parallel).
-    Besides the ground-truth metrics: mean step time, teacher evaluations per step and the process's peak memory
-    (the run's own when the worker runs one task)."""
+    """Generate and evaluate one benchmark run (the body of an engine's task; a run interrupted by a dead
+    worker continues from its checkpoint). Besides the ground-truth metrics: mean step time, teacher evaluations
+    per step and the process's peak memory (the run's own when the worker runs one task)."""
     import resource
 
-    from ..workflows.generate import generate
+    from ..workflows.generate import generate_or_resume
 
     out = _task_dir(out_root, rep, seed, guidance)
     task = {"steps": steps, "overrides": list(overrides)}
     if threads:
         torch.set_num_threads(threads)
     start = time.time()
-    run = generate(
+    run = generate_or_resume(
+        out,
         prompt=prompt,
         representation=rep,
         guidance=guidance,
         seed=seed,
         steps=steps,
-        out=str(out),
         overrides=overrides,
-        progress=False,
         log=lambda s: None,
     )
     metrics = evaluate_run(run.dir)
@@ -124,20 +121,19 @@ def run_fidelity(
     steps: int | None = None,
     log=print,
     on_row=None,
-    jobs: int = 1,
+    engine: EngineConfig | None = None,
     methods: list[str] | None = None,
     reuse: bool = False,
 ) -> list[dict]:
     """Every (method, representation, prompt, seed) run, evaluated; `on_row(rows)` after each, so a crash loses
-    little. `methods` None keeps the configs' guidance. `jobs` > 1 runs that many at once in worker processes
-    sharing the CPU cores (results do not change: every run is seeded; wall times per run grow when the cores
-    are shared); with `methods` every run gets a fresh process, so its peak memory is its own. `reuse` reads
-    finished runs of the same task back instead of running them again (a benchmark stopped half-way goes on)."""
+    little. `methods` None keeps the configs' guidance. The runs go on `engine` (default local; results depend on
+    a run's seed and thread count only; wall times per run grow when runs share the cores); with `methods` every
+    run gets a fresh process on Ray, so its peak memory is its own. `reuse` reads finished runs of the same task
+    back instead of running them again (a benchmark stopped half-way goes on)."""
     from ..guidance import GUIDANCE
     from ..representations import REPRESENTATIONS
 
     check_positive("--seeds", seeds)
-    check_positive("--jobs", jobs)
     for name in representations:  # one-line errors for unknown names, before anything runs
         REPRESENTATIONS.get(name)
     for name in methods or []:
@@ -182,15 +178,14 @@ def run_fidelity(
             for rep, prompt, seed, method in tasks
         ],
         report,
-        jobs,
+        engine,
         read_back if reuse else None,
-        one_task_per_process=bool(methods),
+        fresh_process=bool(methods),
+        log=log,
     )
-    if jobs > 1 or methods:  # parallel runs end in any order
-        in_task_order(
-            rows, tasks, lambda r: (r["representation"], r["prompt"], r["seed"], r["guidance"] if methods else None)
-        )
-    return rows
+    return in_task_order(  # parallel runs end in any order
+        rows, tasks, lambda r: (r["representation"], r["prompt"], r["seed"], r["guidance"] if methods else None)
+    )
 
 
 def _mean(values) -> str:

@@ -942,6 +942,26 @@ def option_cases(c: Corpus) -> None:
         fragment="unreadable",
     )
     c.add("cli/drag_points_on_dds", lambda w, fx: edit_argv(fx.fit_run, w, "--drag", "0,0,0>0,1,0"), fragment="drag")
+    batch = lambda *extra: lambda w, fx: ["batch", "--out", str(w / "b"), *extra]  # noqa: E731
+    prompts = lambda text: lambda w, fx: batch("--prompts", str(_write(w / "p.txt", text)))(w, fx)  # noqa: E731
+    c.add("cli/batch_no_prompts", batch(), fragment="--prompts")
+    c.add("cli/batch_empty_prompt_file", prompts("# nothing\n\n"), fragment="no prompts")
+    c.add("cli/batch_binary_prompt_file", prompts("a red cone\n\x00\x01\n"), fragment="line 2")
+    c.add("cli/batch_prompt_file_is_dir", lambda w, fx: batch("--prompts", str(w))(w, fx), fragment="prompt file")
+    c.add(
+        "cli/batch_seeds_zero",
+        lambda w, fx: batch("--seeds", "0", "--prompts", str(_write(w / "p.txt", "a red cone\n")))(w, fx),
+        fragment="--seeds",
+    )
+    c.add("cli/batch_engine_unknown", batch("--engine", "dask"), fragment="dask")
+    c.add("cli/batch_jobs_local", batch("--jobs", "4"), fragment="--engine ray")
+    c.add("cli/batch_gpus_negative", batch("--engine", "ray", "--gpus-per-run", "-1"), fragment="--gpus-per-run")
+    c.add("cli/batch_resume_nothing", batch("--resume"), fragment="holds no batch")
+    c.add(
+        "cli/batch_resume_damaged",
+        lambda w, fx: batch("--resume")(w, fx) if _write(_mkdir(w / "b") / "batch.json", "{not json") else [],
+        fragment="damaged",
+    )
     c.add("cli/export_format_unknown", lambda w, fx: ["export", str(fx.run), "--format", "fbx"], fragment="fbx")
     c.add(
         "cli/export_faces_zero",

@@ -8,11 +8,12 @@ import itertools
 import statistics
 from pathlib import Path
 
+from ..engines import EngineConfig
 from ..evaluation.ground_truth import subject_of
 from ..evaluation.run_eval import load_eval_views
 from ..toyworld.catalogue import get_object
 from .fidelity_bench import run_fidelity
-from .harness import check_positive, prior_phrase, report_header
+from .harness import check_positive, engine_flags, engine_note, prior_phrase, report_header
 from .harness import mean_or_none as _mean
 
 QUICK_PROMPTS = ["a red cone", "a orange duck"]
@@ -31,19 +32,20 @@ def parse_methods(text: str) -> list[str]:
     return names
 
 
-def guidance_header(seeds: int, representation: str, steps: int, jobs: int, quick: bool = False, overrides=()) -> str:
+def guidance_header(
+    seeds: int, representation: str, steps: int, engine: EngineConfig | None = None, quick: bool = False, overrides=()
+) -> str:
     """The report's header: what `t3d bench guidance` ran, where, with which prior and schedules."""
     command = (
         f"t3d bench guidance{' --quick' if quick else ''} --seeds {seeds} --representation {representation}"
-        f" --steps {steps} --jobs {jobs}"
+        f" --steps {steps}{engine_flags(engine)}"
     )
     return (
         report_header("Guidance methods against toy-world ground truth", command, overrides)
         + f", {prior_phrase(overrides)}, each method with its defaults "
         f"(threedistill/guidance/<method>.py, configs/guidance/<method>.yaml) on the representation's config, "
         f"its {SCHEDULE_STEPS}-step schedules stretched to {steps} steps "
-        f"(`trainer.schedule_steps={SCHEDULE_STEPS}`), no export. "
-        f"{jobs} run(s) at a time in fresh processes: step and wall times are of shared cores."
+        f"(`trainer.schedule_steps={SCHEDULE_STEPS}`), no export." + engine_note(engine)
     )
 
 
@@ -57,11 +59,12 @@ def run_guidance_bench(
     steps: int = 150,
     log=print,
     on_row=None,
-    jobs: int = 2,
+    engine: EngineConfig | None = None,
     reuse: bool = False,
 ) -> list[dict]:
     """Every (method, representation, prompt, seed) run of `steps` steps (the configs' schedules stretched to
-    fit), without export, each in a fresh worker process (`fidelity_bench.run_fidelity`); the rows in task order."""
+    fit), without export, on `engine` (each in a fresh process on Ray: `fidelity_bench.run_fidelity`); the rows
+    in task order."""
     check_positive("--steps", steps)
     # Bench runs skip the export; the schedules of the 300-step configs are stretched to --steps (README "Generate").
     overrides = ["export=[]", f"trainer.schedule_steps={SCHEDULE_STEPS}", *overrides]
@@ -74,7 +77,7 @@ def run_guidance_bench(
         steps,
         log=log,
         on_row=on_row,
-        jobs=jobs,
+        engine=engine,
         methods=methods,
         reuse=reuse,
     )

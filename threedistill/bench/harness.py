@@ -1,20 +1,20 @@
-"""What every benchmark shares: prompt files, finished runs read back (`--resume`), tasks run in series or in
-worker processes sharing the CPU cores, rows recorded as they come, reports rewritten after every run, and the
+"""What every benchmark shares: prompt files, finished runs read back (`--resume`), tasks run on an engine
+(`threedistill.engines`: local, or Ray), rows recorded as they come, reports rewritten after every run, and the
 report header (the command line, the machine, the prior)."""
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import platform
 import statistics
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable
 
 from ..config import packaged_config
+from ..engines import EngineConfig, make_engine
 from ..errors import ThreeDistillError
+from ..prompting import read_prompt_file
 
 
 def read_prompts(path: Path | None, default: str = "fidelity_prompts.txt") -> list[str]:
@@ -22,12 +22,7 @@ def read_prompts(path: Path | None, default: str = "fidelity_prompts.txt") -> li
     error for a missing or empty file or a prompt without ground truth."""
     from ..evaluation.ground_truth import subject_of
 
-    path = Path(path) if path else packaged_config("bench", default)
-    if not path.is_file():
-        raise ThreeDistillError(f"prompt file not found: {path}")
-    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    if not prompts:
-        raise ThreeDistillError(f"prompt file {path} has no prompts (one per line, # for comments)")
+    prompts = read_prompt_file(Path(path) if path else packaged_config("bench", default))
     for p in prompts:
         subject_of(p)  # fail early on prompts without ground truth
     return prompts
@@ -53,46 +48,46 @@ def finished_row(out: Path, prompt: str, task: dict, name: str) -> dict | None:
     return None
 
 
-def worker_threads(jobs: int) -> int:
-    """Torch threads of each of `jobs` worker processes sharing the CPU cores."""
-    return max(1, (os.cpu_count() or 1) // jobs)
-
-
-def run_in_workers(fn, tasks: list[dict], jobs: int, report, one_task_per_process: bool = False) -> None:
-    """fn(**task, threads=n) for each task in `jobs` worker processes that split the CPU cores (n each), and
-    report(result) as each ends. With `one_task_per_process` every task gets a fresh process (its peak memory is
-    its own). On an error the queued tasks are cancelled at once instead of all running before the error shows."""
-    threads = worker_threads(jobs)
-    fresh = {"max_tasks_per_child": 1} if one_task_per_process else {}
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), **fresh)
-    try:
-        futures = [pool.submit(fn, **task, threads=threads) for task in tasks]
-        for future in as_completed(futures):
-            report(future.result())
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 def run_tasks(
     fn,
     tasks: list[dict],
     report,
-    jobs: int = 1,
+    engine: EngineConfig | None = None,
     read_back: Callable[[dict], dict | None] | None = None,
-    one_task_per_process: bool = False,
+    fresh_process: bool = False,
+    log=print,
 ) -> None:
     """report(row) for every task (fn's keyword arguments): first the rows `read_back(task)` finds (finished runs,
-    read back without a worker process), then fn(**task) of the others, one after the other here when `jobs` is 1
-    (and not `one_task_per_process`), else in `jobs` worker processes (`run_in_workers`), reported as they end."""
+    read back without running anything), then fn(**task, threads=n) of the others on `engine` (default: local,
+    one at a time in this process), reported as they end. `fresh_process` gives every task a new process on
+    Ray (its peak memory is its own)."""
     todo = []
     for task in tasks:
         row = read_back(task) if read_back is not None else None
         report(row) if row is not None else todo.append(task)
-    if jobs <= 1 and not one_task_per_process:
-        for task in todo:
-            report(fn(**task))
-    else:
-        run_in_workers(fn, todo, jobs, report, one_task_per_process=one_task_per_process)
+    make_engine(engine or EngineConfig(), log).run(fn, todo, report, fresh_process=fresh_process)
+
+
+def engine_flags(engine: EngineConfig | None) -> str:
+    """The engine options as a report's command line shows them ("" for the default, local)."""
+    engine = engine or EngineConfig()
+    if engine.name == "local":
+        return "" if engine.cpus_per_run is None else f" --cpus-per-run {engine.cpus_per_run:g}"
+    where = f" --address {engine.address}" if engine.address else ""
+    return f" --engine {engine.name} --jobs {engine.jobs}{where} --cpus-per-run {engine.cpus:g}"
+
+
+def engine_note(engine: EngineConfig | None) -> str:
+    """How a report says its runs ran (and what that does to its times and peak memory)."""
+    engine = engine or EngineConfig()
+    if engine.name == "local":
+        return (
+            f" Runs one at a time in one process on {engine.threads} thread(s) (--engine local): peak memory is the"
+            " process's running peak."
+        )
+    return f" {engine.jobs} run(s) at a time on Ray, {engine.cpus:g} CPU each, each in a fresh process" + (
+        ": step and wall times are of shared cores." if engine.jobs > 1 else "."
+    )
 
 
 def in_task_order(rows: list[dict], task_keys: list, row_key: Callable[[dict], Any]) -> list[dict]:

@@ -9,8 +9,19 @@ import json
 import time
 from pathlib import Path
 
+from ..engines import EngineConfig
 from ..errors import ThreeDistillError
-from .harness import finished_row, in_task_order, mean_or_none, prior_phrase, record, report_header, run_tasks
+from .harness import (
+    engine_flags,
+    engine_note,
+    finished_row,
+    in_task_order,
+    mean_or_none,
+    prior_phrase,
+    record,
+    report_header,
+    run_tasks,
+)
 
 COARSE_EXPORT = "coarse.glb"
 STAGE_ROW = "stage_row.json"
@@ -49,19 +60,18 @@ def stage_run(
     worker process when runs go in parallel, on `threads` threads)."""
     import torch
 
-    from ..workflows.generate import generate
+    from ..workflows.generate import generate_or_resume
 
     out, task = _task_dir_and_key(config, seed, out_root, overrides)
     if threads:
         torch.set_num_threads(threads)
     start = time.time()
-    run = generate(
+    run = generate_or_resume(
+        out,
         prompt=prompt,
         seed=seed,
-        out=str(out),
         config=config,
         overrides=list(overrides) + ["export=[glb]"],
-        progress=False,
         log=lambda s: None,
     )
     row = {
@@ -109,18 +119,17 @@ def check_staged(configs: list[Path]) -> None:
             )
 
 
-def stage_header(configs: str, seeds: int, jobs: int, overrides=()) -> str:
+def stage_header(configs: str, seeds: int, engine: EngineConfig | None = None, overrides=()) -> str:
     """The report's header: what `t3d bench stages --configs CONFIGS` ran, where, and how to read it."""
     return (
         report_header(
             "Coarse-to-fine runs against toy-world ground truth",
-            f"t3d bench stages --configs {configs} --seeds {seeds} --jobs {jobs}",
+            f"t3d bench stages --configs {configs} --seeds {seeds}{engine_flags(engine)}",
             overrides,
         )
         + f", {prior_phrase(overrides)} unless a stage names another. "
         f"coarse: the first stage's result exported as a mesh (glb); final: the last stage's export. Chamfer is "
-        f"divided by the object's bounding-box diagonal; lower is better."
-        + (f" {jobs} runs shared the cores at a time, so a run's wall time is longer than alone." if jobs > 1 else "")
+        f"divided by the object's bounding-box diagonal; lower is better." + engine_note(engine)
     )
 
 
@@ -133,13 +142,14 @@ def run_stage_bench(
     log=print,
     on_row=None,
     reuse: bool = False,
-    jobs: int = 1,
+    engine: EngineConfig | None = None,
 ) -> list[dict]:
-    """Every (config, prompt, seed) staged run, measured; `on_row(rows)` after each. `jobs` > 1 runs that many at
-    once in worker processes sharing the cores (seeded, so the results do not change; wall times grow)."""
+    """Every (config, prompt, seed) staged run, measured; `on_row(rows)` after each. The runs go on `engine`
+    (default local; seeded, so the results depend on a run's thread count only; wall times grow when runs share
+    the cores)."""
     check_staged(configs)  # before anything runs
-    if seeds < 1 or jobs < 1:
-        raise ThreeDistillError(f"--seeds and --jobs must be positive, got {seeds} and {jobs}")
+    if seeds < 1:
+        raise ThreeDistillError(f"--seeds must be positive, got {seeds}")
     tasks = [
         dict(config=config, prompt=prompt, seed=seed, out_root=out_root, overrides=list(overrides))
         for config in configs
@@ -164,7 +174,7 @@ def run_stage_bench(
         out, key = _task_dir_and_key(task["config"], task["seed"], out_root, overrides)
         return finished_row(out, task["prompt"], key, STAGE_ROW)
 
-    run_tasks(stage_run, tasks, report, jobs, read_back if reuse else None)
+    run_tasks(stage_run, tasks, report, engine, read_back if reuse else None, log=log)
     return in_task_order(
         rows,
         [(Path(t["config"]).stem, t["prompt"], t["seed"]) for t in tasks],

@@ -169,6 +169,30 @@ SeedOption = typer.Option(None, help="Random seed (same seed, same result on CPU
 OutOption = typer.Option(None, help="Root of run directories (default outputs/).")
 
 
+# The engine options of `t3d batch` and the benchmarks that run many runs (threedistill.engines).
+EngineOption = typer.Option(
+    "local", "--engine", help="local (one run at a time, in this process) or ray (a local Ray instance, or --address)."
+)
+JobsOption = typer.Option(1, "--jobs", help="Runs at once (--engine ray; a local Ray instance gets jobs x cpus).")
+AddressOption = typer.Option(
+    None, "--address", help="Join this Ray cluster (auto, HOST:PORT or ray://HOST:PORT) instead of starting one."
+)
+CpusPerRunOption = typer.Option(
+    None, "--cpus-per-run", help="CPUs (and torch threads) of each run; default: this machine's cores / --jobs."
+)
+GpusPerRunOption = typer.Option(0.0, "--gpus-per-run", help="GPUs of each run on Ray; fractions share a GPU.")
+MaxRetriesOption = typer.Option(3, "--max-retries", help="Times a run whose worker died is run again (Ray).")
+
+
+def engine_config(engine: str, jobs: int, address, cpus_per_run, gpus_per_run: float, max_retries: int, work_dir=None):
+    """The EngineConfig of the engine options (a one-line error for a bad value)."""
+    from ..engines import EngineConfig
+
+    return EngineConfig(
+        engine, jobs, address, cpus_per_run, gpus_per_run, max_retries, str(work_dir) if work_dir else None
+    )
+
+
 def console():
     from rich.console import Console
 
@@ -216,6 +240,6 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 # The command groups register their commands on `app` (in this order in `t3d --help`).
-from . import generate, scenes, results, render, toyworld, prior, bench  # noqa: E402,F401,I001
+from . import generate, batch, scenes, results, render, toyworld, prior, bench  # noqa: E402,F401,I001
 
 __all__ = ["app", "main", "command", "Command", "fill_choices", "config_path"]

@@ -8,7 +8,18 @@ from typing import Optional
 import typer
 
 from ..errors import ThreeDistillError
-from . import app, command, config_path
+from . import (
+    AddressOption,
+    CpusPerRunOption,
+    EngineOption,
+    GpusPerRunOption,
+    JobsOption,
+    MaxRetriesOption,
+    app,
+    command,
+    config_path,
+    engine_config,
+)
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: quality against ground truth, speed.")
 app.add_typer(bench_app, name="bench")
@@ -28,19 +39,33 @@ def bench_fidelity(
     steps: Optional[int] = typer.Option(None, help="Override the configs' step count."),
     out: Path = typer.Option(Path("docs/benchmarks/fidelity.md"), "--out", help="Markdown table to write."),
     runs_dir: Path = typer.Option(Path("outputs/bench-fidelity"), help="Where the runs go."),
-    jobs: int = typer.Option(1, help="Runs at once (worker processes sharing the cores; results do not change)."),
+    engine: str = EngineOption,
+    jobs: int = JobsOption,
+    address: Optional[str] = AddressOption,
+    cpus_per_run: Optional[float] = CpusPerRunOption,
+    gpus_per_run: float = GpusPerRunOption,
+    max_retries: int = MaxRetriesOption,
 ):
     """Text-to-3D quality against ground truth over a prompt set: IoU, colour error, Janus, wall time."""
     from ..bench.fidelity_bench import fidelity_header, markdown_table, parse_representations, run_fidelity
     from ..bench.harness import read_prompts, report_writer
 
+    engine_cfg = engine_config(engine, jobs, address, cpus_per_run, gpus_per_run, max_retries, runs_dir)
     reps = parse_representations(representation)
-    header = fidelity_header(seeds, representation, jobs, ctx.args)
+    header = fidelity_header(seeds, representation, engine_cfg, ctx.args)
     write = report_writer(out, lambda rows: markdown_table(rows, header))
     write(
         run_fidelity(
-            read_prompts(prompts), seeds, reps, runs_dir, ctx.args, steps, log=typer.echo, on_row=write, jobs=jobs
-        )
+            read_prompts(prompts),
+            seeds,
+            reps,
+            runs_dir,
+            ctx.args,
+            steps,
+            log=typer.echo,
+            on_row=write,
+            engine=engine_cfg,
+        )  # fmt: skip
     )  # once more in task order (parallel runs finish in any order)
     typer.echo(f"wrote {out}")
 
@@ -60,8 +85,13 @@ def bench_guidance(
     ),
     out: Path = typer.Option(Path("docs/benchmarks/guidance.md"), "--out", help="Markdown report to write."),
     runs_dir: Path = typer.Option(Path("outputs/bench-guidance"), help="Where the runs go."),
-    jobs: int = typer.Option(2, help="Runs at once (fresh worker processes sharing the cores; results do not change)."),
     resume: bool = typer.Option(False, "--resume", help="Read finished runs of the same tasks back from --runs-dir."),
+    engine: str = EngineOption,
+    jobs: int = JobsOption,
+    address: Optional[str] = AddressOption,
+    cpus_per_run: Optional[float] = CpusPerRunOption,
+    gpus_per_run: float = GpusPerRunOption,
+    max_retries: int = MaxRetriesOption,
 ):
     """Every guidance method against ground truth: IoU, colour, saturation, Janus rate, seed diversity, cost."""
     from ..bench.fidelity_bench import parse_representations
@@ -76,12 +106,13 @@ def bench_guidance(
     )
     from ..bench.harness import read_prompts, report_writer
 
+    engine_cfg = engine_config(engine, jobs, address, cpus_per_run, gpus_per_run, max_retries, runs_dir)
     names = parse_methods(methods)
     reps = parse_representations(representation)
     prompt_list = read_prompts(prompts, "guidance_prompts.txt")
     if quick:
         prompt_list, seeds, steps = (prompt_list if prompts else QUICK_PROMPTS), 1, QUICK_STEPS
-    header = guidance_header(seeds, representation, steps, jobs, quick, ctx.args)
+    header = guidance_header(seeds, representation, steps, engine_cfg, quick, ctx.args)
     reading = kept_reading(out)
     write = report_writer(out, lambda rows: markdown_report(rows, header, reading))
     write(
@@ -95,7 +126,7 @@ def bench_guidance(
             steps,
             log=typer.echo,
             on_row=write,
-            jobs=jobs,
+            engine=engine_cfg,
             reuse=resume,
         )
     )  # once more in task order
@@ -116,7 +147,12 @@ def bench_stages(
     out: Path = typer.Option(Path("docs/benchmarks/stages.md"), "--out", help="Markdown table to write."),
     runs_dir: Path = typer.Option(Path("outputs/bench-stages"), help="Where the runs go."),
     resume: bool = typer.Option(False, "--resume", help="Read finished runs of the same tasks back from --runs-dir."),
-    jobs: int = typer.Option(1, help="Runs at once, in worker processes sharing the cores (results do not change)."),
+    engine: str = EngineOption,
+    jobs: int = JobsOption,
+    address: Optional[str] = AddressOption,
+    cpus_per_run: Optional[float] = CpusPerRunOption,
+    gpus_per_run: float = GpusPerRunOption,
+    max_retries: int = MaxRetriesOption,
 ):
     """Coarse-to-fine runs: the mesh stage's export against exporting the coarse stage directly (Chamfer, volume
     IoU, silhouette IoU, colour error)."""
@@ -125,13 +161,54 @@ def bench_stages(
 
     paths = [config_path(name.strip()) for name in configs.split(",") if name.strip()]
     prompt_list = read_prompts(prompts, "stage_prompts.txt")
-    header = stage_header(configs, seeds, jobs, ctx.args)
+    engine_cfg = engine_config(engine, jobs, address, cpus_per_run, gpus_per_run, max_retries, runs_dir)
+    header = stage_header(configs, seeds, engine_cfg, ctx.args)
     write = report_writer(out, lambda rows: markdown_table(rows, header))
     write(
         run_stage_bench(
-            paths, prompt_list, seeds, runs_dir, list(ctx.args), log=typer.echo, reuse=resume, jobs=jobs, on_row=write
+            paths,
+            prompt_list,
+            seeds,
+            runs_dir,
+            list(ctx.args),
+            log=typer.echo,
+            reuse=resume,
+            engine=engine_cfg,
+            on_row=write,
         )
     )  # once more in task order (parallel runs finish in any order)
+    typer.echo(f"wrote {out}")
+
+
+@command(bench_app, "engines", overrides=f"t3d bench engines --methods sds {BENCH_OVERRIDES}")
+def bench_engines(
+    ctx: typer.Context,
+    methods: str = typer.Option("sds,nfsd", help="Comma-separated guidance methods ({guidance}), or all."),
+    representation: str = typer.Option("both", help=REPRESENTATION_HELP),
+    steps: int = typer.Option(100, help="Steps per run (the quick set's)."),
+    jobs: int = typer.Option(2, help="Runs at once on Ray."),
+    out: Path = typer.Option(Path("docs/benchmarks/engines.md"), "--out", help="Markdown report to write."),
+    runs_dir: Path = typer.Option(Path("outputs/bench-engines"), help="Where the runs go (a new folder per call)."),
+):
+    """The guidance benchmark's quick set on the local engine and on a local Ray instance: wall time, overhead
+    per run, agreement, and what a 100-prompt batch would cost on N machines."""
+    import time
+
+    from ..bench.engine_bench import markdown_report, run_engine_bench
+    from ..bench.fidelity_bench import parse_representations
+    from ..bench.guidance_bench import parse_methods
+    from ..engines import EngineConfig
+
+    EngineConfig("ray", jobs=jobs)  # one-line errors (and no Ray) before anything runs
+    from ..engines.ray_engine import import_ray
+
+    import_ray()
+    names, reps = parse_methods(methods), parse_representations(representation)
+    runs_dir = runs_dir / time.strftime("%Y%m%d-%H%M%S")  # both engines run every task afresh
+    results = run_engine_bench(names, reps, runs_dir, jobs, ctx.args, steps=steps, log=typer.echo)
+    command = f"t3d bench engines --methods {methods} --representation {representation} --steps {steps} --jobs {jobs}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown_report(results, command, ctx.args))
     typer.echo(f"wrote {out}")
 
 

@@ -219,6 +219,38 @@ def build(
     return model, Trainer(cfg.trainer, model, guidance, cfg.prompt, run_dir, log=log)
 
 
+def new_run_config(
+    prompt: str = "",
+    representation: str | None = None,
+    guidance: str | None = None,
+    prior: str | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+    out: str | None = None,
+    device: str | None = None,
+    config: str | Path | None = None,
+    overrides: list[str] | tuple = (),
+) -> GenerateConfig:
+    """The config of a new run of `generate` (its arguments over `config` over configs/generate/<representation>
+    .yaml over the defaults), checked; a one-line error for a bad key, value or prompt."""
+    picked = [
+        f"prompt={json.dumps(prompt, ensure_ascii=False)}" if prompt else None,
+        f"representation={representation}" if representation else None,
+        f"guidance_type={guidance}" if guidance else None,
+        f"prior={prior}" if prior else None,
+        f"trainer.steps={steps}" if steps is not None else None,
+        f"trainer.seed={seed}" if seed is not None else None,
+        f"out={out}" if out else None,
+        f"device={device}" if device else None,
+    ]
+    overrides = list(overrides) + [p for p in picked if p]
+    rep = str(peek_key("representation", [config] if config else [], overrides, GenerateConfig.representation))
+    # the representation's defaults, then the user's YAML on top (it only needs what it changes)
+    cfg = load_generate_config([default_config_path(rep), config], overrides)
+    check_prompt(cfg.prompt, "--prompt")  # before the run directory is made
+    return cfg
+
+
 def generate(
     prompt: str = "",
     representation: str | None = None,
@@ -245,21 +277,7 @@ def generate(
             run_dir, list(overrides) + ([f"device={device}"] if device else []), action="cannot resume: "
         )
     else:
-        picked = [
-            f"prompt={json.dumps(prompt, ensure_ascii=False)}" if prompt else None,
-            f"representation={representation}" if representation else None,
-            f"guidance_type={guidance}" if guidance else None,
-            f"prior={prior}" if prior else None,
-            f"trainer.steps={steps}" if steps is not None else None,
-            f"trainer.seed={seed}" if seed is not None else None,
-            f"out={out}" if out else None,
-            f"device={device}" if device else None,
-        ]
-        overrides = list(overrides) + [p for p in picked if p]
-        rep = str(peek_key("representation", [config] if config else [], overrides, GenerateConfig.representation))
-        # the representation's defaults, then the user's YAML on top (it only needs what it changes)
-        cfg = load_generate_config([default_config_path(rep), config], overrides)
-        check_prompt(cfg.prompt, "--prompt")  # before the run directory is made
+        cfg = new_run_config(prompt, representation, guidance, prior, steps, seed, out, device, config, overrides)
     stages = stage_configs(cfg)
     if resume is not None:
         session = RunSession.resume("generate", cfg, run_dir, log)
@@ -300,6 +318,31 @@ def generate(
         export_finished_run(run, log)
         session.finish()
     return run
+
+
+def generate_or_resume(out: str | Path, log=print, progress: bool = False, **kwargs) -> Run:
+    """`generate(out=out, **kwargs)`, unless `out` holds an unfinished run of the same config (the newest if
+    several): that run continues from its latest checkpoint. The body of batch and benchmark tasks, which an
+    engine runs again when their worker died; a finished run, or one of another config, is left alone."""
+    from omegaconf import OmegaConf
+
+    from ..utils.files import read_json
+
+    cfg = new_run_config(out=str(out), **kwargs)
+    wanted = OmegaConf.to_container(OmegaConf.structured(cfg))
+    found = Path(out).glob(f"{slugify(cfg.prompt)}/*/config.yaml")
+    for run_dir in sorted((p.parent for p in found), key=lambda d: d.name.rpartition("@")[2], reverse=True):
+        metrics = run_dir / "metrics.json"
+        try:
+            if metrics.is_file() and "wall_seconds" in read_json(metrics, "metrics file"):
+                continue  # finished
+            same = OmegaConf.to_container(OmegaConf.structured(read_run_config(run_dir))) == wanted
+        except ThreeDistillError:  # damaged: not this task's run
+            continue
+        if same:
+            log(f"continuing {run_dir}")
+            return generate(resume=run_dir, progress=progress, log=log)
+    return generate(out=str(out), progress=progress, log=log, **kwargs)
 
 
 def export_finished_run(run: Run, log=print) -> None:
