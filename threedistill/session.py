@@ -259,9 +259,10 @@ class RunSession:
         progress: bool = True,
         stop_at: int | None = None,
         preview: Callable[[int], None] | None = None,
+        on_step: Callable[[int, dict], None] | None = None,
     ) -> bool:
         """Run `trainer` to its end (or `stop_at`); True when it reached its last step."""
-        trainer.fit(progress=progress, stop_at=stop_at, preview=preview)
+        trainer.fit(progress=progress, stop_at=stop_at, preview=preview, on_step=on_step)
         return trainer.step == trainer.cfg.steps
 
     def finish(self, metrics: dict | None = None) -> dict:

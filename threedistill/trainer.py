@@ -300,9 +300,14 @@ class Trainer:
 
     # ------------------------------------------------------------ loop
     def fit(
-        self, progress: bool = True, stop_at: int | None = None, preview: Callable[[int], None] | None = None
+        self,
+        progress: bool = True,
+        stop_at: int | None = None,
+        preview: Callable[[int], None] | None = None,
+        on_step: Callable[[int, dict], None] | None = None,
     ) -> None:
-        """Run until cfg.steps (or `stop_at`, for tests that simulate an interruption)."""
+        """Run until cfg.steps (or `stop_at`, for tests that simulate an interruption); `on_step(run step, logs)`
+        after every step (e.g. the live viewer: it must not change the model or draw random numbers)."""
         end = min(self.cfg.steps, stop_at) if stop_at is not None else self.cfg.steps
         bar = tqdm(total=self.cfg.steps, initial=self.step, desc="optimising", disable=not progress, unit="step")
         log_file = (self.run_dir / "log.jsonl").open("a") if self.run_dir else None
@@ -321,6 +326,8 @@ class Trainer:
                     self.save_checkpoint()
                 if preview and self.cfg.preview_every and self.step % self.cfg.preview_every == 0:
                     preview(self.step_offset + self.step)
+                if on_step is not None:
+                    on_step(self.step_offset + self.step, logs)
         finally:
             bar.close()
             if log_file:

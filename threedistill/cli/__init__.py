@@ -193,6 +193,25 @@ def engine_config(engine: str, jobs: int, address, cpus_per_run, gpus_per_run: f
     )
 
 
+# The live viewer's options of generate, fit and edit (threedistill.workflows.live_view).
+ViewerOption = typer.Option(
+    False, "--viewer", help="Show the run live in a browser (viser) while it optimises; results do not change."
+)
+ViewerPortOption = typer.Option(8080, "--viewer-port", help="The live viewer's port.")
+ViewerEveryOption = typer.Option(10, "--viewer-every", help="Steps between the live viewer's scene updates.")
+ViewerHostOption = typer.Option(
+    "127.0.0.1", "--viewer-host", help="The live viewer's address (0.0.0.0: every interface, only if you mean it)."
+)
+
+
+def viewer_options(viewer: bool, port: int, every: int, host: str):
+    """The LiveViewerOptions of the viewer options, or None without --viewer (a one-line error for a bad one)."""
+    from ..workflows.live_view import LiveViewerOptions
+
+    options = LiveViewerOptions(port, every, host)  # checked even without --viewer
+    return options if viewer else None
+
+
 def console():
     from rich.console import Console
 

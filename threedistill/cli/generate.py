@@ -7,7 +7,21 @@ from typing import Optional
 
 import typer
 
-from . import OVERRIDES_EXAMPLE, OutOption, SeedOption, StepsOption, app, command, config_path, log
+from . import (
+    OVERRIDES_EXAMPLE,
+    OutOption,
+    SeedOption,
+    StepsOption,
+    ViewerEveryOption,
+    ViewerHostOption,
+    ViewerOption,
+    ViewerPortOption,
+    app,
+    command,
+    config_path,
+    log,
+    viewer_options,
+)
 
 
 @command(app, "generate", overrides=f"t3d generate --prompt 'a red duck' {OVERRIDES_EXAMPLE}")
@@ -29,6 +43,10 @@ def generate_cmd(
     evaluate: bool = typer.Option(
         True, "--eval/--no-eval", help="Evaluate against ground truth at the end (toy prompts)."
     ),
+    viewer: bool = ViewerOption,
+    viewer_port: int = ViewerPortOption,
+    viewer_every: int = ViewerEveryOption,
+    viewer_host: str = ViewerHostOption,
 ):
     """Text to 3D: optimise a 3D representation (or a staged run) with score distillation."""
     from ..workflows.generate import generate
@@ -47,6 +65,7 @@ def generate_cmd(
         overrides=ctx.args,
         resume=resume,
         log=log,
+        viewer=viewer_options(viewer, viewer_port, viewer_every, viewer_host),
     )
     typer.echo(f"run directory: {run.dir}")
     if evaluate and run.trainer.step == run.config.trainer.steps:

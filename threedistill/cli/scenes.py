@@ -9,7 +9,19 @@ from typing import Optional
 
 import typer
 
-from . import OutOption, SeedOption, StepsOption, app, command, log
+from . import (
+    OutOption,
+    SeedOption,
+    StepsOption,
+    ViewerEveryOption,
+    ViewerHostOption,
+    ViewerOption,
+    ViewerPortOption,
+    app,
+    command,
+    log,
+    viewer_options,
+)
 
 
 @command(app, "fit", overrides="t3d fit --scene data/garden trainer.steps=3000 resolution=96")
@@ -37,6 +49,10 @@ def fit_cmd(
     mask_loss: Optional[bool] = typer.Option(
         None, "--mask-loss/--no-mask-loss", help="Ignore pixels outside the views' masks (default: off)."
     ),
+    viewer: bool = ViewerOption,
+    viewer_port: int = ViewerPortOption,
+    viewer_every: int = ViewerEveryOption,
+    viewer_host: str = ViewerHostOption,
 ):
     """Reconstruct a captured scene from its posed images (L1 + D-SSIM); reports held-out PSNR."""
     from ..workflows.fit import fit
@@ -50,6 +66,7 @@ def fit_cmd(
         overrides=ctx.args,
         resume=resume,
         log=log,
+        viewer=viewer_options(viewer, viewer_port, viewer_every, viewer_host),
         max_side=max_side,
         downscale=downscale,
         resolution=resolution,
@@ -100,6 +117,10 @@ def edit_cmd(
     seed: Optional[int] = SeedOption,
     out: Optional[str] = OutOption,
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted edit in this directory."),
+    viewer: bool = ViewerOption,
+    viewer_port: int = ViewerPortOption,
+    viewer_every: int = ViewerEveryOption,
+    viewer_host: str = ViewerHostOption,
 ):
     """Edit a reconstructed scene with text inside a 3D region, or drag part of it (--method drag: --drag
     points, the part given by --mask, which also takes DYG's gaussian_mask.pt or a .npy)."""
@@ -125,6 +146,7 @@ def edit_cmd(
         overrides=ctx.args,
         resume=resume,
         log=log,
+        viewer=viewer_options(viewer, viewer_port, viewer_every, viewer_host),
         drag=drag or None,
         drag_file=drag_file,
         gaussian_mask=masks[0] if masks else None,

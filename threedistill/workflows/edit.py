@@ -24,6 +24,7 @@ from ..session import Run, RunSession, read_run_kind, run_config
 from ..trainer import Trainer
 from .edit_config import EditConfig
 from .fit import export_scene_model, scene_slug
+from .live_view import LiveViewerOptions, on_step, start_viewer
 
 
 def load_source(source: str | Path, log=print):
@@ -100,10 +101,11 @@ def edit(
     drag: list[str] | None = None,
     drag_file: str | None = None,
     gaussian_mask: str | None = None,
+    viewer: LiveViewerOptions | None = None,
 ) -> Run:
     """Edit a fitted scene with text, or drag part of it (method drag: `drag` points "hx,hy,hz>tx,ty,tz" or a
     `drag_file`, the part given by `region` or a `gaussian_mask` file); returns the Run
-    (outputs/<scene>/edit-<method>@<time>/)."""
+    (outputs/<scene>/edit-<method>@<time>/); `viewer` shows the edit live (`live_view`)."""
     from ..priors import load_prior
 
     run_dir, cfg = run_config(
@@ -167,12 +169,19 @@ def edit(
     session.restore(trainer)
     run = Run(session.dir, cfg, gaussians, trainer, kind="edit")
     preview = edit_preview(fit_dir, scene, the_region, original, views, cfg)
-    if session.train(
-        trainer,
-        progress=progress,
-        stop_at=stop_at,
-        preview=lambda step: write_edit_preview(run, model, preview, step),
-    ):
+    live = start_viewer(viewer, cfg.trainer.steps, scene=scene, log=log)
+    try:
+        finished = session.train(
+            trainer,
+            progress=progress,
+            stop_at=stop_at,
+            preview=lambda step: write_edit_preview(run, model, preview, step),
+            on_step=on_step(live, model),
+        )
+    finally:
+        if live is not None:
+            live.close()
+    if finished:
         write_edit_preview(run, model.cpu(), preview, cfg.trainer.steps, name="edit.png")
         metrics = {"edited_gaussians": int(selected.sum()), "region": str(the_region)}
         if cfg.method == "drag":  # the edit written into the scene's Gaussians (rest rows: the source's own)

@@ -21,6 +21,7 @@ from ..session import Run, RunSession, peak_memory_gb, run_config, slugify
 from ..trainer import Trainer, TrainerConfig, model_tensors, read_checkpoint
 from ..utils.ssim import ssim_map
 from .generate import export_formats
+from .live_view import LiveViewerOptions, on_step, start_viewer
 
 FIT_REPRESENTATIONS = ("gaussians", "nerf")  # what `t3d fit` reconstructs a captured scene as
 
@@ -288,11 +289,12 @@ def fit(
     progress: bool = True,
     stop_at: int | None = None,
     log=print,
+    viewer: LiveViewerOptions | None = None,
     **options,
 ) -> Run:
     """Reconstruct a captured scene; returns the Run (directory outputs/<scene>/fit-<representation>@<time>/).
     `options` are FitConfig fields given as command-line options (downscale, max_side, resolution,
-    eval_resolution, background, mask_loss; None = not given)."""
+    eval_resolution, background, mask_loss; None = not given); `viewer` shows the fit live (`live_view`)."""
     from ..scenes import check_images, load_scene
 
     run_dir, cfg = run_config(
@@ -340,9 +342,19 @@ def fit(
     trainer = Trainer(cfg.trainer, model, objective, "", session.dir, log=log, views=views)
     session.restore(trainer)
     run = Run(session.dir, cfg, model, trainer, kind="fit")
-    if session.train(
-        trainer, progress=progress, stop_at=stop_at, preview=lambda step: write_fit_preview(run, data, step)
-    ):
+    live = start_viewer(viewer, cfg.trainer.steps, scene=data, log=log)
+    try:
+        finished = session.train(
+            trainer,
+            progress=progress,
+            stop_at=stop_at,
+            preview=lambda step: write_fit_preview(run, data, step),
+            on_step=on_step(live, model),
+        )
+    finally:
+        if live is not None:
+            live.close()
+    if finished:
         model.cpu()
         metrics = {**fit_metrics(run, data), "peak_memory_gb": peak_memory_gb()}
         export_scene_model(model, cfg.representation, data, cfg.export, session.dir, log)

@@ -26,6 +26,7 @@ from ..representations.triplane import TriplaneConfig
 from ..session import Run, RunSession, check_device_name, expect_run_kind, resolve_device, slugify
 from ..trainer import Trainer, TrainerConfig, latest_checkpoint
 from .handover import hand_over
+from .live_view import LiveViewerOptions, on_step, start_viewer
 
 
 @dataclass
@@ -266,10 +267,11 @@ def generate(
     progress: bool = True,
     stop_at: int | None = None,
     log=print,
+    viewer: LiveViewerOptions | None = None,
 ) -> Run:
     """Run text-to-3D and return the Run. Arguments override `config` (a YAML file laid over
     configs/generate/<representation>.yaml), which overrides the dataclass defaults; `resume` continues the run
-    in that directory with its saved config."""
+    in that directory with its saved config; `viewer` shows the run live (`live_view`)."""
     if resume is not None:
         run_dir = Path(resume)
         expect_run_kind(run_dir, "generate")
@@ -288,7 +290,26 @@ def generate(
     run_dir = session.dir
     resumed = resume is not None and session.has_checkpoint()
     first = int(latest_checkpoint(run_dir)[1].get("stage", 0)) if resumed else 0
-    run, offset = None, sum(c.trainer.steps for c in stages[:first])
+    offset = sum(c.trainer.steps for c in stages[:first])
+    live = start_viewer(viewer, cfg.trainer.steps, log=log)
+    try:
+        run, offset = _run_stages(cfg, stages, first, offset, session, live, progress, stop_at, log)
+    finally:
+        if live is not None:
+            live.close()
+    if run is None:
+        raise ThreeDistillError(f"nothing to run: stop_at={stop_at} is before the run's next step {offset}")
+    if run.trainer.step == run.config.trainer.steps and run.trainer.stage == len(stages) - 1:
+        run.model.cpu()  # turntable and exports run on the CPU whatever the training device
+        write_turntable(run)
+        export_finished_run(run, log)
+        session.finish()
+    return run
+
+
+def _run_stages(cfg, stages, first: int, offset: int, session, live, progress, stop_at, log):
+    """Stages `first`.. of a run, each from the previous one's result; (the last Run, the step after it)."""
+    run_dir, run = session.dir, None
     for index in range(first, len(stages)):
         if stop_at is not None and stop_at <= offset:
             break
@@ -306,18 +327,12 @@ def generate(
             progress=progress,
             stop_at=None if stop_at is None else stop_at - offset,
             preview=lambda step, run=run: write_preview(run, step),
+            on_step=on_step(live, model),
         )
         offset += stages[index].trainer.steps
         if trainer.step < stages[index].trainer.steps:
             break
-    if run is None:
-        raise ThreeDistillError(f"nothing to run: stop_at={stop_at} is before the run's next step {offset}")
-    if run.trainer.step == run.config.trainer.steps and run.trainer.stage == len(stages) - 1:
-        run.model.cpu()  # turntable and exports run on the CPU whatever the training device
-        write_turntable(run)
-        export_finished_run(run, log)
-        session.finish()
-    return run
+    return run, offset
 
 
 def generate_or_resume(out: str | Path, log=print, progress: bool = False, **kwargs) -> Run:
