@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 from safetensors import SafetensorError
@@ -27,6 +27,9 @@ from .objective import Objective, ViewBatch, Views
 from .representations.base import Representation, load_model_state
 from .utils.files import atomic_path, read_json, write_json
 from .utils.optim import Adam
+
+if TYPE_CHECKING:
+    from .rewards import RewardTerm
 
 
 @dataclass
@@ -171,8 +174,10 @@ class Trainer:
         run_dir: Path | None = None,
         log: Callable[[str], None] | None = None,
         views: Views | None = None,
+        reward: RewardTerm | None = None,
     ):
-        self.cfg, self.model, self.guidance, self.views = cfg, model, guidance, views
+        self.cfg, self.model, self.guidance, self.views, self.reward = cfg, model, guidance, views, reward
+        self.prompt = prompt
         self.prompt_state = guidance.prompt_state(prompt)
         self.run_dir = run_dir
         self.log = log or (lambda s: None)
@@ -218,7 +223,8 @@ class Trainer:
             for f in dataclasses.fields(c)
             if f.name.startswith("lambda_") and f.name != "lambda_guidance"
         }
-        weights = {**self.guidance.loss_weights(), **self.model.loss_weights(), **fields, **c.lambdas}
+        rewarded = self.reward.loss_weights(c.schedule_steps or c.steps) if self.reward is not None else {}
+        weights = {**self.guidance.loss_weights(), **self.model.loss_weights(), **rewarded, **fields, **c.lambdas}
         when = self.schedule_step
         return {name: scheduled(value, when) for name, value in weights.items()}
 
@@ -275,6 +281,8 @@ class Trainer:
             render["background"] = batch.background
         out = self.model.render(cams, *batch.size, **render)
         losses = self.guidance(out["rgb"], cams, self.prompt_state, self.schedule_step, self.generator, **targets)
+        if self.reward is not None and self.reward.due(self.step + 1):  # its own views, a named term (-R)
+            losses["loss_reward"] = self.reward.loss(self.model, self.generator, self.prompt)
         logs = {k: float(v.detach()) for k, v in losses.items()}
         terms = self._weighted_terms(losses, out, weights)
         total = sum(weight * value for _, weight, value in terms)

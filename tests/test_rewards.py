@@ -1,0 +1,168 @@
+"""Reward models (guidance_spec section 10) on tiny random-weight models built here from configs: the gradient
+reaches every view, swapping the VLM's Yes/No ids flips it exactly, the torch preprocessing equals the stock
+Qwen2-VL processor's, and the reward term trains with any method."""
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+from threedistill.errors import ThreeDistillError
+from threedistill.rewards import RewardConfig, load_reward
+from threedistill.rewards.vlm import patchify
+
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+           "<|video_pad|>", "[UNK]"]  # fmt: skip
+WORDS = (
+    "You are a helpful assistant . system user These 1 2 3 4 views of one 3D object , 90 degrees apart Do they "
+    "show red blue cone duck with consistent shape seen from different sides ( no second face broken or floating "
+    "parts ) ? Answer Yes No"
+).split()
+
+
+def word_tokenizer(folder, **special) -> dict:
+    vocab = {w: i for i, w in enumerate(SPECIAL + sorted(set(WORDS)))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(SPECIAL)
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", **special).save_pretrained(folder)
+    return vocab
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("qwen2-vl")
+    vocab = word_tokenizer(folder, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    cfg = Qwen2VLConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512, eos_token_id=None,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]}),
+        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2),
+        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    Qwen2VLForConditionalGeneration(cfg).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clip")
+    vocab = word_tokenizer(folder, pad_token="<|endoftext|>")
+    cfg = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=32, bos_token_id=None, eos_token_id=2),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    CLIPModel(cfg).save_pretrained(folder)
+    return folder
+
+
+def views(k: int = 4, size: int = 40, seed: int = 0) -> torch.Tensor:
+    return torch.rand(k, 3, size, size, generator=torch.Generator().manual_seed(seed)).requires_grad_(True)
+
+
+def gradient(reward, images, prompt="a red cone") -> tuple[float, torch.Tensor]:
+    score = reward.score(images, prompt)
+    (grad,) = torch.autograd.grad(score, images)
+    return float(score.detach()), grad
+
+
+def test_the_vlm_reward_reaches_every_view_and_swapping_yes_and_no_flips_it_exactly(tiny_vlm):
+    reward = load_reward(RewardConfig(name="vlm", model=str(tiny_vlm)))
+    swapped = load_reward(RewardConfig(name="vlm", model=str(tiny_vlm), yes="No", no="Yes"))
+    images = views()
+    score, grad = gradient(reward, images)
+    flipped_score, flipped_grad = gradient(swapped, images)
+    per_view = grad.flatten(1).norm(dim=1)
+    assert torch.isfinite(grad).all() and (per_view > 0).all()  # no view cut off the graph (spec 10.6)
+    assert flipped_score == -score and torch.equal(flipped_grad, -grad)
+    assert reward.yes_id != reward.no_id
+
+
+def test_the_torch_pixel_values_equal_the_stock_qwen2_vl_processors(tiny_vlm):
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    image = torch.rand(3, 56, 84, generator=torch.Generator().manual_seed(1))
+    stock = Qwen2VLImageProcessorPil(do_resize=False, do_rescale=False)
+    expected = stock(images=[image.permute(1, 2, 0).numpy()], return_tensors="np", input_data_format="channels_last")
+    reward = load_reward(RewardConfig(name="vlm", model=str(tiny_vlm)))
+    pixels, grids = reward.pixel_values(image[None])  # 56 x 84: already multiples of 28, no resize
+    assert grids.tolist() == expected["image_grid_thw"].tolist() == [[1, 4, 6]]
+    assert np.allclose(pixels.numpy(), expected["pixel_values"], atol=1e-5)
+
+
+def test_patchify_keeps_every_pixel_once_per_frame():
+    pixels = torch.arange(3 * 28 * 56, dtype=torch.float32).reshape(3, 28, 56)
+    patches, grid = patchify(pixels, 14, 2, 2)
+    assert grid == (1, 2, 4) and patches.shape == (8, 3 * 2 * 14 * 14)
+    assert sorted(patches.reshape(-1).tolist()) == sorted(pixels.reshape(-1).tolist() * 2)
+
+
+def test_the_clip_reward_pulls_every_view_and_a_visual_prompt_scores_itself_highest(tiny_clip, tmp_path):
+    import imageio.v3 as iio
+
+    reward = load_reward(RewardConfig(name="clip", model=str(tiny_clip)))
+    images = views(3, 48)
+    score, grad = gradient(reward, images)
+    assert -1 <= score <= 1 and torch.isfinite(grad).all() and (grad.flatten(1).norm(dim=1) > 0).all()
+    picture = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    iio.imwrite(tmp_path / "front.png", picture)
+    visual = load_reward(RewardConfig(name="clip", model=str(tiny_clip), visual_prompt=str(tmp_path / "front.png")))
+    same = torch.from_numpy(picture).permute(2, 0, 1)[None].float() / 255
+    assert float(visual.score(same, "ignored")) == pytest.approx(1.0, abs=1e-5)
+    assert float(visual.score(images.detach(), "ignored")) < 0.999
+
+
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda d: RewardConfig(name="magic", model=str(d)), "unknown reward 'magic'; known: clip, vlm"),
+        (lambda d: RewardConfig(name="vlm"), "reward vlm needs reward.model=DIR"),
+        (lambda d: RewardConfig(name="clip", model=str(d), views=0), "reward.views, reward.resolution"),
+        (lambda d: RewardConfig(name="clip", model=str(d), elevation=[30, 0]), "reward.elevation must be [low, high]"),
+        (lambda d: load_reward(RewardConfig(name="vlm", model=str(d))), "holds a clip model"),
+        (lambda d: load_reward(RewardConfig(name="clip", model=str(d / "nothing"))), "is not a local CLIP directory"),
+    ],
+)
+def test_bad_reward_settings_are_one_line_errors(tiny_clip, make, fragment):
+    with pytest.raises(ThreeDistillError, match=None) as err:
+        make(tiny_clip)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+FAST = ["gaussians.num_points=200", "trainer.batch_size=1", "trainer.resolution=16", "trainer.preview_every=0",
+        "trainer.checkpoint_every=0", "trainer.log_every=1", "export=[]", "device=cpu"]  # fmt: skip
+
+
+def test_a_run_with_a_reward_adds_the_named_term_every_n_steps_and_trains_on_it(tiny_clip, tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    from threedistill.workflows.generate import generate
+
+    rewarded = FAST + ["reward.name=clip", f"reward.model={tiny_clip}", "reward.every=2", "reward.resolution=32"]
+    tensors = {}
+    for name, overrides in (("plain", FAST), ("rewarded", rewarded)):
+        run = generate(
+            prompt="a red cone", steps=4, seed=0, out=str(tmp_path / name), overrides=overrides, progress=False,
+            log=lambda s: None,
+        )  # fmt: skip
+        tensors[name] = load_file(str(next((run.dir / "checkpoints").glob("step_*.safetensors"))))
+    logs = [json.loads(line) for line in (run.dir / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logs if "loss_reward" in row] == [2, 4]
+    assert all(-1 <= row["loss_reward"] <= 1 for row in logs if "loss_reward" in row)  # -cosine
+    assert not torch.equal(tensors["plain"]["model.means"], tensors["rewarded"]["model.means"])
+
+
+def test_a_bad_reward_key_is_a_one_line_error_from_the_command_line(tmp_path):
+    from test_cli import assert_one_line_error, t3d
+
+    result = t3d("generate", "--prompt", "a red cone", "reward.name=magic", "reward.model=/x", cwd=tmp_path)
+    assert_one_line_error(result, "unknown reward 'magic'; known: clip, vlm")

@@ -1,0 +1,122 @@
+"""Rewards: a differentiable score of a few renders of the object against the prompt (higher is better), added to
+any guidance method as the named loss term `loss_reward` = -R (guidance_spec section 10). A reward is a frozen
+model loaded from a local directory (no hub access): `clip` (a transformers CLIPModel: text-image cosine, or
+image-image to a visual prompt), `vlm` (Qwen2-VL / Qwen2.5-VL asked a yes/no question about the views: R =
+logit(Yes) - logit(No) of its first answer token, VLM3D). Every image op on the way into the model is a torch
+op, so the gradient reaches the renders (no PIL or numpy on the gradient path).
+
+The trainer renders `RewardConfig.views` orbit views 90 degrees apart at a random elevation (MVDream / VLM3D),
+every `every` steps, and weighs the term by `trainer.lambdas.reward` (default the VLM3D schedule 300 -> 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, ThreeDistillError
+from ..registry import Registry
+
+
+@dataclass
+class RewardConfig:
+    name: Optional[str] = None  # clip | vlm; None: no reward
+    model: Optional[str] = None  # the reward model's local directory
+    views: int = 4  # orbit views 90 degrees apart (360 / views)
+    resolution: int = 64  # render size of the reward's views (the model resizes them to its own input)
+    every: int = 1  # steps between reward evaluations
+    elevation: list = field(default_factory=lambda: [0.0, 30.0])  # degrees, drawn uniformly per evaluation
+    radius: float = 2.9
+    fovy: float = 40.0
+    # vlm: the question (the prompt is put in for {prompt}); VLM3D asks about the text AND geometric consistency
+    question: str = (
+        "These are {views} views of one 3D object, 90 degrees apart. Do they show {prompt}, with one consistent "
+        "shape seen from different sides (no second face, no broken or floating parts)? Answer Yes or No."
+    )
+    yes: str = "Yes"
+    no: str = "No"
+    visual_prompt: Optional[str] = None  # clip: an image file to match instead of the text
+
+    def __post_init__(self):
+        if self.name is not None and self.name not in REWARDS:
+            raise ConfigError(f"unknown reward {self.name!r}; known: {', '.join(REWARDS.names())}")
+        if self.name is not None and not self.model:
+            raise ConfigError(f"reward {self.name} needs reward.model=DIR (a local {self.name} model directory)")
+        if self.views < 1 or self.resolution < 8 or self.every < 1:
+            raise ConfigError(
+                f"reward.views, reward.resolution and reward.every must be at least 1, 8 and 1; got "
+                f"{self.views}, {self.resolution} and {self.every}"
+            )
+        if len(self.elevation) != 2 or self.elevation[0] > self.elevation[1]:
+            raise ConfigError(f"reward.elevation must be [low, high] degrees, got {list(self.elevation)}")
+
+
+class Reward(nn.Module):
+    """A frozen model scoring images (k,3,H,W) in [0,1] against a prompt: `score` returns a scalar tensor with
+    gradient with respect to the images (higher is better)."""
+
+    def __init__(self, cfg: RewardConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def score(self, images: torch.Tensor, prompt: str) -> torch.Tensor:
+        raise NotImplementedError
+
+
+REWARDS: Registry[Reward] = Registry("reward")
+
+
+def model_dir(path: str | None, kind: str) -> Path:
+    """A reward model's local directory, or a one-line error."""
+    folder = Path(path or "")
+    if not path or not folder.is_dir() or not (folder / "config.json").is_file():
+        raise ThreeDistillError(f"reward model {path!r} is not a local {kind} directory (with config.json)")
+    return folder
+
+
+def load_reward(cfg: RewardConfig, device: torch.device | str = "cpu") -> Reward | None:
+    """The reward a config names (frozen, eval mode, on `device`), or None."""
+    if cfg.name is None:
+        return None
+    reward = REWARDS.build(cfg.name, cfg)
+    return reward.to(device).eval().requires_grad_(False)
+
+
+class RewardTerm:
+    """The reward as the trainer's loss term `reward`: every `every` steps, `cfg.views` orbit views of the model
+    90 degrees apart (360 / views) from a random azimuth and elevation drawn from the run's generator, rendered at
+    `cfg.resolution` and scored; the loss is -R. Its default weight is VLM3D's 300 -> 1 over the run."""
+
+    def __init__(self, reward: Reward, cfg: RewardConfig):
+        self.reward, self.cfg = reward, cfg
+
+    def due(self, step: int) -> bool:
+        return step % self.cfg.every == 0
+
+    def loss_weights(self, run_steps: int) -> dict:
+        return {"reward": [300.0, 1.0, run_steps]}
+
+    def cameras(self, generator: torch.Generator):
+        from ..cameras import orbit_cameras
+
+        start, lift = torch.rand(2, generator=generator).tolist()
+        low, high = self.cfg.elevation
+        azimuths = [(start * 360.0 + i * 360.0 / self.cfg.views) % 360.0 for i in range(self.cfg.views)]
+        return orbit_cameras(azimuths, low + (high - low) * lift, self.cfg.radius, self.cfg.fovy)
+
+    def loss(self, model, generator: torch.Generator, prompt: str) -> torch.Tensor:
+        cams = self.cameras(generator).to(model.device)
+        out = model.render(cams, self.cfg.resolution, self.cfg.resolution, generator=generator)
+        return -self.reward.score(out["rgb"], prompt)
+
+
+def reward_term(cfg: RewardConfig, device: torch.device | str = "cpu") -> RewardTerm | None:
+    """The trainer's reward term of a config, or None without a reward."""
+    reward = load_reward(cfg, device)
+    return None if reward is None else RewardTerm(reward, cfg)
+
+
+from . import clip, vlm  # noqa: E402,F401  (register the rewards)

@@ -1,0 +1,89 @@
+"""The `clip` reward: cosine similarity of a transformers CLIPModel's image embedding of each view with the
+prompt's text embedding (or with a visual prompt's image embedding, VP3D), averaged over the views. The image
+preprocessing (resize to the model's input, normalisation) is torch, so the gradient reaches the renders."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ThreeDistillError
+from . import REWARDS, Reward, RewardConfig, model_dir
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def normalise_images(images: torch.Tensor, size: int, mean, std) -> torch.Tensor:
+    """Images (k,3,H,W) in [0,1] resized to size x size (bilinear, antialiased) and normalised, differentiably."""
+    out = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(mean, dtype=out.dtype, device=out.device)[:, None, None]
+    std = torch.tensor(std, dtype=out.dtype, device=out.device)[:, None, None]
+    return (out - mean) / std
+
+
+@REWARDS.register("clip")
+class CLIPReward(Reward):
+    def __init__(self, cfg: RewardConfig):
+        super().__init__(cfg)
+        from transformers import AutoTokenizer, CLIPModel
+
+        folder = model_dir(cfg.model, "CLIP")
+        try:
+            self.model = CLIPModel.from_pretrained(folder, local_files_only=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise ThreeDistillError(f"cannot load the CLIP reward from {folder}: {str(err).splitlines()[0]}") from None
+        processor = folder / "preprocessor_config.json"
+        settings = json.loads(processor.read_text()) if processor.is_file() else {}
+        self.mean = tuple(settings.get("image_mean", OPENAI_CLIP_MEAN))
+        self.std = tuple(settings.get("image_std", OPENAI_CLIP_STD))
+        self.size = int(self.model.config.vision_config.image_size)
+        self._target: tuple[str, torch.Tensor] | None = None
+        self.visual_prompt = None
+        if cfg.visual_prompt:
+            self.visual_prompt = read_rgb(cfg.visual_prompt)[None]  # (1,3,H,W) in [0,1]
+
+    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = normalise_images(images, self.size, self.mean, self.std)
+        return F.normalize(_features(self.model.get_image_features(pixel_values=pixels)), dim=-1)
+
+    def target(self, prompt: str) -> torch.Tensor:
+        """The embedding the views are pulled toward: the visual prompt's, else the prompt's (cached)."""
+        key = "<visual prompt>" if self.visual_prompt is not None else prompt
+        if self._target is None or self._target[0] != key:
+            with torch.no_grad():
+                if self.visual_prompt is not None:
+                    emb = self.image_embeddings(self.visual_prompt.to(self.model.device))
+                else:
+                    tokens = self.tokenizer([prompt], padding=True, truncation=True, return_tensors="pt")
+                    emb = _features(self.model.get_text_features(**tokens.to(self.model.device)))
+            self._target = (key, F.normalize(emb, dim=-1)[0])
+        return self._target[1]
+
+    def score(self, images: torch.Tensor, prompt: str) -> torch.Tensor:
+        return (self.image_embeddings(images) @ self.target(prompt)).mean()
+
+
+def read_rgb(path: str) -> torch.Tensor:
+    """An image file as (3,H,W) in [0,1] (alpha composited on white), or a one-line error."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    try:
+        image = np.asarray(iio.imread(path), dtype=np.float32) / 255.0
+    except (OSError, ValueError) as err:
+        raise ThreeDistillError(f"cannot read the visual prompt {path}: {err}") from None
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.shape[-1] == 4:
+        image = image[..., :3] * image[..., 3:] + (1 - image[..., 3:])
+    return torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)
+
+
+def _features(out) -> torch.Tensor:
+    """The projected embeddings of get_image_features / get_text_features (a tensor, or in transformers 5 an
+    output whose pooler_output holds them)."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
