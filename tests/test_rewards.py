@@ -166,3 +166,68 @@ def test_a_bad_reward_key_is_a_one_line_error_from_the_command_line(tmp_path):
 
     result = t3d("generate", "--prompt", "a red cone", "reward.name=magic", "reward.model=/x", cwd=tmp_path)
     assert_one_line_error(result, "unknown reward 'magic'; known: clip, vlm")
+
+
+def test_reference_images_give_their_mask_from_alpha_or_from_a_plain_background(tmp_path):
+    import imageio.v3 as iio
+
+    from threedistill.rewards.reference import read_rgba
+
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[..., :3], rgba[5:15, 10:20] = 255, (200, 0, 0, 255)  # a red square on transparent white
+    iio.imwrite(tmp_path / "a.png", rgba)
+    iio.imwrite(tmp_path / "b.png", rgba[..., :3])  # the same on an opaque white background
+    for name in ("a.png", "b.png"):
+        rgb, mask = read_rgba(tmp_path / name)
+        assert rgb.shape == (3, 20, 30) and mask.shape == (1, 20, 30)
+        assert mask.sum() == 100 and mask[0, 5:15, 10:20].all()
+        assert torch.allclose(rgb[:, 10, 15], torch.tensor([200 / 255, 0.0, 0.0]))
+
+
+def test_a_reference_image_is_matched_at_the_front_camera(tmp_path):
+    """The toy duck's front view as the reference (an oracle image): the run learns to match it there, and the
+    term is logged as loss_reference every step."""
+    import json
+
+    import imageio.v3 as iio
+
+    from threedistill.rewards.reference import ReferenceConfig, ReferenceTerm, read_rgba
+    from threedistill.toyworld.render import render_toy_view
+    from threedistill.workflows.generate import generate
+
+    rgb = render_toy_view("red duck", 0.0, 15.0, resolution=32)
+    alpha = render_toy_view("red duck", 0.0, 15.0, resolution=32, what="alpha")[:1]
+    iio.imwrite(tmp_path / "duck.png", (torch.cat([rgb, alpha]).permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+    overrides = FAST + [f"reference.image={tmp_path / 'duck.png'}", "reference.resolution=32"]
+    run = generate(
+        prompt="a red duck", steps=30, seed=0, out=str(tmp_path / "r"), overrides=overrides, progress=False,
+        log=lambda s: None,
+    )  # fmt: skip
+    logs = [json.loads(line) for line in (run.dir / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logs if "loss_reference" in row] == list(range(1, 31))
+    term = ReferenceTerm(*read_rgba(tmp_path / "duck.png"), ReferenceConfig(resolution=32))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        after = float(term.loss(run.model, gen, "a red duck"))
+    assert after < 0.5 * logs[0]["loss_reference"]  # the front view now matches the image
+
+
+def test_an_automatic_reference_is_drawn_from_the_prior_once_and_kept_with_the_run(tmp_path):
+    from threedistill.workflows.generate import generate
+
+    overrides = FAST + ["reference.image=auto", "reference.auto_steps=4", "reference.resolution=16"]
+    run = generate(
+        prompt="a red cone", steps=2, seed=0, out=str(tmp_path / "r"), overrides=overrides, progress=False,
+        log=lambda s: None,
+    )  # fmt: skip
+    assert (run.dir / "reference.png").is_file()
+    before = (run.dir / "reference.png").read_bytes()
+    generate(resume=run.dir, progress=False, log=lambda s: None)  # a resumed run reads it back
+    assert (run.dir / "reference.png").read_bytes() == before
+
+
+def test_a_missing_visual_prompt_is_a_one_line_error(tmp_path):
+    from test_cli import assert_one_line_error, t3d
+
+    result = t3d("generate", "--prompt", "a red cone", "--visual-prompt", "/nonexistent.png", cwd=tmp_path)
+    assert_one_line_error(result, "reference.image '/nonexistent.png' is not an image file (or auto)")

@@ -29,7 +29,7 @@ from .utils.files import atomic_path, read_json, write_json
 from .utils.optim import Adam
 
 if TYPE_CHECKING:
-    from .rewards import RewardTerm
+    from .rewards import ExtraTerm
 
 
 @dataclass
@@ -174,9 +174,10 @@ class Trainer:
         run_dir: Path | None = None,
         log: Callable[[str], None] | None = None,
         views: Views | None = None,
-        reward: RewardTerm | None = None,
+        terms: list[ExtraTerm] = (),
     ):
-        self.cfg, self.model, self.guidance, self.views, self.reward = cfg, model, guidance, views, reward
+        self.cfg, self.model, self.guidance, self.views = cfg, model, guidance, views
+        self.terms = [t for t in terms if t is not None]
         self.prompt = prompt
         self.prompt_state = guidance.prompt_state(prompt)
         self.run_dir = run_dir
@@ -223,8 +224,8 @@ class Trainer:
             for f in dataclasses.fields(c)
             if f.name.startswith("lambda_") and f.name != "lambda_guidance"
         }
-        rewarded = self.reward.loss_weights(c.schedule_steps or c.steps) if self.reward is not None else {}
-        weights = {**self.guidance.loss_weights(), **self.model.loss_weights(), **rewarded, **fields, **c.lambdas}
+        extra = {k: v for t in self.terms for k, v in t.loss_weights(c.schedule_steps or c.steps).items()}
+        weights = {**self.guidance.loss_weights(), **self.model.loss_weights(), **extra, **fields, **c.lambdas}
         when = self.schedule_step
         return {name: scheduled(value, when) for name, value in weights.items()}
 
@@ -281,8 +282,9 @@ class Trainer:
             render["background"] = batch.background
         out = self.model.render(cams, *batch.size, **render)
         losses = self.guidance(out["rgb"], cams, self.prompt_state, self.schedule_step, self.generator, **targets)
-        if self.reward is not None and self.reward.due(self.step + 1):  # its own views, a named term (-R)
-            losses["loss_reward"] = self.reward.loss(self.model, self.generator, self.prompt)
+        for term in self.terms:  # terms on views of their own (a reward, a reference image), when due
+            if term.due(self.step + 1):
+                losses[f"loss_{term.name}"] = term.loss(self.model, self.generator, self.prompt)
         logs = {k: float(v.detach()) for k, v in losses.items()}
         terms = self._weighted_terms(losses, out, weights)
         total = sum(weight * value for _, weight, value in terms)

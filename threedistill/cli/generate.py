@@ -43,6 +43,12 @@ def generate_cmd(
     evaluate: bool = typer.Option(
         True, "--eval/--no-eval", help="Evaluate against ground truth at the end (toy prompts)."
     ),
+    visual_prompt: Optional[str] = typer.Option(
+        None,
+        "--visual-prompt",
+        help="An image of the object from the front (RGBA: alpha is the mask), or auto (drawn from the prior): "
+        "matched at the front camera (image-to-3D; reference.* keys).",
+    ),
     viewer: bool = ViewerOption,
     viewer_port: int = ViewerPortOption,
     viewer_every: int = ViewerEveryOption,
@@ -62,7 +68,7 @@ def generate_cmd(
         out=out,
         device=device,
         config=config_path(config) if config else None,
-        overrides=ctx.args,
+        overrides=list(ctx.args) + ([f"reference.image={visual_prompt}"] if visual_prompt else []),
         resume=resume,
         log=log,
         viewer=viewer_options(viewer, viewer_port, viewer_every, viewer_host),

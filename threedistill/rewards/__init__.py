@@ -85,10 +85,28 @@ def load_reward(cfg: RewardConfig, device: torch.device | str = "cpu") -> Reward
     return reward.to(device).eval().requires_grad_(False)
 
 
-class RewardTerm:
+class ExtraTerm:
+    """A loss term the trainer adds on views of its own (`Trainer(terms=[...])`): `name` (logged and weighted as
+    loss_<name>), `due(step)`, `loss(model, generator, prompt)` and its default `loss_weights(run_steps)`."""
+
+    name = "extra"
+
+    def due(self, step: int) -> bool:
+        return True
+
+    def loss_weights(self, run_steps: int) -> dict:
+        return {}
+
+    def loss(self, model, generator: torch.Generator, prompt: str) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class RewardTerm(ExtraTerm):
     """The reward as the trainer's loss term `reward`: every `every` steps, `cfg.views` orbit views of the model
     90 degrees apart (360 / views) from a random azimuth and elevation drawn from the run's generator, rendered at
     `cfg.resolution` and scored; the loss is -R. Its default weight is VLM3D's 300 -> 1 over the run."""
+
+    name = "reward"
 
     def __init__(self, reward: Reward, cfg: RewardConfig):
         self.reward, self.cfg = reward, cfg
@@ -120,3 +138,4 @@ def reward_term(cfg: RewardConfig, device: torch.device | str = "cpu") -> Reward
 
 
 from . import clip, vlm  # noqa: E402,F401  (register the rewards)
+from .reference import ReferenceConfig, reference_term  # noqa: E402,F401

@@ -44,7 +44,9 @@ class CLIPReward(Reward):
         self._target: tuple[str, torch.Tensor] | None = None
         self.visual_prompt = None
         if cfg.visual_prompt:
-            self.visual_prompt = read_rgb(cfg.visual_prompt)[None]  # (1,3,H,W) in [0,1]
+            from .reference import read_rgba
+
+            self.visual_prompt = read_rgba(cfg.visual_prompt)[0][None]  # (1,3,H,W) in [0,1], on white
 
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         pixels = normalise_images(images, self.size, self.mean, self.std)
@@ -65,22 +67,6 @@ class CLIPReward(Reward):
 
     def score(self, images: torch.Tensor, prompt: str) -> torch.Tensor:
         return (self.image_embeddings(images) @ self.target(prompt)).mean()
-
-
-def read_rgb(path: str) -> torch.Tensor:
-    """An image file as (3,H,W) in [0,1] (alpha composited on white), or a one-line error."""
-    import imageio.v3 as iio
-    import numpy as np
-
-    try:
-        image = np.asarray(iio.imread(path), dtype=np.float32) / 255.0
-    except (OSError, ValueError) as err:
-        raise ThreeDistillError(f"cannot read the visual prompt {path}: {err}") from None
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    if image.shape[-1] == 4:
-        image = image[..., :3] * image[..., 3:] + (1 - image[..., 3:])
-    return torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)
 
 
 def _features(out) -> torch.Tensor:

@@ -23,7 +23,7 @@ from ..representations.gaussians import GaussiansConfig
 from ..representations.mesh import MeshConfig
 from ..representations.nerf import NeRFConfig
 from ..representations.triplane import TriplaneConfig
-from ..rewards import RewardConfig, reward_term
+from ..rewards import ReferenceConfig, RewardConfig, reference_term, reward_term
 from ..session import Run, RunSession, check_device_name, expect_run_kind, resolve_device, slugify
 from ..trainer import Trainer, TrainerConfig, latest_checkpoint
 from .handover import hand_over
@@ -70,6 +70,9 @@ class GenerateConfig:
     # A reward on orbit views added to the guidance as the loss term `reward` (threedistill/rewards: clip, vlm;
     # reward.name=vlm reward.model=DIR); its weight trainer.lambdas.reward (default 300 -> 1 over the run).
     reward: RewardConfig = field(default_factory=RewardConfig)
+    # An image of the object from the front (VP3D's visual prompt, image-to-3D): reference.image=FILE (RGBA: the
+    # alpha is the mask) or auto (drawn from the prior); matched at the front camera as the loss term `reference`.
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     # Stages run one after another, each from the previous one's result (StableDreamer's pixel-then-latent prior,
     # coarse-to-fine schedules, a volumetric stage then a mesh stage: `representation=mesh` in a stage's overrides
     # starts from the previous stage's exported surface); empty = one stage, this config. With stages,
@@ -221,8 +224,8 @@ def build(
             **{k: v for k, v in dataclasses.asdict(guidance_cfg).items() if k in fields and v != getattr(shared, k)}
         )
     guidance = guidance_cls(load_prior(cfg.prior, device=device, prompts=[cfg.prompt]), guidance_cfg)
-    reward = reward_term(cfg.reward, device)
-    return model, Trainer(cfg.trainer, model, guidance, cfg.prompt, run_dir, log=log, reward=reward)
+    terms = [reward_term(cfg.reward, device), reference_term(cfg.reference, guidance.prior, cfg, run_dir, log)]
+    return model, Trainer(cfg.trainer, model, guidance, cfg.prompt, run_dir, log=log, terms=terms)
 
 
 def new_run_config(
