@@ -231,3 +231,21 @@ def test_a_missing_visual_prompt_is_a_one_line_error(tmp_path):
 
     result = t3d("generate", "--prompt", "a red cone", "--visual-prompt", "/nonexistent.png", cwd=tmp_path)
     assert_one_line_error(result, "reference.image '/nonexistent.png' is not an image file (or auto)")
+
+
+def test_bench_reward_writes_its_janus_table(tmp_path):
+    from test_cli import t3d
+
+    out = tmp_path / "reward.md"
+    result = t3d(
+        "bench", "reward", "--variants", "none,visual-gt", "--objects", "duck", "--colours", "red", "--seeds", "1",
+        "--methods", "sds", "--representation", "gaussians", "--steps", "2", "--out", str(out), "--runs-dir",
+        str(tmp_path / "runs"), *FAST,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    table = out.read_text()
+    for variant in ("none", "visual-gt"):
+        row = next(line for line in table.splitlines() if line.startswith(f"| sds | gaussians | {variant} | 1 |"))
+        assert 0.0 <= float(row.split(" | ")[6]) <= 1.0  # a Janus rate over the front/back views
+    assert (tmp_path / "runs" / "references" / "red_duck_front.png").is_file()
+    assert "visual-gt uses the true front view: an oracle" in table

@@ -212,6 +212,62 @@ def bench_engines(
     typer.echo(f"wrote {out}")
 
 
+@command(bench_app, "reward", overrides=f"t3d bench reward --quick {BENCH_OVERRIDES}")
+def bench_reward(
+    ctx: typer.Context,
+    variants: str = typer.Option(
+        "none,visual-auto,visual-gt", help="Comma-separated: none, visual-auto, visual-gt (an oracle), clip, vlm."
+    ),
+    objects: str = typer.Option("snowman,duck,house,robot", help="Comma-separated toy objects with a front."),
+    colours: str = typer.Option("red,blue,green", help="Comma-separated colours of each object."),
+    seeds: int = typer.Option(3, help="Seeds per object and colour."),
+    methods: str = typer.Option("sds,nfsd", help="Comma-separated guidance methods ({guidance})."),
+    representation: str = typer.Option("both", help=REPRESENTATION_HELP),
+    steps: Optional[int] = typer.Option(None, help="Override the configs' step count."),
+    quick: bool = typer.Option(False, "--quick", help="Smoke-size run: red only, 1 seed, sds on gaussians."),
+    clip_model: Optional[str] = typer.Option(None, help="A local CLIP directory (variant clip)."),
+    vlm_model: Optional[str] = typer.Option(None, help="A local Qwen2-VL directory (variant vlm)."),
+    out: Path = typer.Option(Path("docs/benchmarks/reward.md"), "--out", help="Markdown report to write."),
+    runs_dir: Path = typer.Option(Path("outputs/bench-reward"), help="Where the runs go."),
+    engine: str = EngineOption,
+    jobs: int = JobsOption,
+    address: Optional[str] = AddressOption,
+    cpus_per_run: Optional[float] = CpusPerRunOption,
+    gpus_per_run: float = GpusPerRunOption,
+    max_retries: int = MaxRetriesOption,
+):
+    """The Janus failure over the toy objects with a front, with and without reward guidance and a visual
+    prompt: IoU, colour error, Janus rate, s/step (scored against ground truth)."""
+    from ..bench.fidelity_bench import parse_representations
+    from ..bench.guidance_bench import parse_methods
+    from ..bench.harness import report_writer
+    from ..bench.reward_bench import FRONTED, markdown_report, parse_variants, run_reward_bench
+    from ..toyworld.catalogue import parse_subject
+
+    engine_cfg = engine_config(engine, jobs, address, cpus_per_run, gpus_per_run, max_retries, runs_dir)
+    models = {"clip": clip_model, "vlm": vlm_model}
+    names = parse_variants(variants, models)
+    if quick:
+        colours, seeds, methods, representation = "red", 1, "sds", "gaussians"
+    subjects = [f"{c.strip()} {o.strip()}" for o in objects.split(",") for c in colours.split(",")]
+    for subject in subjects:
+        if parse_subject(subject)[1] not in FRONTED:
+            raise ThreeDistillError(f"--objects: {subject.split()[-1]} has no front; use {', '.join(FRONTED)}")
+    if seeds < 1:
+        raise ThreeDistillError(f"--seeds must be positive, got {seeds}")
+    command = (
+        f"t3d bench reward --variants {variants} --objects {objects} --colours {colours} --seeds {seeds} "
+        f"--methods {methods} --representation {representation}" + (f" --steps {steps}" if steps else "")
+    )
+    write = report_writer(out, lambda rows: markdown_report(rows, command, engine_cfg, ctx.args))
+    rows = run_reward_bench(
+        names, subjects, seeds, parse_representations(representation), parse_methods(methods), runs_dir, ctx.args,
+        steps, models, engine_cfg, log=typer.echo, on_row=write,
+    )  # fmt: skip
+    write(rows)
+    typer.echo(f"wrote {out}")
+
+
 @command(bench_app, "edit", overrides="t3d bench edit --quick trainer.resolution=48 lambda_preserve=0.1")
 def bench_edit(
     ctx: typer.Context,

@@ -1,0 +1,190 @@
+"""`t3d bench reward`: the Janus (two-faced) failure over the toy objects with a front, per guidance method,
+representation and variant of reward guidance, scored against toy ground truth (never with a reward model):
+silhouette IoU, colour error, Janus rate (share of front/back views that look mirrored), s/step and wall time.
+
+Variants: `none`; `visual-auto` (a front view drawn from the run's prior as the reference image, VP3D);
+`visual-gt` (the toy world's true front view as the reference: an oracle, reported as such); `clip` and `vlm`
+(a reward model given by directory, when one is)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+from ..engines import EngineConfig
+from ..errors import ThreeDistillError
+from .harness import engine_flags, engine_note, in_task_order, mean_or_none, record, report_header, run_tasks
+
+FRONTED = ("snowman", "duck", "house", "robot")
+VARIANTS = ("none", "visual-auto", "visual-gt", "clip", "vlm")
+ROW = "reward_row.json"
+
+
+def parse_variants(text: str, models: dict[str, str | None]) -> list[str]:
+    """`--variants`: a comma-separated list of VARIANTS; clip and vlm need their model directory."""
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    for name in names:
+        if name not in VARIANTS:
+            raise ThreeDistillError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+        if name in models and not models[name]:
+            raise ThreeDistillError(f"variant {name} needs --{name}-model DIR (a local {name} model directory)")
+    return names
+
+
+def front_view_file(subject: str, folder: Path) -> Path:
+    """The toy world's true front view of '<colour> <object>' as an RGBA file (the visual-gt oracle)."""
+    import imageio.v3 as iio
+    import numpy as np
+    import torch
+
+    from ..toyworld.render import render_toy_view
+
+    path = folder / f"{subject.replace(' ', '_')}_front.png"
+    if not path.is_file():
+        rgb = render_toy_view(subject, 0.0, 15.0, resolution=128)
+        alpha = render_toy_view(subject, 0.0, 15.0, resolution=128, what="alpha")[:1]
+        folder.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(path, (torch.cat([rgb, alpha]).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    return path
+
+
+def variant_overrides(variant: str, subject: str, out_root: Path, models: dict[str, str | None]) -> list[str]:
+    if variant == "visual-auto":
+        return ["reference.image=auto"]
+    if variant == "visual-gt":
+        return [f"reference.image={front_view_file(subject, out_root / 'references')}"]
+    if variant in ("clip", "vlm"):
+        return [f"reward.name={variant}", f"reward.model={models[variant]}"]
+    return []
+
+
+def reward_run(
+    variant: str,
+    subject: str,
+    seed: int,
+    rep: str,
+    method: str,
+    steps: int | None,
+    out_root: str,
+    overrides: list[str],
+    threads: int | None = None,
+) -> dict:
+    """One benchmark run (an engine's task): generate, evaluate against ground truth, write its row."""
+    from ..workflows.generate import generate_or_resume
+    from ..workflows.results import evaluate_run
+
+    out = Path(out_root) / f"{method}-{rep}" / variant / f"seed{seed}"
+    start = time.time()
+    run = generate_or_resume(
+        out, prompt=f"a {subject}", representation=rep, guidance=method, seed=seed, steps=steps,
+        overrides=overrides, log=lambda s: None,
+    )  # fmt: skip
+    metrics = evaluate_run(run.dir)
+    logs = [json.loads(line) for line in (run.dir / "log.jsonl").read_text().splitlines()]
+    step_seconds = [row["step_seconds"] for row in logs if "step_seconds" in row]
+    row = {
+        "variant": variant,
+        "subject": subject,
+        "seed": seed,
+        "representation": rep,
+        "guidance": method,
+        "run_dir": str(run.dir),
+        "silhouette_iou": metrics["silhouette_iou"],
+        "colour_error": metrics["colour_error"],
+        "front_back_correct": metrics.get("front_back_correct"),
+        "step_seconds": statistics.median(step_seconds) if step_seconds else None,
+        "wall_seconds": time.time() - start,
+    }
+    (run.dir / ROW).write_text(json.dumps(row))
+    return row
+
+
+def run_reward_bench(
+    variants: list[str],
+    subjects: list[str],
+    seeds: int,
+    representations: list[str],
+    methods: list[str],
+    out_root: Path,
+    overrides=(),
+    steps: int | None = None,
+    models: dict[str, str | None] | None = None,
+    engine: EngineConfig | None = None,
+    log=print,
+    on_row=None,
+) -> list[dict]:
+    out_root = Path(out_root).resolve()
+    models = models or {}
+    tasks = [
+        dict(
+            variant=v, subject=s, seed=k, rep=r, method=m, steps=steps, out_root=str(out_root),
+            overrides=["export=[]", "trainer.preview_every=0", *variant_overrides(v, s, out_root, models),
+                       *overrides],
+        )
+        for m in methods for r in representations for v in variants for s in subjects for k in range(seeds)
+    ]  # fmt: skip
+    rows: list[dict] = []
+
+    def report(row: dict) -> None:
+        fb = row["front_back_correct"]
+        record(
+            rows,
+            row,
+            f"{row['guidance']:5s} {row['representation']:9s} {row['variant']:11s} {row['subject']:14s} seed "
+            f"{row['seed']}: IoU {row['silhouette_iou']:.3f}  Janus {'-' if fb is None else f'{1 - fb:.2f}'}  "
+            f"{row['wall_seconds']:.0f}s",
+            log,
+            on_row,
+        )
+
+    run_tasks(reward_run, tasks, report, engine, log=log)
+    key = lambda t: (t["method"], t["rep"], t["variant"], t["subject"], t["seed"])  # noqa: E731
+    return in_task_order(
+        rows,
+        [key(t) for t in tasks],
+        lambda r: (r["guidance"], r["representation"], r["variant"], r["subject"], r["seed"]),
+    )
+
+
+def janus(rows: list[dict]) -> float | None:
+    values = [1 - r["front_back_correct"] for r in rows if r["front_back_correct"] is not None]
+    return statistics.mean(values) if values else None
+
+
+def markdown_report(rows: list[dict], command: str, engine: EngineConfig | None, overrides=()) -> str:
+    lines = [
+        report_header("Reward guidance against the Janus failure", command + engine_flags(engine), overrides)
+        + ". Scored against the toy world's ground truth, never with a reward model. Janus rate: the share of "
+        "front/back evaluation views that look like the mirrored object (0.5 is chance). visual-gt uses the true "
+        "front view: an oracle, not something a user has." + engine_note(engine),
+        "",
+        "| method | representation | variant | runs | IoU | colour error | Janus rate | s/step | wall s/run |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(value, digits=3):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    groups = dict.fromkeys((r["guidance"], r["representation"], r["variant"]) for r in rows)
+    for method, rep, variant in groups:
+        rs = [r for r in rows if (r["guidance"], r["representation"], r["variant"]) == (method, rep, variant)]
+        lines.append(
+            f"| {method} | {rep} | {variant} | {len(rs)} | {cell(mean_or_none(r['silhouette_iou'] for r in rs))} | "
+            f"{cell(mean_or_none(r['colour_error'] for r in rs))} | {cell(janus(rs), 2)} | "
+            f"{cell(mean_or_none(r['step_seconds'] for r in rs), 3)} | "
+            f"{cell(mean_or_none(r['wall_seconds'] for r in rs), 0)} |"
+        )
+    subjects = list(dict.fromkeys(r["subject"] for r in rows))
+    lines += ["", "Janus rate per object (mean over seeds):", ""]
+    lines += ["| method | representation | variant | " + " | ".join(subjects) + " |"]
+    lines += ["|---|---|---|" + "---|" * len(subjects)]
+    for method, rep, variant in groups:
+        cells = [
+            cell(janus([r for r in rows if (r["guidance"], r["representation"], r["variant"], r["subject"])
+                        == (method, rep, variant, s)]), 2)
+            for s in subjects
+        ]  # fmt: skip
+        lines.append(f"| {method} | {rep} | {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
