@@ -942,6 +942,19 @@ def option_cases(c: Corpus) -> None:
         fragment="unreadable",
     )
     c.add("cli/drag_points_on_dds", lambda w, fx: edit_argv(fx.fit_run, w, "--drag", "0,0,0>0,1,0"), fragment="drag")
+    c.add("cli/reward_unknown", _gen("reward.name=magic", "reward.model=/x"), fragment="unknown reward")
+    c.add("cli/reward_no_model", _gen("reward.name=vlm"), fragment="reward.model")
+    c.add("cli/reward_model_missing", _gen("reward.name=clip", "reward.model=/no/such"), fragment="not a local CLIP")
+    c.add(
+        "cli/reward_views_zero", _gen("reward.name=clip", "reward.model=/x", "reward.views=0"), fragment="reward.views"
+    )
+    c.add("cli/visual_prompt_missing", _gen("--visual-prompt", "/no/such.png"), fragment="reference.image")
+    c.add(
+        "cli/visual_prompt_not_an_image",
+        lambda w, fx: gen_argv(w, "--visual-prompt", str(_write(w / "front.png", "not a png"))),
+        fragment="cannot read the image",
+    )
+    c.add("cli/viewer_port_bad", _gen("--viewer", "--viewer-port", "99999"), fragment="--viewer-port")
     batch = lambda *extra: lambda w, fx: ["batch", "--out", str(w / "b"), *extra]  # noqa: E731
     prompts = lambda text: lambda w, fx: batch("--prompts", str(_write(w / "p.txt", text)))(w, fx)  # noqa: E731
     c.add("cli/batch_no_prompts", batch(), fragment="--prompts")

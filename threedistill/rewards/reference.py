@@ -51,8 +51,9 @@ def read_rgba(path: str | Path, threshold: float = 0.08) -> tuple[torch.Tensor, 
 
     try:
         image = np.asarray(iio.imread(path), dtype=np.float32) / 255.0
-    except (OSError, ValueError) as err:
-        raise ThreeDistillError(f"cannot read the image {path}: {err}") from None
+    except (OSError, ValueError) as err:  # imageio's message goes on about plugins: its first line says it
+        first = str(err).splitlines()[0].rstrip(".") if str(err) else type(err).__name__
+        raise ThreeDistillError(f"cannot read the image {path} ({first}); give a PNG or JPEG file") from None
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
     if image.ndim != 3 or image.shape[-1] not in (3, 4):
