@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,6 +14,7 @@ from ..config import packaged_config
 from ..engines import EngineConfig, make_engine
 from ..errors import ThreeDistillError
 from ..prompting import read_prompt_file
+from ..utils.stats import mean_or_none  # noqa: F401  (the benchmarks' import)
 
 
 def read_prompts(path: Path | None, default: str = "fidelity_prompts.txt") -> list[str]:
@@ -85,7 +85,7 @@ def engine_note(engine: EngineConfig | None) -> str:
             f" Runs one at a time in one process on {engine.threads} thread(s) (--engine local): peak memory is the"
             " process's running peak."
         )
-    return f" {engine.jobs} run(s) at a time on Ray, {engine.cpus:g} CPU each, each in a fresh process" + (
+    return f" {engine.jobs} run(s) at a time in Ray workers, {engine.cpus:g} CPU each" + (
         ": step and wall times are of shared cores." if engine.jobs > 1 else "."
     )
 
@@ -103,12 +103,6 @@ def record(rows: list[dict], row: dict, message: str, log, on_row) -> None:
     log(message)
     if on_row is not None:
         on_row(rows)
-
-
-def mean_or_none(values) -> float | None:
-    """The mean of the values that are not None (None if there are none)."""
-    values = [v for v in values if v is not None]
-    return statistics.mean(values) if values else None
 
 
 # ---------------------------------------------------------------- reports

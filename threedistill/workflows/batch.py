@@ -23,6 +23,7 @@ from ..errors import ThreeDistillError
 from ..prompting import read_prompt_file
 from ..session import slugify
 from ..utils.files import read_json, write_json
+from ..utils.stats import mean_or_none
 from .generate import generate_or_resume, new_run_config
 
 BATCH_FILE, ROW_FILE, PID_FILE = "batch.json", "row.json", "worker.pid"
@@ -234,11 +235,6 @@ def _cell(value, fmt: str = ".3f") -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else None
-
-
 def summary_table(out: Path, rows: list[dict], total: int, command: str, engine: str, seconds: float) -> str:
     import platform
 
@@ -264,7 +260,7 @@ def summary_table(out: Path, rows: list[dict], total: int, command: str, engine:
         )
     measured = [r for r in rows if r.get("silhouette_iou") is not None]
     if measured:
-        mean = {k: _mean([r.get(k) for r in measured]) for k in METRICS}
+        mean = {k: mean_or_none(r.get(k) for r in measured) for k in METRICS}
         lines.append(
             f"| **mean of {len(measured)}** | | | | {_cell(mean['silhouette_iou'])} | {_cell(mean['colour_error'])} | "
             f"{_cell(mean['front_back_correct'], '.2f')} | | | | |"
