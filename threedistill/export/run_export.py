@@ -19,9 +19,10 @@ MESH_FORMATS = {"glb": "model.glb", "obj": "model.obj"}
 FORMATS = tuple(MESH_FORMATS) + tuple(SPLAT_FORMATS)
 
 
-def check_format(fmt: str) -> None:
+def check_format(fmt: str, also: tuple[str, ...] = ()) -> None:
+    """A one-line error unless `fmt` is a known format (`also`: more names the caller accepts, for the message)."""
     if fmt not in FORMATS:
-        raise ThreeDistillError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+        raise ThreeDistillError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS + tuple(also))}")
 
 
 def export_model(

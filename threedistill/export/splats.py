@@ -264,9 +264,14 @@ def _unpack_smallest_three(raw: np.ndarray) -> np.ndarray:
 def write_spz(params: SplatParams, path: str | Path) -> Path:
     """Niantic .spz version 3 (gzip; 24-bit fixed-point positions, 8-bit everything else, smallest-three
     rotations). Our world frame is already the format's RUB (+X right, +Y up, +Z back), so nothing is flipped."""
+    return atomic_write(path, spz_bytes(params, f"cannot write {path}"))
+
+
+def spz_bytes(params: SplatParams, where: str = "cannot write .spz") -> bytes:
+    """The bytes of a .spz file (`write_spz`); `where` prefixes the error for values no file may hold."""
     import gzip
 
-    params.checked(f"cannot write {path}")
+    params.checked(where)
     n, degree = len(params.means), params.sh_degree
     fixed = np.round(params.means.astype(np.float64) * (1 << SPZ_FRACTIONAL_BITS)).astype(np.int64)
     if np.abs(fixed).max(initial=0) >= 1 << 23:
@@ -297,7 +302,7 @@ def write_spz(params: SplatParams, path: str | Path) -> Path:
             sh.reshape(-1),
         )
     )
-    return atomic_write(path, gzip.compress(header + body))
+    return gzip.compress(header + body, mtime=0)
 
 
 def read_spz(path: str | Path) -> SplatParams:

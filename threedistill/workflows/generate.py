@@ -57,8 +57,9 @@ class GenerateConfig:
     native: Optional[str] = None
     out: str = "outputs"
     # Written into RUN_DIR/export/ when the run finishes: mesh formats (glb, obj) and, for Gaussians, splat
-    # formats (ply, splat, spz); [] for none. `t3d export` writes any of them later.
-    export: list = field(default_factory=lambda: ["glb", "ply"])
+    # formats (ply, splat, spz, compressed.ply); `viewer`: export/viewer.html, the run as one HTML page (after the
+    # others, so it shows the glb); [] for none. `t3d export` and `t3d view` write any of them later.
+    export: list = field(default_factory=lambda: ["glb", "ply", "viewer"])
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     nerf: NeRFConfig = field(default_factory=NeRFConfig)
@@ -74,13 +75,22 @@ class GenerateConfig:
     def __post_init__(self):
         if self.stages:
             self.trainer.steps = sum(stage.steps for stage in self.stages)
-        from ..export.run_export import check_format
-
         for fmt in self.export:  # fail before optimising, not after
-            check_format(fmt)
+            check_export(fmt)
         check_device_name(self.device)
         if self.native is not None:
             native_kernels.check_mode(self.native)
+
+
+RUN_PAGE = "viewer"  # in `export`: RUN_DIR/export/viewer.html (workflows/view.py)
+
+
+def check_export(fmt: str) -> None:
+    """A one-line error unless `fmt` is an export format or the run's page (`viewer`)."""
+    from ..export.run_export import check_format
+
+    if fmt != RUN_PAGE:
+        check_format(fmt, also=(RUN_PAGE,))
 
 
 def default_config_path(representation: str) -> Path | None:
@@ -312,6 +322,8 @@ def export_formats(model, representation: str, formats, run_dir: Path, log=print
     from ..export.run_export import MESH_FORMATS, check_format, default_export_path, export_model
 
     for fmt in formats:
+        if fmt == RUN_PAGE:
+            continue
         check_format(fmt)
         if fmt in MESH_FORMATS or representation == "gaussians":
             try:
@@ -320,6 +332,25 @@ def export_formats(model, representation: str, formats, run_dir: Path, log=print
                 log(f"warning: no {fmt} export: {err}")
             else:
                 log(f"exported {path}")
+    if RUN_PAGE in formats:
+        try:
+            path = write_run_page(run_dir, model, representation, log)
+        except ThreeDistillError as err:
+            log(f"warning: no {RUN_PAGE} page: {err}")
+        else:
+            log(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB; t3d view RUN_DIR rewrites it)")
+
+
+def write_run_page(run_dir: Path, model, representation: str, log=print) -> Path:
+    """RUN_DIR/export/viewer.html: the finished run as one HTML page (`threedistill.viewer`; `t3d view`)."""
+    from ..export.splats import SplatParams
+    from ..viewer.content import default_page_path, run_page
+    from ..viewer.page import write_page
+
+    params = SplatParams.from_gaussians(model) if representation == "gaussians" else None
+    out = default_page_path(run_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return write_page(run_page(run_dir, "generate", params, model, representation, log), out)
 
 
 def write_preview(run: Run, step: int) -> None:
