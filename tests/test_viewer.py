@@ -127,3 +127,34 @@ def test_page_in_headless_chromium_offline_and_matching_our_renders(tiny_run):
         assert browser.console_errors() == []
     # The page itself is the only file it opens; everything else is a data: or blob: URL made from the page.
     assert urls and all(u.startswith(("data:", "blob:")) or u.startswith(page.as_uri()) for u in urls), urls
+
+
+def test_fit_and_edit_runs_get_pages_framed_on_their_scene(captured, tmp_path):
+    """Any run kind: a fit run and an edit of it (splats only: no glb exported), each page drawing its scene."""
+    from test_fit_edit import EDIT_FAST, cube_region
+
+    from threedistill.workflows.edit import edit
+
+    scene, fit_run = captured
+    edited = edit(
+        source=str(fit_run.dir),
+        prompt="a blue cube",
+        source_prompt="a red cube",
+        region=cube_region(scene),
+        steps=2,
+        seed=0,
+        out=str(tmp_path),
+        progress=False,
+        log=lambda s: None,
+        overrides=EDIT_FAST,
+    )
+    pages = [view_run(fit_run.dir, tmp_path / "fit.html"), view_run(edited.dir, tmp_path / "edit.html")]
+    assert '"kind": "fit"' in pages[0].read_text() and '"kind": "edit"' in pages[1].read_text()
+    require_browser()
+    with Chromium(600, 300) as browser:  # small: a scene's big background splats are slow on a software GPU
+        for page in pages:
+            browser.open(page)
+            state = browser.wait_for("window.t3dViewer && (t3dViewer.ready || t3dViewer.error) && t3dViewer")
+            assert state.get("error") is None and state["mode"] == "splats", state
+            shot = browser.screenshot({"x": 0, "y": 0, "width": 240, "height": 300})
+            assert (np.abs(shot - np.array([0xF4, 0xF4, 0xF4]) / 255).max(-1) > 0.1).mean() > 0.05, page

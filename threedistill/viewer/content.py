@@ -35,13 +35,21 @@ def default_page_path(run_dir: Path) -> Path:
 
 
 def run_page(
-    run_dir: Path, kind: str, params: SplatParams | None, model=None, representation: str = "", log=print
+    run_dir: Path,
+    kind: str,
+    params: SplatParams | None,
+    model=None,
+    representation: str = "",
+    log=print,
+    notes: list[str] | None = None,
 ) -> PageContent:
     """The page of `run_dir` (a run of `kind`) with `params` as its splats (None: not a Gaussians run) and its
     export/model.glb as the mesh; without either, a mesh is extracted from `model` for the page. Generate runs are
-    seen from the default orbit camera, fit and edit runs from one that frames their Gaussians (or mesh)."""
+    seen from the default orbit camera, fit and edit runs from one that frames their Gaussians (or mesh). `notes`:
+    lines the page shows first. The view opens on the mesh when the run's result (`representation`) is not
+    Gaussians (a staged run's splats are its coarse stage)."""
     run_dir = Path(run_dir)
-    notes: list[str] = []
+    notes = list(notes or [])
     glb = default_export_path(run_dir, "glb")
     mesh = glb.read_bytes() if glb.is_file() else None
     if mesh is None and params is None:
@@ -63,6 +71,7 @@ def run_page(
         metrics=_metrics(run_dir, notes),
         config=(run_dir / "config.yaml").read_text(errors="replace"),
         notes=notes,
+        default_mode="mesh" if representation not in ("", "gaussians") and mesh is not None else "splats",
     )
 
 

@@ -60,6 +60,7 @@ class PageContent:
     config: str = ""
     notes: list[str] = field(default_factory=list)
     background: str = "#f4f4f4"
+    default_mode: str = "splats"  # what the 3D view shows first when it has both: "splats" or "mesh"
 
 
 @lru_cache(maxsize=1)
@@ -167,6 +168,7 @@ def render_page(content: PageContent) -> str:
         "background": content.background,
         "has_splats": content.splats is not None,
         "has_mesh": content.mesh is not None,
+        "default_mode": content.default_mode,
     }
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in _metric_rows(content.metrics)

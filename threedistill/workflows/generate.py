@@ -342,15 +342,43 @@ def export_formats(model, representation: str, formats, run_dir: Path, log=print
 
 
 def write_run_page(run_dir: Path, model, representation: str, log=print) -> Path:
-    """RUN_DIR/export/viewer.html: the finished run as one HTML page (`threedistill.viewer`; `t3d view`)."""
+    """RUN_DIR/export/viewer.html: the finished run as one HTML page (`threedistill.viewer`; `t3d view`); a staged
+    run that ends as a mesh shows its last Gaussians stage's splats (`stage_splats`)."""
     from ..export.splats import SplatParams
     from ..viewer.content import default_page_path, run_page
     from ..viewer.page import write_page
 
-    params = SplatParams.from_gaussians(model) if representation == "gaussians" else None
+    notes = []
+    if representation == "gaussians":
+        params = SplatParams.from_gaussians(model)
+    else:
+        params, notes = stage_splats(run_dir)
     out = default_page_path(run_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return write_page(run_page(run_dir, "generate", params, model, representation, log), out)
+    return write_page(run_page(run_dir, "generate", params, model, representation, log, notes), out)
+
+
+def stage_splats(run_dir: Path, cfg: GenerateConfig | None = None):
+    """(the splats of the last Gaussians stage of a staged run that ends in another representation, [a line saying
+    so]) from the checkpoint at that stage's end; (None, []) for a run without one."""
+    from ..export.splats import SplatParams
+    from ..representations.gaussians import PARAM_NAMES
+    from ..trainer import model_tensors, read_checkpoint
+
+    cfg = cfg or read_run_config(run_dir)
+    end, found = 0, None
+    for index, stage in enumerate(stage_configs(cfg)):
+        end += stage.trainer.steps
+        if stage.representation == "gaussians":
+            found = index, end
+    if found is None:
+        return None, []
+    try:
+        state = model_tensors(read_checkpoint(run_dir, found[1])[0])
+        params = SplatParams(*(state[name].float().numpy() for name in PARAM_NAMES))
+    except (ThreeDistillError, KeyError):
+        return None, []
+    return params, [f"splats: the Gaussians at the end of stage {found[0]} (step {found[1]}); the mesh: the result"]
 
 
 def write_preview(run: Run, step: int) -> None:

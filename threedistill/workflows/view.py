@@ -12,6 +12,7 @@ from ..export.splats import SplatParams, read_ply
 from ..session import read_run_kind
 from ..viewer.content import default_page_path, run_page
 from ..viewer.page import check_page_path, write_page
+from .generate import stage_splats
 from .loading import load_run, representation_of
 
 
@@ -25,11 +26,13 @@ def view_run(run_dir: Path, out: Path | None = None, log=lambda s: None) -> Path
     kind = read_run_kind(run_dir)  # a one-line error for a folder that is not a run
     out = check_page_path(Path(out) if out else default_page_path(run_dir))
     ply = default_export_path(run_dir, "ply")
-    model, representation = None, ""
+    model, representation, notes = None, "", []
     if kind == "generate" and ply.is_file():
         params = read_ply(ply)
     else:
         run = load_run(run_dir)
         model, representation = run.model, representation_of(run)
         params = SplatParams.from_gaussians(model) if representation == "gaussians" else None
-    return write_page(run_page(run_dir, kind, params, model, representation, log), out)
+        if params is None and kind == "generate":  # a staged run ending in a mesh: its Gaussians stage's splats
+            params, notes = stage_splats(run_dir)
+    return write_page(run_page(run_dir, kind, params, model, representation, log, notes), out)

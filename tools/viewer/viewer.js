@@ -96,7 +96,8 @@ async function main() {
   }
   document.getElementById("home")?.addEventListener("click", home);
   const hashMode = new URLSearchParams(location.hash.slice(1)).get("mode");
-  show(hashMode in objects ? hashMode : "splats" in objects ? "splats" : "mesh");
+  const first = meta.default_mode in objects ? meta.default_mode : "splats" in objects ? "splats" : "mesh";
+  show(hashMode in objects ? hashMode : first);
   state.show = show;
   state.home = home;
 
@@ -116,7 +117,7 @@ async function main() {
     renderer.render(scene, camera);
     state.frames += 1;
     // Spark sorts the splats in a worker: a few frames after loading, the picture is complete.
-    if (state.frames >= 30) state.ready = true;
+    if (state.frames >= 10) state.ready = true;
   });
 }
 
