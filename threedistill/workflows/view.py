@@ -22,7 +22,8 @@ def view_run(run_dir: Path, out: Path | None = None, log=lambda s: None) -> Path
     checkpoint; fit and edit runs are shown in the fit's normalised frame, the frame of their exported meshes."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ThreeDistillError(f"no such run directory: {run_dir}")
+        what = "is a file, not a run directory" if run_dir.exists() else "does not exist"
+        raise ThreeDistillError(f"no such run directory: {run_dir} {what}")
     kind = read_run_kind(run_dir)  # a one-line error for a folder that is not a run
     out = check_page_path(Path(out) if out else default_page_path(run_dir))
     ply = default_export_path(run_dir, "ply")
