@@ -58,6 +58,7 @@ def test_generate_writes_a_self_contained_page(tiny_run):
     assert not re.search(r"""(src|href)=["']https?:""", text)
     assert "data:video/mp4;base64," in text or "data:image/gif;base64," in text  # the turntable
     assert "a red cone" in text and "trainer:" in text  # title and the resolved config
+    assert "<td>wall_seconds</td>" in text  # written after the run's metrics.json
 
 
 def test_view_command_and_one_line_errors(tiny_run, tmp_path, capsys):

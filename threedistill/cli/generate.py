@@ -31,7 +31,7 @@ def generate_cmd(
     ),
 ):
     """Text to 3D: optimise a 3D representation (or a staged run) with score distillation."""
-    from ..workflows.generate import generate
+    from ..workflows.generate import RUN_PAGE, generate
     from .results import evaluate_and_print
 
     run = generate(
@@ -50,4 +50,7 @@ def generate_cmd(
     )
     typer.echo(f"run directory: {run.dir}")
     if evaluate and run.trainer.step == run.config.trainer.steps:
-        evaluate_and_print(run.dir, quiet_if_no_gt=True)
+        if evaluate_and_print(run.dir, quiet_if_no_gt=True) is not None and RUN_PAGE in run.config.export:
+            from ..workflows.view import view_run
+
+            view_run(run.dir)  # the page again, now with the evaluation in its metrics

@@ -309,11 +309,14 @@ def generate(
         write_turntable(run)
         export_finished_run(run, log)
         session.finish()
+        if RUN_PAGE in run.config.export:  # after metrics.json has the run's wall time
+            export_run_page(run.dir, run.model, run.config.representation, log)
     return run
 
 
 def export_finished_run(run: Run, log=print) -> None:
-    """The config's `export` formats into RUN_DIR/export/; splat formats only for Gaussians runs."""
+    """The config's `export` formats into RUN_DIR/export/; splat formats only for Gaussians runs (the page,
+    `viewer`, comes after the run's metrics: `export_run_page`)."""
     export_formats(run.model, run.config.representation, run.config.export, run.dir, log)
 
 
@@ -332,13 +335,16 @@ def export_formats(model, representation: str, formats, run_dir: Path, log=print
                 log(f"warning: no {fmt} export: {err}")
             else:
                 log(f"exported {path}")
-    if RUN_PAGE in formats:
-        try:
-            path = write_run_page(run_dir, model, representation, log)
-        except ThreeDistillError as err:
-            log(f"warning: no {RUN_PAGE} page: {err}")
-        else:
-            log(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB; t3d view RUN_DIR rewrites it)")
+
+
+def export_run_page(run_dir: Path, model, representation: str, log=print) -> None:
+    """`write_run_page`; a failure is a warning, the run stays saved."""
+    try:
+        path = write_run_page(run_dir, model, representation, log)
+    except ThreeDistillError as err:
+        log(f"warning: no {RUN_PAGE} page: {err}")
+    else:
+        log(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB; t3d view RUN_DIR rewrites it)")
 
 
 def write_run_page(run_dir: Path, model, representation: str, log=print) -> Path:
