@@ -131,8 +131,10 @@ def test_generate_then_eval_from_the_command_line(tmp_path):
         "renders/views.png",
         "checkpoints/latest.json",
         "renders/eval_vs_ground_truth.png",
+        "export/viewer.html",
     ):
         assert (run_dir / part).exists(), part
+    assert "silhouette_iou" in (run_dir / "export/viewer.html").read_text()  # the page has the evaluation too
     # result and ground truth, two rows per evaluation elevation, 8 azimuths of 64 px (+2 px padding)
     assert iio.imread(run_dir / "renders/eval_vs_ground_truth.png").shape == (4 * 66 - 2, 8 * 66 - 2, 3)
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -135,3 +135,49 @@ def test_bad_spz_files(tmp_path):
     (tmp_path / "b.spz").write_bytes(gzip.compress(b"\x00" * 20))
     with pytest.raises(ThreeDistillError, match="no .spz header"):
         read_spz(tmp_path / "b.spz")
+
+
+def test_compressed_ply_round_trip_and_output_names(tmp_path):
+    from threedistill.export.compressed_ply import _morton_order, read_compressed_ply, write_compressed_ply
+    from threedistill.export.run_export import check_output_file, default_export_path
+
+    params = random_params(n=300, degree=2)
+    back = read_compressed_ply(write_compressed_ply(params, tmp_path / "x.compressed.ply"))
+    assert len(back.means) == 300 and back.sh.shape == (300, 9, 3)
+    means = params.means[_morton_order(params.means.astype(np.float64))]  # the file's order
+    span = means.max(0) - means.min(0)  # no chunk is wider than all of them
+    assert np.all(np.abs(back.means - means).max(0) <= span / np.array([2047, 1023, 2047]) / 2 + 1e-6)
+    one = random_params(n=10, degree=0)
+    one.means[:] = one.means[0]  # a chunk whose bounds are one point: exact, no division by zero
+    one_back = read_compressed_ply(write_compressed_ply(one, tmp_path / "1.compressed.ply"))
+    assert np.array_equal(one_back.means, one.means)
+    assert np.isfinite(back.opacity_logits).all()
+    assert default_export_path(tmp_path, "compressed.ply").name == "model.compressed.ply"
+    assert check_output_file(tmp_path / "a.compressed.ply", "compressed.ply").name == "a.compressed.ply"
+    with pytest.raises(ThreeDistillError, match="does not end in .ply"):
+        check_output_file(tmp_path / "a.compressed.ply", "ply")  # the plain .ply under the compressed one's name
+    with pytest.raises(ThreeDistillError, match="does not end in .compressed.ply"):
+        check_output_file(tmp_path / "a.ply", "compressed.ply")
+
+
+def test_splat_colour_is_the_rendered_colour_so_dark_gaussians_lose_nothing(tmp_path):
+    """DC colours below 0 (the optimiser leaves some) are stored as 0: what our renderer shows them as. The
+    read-back renders like the original up to 8-bit steps, though the stored DC moved by up to 0.1."""
+    from threedistill.cameras import orbit_cameras
+
+    model = Gaussians(
+        GaussiansConfig(num_points=300, init_opacity=0.5, init_radius=0.6), torch.Generator().manual_seed(1)
+    )
+    params = SplatParams.from_gaussians(model)
+    params.sh[:, 0] = np.random.default_rng(0).uniform(-0.6 / SH_C0, 0.4 / SH_C0, (300, 3))  # rgb -0.1 .. 0.9
+    back = read_splat(write_splat(params, tmp_path / "dark.splat"))
+
+    def render(p):
+        g = Gaussians(GaussiansConfig(num_points=1))
+        g.load_tensors(p.tensors())
+        with torch.no_grad():
+            return g.render(orbit_cameras([0, 90, 200], 15.0, 2.9), 64, 64)["rgb"]
+
+    order = np.argsort(-(np.exp(params.log_scales.sum(1)) / (1 + np.exp(-params.opacity_logits))), kind="stable")
+    assert np.abs(0.5 + SH_C0 * back.sh[:, 0] - (0.5 + SH_C0 * params.sh[order, 0])).max() > 0.09
+    assert (render(back) - render(params)).abs().max() < 0.02

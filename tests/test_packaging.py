@@ -67,6 +67,7 @@ def test_wheel_ships_the_native_kernel_sources(tmp_path):
 
     assert {f"threedistill/kernels/{name}" for name in SOURCES} <= names
     assert "threedistill/configs/generate/gaussians.yaml" in names
+    assert "threedistill/viewer/assets/viewer.bundle.js" in names  # the `t3d view` page's script: no npm to install
     assert "threedistill/configs/prior/toyworld_latent.yaml" in names
     assert {
         f"threedistill/assets/priors/toyworld-latent/{part}"

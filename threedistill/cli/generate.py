@@ -55,7 +55,7 @@ def generate_cmd(
     viewer_host: str = ViewerHostOption,
 ):
     """Text to 3D: optimise a 3D representation (or a staged run) with score distillation."""
-    from ..workflows.generate import generate
+    from ..workflows.generate import RUN_PAGE, generate
     from .results import evaluate_and_print
 
     run = generate(
@@ -75,4 +75,7 @@ def generate_cmd(
     )
     typer.echo(f"run directory: {run.dir}")
     if evaluate and run.trainer.step == run.config.trainer.steps:
-        evaluate_and_print(run.dir, quiet_if_no_gt=True)
+        if evaluate_and_print(run.dir, quiet_if_no_gt=True) is not None and RUN_PAGE in run.config.export:
+            from ..workflows.view import view_run
+
+            view_run(run.dir)  # the page again, now with the evaluation in its metrics

@@ -102,8 +102,9 @@ def export_cmd(
 ):
     """Write any run's result (generate, fit or edit run) for other tools.
 
-    A textured mesh from any run; the 3D Gaussians (3DGS .ply, .splat, .spz) of a Gaussians run. Fit and edit
-    runs write splat formats in the capture's own frame, meshes in the fit's normalised frame."""
+    A textured mesh from any run; the 3D Gaussians (3DGS .ply, .splat, .spz, PlayCanvas .compressed.ply) of a
+    Gaussians run. Fit and edit runs write splat formats in the capture's own frame, meshes in the fit's normalised
+    frame."""
     from ..workflows.results import export_run
 
     typer.echo(f"wrote {export_run(run_dir, fmt, out, faces, texture_size, log=log)}")

@@ -1,5 +1,6 @@
 """Export formats of a model: a textured or vertex-coloured mesh (glb, obj) from any representation, or the
-Gaussians themselves (ply, splat, spz). `t3d export RUN_DIR` (workflows/results.py) calls these for any run."""
+Gaussians themselves (ply, splat, spz, compressed.ply; docs/formats.md says what each keeps). `t3d export RUN_DIR`
+(workflows/results.py) calls these for any run."""
 
 from __future__ import annotations
 
@@ -8,20 +9,23 @@ from pathlib import Path
 
 from ..errors import ThreeDistillError
 from ..utils.files import write_json
+from .compressed_ply import write_compressed_ply
 from .splats import SplatParams, write_ply, write_splat, write_spz
 
 SPLAT_FORMATS = {
     "ply": ("point_cloud.ply", write_ply),
     "splat": ("model.splat", write_splat),
     "spz": ("model.spz", write_spz),
+    "compressed.ply": ("model.compressed.ply", write_compressed_ply),
 }
 MESH_FORMATS = {"glb": "model.glb", "obj": "model.obj"}
 FORMATS = tuple(MESH_FORMATS) + tuple(SPLAT_FORMATS)
 
 
-def check_format(fmt: str) -> None:
+def check_format(fmt: str, also: tuple[str, ...] = ()) -> None:
+    """A one-line error unless `fmt` is a known format (`also`: more names the caller accepts, for the message)."""
     if fmt not in FORMATS:
-        raise ThreeDistillError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+        raise ThreeDistillError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS + tuple(also))}")
 
 
 def export_model(
@@ -64,7 +68,8 @@ def check_output_file(out: Path, fmt: str) -> Path:
         raise ThreeDistillError(
             f"--out {out} is a folder; give a file name such as {out / default_export_path(out, fmt).name}"
         )
-    if out.suffix.lower() != f".{fmt}":
+    named = [f for f in FORMATS if out.name.lower().endswith(f".{f}")]  # x.compressed.ply ends in .ply too
+    if max(named, key=len, default=None) != fmt:
         raise ThreeDistillError(
             f"--out {out} does not end in .{fmt} (the --format); name it {out.with_suffix('.' + fmt).name} or "
             f"give the --format its suffix names"

@@ -184,12 +184,13 @@ def read_ply(path: str | Path) -> SplatParams:
 
 
 def write_splat(params: SplatParams, path: str | Path) -> Path:
-    """antimatter15 .splat: 32 bytes per Gaussian (position, exp'd scale, RGBA u8, quaternion u8), no SH,
-    sorted by descending size x opacity so viewers can stream the important ones first."""
+    """antimatter15 .splat: 32 bytes per Gaussian (position, exp'd scale, RGBA u8, quaternion u8), no SH (the
+    colour is what the renderer shows, `splat_colours`), sorted by descending size x opacity so viewers can stream
+    the important ones first."""
     params.checked(f"cannot write {path}")
     scales = np.exp(params.log_scales)
     alpha = 1.0 / (1.0 + np.exp(-params.opacity_logits))
-    rgb = np.clip(0.5 + SH_C0 * params.sh[:, 0, :], 0.0, 1.0)
+    rgb = splat_colours(params)
     quats = params.quats / np.linalg.norm(params.quats, axis=1, keepdims=True).clip(1e-12)
     order = np.argsort(-(np.exp(params.log_scales.sum(1)) * alpha), kind="stable")
     record = np.empty(len(order), dtype=SPLAT_RECORD)
@@ -198,6 +199,14 @@ def write_splat(params: SplatParams, path: str | Path) -> Path:
     record["rgba"] = np.round(np.concatenate([rgb, alpha[:, None]], 1)[order] * 255).astype(np.uint8)
     record["rot"] = np.clip(np.round(quats[order] * 128 + 128), 0, 255).astype(np.uint8)
     return atomic_write(path, record.tobytes())
+
+
+def splat_colours(params: SplatParams) -> np.ndarray:
+    """The one colour per Gaussian a .splat holds (N,3) in 0..1: the DC colour our renderer shows (`sh_to_rgb`:
+    0.5 + C0 dc, clamped at 0, so a DC term below 0 loses nothing) clipped at 1, the format's only loss of colour
+    range; SH bands beyond DC are dropped (averaging the colour over view directions instead gained 0.0001 of mean
+    rendered error on a degree-3 model; docs/formats.md)."""
+    return np.clip(0.5 + SH_C0 * params.sh[:, 0, :], 0.0, 1.0)
 
 
 def read_splat(path: str | Path) -> SplatParams:
@@ -264,9 +273,14 @@ def _unpack_smallest_three(raw: np.ndarray) -> np.ndarray:
 def write_spz(params: SplatParams, path: str | Path) -> Path:
     """Niantic .spz version 3 (gzip; 24-bit fixed-point positions, 8-bit everything else, smallest-three
     rotations). Our world frame is already the format's RUB (+X right, +Y up, +Z back), so nothing is flipped."""
+    return atomic_write(path, spz_bytes(params, f"cannot write {path}"))
+
+
+def spz_bytes(params: SplatParams, where: str = "cannot write .spz") -> bytes:
+    """The bytes of a .spz file (`write_spz`); `where` prefixes the error for values no file may hold."""
     import gzip
 
-    params.checked(f"cannot write {path}")
+    params.checked(where)
     n, degree = len(params.means), params.sh_degree
     fixed = np.round(params.means.astype(np.float64) * (1 << SPZ_FRACTIONAL_BITS)).astype(np.int64)
     if np.abs(fixed).max(initial=0) >= 1 << 23:
@@ -297,7 +311,7 @@ def write_spz(params: SplatParams, path: str | Path) -> Path:
             sh.reshape(-1),
         )
     )
-    return atomic_write(path, gzip.compress(header + body))
+    return gzip.compress(header + body, mtime=0)
 
 
 def read_spz(path: str | Path) -> SplatParams:

@@ -59,8 +59,9 @@ class GenerateConfig:
     native: Optional[str] = None
     out: str = "outputs"
     # Written into RUN_DIR/export/ when the run finishes: mesh formats (glb, obj) and, for Gaussians, splat
-    # formats (ply, splat, spz); [] for none. `t3d export` writes any of them later.
-    export: list = field(default_factory=lambda: ["glb", "ply"])
+    # formats (ply, splat, spz, compressed.ply); `viewer`: export/viewer.html, the run as one HTML page (after the
+    # others, so it shows the glb); [] for none. `t3d export` and `t3d view` write any of them later.
+    export: list = field(default_factory=lambda: ["glb", "ply", "viewer"])
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     nerf: NeRFConfig = field(default_factory=NeRFConfig)
@@ -82,13 +83,22 @@ class GenerateConfig:
     def __post_init__(self):
         if self.stages:
             self.trainer.steps = sum(stage.steps for stage in self.stages)
-        from ..export.run_export import check_format
-
         for fmt in self.export:  # fail before optimising, not after
-            check_format(fmt)
+            check_export(fmt)
         check_device_name(self.device)
         if self.native is not None:
             native_kernels.check_mode(self.native)
+
+
+RUN_PAGE = "viewer"  # in `export`: RUN_DIR/export/viewer.html (workflows/view.py)
+
+
+def check_export(fmt: str) -> None:
+    """A one-line error unless `fmt` is an export format or the run's page (`viewer`)."""
+    from ..export.run_export import check_format
+
+    if fmt != RUN_PAGE:
+        check_format(fmt, also=(RUN_PAGE,))
 
 
 def default_config_path(representation: str) -> Path | None:
@@ -312,6 +322,8 @@ def generate(
         write_turntable(run)
         export_finished_run(run, log)
         session.finish()
+        if RUN_PAGE in run.config.export:  # after metrics.json has the run's wall time
+            export_run_page(run.dir, run.model, run.config.representation, log)
     return run
 
 
@@ -369,7 +381,8 @@ def generate_or_resume(out: str | Path, log=print, progress: bool = False, **kwa
 
 
 def export_finished_run(run: Run, log=print) -> None:
-    """The config's `export` formats into RUN_DIR/export/; splat formats only for Gaussians runs."""
+    """The config's `export` formats into RUN_DIR/export/; splat formats only for Gaussians runs (the page,
+    `viewer`, comes after the run's metrics: `export_run_page`)."""
     export_formats(run.model, run.config.representation, run.config.export, run.dir, log)
 
 
@@ -378,6 +391,8 @@ def export_formats(model, representation: str, formats, run_dir: Path, log=print
     from ..export.run_export import MESH_FORMATS, check_format, default_export_path, export_model
 
     for fmt in formats:
+        if fmt == RUN_PAGE:
+            continue
         check_format(fmt)
         if fmt in MESH_FORMATS or representation == "gaussians":
             try:
@@ -386,6 +401,56 @@ def export_formats(model, representation: str, formats, run_dir: Path, log=print
                 log(f"warning: no {fmt} export: {err}")
             else:
                 log(f"exported {path}")
+
+
+def export_run_page(run_dir: Path, model, representation: str, log=print) -> None:
+    """`write_run_page`; a failure is a warning, the run stays saved."""
+    try:
+        path = write_run_page(run_dir, model, representation, log)
+    except ThreeDistillError as err:
+        log(f"warning: no {RUN_PAGE} page: {err}")
+    else:
+        log(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB; t3d view RUN_DIR rewrites it)")
+
+
+def write_run_page(run_dir: Path, model, representation: str, log=print) -> Path:
+    """RUN_DIR/export/viewer.html: the finished run as one HTML page (`threedistill.viewer`; `t3d view`); a staged
+    run that ends as a mesh shows its last Gaussians stage's splats (`stage_splats`)."""
+    from ..export.splats import SplatParams
+    from ..viewer.content import default_page_path, run_page
+    from ..viewer.page import write_page
+
+    notes = []
+    if representation == "gaussians":
+        params = SplatParams.from_gaussians(model)
+    else:
+        params, notes = stage_splats(run_dir)
+    out = default_page_path(run_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return write_page(run_page(run_dir, "generate", params, model, representation, log, notes), out)
+
+
+def stage_splats(run_dir: Path, cfg: GenerateConfig | None = None):
+    """(the splats of the last Gaussians stage of a staged run that ends in another representation, [a line saying
+    so]) from the checkpoint at that stage's end; (None, []) for a run without one."""
+    from ..export.splats import SplatParams
+    from ..representations.gaussians import PARAM_NAMES
+    from ..trainer import model_tensors, read_checkpoint
+
+    cfg = cfg or read_run_config(run_dir)
+    end, found = 0, None
+    for index, stage in enumerate(stage_configs(cfg)):
+        end += stage.trainer.steps
+        if stage.representation == "gaussians":
+            found = index, end
+    if found is None:
+        return None, []
+    try:
+        state = model_tensors(read_checkpoint(run_dir, found[1])[0])
+        params = SplatParams(*(state[name].float().numpy() for name in PARAM_NAMES))
+    except (ThreeDistillError, KeyError):
+        return None, []
+    return params, [f"splats: the Gaussians at the end of stage {found[0]} (step {found[1]}); the mesh: the result"]
 
 
 def write_preview(run: Run, step: int) -> None:

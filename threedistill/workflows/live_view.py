@@ -2,7 +2,7 @@
 (Gaussians), surface (mesh) or occupied cells (NeRF, triplane) every N steps, the captured cameras of a scene,
 and the loss curve. It only reads the model, under no_grad and without drawing random numbers, so a run's results
 are bit-identical with and without it. It listens on 127.0.0.1 unless another host is asked for. viser is an
-optional extra: `pip install 'threedistill[viewer]'`."""
+optional extra: `pip install 'threedistill[live]'`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ThreeDistillError
 
-EXTRA = "pip install 'threedistill[viewer]' (or pip install viser)"
+EXTRA = "pip install 'threedistill[live]' (or pip install viser)"
 MAX_POINTS = 200_000  # the most splats or cells sent per update (the strongest ones)
 
 
