@@ -4,11 +4,10 @@ Gaussians themselves (ply, splat, spz, compressed.ply; docs/formats.md says what
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from ..errors import ThreeDistillError
-from ..utils.files import write_json
+from ..utils.files import check_writable, write_json
 from .compressed_ply import write_compressed_ply
 from .splats import SplatParams, write_ply, write_splat, write_spz
 
@@ -74,16 +73,7 @@ def check_output_file(out: Path, fmt: str) -> Path:
             f"--out {out} does not end in .{fmt} (the --format); name it {out.with_suffix('.' + fmt).name} or "
             f"give the --format its suffix names"
         )
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ThreeDistillError(f"cannot write {out}: {err.strerror or err} (making {out.parent})") from None
-    try:
-        with tempfile.TemporaryFile(dir=out.parent):  # root passes os.access checks where it still cannot write
-            pass
-    except OSError as err:
-        raise ThreeDistillError(f"cannot write {out}: {err.strerror or err} (in {out.parent})") from None
-    return out
+    return check_writable(out)
 
 
 def default_export_path(run_dir: Path, fmt: str) -> Path:

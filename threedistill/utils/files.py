@@ -84,3 +84,18 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
 def write_json(path: str | Path, value, indent: int | None = 2) -> Path:
     """`value` as JSON (characters kept, not escaped), written atomically."""
     return atomic_write(path, json.dumps(value, indent=indent, ensure_ascii=False) + "\n")
+
+
+def check_writable(out: Path) -> Path:
+    """`out` once its folder exists and a file can be made in it, else a one-line error naming why."""
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ThreeDistillError(f"cannot write {out}: {err.strerror or err} (making {out.parent})") from None
+    try:
+        with tempfile.TemporaryFile(dir=out.parent):  # root passes os.access checks where it still cannot write
+            pass
+    except OSError as err:
+        raise ThreeDistillError(f"cannot write {out}: {err.strerror or err} (in {out.parent})") from None
+    return out

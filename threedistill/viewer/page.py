@@ -10,7 +10,6 @@ import base64
 import gzip
 import html
 import json
-import tempfile
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 
 from ..cameras import Cameras, orbit_cameras
 from ..errors import ThreeDistillError
-from ..utils.files import atomic_write
+from ..utils.files import atomic_write, check_writable
 
 BUNDLE = Path(__file__).with_name("assets") / "viewer.bundle.js"
 PAGE_NAME = "viewer.html"
@@ -78,16 +77,7 @@ def check_page_path(out: str | Path) -> Path:
         raise ThreeDistillError(f"--out {out} is a folder; give a file name such as {out / PAGE_NAME}")
     if out.suffix.lower() not in (".html", ".htm"):
         raise ThreeDistillError(f"--out {out} does not end in .html; name it {out.with_suffix('.html').name}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ThreeDistillError(f"cannot write {out}: {err.strerror or err} (making {out.parent})") from None
-    try:
-        with tempfile.TemporaryFile(dir=out.parent):  # root passes os.access checks where it still cannot write
-            pass
-    except OSError as err:
-        raise ThreeDistillError(f"cannot write {out}: {err.strerror or err} (in {out.parent})") from None
-    return out
+    return check_writable(out)
 
 
 def _b64(data: bytes) -> str:
