@@ -4,7 +4,6 @@ against ground truth and write a markdown table (per prompt and mean, with wall 
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from .harness import (
     finished_row,
     in_task_order,
     mean_or_none,
+    median_step_seconds,
     prior_phrase,
     record,
     report_header,
@@ -94,8 +94,6 @@ def _one_run(
         log=lambda s: None,
     )
     metrics = evaluate_run(run.dir)
-    logs = [json.loads(line) for line in (run.dir / "log.jsonl").read_text().splitlines()]
-    step_seconds = [row["step_seconds"] for row in logs if "step_seconds" in row]
     row = {
         "representation": rep,
         "prompt": prompt,
@@ -103,7 +101,7 @@ def _one_run(
         "guidance": run.config.guidance_type,
         "run_dir": str(run.dir),
         "wall_seconds": time.time() - start,
-        "step_seconds": statistics.median(step_seconds) if step_seconds else None,
+        "step_seconds": median_step_seconds(run.dir),
         "teacher_evals_per_step": run.trainer.guidance.teacher_evals * run.config.trainer.batch_size,
         "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         **{k: metrics.get(k) for k in ("silhouette_iou", "colour_error", "front_back_correct", "saturation_ratio")},

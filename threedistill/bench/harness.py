@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 from pathlib import Path
 from typing import Any, Callable
 
@@ -88,6 +89,13 @@ def engine_note(engine: EngineConfig | None) -> str:
     return f" {engine.jobs} run(s) at a time in Ray workers, {engine.cpus:g} CPU each" + (
         ": step and wall times are of shared cores." if engine.jobs > 1 else "."
     )
+
+
+def median_step_seconds(run_dir: Path) -> float | None:
+    """The median step time in a run's log.jsonl (None when no step was logged)."""
+    rows = [json.loads(line) for line in (Path(run_dir) / "log.jsonl").read_text().splitlines()]
+    seconds = [row["step_seconds"] for row in rows if "step_seconds" in row]
+    return statistics.median(seconds) if seconds else None
 
 
 def in_task_order(rows: list[dict], task_keys: list, row_key: Callable[[dict], Any]) -> list[dict]:

@@ -9,13 +9,21 @@ Variants: `none`; `visual-auto` (a front view drawn from the run's prior as the 
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from pathlib import Path
 
 from ..engines import EngineConfig
 from ..errors import ThreeDistillError
-from .harness import engine_flags, engine_note, in_task_order, mean_or_none, record, report_header, run_tasks
+from .harness import (
+    engine_flags,
+    engine_note,
+    in_task_order,
+    mean_or_none,
+    median_step_seconds,
+    record,
+    report_header,
+    run_tasks,
+)
 
 FRONTED = ("snowman", "duck", "house", "robot")
 VARIANTS = ("none", "visual-auto", "visual-gt", "clip", "vlm")
@@ -82,8 +90,6 @@ def reward_run(
         overrides=overrides, log=lambda s: None,
     )  # fmt: skip
     metrics = evaluate_run(run.dir)
-    logs = [json.loads(line) for line in (run.dir / "log.jsonl").read_text().splitlines()]
-    step_seconds = [row["step_seconds"] for row in logs if "step_seconds" in row]
     row = {
         "variant": variant,
         "subject": subject,
@@ -94,7 +100,7 @@ def reward_run(
         "silhouette_iou": metrics["silhouette_iou"],
         "colour_error": metrics["colour_error"],
         "front_back_correct": metrics.get("front_back_correct"),
-        "step_seconds": statistics.median(step_seconds) if step_seconds else None,
+        "step_seconds": median_step_seconds(run.dir),
         "wall_seconds": time.time() - start,
     }
     (run.dir / ROW).write_text(json.dumps(row))
@@ -149,8 +155,8 @@ def run_reward_bench(
 
 
 def janus(rows: list[dict]) -> float | None:
-    values = [1 - r["front_back_correct"] for r in rows if r["front_back_correct"] is not None]
-    return statistics.mean(values) if values else None
+    """The share of front/back views that look mirrored, over the rows that have any."""
+    return mean_or_none(None if r["front_back_correct"] is None else 1 - r["front_back_correct"] for r in rows)
 
 
 def markdown_report(rows: list[dict], command: str, engine: EngineConfig | None, overrides=()) -> str:

@@ -10,11 +10,13 @@ every `every` steps, and weighs the term by `trainer.lambdas.reward` (default th
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ThreeDistillError
@@ -75,6 +77,38 @@ def model_dir(path: str | None, kind: str) -> Path:
     if not path or not folder.is_dir() or not (folder / "config.json").is_file():
         raise ThreeDistillError(f"reward model {path!r} is not a local {kind} directory (with config.json)")
     return folder
+
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def load_pretrained(model_class, folder: Path, what: str):
+    """(model, tokenizer) of a transformers directory, offline, or a one-line error naming the `what` reward."""
+    from transformers import AutoTokenizer
+
+    try:
+        model = model_class.from_pretrained(folder, local_files_only=True)
+        return model, AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise ThreeDistillError(f"cannot load the {what} reward from {folder}: {str(err).splitlines()[0]}") from None
+
+
+def processor_settings(folder: Path) -> dict:
+    """A model directory's preprocessor_config.json ({} without one), and its image_mean / image_std filled in
+    with OpenAI CLIP's (what CLIP and Qwen2-VL ship)."""
+    path = Path(folder) / "preprocessor_config.json"
+    settings = json.loads(path.read_text()) if path.is_file() else {}
+    return {"image_mean": OPENAI_CLIP_MEAN, "image_std": OPENAI_CLIP_STD, **settings}
+
+
+def normalise_images(images: torch.Tensor, size: tuple[int, int], settings: dict) -> torch.Tensor:
+    """Images (k,3,H,W) in [0,1] resized to `size` (bilinear, antialiased) and normalised by the processor's
+    mean and std, differentiably (no rescale: they are in [0,1] already)."""
+    out = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(settings["image_mean"], dtype=out.dtype, device=out.device)[:, None, None]
+    std = torch.tensor(settings["image_std"], dtype=out.dtype, device=out.device)[:, None, None]
+    return (out - mean) / std
 
 
 def load_reward(cfg: RewardConfig, device: torch.device | str = "cpu") -> Reward | None:

@@ -4,42 +4,21 @@ preprocessing (resize to the model's input, normalisation) is torch, so the grad
 
 from __future__ import annotations
 
-import json
-
 import torch
 import torch.nn.functional as F
 
-from ..errors import ThreeDistillError
-from . import REWARDS, Reward, RewardConfig, model_dir
-
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def normalise_images(images: torch.Tensor, size: int, mean, std) -> torch.Tensor:
-    """Images (k,3,H,W) in [0,1] resized to size x size (bilinear, antialiased) and normalised, differentiably."""
-    out = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    mean = torch.tensor(mean, dtype=out.dtype, device=out.device)[:, None, None]
-    std = torch.tensor(std, dtype=out.dtype, device=out.device)[:, None, None]
-    return (out - mean) / std
+from . import REWARDS, Reward, RewardConfig, load_pretrained, model_dir, normalise_images, processor_settings
 
 
 @REWARDS.register("clip")
 class CLIPReward(Reward):
     def __init__(self, cfg: RewardConfig):
         super().__init__(cfg)
-        from transformers import AutoTokenizer, CLIPModel
+        from transformers import CLIPModel
 
         folder = model_dir(cfg.model, "CLIP")
-        try:
-            self.model = CLIPModel.from_pretrained(folder, local_files_only=True)
-            self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        except (OSError, ValueError) as err:
-            raise ThreeDistillError(f"cannot load the CLIP reward from {folder}: {str(err).splitlines()[0]}") from None
-        processor = folder / "preprocessor_config.json"
-        settings = json.loads(processor.read_text()) if processor.is_file() else {}
-        self.mean = tuple(settings.get("image_mean", OPENAI_CLIP_MEAN))
-        self.std = tuple(settings.get("image_std", OPENAI_CLIP_STD))
+        self.model, self.tokenizer = load_pretrained(CLIPModel, folder, "CLIP")
+        self.settings = processor_settings(folder)
         self.size = int(self.model.config.vision_config.image_size)
         self._target: tuple[str, torch.Tensor] | None = None
         self.visual_prompt = None
@@ -49,7 +28,7 @@ class CLIPReward(Reward):
             self.visual_prompt = read_rgba(cfg.visual_prompt)[0][None]  # (1,3,H,W) in [0,1], on white
 
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
-        pixels = normalise_images(images, self.size, self.mean, self.std)
+        pixels = normalise_images(images, (self.size, self.size), self.settings)
         return F.normalize(_features(self.model.get_image_features(pixel_values=pixels)), dim=-1)
 
     def target(self, prompt: str) -> torch.Tensor:

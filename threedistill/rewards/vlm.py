@@ -7,15 +7,12 @@ the image repeated; the chat text with its image placeholders is tokenised as id
 
 from __future__ import annotations
 
-import json
 import math
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import ThreeDistillError
-from . import REWARDS, Reward, RewardConfig, model_dir
-from .clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from . import REWARDS, Reward, RewardConfig, load_pretrained, model_dir, normalise_images, processor_settings
 
 SYSTEM = "You are a helpful assistant."
 
@@ -50,21 +47,14 @@ def fitted_size(height: int, width: int, factor: int, min_pixels: int, max_pixel
 class VLMReward(Reward):
     def __init__(self, cfg: RewardConfig):
         super().__init__(cfg)
-        from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForImageTextToText
 
         folder = model_dir(cfg.model, "Qwen2-VL")
         kind = AutoConfig.from_pretrained(folder, local_files_only=True).model_type
         if kind not in ("qwen2_vl", "qwen2_5_vl"):
             raise ThreeDistillError(f"reward vlm takes a Qwen2-VL or Qwen2.5-VL model; {folder} holds a {kind} model")
-        try:
-            self.model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True)
-            self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        except (OSError, ValueError) as err:
-            raise ThreeDistillError(f"cannot load the VLM reward from {folder}: {str(err).splitlines()[0]}") from None
-        settings_file = folder / "preprocessor_config.json"
-        settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
-        self.mean = tuple(settings.get("image_mean", OPENAI_CLIP_MEAN))
-        self.std = tuple(settings.get("image_std", OPENAI_CLIP_STD))
+        self.model, self.tokenizer = load_pretrained(AutoModelForImageTextToText, folder, "VLM")
+        self.settings = settings = processor_settings(folder)
         vision = self.model.config.vision_config
         self.patch = int(settings.get("patch_size", getattr(vision, "patch_size", 14)))
         self.merge = int(settings.get("merge_size", getattr(vision, "spatial_merge_size", 2)))
@@ -87,10 +77,8 @@ class VLMReward(Reward):
         """(pixel_values, image_grid_thw) of images (k,3,H,W) in [0,1], differentiably."""
         factor = self.patch * self.merge
         h, w = fitted_size(images.shape[-2], images.shape[-1], factor, self.min_pixels, self.max_pixels)
-        x = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device)[:, None, None]
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device)[:, None, None]
-        patches, grids = zip(*(patchify((img - mean) / std, self.patch, self.merge, self.temporal) for img in x))
+        x = normalise_images(images, (h, w), self.settings)
+        patches, grids = zip(*(patchify(img, self.patch, self.merge, self.temporal) for img in x))
         return torch.cat(patches), torch.tensor(grids, device=x.device)
 
     def input_ids(self, prompt: str, grids: torch.Tensor) -> torch.Tensor:
