@@ -165,3 +165,35 @@ def test_object_weights_oversample_and_reject_unknown_objects():
         load_config(PriorTrainConfig, None, ["object_weights={robott: 2.0}"])
     with pytest.raises(ConfigError, match="object_weights.robot must be positive"):
         PriorTrainConfig(object_weights={"robot": 0.0})
+
+
+def test_precision_settings_resolve_per_device_and_reject_unknown_names(monkeypatch):
+    from threedistill.errors import ConfigError
+    from threedistill.priors import base
+
+    assert base.resolve_precision("float32", torch.device("cpu")) is None
+    assert base.resolve_precision("bfloat16", torch.device("cpu")) is torch.bfloat16
+    assert base.resolve_precision("auto", torch.device("cuda")) is None  # GPUs keep float32 unless asked
+    for native in (True, False):
+        monkeypatch.setattr(base, "cpu_has_native_bfloat16", lambda native=native: native)
+        assert base.resolve_precision("auto", torch.device("cpu")) is (torch.bfloat16 if native else None)
+    with pytest.raises(ConfigError, match="prior_precision must be one of auto, float32, bfloat16, got 'half'"):
+        load_prior(None, precision="half")
+
+
+def test_bfloat16_prior_stays_close_to_float32_and_returns_float32():
+    """Autocast changes only the teacher's arithmetic: same weights, float32 in and out, the guidance
+    direction (conditional minus unconditional) within a few per cent of float32's."""
+    full, low = load_prior(None, precision="float32"), load_prior(None, precision="bfloat16")
+    assert full.compute_dtype is None and low.compute_dtype is torch.bfloat16
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    t = torch.tensor([300, 700])
+    cond, uncond = full.encode_prompt(["a red duck"] * 2), full.encode_prompt([""] * 2)
+    _, c32, u32 = full.predict_noise_cfg(x, t, cond, uncond, 7.5)
+    _, c16, u16 = low.predict_noise_cfg(x, t, cond, uncond, 7.5)
+    assert c16.dtype == torch.float32 and not torch.equal(c16, c32)
+    assert (c16 - c32).norm() / c32.norm() < 0.02
+    d32, d16 = c32 - u32, c16 - u16
+    assert (d16 - d32).norm() / d32.norm() < 0.15
+    assert torch.equal(low.predict_noise(x, t, cond), c16)  # deterministic

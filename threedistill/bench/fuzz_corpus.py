@@ -856,6 +856,7 @@ def override_cases(c: Corpus) -> None:
         "trainer.steps=[1,", "guidance.nope=1", "trainer=5", "trainer.cameras=3", "representation=voxels",
         "guidance_type=magic", "guidance.guidance_scale=nan", "guidance.guidance_scale=-1",
         "guidance.guidance_scale=abc", "device=tpu", "device=cuda:9", "native=maybe", "export=[fbx]", "export=glb",
+        "prior_precision=half", "prior_precision=[bfloat16]",
         "prior=/no/such/prior", "seed=1", "trainer.seed=x", "gaussians.sh_degree=9", "gaussians.sh_degree=-1",
         "gaussians.lr_means=[exp,0,1]", "gaussians.lr_means=[cosine,0,1,2,3]", "gaussians.init_points=0",
         "guidance.t_range=[0.9,0.1]", "guidance.t_range=[0,2]", "guidance.weighting=whatever",

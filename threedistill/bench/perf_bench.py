@@ -174,7 +174,20 @@ class StepTimer:
         return per
 
 
-def generate_row(mode: str, prompt: str, target: float, chunk: int, log, overrides=()) -> dict:
+def generate_variants() -> list[tuple[str, str, list[str]]]:
+    """(label, kernels, overrides) of the generate timings: the default (native kernels, the prior in the precision
+    `auto` picks here), the prior in float32 where that is not the default, and the PyTorch kernels."""
+    from ..priors.base import resolve_precision
+
+    default = "bfloat16" if resolve_precision("auto", torch.device("cpu")) is torch.bfloat16 else "float32"
+    rows = [(f"native, prior {default} (default)", "native", [])]
+    if default != "float32":
+        rows.append(("native, prior float32", "native", ["prior_precision=float32"]))
+    rows.append((f"torch, prior {default}", "torch", []))
+    return rows
+
+
+def generate_row(mode: str, prompt: str, target: float, chunk: int, log, overrides=(), label: str = "") -> dict:
     """The default generate for `prompt`, evaluated every `chunk` steps (outside the timing)."""
     from ..evaluation.ground_truth import compare, eval_cameras, subject_of
     from ..evaluation.run_eval import EVAL_RESOLUTION
@@ -200,11 +213,11 @@ def generate_row(mode: str, prompt: str, target: float, chunk: int, log, overrid
         if reached is None and iou >= target:
             reached = timer.wall
     log(
-        f"generate ({mode}): {timer.wall:.1f} s for {trainer.step} steps, IoU {curve[-1][2]:.3f}, "
+        f"generate ({label or mode}): {timer.wall:.1f} s for {trainer.step} steps, IoU {curve[-1][2]:.3f}, "
         f"target {target} reached at {'-' if reached is None else f'{reached:.1f} s'}"
     )
     return {
-        "mode": mode,
+        "mode": label or mode,
         "train_seconds": timer.wall,
         "reached_seconds": reached,
         "final_iou": curve[-1][2],
@@ -213,17 +226,21 @@ def generate_row(mode: str, prompt: str, target: float, chunk: int, log, overrid
     }
 
 
-def command_peak_memory(prompt: str, workdir: Path) -> dict:
-    """The whole default `t3d generate` command (with export and evaluation) in a child process: wall time and
-    peak resident memory."""
+def command_wall_and_memory(prompt: str, workdir: Path, repeats: int = 1, log=print) -> dict:
+    """The whole default `t3d generate --prompt PROMPT` command (export, evaluation and page included) `repeats`
+    times, each in a fresh child process: the median wall time, every wall time, and the peak resident memory."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
-    result = run_module("threedistill.cli", ["generate", "--prompt", prompt, "--out", str(workdir)], cwd=Path.cwd())
-    wall = time.perf_counter() - start
-    if result.returncode != 0:
-        raise RuntimeError(f"t3d generate failed: {result.stderr.strip().splitlines()[-1:]}")
+    walls = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        args = ["generate", "--prompt", prompt, "--out", str(workdir / f"cli{i}")]
+        result = run_module("threedistill.cli", args, cwd=Path.cwd())
+        walls.append(time.perf_counter() - start)
+        if result.returncode != 0:
+            raise RuntimeError(f"t3d generate failed: {result.stderr.strip().splitlines()[-1:]}")
+        log(f"t3d generate, run {i + 1}/{repeats}: {walls[-1]:.1f} s")
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"wall_seconds": wall, "peak_mb": max(peak_kb, before) / 1024}
+    return {"wall_seconds": statistics.median(walls), "walls": walls, "peak_mb": max(peak_kb, before) / 1024}
 
 
 def command_phases(prompt: str, workdir: Path, repeats: int, log=print) -> dict:
@@ -274,11 +291,14 @@ def run_perf_bench(repeats: int = 5, with_generate: bool = True, target: float =
     hashing = hash_rows(repeats, log)
     runs, command = [], None
     if with_generate:
-        runs = [generate_row(mode, PERF_PROMPT, target, PERF_CHUNK, log) for mode in ("native", "torch")]
+        runs = [
+            generate_row(mode, PERF_PROMPT, target, PERF_CHUNK, log, overrides, label)
+            for label, mode, overrides in generate_variants()
+        ]
         with tempfile.TemporaryDirectory() as tmp:
-            command = command_peak_memory(PERF_PROMPT, Path(tmp))
+            command = command_wall_and_memory(PERF_PROMPT, Path(tmp), repeats, log)
             command["phases"] = command_phases(PERF_PROMPT, Path(tmp), repeats, log)
-        log(f"whole command: {command['wall_seconds']:.1f} s, peak {command['peak_mb']:.0f} MB")
+        log(f"whole command: {command['wall_seconds']:.1f} s (median), peak {command['peak_mb']:.0f} MB")
     return {"raster": raster, "hashing": hashing, "runs": runs, "command": command, "target": target}
 
 
@@ -317,7 +337,8 @@ def markdown_report(
             "",
             '## Default `t3d generate --prompt "a red cone"` (Gaussians), optimisation only',
             "",
-            f"| kernels | 300 steps | time to IoU >= {target} | final IoU | s/step |",
+            f"| kernels, prior precision | {runs[0]['curve'][-1][0]} steps | time to IoU >= {target} | final IoU "
+            "| s/step |",
             "|---|---|---|---|---|",
         ]
         for r in runs:
@@ -342,9 +363,11 @@ def markdown_report(
     if command:
         lines += [
             "",
-            f'Whole default command (`t3d generate --prompt "a red cone"`: prior loading, 300 steps, '
-            f"turntable, glb + ply export, evaluation) in a child process: **{command['wall_seconds']:.1f} s** "
-            f"wall, peak resident memory **{command['peak_mb']:.0f} MB**.",
+            f'Whole default command (`t3d generate --prompt "a red cone"`: prior loading, the steps, turntable, '
+            f"glb + ply export, evaluation, viewer.html), each run in a fresh child process: **"
+            f"{command['wall_seconds']:.1f} s** wall (median of "
+            f"{', '.join(f'{w:.1f}' for w in command.get('walls', [command['wall_seconds']]))} s), peak resident "
+            f"memory **{command['peak_mb']:.0f} MB**.",
         ]
         phases = command.get("phases")
         if phases:

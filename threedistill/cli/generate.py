@@ -55,7 +55,7 @@ def generate_cmd(
     viewer_host: str = ViewerHostOption,
 ):
     """Text to 3D: optimise a 3D representation (or a staged run) with score distillation."""
-    from ..workflows.generate import RUN_PAGE, generate
+    from ..workflows.generate import RUN_PAGE, export_run_page, generate
     from .results import evaluate_and_print
 
     run = generate(
@@ -72,10 +72,11 @@ def generate_cmd(
         resume=resume,
         log=log,
         viewer=viewer_options(viewer, viewer_port, viewer_every, viewer_host),
+        page=not evaluate,  # written once below, with the evaluation in its metrics
     )
     typer.echo(f"run directory: {run.dir}")
     if evaluate and run.trainer.step == run.config.trainer.steps:
-        if evaluate_and_print(run.dir, quiet_if_no_gt=True) is not None and RUN_PAGE in run.config.export:
-            from ..workflows.view import view_run
-
-            view_run(run.dir)  # the page again, now with the evaluation in its metrics
+        log("evaluating against the toy world's ground truth")
+        evaluate_and_print(run.dir, quiet_if_no_gt=True)
+        if RUN_PAGE in run.config.export:
+            export_run_page(run.dir, run.model, run.config.representation, log)

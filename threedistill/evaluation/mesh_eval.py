@@ -89,7 +89,12 @@ def mesh_metrics(mesh: trimesh.Trimesh, colour: str, obj: str, resolution: int =
     grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
     inside_gt = object_sdf(get_object(obj), grid)[0] < 0
     coarse = _coarse(mesh)
-    inside = winding_numbers(torch.tensor(coarse.vertices, dtype=torch.float32), torch.tensor(coarse.faces), grid) > 0.5
+    vertices = torch.tensor(coarse.vertices, dtype=torch.float32)
+    # grid points outside the mesh's bounding box are outside it: only the points in the box need winding numbers
+    # (about a fifth of the grid for a toy object; a fifth of the evaluation's time)
+    box = ((grid >= vertices.min(0).values) & (grid <= vertices.max(0).values)).all(1)
+    inside = torch.zeros(len(grid), dtype=torch.bool)
+    inside[box] = winding_numbers(vertices, torch.tensor(coarse.faces), grid[box]) > 0.5
     volume_iou = float((inside & inside_gt).sum() / (inside | inside_gt).sum().clamp_min(1))
     return {
         "mesh_silhouette_iou": against_truth["silhouette_iou"],

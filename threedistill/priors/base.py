@@ -3,9 +3,44 @@ latent priors such as Stable Diffusion). Guidance methods talk only to this."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import torch
+
+from ..errors import ConfigError
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def check_precision(name: str, key: str = "prior_precision") -> str:
+    """A precision setting's name, or a one-line error."""
+    if name not in PRECISIONS:
+        raise ConfigError(f"{key} must be one of {', '.join(PRECISIONS)}, got {name!r}")
+    return name
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (x86 AVX512-BF16 or AMX-BF16; read from /proc/cpuinfo, so
+    Linux only): there oneDNN's bfloat16 convolutions are faster than float32 ones, elsewhere slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The dtype a prior's network computes in under `name` on `device` (None: its own, float32). `auto` is
+    bfloat16 on a CPU with native bfloat16 (about 25% off the toy prior's UNet at the default batch) and float32
+    elsewhere, GPUs included."""
+    check_precision(name)
+    if name == "bfloat16" or (name == "auto" and torch.device(device).type == "cpu" and cpu_has_native_bfloat16()):
+        return torch.bfloat16
+    return None
 
 
 def resize_to_native(rgb: torch.Tensor, size: int) -> torch.Tensor:
@@ -31,8 +66,22 @@ class Prior(ABC):
     prediction_type: str
     num_train_timesteps: int = 1000
 
+    compute_dtype: torch.dtype | None = None  # the network's autocast type (None: as stored); `set_precision`
+
     def __init__(self):
         self._prompt_cache: dict[str, torch.Tensor] = {}
+
+    def set_precision(self, name: str) -> "Prior":
+        """Run the network's forward passes in the type `resolve_precision(name)` picks for this prior's device
+        (autocast: weights, inputs and outputs stay float32; only the teacher's arithmetic is lower precision)."""
+        self.compute_dtype = resolve_precision(name, getattr(self, "device", torch.device("cpu")))
+        return self
+
+    def autocast(self):
+        """The context the network runs in: autocast to `compute_dtype`, or nothing."""
+        if self.compute_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(torch.device(getattr(self, "device", "cpu")).type, dtype=self.compute_dtype)
 
     @abstractmethod
     def _encode_uncached(self, texts: list[str]) -> torch.Tensor:

@@ -194,9 +194,11 @@ class DiffusersPrior(Prior):
 
     def unet_output(self, unet, x_t, t, embeddings, **cond) -> torch.Tensor:
         """Raw output of `unet` (this prior's UNet or an adapted copy, e.g. VSD's LoRA particle model)."""
-        out = unet(
-            x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=embeddings.to(self.dtype), **cond
-        ).sample
+        with self.autocast():
+            out = unet(
+                x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=embeddings.to(self.dtype), **cond
+            ).sample
+        out = out.to(self.dtype)
         if out.shape[1] == 2 * x_t.shape[1]:  # learned variance (DeepFloyd IF): the first half is epsilon
             out = out[:, : x_t.shape[1]]
         return out

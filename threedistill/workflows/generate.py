@@ -17,6 +17,7 @@ from .. import native as native_kernels
 from ..config import load_config, packaged_config, peek_key
 from ..errors import ConfigError, ThreeDistillError
 from ..guidance import GUIDANCE, GuidanceConfig
+from ..priors.base import check_precision, resolve_precision
 from ..prompting import check_prompt
 from ..representations import REPRESENTATIONS
 from ..representations.gaussians import GaussiansConfig
@@ -51,6 +52,10 @@ class GenerateConfig:
     representation: str = "gaussians"
     guidance_type: str = "sds"
     prior: Optional[str] = None  # local diffusers directory; None = the embedded toy prior
+    # The type the prior's network computes in: auto (bfloat16 on a CPU with native bfloat16 instructions, where
+    # it takes about a quarter off each step; float32 elsewhere), float32 or bfloat16. Renders, gradients and the
+    # representation stay float32 (docs/benchmarks/performance.md has the measurements).
+    prior_precision: str = "auto"
     # Where optimisation runs: auto (CUDA when torch sees a GPU, else CPU), cpu, cuda or cuda:N. Random numbers
     # are always drawn on the CPU from the run's seed; exports, previews and evaluation run on the CPU.
     device: str = "auto"
@@ -86,6 +91,7 @@ class GenerateConfig:
         for fmt in self.export:  # fail before optimising, not after
             check_export(fmt)
         check_device_name(self.device)
+        check_precision(self.prior_precision)
         if self.native is not None:
             native_kernels.check_mode(self.native)
 
@@ -233,7 +239,10 @@ def build(
         guidance_cfg = guidance_cls.config_class(
             **{k: v for k, v in dataclasses.asdict(guidance_cfg).items() if k in fields and v != getattr(shared, k)}
         )
-    guidance = guidance_cls(load_prior(cfg.prior, device=device, prompts=[cfg.prompt]), guidance_cfg)
+    compute = str(resolve_precision(cfg.prior_precision, device) or torch.float32).removeprefix("torch.")
+    log(f"loading the prior {cfg.prior or 'toyworld'} on {device} ({compute})")
+    prior = load_prior(cfg.prior, device=device, prompts=[cfg.prompt], precision=cfg.prior_precision)
+    guidance = guidance_cls(prior, guidance_cfg)
     terms = [reward_term(cfg.reward, device), reference_term(cfg.reference, guidance.prior, cfg, run_dir, log)]
     return model, Trainer(cfg.trainer, model, guidance, cfg.prompt, run_dir, log=log, terms=terms)
 
@@ -286,10 +295,12 @@ def generate(
     stop_at: int | None = None,
     log=print,
     viewer: LiveViewerOptions | None = None,
+    page: bool = True,
 ) -> Run:
     """Run text-to-3D and return the Run. Arguments override `config` (a YAML file laid over
     configs/generate/<representation>.yaml), which overrides the dataclass defaults; `resume` continues the run
-    in that directory with its saved config; `viewer` shows the run live (`live_view`)."""
+    in that directory with its saved config; `viewer` shows the run live (`live_view`); `page=False` leaves the
+    run's page (`viewer` in `export`) to the caller, e.g. to write it once after an evaluation."""
     if resume is not None:
         run_dir = Path(resume)
         expect_run_kind(run_dir, "generate")
@@ -319,10 +330,11 @@ def generate(
         raise ThreeDistillError(f"nothing to run: stop_at={stop_at} is before the run's next step {offset}")
     if run.trainer.step == run.config.trainer.steps and run.trainer.stage == len(stages) - 1:
         run.model.cpu()  # turntable and exports run on the CPU whatever the training device
+        log("writing the turntable and the exports")
         write_turntable(run)
         export_finished_run(run, log)
         session.finish()
-        if RUN_PAGE in run.config.export:  # after metrics.json has the run's wall time
+        if page and RUN_PAGE in run.config.export:  # after metrics.json has the run's wall time
             export_run_page(run.dir, run.model, run.config.representation, log)
     return run
 
