@@ -131,3 +131,33 @@ def test_a_run_with_the_critic_reward_logs_loss_reward(tmp_path):
     rewarded = [row for row in logs if "loss_reward" in row]
     assert [row["step"] for row in rewarded] == [1, 2]
     assert all(np.isfinite(row["loss_reward"]) for row in rewarded)
+
+
+def test_the_shipped_toy_clip_loads_as_a_clip_reward_and_prefers_the_right_prompt(held_out):
+    reward = load_reward(RewardConfig(name="clip", model=str(default_critic_path("toyworld-clip"))))
+    images, _ = make_example(held_out, 0, "positive", np.random.default_rng(0))  # a red duck
+    images = images.clone().requires_grad_(True)
+    right = reward.score(images, "a red duck")
+    (grad,) = torch.autograd.grad(right, images)
+    assert torch.isfinite(grad).all() and (grad.flatten(1).norm(dim=1) > 0).all()
+    for wrong in ("a blue duck", "a red robot", "an orange duck", "a red snowman"):
+        assert float(right.detach()) > float(reward.score(images.detach(), wrong)) + 0.1, wrong
+
+
+def test_toy_clip_training_is_reproducible_from_its_config(tmp_path):
+    from safetensors.torch import load_file
+
+    from threedistill.toyworld.training.clip import ClipTrainConfig, train_clip
+
+    tiny = dict(objects=["duck", "cone"], colours=["red", "blue"], groups_per_subject=1, eval_groups_per_subject=1,
+                resolution=32, supersample=1, image_size=16, patch_size=8, width=16, vision_layers=1, text_layers=1,
+                heads=2, projection_dim=8, steps=3, batch_size=4, log_every=0, threads=1)  # fmt: skip
+
+    def train(name: str):
+        cfg = ClipTrainConfig(**tiny, out=str(tmp_path / name), dataset_cache=str(tmp_path / "d"))
+        return load_file(str(train_clip(cfg, progress=False, log=lambda s: None) / "model.safetensors"))
+
+    first, again = train("a"), train("b")
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    reward = load_reward(RewardConfig(name="clip", model=str(tmp_path / "a")))  # the clip reward's own loader
+    assert -1 <= float(reward.score(torch.rand(4, 3, 32, 32), "a red duck")) <= 1

@@ -45,6 +45,8 @@ class ClipTrainConfig:
     radius: list = field(default_factory=lambda: [2.6, 3.2])
     fovy: float = 40.0
     colour_jitter: float = 0.06
+    objects: list = field(default_factory=list)  # a subset of the catalogue ([]: every object)
+    colours: list = field(default_factory=list)  # a subset of the colours ([]: every colour)
     # The model (transformers CLIPConfig)
     image_size: int = 32
     patch_size: int = 4
@@ -75,7 +77,8 @@ class ClipTrainConfig:
             raise ConfigError(f"eval_seed must differ from seed {self.seed} (held-out views)")
 
     def render_config(self) -> CriticTrainConfig:
-        keys = ("dataset_cache", "resolution", "supersample", "elevation", "radius", "fovy", "colour_jitter")
+        keys = ("dataset_cache", "resolution", "supersample", "elevation", "radius", "fovy", "colour_jitter",
+                "objects", "colours")  # fmt: skip
         return CriticTrainConfig(**{k: getattr(self, k) for k in keys})
 
 

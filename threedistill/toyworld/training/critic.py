@@ -436,7 +436,7 @@ def train_critic(cfg: CriticTrainConfig, progress: bool = True, log=print) -> Pa
     if not train_subjects:
         raise ConfigError("holdout_subjects leaves nothing to train on")
     start = time.time()
-    bank = cached_groups(cfg, train_subjects, cfg.groups_per_subject, cfg.seed, progress, log)
+    bank = restrict(cached_groups(cfg, cfg.subjects(), cfg.groups_per_subject, cfg.seed, progress, log), train_subjects)
     render_s = time.time() - start
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -547,19 +547,22 @@ def evaluate_critic(
     model: CriticModel, cfg: CriticTrainConfig, progress: bool = True, log=print, seed: Optional[int] = None
 ) -> dict:
     """Held-out report: groups rendered with cfg.eval_seed (cameras and colour instances never trained on), one
-    example of every kind per eligible group; accuracy (R > 0 is yes) and AUC overall and per negative type, and
-    for cfg.holdout_subjects (never trained on at all) apart."""
+    example of every kind per eligible group; accuracy (R > 0 is yes) and AUC overall and per negative type over
+    the trained subjects, and over cfg.holdout_subjects (never trained on at all, not even as a wrong prompt)
+    apart (their wrong prompts: any other subject's)."""
     seed = cfg.eval_seed if seed is None else seed
     if seed == cfg.seed:
         raise ConfigError(f"eval_seed must differ from the training seed {cfg.seed} (held-out views)")
     seen, held = split_subjects(cfg)
     start = time.time()
-    bank = cached_groups(cfg, seen + held, cfg.eval_groups_per_subject, seed, progress, log)
+    every = cached_groups(cfg, cfg.subjects(), cfg.eval_groups_per_subject, seed, progress, log)
     kinds = list(cfg.negatives)
+    bank = restrict(every, seen)
     report = _rows(score_examples(model, bank, kinds, seed), bank, kinds)
-    if held:
-        held_idx = [i for i, s in enumerate(bank.subjects) if s in held]
-        sub = _subset(bank, np.isin(bank.subject, held_idx))
+    if held:  # their groups, the wrong prompts from every subject
+        keep = np.isin(every.subject, [every.subjects.index(s) for s in held])
+        sub = GroupBank(every.images[keep], every.alpha[keep], every.azimuth[keep], every.subject[keep], every.janus,
+                        every.janus_row[keep], every.subjects)  # fmt: skip
         report["holdout_subjects"] = {"subjects": cfg.holdout_subjects} | _rows(
             score_examples(model, sub, kinds, seed + 1), sub, kinds
         )
@@ -569,9 +572,18 @@ def evaluate_critic(
     return report
 
 
-def _subset(bank: GroupBank, keep: np.ndarray) -> GroupBank:
-    return GroupBank(bank.images[keep], bank.alpha[keep], bank.azimuth[keep], bank.subject[keep], bank.janus,
-                     bank.janus_row[keep], bank.subjects)  # fmt: skip
+def restrict(bank: GroupBank, subjects: list[tuple[str, str]]) -> GroupBank:
+    """The groups of `subjects` only, which are then all the bank knows (its wrong prompts come from them)."""
+    if list(subjects) == list(bank.subjects):
+        return bank
+    index = {s: i for i, s in enumerate(bank.subjects)}
+    old = np.array([index[s] for s in subjects], np.int64)
+    keep = np.isin(bank.subject, old)
+    remap = np.full(len(bank.subjects), -1, np.int64)
+    remap[old] = np.arange(len(old))
+    return GroupBank(bank.images[keep], bank.alpha[keep], bank.azimuth[keep],
+                     remap[bank.subject[keep]].astype(np.int16), bank.janus, bank.janus_row[keep],
+                     list(subjects))  # fmt: skip
 
 
 def report_table(report: dict) -> str:
