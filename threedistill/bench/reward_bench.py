@@ -4,7 +4,8 @@ silhouette IoU, colour error, Janus rate (share of front/back views that look mi
 
 Variants: `none`; `visual-auto` (a front view drawn from the run's prior as the reference image, VP3D);
 `visual-gt` (the toy world's true front view as the reference: an oracle, reported as such); `clip` and `vlm`
-(a reward model given by directory, when one is)."""
+(a reward model given by directory, when one is); `critic` (the embedded toy critic, reward.name=critic) and
+`critic+visual-auto` (both)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from .harness import (
 )
 
 FRONTED = ("snowman", "duck", "house", "robot")
-VARIANTS = ("none", "visual-auto", "visual-gt", "clip", "vlm")
+VARIANTS = ("none", "visual-auto", "visual-gt", "clip", "vlm", "critic", "critic+visual-auto")
 ROW = "reward_row.json"
 
 
@@ -65,6 +66,10 @@ def variant_overrides(variant: str, subject: str, out_root: Path, models: dict[s
         return [f"reference.image={front_view_file(subject, out_root / 'references')}"]
     if variant in ("clip", "vlm"):
         return [f"reward.name={variant}", f"reward.model={models[variant]}"]
+    if variant == "critic":
+        return ["reward.name=critic"]
+    if variant == "critic+visual-auto":
+        return ["reward.name=critic", "reference.image=auto"]
     return []
 
 

@@ -259,6 +259,6 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 # The command groups register their commands on `app` (in this order in `t3d --help`).
-from . import generate, batch, scenes, results, view, render, toyworld, prior, bench  # noqa: E402,F401,I001
+from . import generate, batch, scenes, results, view, render, toyworld, prior, critic, bench  # noqa: E402,F401,I001
 
 __all__ = ["app", "main", "command", "Command", "fill_choices", "config_path"]

@@ -2,8 +2,10 @@
 any guidance method as the named loss term `loss_reward` = -R (guidance_spec section 10). A reward is a frozen
 model loaded from a local directory (no hub access): `clip` (a transformers CLIPModel: text-image cosine, or
 image-image to a visual prompt), `vlm` (Qwen2-VL / Qwen2.5-VL asked a yes/no question about the views: R =
-logit(Yes) - logit(No) of its first answer token, VLM3D). Every image op on the way into the model is a torch
-op, so the gradient reaches the renders (no PIL or numpy on the gradient path).
+logit(Yes) - logit(No) of its first answer token, VLM3D), `critic` (the embedded toy critic, a small multi-view
+yes/no model trained on toy-world ground truth; its model defaults to assets/critics/toyworld-critic). Every
+image op on the way into the model is a torch op, so the gradient reaches the renders (no PIL or numpy on the
+gradient path).
 
 The trainer renders `RewardConfig.views` orbit views 90 degrees apart at a random elevation (MVDream / VLM3D),
 every `every` steps, and weighs the term by `trainer.lambdas.reward` (default the VLM3D schedule 300 -> 1)."""
@@ -25,8 +27,8 @@ from ..registry import Registry
 
 @dataclass
 class RewardConfig:
-    name: Optional[str] = None  # clip | vlm; None: no reward
-    model: Optional[str] = None  # the reward model's local directory
+    name: Optional[str] = None  # clip | vlm | critic; None: no reward
+    model: Optional[str] = None  # the reward model's local directory (critic: default the shipped toy critic)
     views: int = 4  # orbit views 90 degrees apart (360 / views)
     resolution: int = 64  # render size of the reward's views (the model resizes them to its own input)
     every: int = 1  # steps between reward evaluations
@@ -45,7 +47,8 @@ class RewardConfig:
     def __post_init__(self):
         if self.name is not None and self.name not in REWARDS:
             raise ConfigError(f"unknown reward {self.name!r}; known: {', '.join(REWARDS.names())}")
-        if self.name is not None and not self.model:
+        needs_model = self.name is not None and getattr(REWARDS.get(self.name), "default_model", None) is None
+        if needs_model and not self.model:  # the critic defaults to the shipped one
             raise ConfigError(f"reward {self.name} needs reward.model=DIR (a local {self.name} model directory)")
         if self.views < 1 or self.resolution < 8 or self.every < 1:
             raise ConfigError(
@@ -171,5 +174,5 @@ def reward_term(cfg: RewardConfig, device: torch.device | str = "cpu") -> Reward
     return None if reward is None else RewardTerm(reward, cfg)
 
 
-from . import clip, vlm  # noqa: E402,F401  (register the rewards)
+from . import clip, critic, vlm  # noqa: E402,F401  (register the rewards)
 from .reference import ReferenceConfig, reference_term  # noqa: E402,F401
