@@ -25,6 +25,7 @@ from ...errors import ConfigError
 from ...rewards import normalise_images
 from ..catalogue import COLOURS, OBJECTS
 from .common import clipped_step, warmup_cosine
+from .components import build_tokenizer
 from .critic import PROMPT_FORMS, CriticTrainConfig, cached_groups
 
 SETTINGS = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
@@ -88,21 +89,9 @@ MAX_TOKENS = 16
 def build_clip_tokenizer():
     """A word-level fast tokenizer over the toy vocabulary: [PAD] 0, [BOS] 1, [UNK] 2, the words, [EOS] last (so
     CLIP pools at the end-of-text token either way)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
     words = sorted({"a", "an", "the", ","} | set(COLOURS) | set(OBJECTS))
-    vocab = {w: i for i, w in enumerate(["[PAD]", "[BOS]", "[UNK]", *words, "[EOS]"])}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    core.normalizer = normalizers.Lowercase()
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    core.post_processor = processors.TemplateProcessing(
-        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", vocab["[BOS]"]), ("[EOS]", vocab["[EOS]"])]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token="[BOS]", eos_token="[EOS]", pad_token="[PAD]", unk_token="[UNK]",
-        model_max_length=MAX_TOKENS, model_input_names=["input_ids", "attention_mask"],
-    )  # fmt: skip
+    vocabulary = ["[PAD]", "[BOS]", "[UNK]", *words, "[EOS]"]
+    return build_tokenizer(vocabulary, MAX_TOKENS, model_input_names=["input_ids", "attention_mask"])
 
 
 def build_clip(cfg: ClipTrainConfig, vocab_size: int):

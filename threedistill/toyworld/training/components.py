@@ -25,12 +25,14 @@ def toy_vocabulary() -> list[str]:
     return SPECIAL_TOKENS + sorted(words)
 
 
-def build_tokenizer():
-    """A word-level fast tokenizer (lower-cased, punctuation split off, [BOS] ... [EOS], padded to MAX_TOKENS)."""
+def build_tokenizer(vocabulary: list[str] | None = None, max_length: int = MAX_TOKENS, **options):
+    """A word-level fast tokenizer over `vocabulary` (default `toy_vocabulary()`; it must hold [PAD], [BOS], [EOS]
+    and [UNK]): lower-cased, punctuation split off, [BOS] ... [EOS], padded to `max_length`; `options` go to
+    PreTrainedTokenizerFast."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {w: i for i, w in enumerate(toy_vocabulary())}
+    vocab = {w: i for i, w in enumerate(vocabulary or toy_vocabulary())}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     core.normalizer = normalizers.Lowercase()
     core.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -43,7 +45,8 @@ def build_tokenizer():
         eos_token="[EOS]",
         pad_token="[PAD]",
         unk_token="[UNK]",
-        model_max_length=MAX_TOKENS,
+        model_max_length=max_length,
+        **options,
     )
 
 
