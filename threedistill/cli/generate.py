@@ -77,6 +77,8 @@ def generate_cmd(
     typer.echo(f"run directory: {run.dir}")
     if evaluate and run.trainer.step == run.config.trainer.steps:
         log("evaluating against the toy world's ground truth")
-        evaluate_and_print(run.dir, quiet_if_no_gt=True)
-        if RUN_PAGE in run.config.export:
-            export_run_page(run.dir, run.model, run.config.representation, log)
+        try:
+            evaluate_and_print(run.dir, quiet_if_no_gt=True)
+        finally:  # the page, with the evaluation when there is one
+            if RUN_PAGE in run.config.export:
+                export_run_page(run.dir, run.model, run.config.representation, log)
