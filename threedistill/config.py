@@ -47,9 +47,19 @@ def _parse_overrides(overrides: Sequence[str]) -> list[str]:
 
 def packaged_config(*parts: str) -> Path:
     """A file under configs/: the installed copy (threedistill/configs) or the source checkout's."""
+    return _packaged("configs", *parts)
+
+
+def packaged_asset(*parts: str) -> Path:
+    """A file or folder under assets/ (priors, critics): the installed copy (threedistill/assets) or the source
+    checkout's."""
+    return _packaged("assets", *parts)
+
+
+def _packaged(top: str, *parts: str) -> Path:
     here = Path(__file__).resolve()
-    installed = here.parent.joinpath("configs", *parts)
-    return installed if installed.exists() else here.parents[1].joinpath("configs", *parts)
+    installed = here.parent.joinpath(top, *parts)
+    return installed if installed.exists() else here.parents[1].joinpath(top, *parts)
 
 
 def _apply_overrides(cfg, overrides: list[str]):

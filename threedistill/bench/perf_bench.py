@@ -177,9 +177,9 @@ class StepTimer:
 def generate_variants() -> list[tuple[str, str, list[str]]]:
     """(label, kernels, overrides) of the generate timings: the default (native kernels, the prior in the precision
     `auto` picks here), the prior in float32 where that is not the default, and the PyTorch kernels."""
-    from ..priors.base import resolve_precision
+    from ..priors.base import precision_name
 
-    default = "bfloat16" if resolve_precision("auto", torch.device("cpu")) is torch.bfloat16 else "float32"
+    default = precision_name("auto", torch.device("cpu"))
     rows = [(f"native, prior {default} (default)", "native", [])]
     if default != "float32":
         rows.append(("native, prior float32", "native", ["prior_precision=float32"]))

@@ -52,6 +52,7 @@ def critic_eval(
     from ..errors import ConfigError
     from ..rewards.critic import default_critic_path, load_critic
     from ..toyworld.training.critic import CriticTrainConfig, evaluate_critic, report_table
+    from ..utils.files import write_json
 
     critic = load_critic(model)
     if config is None:
@@ -74,7 +75,7 @@ def critic_eval(
         typer.echo(report_table(report["holdout_subjects"]))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2))
+        write_json(out, report)
         typer.echo(f"wrote {out}")
 
 

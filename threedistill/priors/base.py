@@ -43,6 +43,11 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def precision_name(name: str, device: torch.device) -> str:
+    """What `name` resolves to on `device`, as a word: "bfloat16" or "float32"."""
+    return str(resolve_precision(name, device) or torch.float32).removeprefix("torch.")
+
+
 def resize_to_native(rgb: torch.Tensor, size: int) -> torch.Tensor:
     """Renders (B,3,H,W) resized differentiably to a prior's native size: bilinear, antialiased when shrinking."""
     if rgb.shape[-2:] == (size, size):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import packaged_asset
 from ..errors import PriorLoadError
 from ..utils.files import read_json
 from .base import Prior, resize_to_native
@@ -25,10 +26,7 @@ EMBEDDED = ("toyworld", "toyworld-latent")  # the priors shipped under assets/pr
 
 def embedded_prior_path(name: str = "toyworld") -> Path:
     """An embedded prior by name: the copy installed with the package, else the source checkout's."""
-    package_assets = Path(__file__).resolve().parents[1] / "assets" / "priors" / name
-    if package_assets.is_dir():
-        return package_assets
-    return Path(__file__).resolve().parents[2] / "assets" / "priors" / name
+    return packaged_asset("priors", name)
 
 
 def default_prior_path() -> Path:

@@ -28,7 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import packaged_asset
 from ..errors import ConfigError, ThreeDistillError
+from ..utils.files import write_json
 from . import REWARDS, Reward, RewardConfig
 
 FORMAT = "threedistill-critic"
@@ -37,8 +39,7 @@ UNK, PAD = "[UNK]", "[PAD]"
 
 def default_critic_path(name: str = "toyworld-critic") -> Path:
     """The shipped critic: the installed package's assets (threedistill/assets/critics) or the checkout's."""
-    installed = Path(__file__).resolve().parents[1] / "assets" / "critics" / name
-    return installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "assets" / "critics" / name
+    return packaged_asset("critics", name)
 
 
 def words(text: str) -> list[str]:
@@ -152,7 +153,7 @@ def save_critic(model: CriticModel, folder: str | Path, extra: dict | None = Non
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "model.safetensors"), metadata={"format": FORMAT})
-    (folder / "config.json").write_text(json.dumps(model.settings() | (extra or {}), indent=2) + "\n")
+    write_json(folder / "config.json", model.settings() | (extra or {}))
     return folder
 
 

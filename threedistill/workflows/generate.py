@@ -17,7 +17,7 @@ from .. import native as native_kernels
 from ..config import load_config, packaged_config, peek_key
 from ..errors import ConfigError, ThreeDistillError
 from ..guidance import GUIDANCE, GuidanceConfig
-from ..priors.base import check_precision, resolve_precision
+from ..priors.base import check_precision, precision_name
 from ..prompting import check_prompt
 from ..representations import REPRESENTATIONS
 from ..representations.gaussians import GaussiansConfig
@@ -239,8 +239,7 @@ def build(
         guidance_cfg = guidance_cls.config_class(
             **{k: v for k, v in dataclasses.asdict(guidance_cfg).items() if k in fields and v != getattr(shared, k)}
         )
-    compute = str(resolve_precision(cfg.prior_precision, device) or torch.float32).removeprefix("torch.")
-    log(f"loading the prior {cfg.prior or 'toyworld'} on {device} ({compute})")
+    log(f"loading the prior {cfg.prior or 'toyworld'} on {device} ({precision_name(cfg.prior_precision, device)})")
     prior = load_prior(cfg.prior, device=device, prompts=[cfg.prompt], precision=cfg.prior_precision)
     guidance = guidance_cls(prior, guidance_cfg)
     terms = [reward_term(cfg.reward, device), reference_term(cfg.reference, guidance.prior, cfg, run_dir, log)]

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ...errors import ConfigError
 from ...rewards import normalise_images
+from ...utils.files import write_json
 from ..catalogue import COLOURS, OBJECTS
 from .common import clipped_step, warmup_cosine
 from .components import build_tokenizer
@@ -180,10 +181,8 @@ def train_clip(cfg: ClipTrainConfig, progress: bool = True, log=print) -> Path:
         "do_rescale": False,
         **SETTINGS,
     }
-    (out / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")  # fmt: skip
-    (out / "toyworld_clip.json").write_text(
-        json.dumps({"train": asdict(cfg), "train_seconds": round(train_s, 1), "eval": report}, indent=2) + "\n"
-    )
+    write_json(out / "preprocessor_config.json", processor)
+    write_json(out / "toyworld_clip.json", {"train": asdict(cfg), "train_seconds": round(train_s, 1), "eval": report})
     log(
         f"saved the toy CLIP to {out} after {train_s:.0f}s of training; held-out zero-shot accuracy "
         f"{report['accuracy']:.3f} (colour {report['colour_accuracy']:.3f}, object {report['object_accuracy']:.3f})"

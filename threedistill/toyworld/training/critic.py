@@ -39,8 +39,8 @@ from tqdm import tqdm
 
 from ...cameras import orbit_cameras
 from ...errors import ConfigError, ThreeDistillError
-from ...rewards.critic import ARCHITECTURE_KEYS, PAD, UNK, CriticModel, build_critic, default_critic_path, save_critic
-from ...utils.files import atomic_path
+from ...rewards.critic import ARCHITECTURE_KEYS, PAD, UNK, CriticModel, build_critic, save_critic
+from ...utils.files import atomic_path, write_json
 from ..catalogue import COLOURS, OBJECTS, ToyObject, get_colour, rotation
 from ..render import object_sdf, render_field
 from .common import WEIGHT_DTYPES, clipped_step, warmup_cosine
@@ -264,7 +264,7 @@ def cached_groups(
     bank = render_groups(cfg, subjects, per_subject, seed, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     bank.save(path)
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    write_json(path.with_suffix(".json"), meta, indent=1)
     log(f"rendered {len(bank)} groups of {cfg.views} views in {time.time() - start:.0f}s (cached at {path})")
     return bank
 
@@ -599,7 +599,3 @@ def report_table(report: dict) -> str:
     lines.append(f"| **all negatives** | {o['negatives']} | {o['negative_accuracy']:.3f} | **{o['auc']:.4f}** | |")
     lines.append(f"\nbalanced accuracy {o['balanced_accuracy']:.3f}, overall AUC {o['auc']:.4f}")
     return "\n".join(lines)
-
-
-def default_model_path() -> Path:
-    return default_critic_path()
