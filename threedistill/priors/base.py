@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ThreeDistillError
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 
@@ -72,9 +72,38 @@ class Prior(ABC):
     num_train_timesteps: int = 1000
 
     compute_dtype: torch.dtype | None = None  # the network's autocast type (None: as stored); `set_precision`
+    # A multi-view prior (MVDream) denoises sets of `num_views` views of one object jointly, each view conditioned on
+    # its camera: the cameras of the images being denoised are given with `viewing(cameras)`; 1: a 2D prior.
+    num_views: int = 1
 
     def __init__(self):
         self._prompt_cache: dict[str, torch.Tensor] = {}
+        self._cameras: torch.Tensor | None = None
+
+    @contextlib.contextmanager
+    def viewing(self, c2w: torch.Tensor | None):
+        """The camera-to-world matrices (V,4,4) of the views a multi-view prior denoises inside this context (the
+        views of one batch in order; a teacher call on k stacked copies of that batch, e.g. CFG's conditional and
+        unconditional halves, sees the cameras repeated k times). A 2D prior ignores them."""
+        previous, self._cameras = self._cameras, None if c2w is None else c2w.detach()
+        try:
+            yield self
+        finally:
+            self._cameras = previous
+
+    def view_cameras(self, batch: int) -> torch.Tensor:
+        """The cameras (batch,4,4) of a batch of images a multi-view prior denoises, or a one-line error."""
+        if self._cameras is None:
+            raise ThreeDistillError(
+                f"this multi-view prior needs the cameras of the {batch} images it denoises (Prior.viewing)"
+            )
+        views = len(self._cameras)
+        if views % self.num_views or batch % views:
+            raise ThreeDistillError(
+                f"a multi-view prior of {self.num_views} views needs whole sets of views: got {views} cameras for "
+                f"a batch of {batch} images (trainer.batch_size must be a multiple of {self.num_views})"
+            )
+        return self._cameras.repeat(batch // views, 1, 1)
 
     def set_precision(self, name: str) -> "Prior":
         """Run the network's forward passes in the type `resolve_precision(name)` picks for this prior's device

@@ -16,12 +16,13 @@ from ..config import packaged_asset
 from ..errors import PriorLoadError
 from ..utils.files import read_json
 from .base import Prior, resize_to_native
+from .multiview import camera_embedding, check_multiview_unet, make_multiview
 
 REQUIRED = ("unet", "scheduler", "text_encoder", "tokenizer")
 LAYOUT_HINT = "a diffusers directory: model_index.json, unet/, scheduler/, text_encoder/, tokenizer/ [, vae/]"
 
 
-EMBEDDED = ("toyworld", "toyworld-latent")  # the priors shipped under assets/priors (pixel, latent)
+EMBEDDED = ("toyworld", "toyworld-latent", "toyworld-mv")  # shipped under assets/priors (pixel, latent, multi-view)
 
 
 def embedded_prior_path(name: str = "toyworld") -> Path:
@@ -139,10 +140,17 @@ class DiffusersPrior(Prior):
             self.native_resolution = int(self.unet.config.sample_size)
         self.channels = int(self.unet.config.in_channels)
         self.info = index.get("threedistill", {})
+        multiview = self.info.get("multiview") if isinstance(self.info, dict) else None
+        if multiview is not None:
+            num_views = multiview.get("num_views") if isinstance(multiview, dict) else multiview
+            check_multiview_unet(self.unet, num_views, str(self.path / "model_index.json"))
+            self.num_views = num_views
+            make_multiview(self.unet, num_views)
 
     def __repr__(self) -> str:
         kind = "latent" if self.latent else "pixel"
-        return f"DiffusersPrior({self.path}, {kind}, {self.native_resolution}px, {self.prediction_type})"
+        views = f", {self.num_views} views" if self.num_views > 1 else ""
+        return f"DiffusersPrior({self.path}, {kind}, {self.native_resolution}px, {self.prediction_type}{views})"
 
     def _encode_uncached(self, texts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(
@@ -192,6 +200,9 @@ class DiffusersPrior(Prior):
 
     def unet_output(self, unet, x_t, t, embeddings, **cond) -> torch.Tensor:
         """Raw output of `unet` (this prior's UNet or an adapted copy, e.g. VSD's LoRA particle model)."""
+        if self.num_views > 1:
+            cameras = camera_embedding(self.view_cameras(x_t.shape[0]))
+            cond = {"class_labels": cameras.to(self.device, self.dtype)} | cond
         with self.autocast():
             out = unet(
                 x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=embeddings.to(self.dtype), **cond

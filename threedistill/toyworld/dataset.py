@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..cameras import sample_orbit
+from ..cameras import orbit_cameras, sample_orbit
 from ..errors import ThreeDistillError
 from ..utils.files import atomic_path
 from .catalogue import catalogue_subjects
@@ -80,17 +80,31 @@ def generate_dataset(
     fovy=TRAIN_FOVY,
     supersample: int = 2,
     progress: bool = True,
+    views_per_set: int = 1,
 ) -> ToyDataset:
-    """Render `views_per_subject` random views of every catalogue subject (seeded, so reproducible)."""
+    """Render `views_per_subject` random views of every catalogue subject (seeded, so reproducible). With
+    `views_per_set` V > 1 the views come in sets of V consecutive images (a multi-view prior's training data):
+    one random camera, then V - 1 more at its elevation, distance and field of view, 360/V degrees apart."""
     if views_per_subject < 1 or not 8 <= resolution <= 512:
         raise ThreeDistillError(
             f"--views must be >= 1 and --resolution within 8..512, got {views_per_subject}, {resolution}"
         )
+    if views_per_set < 1 or views_per_subject % views_per_set:
+        raise ThreeDistillError(f"views_per_subject {views_per_subject} is not a multiple of {views_per_set} views")
     gen = torch.Generator().manual_seed(seed)
     subjects = catalogue_subjects()
     images, subject_idx, cams = [], [], []
     for i, (colour, obj) in enumerate(tqdm(subjects, desc="rendering toy dataset", disable=not progress)):
-        cameras = sample_orbit(gen, views_per_subject, elevation=elevation, radius=radius, fovy=fovy)
+        cameras = sample_orbit(gen, views_per_subject // views_per_set, elevation=elevation, radius=radius, fovy=fovy)
+        if views_per_set > 1:
+            step = 360.0 / views_per_set * torch.arange(views_per_set)
+            each = lambda t: t.repeat_interleave(views_per_set)  # noqa: E731
+            cameras = orbit_cameras(
+                (each(cameras.azimuth) + step.repeat(len(cameras)) + 180.0) % 360.0 - 180.0,
+                each(cameras.elevation),
+                each(cameras.radius),
+                torch.rad2deg(each(cameras.fovy)),
+            )
         for chunk in range(0, views_per_subject, 64):
             part = cameras[chunk : chunk + 64]
             rgb = render_toy(obj, colour, part, resolution, resolution, supersample=supersample)["rgb"]

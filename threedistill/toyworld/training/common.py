@@ -17,7 +17,7 @@ from ...prompting import view_prompt
 from ..catalogue import OBJECTS
 from ..dataset import ToyDataset, generate_dataset
 
-KINDS = ("pixel", "latent")
+KINDS = ("pixel", "latent", "multiview")
 WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -61,7 +61,10 @@ class VaeTrainConfig:
 @dataclass
 class PriorTrainConfig:
     out: str = "assets/priors/toyworld"
-    kind: str = "pixel"  # pixel: UNet on images; latent: VAE, then UNet on its latents (Stable Diffusion's layout)
+    # pixel: UNet on images; latent: VAE, then UNet on its latents (Stable Diffusion's layout); multiview: a UNet
+    # on sets of `num_views` views of one object at known cameras (MVDream's layout, priors/multiview.py)
+    kind: str = "pixel"
+    num_views: int = 4  # multiview only: views per set, equally spaced in azimuth at one elevation
     dataset_cache: str = "data/toyworld_dataset.npz"  # rendered once, reused while its settings match
     dataset_seed: Optional[int] = None  # seed of the rendered dataset; None: the training seed
     resolution: int = 32
@@ -105,6 +108,13 @@ class PriorTrainConfig:
                 f"attention_levels must be between 1 and len(channels) = {len(self.channels)}, "
                 f"got {self.attention_levels}"
             )
+        if self.kind == "multiview":
+            if not 2 <= self.num_views <= 8:
+                raise ConfigError(f"num_views must be between 2 and 8, got {self.num_views}")
+            if self.batch_size % self.num_views:
+                raise ConfigError(
+                    f"batch_size must be a multiple of num_views = {self.num_views} (whole sets), got {self.batch_size}"
+                )
         if self.weights_dtype not in WEIGHT_DTYPES:
             raise ConfigError(f"weights_dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {self.weights_dtype!r}")
         for name, weight in self.object_weights.items():
@@ -167,10 +177,15 @@ def load_or_render_dataset(cfg: PriorTrainConfig, progress: bool = True) -> ToyD
     cache = Path(cfg.dataset_cache)
     seed = cfg.seed if cfg.dataset_seed is None else cfg.dataset_seed
     meta = {"views_per_subject": cfg.views_per_subject, "resolution": cfg.resolution, "seed": seed}
+    views_per_set = cfg.num_views if cfg.kind == "multiview" else 1
+    if views_per_set > 1:
+        meta["views_per_set"] = views_per_set
     meta_path = cache.with_suffix(".json")
     if cache.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == meta:
         return ToyDataset.load(cache)
-    data = generate_dataset(cfg.views_per_subject, cfg.resolution, seed=seed, progress=progress)
+    data = generate_dataset(
+        cfg.views_per_subject, cfg.resolution, seed=seed, progress=progress, views_per_set=views_per_set
+    )
     data.save(cache)
     meta_path.write_text(json.dumps(meta))
     return data

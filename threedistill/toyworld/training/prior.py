@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ...cameras import orbit_cameras
 from ...errors import ConfigError
+from ...priors.multiview import camera_embedding, multiview_unet_from
 from ..dataset import ToyDataset
 from .common import (
     WEIGHT_DTYPES,
@@ -50,6 +52,29 @@ def train_prior(cfg: PriorTrainConfig, progress: bool = True, log=print) -> Path
     return train_denoiser(cfg, data, space, rng, progress=progress, log=log)
 
 
+def draw_batch(cfg: PriorTrainConfig, data: ToyDataset, probs, rng: np.random.Generator):
+    """One training batch's (image indices, mirror flags, prompts, extra UNet inputs). Multi-view: whole sets of
+    `num_views` views, each set mirrored or not as one (and its cameras with it: a mirrored view of these
+    left-right symmetric objects is the view from the mirrored azimuth), plain prompts (the camera replaces the view
+    suffix, as in MVDream), and each view's camera as the UNet's class label."""
+    if cfg.kind != "multiview":
+        n = cfg.batch_size
+        idx = rng.integers(0, len(data), n) if probs is None else rng.choice(len(data), n, p=probs)
+        flip = torch.from_numpy(rng.random(n) < 0.5)
+        return idx, flip, prompts_for_batch(data, idx, rng, cfg), {}
+    views, sets = cfg.num_views, cfg.batch_size // cfg.num_views
+    first = np.arange(0, len(data), views)
+    set_probs = None if probs is None else probs[first] / probs[first].sum()
+    chosen = rng.integers(0, len(first), sets) if set_probs is None else rng.choice(len(first), sets, p=set_probs)
+    idx = (first[chosen][:, None] + np.arange(views)).reshape(-1)
+    flip_set = rng.random(sets) < 0.5
+    flip = torch.from_numpy(np.repeat(flip_set, views))
+    prompts = ["" if rng.random() < cfg.empty_prompt_prob else data.prompt(first[c]) for c in chosen]
+    azimuth = torch.from_numpy(data.azimuth[idx]).float()
+    cameras = orbit_cameras(torch.where(flip, -azimuth, azimuth), torch.from_numpy(data.elevation[idx]).float(), 1.0)
+    return idx, flip, [p for p in prompts for _ in range(views)], {"class_labels": camera_embedding(cameras.c2w)}
+
+
 def _start_models(cfg: PriorTrainConfig, tokenizer, space: DiffusionData):
     """(text encoder, unet) in training mode: those of cfg.init_from, else freshly built from cfg."""
     if cfg.init_from:
@@ -57,6 +82,13 @@ def _start_models(cfg: PriorTrainConfig, tokenizer, space: DiffusionData):
 
         start_prior = DiffusersPrior(cfg.init_from)  # loaded, then trained further (frozen flags undone below)
         text_encoder, unet = start_prior.text_encoder.train(), start_prior.unet.train()
+        if cfg.kind == "multiview" and start_prior.num_views == 1:
+            unet = multiview_unet_from(unet, cfg.num_views).train()  # MVDream's start: a trained 2D prior
+        elif start_prior.num_views != (cfg.num_views if cfg.kind == "multiview" else 1):
+            raise ConfigError(
+                f"init_from {cfg.init_from}: a prior of {start_prior.num_views} view(s) cannot start a {cfg.kind} "
+                f"prior" + (f" of {cfg.num_views} views" if cfg.kind == "multiview" else "")
+            )
         if (unet.config.in_channels, unet.config.sample_size) != (space.channels, space.size):
             raise ConfigError(
                 f"init_from {cfg.init_from}: its UNet takes {unet.config.in_channels}x"
@@ -72,6 +104,8 @@ def _start_models(cfg: PriorTrainConfig, tokenizer, space: DiffusionData):
         in_channels=space.channels,
         attention_levels=cfg.attention_levels,
     )
+    if cfg.kind == "multiview":
+        unet = multiview_unet_from(unet, cfg.num_views)
     return text_encoder, unet
 
 
@@ -118,31 +152,29 @@ def train_denoiser(
                 "resolution": cfg.resolution,
                 "train_seconds": round(time.time() - start, 1),
             }
-            | space.info,
+            | space.info
+            | ({"multiview": {"num_views": cfg.num_views}} if cfg.kind == "multiview" else {}),
         )
 
     probs = sampling_probabilities(data, cfg.object_weights)
     bar = tqdm(range(cfg.steps), desc=f"training toy {cfg.kind} prior", disable=not progress)
     for step in bar:
-        idx = (
-            rng.integers(0, len(data), cfg.batch_size)
-            if probs is None
-            else rng.choice(len(data), cfg.batch_size, p=probs)
-        )
-        flip = torch.from_numpy(rng.random(cfg.batch_size) < 0.5)
+        idx, flip, prompts, extra = draw_batch(cfg, data, probs, rng)
         x0 = space.batch(idx, flip)
         ids = tokenizer(
-            prompts_for_batch(data, idx, rng, cfg),
+            prompts,
             padding="max_length",
             truncation=True,
             max_length=tokenizer.model_max_length,
             return_tensors="pt",
         ).input_ids
         t = torch.randint(0, 1000, (cfg.batch_size,))
+        if cfg.kind == "multiview":  # MVDream: one timestep for the views of a set
+            t = t[:: cfg.num_views].repeat_interleave(cfg.num_views)
         noise = torch.randn_like(x0)
         xt = scheduler.add_noise(x0, noise, t)
         emb = modules["text_encoder"](ids).last_hidden_state
-        pred = modules["unet"](xt, t, encoder_hidden_states=emb).sample
+        pred = modules["unet"](xt, t, encoder_hidden_states=emb, **extra).sample
         loss = min_snr_loss(pred, noise, t, snr, cfg.min_snr_gamma)
         clipped_step(opt, loss, modules.parameters(), lr_at(step))
         ema_update(ema, modules, step, cfg.ema_decay)

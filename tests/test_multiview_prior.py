@@ -1,0 +1,157 @@
+"""The multi-view prior (issue #29): MVDream's camera condition and attention across views on a diffusers UNet,
+its training data in sets, loading, and the one-line errors around it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from threedistill.cameras import orbit_cameras
+from threedistill.errors import ConfigError, PriorLoadError, ThreeDistillError
+from threedistill.priors import load_prior
+from threedistill.priors.multiview import (
+    MultiViewAttnProcessor,
+    camera_embedding,
+    make_multiview,
+    multiview_unet_from,
+)
+from threedistill.toyworld.training.components import build_unet
+
+
+def _unet(seed=0):
+    torch.manual_seed(seed)
+    return build_unet(16, channels=(16, 32), layers_per_block=1, text_width=16).eval()
+
+
+def _inputs(batch, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, 16, 16, generator=gen)
+    emb = torch.randn(batch, 4, 16, generator=gen)
+    return x, torch.full((batch,), 400), emb
+
+
+def test_grown_unet_with_one_view_equals_the_single_view_unet():
+    """Zero-initialised camera layer + one view per set: exactly the 2D model (MVDream's starting point)."""
+    base = _unet()
+    grown = multiview_unet_from(base, num_views=1).eval()
+    x, t, emb = _inputs(4)
+    cams = camera_embedding(orbit_cameras(torch.tensor([0.0, 90, 180, 270]), 20.0, 3.0).c2w)
+    with torch.no_grad():
+        a = base(x, t, encoder_hidden_states=emb).sample
+        b = grown(x, t, encoder_hidden_states=emb, class_labels=cams).sample
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_views_of_a_set_attend_to_each_other_and_sets_stay_apart():
+    unet = multiview_unet_from(_unet(), num_views=4).eval()
+    torch.nn.init.normal_(unet.class_embedding.linear_2.weight, std=0.1)
+    x, t, emb = _inputs(8)
+    cams = camera_embedding(orbit_cameras(torch.arange(8.0) * 90, 20.0, 3.0).c2w)
+    with torch.no_grad():
+        out = unet(x, t, encoder_hidden_states=emb, class_labels=cams).sample
+        x2 = x.clone()
+        x2[1] += 1.0  # change one view of the first set
+        out2 = unet(x2, t, encoder_hidden_states=emb, class_labels=cams).sample
+        other_cam = cams.clone()
+        other_cam[0] = camera_embedding(orbit_cameras(45.0, 20.0, 3.0).c2w)[0]
+        out3 = unet(x, t, encoder_hidden_states=emb, class_labels=other_cam).sample
+    assert (out2[0] - out[0]).abs().max() > 1e-4  # view 0 sees view 1
+    torch.testing.assert_close(out2[4:], out[4:])  # the second set does not
+    assert (out3[0] - out[0]).abs().max() > 1e-4  # the camera conditions the view
+
+
+def test_processor_rejects_incomplete_sets():
+    unet = make_multiview(_unet(), 4)
+    x, t, emb = _inputs(3)
+    with pytest.raises(ValueError, match="sets of 4 views"):
+        unet(x, t, encoder_hidden_states=emb)
+    kinds = {name.split(".")[-2]: type(p) for name, p in unet.attn_processors.items()}
+    assert kinds["attn1"] is MultiViewAttnProcessor and kinds["attn2"] is not MultiViewAttnProcessor
+
+
+def test_camera_embedding_ignores_distance():
+    near = orbit_cameras(30.0, 10.0, 2.0).c2w
+    far = orbit_cameras(30.0, 10.0, 5.0).c2w
+    torch.testing.assert_close(camera_embedding(near), camera_embedding(far))
+    assert camera_embedding(near).shape == (1, 16)
+
+
+@pytest.fixture(scope="module")
+def tiny_mv_prior(tmp_path_factory):
+    """A multi-view prior trained for a few steps from the embedded one (the real training code path)."""
+    from threedistill.toyworld.training import PriorTrainConfig, train_prior
+
+    root = tmp_path_factory.mktemp("mv")
+    cfg = PriorTrainConfig(
+        kind="multiview",
+        out=str(root / "prior"),
+        init_from="toyworld",
+        dataset_cache=str(root / "ds.npz"),
+        views_per_subject=4,
+        steps=2,
+        batch_size=8,
+        snapshot_every=0,
+    )
+    train_prior(cfg, progress=False, log=lambda *a: None)
+    return root / "prior"
+
+
+def test_trained_multiview_prior_loads_and_needs_cameras(tiny_mv_prior):
+    prior = load_prior(tiny_mv_prior)
+    assert prior.num_views == 4 and "4 views" in repr(prior)
+    x = torch.randn(8, 3, 32, 32)
+    emb = prior.encode_prompt(["a red duck"] * 4)
+    unc = prior.encode_prompt([""] * 4)
+    with pytest.raises(ThreeDistillError, match="needs the cameras"):
+        prior.predict_noise(x[:4], torch.tensor([300]), emb)
+    cams = orbit_cameras(torch.tensor([0.0, 90, 180, 270]), 20.0, 3.0)
+    with prior.viewing(cams.c2w):
+        eps, eps_c, eps_u = prior.predict_noise_cfg(x[:4], torch.tensor([300]), emb, unc, 5.0)  # 8 images: tiled
+        assert eps.shape == (4, 3, 32, 32) and torch.isfinite(eps).all()
+        with pytest.raises(ThreeDistillError, match="whole sets of views"):
+            prior.predict_noise(x[:6], torch.tensor([300]), torch.cat([emb, emb[:2]]))
+    with prior.viewing(cams.c2w[:2]):
+        with pytest.raises(ThreeDistillError, match="batch_size must be a multiple of 4"):
+            prior.predict_noise(x[:2], torch.tensor([300]), emb[:2])
+
+
+def test_multiview_training_data_comes_in_sets():
+    from threedistill.toyworld.dataset import generate_dataset
+
+    data = generate_dataset(8, 16, seed=0, progress=False, views_per_set=4)
+    sets = data.azimuth.reshape(-1, 4)
+    gaps = (sets[:, 1:] - sets[:, :1]) % 360
+    assert abs(gaps - [90, 180, 270]).max() < 1e-3
+    assert (data.elevation.reshape(-1, 4).std(1) < 1e-5).all()
+    with pytest.raises(ThreeDistillError, match="not a multiple of 4 views"):
+        generate_dataset(6, 16, progress=False, views_per_set=4)
+
+
+def test_multiview_train_config_errors():
+    from threedistill.toyworld.training import PriorTrainConfig
+
+    with pytest.raises(ConfigError, match="batch_size must be a multiple of num_views"):
+        PriorTrainConfig(kind="multiview", batch_size=30)
+    with pytest.raises(ConfigError, match="num_views must be between 2 and 8"):
+        PriorTrainConfig(kind="multiview", num_views=1)
+
+
+def test_bad_multiview_entries_are_one_line_errors(tiny_mv_prior, tmp_path):
+    import shutil
+
+    copy = tmp_path / "p"
+    shutil.copytree(tiny_mv_prior, copy)
+    index = json.loads((copy / "model_index.json").read_text())
+    index["threedistill"]["multiview"] = {"num_views": "four"}
+    (copy / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(PriorLoadError, match="num_views must be a whole number"):
+        load_prior(copy)
+    plain = tmp_path / "plain"
+    shutil.copytree(load_prior().path, plain)  # a 2D UNet declared multi-view: no camera input
+    index = json.loads((plain / "model_index.json").read_text())
+    index["threedistill"]["multiview"] = {"num_views": 4}
+    (plain / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(PriorLoadError, match="class_embed_type 'projection'"):
+        load_prior(plain)
