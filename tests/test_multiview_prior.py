@@ -155,3 +155,98 @@ def test_bad_multiview_entries_are_one_line_errors(tiny_mv_prior, tmp_path):
     (plain / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(PriorLoadError, match="class_embed_type 'projection'"):
         load_prior(plain)
+
+
+def test_sample_orbit_in_sets_shares_elevation_and_spaces_azimuth():
+    from threedistill.cameras import sample_orbit
+
+    cams = sample_orbit(torch.Generator().manual_seed(0), 8, views_per_set=4)
+    az = cams.azimuth.reshape(2, 4)
+    assert torch.allclose((az - az[:, :1]) % 360, torch.tensor([0.0, 90, 180, 270]).expand(2, 4), atol=1e-3)
+    assert (cams.elevation.reshape(2, 4).std(1) < 1e-6).all() and (cams.radius.reshape(2, 4).std(1) < 1e-6).all()
+    single = sample_orbit(torch.Generator().manual_seed(0), 3)
+    again = sample_orbit(torch.Generator().manual_seed(0), 3, views_per_set=1)
+    torch.testing.assert_close(single.c2w, again.c2w)  # the 2D prior's draws are unchanged
+    with pytest.raises(ValueError, match="whole sets of 4"):
+        sample_orbit(torch.Generator(), 6, views_per_set=4)
+
+
+def test_sds_with_a_multiview_prior_trains_sets_and_rejects_what_cannot_work(tiny_mv_prior):
+    from threedistill.guidance import GUIDANCE
+    from threedistill.representations import REPRESENTATIONS
+    from threedistill.representations.gaussians import GaussiansConfig
+    from threedistill.trainer import Trainer, TrainerConfig
+
+    prior = load_prior(tiny_mv_prior)
+    sds = GUIDANCE.get("sds")
+    with pytest.raises(ConfigError, match="perp_neg=false"):
+        sds(prior, sds.config_class(perp_neg=True))
+    guidance = sds(prior, sds.config_class())
+    assert guidance.views_per_set == 4
+    assert (
+        guidance.prompt_state("a red duck").texts(orbit_cameras(torch.tensor([0.0, 180.0]), 0.0, 3.0))
+        == ["a red duck"] * 2
+    )  # no view suffix: the camera is the condition
+    gen = torch.Generator().manual_seed(0)
+    model = REPRESENTATIONS.get("gaussians")(GaussiansConfig(num_points=200), generator=gen)
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        Trainer(TrainerConfig(steps=2, batch_size=2), model, guidance, "a red duck")
+    trainer = Trainer(TrainerConfig(steps=2, batch_size=4, resolution=32), model, guidance, "a red duck")
+    logs = trainer.train_step()
+    assert torch.isfinite(torch.tensor(logs["loss"])) and logs["loss_sds"] > 0
+
+
+def test_cfg_rescale_is_the_identity_without_guidance_and_pulls_the_spread_otherwise(tiny_mv_prior):
+    from threedistill.guidance import GUIDANCE
+    from threedistill.guidance.sds import rescale_x0
+
+    prior = load_prior(tiny_mv_prior)
+    sds = GUIDANCE.get("sds")
+    cams = orbit_cameras(torch.tensor([0.0, 90, 180, 270]), 10.0, 3.0)
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    t, noise = torch.full((4,), 600), torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    grads = {}
+    for name, scale, rescale in (("plain1", 1.0, 0.0), ("rescaled1", 1.0, 0.5), ("plain", 7.5, 0.0), ("res", 7.5, 0.5)):
+        guidance = sds(prior, sds.config_class(guidance_scale=scale, cfg_rescale=rescale))
+        state = guidance.prompt_state("a red duck")
+        with prior.viewing(cams.c2w):
+            grads[name] = guidance.gradient(x, cams, state, 0, t, noise)
+    torch.testing.assert_close(grads["plain1"], grads["rescaled1"], atol=1e-4, rtol=1e-4)
+    assert (grads["plain"] - grads["res"]).abs().max() > 1e-3
+    x0, cond = torch.randn(8, 3, 4, 4) * 3, torch.randn(8, 3, 4, 4)
+    out = rescale_x0(x0, cond, 1.0, 4)
+    torch.testing.assert_close(out.reshape(2, -1).std(1), cond.reshape(2, -1).std(1))
+    with pytest.raises(ConfigError, match="cfg_rescale must be in"):
+        sds.config_class(cfg_rescale=2.0)
+
+
+def test_generate_config_takes_the_multiview_defaults(tiny_mv_prior):
+    from threedistill.workflows.generate import new_run_config
+
+    cfg = new_run_config("a red duck", prior=str(tiny_mv_prior))
+    assert cfg.trainer.batch_size == 4 and not cfg.guidance.perp_neg
+    assert new_run_config("a red duck").guidance.perp_neg  # the 2D prior keeps its own
+    cfg = new_run_config("a red duck", prior=str(tiny_mv_prior), overrides=["trainer.batch_size=8"])
+    assert cfg.trainer.batch_size == 8  # the user's setting wins
+
+
+def test_gate_judges_each_view_and_its_front(tiny_mv_prior):
+    from threedistill.evaluation.image_judge import SilhouetteBank
+    from threedistill.evaluation.prior_gate import evaluate_prior, faces_its_camera
+    from threedistill.toyworld.render import render_toy
+
+    cams = orbit_cameras(torch.tensor([0.0, 180.0]), 10.0, 2.9)
+    front, back = render_toy("duck", "red", cams, 32, 32, supersample=2)["rgb"]
+    assert faces_its_camera(front, "duck", "red", cams[0]) and faces_its_camera(back, "duck", "red", cams[1])
+    assert not faces_its_camera(back, "duck", "red", cams[0])
+    report = evaluate_prior(
+        load_prior(tiny_mv_prior),
+        samples_per_prompt=1,
+        steps=2,
+        subjects=[("red", "duck")],
+        progress=False,
+        bank=SilhouetteBank(32, azimuths=range(0, 360, 60), elevations=(0, 40), radii=(2.9,)),
+    )
+    assert report["views_per_sample"] == 4 and report["_images"].shape == (4, 3, 32, 32)
+    assert set(report["accuracy"]) == {"all", "object", "colour", "background", "front", "set"}
+    assert report["per_prompt"]["a red duck"]["n"] == 4

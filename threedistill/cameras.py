@@ -135,14 +135,23 @@ def sample_orbit(
     elevation=(-10.0, 60.0),
     radius=(2.6, 3.2),
     fovy=(40.0, 40.0),
+    views_per_set: int = 1,
 ) -> Cameras:
-    """Random orbit cameras (uniform in each range), drawn from the given generator for reproducibility."""
+    """Random orbit cameras (uniform in each range), drawn from the given generator for reproducibility. With
+    `views_per_set` V > 1 (a multi-view prior's layout, n a multiple of V) they come in sets of V consecutive
+    cameras: one random camera, then V - 1 more at its elevation, distance and field of view, 360/V degrees apart."""
+    if views_per_set < 1 or n % views_per_set:
+        raise ValueError(f"{n} cameras do not make whole sets of {views_per_set}")
+    sets = n // views_per_set
 
     def draw(lo_hi):
         lo, hi = lo_hi
-        return lo + (hi - lo) * torch.rand(n, generator=generator)
+        return (lo + (hi - lo) * torch.rand(sets, generator=generator)).repeat_interleave(views_per_set)
 
-    return orbit_cameras(draw(azimuth), draw(elevation), draw(radius), draw(fovy))
+    az = draw(azimuth)
+    if views_per_set > 1:
+        az = (az + (360.0 / views_per_set * torch.arange(views_per_set)).repeat(sets) + 180.0) % 360.0 - 180.0
+    return orbit_cameras(az, draw(elevation), draw(radius), draw(fovy))
 
 
 __all__ = [

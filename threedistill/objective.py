@@ -24,6 +24,9 @@ class Objective(nn.Module):
     #: the per-view targets this objective reads (keyword arguments of `forward`, supplied by the views):
     #: e.g. ("images", "masks") for a photometric fit, ("source",) for DDS's unedited render
     targets: tuple[str, ...] = ()
+    #: views the objective judges together: a multi-view prior's set size (the Trainer then draws its random
+    #: cameras in sets of this many, 360/V degrees apart at one elevation); 1 for independent views
+    views_per_set: int = 1
 
     def prompt_state(self, prompt: str) -> Any:
         """Whatever the objective precomputes for a prompt (text embeddings); None when it has no prompt."""

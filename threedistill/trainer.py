@@ -177,6 +177,12 @@ class Trainer:
         terms: list[ExtraTerm] = (),
     ):
         self.cfg, self.model, self.guidance, self.views = cfg, model, guidance, views
+        per_set = getattr(guidance, "views_per_set", 1)
+        if views is None and cfg.batch_size % per_set:
+            raise ConfigError(
+                f"trainer.batch_size={cfg.batch_size}: this prior judges sets of {per_set} views at once; "
+                f"set trainer.batch_size to a multiple of {per_set}"
+            )
         self.terms = [t for t in terms if t is not None]
         self.prompt = prompt
         self.prompt_state = guidance.prompt_state(prompt)
@@ -270,6 +276,7 @@ class Trainer:
                 tuple(c.cameras.elevation),
                 tuple(c.cameras.radius),
                 tuple(c.cameras.fovy),
+                views_per_set=getattr(self.guidance, "views_per_set", 1),
             )
             batch = ViewBatch(cams, (c.resolution, c.resolution))
         else:

@@ -117,16 +117,19 @@ def prior_eval(
     report = evaluate_prior(_load(prior), samples_per_prompt=n, steps=steps, guidance_scale=guidance, seed=seed)
     images = report.pop("_images")
     table = Table(title="prior quality gate (share of samples judged right)")
-    for col in ("prompt", "all", "object", "colour", "background"):
+    acc = report["accuracy"]
+    columns = list(acc)  # all, object, colour, background [, front, set: a multi-view prior's]
+    for col in ["prompt"] + columns:
         table.add_column(col, justify="left" if col == "prompt" else "right")
     for prompt, row in report["per_prompt"].items():
-        table.add_row(prompt, *(f"{row[k]:.2f}" for k in ("all", "object", "colour", "background")))
-    acc = report["accuracy"]
-    table.add_row("[b]overall", *(f"[b]{acc[k]:.3f}" for k in ("all", "object", "colour", "background")))
+        table.add_row(prompt, *(f"{row[k]:.2f}" if k in row else "-" for k in columns))
+    table.add_row("[b]overall", *(f"[b]{acc[k]:.3f}" for k in columns))
     Console().print(table)
     verdict = "PASS" if report["passed"] else "FAIL"
     typer.echo(
-        f"{verdict}: {acc['all']:.1%} of {len(images)} samples right (target {report['target']:.0%}); "
+        f"{verdict}: {acc['all']:.1%} of {len(images)} samples right (target {report['target']:.0%}"
+        + (f"; front where the camera says front: {acc['front']:.1%}" if "front" in acc else "")
+        + "); "
         f"{report['seconds_per_image']:.3f}s per image; the judge scores ground-truth renders "
         f"{report['judge_on_ground_truth']:.1%}"
     )

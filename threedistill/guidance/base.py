@@ -90,7 +90,9 @@ class PromptState:
         )
 
     def texts(self, cameras: Cameras) -> list[str]:
-        if self.view_dependent:
+        """Each camera's prompt: with its view suffix ("..., back view") when view-dependent and the prior is 2D
+        (a multi-view prior is given the cameras themselves, as MVDream is, and reads the plain prompt)."""
+        if self.view_dependent and self.prior.num_views == 1:
             return view_prompts(self.prompt, cameras.azimuth, cameras.elevation)
         return [self.prompt] * len(cameras)
 
@@ -135,6 +137,12 @@ class Guidance(Objective):
         super().__init__()
         self.prior = prior
         self.cfg = cfg or self.config_class()
+        self.views_per_set = prior.num_views
+        if prior.num_views > 1 and self.cfg.perp_neg:
+            raise ConfigError(
+                "guidance.perp_neg=true needs a 2D prior's view-suffixed prompts; a multi-view prior is told the "
+                "camera instead: set guidance.perp_neg=false"
+            )
 
     @property
     def guided_evals(self) -> int:
@@ -279,13 +287,17 @@ class Guidance(Objective):
             rgb.register_hook(lambda g: pixel_clip(g, self.cfg.pixel_grad_clip))
         x = self.prior.to_diffusion_space(rgb)
         t = self.sample_timesteps(x.shape[0], step, generator).to(x.device)
+        if self.views_per_set > 1:  # MVDream: the views of a set share their timestep
+            t = t[:: self.views_per_set].repeat_interleave(self.views_per_set)
         noise = self.sample_noise(x, step, generator)
         extras = self.sample_extras(x.shape[0], step, generator)
-        grad = self.finish_gradient(self.gradient(x, cameras, prompt, step, t, noise, **extras, **targets), step)
-        out = {
-            f"loss_{self.name}": inject_gradient(x, grad),
-            "grad_norm": grad.flatten(1).norm(dim=1).mean(),
-            "timestep": t.float().mean(),
-        }
-        out.update(self.auxiliary_losses(x, cameras, prompt, step, generator))
+        with self.prior.viewing(cameras.c2w):  # a multi-view prior's camera condition (a 2D prior ignores it)
+            grad = self.gradient(x, cameras, prompt, step, t, noise, **extras, **targets)
+            grad = self.finish_gradient(grad, step)
+            out = {
+                f"loss_{self.name}": inject_gradient(x, grad),
+                "grad_norm": grad.flatten(1).norm(dim=1).mean(),
+                "timestep": t.float().mean(),
+            }
+            out.update(self.auxiliary_losses(x, cameras, prompt, step, generator))
         return out

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..config import packaged_asset
-from ..errors import PriorLoadError
+from ..errors import PriorLoadError, ThreeDistillError
 from ..utils.files import read_json
 from .base import Prior, resize_to_native
 from .multiview import camera_embedding, check_multiview_unet, make_multiview
@@ -50,6 +50,18 @@ def resolve_prior_path(path: str | Path | None) -> Path:
     if path.name in EMBEDDED and path.parts[:-1] in ((), ("assets", "priors")):
         return embedded_prior_path(path.name)
     return path
+
+
+def prior_views(path: str | Path | None) -> int:
+    """How many views the prior at `path` denoises jointly (its model_index.json's multiview entry; 1 for a 2D
+    prior or anything unreadable, which loading then reports), read without loading a network."""
+    root = resolve_prior_path(path)
+    try:
+        entry = read_json(root / "model_index.json", "model_index.json").get("threedistill", {}).get("multiview")
+    except (ThreeDistillError, AttributeError):
+        return 1
+    views = entry.get("num_views") if isinstance(entry, dict) else entry
+    return views if isinstance(views, int) and not isinstance(views, bool) and views > 1 else 1
 
 
 def load_scheduler(path: str | Path | None = None):

@@ -14,6 +14,15 @@ from .base import Prior
 SAMPLERS = ("ddpm", "ddim")
 
 
+def default_view_cameras(sets: int, views: int, elevation: float = 15.0) -> torch.Tensor:
+    """Camera-to-world matrices (sets*views,4,4) of `sets` identical sets: the front (azimuth 0), then every
+    360/views degrees, at `elevation`."""
+    from ..cameras import orbit_cameras
+
+    azimuth = (360.0 / views * torch.arange(views) + 180.0) % 360.0 - 180.0
+    return orbit_cameras(azimuth.repeat(sets), elevation, 3.0).c2w
+
+
 def make_scheduler(prior: Prior, sampler: str):
     from diffusers import DDIMScheduler, DDPMScheduler
 
@@ -38,10 +47,19 @@ def sample_images(
     batch_size: int = 128,
     progress: bool = False,
     sampler: str = "ddpm",
+    cameras: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Draw one image per prompt: (N,3,H,W) in [0,1]."""
+    """Draw one image per prompt: (N,3,H,W) in [0,1]. A multi-view prior draws the images in sets of its
+    `num_views` consecutive prompts jointly, seen from `cameras` (N,4,4) camera-to-world matrices (default:
+    `default_view_cameras`, each set's first view from the front)."""
     if not prompts or steps < 1:
         raise ThreeDistillError(f"--n and --steps must be positive, got {len(prompts)} and {steps}")
+    views = prior.num_views
+    if views > 1:
+        if len(prompts) % views:
+            raise ThreeDistillError(f"a {views}-view prior draws sets of {views} images; got {len(prompts)} prompts")
+        cameras = default_view_cameras(len(prompts) // views, views) if cameras is None else cameras
+        batch_size = max(views, batch_size // views * views)
     scheduler = make_scheduler(prior, sampler)
     scheduler.set_timesteps(steps)
     gen = torch.Generator().manual_seed(seed)
@@ -55,10 +73,11 @@ def sample_images(
         x = noise[start : start + batch_size].to(prior.device)
         cond = prior.encode_prompt(prompts[start : start + batch_size])
         unc = uncond.expand(len(cond), -1, -1)
-        for t in scheduler.timesteps:
-            eps, _, _ = prior.predict_noise_cfg(x, t.reshape(1), cond, unc, guidance_scale)
-            x = scheduler.step(eps, t, x, generator=gen).prev_sample
-            bar.update(1)
+        with prior.viewing(None if cameras is None else cameras[start : start + batch_size]):
+            for t in scheduler.timesteps:
+                eps, _, _ = prior.predict_noise_cfg(x, t.reshape(1), cond, unc, guidance_scale)
+                x = scheduler.step(eps, t, x, generator=gen).prev_sample
+                bar.update(1)
         out.append(prior.from_diffusion_space(x).cpu())
     bar.close()
     return torch.cat(out)

@@ -116,10 +116,12 @@ def reference_term(cfg: ReferenceConfig, prior, run_cfg, run_dir: Path | None, l
     if saved is None or not saved.is_file():
         from ..priors.sampling import sample_images
 
-        prompt = f"{run_cfg.prompt}, front view"
+        # a 2D prior is asked for the front view in words; a multi-view prior draws a set whose first view is the front
+        views = prior.num_views
+        prompt = run_cfg.prompt if views > 1 else f"{run_cfg.prompt}, front view"
         log(f"drawing the reference image of '{prompt}' from the prior ({cfg.auto_steps} steps)")
         image = sample_images(
-            prior, [prompt], steps=cfg.auto_steps, guidance_scale=cfg.auto_guidance, seed=run_cfg.trainer.seed
+            prior, [prompt] * views, steps=cfg.auto_steps, guidance_scale=cfg.auto_guidance, seed=run_cfg.trainer.seed
         )[0].cpu()
         if saved is None:
             return ReferenceTerm(image, background_mask(image, cfg.background_threshold), cfg)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..cameras import orbit_cameras, sample_orbit
+from ..cameras import sample_orbit
 from ..errors import ThreeDistillError
 from ..utils.files import atomic_path
 from .catalogue import catalogue_subjects
@@ -95,16 +95,9 @@ def generate_dataset(
     subjects = catalogue_subjects()
     images, subject_idx, cams = [], [], []
     for i, (colour, obj) in enumerate(tqdm(subjects, desc="rendering toy dataset", disable=not progress)):
-        cameras = sample_orbit(gen, views_per_subject // views_per_set, elevation=elevation, radius=radius, fovy=fovy)
-        if views_per_set > 1:
-            step = 360.0 / views_per_set * torch.arange(views_per_set)
-            each = lambda t: t.repeat_interleave(views_per_set)  # noqa: E731
-            cameras = orbit_cameras(
-                (each(cameras.azimuth) + step.repeat(len(cameras)) + 180.0) % 360.0 - 180.0,
-                each(cameras.elevation),
-                each(cameras.radius),
-                torch.rad2deg(each(cameras.fovy)),
-            )
+        cameras = sample_orbit(
+            gen, views_per_subject, elevation=elevation, radius=radius, fovy=fovy, views_per_set=views_per_set
+        )
         for chunk in range(0, views_per_subject, 64):
             part = cameras[chunk : chunk + 64]
             rgb = render_toy(obj, colour, part, resolution, resolution, supersample=supersample)["rgb"]

@@ -113,6 +113,17 @@ def default_config_path(representation: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def prior_config_paths(prior: str | None, representation: str) -> list[Path]:
+    """A multi-view prior's defaults (configs/generate/prior-multiview.yaml, then prior-multiview-<representation>
+    .yaml: four views per step in one set, no Perp-Neg), those that exist; none for a 2D prior."""
+    from ..priors.diffusers_prior import prior_views
+
+    if prior is None or prior_views(prior) == 1:
+        return []
+    paths = [packaged_config("generate", f"prior-multiview{tail}.yaml") for tail in ("", f"-{representation}")]
+    return [p for p in paths if p.is_file()]
+
+
 def method_config_paths(guidance_type: str, representation: str) -> list[Path]:
     """configs/guidance/<method>.yaml (a method's settings adapted to the embedded prior), then
     configs/guidance/<method>-<representation>.yaml (its settings for one representation), those that exist."""
@@ -272,8 +283,10 @@ def new_run_config(
     ]
     overrides = list(overrides) + [p for p in picked if p]
     rep = str(peek_key("representation", [config] if config else [], overrides, GenerateConfig.representation))
-    # the representation's defaults, then the user's YAML on top (it only needs what it changes)
-    cfg = load_generate_config([default_config_path(rep), config], overrides)
+    chosen_prior = peek_key("prior", [config] if config else [], overrides, None)
+    # the representation's defaults, a multi-view prior's, then the user's YAML on top (it only needs what it changes)
+    layers = [default_config_path(rep), *prior_config_paths(chosen_prior, rep), config]
+    cfg = load_generate_config(layers, overrides)
     check_prompt(cfg.prompt, "--prompt")  # before the run directory is made
     return cfg
 
