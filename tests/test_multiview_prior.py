@@ -250,3 +250,20 @@ def test_gate_judges_each_view_and_its_front(tiny_mv_prior):
     assert report["views_per_sample"] == 4 and report["_images"].shape == (4, 3, 32, 32)
     assert set(report["accuracy"]) == {"all", "object", "colour", "background", "front", "set"}
     assert report["per_prompt"]["a red duck"]["n"] == 4
+
+
+def test_gate_asks_a_2d_prior_for_views_in_words(toy_prior):
+    from threedistill.evaluation.image_judge import SilhouetteBank
+    from threedistill.evaluation.prior_gate import evaluate_prior
+
+    report = evaluate_prior(
+        toy_prior,
+        samples_per_prompt=2,
+        steps=2,
+        subjects=[("red", "duck"), ("red", "cone")],
+        progress=False,
+        view_prompts=True,
+        bank=SilhouetteBank(32, azimuths=range(0, 360, 60), elevations=(0, 40), radii=(2.9,)),
+    )
+    assert set(report["accuracy"]) == {"all", "object", "colour", "background", "front"}
+    assert "front" in report["per_prompt"]["a red duck"] and "front" not in report["per_prompt"]["a red cone"]

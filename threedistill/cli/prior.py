@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from ..errors import ThreeDistillError
 from . import PriorOption, app, command, log
 
 prior_app = typer.Typer(no_args_is_help=True, help="The 2D diffusion prior: train, sample, evaluate, inspect.")
@@ -106,15 +107,38 @@ def prior_eval(
     seed: int = typer.Option(0),
     prior: Optional[Path] = PriorOption,
     out: Optional[Path] = typer.Option(None, "--out", help="Write the report as JSON (and a grid PNG beside it)."),
+    objects: Optional[str] = typer.Option(None, help="Comma-separated toy objects to judge (default: all)."),
+    view_prompts: bool = typer.Option(
+        False, "--view-prompts", help="2D prior: sample at random cameras with view-suffixed prompts, judge the front."
+    ),
 ):
-    """Quality gate: sample every catalogue prompt and judge against toy-world ground truth."""
+    """Quality gate: sample every catalogue prompt and judge against toy-world ground truth. A multi-view prior is
+    sampled in sets of views at random cameras and judged on the front each camera should see as well."""
     from rich.console import Console
     from rich.table import Table
 
     from ..evaluation.prior_gate import evaluate_prior
     from ..utils.images import save_image
 
-    report = evaluate_prior(_load(prior), samples_per_prompt=n, steps=steps, guidance_scale=guidance, seed=seed)
+    subjects = None
+    if objects:
+        from ..toyworld.catalogue import OBJECTS, catalogue_subjects
+
+        wanted = [o.strip() for o in objects.split(",") if o.strip()]
+        unknown = [o for o in wanted if o not in OBJECTS]
+        if unknown or not wanted:
+            bad = ", ".join(unknown) or repr(objects)
+            raise ThreeDistillError(f"--objects: unknown {bad}; known: {', '.join(OBJECTS)}")
+        subjects = [s for s in catalogue_subjects() if s[1] in wanted]
+    report = evaluate_prior(
+        _load(prior),
+        samples_per_prompt=n,
+        steps=steps,
+        guidance_scale=guidance,
+        seed=seed,
+        subjects=subjects,
+        view_prompts=view_prompts,
+    )
     images = report.pop("_images")
     table = Table(title="prior quality gate (share of samples judged right)")
     acc = report["accuracy"]
