@@ -1,4 +1,4 @@
-"""`t3d prior ...`: the 2D diffusion prior: train a toy one, sample, evaluate, inspect."""
+"""`t3d prior ...`: the diffusion prior: train a toy one, sample, evaluate, inspect, convert MVDream's."""
 
 from __future__ import annotations
 
@@ -162,3 +162,21 @@ def prior_eval(
         out.write_text(json.dumps(report, indent=2))
         save_image(images, out.with_suffix(".png"))
         typer.echo(f"wrote {out}")
+
+
+@command(prior_app, "convert-mvdream")
+def prior_convert_mvdream(
+    checkpoint: Path = typer.Argument(
+        ..., metavar="CHECKPOINT", help="MVDream's UNet checkpoint: sd-v2.1-base-4view.pt (or .safetensors)."
+    ),
+    base: Path = typer.Option(
+        ..., "--base", help="Local diffusers Stable Diffusion 2.1-base directory (scheduler, text encoder, VAE)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Directory to write (new or empty); then use it as --prior DIR."),
+    num_views: int = typer.Option(4, "--num-views", help="Views the prior denoises together (MVDream: 4)."),
+):
+    """Convert the official MVDream checkpoint into a multi-view prior directory (diffusers layout) for --prior."""
+    from ..priors.mvdream_convert import convert_mvdream
+
+    out_dir = convert_mvdream(checkpoint, base, out, num_views=num_views, log=log)
+    typer.echo(f"wrote {out_dir}; use it with --prior {out_dir} (a GPU with about 10 GB)")

@@ -16,7 +16,7 @@ from ..config import packaged_asset
 from ..errors import PriorLoadError, ThreeDistillError
 from ..utils.files import read_json
 from .base import Prior, resize_to_native
-from .multiview import camera_embedding, check_multiview_unet, make_multiview
+from .multiview import camera_embedding, check_camera_convention, check_multiview_unet, make_multiview
 
 REQUIRED = ("unet", "scheduler", "text_encoder", "tokenizer")
 LAYOUT_HINT = "a diffusers directory: model_index.json, unet/, scheduler/, text_encoder/, tokenizer/ [, vae/]"
@@ -124,6 +124,8 @@ def _frozen(module, device: torch.device, dtype: torch.dtype):
 class DiffusersPrior(Prior):
     """A frozen diffusers pipeline directory behind the Prior interface."""
 
+    camera_convention = "threedistill"  # a multi-view prior's: the world frame its camera condition is written in
+
     def __init__(
         self, path: str | Path | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ):
@@ -154,14 +156,19 @@ class DiffusersPrior(Prior):
         self.info = index.get("threedistill", {})
         multiview = self.info.get("multiview") if isinstance(self.info, dict) else None
         if multiview is not None:
+            where = str(self.path / "model_index.json")
             num_views = multiview.get("num_views") if isinstance(multiview, dict) else multiview
-            check_multiview_unet(self.unet, num_views, str(self.path / "model_index.json"))
+            is_dict = isinstance(multiview, dict)
+            convention = multiview.get("camera_convention", "threedistill") if is_dict else "threedistill"
+            check_multiview_unet(self.unet, num_views, where)
+            self.camera_convention = check_camera_convention(convention, where)
             self.num_views = num_views
             make_multiview(self.unet, num_views)
 
     def __repr__(self) -> str:
         kind = "latent" if self.latent else "pixel"
         views = f", {self.num_views} views" if self.num_views > 1 else ""
+        views += f" ({self.camera_convention} cameras)" if self.camera_convention != "threedistill" else ""
         return f"DiffusersPrior({self.path}, {kind}, {self.native_resolution}px, {self.prediction_type}{views})"
 
     def _encode_uncached(self, texts: list[str]) -> torch.Tensor:
@@ -182,7 +189,8 @@ class DiffusersPrior(Prior):
             words = re.findall(r"[\w']+|[^\w\s]", text)
             unknown = [w for w in words if tok.unk_token_id in tok(w, add_special_tokens=False).input_ids]
             if unknown:
-                real = "; it knows the toy world only (--prior PATH takes a real model)" if self.info else ""
+                toy = isinstance(self.info, dict) and "trained_steps" in self.info  # trained here: a toy prior
+                real = "; it knows the toy world only (--prior PATH takes a real model)" if toy else ""
                 out.append(
                     f"the prior {self.path.name} does not know the words {', '.join(dict.fromkeys(unknown))} of "
                     f"{text!r}; they are read as unknown{real}"
@@ -213,7 +221,7 @@ class DiffusersPrior(Prior):
     def unet_output(self, unet, x_t, t, embeddings, **cond) -> torch.Tensor:
         """Raw output of `unet` (this prior's UNet or an adapted copy, e.g. VSD's LoRA particle model)."""
         if self.num_views > 1:
-            cameras = camera_embedding(self.view_cameras(x_t.shape[0]))
+            cameras = camera_embedding(self.view_cameras(x_t.shape[0]), self.camera_convention)
             cond = {"class_labels": cameras.to(self.device, self.dtype)} | cond
         with self.autocast():
             out = unet(

@@ -7,7 +7,29 @@
 - **attention across views**: every transformer block's self-attention (`attn1`) attends over the tokens of all
   `num_views` views of one object at once (`MultiViewAttnProcessor`); the weights are those of ordinary
   self-attention, so the processor is set at load time and nothing about it is stored but the view count;
-- `model_index.json` records `"threedistill": {"multiview": {"num_views": 4}}`.
+- `model_index.json` records `"threedistill": {"multiview": {"num_views": 4}}`, and, for a network trained with
+  other camera axes, `"camera_convention"` (`CAMERA_CONVENTIONS`): "threedistill" (default: our world frame as
+  it is) or "mvdream" (the official MVDream checkpoints, converted by `mvdream_convert.py`).
+
+Camera conventions. Ours (cameras.py): world +Y up, the object's front facing +Z, OpenGL cameras (looking down
+their -Z, +Y up, +X right); azimuth 0 is the camera on +Z, positive azimuth turns it toward +X.
+
+MVDream's (bytedance/MVDream, `mvdream/camera_utils.py`): `create_camera_to_world_matrix(elevation, azimuth)`
+builds exactly our orbit camera at unit distance (position (cos e sin a, sin e, cos e cos a), looking at the
+origin with +Y up, OpenGL axes), then `get_camera(..., blender_coord=True)` left-multiplies it by
+`convert_opengl_to_blender`'s matrix [[1,0,0],[0,0,-1],[0,1,0]] (x, y, z) -> (x, -z, y): the world frame turned
+to Blender's +Z up, the camera axes left as OpenGL's. `normalize_camera` scales the position to unit length and
+the 4x4 matrix is flattened row-major into the 16 numbers the `camera_embed` MLP reads. threestudio's MVDream
+guidance (bytedance/MVDream-threestudio, `threestudio/models/guidance/multiview_diffusion_guidance.py`,
+`get_camera_cond` with `camera_condition_type="rotation"`) passes its own camera-to-world matrices unchanged
+("the input of threestudio is already blender coordinate system": +Z up, OpenGL camera axes,
+`threestudio/data/random_multiview.py`) through `normalize_camera`. So the model reads Blender-frame matrices.
+"mvdream" below maps ours into that frame with the same matrix, so our azimuth a and elevation e give exactly
+MVDream's `get_camera(azimuth_start=a, elevation=e)` (its azimuth and ours are the same formula before the
+turn). Which side the model treats as the front is not stated by these sources; we take MVDream's azimuth 0 (the
+camera on Blender's -Y, where Blender's glTF import puts a glTF asset's front, +Z as ours; Objaverse, MVDream's
+training data, is glTF). threestudio's azimuth 0 is its +X axis, MVDream's azimuth 90, and MVDream's
+`scripts/t2i.py` starts its views at azimuth 90 by default: a prompt's "front view" may sit 90 degrees off.
 
 A batch given to such a UNet holds whole sets: images b*V ... b*V + V-1 are the V views of set b.
 """
@@ -20,12 +42,39 @@ from ..errors import PriorLoadError
 
 CAMERA_DIM = 16  # the flattened 4x4 camera-to-world matrix
 
+# Our world frame (+Y up, front +Z) seen in Blender's (+Z up, front -Y): (x, y, z) -> (x, -z, y), a rotation of 90
+# degrees about +X, the matrix MVDream's convert_opengl_to_blender applies to the world side of its cameras.
+_OURS_TO_BLENDER = ((1.0, 0.0, 0.0, 0.0), (0.0, 0.0, -1.0, 0.0), (0.0, 1.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))
 
-def camera_embedding(c2w: torch.Tensor) -> torch.Tensor:
-    """MVDream's camera condition: each camera-to-world matrix (B,4,4) flattened to 16 numbers, its position scaled
-    to unit distance from the origin (the object's centre), so the condition says where the camera looks from,
-    not how far away it is."""
-    c2w = c2w.to(torch.float32).clone()
+
+def _ours(c2w: torch.Tensor) -> torch.Tensor:
+    return c2w
+
+
+def _mvdream(c2w: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(_OURS_TO_BLENDER, dtype=c2w.dtype, device=c2w.device) @ c2w
+
+
+# The world frame a multi-view network's camera condition is written in: our cameras mapped into it.
+CAMERA_CONVENTIONS = {"threedistill": _ours, "mvdream": _mvdream}
+
+
+def check_camera_convention(convention, where: str) -> str:
+    """`convention` if it names one of `CAMERA_CONVENTIONS`, else a one-line PriorLoadError."""
+    if not isinstance(convention, str) or convention not in CAMERA_CONVENTIONS:
+        raise PriorLoadError(
+            f"{where}: unknown multiview.camera_convention {convention!r}; known: {', '.join(CAMERA_CONVENTIONS)}"
+        )
+    return convention
+
+
+def camera_embedding(c2w: torch.Tensor, convention: str = "threedistill") -> torch.Tensor:
+    """MVDream's camera condition: each camera-to-world matrix (B,4,4) of our world, in the world frame of
+    `convention` (`CAMERA_CONVENTIONS`; "mvdream": the official checkpoints' Blender frame), flattened row-major to
+    16 numbers, its position scaled to unit distance from the origin (the object's centre), so the condition says
+    where the camera looks from, not how far away it is."""
+    to_frame = CAMERA_CONVENTIONS[check_camera_convention(convention, "camera_embedding")]
+    c2w = to_frame(c2w.to(torch.float32)).clone()
     position = c2w[:, :3, 3]
     c2w[:, :3, 3] = position / position.norm(dim=-1, keepdim=True).clamp_min(1e-8)
     return c2w.reshape(-1, CAMERA_DIM)
