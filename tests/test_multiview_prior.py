@@ -136,6 +136,8 @@ def test_multiview_train_config_errors():
         PriorTrainConfig(kind="multiview", batch_size=30)
     with pytest.raises(ConfigError, match="num_views must be between 2 and 8"):
         PriorTrainConfig(kind="multiview", num_views=1)
+    with pytest.raises(ConfigError, match="camera_lr_scale must be positive"):
+        PriorTrainConfig(kind="multiview", camera_lr_scale=0)
 
 
 def test_bad_multiview_entries_are_one_line_errors(tiny_mv_prior, tmp_path):

@@ -124,7 +124,10 @@ def train_denoiser(
     scheduler = build_scheduler(cfg.beta_schedule, clip_sample=space.vae is None)
     modules = torch.nn.ModuleDict({"unet": unet, "text_encoder": text_encoder})
     ema = copy.deepcopy(modules).requires_grad_(False)
-    opt = torch.optim.AdamW(modules.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    camera = [p for n, p in modules.named_parameters() if n.startswith("unet.class_embedding.")]
+    rest = [p for n, p in modules.named_parameters() if not n.startswith("unet.class_embedding.")]
+    groups = [{"params": rest}] + ([{"params": camera, "lr_scale": cfg.camera_lr_scale}] if camera else [])
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     lr_at = warmup_cosine(cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr_end)
     alphas_cumprod = scheduler.alphas_cumprod
     snr = alphas_cumprod / (1 - alphas_cumprod)
