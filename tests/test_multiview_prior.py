@@ -269,3 +269,48 @@ def test_gate_asks_a_2d_prior_for_views_in_words(toy_prior):
     )
     assert set(report["accuracy"]) == {"all", "object", "colour", "background", "front"}
     assert "front" in report["per_prompt"]["a red duck"] and "front" not in report["per_prompt"]["a red cone"]
+
+
+def test_multiview_batches_hold_whole_sets_with_their_cameras_and_prompts():
+    import numpy as np
+
+    from threedistill.prompting import view_prompt
+    from threedistill.toyworld.dataset import generate_dataset
+    from threedistill.toyworld.training import PriorTrainConfig
+    from threedistill.toyworld.training.prior import draw_batch
+
+    data = generate_dataset(8, 16, seed=0, progress=False, views_per_set=4)
+    cfg = PriorTrainConfig(kind="multiview", batch_size=32, view_prompts=True, empty_prompt_prob=0.2)
+    idx, flip, prompts, extra = draw_batch(cfg, data, None, np.random.default_rng(0))
+    sets = idx.reshape(-1, 4)
+    assert (sets[:, 0] % 4 == 0).all() and (np.diff(sets, axis=1) == 1).all()  # whole sets, in order
+    assert all(len(set(f.tolist())) == 1 for f in flip.reshape(-1, 4))  # a set is mirrored as one
+    azimuth = torch.from_numpy(data.azimuth[idx]).float()
+    azimuth = torch.where(flip, -azimuth, azimuth)
+    cams = orbit_cameras(azimuth, torch.from_numpy(data.elevation[idx]).float(), 1.0)
+    torch.testing.assert_close(extra["class_labels"], camera_embedding(cams.c2w))
+    kinds = set()
+    for i, text in enumerate(prompts):
+        plain = data.prompt(idx[i])
+        suffixed = view_prompt(plain, float(azimuth[i]), float(data.elevation[idx[i]]))
+        assert text in ("", plain, suffixed)
+        kinds.add("empty" if text == "" else "suffixed" if text == suffixed != plain else "plain")
+    assert {"empty", "suffixed"} <= kinds
+    plain_cfg = PriorTrainConfig(kind="multiview", batch_size=32)  # MVDream's: the camera alone
+    _, _, prompts, _ = draw_batch(plain_cfg, data, None, np.random.default_rng(0))
+    assert all("view" not in p for p in prompts)
+
+
+def test_a_multiview_prior_trained_with_view_prompts_reads_them(tiny_mv_prior, tmp_path):
+    import shutil
+
+    from threedistill.guidance import GUIDANCE
+
+    copy = tmp_path / "vp"
+    shutil.copytree(tiny_mv_prior, copy)
+    index = json.loads((copy / "model_index.json").read_text())
+    index["threedistill"]["multiview"]["view_prompts"] = True
+    (copy / "model_index.json").write_text(json.dumps(index))
+    cams = orbit_cameras(torch.tensor([0.0, 180.0]), 0.0, 3.0)
+    texts = GUIDANCE.get("sds")(load_prior(copy)).prompt_state("a red duck").texts(cams)
+    assert texts[0] != texts[1] and all(t.startswith("a red duck,") for t in texts)

@@ -90,9 +90,10 @@ class PromptState:
         )
 
     def texts(self, cameras: Cameras) -> list[str]:
-        """Each camera's prompt: with its view suffix ("..., back view") when view-dependent and the prior is 2D
-        (a multi-view prior is given the cameras themselves, as MVDream is, and reads the plain prompt)."""
-        if self.view_dependent and self.prior.num_views == 1:
+        """Each camera's prompt: with its view suffix ("..., back view") when view-dependent and the prior reads
+        suffixes (every 2D prior; a multi-view prior is given the cameras themselves, and MVDream reads the plain
+        prompt, the toy multi-view prior both)."""
+        if self.view_dependent and self.prior.view_prompts:
             return view_prompts(self.prompt, cameras.azimuth, cameras.elevation)
         return [self.prompt] * len(cameras)
 

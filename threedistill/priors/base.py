@@ -75,6 +75,9 @@ class Prior(ABC):
     # A multi-view prior (MVDream) denoises sets of `num_views` views of one object jointly, each view conditioned on
     # its camera: the cameras of the images being denoised are given with `viewing(cameras)`; 1: a 2D prior.
     num_views: int = 1
+    # whether the prior reads view-suffixed prompts (", back view"): every 2D prior; a multi-view prior only when it
+    # was trained with them (the toy one; MVDream is told the camera alone)
+    view_prompts: bool = True
 
     def __init__(self):
         self._prompt_cache: dict[str, torch.Tensor] = {}

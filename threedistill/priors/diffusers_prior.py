@@ -163,6 +163,7 @@ class DiffusersPrior(Prior):
             check_multiview_unet(self.unet, num_views, where)
             self.camera_convention = check_camera_convention(convention, where)
             self.num_views = num_views
+            self.view_prompts = bool(multiview.get("view_prompts", False)) if is_dict else False
             make_multiview(self.unet, num_views)
 
     def __repr__(self) -> str:

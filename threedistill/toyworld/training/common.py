@@ -68,6 +68,9 @@ class PriorTrainConfig:
     # multiview only: the camera embedding's learning rate as a multiple of lr (it starts at zero, so at lr alone
     # the camera had moved the noise prediction by 2% after 500 steps)
     camera_lr_scale: float = 1.0
+    # multiview only: prompts with each view's suffix (", back view") beside the camera, as the 2D prior's are
+    # (a toy choice; MVDream gives the camera only): plain_prompt_prob of the sets get the plain prompt instead
+    view_prompts: bool = False
     dataset_cache: str = "data/toyworld_dataset.npz"  # rendered once, reused while its settings match
     dataset_seed: Optional[int] = None  # seed of the rendered dataset; None: the training seed
     resolution: int = 32

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from ...cameras import orbit_cameras
 from ...errors import ConfigError
 from ...priors.multiview import camera_embedding, multiview_unet_from
+from ...prompting import view_prompt
 from ..dataset import ToyDataset
 from .common import (
     WEIGHT_DTYPES,
@@ -56,7 +57,8 @@ def draw_batch(cfg: PriorTrainConfig, data: ToyDataset, probs, rng: np.random.Ge
     """One training batch's (image indices, mirror flags, prompts, extra UNet inputs). Multi-view: whole sets of
     `num_views` views, each set mirrored or not as one (and its cameras with it: a mirrored view of these
     left-right symmetric objects is the view from the mirrored azimuth), plain prompts (the camera replaces the view
-    suffix, as in MVDream), and each view's camera as the UNet's class label."""
+    suffix, as in MVDream; with `view_prompts`, each view's suffixed prompt as well), and each view's camera as the
+    UNet's class label."""
     if cfg.kind != "multiview":
         n = cfg.batch_size
         idx = rng.integers(0, len(data), n) if probs is None else rng.choice(len(data), n, p=probs)
@@ -69,10 +71,21 @@ def draw_batch(cfg: PriorTrainConfig, data: ToyDataset, probs, rng: np.random.Ge
     idx = (first[chosen][:, None] + np.arange(views)).reshape(-1)
     flip_set = rng.random(sets) < 0.5
     flip = torch.from_numpy(np.repeat(flip_set, views))
-    prompts = ["" if rng.random() < cfg.empty_prompt_prob else data.prompt(first[c]) for c in chosen]
     azimuth = torch.from_numpy(data.azimuth[idx]).float()
-    cameras = orbit_cameras(torch.where(flip, -azimuth, azimuth), torch.from_numpy(data.elevation[idx]).float(), 1.0)
-    return idx, flip, [p for p in prompts for _ in range(views)], {"class_labels": camera_embedding(cameras.c2w)}
+    azimuth = torch.where(flip, -azimuth, azimuth)  # the mirrored view's own azimuth
+    elevation = torch.from_numpy(data.elevation[idx]).float()
+    prompts = []
+    for k, c in enumerate(chosen):
+        u, plain = rng.random(), data.prompt(first[c])
+        if u < cfg.empty_prompt_prob:
+            prompts += [""] * views
+        elif not cfg.view_prompts or u < cfg.empty_prompt_prob + cfg.plain_prompt_prob:
+            prompts += [plain] * views
+        else:
+            at = range(k * views, (k + 1) * views)
+            prompts += [view_prompt(plain, float(azimuth[i]), float(elevation[i])) for i in at]
+    cameras = orbit_cameras(azimuth, elevation, 1.0)
+    return idx, flip, prompts, {"class_labels": camera_embedding(cameras.c2w)}
 
 
 def _start_models(cfg: PriorTrainConfig, tokenizer, space: DiffusionData):
@@ -156,7 +169,11 @@ def train_denoiser(
                 "train_seconds": round(time.time() - start, 1),
             }
             | space.info
-            | ({"multiview": {"num_views": cfg.num_views}} if cfg.kind == "multiview" else {}),
+            | (
+                {"multiview": {"num_views": cfg.num_views, "view_prompts": cfg.view_prompts}}
+                if cfg.kind == "multiview"
+                else {}
+            ),
         )
 
     probs = sampling_probabilities(data, cfg.object_weights)
