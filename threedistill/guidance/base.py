@@ -141,7 +141,7 @@ class Guidance(Objective):
         self.views_per_set = prior.num_views
         if prior.num_views > 1 and self.cfg.perp_neg:
             raise ConfigError(
-                "guidance.perp_neg=true needs a 2D prior's view-suffixed prompts; a multi-view prior is told the "
+                "guidance.perp_neg=true is a 2D prior's remedy for views; a multi-view prior is told each view's "
                 "camera instead: set guidance.perp_neg=false"
             )
 

@@ -53,7 +53,8 @@ class SDSGuidance(Guidance):
     ) -> torch.Tensor:
         """G_SDS = w(t) (eps_guided(x_t) - eps) at renders x in diffusion space, for given t and noise."""
         x_t = self.prior.add_noise(x.detach(), noise, t)
-        if not self.cfg.cfg_rescale:
+        rescale = getattr(self.cfg, "cfg_rescale", 0.0)  # a plain GuidanceConfig (the Python API) has none
+        if not rescale:
             return self.weight(t) * (self.guided_eps(x_t, t, cameras, prompt, step) - noise)
         scale = scheduled(self.cfg.guidance_scale, step)
         eps, eps_c, _ = self.prior.predict_noise_cfg(
