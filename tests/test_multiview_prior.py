@@ -314,3 +314,17 @@ def test_a_multiview_prior_trained_with_view_prompts_reads_them(tiny_mv_prior, t
     cams = orbit_cameras(torch.tensor([0.0, 180.0]), 0.0, 3.0)
     texts = GUIDANCE.get("sds")(load_prior(copy)).prompt_state("a red duck").texts(cams)
     assert texts[0] != texts[1] and all(t.startswith("a red duck,") for t in texts)
+
+
+def test_an_auto_reference_image_comes_from_a_set_drawn_by_a_multiview_prior(tiny_mv_prior, tmp_path):
+    from types import SimpleNamespace
+
+    from threedistill.rewards import ReferenceConfig, reference_term
+
+    lines = []
+    run_cfg = SimpleNamespace(prompt="a red duck", trainer=SimpleNamespace(seed=0))
+    term = reference_term(
+        ReferenceConfig(image="auto", auto_steps=2), load_prior(tiny_mv_prior), run_cfg, tmp_path, lines.append
+    )
+    assert term is not None and (tmp_path / "reference.png").is_file()
+    assert "'a red duck'" in lines[0]  # the plain prompt: this tiny prior was trained without view suffixes

@@ -115,13 +115,19 @@ def reference_term(cfg: ReferenceConfig, prior, run_cfg, run_dir: Path | None, l
     saved = Path(run_dir) / REFERENCE_FILE if run_dir is not None else None
     if saved is None or not saved.is_file():
         from ..priors.sampling import sample_images
+        from ..prompting import view_prompt
 
-        # a 2D prior is asked for the front view in words; a multi-view prior draws a set whose first view is the front
+        # a 2D prior is asked for the front view in words; a multi-view prior draws a set whose first view is the
+        # front (sample_images' default cameras), each view in words too where it reads them
         views = prior.num_views
-        prompt = run_cfg.prompt if views > 1 else f"{run_cfg.prompt}, front view"
-        log(f"drawing the reference image of '{prompt}' from the prior ({cfg.auto_steps} steps)")
+        prompts = [f"{run_cfg.prompt}, front view"]
+        if views > 1:
+            azimuths = [((360.0 / views * k + 180.0) % 360.0) - 180.0 for k in range(views)]
+            suffixed = prior.view_prompts
+            prompts = [view_prompt(run_cfg.prompt, a, 15.0) if suffixed else run_cfg.prompt for a in azimuths]
+        log(f"drawing the reference image of '{prompts[0]}' from the prior ({cfg.auto_steps} steps)")
         image = sample_images(
-            prior, [prompt] * views, steps=cfg.auto_steps, guidance_scale=cfg.auto_guidance, seed=run_cfg.trainer.seed
+            prior, prompts, steps=cfg.auto_steps, guidance_scale=cfg.auto_guidance, seed=run_cfg.trainer.seed
         )[0].cpu()
         if saved is None:
             return ReferenceTerm(image, background_mask(image, cfg.background_threshold), cfg)
