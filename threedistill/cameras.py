@@ -128,6 +128,13 @@ def project_points(
     return torch.stack([x, y], -1), depth
 
 
+def set_azimuths(first: torch.Tensor, views: int) -> torch.Tensor:
+    """Azimuths (degrees, in [-180, 180)) of sets of `views` cameras 360/views degrees apart, one set per entry of
+    `first` (its first camera's azimuth), flattened set by set."""
+    offsets = 360.0 / views * torch.arange(views)
+    return ((torch.as_tensor(first, dtype=torch.float32).reshape(-1, 1) + offsets + 180.0) % 360.0 - 180.0).reshape(-1)
+
+
 def sample_orbit(
     generator: torch.Generator,
     n: int,
@@ -150,7 +157,7 @@ def sample_orbit(
 
     az = draw(azimuth)
     if views_per_set > 1:
-        az = (az + (360.0 / views_per_set * torch.arange(views_per_set)).repeat(sets) + 180.0) % 360.0 - 180.0
+        az = set_azimuths(az[::views_per_set], views_per_set)
     return orbit_cameras(az, draw(elevation), draw(radius), draw(fovy))
 
 
@@ -161,6 +168,7 @@ __all__ = [
     "camera_rays",
     "project_points",
     "sample_orbit",
+    "set_azimuths",
     "focal_length",
     "pixel_intrinsics",
 ]

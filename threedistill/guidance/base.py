@@ -138,12 +138,16 @@ class Guidance(Objective):
         super().__init__()
         self.prior = prior
         self.cfg = cfg or self.config_class()
-        self.views_per_set = prior.num_views
         if prior.num_views > 1 and self.cfg.perp_neg:
             raise ConfigError(
                 "guidance.perp_neg=true is a 2D prior's remedy for views; a multi-view prior is told each view's "
                 "camera instead: set guidance.perp_neg=false"
             )
+
+    @property
+    def views_per_set(self) -> int:
+        """The prior's set size: a multi-view prior judges its views in sets (the Trainer draws them so)."""
+        return self.prior.num_views
 
     @property
     def guided_evals(self) -> int:

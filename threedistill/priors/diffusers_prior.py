@@ -52,15 +52,22 @@ def resolve_prior_path(path: str | Path | None) -> Path:
     return path
 
 
+def multiview_entry(info) -> dict | None:
+    """model_index.json's `threedistill.multiview` entry as a dict (a bare number is its `num_views`), or None for
+    a 2D prior; the values are checked where they are used."""
+    entry = info.get("multiview") if isinstance(info, dict) else None
+    return None if entry is None else entry if isinstance(entry, dict) else {"num_views": entry}
+
+
 def prior_views(path: str | Path | None) -> int:
     """How many views the prior at `path` denoises jointly (its model_index.json's multiview entry; 1 for a 2D
     prior or anything unreadable, which loading then reports), read without loading a network."""
     root = resolve_prior_path(path)
     try:
-        entry = read_json(root / "model_index.json", "model_index.json").get("threedistill", {}).get("multiview")
+        entry = multiview_entry(read_json(root / "model_index.json", "model_index.json").get("threedistill"))
     except (ThreeDistillError, AttributeError):
         return 1
-    views = entry.get("num_views") if isinstance(entry, dict) else entry
+    views = None if entry is None else entry.get("num_views")
     return views if isinstance(views, int) and not isinstance(views, bool) and views > 1 else 1
 
 
@@ -154,16 +161,14 @@ class DiffusersPrior(Prior):
             self.native_resolution = int(self.unet.config.sample_size)
         self.channels = int(self.unet.config.in_channels)
         self.info = index.get("threedistill", {})
-        multiview = self.info.get("multiview") if isinstance(self.info, dict) else None
+        multiview = multiview_entry(self.info)
         if multiview is not None:
             where = str(self.path / "model_index.json")
-            num_views = multiview.get("num_views") if isinstance(multiview, dict) else multiview
-            is_dict = isinstance(multiview, dict)
-            convention = multiview.get("camera_convention", "threedistill") if is_dict else "threedistill"
+            num_views = multiview.get("num_views")
             check_multiview_unet(self.unet, num_views, where)
-            self.camera_convention = check_camera_convention(convention, where)
+            self.camera_convention = check_camera_convention(multiview.get("camera_convention", "threedistill"), where)
             self.num_views = num_views
-            self.view_prompts = bool(multiview.get("view_prompts", False)) if is_dict else False
+            self.view_prompts = bool(multiview.get("view_prompts", False))
             make_multiview(self.unet, num_views)
 
     def __repr__(self) -> str:

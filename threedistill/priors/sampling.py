@@ -14,13 +14,15 @@ from .base import Prior
 SAMPLERS = ("ddpm", "ddim")
 
 
-def default_view_cameras(sets: int, views: int, elevation: float = 15.0) -> torch.Tensor:
+DEFAULT_VIEW_ELEVATION = 15.0  # of a multi-view prior's default cameras
+
+
+def default_view_cameras(sets: int, views: int, elevation: float = DEFAULT_VIEW_ELEVATION) -> torch.Tensor:
     """Camera-to-world matrices (sets*views,4,4) of `sets` identical sets: the front (azimuth 0), then every
     360/views degrees, at `elevation`."""
-    from ..cameras import orbit_cameras
+    from ..cameras import orbit_cameras, set_azimuths
 
-    azimuth = (360.0 / views * torch.arange(views) + 180.0) % 360.0 - 180.0
-    return orbit_cameras(azimuth.repeat(sets), elevation, 3.0).c2w
+    return orbit_cameras(set_azimuths(torch.zeros(sets), views), elevation, 3.0).c2w
 
 
 def make_scheduler(prior: Prior, sampler: str):

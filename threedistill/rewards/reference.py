@@ -114,7 +114,8 @@ def reference_term(cfg: ReferenceConfig, prior, run_cfg, run_dir: Path | None, l
         return ReferenceTerm(*read_rgba(cfg.image, cfg.background_threshold), cfg)
     saved = Path(run_dir) / REFERENCE_FILE if run_dir is not None else None
     if saved is None or not saved.is_file():
-        from ..priors.sampling import sample_images
+        from ..cameras import set_azimuths
+        from ..priors.sampling import DEFAULT_VIEW_ELEVATION, sample_images
         from ..prompting import view_prompt
 
         # a 2D prior is asked for the front view in words; a multi-view prior draws a set whose first view is the
@@ -122,9 +123,9 @@ def reference_term(cfg: ReferenceConfig, prior, run_cfg, run_dir: Path | None, l
         views = prior.num_views
         prompts = [f"{run_cfg.prompt}, front view"]
         if views > 1:
-            azimuths = [((360.0 / views * k + 180.0) % 360.0) - 180.0 for k in range(views)]
-            suffixed = prior.view_prompts
-            prompts = [view_prompt(run_cfg.prompt, a, 15.0) if suffixed else run_cfg.prompt for a in azimuths]
+            suffixed, elevation = prior.view_prompts, DEFAULT_VIEW_ELEVATION
+            azimuths = set_azimuths(torch.zeros(1), views).tolist()  # sample_images' default cameras
+            prompts = [view_prompt(run_cfg.prompt, a, elevation) if suffixed else run_cfg.prompt for a in azimuths]
         log(f"drawing the reference image of '{prompts[0]}' from the prior ({cfg.auto_steps} steps)")
         image = sample_images(
             prior, prompts, steps=cfg.auto_steps, guidance_scale=cfg.auto_guidance, seed=run_cfg.trainer.seed
