@@ -72,6 +72,7 @@ class Prior(ABC):
     num_train_timesteps: int = 1000
 
     compute_dtype: torch.dtype | None = None  # the network's autocast type (None: as stored); `set_precision`
+    use_graph: bool = False  # whether the network runs through a traced graph without gradient (priors/graph.py)
     # A multi-view prior (MVDream) denoises sets of `num_views` views of one object jointly, each view conditioned on
     # its camera: the cameras of the images being denoised are given with `viewing(cameras)`; 1: a 2D prior.
     num_views: int = 1

@@ -16,6 +16,7 @@ from ..config import packaged_asset
 from ..errors import PriorLoadError, ThreeDistillError
 from ..utils.files import read_json
 from .base import Prior, resize_to_native
+from .graph import GraphUNet, use_graph
 from .multiview import camera_embedding, check_camera_convention, check_multiview_unet, make_multiview
 
 REQUIRED = ("unet", "scheduler", "text_encoder", "tokenizer")
@@ -170,6 +171,8 @@ class DiffusersPrior(Prior):
             self.num_views = num_views
             self.view_prompts = bool(multiview.get("view_prompts", False))
             make_multiview(self.unet, num_views)
+        self.use_graph = use_graph(self.unet, self.device)
+        self._graph = self._graph_key = None
 
     def __repr__(self) -> str:
         kind = "latent" if self.latent else "pixel"
@@ -221,6 +224,17 @@ class DiffusersPrior(Prior):
             x = self.vae.decode(x / self.latent_scaling).sample
         return ((x + 1.0) / 2.0).clamp(0, 1)
 
+    @property
+    def graph(self) -> GraphUNet | None:
+        """The traced, thread-split runner of this prior's frozen UNet (priors/graph.py), where it applies (a small
+        model on the CPU); None runs the UNet directly. Set `use_graph = False` to turn it off."""
+        if not self.use_graph:
+            return None
+        key = (self.compute_dtype, self.num_views)  # a graph records the precision it was traced at
+        if self._graph is None or self._graph_key != key:
+            self._graph, self._graph_key = GraphUNet(self.unet, self.autocast, group=self.num_views), key
+        return self._graph
+
     def _unet(self, x_t, t, embeddings, **cond):
         return self.unet_output(self.unet, x_t, t, embeddings, **cond)
 
@@ -229,10 +243,13 @@ class DiffusersPrior(Prior):
         if self.num_views > 1:
             cameras = camera_embedding(self.view_cameras(x_t.shape[0]), self.camera_convention)
             cond = {"class_labels": cameras.to(self.device, self.dtype)} | cond
-        with self.autocast():
-            out = unet(
-                x_t.to(self.dtype), t.to(self.device), encoder_hidden_states=embeddings.to(self.dtype), **cond
-            ).sample
+        x_t, t, embeddings = x_t.to(self.dtype), t.to(self.device), embeddings.to(self.dtype)
+        graph = self.graph if unet is self.unet else None
+        if graph is not None and graph.applies(x_t, cond):
+            out = graph(x_t, t, embeddings, **cond)
+        else:
+            with self.autocast():
+                out = unet(x_t, t, encoder_hidden_states=embeddings, **cond).sample
         out = out.to(self.dtype)
         if out.shape[1] == 2 * x_t.shape[1]:  # learned variance (DeepFloyd IF): the first half is epsilon
             out = out[:, : x_t.shape[1]]

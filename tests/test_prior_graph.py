@@ -1,0 +1,133 @@
+"""The traced, thread-split UNet runner (priors/graph.py) gives the direct call's numbers: bit for bit in bfloat16
+(the default, then on one thread as on two), to float32's last bits otherwise (as a direct float32 call's, they
+depend on the thread count)."""
+
+import pytest
+import torch
+
+from threedistill.priors import load_prior
+from threedistill.priors.graph import _chunks, use_graph
+
+
+def _inputs(prior, batch, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    size = prior.native_resolution
+    x = torch.randn(batch, prior.channels, size, size, generator=gen)
+    t = torch.randint(20, 980, (batch,), generator=gen)
+    emb = prior.encode_prompt(["a red cone", ""] * (batch // 2) + ["a blue duck"] * (batch % 2))
+    return x, t, emb
+
+
+def _both(prior, x, t, emb, **cond):
+    """(through the graph, direct on one thread), both without gradient. The graph runs each chunk on one thread;
+    a float32 convolution's last bits depend on the thread count (bfloat16's do not)."""
+    threads = torch.get_num_threads()
+    with torch.no_grad():
+        prior.use_graph = True
+        fast = prior._unet(x, t, emb, **cond)
+        prior.use_graph = False
+        torch.set_num_threads(1)
+        try:
+            slow = prior._unet(x, t, emb, **cond)
+        finally:
+            prior.use_graph = True
+            torch.set_num_threads(threads)
+    return fast, slow
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float32"])
+@pytest.mark.parametrize("batch", [8, 3, 1])
+def test_graph_output_is_bitwise_the_direct_output(precision, batch):
+    prior = load_prior(precision=precision)
+    assert prior.use_graph and prior.graph is not None  # the toy prior on the CPU takes the graph
+    x, t, emb = _inputs(prior, batch)
+    fast, slow = _both(prior, x, t, emb)
+    assert fast.dtype == slow.dtype and fast.shape == slow.shape
+    if precision == "bfloat16":  # the default: the same bits
+        assert torch.equal(fast, slow)
+    else:  # float32's last bits depend on how the batch is cut
+        torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    again, _ = _both(prior, x, t, emb)  # the graph's later (optimised) runs keep the numbers
+    assert torch.equal(again, fast)
+
+
+def test_one_thread_and_two_give_the_same_numbers_in_bfloat16():
+    prior = load_prior(precision="bfloat16")
+    x, t, emb = _inputs(prior, 6, seed=3)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, _ = _both(prior, x, t, emb)
+        torch.set_num_threads(2)
+        two, _ = _both(prior, x, t, emb)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.get_num_threads() == threads  # the split gives the threads back
+    assert torch.equal(one, two)
+
+
+def test_a_precision_change_traces_again():
+    prior = load_prior(precision="float32")
+    x, t, emb = _inputs(prior, 4)
+    first = prior.graph
+    fast32, slow32 = _both(prior, x, t, emb)
+    prior.set_precision("bfloat16")
+    assert prior.graph is not first
+    fast16, slow16 = _both(prior, x, t, emb)
+    torch.testing.assert_close(fast32, slow32, rtol=1e-5, atol=1e-5)
+    assert torch.equal(fast16, slow16)
+    assert not torch.equal(fast32, fast16)
+
+
+def test_weights_changed_in_place_are_traced_again():
+    prior = load_prior(precision="bfloat16")
+    x, t, emb = _inputs(prior, 2)
+    before, _ = _both(prior, x, t, emb)
+    with torch.no_grad():
+        prior.unet.conv_out.bias.add_(0.5)
+    after, direct = _both(prior, x, t, emb)
+    assert torch.equal(after, direct) and not torch.equal(after, before)
+
+
+def test_calls_with_gradient_run_directly():
+    prior = load_prior(precision="float32")
+    x, t, emb = _inputs(prior, 2)
+    x.requires_grad_(True)
+    out = prior._unet(x, t, emb)
+    out.sum().backward()  # a traced, frozen graph would give no gradient
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_multiview_sets_are_never_cut():
+    assert _chunks(8, 2, 4) == [(0, 4), (4, 8)]
+    assert _chunks(4, 2, 4) == [(0, 4)]
+    assert _chunks(12, 2, 4) == [(0, 4), (4, 12)] or _chunks(12, 2, 4) == [(0, 8), (8, 12)]
+    assert _chunks(5, 2, 1) in ([(0, 2), (2, 5)], [(0, 3), (3, 5)])
+    assert _chunks(1, 2, 1) == [(0, 1)]
+    for batch, parts, group in [(8, 2, 4), (12, 3, 4), (7, 2, 1), (16, 4, 4)]:
+        ranges = _chunks(batch, parts, group)
+        assert ranges[0][0] == 0 and ranges[-1][1] == batch
+        assert all(a < b and (b - a) % group == 0 for a, b in ranges)
+        assert all(b == c for (_, b), (c, _) in zip(ranges, ranges[1:]))
+
+
+def test_multiview_prior_through_the_graph_matches_the_direct_call():
+    from threedistill.cameras import sample_orbit
+
+    prior = load_prior("toyworld-mv")
+    views = prior.num_views
+    x, t, emb = _inputs(prior, 2 * views, seed=5)
+    t = t[::views].repeat_interleave(views)  # one timestep per set
+    cams = sample_orbit(torch.Generator().manual_seed(0), 2 * views, views_per_set=views)
+    with prior.viewing(cams.c2w):
+        fast, slow = _both(prior, x, t, emb)
+    assert torch.equal(fast, slow)
+
+
+def test_large_or_gpu_models_run_directly():
+    small = torch.nn.Linear(4, 4)
+    assert use_graph(small, torch.device("cpu"))
+    assert not use_graph(small, torch.device("meta"))
+    big = torch.nn.Module()
+    big.w = torch.nn.Parameter(torch.empty(60_000_000, device="meta"))
+    assert not use_graph(big, torch.device("cpu"))
