@@ -249,3 +249,27 @@ def test_bench_reward_writes_its_janus_table(tmp_path):
         assert 0.0 <= float(row.split(" | ")[6]) <= 1.0  # a Janus rate over the front/back views
     assert (tmp_path / "runs" / "references" / "red_duck_front.png").is_file()
     assert "visual-gt uses the true front view: an oracle" in table
+
+
+def test_guidance_bench_runs_each_method_with_each_reward(tmp_path):
+    """`t3d bench guidance --rewards none,critic`: one row per method and reward, the reward's runs apart, the
+    critic's loss term logged only in its runs, a reward column in the report."""
+    import json
+    from pathlib import Path
+
+    from threedistill.bench.guidance_bench import markdown_report, run_guidance_bench, summarise
+
+    seen = []
+    rows = run_guidance_bench(
+        ["sds"], ["a red duck"], 1, ["gaussians"], tmp_path, FAST[:-2], steps=2, log=lambda s: None,
+        on_row=lambda rs: seen.append(len(rs)), rewards=("none", "critic"),
+    )  # fmt: skip
+    assert [r["reward"] for r in rows] == ["none", "critic"] and seen[-1] == 2
+    assert f"{tmp_path}/reward-critic/" in rows[1]["run_dir"] and "reward-" not in rows[0]["run_dir"]
+    logged = [[json.loads(line) for line in (Path(r["run_dir"]) / "log.jsonl").read_text().splitlines()] for r in rows]
+    assert not any("loss_reward" in e for e in logged[0]) and any("loss_reward" in e for e in logged[1])
+    assert [(s["guidance"], s["reward"]) for s in summarise(rows)] == [("sds", "none"), ("sds", "critic")]
+    report = markdown_report(rows, "# header")
+    assert "| representation | method | reward | runs |" in report and "| gaussians | sds | critic | 1 |" in report
+    plain = markdown_report(rows[:1], "# header")
+    assert "| reward |" not in plain and "| gaussians | sds | 1 |" in plain

@@ -1,6 +1,8 @@
 """`t3d bench guidance`: every guidance method on the benchmark prompts over seeds and representations, measured
 against toy-world ground truth: silhouette IoU, colour error, saturation relative to the ground truth, Janus
-rate (objects with a front), diversity across seeds, step time, teacher evaluations per step and peak memory."""
+rate (objects with a front), diversity across seeds, step time, teacher evaluations per step and peak memory.
+`--rewards none,critic,...` runs every method again with each reward term (rewards/), one row per method and
+reward; the reward only trains, the scores are the ground truth's."""
 
 from __future__ import annotations
 
@@ -32,13 +34,39 @@ def parse_methods(text: str) -> list[str]:
     return names
 
 
+def parse_rewards(text: str, overrides=()) -> list[str]:
+    """`--rewards`: a comma-separated list of `none` and reward names (rewards/: clip, critic, vlm); a one-line error
+    for an unknown one, or for one that needs `reward.model=DIR` among the overrides and has none, before anything
+    runs."""
+    from ..errors import ConfigError
+    from ..rewards import REWARDS, RewardConfig
+
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise ConfigError(f"--rewards is empty; give none and/or reward names ({', '.join(REWARDS.names())})")
+    model = next((o.split("=", 1)[1] for o in overrides if str(o).startswith("reward.model=")), None)
+    for name in names:
+        if name != "none":
+            if name not in REWARDS:
+                raise ConfigError(f"--rewards: unknown reward {name!r}; known: none, {', '.join(REWARDS.names())}")
+            RewardConfig(name=name, model=model)  # e.g. "reward vlm needs reward.model=DIR"
+    return names
+
+
 def guidance_header(
-    seeds: int, representation: str, steps: int, engine: EngineConfig | None = None, quick: bool = False, overrides=()
+    seeds: int,
+    representation: str,
+    steps: int,
+    engine: EngineConfig | None = None,
+    quick: bool = False,
+    overrides=(),
+    rewards=("none",),
 ) -> str:
     """The report's header: what `t3d bench guidance` ran, where, with which prior and schedules."""
     command = (
         f"t3d bench guidance{' --quick' if quick else ''} --seeds {seeds} --representation {representation}"
-        f" --steps {steps}{engine_flags(engine)}"
+        f" --steps {steps}{'' if list(rewards) == ['none'] else ' --rewards ' + ','.join(rewards)}"
+        f"{engine_flags(engine)}"
     )
     return (
         report_header("Guidance methods against toy-world ground truth", command, overrides)
@@ -61,26 +89,34 @@ def run_guidance_bench(
     on_row=None,
     engine: EngineConfig | None = None,
     reuse: bool = False,
+    rewards=("none",),
 ) -> list[dict]:
-    """Every (method, representation, prompt, seed) run of `steps` steps (the configs' schedules stretched to
-    fit), without export, on `engine` (each in a fresh process on Ray: `fidelity_bench.run_fidelity`); the rows
-    in task order."""
+    """Every (reward, method, representation, prompt, seed) run of `steps` steps (the configs' schedules stretched
+    to fit), without export, on `engine` (each in a fresh process on Ray: `fidelity_bench.run_fidelity`); the rows
+    in task order, each with its `reward` (`none`: no reward term; the runs of a reward go under
+    OUT_ROOT/reward-NAME)."""
     check_positive("--steps", steps)
+    rewards = parse_rewards(",".join(rewards), overrides)
     # Bench runs skip the export; the schedules of the 300-step configs are stretched to --steps (README "Generate").
     overrides = ["export=[]", f"trainer.schedule_steps={SCHEDULE_STEPS}", *overrides]
-    return run_fidelity(
-        prompts,
-        seeds,
-        representations,
-        out_root,
-        overrides,
-        steps,
-        log=log,
-        on_row=on_row,
-        engine=engine,
-        methods=methods,
-        reuse=reuse,
-    )
+    done: list[dict] = []
+    for reward in rewards:
+        tag = lambda rows, reward=reward: [{**r, "reward": reward} for r in rows]  # noqa: E731
+        rows = run_fidelity(
+            prompts,
+            seeds,
+            representations,
+            Path(out_root) if reward == "none" else Path(out_root) / f"reward-{reward}",
+            overrides if reward == "none" else [*overrides, f"reward.name={reward}"],
+            steps,
+            log=log,
+            on_row=None if on_row is None else (lambda rows, tag=tag: on_row(done + tag(rows))),
+            engine=engine,
+            methods=methods,
+            reuse=reuse,
+        )
+        done += tag(rows)
+    return done
 
 
 def seed_diversity(rows: list[dict]) -> float | None:
@@ -105,15 +141,20 @@ def janus_rate(rows: list[dict]) -> float | None:
     return 1.0 - statistics.mean(fronts) if fronts else None
 
 
+def _group(row: dict) -> tuple[str, str, str]:
+    return row["representation"], row["guidance"], row.get("reward", "none")
+
+
 def summarise(rows: list[dict]) -> list[dict]:
-    """One row per (representation, method), in the order first seen."""
+    """One row per (representation, method, reward), in the order first seen."""
     out = []
-    for rep, method in dict.fromkeys((r["representation"], r["guidance"]) for r in rows):
-        rs = [r for r in rows if r["representation"] == rep and r["guidance"] == method]
+    for rep, method, reward in dict.fromkeys(_group(r) for r in rows):
+        rs = [r for r in rows if _group(r) == (rep, method, reward)]
         out.append(
             {
                 "representation": rep,
                 "guidance": method,
+                "reward": reward,
                 "runs": len(rs),
                 "silhouette_iou": _mean(r["silhouette_iou"] for r in rs),
                 "colour_error": _mean(r["colour_error"] for r in rs),
@@ -134,17 +175,21 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def markdown_report(rows: list[dict], header: str, reading: str = "") -> str:
-    """The summary table (one row per representation and method), then silhouette IoU per prompt."""
+    """The summary table (one row per representation, method and reward; the reward column only when a run had
+    one), then silhouette IoU per prompt."""
+    rewarded = any(r.get("reward", "none") != "none" for r in rows)
+    method_col = lambda s: f"{s[1]} | {s[2]}" if rewarded else s[1]  # noqa: E731
     lines = [
         header,
         "",
-        "| representation | method | runs | silhouette IoU | colour error | saturation / GT | Janus rate | "
-        "seed diversity | s/step | teacher evals/step | peak MB | wall s/run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| representation | method | {'reward | ' if rewarded else ''}runs | silhouette IoU | colour error | "
+        "saturation / GT | Janus rate | seed diversity | s/step | teacher evals/step | peak MB | wall s/run |",
+        "|---|---|" + ("---|" if rewarded else "") + "---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summarise(rows):
+        group = (s["representation"], s["guidance"], s["reward"])
         lines.append(
-            f"| {s['representation']} | {s['guidance']} | {s['runs']} | {_fmt(s['silhouette_iou'])} | "
+            f"| {s['representation']} | {method_col(group)} | {s['runs']} | {_fmt(s['silhouette_iou'])} | "
             f"{_fmt(s['colour_error'])} | {_fmt(s['saturation_ratio'], 2)} | {_fmt(s['janus_rate'], 2)} | "
             f"{_fmt(s['diversity'])} | {_fmt(s['step_seconds'], 3)} | {s['teacher_evals_per_step']} | "
             f"{_fmt(s['peak_mb'], 0)} | {_fmt(s['wall_seconds'], 0)} |"
@@ -154,21 +199,14 @@ def markdown_report(rows: list[dict], header: str, reading: str = "") -> str:
         "",
         "Silhouette IoU per prompt (mean over seeds):",
         "",
-        "| representation | method | " + " | ".join(prompts) + " |",
-        "|---|---|" + "---|" * len(prompts),
+        f"| representation | method | {'reward | ' if rewarded else ''}" + " | ".join(prompts) + " |",
+        "|---|---|" + ("---|" if rewarded else "") + "---|" * len(prompts),
     ]
-    for rep, method in dict.fromkeys((r["representation"], r["guidance"]) for r in rows):
+    for group in dict.fromkeys(_group(r) for r in rows):
         cells = [
-            _fmt(
-                _mean(
-                    r["silhouette_iou"]
-                    for r in rows
-                    if (r["representation"], r["guidance"], r["prompt"]) == (rep, method, p)
-                )
-            )
-            for p in prompts
+            _fmt(_mean(r["silhouette_iou"] for r in rows if _group(r) == group and r["prompt"] == p)) for p in prompts
         ]
-        lines.append(f"| {rep} | {method} | " + " | ".join(cells) + " |")
+        lines.append(f"| {group[0]} | {method_col(group)} | " + " | ".join(cells) + " |")
     if reading:
         lines += ["", reading.strip()]
     return "\n".join(lines) + "\n"

@@ -92,6 +92,12 @@ def _staged_configs() -> tuple[list[str], None]:
     return [p.stem for p in shipped_configs() if len(OmegaConf.load(p).get("stages") or []) >= 2], None
 
 
+def _rewards() -> tuple[list[str], None]:
+    from ..rewards import REWARDS
+
+    return REWARDS.names(), None
+
+
 def _drags() -> tuple[list[str], None]:
     from ..toyworld.drags import DRAGS
 
@@ -111,6 +117,7 @@ CHOICES: dict[str, Callable[[], tuple[list[str], str | None]]] = {
     "configs": _shipped_configs,
     "staged_configs": _staged_configs,
     "drags": _drags,
+    "rewards": _rewards,
 }
 
 

@@ -86,6 +86,11 @@ def bench_guidance(
     out: Path = typer.Option(Path("docs/benchmarks/guidance.md"), "--out", help="Markdown report to write."),
     runs_dir: Path = typer.Option(Path("outputs/bench-guidance"), help="Where the runs go."),
     resume: bool = typer.Option(False, "--resume", help="Read finished runs of the same tasks back from --runs-dir."),
+    rewards: str = typer.Option(
+        "none",
+        help="Comma-separated reward terms to run every method with (none, or {rewards}); one row each. A reward "
+        "that needs a model takes it from reward.model=DIR.",
+    ),
     engine: str = EngineOption,
     jobs: int = JobsOption,
     address: Optional[str] = AddressOption,
@@ -102,17 +107,19 @@ def bench_guidance(
         kept_reading,
         markdown_report,
         parse_methods,
+        parse_rewards,
         run_guidance_bench,
     )
     from ..bench.harness import read_prompts, report_writer
 
     engine_cfg = engine_config(engine, jobs, address, cpus_per_run, gpus_per_run, max_retries, runs_dir)
     names = parse_methods(methods)
+    reward_names = parse_rewards(rewards, ctx.args)
     reps = parse_representations(representation)
     prompt_list = read_prompts(prompts, "guidance_prompts.txt")
     if quick:
         prompt_list, seeds, steps = (prompt_list if prompts else QUICK_PROMPTS), 1, QUICK_STEPS
-    header = guidance_header(seeds, representation, steps, engine_cfg, quick, ctx.args)
+    header = guidance_header(seeds, representation, steps, engine_cfg, quick, ctx.args, reward_names)
     reading = kept_reading(out)
     write = report_writer(out, lambda rows: markdown_report(rows, header, reading))
     write(
@@ -128,6 +135,7 @@ def bench_guidance(
             on_row=write,
             engine=engine_cfg,
             reuse=resume,
+            rewards=reward_names,
         )
     )  # once more in task order
     typer.echo(f"wrote {out}")
