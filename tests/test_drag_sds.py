@@ -12,7 +12,7 @@ from threedistill.cameras import orbit_cameras
 from threedistill.editing.drag_model import DeformationField, DragFieldConfig, DragModel, knn_ring, phase_switch
 from threedistill.editing.drag_sds import DragSDSConfig, DragSDSGuidance
 from threedistill.editing.region import EditRegion
-from threedistill.errors import PriorLoadError
+from threedistill.errors import ConfigError, PriorLoadError
 from threedistill.priors.drag_teacher import DragTeacher, drag_condition, guidance_scale
 
 
@@ -150,3 +150,12 @@ def test_max_move_bounds_every_displacement():
     assert d_mask.norm(dim=-1).max() <= 0.01 + 1e-6 and d_ring.norm(dim=-1).max() <= 0.01 + 1e-6
     model.max_move = None
     assert model.displacements()[0].norm(dim=-1).min() > 1.0
+
+
+def test_edits_bound_the_drag_field_by_default_and_null_unbounds_it():
+    from threedistill.workflows.edit_config import DragEditConfig
+
+    assert DragEditConfig().max_move == 2.0
+    assert DragEditConfig(max_move=None).max_move is None
+    with pytest.raises(ConfigError, match="drag.max_move must be positive"):
+        DragEditConfig(max_move=0)
