@@ -89,6 +89,18 @@ def test_weights_changed_in_place_are_traced_again():
     assert torch.equal(after, direct) and not torch.equal(after, before)
 
 
+def test_calls_it_cannot_cut_run_directly():
+    prior = load_prior(precision="bfloat16")
+    x, t, emb = _inputs(prior, 4)
+    graph = prior.graph
+    assert graph.applies(x, emb, {}) is False  # gradient is on here
+    with torch.no_grad():
+        assert graph.applies(x, emb, {}) and not graph.applies(x, emb[:1], {})  # one prompt row for four images
+        assert not graph.applies(x, emb, {"class_labels": torch.zeros(2, 16)})
+        fast = prior._unet(x, t, emb[:1].expand(4, -1, -1).contiguous())
+        assert fast.shape == x.shape
+
+
 def test_calls_with_gradient_run_directly():
     prior = load_prior(precision="float32")
     x, t, emb = _inputs(prior, 2)

@@ -245,7 +245,7 @@ class DiffusersPrior(Prior):
             cond = {"class_labels": cameras.to(self.device, self.dtype)} | cond
         x_t, t, embeddings = x_t.to(self.dtype), t.to(self.device), embeddings.to(self.dtype)
         graph = self.graph if unet is self.unet else None
-        if graph is not None and graph.applies(x_t, cond):
+        if graph is not None and graph.applies(x_t, embeddings, cond):
             out = graph(x_t, t, embeddings, **cond)
         else:
             with self.autocast():

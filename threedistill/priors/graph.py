@@ -52,8 +52,8 @@ def _chunks(batch: int, parts: int, group: int) -> list[tuple[int, int]]:
 
 
 class GraphUNet:
-    """Runs a frozen UNet (its weights never change) through traced, frozen graphs, one per input signature,
-    over the batch split across threads. `__call__` returns the UNet's raw output tensor."""
+    """Runs a frozen UNet through traced, frozen graphs, one per input signature, over the batch split across
+    threads (traced again if its weights change). `__call__` returns the UNet's raw output tensor."""
 
     def __init__(self, unet: torch.nn.Module, autocast, group: int = 1):
         self.unet, self.autocast, self.group = unet, autocast, group
@@ -62,12 +62,15 @@ class GraphUNet:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
-    def applies(self, x: torch.Tensor, cond: dict) -> bool:
-        """Only calls without gradient whose extra conditions are all tensors."""
+    def applies(self, x: torch.Tensor, embeddings: torch.Tensor, cond: dict) -> bool:
+        """Only calls without gradient whose text embeddings and extra conditions are tensors with one row per
+        image (what the batch can be cut along)."""
+        batch = x.shape[0]
         return (
             not torch.is_grad_enabled()
-            and x.shape[0] % self.group == 0
-            and all(isinstance(v, torch.Tensor) for v in cond.values())
+            and batch % self.group == 0
+            and embeddings.shape[0] == batch
+            and all(isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == batch for v in cond.values())
         )
 
     def _weights_state(self) -> tuple[int, int]:
