@@ -61,10 +61,14 @@ def guidance_header(
     quick: bool = False,
     overrides=(),
     rewards=("none",),
+    methods: str = "all",
+    prompts: Path | None = None,
 ) -> str:
     """The report's header: what `t3d bench guidance` ran, where, with which prior and schedules."""
+    chosen = "" if methods == "all" else f" --methods {methods}"
+    chosen += "" if prompts is None else f" --prompts {prompts}"
     command = (
-        f"t3d bench guidance{' --quick' if quick else ''} --seeds {seeds} --representation {representation}"
+        f"t3d bench guidance{' --quick' if quick else ''}{chosen} --seeds {seeds} --representation {representation}"
         f" --steps {steps}{'' if list(rewards) == ['none'] else ' --rewards ' + ','.join(rewards)}"
         f"{engine_flags(engine)}"
     )

@@ -119,7 +119,7 @@ def bench_guidance(
     prompt_list = read_prompts(prompts, "guidance_prompts.txt")
     if quick:
         prompt_list, seeds, steps = (prompt_list if prompts else QUICK_PROMPTS), 1, QUICK_STEPS
-    header = guidance_header(seeds, representation, steps, engine_cfg, quick, ctx.args, reward_names)
+    header = guidance_header(seeds, representation, steps, engine_cfg, quick, ctx.args, reward_names, methods, prompts)
     reading = kept_reading(out)
     write = report_writer(out, lambda rows: markdown_report(rows, header, reading))
     write(
