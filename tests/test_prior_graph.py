@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from threedistill.priors import load_prior
-from threedistill.priors.graph import _chunks, use_graph
+from threedistill.priors.graph import GraphUNet, _chunks, use_graph
+
+
+@pytest.fixture(autouse=True)
+def no_warmup(monkeypatch):
+    """Every eligible call goes through the graph here (runs trace a signature after `warmup_calls` calls)."""
+    monkeypatch.setattr(GraphUNet, "warmup_calls", 0)
 
 
 def _inputs(prior, batch, seed=0):
@@ -134,6 +140,18 @@ def test_multiview_prior_through_the_graph_matches_the_direct_call():
     with prior.viewing(cams.c2w):
         fast, slow = _both(prior, x, t, emb)
     assert torch.equal(fast, slow)
+
+
+def test_a_signature_is_traced_only_after_its_warmup_calls(monkeypatch):
+    monkeypatch.setattr(GraphUNet, "warmup_calls", 2)
+    prior = load_prior(precision="bfloat16")
+    x, t, emb = _inputs(prior, 4)
+    with torch.no_grad():
+        outs = [prior._unet(x, t, emb) for _ in range(3)]
+        assert len(prior.graph._graphs) == 1  # the third call traced it
+        prior._unet(x[:2], t[:2], emb[:2])
+        assert len(prior.graph._graphs) == 1  # a new signature starts its own count
+    assert all(torch.equal(o, outs[0]) for o in outs)
 
 
 def test_large_or_gpu_models_run_directly():
