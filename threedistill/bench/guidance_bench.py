@@ -38,13 +38,14 @@ def parse_rewards(text: str, overrides=()) -> list[str]:
     """`--rewards`: a comma-separated list of `none` and reward names (rewards/: clip, critic, vlm); a one-line error
     for an unknown one, or for one that needs `reward.model=DIR` among the overrides and has none, before anything
     runs."""
+    from ..config import peek_key
     from ..errors import ConfigError
     from ..rewards import REWARDS, RewardConfig
 
     names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     if not names:
         raise ConfigError(f"--rewards is empty; give none and/or reward names ({', '.join(REWARDS.names())})")
-    model = next((o.split("=", 1)[1] for o in overrides if str(o).startswith("reward.model=")), None)
+    model = peek_key("reward.model", [], [str(o) for o in overrides])
     for name in names:
         if name != "none":
             if name not in REWARDS:

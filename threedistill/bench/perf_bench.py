@@ -174,26 +174,23 @@ class StepTimer:
         return per
 
 
-def generate_variants() -> list[tuple[str, str, list[str], bool]]:
-    """(label, kernels, overrides, graph) of the generate timings: the default (native kernels, the prior in the
-    precision `auto` picks here, its UNet through the traced graph), the UNet called directly, the prior in float32
-    where that is not the default, and the PyTorch kernels."""
+def generate_variants() -> list[tuple[str, str, list[str]]]:
+    """(label, kernels, overrides) of the generate timings: the default (native kernels, the prior in the precision
+    `auto` picks here, its UNet through the traced graph of priors/graph.py), the UNet called directly, the prior
+    in float32 where that is not the default, and the PyTorch kernels."""
     from ..priors.base import precision_name
 
     default = precision_name("auto", torch.device("cpu"))
-    rows = [(f"native, prior {default} (default)", "native", [], True)]
-    rows.append((f"native, prior {default}, UNet called directly", "native", [], False))
+    rows = [(f"native, prior {default} (default)", "native", [])]
+    rows.append((f"native, prior {default}, UNet called directly", "native", ["prior_graph=false"]))
     if default != "float32":
-        rows.append(("native, prior float32", "native", ["prior_precision=float32"], True))
-    rows.append((f"torch, prior {default}", "torch", [], True))
+        rows.append(("native, prior float32", "native", ["prior_precision=float32"]))
+    rows.append((f"torch, prior {default}", "torch", []))
     return rows
 
 
-def generate_row(
-    mode: str, prompt: str, target: float, chunk: int, log, overrides=(), label: str = "", graph: bool = True
-) -> dict:
-    """The default generate for `prompt`, evaluated every `chunk` steps (outside the timing); `graph`: the prior's
-    UNet through its traced graph where it applies (priors/graph.py), else called directly."""
+def generate_row(mode: str, prompt: str, target: float, chunk: int, log, overrides=(), label: str = "") -> dict:
+    """The default generate for `prompt`, evaluated every `chunk` steps (outside the timing)."""
     from ..evaluation.ground_truth import compare, eval_cameras, subject_of
     from ..evaluation.run_eval import EVAL_RESOLUTION
     from ..workflows.generate import build, default_config_path, load_generate_config
@@ -204,7 +201,6 @@ def generate_row(
     )
     colour, obj = subject_of(prompt)
     model, trainer = build(cfg, None, log=lambda s: None)
-    trainer.guidance.prior.use_graph = graph and trainer.guidance.prior.use_graph
     timer = StepTimer(trainer)
     curve, reached = [], None
     while trainer.step < cfg.trainer.steps:
@@ -298,8 +294,8 @@ def run_perf_bench(repeats: int = 5, with_generate: bool = True, target: float =
     runs, command = [], None
     if with_generate:
         runs = [
-            generate_row(mode, PERF_PROMPT, target, PERF_CHUNK, log, overrides, label, graph)
-            for label, mode, overrides, graph in generate_variants()
+            generate_row(mode, PERF_PROMPT, target, PERF_CHUNK, log, overrides, label)
+            for label, mode, overrides in generate_variants()
         ]
         with tempfile.TemporaryDirectory() as tmp:
             command = command_wall_and_memory(PERF_PROMPT, Path(tmp), repeats, log)

@@ -172,7 +172,7 @@ class DiffusersPrior(Prior):
             self.view_prompts = bool(multiview.get("view_prompts", False))
             make_multiview(self.unet, num_views)
         self.use_graph = use_graph(self.unet, self.device)
-        self._graph = self._graph_key = None
+        self._graph = self._graph_dtype = None
 
     def __repr__(self) -> str:
         kind = "latent" if self.latent else "pixel"
@@ -230,9 +230,10 @@ class DiffusersPrior(Prior):
         model on the CPU); None runs the UNet directly. Set `use_graph = False` to turn it off."""
         if not self.use_graph:
             return None
-        key = (self.compute_dtype, self.num_views)  # a graph records the precision it was traced at
-        if self._graph is None or self._graph_key != key:
-            self._graph, self._graph_key = GraphUNet(self.unet, self.autocast, group=self.num_views), key
+        # a graph records the precision it was traced at: a new runner after `set_precision`
+        if self._graph is None or self._graph_dtype != self.compute_dtype:
+            self._graph = GraphUNet(self.unet, self.autocast, group=self.num_views)
+            self._graph_dtype = self.compute_dtype
         return self._graph
 
     def _unet(self, x_t, t, embeddings, **cond):

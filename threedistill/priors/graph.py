@@ -92,10 +92,6 @@ class GraphUNet:
         key = (tuple(x.shape), x.dtype, tuple(embeddings.shape), embeddings.dtype, cond_names)
         key += tuple((tuple(c.shape), c.dtype) for c in cond)
         with self._lock:
-            state = self._weights_state()
-            if state != self._state:
-                self._graphs.clear()
-                self._state = state
             graph = self._graphs.get(key)
             if graph is None:
                 call = _Call(self.unet, cond_names).eval()
@@ -116,6 +112,11 @@ class GraphUNet:
         names = tuple(sorted(cond))
         values = [cond[n] for n in names]
         threads = torch.get_num_threads()
+        state = self._weights_state()  # once a call: a frozen graph holds the weights it was traced with
+        with self._lock:
+            if state != self._state:
+                self._graphs.clear()
+                self._state = state
         ranges = _chunks(x.shape[0], threads, self.group)
         pieces = [(x[a:b], t[a:b], embeddings[a:b], *[v[a:b] for v in values]) for a, b in ranges]
         graphs = [self._graph(p[0], p[1], p[2], names, p[3:]) for p in pieces]
