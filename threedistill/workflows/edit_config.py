@@ -40,8 +40,9 @@ class DragEditConfig:
     lambda_reg: float = 2500.0  # the ring regulariser (trainer.lambdas.reg overrides it too)
     depth_tolerance: float = 0.1  # of the context radius: how far behind the scene a masked pixel may lie
     # no Gaussian moves further than this many times the longest handle -> target distance; null: unbounded, as in
-    # DYG. Bounded by default: with the toy teacher the unbounded field threw the part away on 3 of the 12 toy drags
-    # (handle errors 0.86-1.88 of the object's size; 0.26-0.41 with 2, IoU up by 0.06-0.34: docs/benchmarks/drag.md)
+    # DYG. Bounded by default: with the toy teacher the unbounded field flung the part away as floaters on 3 of the
+    # 12 toy drags (handle errors 0.86-1.88 of the object's size; 0.26-0.41 with 2, though the part still does not
+    # survive the edit: docs/benchmarks/drag.md)
     max_move: Optional[float] = 2.0
     scaffold: DragFieldConfig = field(default_factory=DragFieldConfig)  # the deformation field
     lr: DragLearningRates = field(default_factory=DragLearningRates)
