@@ -140,6 +140,23 @@ def test_multiview_train_config_errors():
         PriorTrainConfig(kind="multiview", camera_lr_scale=0)
 
 
+def test_training_timesteps_lean_to_the_noisy_half_as_configured_and_a_set_shares_one():
+    from threedistill.toyworld.training import PriorTrainConfig
+    from threedistill.toyworld.training.prior import draw_timesteps
+
+    torch.manual_seed(0)
+    plain = draw_timesteps(PriorTrainConfig(kind="pixel", batch_size=4000))
+    torch.manual_seed(0)
+    assert torch.equal(plain, torch.randint(0, 1000, (4000,)))  # unchanged without the option
+    leaning = draw_timesteps(PriorTrainConfig(kind="pixel", batch_size=4000, high_noise_prob=0.6))
+    assert leaning.min() >= 0 and leaning.max() < 1000
+    assert abs((leaning >= 500).float().mean() - (0.6 + 0.4 * 0.5)) < 0.03  # 0.6 from the upper half, 0.2 by chance
+    sets = draw_timesteps(PriorTrainConfig(kind="multiview", batch_size=64, high_noise_prob=1.0)).reshape(16, 4)
+    assert (sets >= 500).all() and (sets == sets[:, :1]).all()
+    with pytest.raises(ConfigError, match="high_noise_prob must be between 0 and 1"):
+        PriorTrainConfig(high_noise_prob=1.5)
+
+
 def test_bad_multiview_entries_are_one_line_errors(tiny_mv_prior, tmp_path):
     import shutil
 

@@ -10,6 +10,7 @@ from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast, Qwen2VL
 
 from threedistill.errors import ThreeDistillError
 from threedistill.rewards import RewardConfig, load_reward
+from threedistill.rewards.reference import ReferenceConfig
 from threedistill.rewards.vlm import patchify
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
@@ -126,6 +127,7 @@ def test_the_clip_reward_pulls_every_view_and_a_visual_prompt_scores_itself_high
         (lambda d: RewardConfig(name="vlm"), "reward vlm needs reward.model=DIR"),
         (lambda d: RewardConfig(name="clip", model=str(d), views=0), "reward.views, reward.resolution"),
         (lambda d: RewardConfig(name="clip", model=str(d), elevation=[30, 0]), "reward.elevation must be [low, high]"),
+        (lambda d: ReferenceConfig(image="auto", auto_candidates=0), "reference.auto_candidates must be at least"),
         (lambda d: load_reward(RewardConfig(name="vlm", model=str(d))), "holds a clip model"),
         (lambda d: load_reward(RewardConfig(name="clip", model=str(d / "nothing"))), "is not a local CLIP directory"),
     ],
@@ -224,6 +226,71 @@ def test_an_automatic_reference_is_drawn_from_the_prior_once_and_kept_with_the_r
     before = (run.dir / "reference.png").read_bytes()
     generate(resume=run.dir, progress=False, log=lambda s: None)  # a resumed run reads it back
     assert (run.dir / "reference.png").read_bytes() == before
+
+
+def test_the_auto_reference_keeps_the_candidate_its_judge_scores_highest(tmp_path):
+    """Best of n (VP3D's visual prompt): n front views drawn, the judge's scores saved, the highest kept; the kept
+    image is the saved candidate's and scores what was saved."""
+    import json
+
+    from threedistill.priors import load_prior
+    from threedistill.rewards.reference import ReferenceConfig, draw_reference, judge_candidates, read_rgba
+
+    prior = load_prior("toyworld")
+    cfg = ReferenceConfig(image="auto", auto_steps=4, auto_candidates=3)
+    image = draw_reference(prior, "a red duck", cfg, seed=0, out_dir=tmp_path, log=lambda s: None)
+    saved = json.loads((tmp_path / "reference.json").read_text())
+    assert saved["judge"] == "toyworld-clip" and len(saved["scores"]) == 3
+    assert saved["kept"] == int(np.argmax(saved["scores"]))
+    assert len(set(saved["scores"])) == 3  # three different draws
+    grid = read_rgba(tmp_path / "reference_candidates.png")[0]  # the candidates, one row each
+    size = image.shape[-1]
+    assert grid.shape[-2:] == (3 * size, size)
+    kept = grid[:, saved["kept"] * size : (saved["kept"] + 1) * size]
+    assert torch.allclose(kept, image, atol=1 / 255 + 1e-6)
+    assert float(judge_candidates(image[None, None], "a red duck")[0]) == pytest.approx(saved["scores"][saved["kept"]])
+
+
+def test_one_auto_candidate_is_the_priors_own_front_view():
+    from threedistill.priors import load_prior
+    from threedistill.priors.sampling import sample_images
+    from threedistill.rewards.reference import ReferenceConfig, draw_reference
+
+    prior = load_prior("toyworld")
+    cfg = ReferenceConfig(image="auto", auto_steps=4, auto_candidates=1)
+    image = draw_reference(prior, "a red cone", cfg, seed=3, log=lambda s: None)
+    direct = sample_images(prior, ["a red cone, front view"], steps=4, guidance_scale=cfg.auto_guidance, seed=3)[0]
+    assert torch.equal(image, direct.cpu())
+
+
+def test_the_reference_judges_prefer_the_right_object_and_one_consistent_shape():
+    """The CLIP judge (single front views) ranks the prompt's object first; the critic judge (sets of 4 views, a
+    multi-view prior's candidates) ranks the true orbit above a wrong object and above a front copied onto the
+    back (Janus)."""
+    from threedistill.rewards.reference import judge_candidates
+    from threedistill.toyworld.render import render_toy_view
+
+    def views(subject, azimuths):
+        return torch.stack([render_toy_view(subject, a, 15.0, resolution=32) for a in azimuths])
+
+    fronts = torch.stack([views(s, [0.0]) for s in ("red duck", "blue cube", "green torus")])
+    scores = judge_candidates(fronts, "a red duck")
+    assert int(scores.argmax()) == 0
+    sets = torch.stack([views("red duck", [0, 90, 180, 270]), views("blue cube", [0, 90, 180, 270]),
+                        views("red duck", [0, 90, 0, 270])])  # fmt: skip
+    scores = judge_candidates(sets, "a red duck")
+    assert scores[0] > scores[1] and scores[0] > scores[2]
+
+
+def test_bench_reward_says_whether_the_auto_reference_shows_the_front(tmp_path):
+    from threedistill.bench.reward_bench import reference_front
+    from threedistill.toyworld.render import render_toy_view
+    from threedistill.utils.images import save_image
+
+    assert reference_front(tmp_path, "red duck") is None  # no auto reference in this run
+    for azimuth, expected in ((0.0, 1.0), (180.0, 0.0), (20.0, 1.0)):
+        save_image(render_toy_view("red duck", azimuth, 15.0, resolution=32), tmp_path / "reference.png")
+        assert reference_front(tmp_path, "red duck") == expected
 
 
 def test_a_missing_visual_prompt_is_a_one_line_error(tmp_path):

@@ -1,6 +1,7 @@
 """`t3d bench reward`: the Janus (two-faced) failure over the toy objects with a front, per guidance method,
 representation and variant of reward guidance, scored against toy ground truth (never with a reward model):
-silhouette IoU, colour error, Janus rate (share of front/back views that look mirrored), s/step and wall time.
+silhouette IoU, colour error, Janus rate (share of front/back views that look mirrored), s/step and wall time;
+for the variants that draw their reference from the prior, whether that reference shows the front (`reference_front`).
 
 Variants: `none`; `visual-auto` (a front view drawn from the run's prior as the reference image, VP3D);
 `visual-gt` (the toy world's true front view as the reference: an oracle, reported as such); `clip` and `vlm`
@@ -59,6 +60,24 @@ def front_view_file(subject: str, folder: Path) -> Path:
     return path
 
 
+def reference_front(run_dir: Path, subject: str) -> float | None:
+    """1.0 when the run's auto reference (RUN_DIR/reference.png, drawn from the prior) is closer to the toy world's
+    true front view than to its true back view (mean squared colour difference on white, at the reference's
+    size), 0.0 when closer to the back; None for runs without an auto reference."""
+    import torch
+
+    from ..rewards.reference import REFERENCE_FILE, read_rgba
+    from ..toyworld.render import render_toy_view
+
+    path = Path(run_dir) / REFERENCE_FILE
+    if not path.is_file():
+        return None
+    image = read_rgba(path)[0]
+    size = image.shape[-1]
+    front, back = (render_toy_view(subject, azimuth, 15.0, resolution=size) for azimuth in (0.0, 180.0))
+    return float(torch.mean((image - front) ** 2) < torch.mean((image - back) ** 2))
+
+
 def variant_overrides(variant: str, subject: str, out_root: Path, models: dict[str, str | None]) -> list[str]:
     if variant == "visual-auto":
         return ["reference.image=auto"]
@@ -105,6 +124,7 @@ def reward_run(
         "silhouette_iou": metrics["silhouette_iou"],
         "colour_error": metrics["colour_error"],
         "front_back_correct": metrics.get("front_back_correct"),
+        "reference_front": reference_front(run.dir, subject),
         "step_seconds": median_step_seconds(run.dir),
         "wall_seconds": time.time() - start,
     }
@@ -165,14 +185,24 @@ def janus(rows: list[dict]) -> float | None:
 
 
 def markdown_report(rows: list[dict], command: str, engine: EngineConfig | None, overrides=()) -> str:
+    has_ref = any(r.get("reference_front") is not None for r in rows)
     lines = [
         report_header("Reward guidance against the Janus failure", command + engine_flags(engine), overrides)
         + ". Scored against the toy world's ground truth, never with a reward model. Janus rate: the share of "
         "front/back evaluation views that look like the mirrored object (0.5 is chance). visual-gt uses the true "
-        "front view: an oracle, not something a user has." + engine_note(engine),
+        "front view: an oracle, not something a user has."
+        + (
+            " Reference front: the share of runs whose reference image, drawn from the prior, is closer to the "
+            "true front view than to the true back view."
+            if has_ref
+            else ""
+        )
+        + engine_note(engine),
         "",
-        "| method | representation | variant | runs | IoU | colour error | Janus rate | s/step | wall s/run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | representation | variant | runs | IoU | colour error | Janus rate | "
+        + ("reference front | " if has_ref else "")
+        + "s/step | wall s/run |",
+        "|---|---|---|---|---|---|---|" + ("---|" if has_ref else "") + "---|---|",
     ]
 
     def cell(value, digits=3):
@@ -184,7 +214,8 @@ def markdown_report(rows: list[dict], command: str, engine: EngineConfig | None,
         lines.append(
             f"| {method} | {rep} | {variant} | {len(rs)} | {cell(mean_or_none(r['silhouette_iou'] for r in rs))} | "
             f"{cell(mean_or_none(r['colour_error'] for r in rs))} | {cell(janus(rs), 2)} | "
-            f"{cell(mean_or_none(r['step_seconds'] for r in rs), 3)} | "
+            + (f"{cell(mean_or_none(r.get('reference_front') for r in rs), 2)} | " if has_ref else "")
+            + f"{cell(mean_or_none(r['step_seconds'] for r in rs), 3)} | "
             f"{cell(mean_or_none(r['wall_seconds'] for r in rs), 0)} |"
         )
     subjects = list(dict.fromkeys(r["subject"] for r in rows))

@@ -2,7 +2,13 @@
 reference view) as the trainer's loss term `reference`: at the reference camera the render's colour must match the
 image inside its mask and the render's alpha the mask. `reference.image` is a file (RGBA: its alpha is the mask;
 RGB: the mask is what differs from the border's colour) or `auto`: drawn from the run's prior for "<prompt>,
-front view" with the run's seed, saved as RUN_DIR/reference.png (a resumed run reads it back)."""
+front view" with the run's seed, saved as RUN_DIR/reference.png (a resumed run reads it back).
+
+`auto` draws `auto_candidates` images and keeps the best (VP3D's visual prompt, best of a few): a multi-view prior
+draws whole sets (the front and three more views at their cameras), judged by the embedded multi-view critic (right
+object and colour, one consistent shape, no second face); a 2D prior draws front views alone, judged by the
+embedded CLIP's text-image similarity (right object and colour; it knows no view words). The candidates and their
+scores are saved beside the reference (reference_candidates.png, reference.json)."""
 
 from __future__ import annotations
 
@@ -32,13 +38,15 @@ class ReferenceConfig:
     every: int = 1  # steps between reference evaluations
     auto_steps: int = 50  # auto: the prior's sampling steps
     auto_guidance: float = 5.0  # auto: the prior's CFG scale
+    auto_candidates: int = 4  # auto: images (a multi-view prior: sets) drawn; the judge keeps the best one
     background_threshold: float = 0.08  # an RGB image's mask: pixels farther than this from the border colour
 
     def __post_init__(self):
-        if self.resolution < 8 or self.every < 1 or self.auto_steps < 1:
+        if self.resolution < 8 or self.every < 1 or self.auto_steps < 1 or self.auto_candidates < 1:
             raise ConfigError(
-                f"reference.resolution, reference.every and reference.auto_steps must be at least 8, 1 and 1; got "
-                f"{self.resolution}, {self.every} and {self.auto_steps}"
+                f"reference.resolution, reference.every, reference.auto_steps and reference.auto_candidates must be "
+                f"at least 8, 1, 1 and 1; got {self.resolution}, {self.every}, {self.auto_steps} and "
+                f"{self.auto_candidates}"
             )
         if self.image not in (None, AUTO) and not Path(self.image).is_file():
             raise ConfigError(f"reference.image {self.image!r} is not an image file (or auto)")
@@ -114,25 +122,70 @@ def reference_term(cfg: ReferenceConfig, prior, run_cfg, run_dir: Path | None, l
         return ReferenceTerm(*read_rgba(cfg.image, cfg.background_threshold), cfg)
     saved = Path(run_dir) / REFERENCE_FILE if run_dir is not None else None
     if saved is None or not saved.is_file():
-        from ..cameras import set_azimuths
-        from ..priors.sampling import DEFAULT_VIEW_ELEVATION, sample_images
-        from ..prompting import view_prompt
-
-        # a 2D prior is asked for the front view in words; a multi-view prior draws a set whose first view is the
-        # front (sample_images' default cameras), each view in words too where it reads them
-        views = prior.num_views
-        prompts = [f"{run_cfg.prompt}, front view"]
-        if views > 1:
-            suffixed, elevation = prior.view_prompts, DEFAULT_VIEW_ELEVATION
-            azimuths = set_azimuths(torch.zeros(1), views).tolist()  # sample_images' default cameras
-            prompts = [view_prompt(run_cfg.prompt, a, elevation) if suffixed else run_cfg.prompt for a in azimuths]
-        log(f"drawing the reference image of '{prompts[0]}' from the prior ({cfg.auto_steps} steps)")
-        image = sample_images(
-            prior, prompts, steps=cfg.auto_steps, guidance_scale=cfg.auto_guidance, seed=run_cfg.trainer.seed
-        )[0].cpu()
+        image = draw_reference(prior, run_cfg.prompt, cfg, run_cfg.trainer.seed, saved.parent if saved else None, log)
         if saved is None:
             return ReferenceTerm(image, background_mask(image, cfg.background_threshold), cfg)
         from ..utils.images import save_image
 
         save_image(image, saved)
     return ReferenceTerm(*read_rgba(saved, cfg.background_threshold), cfg)
+
+
+def draw_reference(prior, prompt: str, cfg: ReferenceConfig, seed: int, out_dir: Path | None = None, log=print):
+    """The auto reference (3,H,W) in [0,1]: `cfg.auto_candidates` draws of the front view of `prompt` from `prior`
+    (a multi-view prior: whole sets, the front first), the one the judge scores highest (module docstring). With
+    `out_dir`, the candidates (a row each; a set's views side by side) and the scores go there too."""
+    from ..cameras import set_azimuths
+    from ..priors.sampling import DEFAULT_VIEW_ELEVATION, sample_images
+    from ..prompting import view_prompt
+
+    # a 2D prior is asked for the front view in words; a multi-view prior draws sets whose first view is the
+    # front (sample_images' default cameras), each view in words too where it reads them
+    views, n = prior.num_views, cfg.auto_candidates
+    prompts = [f"{prompt}, front view"]
+    if views > 1:
+        suffixed = prior.view_prompts
+        azimuths = set_azimuths(torch.zeros(1), views).tolist()  # sample_images' default cameras
+        prompts = [view_prompt(prompt, a, DEFAULT_VIEW_ELEVATION) if suffixed else prompt for a in azimuths]
+    log(
+        f"drawing the reference image of '{prompts[0]}' from the prior ({cfg.auto_steps} steps"
+        + (f", best of {n} by the {'critic' if views > 1 else 'CLIP'})" if n > 1 else ")")
+    )
+    images = sample_images(prior, prompts * n, steps=cfg.auto_steps, guidance_scale=cfg.auto_guidance, seed=seed)
+    images = images.cpu().reshape(n, views, *images.shape[1:])
+    scores = judge_candidates(images, prompt) if n > 1 else torch.zeros(1)
+    best = int(scores.argmax())
+    if n > 1:
+        log(f"reference candidates' scores: {', '.join(f'{v:.2f}' for v in scores.tolist())}; kept #{best}")
+        if out_dir is not None:
+            from ..utils.files import write_json
+            from ..utils.images import save_image
+
+            grid = torch.cat([torch.cat(list(row), dim=2) for row in images], dim=1)  # rows: candidates
+            save_image(grid, Path(out_dir) / "reference_candidates.png")
+            judge = "toyworld-critic" if views > 1 else "toyworld-clip"
+            write_json(Path(out_dir) / "reference.json", {"judge": judge, "scores": scores.tolist(), "kept": best})
+    return images[best, 0]
+
+
+def judge_candidates(images: torch.Tensor, prompt: str) -> torch.Tensor:
+    """Scores (n,) of candidates (n, views, 3, H, W), higher better: the embedded critic's logit(Yes) - logit(No)
+    for sets of its number of views, the embedded CLIP's text-image cosine for single images."""
+    n, views = images.shape[:2]
+    with torch.no_grad():
+        if views > 1:
+            from .critic import load_critic
+
+            critic = load_critic()
+            if critic.views != views:
+                raise ThreeDistillError(
+                    f"the critic judges sets of {critic.views} views; this prior draws {views}: set "
+                    f"reference.auto_candidates=1"
+                )
+            return critic.reward(images, [prompt] * n)
+        from ..config import packaged_asset
+        from . import RewardConfig
+        from .clip import CLIPReward
+
+        clip = CLIPReward(RewardConfig(name="clip", model=str(packaged_asset("critics", "toyworld-clip")))).eval()
+        return torch.stack([clip.score(image, prompt) for image in images])

@@ -84,6 +84,9 @@ class PriorTrainConfig:
     weight_decay: float = 0.01
     ema_decay: float = 0.999
     min_snr_gamma: float = 5.0  # min-SNR-gamma loss weighting (Hang et al. 2023); 0 disables
+    # the share of samples (a multi-view prior: sets) whose timestep is drawn from the noisier half [500, 1000)
+    # instead of [0, 1000): where the layout, and so the view, is decided
+    high_noise_prob: float = 0.0
     empty_prompt_prob: float = 0.1  # for classifier-free guidance
     plain_prompt_prob: float = 0.2  # prompt without a view suffix
     channels: list[int] = field(default_factory=lambda: [32, 64, 64])
@@ -109,6 +112,8 @@ class PriorTrainConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.lr_end <= 1:
             raise ConfigError(f"lr_end must be between 0 and 1, got {self.lr_end}")
+        if not 0 <= self.high_noise_prob <= 1:
+            raise ConfigError(f"high_noise_prob must be between 0 and 1, got {self.high_noise_prob}")
         if not 1 <= self.attention_levels <= len(self.channels):
             raise ConfigError(
                 f"attention_levels must be between 1 and len(channels) = {len(self.channels)}, "

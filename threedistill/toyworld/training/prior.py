@@ -88,6 +88,18 @@ def draw_batch(cfg: PriorTrainConfig, data: ToyDataset, probs, rng: np.random.Ge
     return idx, flip, prompts, {"class_labels": camera_embedding(cameras.c2w)}
 
 
+def draw_timesteps(cfg: PriorTrainConfig) -> torch.Tensor:
+    """Training timesteps (batch_size,) from torch's global generator: uniform in [0, 1000), or with probability
+    cfg.high_noise_prob in [500, 1000); a multi-view prior's views of a set share one (MVDream)."""
+    t = torch.randint(0, 1000, (cfg.batch_size,))
+    if cfg.high_noise_prob > 0:
+        high = torch.rand(cfg.batch_size) < cfg.high_noise_prob
+        t = torch.where(high, 500 + t // 2, t)
+    if cfg.kind == "multiview":
+        t = t[:: cfg.num_views].repeat_interleave(cfg.num_views)
+    return t
+
+
 def _start_models(cfg: PriorTrainConfig, tokenizer, space: DiffusionData):
     """(text encoder, unet) in training mode: those of cfg.init_from, else freshly built from cfg."""
     if cfg.init_from:
@@ -188,9 +200,7 @@ def train_denoiser(
             max_length=tokenizer.model_max_length,
             return_tensors="pt",
         ).input_ids
-        t = torch.randint(0, 1000, (cfg.batch_size,))
-        if cfg.kind == "multiview":  # MVDream: one timestep for the views of a set
-            t = t[:: cfg.num_views].repeat_interleave(cfg.num_views)
+        t = draw_timesteps(cfg)
         noise = torch.randn_like(x0)
         xt = scheduler.add_noise(x0, noise, t)
         emb = modules["text_encoder"](ids).last_hidden_state
