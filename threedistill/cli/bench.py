@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -340,6 +341,53 @@ def bench_fit(
     header = fit_header(command + f" --representations {representations}", ctx.args)
     write = report_writer(out, lambda rows: markdown_report(rows, header, out.parent))
     write(run_fit_bench(captures, kinds, runs_dir, image_dir, steps, seed, ctx.args, log=typer.echo, on_row=write))
+    typer.echo(f"wrote {out}")
+
+
+@command(bench_app, "lift", overrides="t3d bench lift --scene tests/data/skull_capture gaussians.sh_degree=1")
+def bench_lift(
+    ctx: typer.Context,
+    scene: Path = typer.Option(..., "--scene", help="A captured scene of an object on a plain background."),
+    run: Optional[Path] = typer.Option(None, "--run", help="A finished `t3d fit` run of the scene (default: fit it)."),
+    steps: int = typer.Option(600, help="Steps of the fit (without --run)."),
+    max_side: int = typer.Option(200, help="Longer side of the fit's views in pixels (without --run)."),
+    views: int = typer.Option(7, help="Training views whose object mask is lifted, one at a time."),
+    out: Path = typer.Option(Path("docs/benchmarks/lift_real.md"), "--out", help="Markdown report to write."),
+    runs_dir: Path = typer.Option(Path("outputs/bench-lift"), help="Where the fit and the masks go."),
+):
+    """Mask lifting on a real capture: each view's object mask lifted to Gaussians, the selection rendered from the
+    held-out views and scored against their object masks (precision, coverage)."""
+    from ..bench.harness import report_header, report_writer
+    from ..bench.lift_bench import markdown_report, measure_lifting
+    from ..errors import ConfigError
+    from ..workflows.fit import fit
+
+    if not scene.is_dir():
+        raise ConfigError(f"--scene {scene}: no such folder")
+    if views < 1 or steps < 1 or max_side < 8:
+        raise ConfigError(
+            f"--views, --steps and --max-side must be at least 1, 1 and 8; got {views}, {steps}, {max_side}"
+        )
+    if run is not None and not (run / "config.yaml").is_file():
+        raise ConfigError(f"--run {run}: not a run directory (no config.yaml)")
+    start = time.time()
+    if run is None:
+        run = fit(
+            str(scene), steps=steps, seed=0, out=str(runs_dir / "fits"), overrides=list(ctx.args),
+            progress=False, log=lambda s: None, max_side=max_side,
+        ).dir  # fmt: skip
+        fit_line = f"Fit: `t3d fit --scene {scene} --steps {steps} --max-side {max_side}`, {time.time() - start:.0f} s."
+    else:
+        fit_line = f"Fit: the finished run {run}."
+    given = fit_line.startswith("Fit: the")
+    command = f"t3d bench lift --scene {scene} --views {views}" + (f" --run {run}" if given else "")
+    header = report_header("Mask lifting on a real capture (`t3d bench lift`)", command, ctx.args) + (
+        ". Each mask view's object mask is lifted alone; the selection is scored on the held-out views "
+        "(threedistill/bench/lift_bench.py)."
+    )
+    picture = out.parent / f"{out.stem}.png"
+    rows = measure_lifting(scene, run, views, runs_dir / "masks", picture=picture, log=typer.echo)
+    report_writer(out, lambda r: markdown_report(r, header, fit_line, picture.name))(rows)
     typer.echo(f"wrote {out}")
 
 

@@ -118,8 +118,8 @@ def find_view(scene, name: str) -> int:
 
 
 def read_view_mask(scene, text: str) -> ViewMask:
-    """A `view:NAME:PATH` mask read at its view's size (white = edit); one-line errors for a missing view, file
-    or an empty mask."""
+    """A `view:NAME:PATH` mask read at its view's size (white = edit), drawn on the photo as taken (a view with lens
+    distortion: undistorted as its photo is); one-line errors for a missing view, file or an empty mask."""
     from ..scenes.base import read_image
     from ..scenes.views import image_size
 
@@ -129,7 +129,13 @@ def read_view_mask(scene, text: str) -> ViewMask:
         raise ConfigError(f"edit mask: {path} does not exist")
     h, w = image_size(scene, index)
     image = read_image(path, as_mask=True)[0][None]
-    mask = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)[0, 0] > 0.5
+    soft = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)[0]
+    distortion = scene.distortion[index] if getattr(scene, "distortion", None) else None
+    if distortion is not None:  # drawn on the photo as taken: brought into the undistorted view, as its image is
+        from ..scenes.undistort import undistort
+
+        soft = undistort(soft.expand(3, -1, -1), None, scene.intrinsics[index].tolist(), distortion)[0][:1]
+    mask = soft[0] > 0.5
     if not mask.any():
         raise ConfigError(f"edit mask {path} is empty (white marks what to edit)")
     return ViewMask(index, name, path, mask)
