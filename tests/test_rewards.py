@@ -240,15 +240,35 @@ def test_the_auto_reference_keeps_the_candidate_its_judge_scores_highest(tmp_pat
     cfg = ReferenceConfig(image="auto", auto_steps=4, auto_candidates=3)
     image = draw_reference(prior, "a red duck", cfg, seed=0, out_dir=tmp_path, log=lambda s: None)
     saved = json.loads((tmp_path / "reference.json").read_text())
-    assert saved["judge"] == "toyworld-clip" and len(saved["scores"]) == 3
+    assert saved["judge"] == "toyworld-clip, then the prior's front/back margin" and len(saved["scores"]) == 3
     assert saved["kept"] == int(np.argmax(saved["scores"]))
-    assert len(set(saved["scores"])) == 3  # three different draws
+    assert len(set(saved["clip"])) == 3  # three different draws
+    best_clip = max(saved["clip"])
+    assert saved["clip"][saved["kept"]] >= best_clip - 0.05  # the CLIP gate
+    gated = [m for m, c in zip(saved["front_margin"], saved["clip"]) if c >= best_clip - 0.05]
+    assert saved["front_margin"][saved["kept"]] == max(gated)
     grid = read_rgba(tmp_path / "reference_candidates.png")[0]  # the candidates, one row each
     size = image.shape[-1]
     assert grid.shape[-2:] == (3 * size, size)
     kept = grid[:, saved["kept"] * size : (saved["kept"] + 1) * size]
     assert torch.allclose(kept, image, atol=1 / 255 + 1e-6)
-    assert float(judge_candidates(image[None, None], "a red duck")[0]) == pytest.approx(saved["scores"][saved["kept"]])
+    clip_only, details = judge_candidates(image[None, None], "a red duck")
+    assert details["judge"] == "toyworld-clip"
+    assert float(clip_only[0]) == pytest.approx(saved["clip"][saved["kept"]], abs=1e-5)
+
+
+def test_the_prior_tells_a_true_front_view_from_a_back_view():
+    """The 2D judge's view margin (the prior as a zero-shot classifier of its own view words) on the toy world's
+    true views: positive for the front (and 20 degrees off it), negative for the back."""
+    from threedistill.priors import load_prior
+    from threedistill.rewards.reference import front_margin
+    from threedistill.toyworld.render import render_toy_view
+
+    prior = load_prior("toyworld")
+    for subject in ("red duck", "blue robot"):
+        views = torch.stack([render_toy_view(subject, a, 15.0, resolution=32) for a in (0.0, 20.0, 180.0, 200.0)])
+        margin = front_margin(prior, views, f"a {subject}")
+        assert (margin[:2] > 0).all() and (margin[2:] < 0).all(), (subject, margin)
 
 
 def test_one_auto_candidate_is_the_priors_own_front_view():
@@ -274,11 +294,11 @@ def test_the_reference_judges_prefer_the_right_object_and_one_consistent_shape()
         return torch.stack([render_toy_view(subject, a, 15.0, resolution=32) for a in azimuths])
 
     fronts = torch.stack([views(s, [0.0]) for s in ("red duck", "blue cube", "green torus")])
-    scores = judge_candidates(fronts, "a red duck")
+    scores, _ = judge_candidates(fronts, "a red duck")
     assert int(scores.argmax()) == 0
     sets = torch.stack([views("red duck", [0, 90, 180, 270]), views("blue cube", [0, 90, 180, 270]),
                         views("red duck", [0, 90, 0, 270])])  # fmt: skip
-    scores = judge_candidates(sets, "a red duck")
+    scores, _ = judge_candidates(sets, "a red duck")
     assert scores[0] > scores[1] and scores[0] > scores[2]
 
 
