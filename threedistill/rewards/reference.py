@@ -219,10 +219,9 @@ def judge_candidates(images: torch.Tensor, prompt: str, prior=None, seed: int = 
                 )
             return critic.reward(images, [prompt] * n), {"judge": "toyworld-critic"}
         from ..config import packaged_asset
-        from . import RewardConfig
-        from .clip import CLIPReward
+        from . import RewardConfig, load_reward
 
-        clip = CLIPReward(RewardConfig(name="clip", model=str(packaged_asset("critics", "toyworld-clip")))).eval()
+        clip = load_reward(RewardConfig(name="clip", model=str(packaged_asset("critics", "toyworld-clip"))))
         similarity = torch.stack([clip.score(image, prompt) for image in images])
         if prior is None:
             return similarity, {"judge": "toyworld-clip"}
