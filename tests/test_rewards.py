@@ -302,6 +302,22 @@ def test_the_reference_judges_prefer_the_right_object_and_one_consistent_shape()
     assert scores[0] > scores[1] and scores[0] > scores[2]
 
 
+def test_the_embedded_judges_leave_prompts_outside_their_vocabulary_alone():
+    """A real prior's prompt ("a hamburger") is not judged by the toy CLIP or critic: sets keep their first draw,
+    single images are judged by the prior's front/back margin alone."""
+    from threedistill.priors import load_prior
+    from threedistill.rewards.reference import judge_candidates
+
+    images = torch.rand(3, 1, 3, 32, 32)
+    scores, details = judge_candidates(images, "a hamburger")
+    assert details["judge"].startswith("none") and not scores.any()
+    scores, details = judge_candidates(torch.rand(2, 4, 3, 32, 32), "a hamburger, front view")
+    assert details["judge"].startswith("none") and not scores.any()
+    scores, details = judge_candidates(images, "a hamburger", load_prior("toyworld"))
+    assert details["judge"] == "the prior's front/back margin" and details["clip"] is None
+    assert scores.tolist() == details["front_margin"]
+
+
 def test_bench_reward_says_whether_the_auto_reference_shows_the_front(tmp_path):
     from threedistill.bench.reward_bench import reference_front
     from threedistill.toyworld.render import render_toy_view

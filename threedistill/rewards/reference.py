@@ -205,11 +205,13 @@ def judge_candidates(images: torch.Tensor, prompt: str, prior=None, seed: int = 
     """(scores (n,), what they came from) of candidates (n, views, 3, H, W), higher better: for sets of the
     critic's number of views, the embedded critic's logit(Yes) - logit(No); for single images, the embedded CLIP's
     text-image cosine (right object and colour), and with `prior`, among the candidates within CLIP_GATE of the
-    best CLIP score, the prior's own front/back margin (`front_margin`; the others score below every one of them)."""
+    best CLIP score, the prior's own front/back margin (`front_margin`; the others score below every one of them).
+    The embedded critic and CLIP know the toy world's words only: a prompt with other words is not judged by them
+    (sets: every score 0, so the first is kept; single images: the margin alone)."""
     n, views = images.shape[:2]
     with torch.no_grad():
         if views > 1:
-            from .critic import load_critic
+            from .critic import load_critic, words
 
             critic = load_critic()
             if critic.views != views:
@@ -217,16 +219,25 @@ def judge_candidates(images: torch.Tensor, prompt: str, prior=None, seed: int = 
                     f"the critic judges sets of {critic.views} views; this prior draws {views}: set "
                     f"reference.auto_candidates=1"
                 )
+            if any(w not in critic.index for w in words(prompt) if w != ","):
+                return torch.zeros(n), {"judge": "none (words the embedded critic does not know)"}
             return critic.reward(images, [prompt] * n), {"judge": "toyworld-critic"}
         from ..config import packaged_asset
         from . import RewardConfig, load_reward
 
         clip = load_reward(RewardConfig(name="clip", model=str(packaged_asset("critics", "toyworld-clip"))))
-        similarity = torch.stack([clip.score(image, prompt) for image in images])
-        if prior is None:
-            return similarity, {"judge": "toyworld-clip"}
+        known = clip.tokenizer.unk_token_id not in clip.tokenizer([prompt]).input_ids[0]
+        if known:
+            similarity = torch.stack([clip.score(image, prompt) for image in images])
+            if prior is None:
+                return similarity, {"judge": "toyworld-clip"}
+        elif prior is None:
+            return torch.zeros(n), {"judge": "none (words the embedded CLIP does not know)"}
+        else:
+            similarity = torch.zeros(n)  # every candidate passes the gate
         margin = front_margin(prior, images[:, 0], prompt, seed)
         passed = similarity >= similarity.max() - CLIP_GATE
         scores = torch.where(passed, margin, margin.min() - 1.0 - (similarity.max() - similarity))
-        details = {"judge": "toyworld-clip, then the prior's front/back margin", "clip": similarity.tolist()}
+        judge = "toyworld-clip, then the prior's front/back margin" if known else "the prior's front/back margin"
+        details = {"judge": judge, "clip": similarity.tolist() if known else None}
         return scores, details | {"front_margin": margin.tolist()}
