@@ -107,3 +107,18 @@ def test_a_mask_on_a_distorted_photo_is_undistorted_like_its_photo(skull_fit, tm
     centre = np.array([rx.mean(), ry.mean()])
     assert np.abs(centre - expected).max() < 1.0, (centre, expected)
     assert np.abs(expected - [40.0, 30.0]).max() > 3.0  # the spot did move: the check can fail
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--scene", "/nonexistent"], "/nonexistent: not a captured scene"),
+        (["--scene", str(SKULL), "--views", "0"], "--views, --steps and --max-side must be at least 1, 1 and 8"),
+        (["--scene", str(SKULL), "--run", "/nonexistent"], "--run /nonexistent: not a run directory"),
+    ],
+)
+def test_bench_lift_rejects_bad_arguments_in_one_line(args, fragment, tmp_path):
+    from test_cli import assert_one_line_error, t3d
+
+    assert_one_line_error(t3d("bench", "lift", *args, "--out", str(tmp_path / "r.md"), cwd=tmp_path), fragment)
+    assert not (tmp_path / "r.md").exists()

@@ -363,7 +363,7 @@ def bench_lift(
     from ..workflows.fit import fit
 
     if not scene.is_dir():
-        raise ConfigError(f"--scene {scene}: no such folder")
+        raise ConfigError(f"--scene {scene}: give a capture folder (photos with poses) to draw masks on")
     if views < 1 or steps < 1 or max_side < 8:
         raise ConfigError(
             f"--views, --steps and --max-side must be at least 1, 1 and 8; got {views}, {steps}, {max_side}"
