@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 SLACK = 2  # pixels: a silhouette's edge is uncertain by about this much at the fits' sizes
-NEAR_ONLY = True  # the fit's background shell lies beyond every camera: never what a mask on an object means
 
 
 def object_mask(rgb: torch.Tensor) -> np.ndarray:
@@ -48,21 +47,22 @@ def view_masks(scene, indices: list[int], undistorted: bool) -> dict[int, np.nda
     masks = {}
     for i in indices:
         w, h = (int(v) for v in scene.sizes[i])
-        if undistorted or scene.mask_paths[i] is not None:
-            rgb, alpha = scene.load_images([i], h, w)
-            alpha = None if alpha is None else alpha[0, 0]
-            if scene.mask_paths[i] is not None and not undistorted:
-                alpha = read_image(scene.mask_paths[i], as_mask=True)[0][0]
-            masks[i] = alpha.numpy() > 0.5 if scene.mask_paths[i] is not None else object_mask(rgb[0])
-        else:
-            masks[i] = object_mask(read_image(scene.image_paths[i])[0][:3])
+        if not undistorted:  # the files as they are
+            if scene.mask_paths[i] is not None:
+                masks[i] = read_image(scene.mask_paths[i], as_mask=True)[0][0].numpy() > 0.5
+            else:
+                masks[i] = object_mask(read_image(scene.image_paths[i])[0][:3])
+            continue
+        rgb, alpha = scene.load_images([i], h, w)  # undistorted, a mask file with them
+        masks[i] = alpha[0, 0].numpy() > 0.5 if scene.mask_paths[i] is not None else object_mask(rgb[0])
     return masks
 
 
 def near_gaussians(scene, gaussians) -> torch.Tensor:
-    """(N,) bool: the Gaussians no farther from the scene's centre than its farthest camera."""
-    horizon = float(scene.c2w[:, :3, 3].norm(dim=-1).max())
-    return gaussians.means.detach().norm(dim=-1) <= horizon
+    """(N,) bool: the Gaussians within the cameras' reach (`editing.lift.within_cameras`)."""
+    from ..editing.lift import within_cameras
+
+    return within_cameras(scene, gaussians.means.detach())
 
 
 def subset(gaussians, keep: torch.Tensor):

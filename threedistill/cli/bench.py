@@ -370,7 +370,7 @@ def bench_lift(
         )
     if run is not None and not (run / "config.yaml").is_file():
         raise ConfigError(f"--run {run}: not a run directory (no config.yaml)")
-    start = time.time()
+    start, given = time.time(), run is not None
     if run is None:
         run = fit(
             str(scene), steps=steps, seed=0, out=str(runs_dir / "fits"), overrides=list(ctx.args),
@@ -379,7 +379,6 @@ def bench_lift(
         fit_line = f"Fit: `t3d fit --scene {scene} --steps {steps} --max-side {max_side}`, {time.time() - start:.0f} s."
     else:
         fit_line = f"Fit: the finished run {run}."
-    given = fit_line.startswith("Fit: the")
     command = f"t3d bench lift --scene {scene} --views {views}" + (f" --run {run}" if given else "")
     header = report_header("Mask lifting on a real capture (`t3d bench lift`)", command, ctx.args) + (
         ". Each mask view's object mask is lifted alone; the selection is scored on the held-out views "

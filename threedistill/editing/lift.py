@@ -280,17 +280,22 @@ def behind_selection(scene, cloud: dict, view: ViewMask, votes: MaskVotes, selec
     return keep
 
 
+def within_cameras(scene, means: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the points no farther from the scene's centre than its farthest camera. What lies beyond (a fit's
+    background shell, distant walls) is the backdrop of every view, never what a mask on an object means."""
+    horizon = float(scene.c2w[:, :3, 3].norm(dim=-1).max())
+    return means.norm(dim=-1) <= horizon
+
+
 @torch.no_grad()
 def lift_view_mask(scene, gaussians, masks: str | list[str] | tuple[str, ...]) -> tuple[torch.Tensor, EditRegion]:
     """(selected (N,) bool, a sphere framing the selection) from one or more `view:NAME:PATH` masks (a list, or
     one text joined by `;`)."""
     views = [read_view_mask(scene, text) for text in split_view_masks(masks)]
     cloud = gaussian_cloud(gaussians)
-    # What lies farther from the scene's centre than every camera (a fit's background shell, distant walls) is the
-    # backdrop of every view, never what a mask on an object means: the votes see the scene without it, as they
-    # saw the empty sky of fits without a shell.
-    horizon = float(scene.c2w[:, :3, 3].norm(dim=-1).max())
-    near = cloud["means"].norm(dim=-1) <= horizon
+    # the votes see the scene without its backdrop (`within_cameras`), as they saw the empty sky of fits without a
+    # background shell
+    near = within_cameras(scene, cloud["means"])
     if not bool(near.all()):
         selected, region = _lift(scene, {k: v[near] for k, v in cloud.items()}, views)
         full = torch.zeros(len(near), dtype=torch.bool, device=selected.device)

@@ -149,17 +149,19 @@ def draw_reference(prior, prompt: str, cfg: ReferenceConfig, seed: int, out_dir:
         suffixed = prior.view_prompts
         azimuths = set_azimuths(torch.zeros(1), views).tolist()  # sample_images' default cameras
         prompts = [view_prompt(prompt, a, DEFAULT_VIEW_ELEVATION) if suffixed else prompt for a in azimuths]
-    judge = "the critic" if views > 1 else "the prior's front/back margin among the CLIP's best"
     log(
         f"drawing the reference image of '{prompts[0]}' from the prior ({cfg.auto_steps} steps"
-        + (f", best of {n} by {judge})" if n > 1 else ")")
+        + (f", the best of {n})" if n > 1 else ")")
     )
     images = sample_images(prior, prompts * n, steps=cfg.auto_steps, guidance_scale=cfg.auto_guidance, seed=seed)
     images = images.cpu().reshape(n, views, *images.shape[1:])
     scores, details = judge_candidates(images, prompt, prior, seed) if n > 1 else (torch.zeros(1), {})
     best = int(scores.argmax())
     if n > 1:
-        log(f"reference candidates' scores: {', '.join(f'{v:.2f}' for v in scores.tolist())}; kept #{best}")
+        log(
+            f"reference candidates' scores ({details['judge']}): {', '.join(f'{v:.2f}' for v in scores.tolist())}; "
+            f"kept #{best}"
+        )
         if out_dir is not None:
             from ..utils.files import write_json
             from ..utils.images import save_image
