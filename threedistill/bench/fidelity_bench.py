@@ -93,7 +93,7 @@ def _one_run(
         overrides=overrides,
         log=lambda s: None,
     )
-    metrics = evaluate_run(run.dir)
+    metrics = evaluate_run(run.dir, run)
     row = {
         "representation": rep,
         "prompt": prompt,

@@ -55,7 +55,7 @@ def measure(prompt: str, out: str) -> dict[str, float]:
         for (owner, name), fn in originals.items():
             setattr(owner, name, fn)
     mark("finish")
-    evaluate_run(run.dir)  # what the command's evaluation does, less printing the table
+    evaluate_run(run.dir, run)  # what the command's evaluation does, less printing the table
     mark("evaluation")
     workflow.export_run_page(run.dir, run.model, run.config.representation, log=lambda s: None)
     mark("page (viewer.html)")
@@ -71,4 +71,7 @@ def measure(prompt: str, out: str) -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    from ..utils.exiting import exit_now
+
     print(json.dumps(measure(sys.argv[1], sys.argv[2])))
+    exit_now(0)  # as the command ends (cli.entry)

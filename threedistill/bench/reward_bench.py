@@ -113,7 +113,7 @@ def reward_run(
         out, prompt=f"a {subject}", representation=rep, guidance=method, seed=seed, steps=steps,
         overrides=overrides, log=lambda s: None,
     )  # fmt: skip
-    metrics = evaluate_run(run.dir)
+    metrics = evaluate_run(run.dir, run)
     row = {
         "variant": variant,
         "subject": subject,

@@ -1,5 +1,5 @@
 """`python -m threedistill.cli ...`, the same as `t3d ...`."""
 
-from . import main
+from . import entry
 
-main()
+entry()

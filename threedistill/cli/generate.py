@@ -78,7 +78,7 @@ def generate_cmd(
     if evaluate and run.trainer.step == run.config.trainer.steps:
         log("evaluating against the toy world's ground truth")
         try:
-            evaluate_and_print(run.dir, quiet_if_no_gt=True)
+            evaluate_and_print(run.dir, quiet_if_no_gt=True, run=run)
         finally:  # the page, with the evaluation when there is one
             if RUN_PAGE in run.config.export:
                 export_run_page(run.dir, run.model, run.config.representation, log)

@@ -23,7 +23,7 @@ GROUND_TRUTH_KEYS = (
 )
 
 
-def evaluate_and_print(run_dir: Path, quiet_if_no_gt: bool = False) -> dict | None:
+def evaluate_and_print(run_dir: Path, quiet_if_no_gt: bool = False, run=None) -> dict | None:
     """Evaluate any run (`evaluate_run`) and print a table: ground-truth metrics of a generate run, held-out view
     PSNR / SSIM of a fit or edit run. With `quiet_if_no_gt`, a prompt without ground truth prints why, no error."""
     from rich.console import Console
@@ -31,7 +31,7 @@ def evaluate_and_print(run_dir: Path, quiet_if_no_gt: bool = False) -> dict | No
     from ..workflows.results import evaluate_run
 
     try:
-        metrics = evaluate_run(run_dir)
+        metrics = evaluate_run(run_dir, run)
     except ThreeDistillError as err:
         if quiet_if_no_gt and "no ground truth" in str(err):
             typer.echo(str(err))

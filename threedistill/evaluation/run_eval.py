@@ -14,10 +14,10 @@ EVAL_RESOLUTION = 64
 
 def write_comparison(path: Path, rgb: torch.Tensor, colour: str, obj: str) -> None:
     """One picture to judge a result by eye: the evaluation views (rows: result, then ground truth, per elevation)."""
-    from ..toyworld.render import render_toy
     from ..utils.images import make_grid, save_image
+    from .ground_truth import truth_at_eval_views
 
-    gt = render_toy(obj, colour, eval_cameras(), rgb.shape[-2], rgb.shape[-1])["rgb"]
+    gt = truth_at_eval_views(obj, colour, rgb.shape[-1])["rgb"]
     n = len(EVAL_AZIMUTHS)
     rows = [block for e in range(0, len(rgb), n) for block in (rgb[e : e + n], gt[e : e + n])]
     path.parent.mkdir(parents=True, exist_ok=True)

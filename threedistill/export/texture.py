@@ -63,12 +63,11 @@ def bake(
     texture[:, pix] = colour_fn(points, nrm).T.clamp(0, 1)
     filled[:, pix] = 1.0
     texture, filled = texture.reshape(1, 3, size, size), filled.reshape(1, 1, size, size)
-    kernel = torch.ones(1, 1, 3, 3)
-    for _ in range(dilate):
-        count = F.conv2d(filled, kernel, padding=1)
-        sums = F.conv2d(texture * filled, kernel.expand(3, 1, 3, 3), padding=1, groups=3)
+    for _ in range(dilate):  # 3x3 means of the filled texels and of the filled mask: their ratio is the fill
+        means = F.avg_pool2d(torch.cat([texture * filled, filled], 1), 3, stride=1, padding=1)
+        sums, count = means[:, :3], means[:, 3:]
         grow = (filled == 0) & (count > 0)
-        texture = torch.where(grow, sums / count.clamp_min(1), texture)
+        texture = torch.where(grow, sums / count.clamp_min(1e-6), texture)
         filled = torch.where(grow, torch.ones_like(filled), filled)
     mean = (texture * filled).sum((2, 3), keepdim=True) / filled.sum().clamp_min(1)
     texture = torch.where(filled > 0, texture, mean)  # the rest: the average colour, never black

@@ -35,15 +35,16 @@ def export_run(
     return export_scene_format(run.model, representation_of(run), scene, fmt, out, faces, texture_size, log)
 
 
-def evaluate_run(run_dir: Path) -> dict:
+def evaluate_run(run_dir: Path, run=None) -> dict:
     """Evaluate any run and merge the numbers into its metrics.json. Generate runs: against the toy world's
     ground truth (a one-line error for prompts without one). Fit runs: PSNR / SSIM of the held-out views at the
     fit's training size (or the photos' size with eval_resolution=full). Edit runs: the same against the
-    unedited captures (the edit region is meant to differ, so this measures what the edit kept)."""
+    unedited captures (the edit region is meant to differ, so this measures what the edit kept). `run`: a finished
+    generate Run still in memory (what `generate` returned), evaluated as it is instead of being built again."""
     run_dir = Path(run_dir)
     kind = read_run_kind(run_dir)
     if kind == "generate":
-        return evaluate_generate_run(run_dir)
+        return evaluate_generate_run(run_dir, run)
     run = load_run(run_dir)
     fit_cfg, scene_path = scene_source(run)
     fit_cfg = fit_cfg or FitConfig()  # an edited 3DGS file: the default fit's height
@@ -59,16 +60,18 @@ def evaluate_run(run_dir: Path) -> dict:
     return {**metrics, "eval": evaluation}
 
 
-def evaluate_generate_run(run_dir: Path) -> dict:
+def evaluate_generate_run(run_dir: Path, run=None) -> dict:
     """A generate run against the toy world's ground truth at the fixed evaluation views (and its exported
-    export/model.glb, if any); the views are saved for benchmarks."""
+    export/model.glb, if any); the views are saved for benchmarks. `run`: the finished Run in memory (its model on
+    the CPU), else it is loaded from its latest checkpoint."""
     from ..evaluation.ground_truth import compare, subject_of
     from ..evaluation.run_eval import EVAL_RESOLUTION, render_eval_views, save_eval_views, write_comparison
     from .generate import read_run_config
 
     cfg = read_run_config(run_dir)
     colour, obj = subject_of(cfg.prompt)  # before building anything: fails fast on prompts without ground truth
-    run = load_generate_run(run_dir, cfg)
+    if run is None or run.trainer.step != run.config.trainer.steps:  # only a finished run is taken as it is
+        run = load_generate_run(run_dir, cfg)
     render = render_eval_views(run)
     metrics = {"prompt": cfg.prompt, "object": obj, "colour": colour, "step": run.trainer.step}
     metrics |= compare(render, colour, obj, EVAL_RESOLUTION)
