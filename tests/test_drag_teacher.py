@@ -47,3 +47,24 @@ def test_the_shipped_teacher_records_its_gate():
     # the verdict follows the numbers (docs/benchmarks/drag.md reports them: the shipped teacher does not pass)
     assert gate["passed"] == (gate["teacher_share"] >= info["train_config"]["gate_share"])
     assert DragTeacher(path).resolution == info["train_config"]["resolution"]
+
+
+def test_the_gate_scores_the_moved_pixels_apart_from_the_still_ones():
+    """The gate's IoU inside the drag mask rewards an unedited image for every still pixel; its moved accuracy
+    counts only the pixels where the part arrives or leaves: 0 for the unedited image, 1 for the truth."""
+    from threedistill.toyworld.training.drag_teacher import mask_iou, moved_accuracy
+
+    before = torch.zeros(1, 8, 8, dtype=torch.bool)
+    before[0, 2:6, 1:5] = True  # a body and its part at columns 3-4
+    after = torch.zeros_like(before)
+    after[0, 2:6, 1:3] = True
+    after[0, 2:4, 5:7] = True  # the part dragged right
+    inside = torch.ones_like(before)
+    moved = (before != after) & inside
+    assert mask_iou(before, after, inside).item() == pytest.approx(8 / 20)
+    assert moved_accuracy(before, after, moved).item() == 0.0
+    assert moved_accuracy(after, after, moved).item() == 1.0 and mask_iou(after, after, inside).item() == 1.0
+    half = before.clone()
+    half[0, 2:4, 5:7] = True  # arrived but did not leave
+    assert moved_accuracy(half, after, moved).item() == pytest.approx(4 / 12)
+    assert torch.isnan(moved_accuracy(after, after, torch.zeros_like(moved))).all()
