@@ -138,7 +138,13 @@ def test_views_and_objectives_declare_their_targets():
     from threedistill.objective import Views
     from threedistill.scenes.views import PhotometricLoss, SceneViews
 
-    assert DDSGuidance.targets == ("source",) and PhotometricLoss.targets == ("images", "masks", "valid", "view")
+    assert DDSGuidance.targets == ("source",) and PhotometricLoss.targets == (
+        "images",
+        "masks",
+        "valid",
+        "view",
+        "points",
+    )
     views = SceneViews.__new__(SceneViews)
     assert isinstance(views, Views)  # structural: sample(generator, n) -> ViewBatch
     assert not isinstance(object(), Views)

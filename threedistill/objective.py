@@ -27,6 +27,8 @@ class Objective(nn.Module):
     #: views the objective judges together: a multi-view prior's set size (the Trainer then draws its random
     #: cameras in sets of this many, 360/V degrees apart at one elevation); 1 for independent views
     views_per_set: int = 1
+    #: true when `forward` also needs the render's `depth` (B,1,H,W) (the Trainer then renders geometry)
+    wants_depth: bool = False
 
     def prompt_state(self, prompt: str) -> Any:
         """Whatever the objective precomputes for a prompt (text embeddings); None when it has no prompt."""

@@ -283,11 +283,14 @@ class Trainer:
             batch = self.views.sample(self.generator, c.batch_size)
         cams, targets = batch.cameras, batch.targets
         weights = self.loss_weights()
-        geometry = any(weights.get(name) for name in self.model.geometry_losses)
+        wants_depth = self.guidance.wants_depth  # e.g. a fit's sparse SfM depth loss
+        geometry = wants_depth or any(weights.get(name) for name in self.model.geometry_losses)
         render = dict(generator=self.generator, geometry=geometry)
         if batch.background is not None:
             render["background"] = batch.background
         out = self.model.render(cams, *batch.size, **render)
+        if wants_depth:
+            targets = {**targets, "depth": out["depth"]}
         losses = self.guidance(out["rgb"], cams, self.prompt_state, self.schedule_step, self.generator, **targets)
         for term in self.terms:  # terms on views of their own (a reward, a reference image), when due
             if term.due(self.step + 1):

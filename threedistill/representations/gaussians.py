@@ -17,7 +17,7 @@ from ..config import check_schedules, scale_schedule
 from ..errors import ConfigError
 from ..renderers.gaussian_raster import SH_C0, rasterize
 from .base import Representation
-from .strategies import STRATEGIES, CaptureStrategyConfig
+from .strategies import STRATEGIES, CaptureStrategyConfig, McmcStrategyConfig
 
 
 @dataclass
@@ -41,10 +41,11 @@ class GaussiansConfig:
     prune_opacity: float = 0.01
     prune_scale: float = 0.4  # Gaussians larger than this are pruned (world units)
     max_points: int = 20000
-    # Training strategy: "default" (the densify_* settings above, tuned for text-to-3D) or "capture" (3DGS / gsplat's
-    # recipe for photographs, settings in `capture`).
+    # Training strategy: "default" (the densify_* settings above, tuned for text-to-3D), "capture" (3DGS / gsplat's
+    # recipe for photographs, settings in `capture`) or "mcmc" (3DGS-MCMC for photographs, settings in `mcmc`).
     strategy: str = "default"
     capture: CaptureStrategyConfig = field(default_factory=CaptureStrategyConfig)
+    mcmc: McmcStrategyConfig = field(default_factory=McmcStrategyConfig)
     scene_scale: float = 1.0  # the scene's extent (3DGS): multiplies lr_means and the capture strategy's sizes
 
     def __post_init__(self):
@@ -183,9 +184,14 @@ class Gaussians(Representation):
             geometry=geometry,
         )
 
+    def loss_weights(self) -> dict[str, Any]:
+        return self.strategy.loss_weights()
+
     def training_losses(self, out: dict, weights: dict[str, float]) -> dict[str, torch.Tensor]:
-        """loss_scale: the mean of every Gaussian's largest scale (penalises needles and blobs)."""
-        return {"loss_scale": self.scales.max(-1).values.mean()} if weights.get("scale") else {}
+        """loss_scale: the mean of every Gaussian's largest scale (penalises needles and blobs); and the strategy's
+        own terms (MCMC: loss_opacity_l1, loss_scale_l1)."""
+        losses = {"loss_scale": self.scales.max(-1).values.mean()} if weights.get("scale") else {}
+        return {**losses, **self.strategy.training_losses(self, weights)}
 
     # ------------------------------------------------------------ densification (see strategies/default.py)
     def replace_points(self, optimizer, grown: dict, source: torch.Tensor, n_old: int, keep: torch.Tensor) -> None:

@@ -37,6 +37,8 @@ class SceneData:
     transform: torch.Tensor  # (4,4) original frame -> normalised frame
     source: str
     distortion: list[np.ndarray | None] = field(default_factory=list)  # per view, see undistort.py
+    # per view, the indices of the `points` SfM matched in it (COLMAP tracks); None when the format has none
+    point_views: list[torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.image_paths)

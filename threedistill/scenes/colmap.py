@@ -142,18 +142,22 @@ def parse_images_bin(data: bytes, path="images.bin") -> list[ColmapImage]:
     return out
 
 
-def parse_points3d_bin(data: bytes, path="points3D.bin") -> tuple[np.ndarray, np.ndarray]:
+def parse_points3d_bin(data: bytes, path="points3D.bin", tracks: bool = False):
     """points3D.bin: u64 n, then per point u64 id, f64 xyz[3], u8 rgb[3], f64 error, u64 track_len and that many
-    (i32 image_id, i32 point2D_idx). Returns xyz (M,3) float64 and rgb (M,3) uint8."""
+    (i32 image_id, i32 point2D_idx). Returns xyz (M,3) float64 and rgb (M,3) uint8; with `tracks`, also each
+    point's IMAGE_IDs (a list of M int arrays: the images that saw it)."""
     r = _Bytes(data, path, "points")
     n = r.count(51)
-    xyz, rgb = np.empty((n, 3)), np.empty((n, 3), np.uint8)
+    xyz, rgb, seen = np.empty((n, 3)), np.empty((n, 3), np.uint8), []
     for i in range(n):
         rec = r.unpack("<Q3d3BdQ", n, i)
         xyz[i], rgb[i] = rec[1:4], rec[4:7]
+        start = r.pos
         r.skip(8 * rec[8], n, i)
+        if tracks:
+            seen.append(np.frombuffer(data, "<i4", count=2 * rec[8], offset=start)[0::2].astype(np.int64))
     r.finish(n)
-    return xyz, rgb
+    return (xyz, rgb, seen) if tracks else (xyz, rgb)
 
 
 # ---------------------------------------------------------------- text
@@ -224,9 +228,10 @@ def parse_images_txt(text: str, path="images.txt") -> list[ColmapImage]:
     return out
 
 
-def parse_points3d_txt(text: str, path="points3D.txt") -> tuple[np.ndarray, np.ndarray]:
-    """points3D.txt: one point per line, `POINT3D_ID X Y Z R G B ERROR TRACK[]`."""
-    xyz, rgb = [], []
+def parse_points3d_txt(text: str, path="points3D.txt", tracks: bool = False):
+    """points3D.txt: one point per line, `POINT3D_ID X Y Z R G B ERROR TRACK[]`; with `tracks`, also each point's
+    IMAGE_IDs (as `parse_points3d_bin`)."""
+    xyz, rgb, seen = [], [], []
     for ln, line in _records(text):
         tok = line.split()
         if len(tok) < 8 or len(tok) % 2:
@@ -236,7 +241,10 @@ def parse_points3d_txt(text: str, path="points3D.txt") -> tuple[np.ndarray, np.n
         if not all(0 <= c <= 255 for c in colour):
             raise SceneFormatError(f"{path} line {ln}: colour {colour} outside 0-255")
         rgb.append(colour)
-    return np.array(xyz, dtype=np.float64).reshape(-1, 3), np.array(rgb, dtype=np.uint8).reshape(-1, 3)
+        if tracks:
+            seen.append(np.array(_numbers(tok[8::2], int, path, ln, "track IMAGE_IDs"), dtype=np.int64))
+    xyz, rgb = np.array(xyz, dtype=np.float64).reshape(-1, 3), np.array(rgb, dtype=np.uint8).reshape(-1, 3)
+    return (xyz, rgb, seen) if tracks else (xyz, rgb)
 
 
 # ---------------------------------------------------------------- files
@@ -270,10 +278,11 @@ def read_images(path: Path) -> list[ColmapImage]:
     return parse(_read(path, path.suffix == ".bin"), path)
 
 
-def read_points3d(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_points3d(path: Path, tracks: bool = False):
+    """(xyz, rgb) of points3D.bin / .txt, and with `tracks` each point's IMAGE_IDs."""
     path = Path(path)
     parse = parse_points3d_bin if path.suffix == ".bin" else parse_points3d_txt
-    return parse(_read(path, path.suffix == ".bin"), path)
+    return parse(_read(path, path.suffix == ".bin"), path, tracks=tracks)
 
 
 def find_model_dir(path: Path) -> Path | None:
@@ -308,7 +317,7 @@ def read_colmap(path) -> SceneData:
     cam_file, img_file = _model_file(model, "cameras"), _model_file(model, "images")
     cameras, images = read_cameras(cam_file), read_images(img_file)
     pts_file = _model_file(model, "points3D", required=False)
-    xyz, rgb = read_points3d(pts_file) if pts_file else (None, None)
+    xyz, rgb, tracks = read_points3d(pts_file, tracks=True) if pts_file else (None, None, None)
     if xyz is not None and not np.isfinite(xyz).all():
         raise SceneFormatError(f"{pts_file}: points contain NaN or inf")
     if not images:
@@ -356,7 +365,7 @@ def read_colmap(path) -> SceneData:
         else None
     )
     colours = None if rgb is None else rgb.astype(np.float64) / 255.0
-    return build_scene(
+    scene = build_scene(
         "colmap",
         paths,
         np.stack(c2w),
@@ -367,6 +376,24 @@ def read_colmap(path) -> SceneData:
         where=str(img_file),
         distortion=distortion,
     )
+    if tracks and scene.points is not None and any(len(t) for t in tracks):
+        scene.point_views = point_views(tracks, [im.id for im in images])
+    return scene
+
+
+def point_views(tracks: list[np.ndarray], image_ids: list[int]) -> list[torch.Tensor]:
+    """Per view (in `image_ids`' order), the indices of the points whose track holds that view's IMAGE_ID: the
+    points SfM matched in it (visible there). Track entries of unknown images are ignored."""
+    where = {image_id: k for k, image_id in enumerate(image_ids)}
+    owners = [np.full(len(t), i, np.int64) for i, t in enumerate(tracks)]
+    point = np.concatenate(owners) if owners else np.zeros(0, np.int64)
+    view = np.array([where.get(int(v), -1) for t in tracks for v in t], dtype=np.int64)
+    keep = view >= 0
+    point, view = point[keep], view[keep]
+    order = np.lexsort((point, view))
+    point, view = point[order], view[order]
+    bounds = np.searchsorted(view, np.arange(len(image_ids) + 1))
+    return [torch.from_numpy(np.unique(point[bounds[k] : bounds[k + 1]])) for k in range(len(image_ids))]
 
 
 # ---------------------------------------------------------------- writers
@@ -375,13 +402,21 @@ def _quat_str(values) -> str:
 
 
 def write_colmap_model(
-    folder, cameras: list[ColmapCamera], images: list[ColmapImage], xyz=None, rgb=None, binary: bool = False
+    folder,
+    cameras: list[ColmapCamera],
+    images: list[ColmapImage],
+    xyz=None,
+    rgb=None,
+    binary: bool = False,
+    tracks=None,
 ) -> Path:
-    """Write cameras / images / points3D (.bin or .txt) into `folder` (created); no 2D points or tracks."""
+    """Write cameras / images / points3D (.bin or .txt) into `folder` (created); no 2D points. `tracks`: per point,
+    the IMAGE_IDs that saw it (written with POINT2D_IDX 0, as there are no 2D points); none by default."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     xyz = np.zeros((0, 3)) if xyz is None else np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     rgb = np.full((len(xyz), 3), 128, np.uint8) if rgb is None else np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)
+    tracks = [[int(v) for v in t] for t in tracks] if tracks is not None else [[] for _ in range(len(xyz))]
     if binary:
         cams = [struct.pack("<Q", len(cameras))] + [
             struct.pack(f"<iiQQ{len(c.params)}d", c.id, MODEL_IDS[c.model][0], c.width, c.height, *c.params)
@@ -395,7 +430,9 @@ def write_colmap_model(
             for im in images
         ]
         pts = [struct.pack("<Q", len(xyz))] + [
-            struct.pack("<Q3d3BdQ", i + 1, *p, *c, 0.0, 0) for i, (p, c) in enumerate(zip(xyz.tolist(), rgb.tolist()))
+            struct.pack("<Q3d3BdQ", i + 1, *p, *c, 0.0, len(t))
+            + struct.pack(f"<{2 * len(t)}i", *[x for v in t for x in (v, 0)])
+            for i, (p, c, t) in enumerate(zip(xyz.tolist(), rgb.tolist(), tracks))
         ]
         for name, parts in (("cameras", cams), ("images", imgs), ("points3D", pts)):
             (folder / f"{name}.bin").write_bytes(b"".join(parts))
@@ -414,7 +451,8 @@ def write_colmap_model(
         "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)",
     ]
     pts += [
-        f"{i + 1} {_quat_str(p)} {c[0]} {c[1]} {c[2]} 0.0" for i, (p, c) in enumerate(zip(xyz.tolist(), rgb.tolist()))
+        f"{i + 1} {_quat_str(p)} {c[0]} {c[1]} {c[2]} 0.0" + "".join(f" {v} 0" for v in t)
+        for i, (p, c, t) in enumerate(zip(xyz.tolist(), rgb.tolist(), tracks))
     ]
     for name, lines in (("cameras", cams), ("images", imgs), ("points3D", pts)):
         (folder / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -436,11 +474,13 @@ def pinhole_model(c2w, names, intrinsics) -> tuple[list[ColmapCamera], list[Colm
     return cameras, images
 
 
-def write_colmap_text(folder, c2w, names, intrinsics, points=None, colours=None) -> Path:
+def write_colmap_text(folder, c2w, names, intrinsics, points=None, colours=None, tracks=None) -> Path:
     """A COLMAP text model (cameras.txt, images.txt, points3D.txt) in `folder` from OpenGL camera-to-world matrices
     (N,4,4), image names (relative to the scene's images/), per-image (fx, fy, cx, cy, w, h) pinhole intrinsics in
-    pixels, points (M,3) and their colours (M,3) uint8. Put it in `<root>/sparse/0/` for `read_colmap(<root>)`."""
-    return write_colmap_model(folder, *pinhole_model(c2w, names, intrinsics), points, colours, binary=False)
+    pixels, points (M,3), their colours (M,3) uint8 and optionally their tracks (per point, the 0-based indices of
+    the views that saw it). Put it in `<root>/sparse/0/` for `read_colmap(<root>)`."""
+    ids = None if tracks is None else [[int(v) + 1 for v in t] for t in tracks]  # pinhole_model's IMAGE_IDs
+    return write_colmap_model(folder, *pinhole_model(c2w, names, intrinsics), points, colours, False, ids)
 
 
 def write_colmap_binary(folder, c2w, names, intrinsics, points=None, colours=None) -> Path:

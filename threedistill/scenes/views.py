@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..cameras import Cameras
@@ -80,6 +81,7 @@ class SceneViews:
         resolution: Resolution | int,
         device: torch.device,
         background: str = "white",
+        depth_points: bool = False,
     ):
         if not indices:
             raise ThreeDistillError("the scene has no training views")
@@ -97,6 +99,7 @@ class SceneViews:
             self.valid.append(None if valid is None else valid[0].to(device))
         self.has_masks = any(m is not None for m in self.masks)
         self.has_valid = any(v is not None for v in self.valid)
+        self.points = sparse_depths(scene, indices, self.sizes, device) if depth_points else None
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -124,7 +127,37 @@ class SceneViews:
         background = None if self.background == "white" else bg.to(images.device)
         view = torch.tensor(idx, dtype=torch.long, device=images.device)  # which training views (appearance)
         targets = {"images": images, "masks": masks, "valid": valid, "view": view}
+        if self.points is not None:
+            targets["points"] = [self.points[i] for i in idx]
         return ViewBatch(self.cameras[idx], size, targets, background)
+
+
+def sparse_depths(scene, indices: list[int], sizes: list[tuple[int, int]], device) -> list[tuple[torch.Tensor, ...]]:
+    """Per training view, the SfM points matched in it (`scene.point_views`, COLMAP's tracks) that project inside
+    the view in front of its camera: (pixel coordinates in grid_sample's [-1, 1] units (P,2), distance to the
+    camera (P,)), for a sparse depth loss (gsplat's `depth_loss`). A scene without tracks is a one-line error."""
+    if scene.points is None or scene.point_views is None:
+        raise ConfigError(
+            f"lambda_depth needs SfM points with tracks (a COLMAP model's points3D); {scene.source} scene "
+            f"{'has no points' if scene.points is None else 'has points but no tracks'}: set lambda_depth=0"
+        )
+    from ..cameras import pixel_intrinsics
+
+    out = []
+    for i, (height, width) in zip(indices, sizes):
+        cam = scene.cameras([i])
+        points = scene.points[scene.point_views[i]].float()
+        c2w = cam.c2w[0].float()
+        local = (points - c2w[:3, 3]) @ c2w[:3, :3]  # camera frame (OpenGL: looking down -z)
+        fx, fy, cx, cy = (float(v[0]) for v in pixel_intrinsics(cam, height, width))
+        z = -local[:, 2]
+        ahead = z > 1e-6
+        u = fx * local[:, 0] / z.clamp_min(1e-6) + cx
+        v = -fy * local[:, 1] / z.clamp_min(1e-6) + cy
+        keep = ahead & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+        grid = torch.stack([u[keep] / width * 2 - 1, v[keep] / height * 2 - 1], -1)
+        out.append((grid.to(device), (points[keep] - c2w[:3, 3]).norm(dim=-1).to(device)))
+    return out
 
 
 class ViewAppearance(nn.Module):
@@ -158,14 +191,31 @@ class PhotometricLoss(Objective):
     training view's render passes through that view's `ViewAppearance` transform first (learned at `lr_appearance`)."""
 
     name = "photometric"
-    targets = ("images", "masks", "valid", "view")
+    targets = ("images", "masks", "valid", "view", "points")
 
     def __init__(
-        self, lambda_dssim: float = 0.2, masked: bool = True, appearance_views: int = 0, lr_appearance: float = 1e-2
+        self,
+        lambda_dssim: float = 0.2,
+        masked: bool = True,
+        appearance_views: int = 0,
+        lr_appearance: float = 1e-2,
+        lambda_depth: float = 0.0,
+        depth_scale: float = 1.0,
     ):
         super().__init__()
         self.lambda_dssim, self.masked, self.lr_appearance = lambda_dssim, masked, lr_appearance
         self.appearance = ViewAppearance(appearance_views) if appearance_views > 0 else None
+        # lambda_depth > 0: `loss_depth`, the rendered against the SfM points' disparity (x depth_scale, the scene's
+        # extent, so the term does not depend on the scene's units), weighted by lambda_depth (gsplat: 1e-2)
+        self.lambda_depth, self.depth_scale = lambda_depth, depth_scale
+
+    @property
+    def wants_depth(self) -> bool:
+        """The Trainer renders depth and passes it as `depth` when this is true."""
+        return self.lambda_depth > 0
+
+    def loss_weights(self) -> dict[str, float]:
+        return {"depth": self.lambda_depth} if self.lambda_depth > 0 else {}
 
     def param_groups(self) -> list[dict]:
         if self.appearance is None:
@@ -190,7 +240,12 @@ class PhotometricLoss(Objective):
         masks=None,
         valid=None,
         view=None,
+        points=None,
+        depth=None,
     ) -> dict[str, torch.Tensor]:
+        out = {}
+        if self.lambda_depth > 0 and points is not None and depth is not None:
+            out["loss_depth"] = sparse_depth_loss(depth, points) * self.depth_scale
         if self.appearance is not None and view is not None:  # outside masks lies the plain background
             seen = self.appearance(rgb, view)
             rgb = seen if masks is None else masks * seen + (1 - masks) * rgb
@@ -204,4 +259,15 @@ class PhotometricLoss(Objective):
             per_pixel = ssim_map(rgb * weight, images * weight) * weight
             dssim = (1 - per_pixel.sum() / (weight.sum() * rgb.shape[1]).clamp_min(1)) / 2
         loss = (1 - self.lambda_dssim) * l1 + self.lambda_dssim * dssim
-        return {"loss_photometric": loss, "l1": l1.detach(), "dssim": dssim.detach()}
+        return {"loss_photometric": loss, "l1": l1.detach(), "dssim": dssim.detach(), **out}
+
+
+def sparse_depth_loss(depth: torch.Tensor, points: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Mean |1/rendered distance - 1/SfM distance| at the SfM points of each view (bilinear samples of `depth`
+    (B,1,H,W)); gsplat's `depth_loss` compares disparities the same way. Zero without points."""
+    errors = []
+    for render, (grid, distance) in zip(depth, points):
+        if len(distance):
+            sampled = F.grid_sample(render[None], grid[None, None], align_corners=False)[0, 0, 0]
+            errors.append((1 / sampled.clamp_min(1e-6) - 1 / distance).abs())
+    return torch.cat(errors).mean() if errors else depth.new_zeros(())

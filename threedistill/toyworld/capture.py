@@ -122,7 +122,8 @@ def write_captured_scene(
 
     c2w = transform_c2w(frame, cameras.c2w.double().numpy())
     intrinsics = np.tile([fx, fy, cx, cy, width, height], (n_views, 1))
-    write_colmap_text(out / "sparse" / "0", c2w, names, intrinsics, points, colours)
+    tracks = samples["view"][:, None].tolist()  # the view whose ray found each point (one per point)
+    write_colmap_text(out / "sparse" / "0", c2w, names, intrinsics, points, colours, tracks)
     _write_ply(out / "sparse_pc.ply", points, colours)
 
     paths = [f"images/{n}" for n in names]

@@ -47,7 +47,11 @@ class FitConfig:
     appearance: bool = False  # learn each training photo's exposure / white balance (a gain and offset per channel)
     lr_appearance: float = 1e-2
     lambda_dssim: float = 0.2  # loss = (1 - l) L1 + l (1 - SSIM) / 2 (3DGS)
+    # > 0: a sparse depth loss, rendered against SfM disparity at the points each photo matched (COLMAP tracks;
+    # gsplat's depth_loss, 1e-2 there), x the scene's extent
+    lambda_depth: float = 0.0
     init_points: int = 20000  # at most this many scene points seed the Gaussians (random ones without points)
+    init_scale: float = 1.0  # initial size: this x the mean distance to the 3 nearest points (3DGS 1, 3DGS-MCMC 0.1)
     # Gaussians seeded on a sphere around the scene for what SfM finds no points on (plain walls, sky): its radius
     # is `background_radius` x the farthest camera's distance from the scene's centre
     background_points: int = 0
@@ -73,12 +77,16 @@ class FitConfig:
             raise ConfigError(f"background_points must be 0 (none) or more, got {self.background_points}")
         if not self.background_radius > 1:
             raise ConfigError(f"background_radius must be above 1 (beyond the cameras), got {self.background_radius}")
+        if not 0 < self.init_scale <= 10:
+            raise ConfigError(f"init_scale must be in (0, 10], got {self.init_scale}")
         if self.init_points < 1:
             raise ConfigError(f"init_points must be positive, got {self.init_points}")
         if not self.lr_appearance > 0:
             raise ConfigError(f"lr_appearance must be positive, got {self.lr_appearance}")
         if not 0 <= self.lambda_dssim <= 1:
             raise ConfigError(f"lambda_dssim must be in [0, 1], got {self.lambda_dssim}")
+        if not 0 <= self.lambda_depth < float("inf"):
+            raise ConfigError(f"lambda_depth must be 0 (off) or positive, got {self.lambda_depth}")
 
     def resolution_rule(self) -> Resolution:
         """How large each view is fitted and (with eval_resolution=train) evaluated."""
@@ -148,7 +156,7 @@ def build_model(cfg: FitConfig, scene, generator: torch.Generator, device: torch
 
         return NeRF(cfg.nerf, generator=generator, device=device)
     if scene.points is None or len(scene.points) < 4:
-        if cfg.gaussians.strategy != "capture":  # runs made before the capture strategy: a random ball
+        if cfg.gaussians.strategy == "default":  # runs made before the capture strategy: a random ball
             return Gaussians(cfg.gaussians, generator=generator, device=device)
         points, colours = random_points(scene, cfg.init_points, generator)
     else:
@@ -171,7 +179,7 @@ def build_model(cfg: FitConfig, scene, generator: torch.Generator, device: torch
         scales = torch.cat([scales, knn_scales(shell, clamp=None)])
     model = Gaussians.from_points(points, colours, cfg.gaussians)
     with torch.no_grad():
-        model.log_scales.copy_(scales.log()[:, None].expand(-1, 3))
+        model.log_scales.copy_((scales * cfg.init_scale).log()[:, None].expand(-1, 3))
     return model.to(device)
 
 
@@ -318,33 +326,43 @@ def fit(
     if not data.image_paths:
         raise ThreeDistillError(f"{cfg.scene} has no images to fit (a .ply alone is already a reconstruction)")
     check_images(data)  # every image decodes (a few unreadable views are left out with a warning)
+    if cfg.lambda_depth > 0 and (data.points is None or data.point_views is None):
+        raise ConfigError(
+            f"lambda_depth needs SfM points with tracks (a COLMAP model's points3D); {cfg.scene} has "
+            f"{'no points' if data.points is None else 'points without tracks'}: leave lambda_depth at 0"
+        )
     if resume is None and not any(o.partition("=")[0].strip() == "gaussians.scene_scale" for o in overrides):
         cfg.gaussians.scene_scale = camera_extent(data, data.train_indices)
-    chosen = any(o.partition("=")[0].strip() == "gaussians.capture.refine_stop" for o in overrides)
+    name = cfg.gaussians.strategy if cfg.gaussians.strategy in ("capture", "mcmc") else "capture"
+    schedule = getattr(cfg.gaussians, name)  # the photograph strategy's refinement window
+    chosen = any(o.partition("=")[0].strip() == f"gaussians.{name}.refine_stop" for o in overrides)
     if resume is None and not chosen:
         stop = int(cfg.trainer.steps * REFINE_SHARE)
-        if cfg.gaussians.capture.refine_stop > stop:  # a shorter fit than the schedule was written for
-            log(f"densification and opacity resets stop at step {stop} ({REFINE_SHARE:.0%} of the fit's steps)")
-            cfg.gaussians.capture.refine_stop = stop
-    capture = cfg.gaussians.capture
-    if resume is None and cfg.representation == "gaussians" and capture.refine_start >= capture.refine_stop:
+        if schedule.refine_stop > stop:  # a shorter fit than the schedule was written for
+            what = "densification and opacity resets" if name == "capture" else "relocation and growth"
+            log(f"{what} stop at step {stop} ({REFINE_SHARE:.0%} of the fit's steps)")
+            schedule.refine_stop = stop
+    if resume is None and cfg.representation == "gaussians" and schedule.refine_start >= schedule.refine_stop:
         # compressing the schedule into 300 steps lost 3-9 dB held-out on a real capture (docs/benchmarks/fit.md)
         log(
             f"note: no densification in this {cfg.trainer.steps}-step fit (it would start at step "
-            f"{capture.refine_start}, gaussians.capture.refine_start): the number of Gaussians stays as initialised"
+            f"{schedule.refine_start}, gaussians.{name}.refine_start): the number of Gaussians stays as initialised"
         )
     if resume is None:
         session = RunSession.start("fit", cfg, Path(cfg.out) / scene_slug(cfg.scene), f"fit-{cfg.representation}", log)
     else:
         session = RunSession.resume("fit", cfg, run_dir, log)
     device, gen = session.setup(cfg.device, cfg.native, cfg.trainer.seed)
-    views = SceneViews(data, data.train_indices, cfg.resolution_rule(), device, cfg.background)
+    depth = cfg.lambda_depth > 0
+    views = SceneViews(data, data.train_indices, cfg.resolution_rule(), device, cfg.background, depth_points=depth)
     model = build_model(cfg, data, gen, device, views)
     objective = PhotometricLoss(
         cfg.lambda_dssim,
         masked=cfg.mask_loss,
         appearance_views=len(data.train_indices) if cfg.appearance else 0,
         lr_appearance=cfg.lr_appearance,
+        lambda_depth=cfg.lambda_depth,
+        depth_scale=cfg.gaussians.scene_scale,
     )
     trainer = Trainer(cfg.trainer, model, objective, "", session.dir, log=log, views=views)
     session.restore(trainer)

@@ -34,6 +34,14 @@ class Strategy:
         `event(name, record)` writes a record of something that happened (e.g. a densification) to the run log."""
         return {}
 
+    def loss_weights(self) -> dict[str, float]:
+        """Default weights of the strategy's own loss terms (e.g. MCMC's opacity and scale regularisers)."""
+        return {}
+
+    def training_losses(self, model, weights: dict[str, float]) -> dict[str, torch.Tensor]:
+        """Unweighted terms `loss_<name>` of the strategy's own losses whose weight in `weights` is non-zero."""
+        return {}
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {}
 

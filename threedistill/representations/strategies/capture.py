@@ -61,7 +61,35 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-class CaptureStrategy(Strategy):
+class SphericalHarmonicsRamp(Strategy):
+    """The SH schedule shared by the photograph strategies: degree 0 first, one more band every
+    `self.c.sh_degree_every` steps; bands above 0 move `self.c.sh_rest_lr_factor` x what Adam gives them."""
+
+    c: CaptureStrategyConfig
+    sh_degree: torch.Tensor
+    _sh_rest: torch.Tensor | None = None
+
+    def step_pre_backward(self, model, optimizer: torch.optim.Optimizer, step: int) -> None:
+        if model.sh.shape[1] > 1 and self.c.sh_rest_lr_factor < 1:
+            self._sh_rest = model.sh.detach()[:, 1:].clone()  # to scale this step's update of the higher bands
+
+    def scale_sh_rest(self, model) -> None:
+        """After the optimiser step: Adam's update is proportional to the learning rate, so scale it afterwards."""
+        if self._sh_rest is not None:
+            with torch.no_grad():
+                rest = model.sh[:, 1:]
+                rest.copy_(self._sh_rest + (rest - self._sh_rest) * self.c.sh_rest_lr_factor)
+            self._sh_rest = None
+
+    def advance_sh_degree(self, model, step: int, event: Callable[[str, dict], None]) -> None:
+        degree = min(step // self.c.sh_degree_every, round(math.sqrt(model.sh.shape[1])) - 1)
+        if degree != int(self.sh_degree):
+            self.sh_degree = torch.tensor(degree)
+            model.sh_degree_active = degree
+            event("sh_degree", {"degree": degree})
+
+
+class CaptureStrategy(SphericalHarmonicsRamp):
     """Reads `gaussians.capture` (`CaptureStrategyConfig`), `gaussians.scene_scale` and `gaussians.max_points`."""
 
     def __init__(self, cfg):
@@ -94,10 +122,6 @@ class CaptureStrategy(Strategy):
                 setattr(self, name, state[name])
 
     # ------------------------------------------------------------ hooks
-    def step_pre_backward(self, model, optimizer: torch.optim.Optimizer, step: int) -> None:
-        if model.sh.shape[1] > 1 and self.c.sh_rest_lr_factor < 1:
-            self._sh_rest = model.sh.detach()[:, 1:].clone()  # to scale this step's update of the higher bands
-
     def step_post_backward(
         self,
         model,
@@ -107,22 +131,14 @@ class CaptureStrategy(Strategy):
         event: Callable[[str, dict], None],
     ) -> dict[str, float]:
         c = self.c
-        if self._sh_rest is not None:  # Adam's update is proportional to the learning rate: scale it afterwards
-            with torch.no_grad():
-                rest = model.sh[:, 1:]
-                rest.copy_(self._sh_rest + (rest - self._sh_rest) * c.sh_rest_lr_factor)
-            self._sh_rest = None
+        self.scale_sh_rest(model)
         self.accumulate(model)
         if c.refine_start <= step < c.refine_stop and step % c.refine_every == 0 and step > 0:
             event("densify", self.refine(model, optimizer, step, generator))
         if c.reset_every and step < c.refine_stop and step % c.reset_every == 0:
             self.reset_opacity(model, optimizer)
             event("opacity_reset", {"max_opacity": 2 * c.prune_opacity})
-        degree = min(step // c.sh_degree_every, round(math.sqrt(model.sh.shape[1])) - 1)
-        if degree != int(self.sh_degree):
-            self.sh_degree = torch.tensor(degree)
-            model.sh_degree_active = degree
-            event("sh_degree", {"degree": degree})
+        self.advance_sh_degree(model, step, event)
         return {"num_points": len(model)}
 
     def accumulate(self, model) -> None:
