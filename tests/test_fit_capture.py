@@ -116,8 +116,8 @@ def test_the_position_learning_rate_decays_exponentially_and_scales_with_the_sce
     for bad in (["exp", 0, -1.0, 1e-6, 100], ["exp", 1.0], ["lin", 0, 1, 2, 3]):
         with pytest.raises(ConfigError, match="schedule"):
             GaussiansConfig(lr_means=bad)
-    with pytest.raises(ConfigError, match="strategy must be one of default, capture"):
-        GaussiansConfig(strategy="mcmc")
+    with pytest.raises(ConfigError, match="strategy must be one of default, capture, mcmc"):
+        GaussiansConfig(strategy="3dgs")
 
 
 def test_resolution_rule_precedence_and_errors(captured):
@@ -253,8 +253,31 @@ def test_bench_fit_measures_a_capture_in_its_own_process(captured, tmp_path):
     assert float(cells[8]) >= float(cells[5]) - 0.5  # colour-corrected PSNR: a least-squares fit, never much worse
     assert float(cells[14]) > 0.1 and cells[15].endswith("/2")  # peak memory (GB), object presence
     assert (tmp_path / "fit" / "three-gaussians.png").is_file() and "![three](fit/three-gaussians.png)" in report
+    per_view = next(line for line in report.splitlines() if line.startswith("- three (gaussians): 0:"))
+    psnrs = [float(item.split(": ")[-1]) for item in per_view.split("): ", 1)[1].split(", ")]
+    assert len(psnrs) == 2 and abs(sum(psnrs) / 2 - float(cells[5])) < 0.02 and min(psnrs) == float(cells[7])
     bad = t3d("bench", "fit", "--toy", "", "--representations", "mesh", "--out", str(out))
     assert bad.returncode != 0 and "expected some of gaussians, nerf" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_bench_fit_over_seeds_reports_each_seed_and_their_mean(captured, tmp_path):
+    from test_cli import t3d
+
+    from threedistill.bench.fit_bench import seed_summary
+
+    out = tmp_path / "fit.md"
+    args = ["--scene", str(captured[0]), "--toy", "", "--steps", "12", "--seed", "3", "--seeds", "2", "--out", str(out)]
+    result = t3d("bench", "fit", *args, "--runs-dir", str(tmp_path / "runs"), "max_side=24", "export=[]")
+    assert result.returncode == 0, result.stderr
+    report = out.read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| three (seed ")]
+    assert [r.split("|")[1].strip() for r in rows] == ["three (seed 3)", "three (seed 4)"]
+    psnr = [float(r.split("|")[6]) for r in rows]
+    summary = next(line for line in report.splitlines() if line.startswith("| three | gaussians | 2 |"))
+    assert summary.split("|")[4].strip() == f"{sum(psnr) / 2:.2f} ({min(psnr):.2f}-{max(psnr):.2f})"
+    assert seed_summary([{"capture": "a", "representation": "gaussians", "psnr": 20.0}]) == []  # one seed: none
+    bad = t3d("bench", "fit", "--toy", "", "--seeds", "0", "--out", str(out))
+    assert bad.returncode != 0 and "--seeds must be 1 or more" in bad.stderr.strip().splitlines()[-1]
 
 
 def test_per_view_appearance_learns_each_photos_exposure(tmp_path):

@@ -132,6 +132,7 @@ def measure(run_dir: Path, name: str, image_dir: Path | None) -> dict:
         "present": f"{sum(r < PRESENT for r in ratios)}/{len(ratios)}",
         "worst_presence": max(ratios) if ratios else None,
         "curve": [(c["step"], c["psnr"], c.get("cc_psnr")) for c in curve],
+        "per_view": [(v["view"], v["psnr"]) for v in val.get("per_view", [])],
         "image": None if image is None else str(image),
         "run": str(run_dir),
     }
@@ -147,22 +148,63 @@ def run_fit_bench(
     overrides,
     log=print,
     on_row=None,
+    seeds: int = 1,
 ) -> list[dict]:
-    """Fit every capture with every representation (in series: each fit uses every core) and measure it."""
+    """Fit every capture with every representation and `seeds` seeds from `seed` on (in series: each fit uses
+    every core) and measure it. With several seeds each row holds its `seed`."""
     rows = []
     for name, scene in captures:
         for representation in representations:
-            log(f"fitting {name} ({representation})")
-            run_dir = run_fit(scene, Path(runs_dir) / name / representation, representation, steps, seed, overrides)
-            row = measure(run_dir, name, image_dir)
-            rows.append(row)
-            log(
-                f"{name} {representation}: PSNR {row['psnr']} dB, SSIM {row['ssim']}, {row['gaussians']} Gaussians, "
-                f"{row['seconds']} s, {row['peak_gb']} GB, object in {row['present']} views"
-            )
-            if on_row is not None:
-                on_row(rows)
+            for s in range(seed, seed + seeds):
+                label = name if seeds == 1 else f"{name} (seed {s})"
+                log(f"fitting {label} ({representation})")
+                where = Path(runs_dir) / name / representation / ("" if seeds == 1 else f"seed{s}")
+                run_dir = run_fit(scene, where, representation, steps, s, overrides)
+                row = measure(run_dir, name, image_dir if s == seed else None)
+                if seeds > 1:
+                    row["seed"] = s
+                rows.append(row)
+                log(
+                    f"{label} {representation}: PSNR {row['psnr']} dB, SSIM {row['ssim']}, {row['gaussians']} "
+                    f"Gaussians, {row['seconds']} s, {row['peak_gb']} GB, object in {row['present']} views"
+                )
+                if on_row is not None:
+                    on_row(rows)
     return rows
+
+
+def _label(row: dict) -> str:
+    return row["capture"] if "seed" not in row else f"{row['capture']} (seed {row['seed']})"
+
+
+def seed_summary(rows: list[dict]) -> list[str]:
+    """Markdown lines: per capture and representation fitted with several seeds, the mean and range over seeds."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        if "seed" in r:
+            groups.setdefault((r["capture"], r["representation"]), []).append(r)
+    if not groups:
+        return []
+    lines = [
+        "",
+        "Over the seeds (mean, and the range in brackets):",
+        "",
+        "| capture | repr. | seeds | PSNR | SSIM | cc PSNR | Gaussians | time (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (name, representation), group in groups.items():
+
+        def spread(key, digits=2, group=group):
+            values = [r[key] for r in group if isinstance(r.get(key), (int, float))]
+            if not values:
+                return "-"
+            mean = sum(values) / len(values)
+            return f"{mean:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+        cells = [name, representation, len(group), spread("psnr"), spread("ssim", 3), spread("cc_psnr")]
+        cells += [spread("gaussians", 0), spread("seconds", 0)]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines
 
 
 def fit_header(command: str, overrides) -> str:
@@ -186,17 +228,23 @@ def markdown_report(rows: list[dict], header: str, doc_dir: Path | None = None) 
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cells = [r["capture"], r["representation"], r["views"], r["size"], r["steps"]]
+        cells = [_label(r), r["representation"], r["views"], r["size"], r["steps"]]
         cells += [_number(r["psnr"]), _number(r["ssim"], 3), _number(r["psnr_min"])]
         cells += [_number(r.get("cc_psnr")), _number(r.get("cc_ssim"), 3), _number(r["masked_psnr"])]
         cells += [_number(r["masked_ssim"], 3), _number(r["gaussians"]), _number(r["seconds"], 0)]
         cells += [_number(r["peak_gb"]), r["present"], _number(r["worst_presence"], 3)]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += seed_summary(rows)
     lines += ["", "Held-out PSNR (dB) over the steps, colour-corrected in brackets (`eval.jsonl` of each run):", ""]
     for r in rows:
         curve = ", ".join(f"{p[0]}: {p[1]}" + (f" ({p[2]})" if len(p) > 2 and p[2] else "") for p in r["curve"])
         curve = curve or "-"
-        lines.append(f"- {r['capture']} ({r['representation']}): {curve}")
+        lines.append(f"- {_label(r)} ({r['representation']}): {curve}")
+    if any(r.get("per_view") for r in rows):
+        lines += ["", "Held-out PSNR (dB) of each view at the end (view index: PSNR):", ""]
+        for r in rows:
+            views = ", ".join(f"{v}: {p}" for v, p in r.get("per_view", [])) or "-"
+            lines.append(f"- {_label(r)} ({r['representation']}): {views}")
     images = [r for r in rows if r["image"]]
     if images:
         lines += ["", "Held-out views, ours | photo:", ""]

@@ -311,7 +311,8 @@ def bench_fit(
     toy: str = typer.Option("three", help="Comma-separated toy captured scenes to fit too ('' for none)."),
     representations: str = typer.Option("gaussians", help="Comma-separated: {fit_representations}."),
     steps: Optional[int] = typer.Option(None, help="Override the fit config's steps."),
-    seed: int = typer.Option(0, help="Fit seed."),
+    seed: int = typer.Option(0, help="Fit seed (the first one, with --seeds)."),
+    seeds: int = typer.Option(1, help="Fit each capture with this many seeds (seed, seed+1, ...) and report the mean."),
     out: Path = typer.Option(Path("docs/benchmarks/fit.md"), "--out", help="Markdown report to write."),
     runs_dir: Path = typer.Option(Path("outputs/bench-fit"), help="Where toy scenes and fits go."),
 ):
@@ -322,6 +323,8 @@ def bench_fit(
     from ..errors import ConfigError
     from ..workflows.fit import FIT_REPRESENTATIONS
 
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be 1 or more, got {seeds}")
     kinds = [r.strip() for r in representations.split(",") if r.strip()]
     unknown = [r for r in kinds if r not in FIT_REPRESENTATIONS]
     if unknown or not kinds:
@@ -338,9 +341,11 @@ def bench_fit(
         raise ConfigError("nothing to fit: give --scene FOLDER and/or --toy NAME")
     image_dir = out.parent / out.stem
     command = "t3d bench fit" + "".join(f" --scene {s}" for s in scene) + f" --toy {toy!r}"
-    header = fit_header(command + f" --representations {representations}", ctx.args)
+    command += f" --representations {representations}" + (f" --seed {seed} --seeds {seeds}" if seeds > 1 else "")
+    header = fit_header(command, ctx.args)
     write = report_writer(out, lambda rows: markdown_report(rows, header, out.parent))
-    write(run_fit_bench(captures, kinds, runs_dir, image_dir, steps, seed, ctx.args, log=typer.echo, on_row=write))
+    rows = run_fit_bench(captures, kinds, runs_dir, image_dir, steps, seed, ctx.args, typer.echo, write, seeds)
+    write(rows)
     typer.echo(f"wrote {out}")
 
 

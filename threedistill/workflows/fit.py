@@ -227,6 +227,10 @@ def evaluate_views(model, scene, indices: list[int], resolution: Resolution | No
         "cc_psnr": round(sum(cc_psnr) / len(cc_psnr), 2),
         "cc_ssim": round(sum(cc_ssim) / len(cc_ssim), 4),
         "size": list(resolution.size(scene, indices[0])),
+        # each view's own numbers: a mean hides the one view that holds it down
+        "per_view": [
+            {"view": i, "psnr": round(a, 2), "cc_psnr": round(b, 2)} for i, a, b in zip(indices, psnr, cc_psnr)
+        ],
     }
     if masked_psnr:
         out["masked_psnr"] = round(sum(masked_psnr) / len(masked_psnr), 2)
