@@ -132,15 +132,20 @@ class SceneViews:
         return ViewBatch(self.cameras[idx], size, targets, background)
 
 
+def require_tracks(scene, where: str) -> None:
+    """A one-line error unless `scene` has SfM points and the views that matched each (what lambda_depth needs)."""
+    if scene.points is None or scene.point_views is None:
+        raise ConfigError(
+            f"lambda_depth needs SfM points with tracks (a COLMAP model's points3D); {where} has "
+            f"{'no points' if scene.points is None else 'points without tracks'}: leave lambda_depth at 0"
+        )
+
+
 def sparse_depths(scene, indices: list[int], sizes: list[tuple[int, int]], device) -> list[tuple[torch.Tensor, ...]]:
     """Per training view, the SfM points matched in it (`scene.point_views`, COLMAP's tracks) that project inside
     the view in front of its camera: (pixel coordinates in grid_sample's [-1, 1] units (P,2), distance to the
     camera (P,)), for a sparse depth loss (gsplat's `depth_loss`). A scene without tracks is a one-line error."""
-    if scene.points is None or scene.point_views is None:
-        raise ConfigError(
-            f"lambda_depth needs SfM points with tracks (a COLMAP model's points3D); {scene.source} scene "
-            f"{'has no points' if scene.points is None else 'has points but no tracks'}: set lambda_depth=0"
-        )
+    require_tracks(scene, scene.source)
     from ..cameras import pixel_intrinsics
 
     out = []

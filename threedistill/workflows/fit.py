@@ -16,7 +16,7 @@ from ..errors import ConfigError, ThreeDistillError
 from ..representations.base import load_model_state
 from ..representations.gaussians import Gaussians, GaussiansConfig
 from ..representations.nerf import NeRFConfig
-from ..scenes.views import PhotometricLoss, Resolution, SceneViews, background_colour
+from ..scenes.views import PhotometricLoss, Resolution, SceneViews, background_colour, require_tracks
 from ..session import Run, RunSession, peak_memory_gb, run_config, slugify
 from ..trainer import Trainer, TrainerConfig, model_tensors, read_checkpoint
 from ..utils.ssim import ssim_map
@@ -330,11 +330,8 @@ def fit(
     if not data.image_paths:
         raise ThreeDistillError(f"{cfg.scene} has no images to fit (a .ply alone is already a reconstruction)")
     check_images(data)  # every image decodes (a few unreadable views are left out with a warning)
-    if cfg.lambda_depth > 0 and (data.points is None or data.point_views is None):
-        raise ConfigError(
-            f"lambda_depth needs SfM points with tracks (a COLMAP model's points3D); {cfg.scene} has "
-            f"{'no points' if data.points is None else 'points without tracks'}: leave lambda_depth at 0"
-        )
+    if cfg.lambda_depth > 0:
+        require_tracks(data, cfg.scene)
     if resume is None and not any(o.partition("=")[0].strip() == "gaussians.scene_scale" for o in overrides):
         cfg.gaussians.scene_scale = camera_extent(data, data.train_indices)
     name = cfg.gaussians.strategy if cfg.gaussians.strategy in ("capture", "mcmc") else "capture"
