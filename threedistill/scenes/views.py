@@ -146,22 +146,17 @@ def sparse_depths(scene, indices: list[int], sizes: list[tuple[int, int]], devic
     the view in front of its camera: (pixel coordinates in grid_sample's [-1, 1] units (P,2), distance to the
     camera (P,)), for a sparse depth loss (gsplat's `depth_loss`). A scene without tracks is a one-line error."""
     require_tracks(scene, scene.source)
-    from ..cameras import pixel_intrinsics
+    from ..cameras import project_points
 
     out = []
     for i, (height, width) in zip(indices, sizes):
         cam = scene.cameras([i])
         points = scene.points[scene.point_views[i]].float()
-        c2w = cam.c2w[0].float()
-        local = (points - c2w[:3, 3]) @ c2w[:3, :3]  # camera frame (OpenGL: looking down -z)
-        fx, fy, cx, cy = (float(v[0]) for v in pixel_intrinsics(cam, height, width))
-        z = -local[:, 2]
-        ahead = z > 1e-6
-        u = fx * local[:, 0] / z.clamp_min(1e-6) + cx
-        v = -fy * local[:, 1] / z.clamp_min(1e-6) + cy
-        keep = ahead & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+        xy, z = (v[0] for v in project_points(points, cam, height, width))
+        u, v = xy.unbind(-1)
+        keep = (z > 1e-6) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
         grid = torch.stack([u[keep] / width * 2 - 1, v[keep] / height * 2 - 1], -1)
-        out.append((grid.to(device), (points[keep] - c2w[:3, 3]).norm(dim=-1).to(device)))
+        out.append((grid.to(device), (points[keep] - cam.c2w[0, :3, 3]).norm(dim=-1).to(device)))
     return out
 
 
