@@ -123,7 +123,9 @@ struct Scene {
 
 }  // namespace
 
-// Tile binning: for every Gaussian with a radius > 0, the tiles its square footprint (mean +- radius) touches.
+// Tile binning: for every Gaussian with a radius > 0, the tiles its footprint box touches: mean +- radius on both
+// axes for radii of shape (N,), mean +- (radius_x, radius_y) for radii of shape (N, 2) (`footprint` in
+// gaussian_raster.py: the opacity-aware box, about half the pairs of the square one).
 // Returns tile_offsets (tiles + 1) and gauss_ids, grouped by tile and front to back inside each tile, ties in index
 // order: the same lists as the PyTorch path's two stable sorts. The visible Gaussians are stable-sorted by depth
 // once and then dealt out to their tiles in that order, which leaves every tile's list sorted.
@@ -132,7 +134,9 @@ std::vector<at::Tensor> bin_gaussians(const at::Tensor& means2d, const at::Tenso
     TORCH_CHECK(means2d.dtype() == at::kFloat && radii.dtype() == at::kFloat && depths.dtype() == at::kFloat &&
                 means2d.is_contiguous() && radii.is_contiguous() && depths.is_contiguous(),
                 "native binning: contiguous float32 inputs expected");
+    TORCH_CHECK(radii.dim() == 1 || (radii.dim() == 2 && radii.size(1) == 2), "native binning: radii (N,) or (N, 2)");
     const int64_t n = means2d.size(0), n_tiles = tiles_x * tiles_y;
+    const int64_t r_step = radii.dim() == 2 ? 2 : 1, r_y = radii.dim() == 2 ? 1 : 0;  // x radius, then y radius
     const float* m = means2d.data_ptr<float>();
     const float* r = radii.data_ptr<float>();
     const float* d = depths.data_ptr<float>();
@@ -145,12 +149,13 @@ std::vector<at::Tensor> bin_gaussians(const at::Tensor& means2d, const at::Tenso
         return std::min(std::max(static_cast<int64_t>(std::floor(v / static_cast<float>(tile))), int64_t(0)), count - 1);
     };
     for (int64_t g = 0; g < n; ++g) {
-        if (!(r[g] > 0.0f)) continue;
+        const float rx = r[r_step * g], ry = r[r_step * g + r_y];
+        if (!(rx > 0.0f && ry > 0.0f)) continue;
         int64_t* b = box.data() + 4 * g;
-        b[0] = cell(m[2 * g] - r[g], tiles_x);
-        b[1] = cell(m[2 * g] + r[g], tiles_x);
-        b[2] = cell(m[2 * g + 1] - r[g], tiles_y);
-        b[3] = cell(m[2 * g + 1] + r[g], tiles_y);
+        b[0] = cell(m[2 * g] - rx, tiles_x);
+        b[1] = cell(m[2 * g] + rx, tiles_x);
+        b[2] = cell(m[2 * g + 1] - ry, tiles_y);
+        b[3] = cell(m[2 * g + 1] + ry, tiles_y);
         for (int64_t ty = b[2]; ty <= b[3]; ++ty)
             for (int64_t tx = b[0]; tx <= b[1]; ++tx) ++offs[ty * tiles_x + tx + 1];
         order.emplace_back(d[g], g);
@@ -291,16 +296,16 @@ std::vector<at::Tensor> raster_backward(const at::Tensor& means2d, const at::Ten
                             const int64_t p = p0 + l;
                             const float* d_col = g_img + p * nf;
                             const double t_final = t_img[p];
-                            const double one_minus = 1.0 - alpha;
-                            const double trans = trans_after[l] / one_minus;
+                            const double inv = 1.0 / (1.0 - alpha);  // one division, five uses
+                            const double trans = trans_after[l] * inv;
                             const double w = alpha * trans;
                             double* gg = grad + sp.id * stride;
                             const float* f_k = feats.data() + k * nf;
                             double* b_l = behind.data() + l * nf;
-                            double d_alpha = g_alpha[p] * t_final / one_minus;
+                            double d_alpha = g_alpha[p] * t_final * inv;
                             for (int64_t f = 0; f < nf; ++f) {
                                 gg[6 + f] += w * d_col[f];
-                                d_alpha += d_col[f] * (f_k[f] * trans - b_l[f] / one_minus);
+                                d_alpha += d_col[f] * (f_k[f] * trans - b_l[f] * inv);
                                 b_l[f] += f_k[f] * w;
                             }
                             trans_after[l] = trans;

@@ -446,3 +446,63 @@ def test_a_build_killed_half_way_does_not_make_later_loads_wait_forever():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert not (build_dir / "lock").exists()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 400), st.integers(0, 10_000), st.sampled_from([1e-3, 0.05, 0.5]), st.integers(8, 60))
+def test_opacity_aware_footprint_changes_no_pixel_and_no_gradient(n, seed, scale, size):
+    """Binning by `footprint` (the box where alpha can reach 1/255) instead of the 3.33-sigma square drops
+    (tile, Gaussian) pairs, and the native compositor's image and gradients stay the same bit for bit; every
+    dropped pair has alpha below 1/255 at every pixel of its tile (so the PyTorch path loses nothing either)."""
+    means, scales, quats = gaussians(n, seed, scale, 1.0, torch.float32)
+    _, viewmat, K = camera(seed, size, size + 7, torch.float32)
+    g = torch.Generator().manual_seed(seed)
+    opac = torch.rand(n, generator=g) ** 3  # many faint ones, some below 1/255
+    feats = torch.rand(n, 3, generator=g)
+    height, width = size, size + 7
+    with torch.no_grad():
+        m2, con, d, r = gr.project(means, gr.covariances(scales, quats), viewmat, K, height, width)
+    box = gr.footprint(r, con, opac)
+    assert bool((box <= r[:, None]).all()) and bool((box[r == 0] == 0).all())
+    k, tile = native.kernels(), gr.NATIVE_TILE
+    tiles = -(-width // tile), -(-height // tile)
+    outputs = []
+    for radii in (r.contiguous(), box.float()):
+        offs, ids = k.bin_gaussians(m2.contiguous(), radii, d.contiguous(), *tiles, tile)
+        args = [m2.contiguous(), con.contiguous(), opac, feats, offs, ids]
+        img, alpha, final_t, last = k.raster_forward(
+            *args, height, width, tile, gr.ALPHA_MIN, gr.ALPHA_MAX, gr.T_MIN, 1
+        )
+        grad_img = torch.rand(img.shape, generator=torch.Generator().manual_seed(1))
+        grads = k.raster_backward(*args, final_t, last, grad_img, alpha * 0.5, tile, gr.ALPHA_MIN, gr.ALPHA_MAX, 1)
+        outputs.append((len(ids), img, alpha, *grads))
+    assert outputs[1][0] <= outputs[0][0]
+    assert all(torch.equal(a, b) for a, b in zip(outputs[0][1:], outputs[1][1:]))
+    # The PyTorch path's pairs: the dropped ones light no pixel.
+    t_sq, g_sq = gr._tile_pairs(m2, r, d, *tiles, tile)
+    t_box, g_box = gr._tile_pairs(m2, box, d, *tiles, tile)
+    kept = set(zip(t_box.tolist(), g_box.tolist()))
+    dropped = [(t, i) for t, i in zip(t_sq.tolist(), g_sq.tolist()) if (t, i) not in kept]
+    assert kept <= set(zip(t_sq.tolist(), g_sq.tolist()))
+    for t, i in dropped:
+        ys, xs = torch.meshgrid(
+            torch.arange(tile) + (t // tiles[0]) * tile + 0.5,
+            torch.arange(tile) + (t % tiles[0]) * tile + 0.5,
+            indexing="ij",
+        )
+        dx, dy = xs - m2[i, 0], ys - m2[i, 1]
+        power = -0.5 * (con[i, 0] * dx * dx + con[i, 2] * dy * dy) - con[i, 1] * dx * dy
+        assert bool((opac[i] * torch.exp(power.clamp_max(0)) < gr.ALPHA_MIN).all())
+
+
+def test_the_build_is_keyed_by_the_cpu_it_targets(monkeypatch):
+    """-march=native only with the CPU's features in the build key: another CPU gets its own build folder."""
+    folder = native.build_directory()[0]
+    flags = native.compiler_flags()
+    assert "-ffp-contract=off" in flags
+    if "-march=native" in flags:
+        monkeypatch.setattr(native, "_cpu_features", lambda: b"flags : fpu sse2")
+        assert native.build_directory()[0] != folder
+    monkeypatch.setattr(native, "_cpu_features", lambda: b"")  # not x86-64 Linux: the portable build
+    assert "-march=native" not in native.compiler_flags()
+    assert (native.build_directory()[0] != folder) == ("-march=native" in flags)

@@ -86,18 +86,37 @@ def project(means: torch.Tensor, covs: torch.Tensor, viewmat: torch.Tensor, K: t
     return means2d, conics, tz, torch.where(visible, radii, torch.zeros_like(radii))
 
 
+def footprint(radii: torch.Tensor, conics: torch.Tensor, opacities: torch.Tensor, alpha_min: float = ALPHA_MIN):
+    """Per-axis half-widths (N,2) of the box that holds every pixel where a Gaussian's alpha can reach `alpha_min`:
+    the bounding box of the ellipse o exp(-d^T conic d / 2) = alpha_min, capped by the 3.33-sigma `radii` (gsplat's
+    opacity-aware radius). Zero where `radii` is zero or the opacity is below alpha_min. 2% and 0.01 px generous,
+    so float rounding never cuts a pixel the compositor accepts: binning with it gives the image and gradients
+    of binning with `radii` exactly, from about half the (tile, Gaussian) pairs on a fitted capture."""
+    with torch.no_grad():
+        c, o = conics.detach().double(), opacities.detach().double()
+        det = (c[:, 0] * c[:, 2] - c[:, 1] ** 2).clamp_min(1e-300)
+        q = 2.0 * torch.log(o.clamp_min(1e-30) / alpha_min).clamp_min(0.0) * 1.02 + 1e-3
+        half = torch.sqrt(q[:, None] * torch.stack([c[:, 2], c[:, 0]], -1) / det[:, None]) + 0.01
+        r = radii.detach()
+        half = torch.minimum(half.to(r.dtype), r[:, None])
+        keep = (r > 0) & (o >= alpha_min * (1 - 1e-6))
+        return torch.where(keep[:, None], half, torch.zeros_like(half)).contiguous()
+
+
 def _tile_pairs(
     means2d: torch.Tensor, radii: torch.Tensor, depths: torch.Tensor, tiles_x: int, tiles_y: int, tile_size: int = TILE
 ):
-    """Packed (tile, gaussian) overlaps sorted by tile, then depth: returns (tile ids, gaussian ids). The native
-    path bins the same way in C++ (`bin_gaussians`; tests/test_native.py compares the two)."""
+    """Packed (tile, gaussian) overlaps sorted by tile, then depth: returns (tile ids, gaussian ids). `radii` (N,)
+    bins a square of that half-width, (N,2) a box (`footprint`). The native path bins the same way in C++
+    (`bin_gaussians`; tests/test_native.py compares the two)."""
     with torch.no_grad():
-        idx = (radii > 0).nonzero().squeeze(-1)
-        m, r = means2d[idx].detach(), radii[idx]
-        x0 = ((m[:, 0] - r) / tile_size).floor().clamp(0, tiles_x - 1).long()
-        x1 = ((m[:, 0] + r) / tile_size).floor().clamp(0, tiles_x - 1).long()
-        y0 = ((m[:, 1] - r) / tile_size).floor().clamp(0, tiles_y - 1).long()
-        y1 = ((m[:, 1] + r) / tile_size).floor().clamp(0, tiles_y - 1).long()
+        r = radii if radii.dim() == 2 else radii[:, None].expand(-1, 2)
+        idx = ((r[:, 0] > 0) & (r[:, 1] > 0)).nonzero().squeeze(-1)
+        m, rx, ry = means2d[idx].detach(), r[idx, 0], r[idx, 1]
+        x0 = ((m[:, 0] - rx) / tile_size).floor().clamp(0, tiles_x - 1).long()
+        x1 = ((m[:, 0] + rx) / tile_size).floor().clamp(0, tiles_x - 1).long()
+        y0 = ((m[:, 1] - ry) / tile_size).floor().clamp(0, tiles_y - 1).long()
+        y1 = ((m[:, 1] + ry) / tile_size).floor().clamp(0, tiles_y - 1).long()
         owner, tx, ty = box_cells(x0, y0, x1 - x0 + 1, y1 - y0 + 1)
         tile = ty * tiles_x + tx
         gauss = idx[owner]
@@ -142,7 +161,7 @@ def rasterize_camera(
         return _composite_native(means2d, conics, depths, radii, opacities, features, height, width)
     tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
     n_tiles = tiles_x * tiles_y
-    tile, gauss = _tile_pairs(means2d, radii, depths, tiles_x, tiles_y)
+    tile, gauss = _tile_pairs(means2d, footprint(radii, conics, opacities, alpha_min), depths, tiles_x, tiles_y)
     f, dev = features.shape[1], means.device
     # Pixel centres of every tile, (n_tiles, TILE*TILE, 2).
     py, px = torch.meshgrid(
@@ -196,7 +215,12 @@ def _composite_native(means2d, conics, depths, radii, opacities, features, heigh
     """The compositing of `rasterize_camera` through the native kernel (kernels/gaussian_raster.cpp)."""
     tiles_x, tiles_y = -(-width // NATIVE_TILE), -(-height // NATIVE_TILE)
     offsets, gauss = native.kernels().bin_gaussians(
-        means2d.detach().contiguous(), radii.contiguous(), depths.detach().contiguous(), tiles_x, tiles_y, NATIVE_TILE
+        means2d.detach().contiguous(),
+        footprint(radii, conics, opacities).float(),
+        depths.detach().contiguous(),
+        tiles_x,
+        tiles_y,
+        NATIVE_TILE,
     )
     image, alpha = _NativeComposite.apply(means2d, conics, opacities, features, offsets, gauss, height, width)
     return image.permute(2, 0, 1), alpha[None]
