@@ -4,8 +4,9 @@
 // min(alpha_max, o exp(min(power, 0))), Gaussians below alpha_min skipped), plus 3DGS's early termination once
 // the transmittance falls below t_min. Inputs come binned: `gauss_ids` lists, tile by tile and front to back,
 // the Gaussians overlapping each tile, and tile t owns gauss_ids[tile_offsets[t] : tile_offsets[t + 1]]. Both
-// passes take the pixels of a tile row kLanes at a time: one vectorisable test per Gaussian finds the lanes it may
-// reach (`candidates`), and only those are evaluated, each pixel still in its own front-to-back order.
+// passes take the pixels of a tile row kLanes at a time, each pixel still in its own front-to-back order: every
+// step over a Gaussian is branch-free arithmetic over the lanes (`evaluate`, with a vectorisable exp), so the
+// compiler turns it into vector instructions; a lane the Gaussian does not reach blends alpha 0, an exact no-op.
 // Threads: the caller passes torch's thread count (the extension's OpenMP runtime may not be torch's).
 // The backward pass walks each pixel's list back to front, recovering the transmittance by division (as 3DGS),
 // and sums per-Gaussian gradients into one buffer per thread, reduced at the end (no atomics).
@@ -13,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -34,46 +36,69 @@ int thread_id() {
 // One Gaussian of a tile's list, gathered so the per-pixel loops read contiguous memory.
 struct Splat {
     float mx, my, a, b, c, o;
-    float power_min;  // below this exponent alpha < alpha_min: skipped without calling exp
+    float power_min;  // below this exponent alpha < alpha_min
     int64_t id;
 };
 
-// The pixel's alpha for one Gaussian (false when it is below alpha_min), with the intermediate values the
-// backward pass needs. Forward and backward call this same function, so they skip exactly the same Gaussians.
-inline bool evaluate(const Splat& s, float px, float py, float a_min, float a_max, float& dx, float& dy, float& power,
-                     float& gauss, float& raw, float& alpha) {
-    dx = px - s.mx;
-    dy = py - s.my;
-    power = -0.5f * (s.a * dx * dx + s.c * dy * dy) - s.b * dx * dy;
-    if (power < s.power_min) return false;
-    gauss = std::exp(std::min(power, 0.0f));
-    raw = s.o * gauss;
-    alpha = std::min(a_max, raw);
-    return alpha >= a_min;
+constexpr int kLanes = 8;  // pixels of a row evaluated together, as one vector
+
+// GCC / Clang vector extensions: element-wise arithmetic the compiler maps onto AVX-512, AVX2 or SSE2 registers.
+typedef float F8 __attribute__((vector_size(4 * kLanes)));
+typedef int32_t I8 __attribute__((vector_size(4 * kLanes)));
+typedef double D8 __attribute__((vector_size(8 * kLanes)));
+typedef int64_t L8 __attribute__((vector_size(8 * kLanes)));
+
+inline bool any(I8 mask) {
+    int32_t bits = 0;
+    for (int l = 0; l < kLanes; ++l) bits |= mask[l];
+    return bits != 0;
 }
 
-constexpr int kLanes = 8;  // pixels of a row tested together
+inline L8 wide(I8 mask) { return __builtin_convertvector(mask, L8); }
 
-// The bit mask of the lanes (pixel centres px[0..kLanes), one row py) where the Gaussian's exponent reaches
-// power_min: the only pixels `evaluate` can accept. The same float arithmetic as `evaluate`, in a loop the compiler
-// vectorises, so most misses cost a fraction of a scalar evaluation.
-inline unsigned candidates(const Splat& s, const float* px, float py) {
+// exp(x) for x <= 0, element-wise: Cody-Waite reduction by ln 2 and Cephes' degree-6 polynomial, within 2 ulp of
+// expf (glibc's expf has no vector form without -ffast-math); the rounding to the nearest integer adds and
+// subtracts 1.5 x 2^23. Below -87 it returns about exp(-87).
+inline F8 exp_nonpositive(F8 x) {
+    x = x < -87.0f ? F8{} - 87.0f : x;
+    const F8 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    const F8 r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+    F8 p = F8{} + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const I8 bits = (__builtin_convertvector(n, I8) + 127) << 23;
+    return p * (F8)bits;  // the bits of 2^n
+}
+
+// One Gaussian at the kLanes pixels (px, py) of a row: the offsets dx, the exponent, exp(min(power, 0)) (gauss),
+// o x that (raw) and alpha = min(alpha_max, raw), and `blend`, the lanes where it blends: power >= power_min,
+// alpha >= alpha_min and in `lanes`. Forward and backward call this same function, so they blend exactly the same
+// (pixel, Gaussian) pairs. Returns whether any lane blends.
+struct Eval {
+    F8 dx, power, gauss, raw, alpha;
+    I8 blend;
+};
+
+inline bool evaluate(const Splat& s, F8 px, float py, float a_min, float a_max, I8 lanes, Eval& e) {
     const float dy = py - s.my;
-    float power[kLanes];
-    for (int l = 0; l < kLanes; ++l) {
-        const float dx = px[l] - s.mx;
-        power[l] = -0.5f * (s.a * dx * dx + s.c * dy * dy) - s.b * dx * dy;
-    }
-    unsigned mask = 0;
-    for (int l = 0; l < kLanes; ++l) mask |= static_cast<unsigned>(power[l] >= s.power_min) << l;
-    return mask;
+    e.dx = px - s.mx;
+    e.power = -0.5f * (s.a * e.dx * e.dx + s.c * dy * dy) - s.b * e.dx * dy;
+    const I8 reach = (e.power >= s.power_min) & lanes;
+    if (!any(reach)) return false;  // most Gaussians of a tile's list miss most rows: no exp for them
+    e.gauss = exp_nonpositive(e.power < 0.0f ? e.power : F8{});
+    e.raw = s.o * e.gauss;
+    e.alpha = e.raw < a_max ? e.raw : F8{} + a_max;
+    e.blend = reach & (e.alpha >= a_min);
+    return any(e.blend);
 }
 
-// The lowest set bit's position, clearing it.
-inline int pop_lane(unsigned& mask) {
-    const int l = __builtin_ctz(mask);
-    mask &= mask - 1;
-    return l;
+// The sum of a lane vector, pairwise (a fixed order).
+inline double sum_lanes(D8 v) {
+    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
 }
 
 // The binned inputs shared by both passes: raw pointers, tile geometry and the alpha thresholds.
@@ -195,7 +220,8 @@ std::vector<at::Tensor> raster_forward(const at::Tensor& means2d, const at::Tens
     {
         std::vector<Splat> splats;
         std::vector<float> feats;
-        std::vector<double> acc(kLanes * nf);
+        std::vector<D8> acc(nf);  // per feature, the lanes' blended sums
+        Eval e;
 #pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < sc.tile_count(); ++t) {
             const int64_t count = sc.stage(t, splats, feats);
@@ -206,33 +232,28 @@ std::vector<at::Tensor> raster_forward(const at::Tensor& means2d, const at::Tens
                 const float py = y + 0.5f;
                 for (int64_t xs = x0; xs < x_end; xs += kLanes) {
                     const int lanes = static_cast<int>(std::min<int64_t>(kLanes, x_end - xs));
-                    float px[kLanes];
-                    double trans[kLanes];
-                    int64_t k_last[kLanes];
-                    for (int l = 0; l < kLanes; ++l) px[l] = (xs + l) + 0.5f, trans[l] = 1.0, k_last[l] = 0;
-                    std::fill(acc.begin(), acc.end(), 0.0);
-                    unsigned active = (1u << lanes) - 1;  // lanes not yet terminated
-                    float dx, dy, power, gauss, raw, alpha;
-                    for (int64_t k = 0; k < count && active; ++k) {
-                        const Splat& sp = splats[k];
-                        for (unsigned hit = candidates(sp, px, py) & active; hit;) {
-                            const int l = pop_lane(hit);
-                            if (!evaluate(sp, px[l], py, sc.a_min, sc.a_max, dx, dy, power, gauss, raw, alpha)) continue;
-                            const double w = alpha * trans[l];
-                            const float* f_k = feats.data() + k * nf;
-                            double* a_l = acc.data() + l * nf;
-                            for (int64_t f = 0; f < nf; ++f) a_l[f] += w * f_k[f];
-                            trans[l] *= 1.0 - alpha;
-                            k_last[l] = k + 1;
-                            if (trans[l] < t_min) active &= ~(1u << l);
-                        }
+                    F8 px;
+                    I8 active, k_last = I8{};  // active: lanes in the image and not yet terminated
+                    for (int l = 0; l < kLanes; ++l) px[l] = (xs + l) + 0.5f, active[l] = l < lanes ? -1 : 0;
+                    D8 trans = D8{} + 1.0;
+                    std::fill(acc.begin(), acc.end(), D8{});
+                    for (int64_t k = 0; k < count && any(active); ++k) {
+                        if (!evaluate(splats[k], px, py, sc.a_min, sc.a_max, active, e)) continue;
+                        // alpha where the lane blends, else 0: the other lanes stay exactly as they were
+                        const D8 a = wide(e.blend) ? __builtin_convertvector(e.alpha, D8) : D8{};
+                        const D8 w = a * trans;
+                        const float* f_k = feats.data() + k * nf;
+                        for (int64_t f = 0; f < nf; ++f) acc[f] += w * static_cast<double>(f_k[f]);
+                        trans *= 1.0 - a;
+                        k_last = e.blend ? I8{} + static_cast<int32_t>(k + 1) : k_last;
+                        active &= __builtin_convertvector(trans >= t_min, I8);
                     }
                     for (int l = 0; l < lanes; ++l) {
                         const int64_t p = y * width + xs + l;
-                        for (int64_t f = 0; f < nf; ++f) img[p * nf + f] = static_cast<float>(acc[l * nf + f]);
+                        for (int64_t f = 0; f < nf; ++f) img[p * nf + f] = static_cast<float>(acc[f][l]);
                         a_img[p] = static_cast<float>(1.0 - trans[l]);
                         t_img[p] = static_cast<float>(trans[l]);
-                        last_img[p] = static_cast<int32_t>(k_last[l]);
+                        last_img[p] = k_last[l];
                     }
                 }
             }
@@ -263,7 +284,9 @@ std::vector<at::Tensor> raster_backward(const at::Tensor& means2d, const at::Ten
     {
         std::vector<Splat> splats;
         std::vector<float> feats;
-        std::vector<double> behind(kLanes * nf);  // per lane: sum over the Gaussians behind of f_j alpha_j T_j
+        std::vector<D8> behind(nf);  // per feature and lane: sum over the Gaussians behind of f_j alpha_j T_j
+        std::vector<D8> d_col(nf);   // per feature and lane: dL/dimage
+        Eval e;
         double* grad = buffers.data() + static_cast<size_t>(thread_id()) * n * stride;
 #pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < sc.tile_count(); ++t) {
@@ -275,50 +298,55 @@ std::vector<at::Tensor> raster_backward(const at::Tensor& means2d, const at::Ten
                 for (int64_t xs = x0; xs < x_end; xs += kLanes) {
                     const int lanes = static_cast<int>(std::min<int64_t>(kLanes, x_end - xs));
                     const int64_t p0 = y * width + xs;
-                    float px[kLanes];
-                    double trans_after[kLanes];  // transmittance behind the current Gaussian
-                    int64_t k_last[kLanes], k_max = 0;
+                    F8 px;
+                    D8 trans_after = D8{} + 1.0;  // transmittance behind the current Gaussian
+                    D8 d_final = D8{};            // dL/dalpha x final transmittance
+                    I8 k_last = I8{};
+                    int32_t k_max = 0;
+                    for (int64_t f = 0; f < nf; ++f) d_col[f] = D8{};
                     for (int l = 0; l < kLanes; ++l) {
                         px[l] = (xs + l) + 0.5f;
-                        trans_after[l] = l < lanes ? t_img[p0 + l] : 1.0;
-                        k_last[l] = l < lanes ? last_img[p0 + l] : 0;
+                        if (l >= lanes) continue;
+                        trans_after[l] = t_img[p0 + l];
+                        d_final[l] = g_alpha[p0 + l] * static_cast<double>(t_img[p0 + l]);
+                        k_last[l] = last_img[p0 + l];
                         k_max = std::max(k_max, k_last[l]);
+                        for (int64_t f = 0; f < nf; ++f) d_col[f][l] = g_img[(p0 + l) * nf + f];
                     }
-                    std::fill(behind.begin(), behind.end(), 0.0);
-                    float dx, dy, power, gauss, raw, alpha;
-                    for (int64_t k = k_max - 1; k >= 0; --k) {
+                    std::fill(behind.begin(), behind.end(), D8{});
+                    for (int32_t k = k_max - 1; k >= 0; --k) {
                         const Splat& sp = splats[k];
-                        unsigned live = 0;  // lanes that blended Gaussian k or one behind it
-                        for (int l = 0; l < kLanes; ++l) live |= static_cast<unsigned>(k < k_last[l]) << l;
-                        for (unsigned hit = candidates(sp, px, py) & live; hit;) {
-                            const int l = pop_lane(hit);
-                            if (!evaluate(sp, px[l], py, sc.a_min, sc.a_max, dx, dy, power, gauss, raw, alpha)) continue;
-                            const int64_t p = p0 + l;
-                            const float* d_col = g_img + p * nf;
-                            const double t_final = t_img[p];
-                            const double inv = 1.0 / (1.0 - alpha);  // one division, five uses
-                            const double trans = trans_after[l] * inv;
-                            const double w = alpha * trans;
-                            double* gg = grad + sp.id * stride;
-                            const float* f_k = feats.data() + k * nf;
-                            double* b_l = behind.data() + l * nf;
-                            double d_alpha = g_alpha[p] * t_final * inv;
-                            for (int64_t f = 0; f < nf; ++f) {
-                                gg[6 + f] += w * d_col[f];
-                                d_alpha += d_col[f] * (f_k[f] * trans - b_l[f] * inv);
-                                b_l[f] += f_k[f] * w;
-                            }
-                            trans_after[l] = trans;
-                            if (raw > sc.a_max) continue;  // clamped: no gradient to opacity or shape
-                            gg[5] += d_alpha * gauss;
-                            if (power > 0.0f) continue;  // exp(min(power, 0)) is flat there
-                            const double d_power = d_alpha * sp.o * gauss;
-                            gg[0] += d_power * (sp.a * dx + sp.b * dy);
-                            gg[1] += d_power * (sp.c * dy + sp.b * dx);
-                            gg[2] += d_power * (-0.5 * dx * dx);
-                            gg[3] += d_power * (-static_cast<double>(dx) * dy);
-                            gg[4] += d_power * (-0.5 * dy * dy);
+                        // lanes that blended Gaussian k or one behind it
+                        if (!evaluate(sp, px, py, sc.a_min, sc.a_max, k < k_last, e)) continue;
+                        // Lanes that do not blend get alpha 0: their transmittance and sums stay exactly as they were.
+                        const L8 blend = wide(e.blend);
+                        const D8 a = blend ? __builtin_convertvector(e.alpha, D8) : D8{};
+                        const D8 inv = 1.0 / (1.0 - a);
+                        const D8 trans = trans_after * inv;
+                        const D8 w = a * trans;
+                        D8 d_alpha = d_final * inv;
+                        double* gg = grad + sp.id * stride;
+                        const float* f_k = feats.data() + k * nf;
+                        for (int64_t f = 0; f < nf; ++f) {
+                            const double v = f_k[f];
+                            gg[6 + f] += sum_lanes(w * d_col[f]);
+                            d_alpha += d_col[f] * (v * trans - behind[f] * inv);
+                            behind[f] += v * w;
                         }
+                        trans_after = trans;
+                        // Opacity: not where alpha is clamped at alpha_max; shape: not where exp(min(power, 0)) is flat.
+                        const L8 opacity = blend & wide(e.raw <= sc.a_max);
+                        const L8 shape = opacity & wide(e.power <= 0.0f);
+                        const D8 gauss = __builtin_convertvector(e.gauss, D8);
+                        const D8 d_power = shape ? d_alpha * static_cast<double>(sp.o) * gauss : D8{};
+                        const float dy = py - sp.my;
+                        const D8 dx = __builtin_convertvector(e.dx, D8);
+                        gg[0] += sum_lanes(d_power * __builtin_convertvector(sp.a * e.dx + sp.b * dy, D8));
+                        gg[1] += sum_lanes(d_power * __builtin_convertvector(sp.c * dy + sp.b * e.dx, D8));
+                        gg[2] += sum_lanes(d_power * (-0.5 * dx * dx));
+                        gg[3] += sum_lanes(d_power * (-dx * static_cast<double>(dy)));
+                        gg[4] += sum_lanes(d_power * (-0.5 * static_cast<double>(dy) * static_cast<double>(dy)));
+                        gg[5] += sum_lanes(opacity ? d_alpha * gauss : D8{});
                     }
                 }
             }
