@@ -286,11 +286,16 @@ std::vector<at::Tensor> raster_backward(const at::Tensor& means2d, const at::Ten
         std::vector<float> feats;
         std::vector<D8> behind(nf);  // per feature and lane: sum over the Gaussians behind of f_j alpha_j T_j
         std::vector<D8> d_col(nf);   // per feature and lane: dL/dimage
+        std::vector<D8> tile_grad;   // per Gaussian of the tile's list: its `stride` gradients, per lane
+        std::vector<char> touched;   // which of them got any
         Eval e;
         double* grad = buffers.data() + static_cast<size_t>(thread_id()) * n * stride;
 #pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < sc.tile_count(); ++t) {
-            if (sc.stage(t, splats, feats) == 0) continue;
+            const int64_t count = sc.stage(t, splats, feats);
+            if (count == 0) continue;
+            if (static_cast<int64_t>(tile_grad.size()) < count * stride) tile_grad.resize(count * stride, D8{});
+            touched.assign(count, 0);
             const int64_t x0 = (t % sc.tiles_x) * tile, y0 = (t / sc.tiles_x) * tile;
             const int64_t x_end = std::min(x0 + tile, width), y_end = std::min(y0 + tile, height);
             for (int64_t y = y0; y < y_end; ++y) {
@@ -325,11 +330,12 @@ std::vector<at::Tensor> raster_backward(const at::Tensor& means2d, const at::Ten
                         const D8 trans = trans_after * inv;
                         const D8 w = a * trans;
                         D8 d_alpha = d_final * inv;
-                        double* gg = grad + sp.id * stride;
+                        D8* gg = tile_grad.data() + k * stride;
+                        touched[k] = 1;
                         const float* f_k = feats.data() + k * nf;
                         for (int64_t f = 0; f < nf; ++f) {
                             const double v = f_k[f];
-                            gg[6 + f] += sum_lanes(w * d_col[f]);
+                            gg[6 + f] += w * d_col[f];
                             d_alpha += d_col[f] * (v * trans - behind[f] * inv);
                             behind[f] += v * w;
                         }
@@ -341,14 +347,21 @@ std::vector<at::Tensor> raster_backward(const at::Tensor& means2d, const at::Ten
                         const D8 d_power = shape ? d_alpha * static_cast<double>(sp.o) * gauss : D8{};
                         const float dy = py - sp.my;
                         const D8 dx = __builtin_convertvector(e.dx, D8);
-                        gg[0] += sum_lanes(d_power * __builtin_convertvector(sp.a * e.dx + sp.b * dy, D8));
-                        gg[1] += sum_lanes(d_power * __builtin_convertvector(sp.c * dy + sp.b * e.dx, D8));
-                        gg[2] += sum_lanes(d_power * (-0.5 * dx * dx));
-                        gg[3] += sum_lanes(d_power * (-dx * static_cast<double>(dy)));
-                        gg[4] += sum_lanes(d_power * (-0.5 * static_cast<double>(dy) * static_cast<double>(dy)));
-                        gg[5] += sum_lanes(opacity ? d_alpha * gauss : D8{});
+                        gg[0] += d_power * __builtin_convertvector(sp.a * e.dx + sp.b * dy, D8);
+                        gg[1] += d_power * __builtin_convertvector(sp.c * dy + sp.b * e.dx, D8);
+                        gg[2] += d_power * (-0.5 * dx * dx);
+                        gg[3] += d_power * (-dx * static_cast<double>(dy));
+                        gg[4] += d_power * (-0.5 * static_cast<double>(dy) * static_cast<double>(dy));
+                        gg[5] += opacity ? d_alpha * gauss : D8{};
                     }
                 }
+            }
+            // The tile's sums, lanes and rows together, into the thread's per-Gaussian buffer (zeroed for the next tile).
+            for (int64_t k = 0; k < count; ++k) {
+                if (!touched[k]) continue;
+                D8* gk = tile_grad.data() + k * stride;
+                double* gg = grad + splats[k].id * stride;
+                for (int64_t j = 0; j < stride; ++j) gg[j] += sum_lanes(gk[j]), gk[j] = D8{};
             }
         }
     }
