@@ -263,7 +263,8 @@ std::vector<at::Tensor> raster_forward(const at::Tensor& means2d, const at::Tens
 }
 
 // Gradients of a loss with dL/dimage (H, W, F) and dL/dalpha (H, W) with respect to means2d (N, 2),
-// conics (N, 3), opacities (N) and features (N, F).
+// conics (N, 3), opacities (N) and features (N, F); then, per Gaussian, the sums over pixels of the magnitudes of
+// each pixel's contribution to the means2d gradient (N, 2; AbsGS / gsplat's absgrad, for densification).
 std::vector<at::Tensor> raster_backward(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& opacities,
                                         const at::Tensor& features, const at::Tensor& tile_offsets,
                                         const at::Tensor& gauss_ids, const at::Tensor& final_t, const at::Tensor& last,
@@ -273,7 +274,7 @@ std::vector<at::Tensor> raster_backward(const at::Tensor& means2d, const at::Ten
     const Scene sc(means2d, conics, opacities, features, tile_offsets, gauss_ids, height, width, tile, alpha_min, alpha_max);
     TORCH_CHECK(grad_image.is_contiguous() && grad_alpha.is_contiguous(), "native rasterizer: contiguous grads expected");
     const int64_t n = means2d.size(0), nf = sc.nf;
-    const int64_t stride = 6 + nf;  // per Gaussian: mean x, y, conic a, b, c, opacity, features
+    const int64_t stride = 8 + nf;  // per Gaussian: mean x, y, conic a, b, c, opacity, |mean x|, |mean y|, features
     std::vector<double> buffers(static_cast<size_t>(threads) * n * stride, 0.0);
     const float* t_img = final_t.data_ptr<float>();
     const int32_t* last_img = last.data_ptr<int32_t>();
@@ -335,7 +336,7 @@ std::vector<at::Tensor> raster_backward(const at::Tensor& means2d, const at::Ten
                         const float* f_k = feats.data() + k * nf;
                         for (int64_t f = 0; f < nf; ++f) {
                             const double v = f_k[f];
-                            gg[6 + f] += w * d_col[f];
+                            gg[8 + f] += w * d_col[f];
                             d_alpha += d_col[f] * (v * trans - behind[f] * inv);
                             behind[f] += v * w;
                         }
@@ -347,8 +348,12 @@ std::vector<at::Tensor> raster_backward(const at::Tensor& means2d, const at::Ten
                         const D8 d_power = shape ? d_alpha * static_cast<double>(sp.o) * gauss : D8{};
                         const float dy = py - sp.my;
                         const D8 dx = __builtin_convertvector(e.dx, D8);
-                        gg[0] += d_power * __builtin_convertvector(sp.a * e.dx + sp.b * dy, D8);
-                        gg[1] += d_power * __builtin_convertvector(sp.c * dy + sp.b * e.dx, D8);
+                        const D8 g_x = d_power * __builtin_convertvector(sp.a * e.dx + sp.b * dy, D8);
+                        const D8 g_y = d_power * __builtin_convertvector(sp.c * dy + sp.b * e.dx, D8);
+                        gg[0] += g_x;
+                        gg[1] += g_y;
+                        gg[6] += g_x < 0.0 ? -g_x : g_x;  // AbsGS: per-pixel magnitudes, which do not cancel
+                        gg[7] += g_y < 0.0 ? -g_y : g_y;
                         gg[2] += d_power * (-0.5 * dx * dx);
                         gg[3] += d_power * (-dx * static_cast<double>(dy));
                         gg[4] += d_power * (-0.5 * static_cast<double>(dy) * static_cast<double>(dy));
@@ -375,5 +380,5 @@ std::vector<at::Tensor> raster_backward(const at::Tensor& means2d, const at::Ten
     }
     out = out.to(at::kFloat);
     return {out.slice(1, 0, 2).contiguous(), out.slice(1, 2, 5).contiguous(), out.select(1, 5).contiguous(),
-            out.slice(1, 6, stride).contiguous()};
+            out.slice(1, 8, stride).contiguous(), out.slice(1, 6, 8).contiguous()};
 }

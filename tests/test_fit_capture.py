@@ -346,3 +346,40 @@ def test_a_short_fit_stops_densifying_and_resetting_opacity_before_its_end(captu
     chosen = [*FIT_FAST, "gaussians.capture.refine_stop=7"]
     kept = fit(scene=str(scene_dir), steps=3, out=str(tmp_path / "b"), overrides=chosen, **QUIET)
     assert kept.config.gaussians.capture.refine_stop == 7
+
+
+def test_absgrad_densification_reads_the_per_pixel_gradient_magnitudes(captured):
+    """gaussians.capture.absgrad: the statistic is the norm of means2d.absgrad (AbsGS), never below the plain
+    gradient's, and more Gaussians cross the threshold; the PyTorch path has no absgrad and says so once."""
+    scene = load_scene(captured[0])
+    cams = scene.cameras(scene.train_indices[:2])
+    target = capture_model(scene)
+    with torch.no_grad():
+        target.means.add_(0.02 * torch.randn(target.means.shape, generator=torch.Generator().manual_seed(0)))
+    images = target.render(cams, 36, 48)["rgb"].detach()
+    stats = {}
+    for absgrad in (False, True):
+        model = capture_model(scene, absgrad=absgrad)
+        out = model.render(cams, 36, 48)
+        PhotometricLoss(lambda_dssim=0.0)(out["rgb"], cams, None, 0, images=images)["loss_photometric"].backward()
+        expected = sum(
+            (m.absgrad if absgrad else m.grad).mul(torch.tensor([24.0 * 2, 18.0 * 2])).norm(dim=-1)
+            for m, _ in model.render_info
+        )
+        model.strategy.accumulate(model)
+        assert torch.allclose(model.strategy.grad_accum, expected, rtol=1e-5, atol=1e-9)
+        stats[absgrad] = model.strategy.grad_accum
+    assert bool((stats[True] >= stats[False] - 1e-6).all())
+    assert float(stats[True].sum()) > 1.3 * float(stats[False].sum())  # pixels pulling both ways no longer cancel
+    from threedistill import native
+
+    previous = native.set_mode("torch")
+    try:
+        model = capture_model(scene, absgrad=True)
+        out = model.render(cams, 36, 48)
+        PhotometricLoss(lambda_dssim=0.0)(out["rgb"], cams, None, 0, images=images)["loss_photometric"].backward()
+        with pytest.warns(UserWarning, match="absgrad needs the native or gsplat"):
+            model.strategy.accumulate(model)
+        assert float(model.strategy.grad_accum.sum()) > 0
+    finally:
+        native.set_mode(previous)

@@ -506,3 +506,30 @@ def test_the_build_is_keyed_by_the_cpu_it_targets(monkeypatch):
     monkeypatch.setattr(native, "_cpu_features", lambda: b"")  # not x86-64 Linux: the portable build
     assert "-march=native" not in native.compiler_flags()
     assert (native.build_directory()[0] != folder) == ("-march=native" in flags)
+
+
+def test_absgrad_is_the_sum_of_each_pixels_gradient_magnitude():
+    """means2d.absgrad from the native backward = sum over pixels of |d(pixel's loss)/d means2d|, computed pixel by
+    pixel through the PyTorch path; it is at least |means2d.grad| and larger where pixels pull both ways."""
+    means, scales, quats = gaussians(12, 3, 0.3, 0.4, torch.float32)
+    opac = torch.rand(12, generator=torch.Generator().manual_seed(1)) * 0.9 + 0.05
+    feats = torch.rand(12, 3, generator=torch.Generator().manual_seed(2))
+    _, viewmat, K = camera(3, 9, 11, torch.float32)
+    weights = torch.randn(9, 11, 3, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        m2, con, d, r = gr.project(means, gr.covariances(scales, quats), viewmat, K, 9, 11)
+    native.set_mode("native")
+    m2n = m2.clone().requires_grad_()
+    image, _ = gr._composite_native(m2n, con, d, r, opac, feats, 9, 11)
+    (image.permute(1, 2, 0) * weights).sum().backward()
+    per_pixel = torch.zeros(12, 2)
+    for y in range(9):
+        for x in range(11):
+            m2t = m2.double().clone().requires_grad_()
+            img, _ = gr._composite_torch(
+                m2t, con.double(), d, r, opac.double(), feats.double(), 9, 11, None, gr.ALPHA_MIN
+            )
+            (img[:, y, x] * weights[y, x].double()).sum().backward()
+            per_pixel += m2t.grad.abs().float()
+    assert torch.allclose(m2n.absgrad, per_pixel, rtol=1e-3, atol=1e-6)
+    assert bool((m2n.absgrad >= m2n.grad.abs() - 1e-6).all()) and float((m2n.absgrad - m2n.grad.abs()).max()) > 1e-3

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -159,10 +160,16 @@ def rasterize_camera(
     _record_meta(meta, means2d, radii)
     if background is None and native.usable(means2d, conics, opacities, features):
         return _composite_native(means2d, conics, depths, radii, opacities, features, height, width)
+    return _composite_torch(means2d, conics, depths, radii, opacities, features, height, width, background, alpha_min)
+
+
+def _composite_torch(means2d, conics, depths, radii, opacities, features, height, width, background, alpha_min):
+    """The compositing of `rasterize_camera` in plain PyTorch (autograd gives the backward pass)."""
+    dtype, dev = means2d.dtype, means2d.device
     tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
     n_tiles = tiles_x * tiles_y
     tile, gauss = _tile_pairs(means2d, footprint(radii, conics, opacities, alpha_min), depths, tiles_x, tiles_y)
-    f, dev = features.shape[1], means.device
+    f = features.shape[1]
     # Pixel centres of every tile, (n_tiles, TILE*TILE, 2).
     py, px = torch.meshgrid(
         torch.arange(TILE, dtype=dtype, device=dev), torch.arange(TILE, dtype=dtype, device=dev), indexing="ij"
@@ -227,7 +234,9 @@ def _composite_native(means2d, conics, depths, radii, opacities, features, heigh
 
 
 class _NativeComposite(torch.autograd.Function):
-    """Front-to-back compositing of binned 2D Gaussians; gradients for means2d, conics, opacities, features."""
+    """Front-to-back compositing of binned 2D Gaussians; gradients for means2d, conics, opacities, features.
+    The backward pass also leaves `means2d.absgrad` (N,2): per Gaussian, the sum over pixels of the magnitude of
+    each pixel's contribution to its means2d gradient (AbsGS; gsplat's `absgrad`), for densification."""
 
     @staticmethod
     def forward(ctx, means2d, conics, opacities, features, offsets, gauss, height, width):
@@ -236,11 +245,12 @@ class _NativeComposite(torch.autograd.Function):
             *args, height, width, NATIVE_TILE, ALPHA_MIN, ALPHA_MAX, T_MIN, torch.get_num_threads()
         )
         ctx.save_for_backward(*args, final_t, last)
+        ctx.means2d = weakref.ref(means2d)  # where the backward pass leaves absgrad (no reference cycle)
         return image, alpha
 
     @staticmethod
     def backward(ctx, grad_image, grad_alpha):
-        grads = native.kernels().raster_backward(
+        *grads, absgrad = native.kernels().raster_backward(
             *ctx.saved_tensors,
             grad_image.contiguous(),
             grad_alpha.contiguous(),
@@ -249,6 +259,9 @@ class _NativeComposite(torch.autograd.Function):
             ALPHA_MAX,
             torch.get_num_threads(),
         )
+        means2d = ctx.means2d()
+        if means2d is not None:
+            means2d.absgrad = absgrad if getattr(means2d, "absgrad", None) is None else means2d.absgrad + absgrad
         return (*grads, None, None, None, None)
 
 
@@ -472,6 +485,7 @@ def _rasterize_gsplat(means, scales, quats, opacities, feats, cameras, height, w
         sh_degree=None,
         packed=False,
         render_mode="RGB",
+        absgrad=meta is not None,  # info["means2d"].absgrad, for `gaussians.capture.absgrad`
     )
     if meta is not None and info["means2d"].requires_grad:
         info["means2d"].retain_grad()

@@ -3,7 +3,9 @@ as a strategy of `Gaussians`; text-to-3D keeps its own tuned `DefaultStrategy`.
 
 - Statistics: after every backward pass, each visible Gaussian's screen-space position gradient in NDC units
   (pixels x half the image size, times the batch's camera count, so the threshold depends on neither the image
-  size nor the batch) is accumulated, with how often it was visible.
+  size nor the batch) is accumulated, with how often it was visible. With `absgrad` (AbsGS, gsplat's `absgrad`)
+  the gradient is summed from its pixels' magnitudes instead, so large Gaussians whose pixels pull in opposite
+  directions (a blurred wall) still densify; its threshold is higher (gsplat suggests 0.0006-0.0008).
 - Every `refine_every` steps in [refine_start, refine_stop): Gaussians whose mean gradient exceeds `grow_grad2d`
   are cloned when small (largest scale <= `grow_scale3d` x scene extent) and split in two when large (children
   drawn from the parent, 1/1.6 of its size); then Gaussians below `prune_opacity` are pruned, and, after the first
@@ -20,6 +22,7 @@ The scene extent is `GaussiansConfig.scene_scale` (3DGS's camera extent, set by 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -34,6 +37,7 @@ class CaptureStrategyConfig:
     """Settings of `CaptureStrategy` (the `gaussians.capture` section). Steps count within the run."""
 
     grow_grad2d: float = 0.0002  # mean NDC position gradient above which a Gaussian is cloned or split
+    absgrad: bool = False  # AbsGS: accumulate per-pixel gradient magnitudes (native and gsplat paths)
     grow_scale3d: float = 0.01  # largest scale (x scene extent) up to which a hot Gaussian is cloned, not split
     prune_opacity: float = 0.005
     prune_scale3d: float = 0.1  # Gaussians larger than this (x scene extent) are pruned after the first reset
@@ -99,6 +103,7 @@ class CaptureStrategy(SphericalHarmonicsRamp):
         self.max_radii = torch.zeros(0)  # largest screen radius / longer image side since the last refinement
         self.sh_degree = torch.zeros((), dtype=torch.int64)  # the active SH degree (checkpointed)
         self._sh_rest: torch.Tensor | None = None
+        self._warned_absgrad = False
 
     # ------------------------------------------------------------ state
     def reset(self, model) -> None:
@@ -152,12 +157,30 @@ class CaptureStrategy(SphericalHarmonicsRamp):
         cameras = sum(m.grad.reshape(-1, n, 2).shape[0] for m, _ in infos)
         scale = torch.tensor([width / 2 * cameras, height / 2 * cameras], device=model.device)
         for means2d, radii in infos:  # per camera (CPU path) or (cameras, N, 2) at once (gsplat)
-            grad, visible = means2d.grad.reshape(-1, n, 2) * scale, radii.reshape(-1, n) > 0
+            grad = self.screen_gradient(means2d)
+            grad, visible = grad.reshape(-1, n, 2) * scale, radii.reshape(-1, n) > 0
             self.grad_accum += torch.where(visible, grad.norm(dim=-1), 0.0).sum(0)
             self.grad_count += visible.sum(0)
             radius = radii.reshape(-1, n).amax(0).to(self.max_radii.dtype) / max(height, width)
             self.max_radii = torch.maximum(self.max_radii, radius)
         model.render_info = []
+
+    def screen_gradient(self, means2d: torch.Tensor) -> torch.Tensor:
+        """The position gradient densification reads: `means2d.grad`, or with `absgrad` the per-pixel magnitudes
+        the rasterizer left in `means2d.absgrad` (the PyTorch path leaves none: then the plain gradient, said once)."""
+        if not self.c.absgrad:
+            return means2d.grad
+        absgrad = getattr(means2d, "absgrad", None)
+        if absgrad is None:
+            if not self._warned_absgrad:
+                warnings.warn(
+                    "gaussians.capture.absgrad needs the native or gsplat rasterizer; densifying by the plain "
+                    "position gradient instead",
+                    stacklevel=2,
+                )
+                self._warned_absgrad = True
+            return means2d.grad
+        return absgrad.to(means2d.grad.dtype).reshape(means2d.grad.shape)
 
     # ------------------------------------------------------------ surgery
     def refine(self, model, optimizer: torch.optim.Optimizer, step: int, generator: torch.Generator) -> dict:
