@@ -337,6 +337,27 @@ def test_background_shell_lies_beyond_every_camera(captured):
             fit(scene=str(captured[0]), steps=1, overrides=FIT_FAST + [bad], **QUIET)
 
 
+def test_fill_points_lie_inside_the_nearest_camera_and_fill_the_ball(captured):
+    from threedistill.workflows.fit import build_model, fill_points
+
+    scene = load_scene(captured[0])
+    grey = torch.tensor([0.5, 0.6, 0.7])
+    points, colours = fill_points(scene, 4000, 0.8, torch.Generator().manual_seed(0), grey)
+    nearest = float(scene.c2w[:, :3, 3].norm(dim=-1).min())
+    radius = points.norm(dim=-1)
+    assert points.shape == (4000, 3) and torch.equal(colours, grey.expand(4000, 3))
+    assert float(radius.max()) <= 0.8 * nearest + 1e-5
+    assert 0.45 < float((radius < 0.8 * nearest * 0.5 ** (1 / 3)).float().mean()) < 0.55  # uniform in volume
+    cfg = FitConfig(scene=str(captured[0]), background_points=100, fill_points=300)
+    plain = FitConfig(scene=str(captured[0]), background_points=100)
+    grown = build_model(cfg, scene, torch.Generator().manual_seed(0), torch.device("cpu"))
+    base = build_model(plain, scene, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert len(grown) == len(base) + 300
+    for bad in ("fill_points=-1", "fill_radius=1.5", "fill_radius=0"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            fit(scene=str(captured[0]), steps=1, overrides=FIT_FAST + [bad], **QUIET)
+
+
 def test_a_short_fit_stops_densifying_and_resetting_opacity_before_its_end(captured, tmp_path):
     """A fit shorter than the schedule was written for (trainer.steps=1000 with resets every 1000 steps) ended on an
     opacity reset: a transparent model at 10 dB. Refinement now ends by 2/3 of the fit unless asked otherwise."""

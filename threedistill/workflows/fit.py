@@ -56,6 +56,11 @@ class FitConfig:
     # is `background_radius` x the farthest camera's distance from the scene's centre
     background_points: int = 0
     background_radius: float = 1.3
+    # Gaussians seeded uniformly in a ball of `fill_radius` x the nearest camera's distance from the scene's centre,
+    # in the photos' median colour: a start for what lies between the object and the cameras without SfM points
+    # (the walls of a light box). nerfstudio's random initialisation, inside the cameras
+    fill_points: int = 0
+    fill_radius: float = 1.0
     device: str = "auto"
     native: Optional[str] = None
     out: str = "outputs"
@@ -77,6 +82,10 @@ class FitConfig:
             raise ConfigError(f"background_points must be 0 (none) or more, got {self.background_points}")
         if not self.background_radius > 1:
             raise ConfigError(f"background_radius must be above 1 (beyond the cameras), got {self.background_radius}")
+        if self.fill_points < 0:
+            raise ConfigError(f"fill_points must be 0 (none) or more, got {self.fill_points}")
+        if not 0 < self.fill_radius <= 1:
+            raise ConfigError(f"fill_radius must be in (0, 1] (inside the nearest camera), got {self.fill_radius}")
         if not 0 < self.init_scale <= 10:
             raise ConfigError(f"init_scale must be in (0, 10], got {self.init_scale}")
         if self.init_points < 1:
@@ -122,6 +131,18 @@ def random_points(scene, n: int, generator: torch.Generator) -> tuple[torch.Tens
     half = float(centres.abs().max()) if len(centres) else 1.0
     points = (torch.rand(n, 3, generator=generator) * 2 - 1) * half
     return points, torch.rand(n, 3, generator=generator)
+
+
+def fill_points(
+    scene, n: int, radius: float, generator: torch.Generator, colour: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(points, colours): `n` points uniform in the ball of `radius` x the nearest camera's distance from the origin
+    (the scene's centre), all of `colour` (3,)."""
+    centres = scene.c2w[:, :3, 3].float()
+    r = radius * (float(centres.norm(dim=-1).min()) if len(centres) else 1.0)
+    direction = torch.nn.functional.normalize(torch.randn(n, 3, generator=generator), dim=-1)
+    points = direction * r * torch.rand(n, 1, generator=generator) ** (1 / 3)
+    return points, colour.float().expand(n, 3).clone()
 
 
 def shell_points(
@@ -177,6 +198,10 @@ def build_model(cfg: FitConfig, scene, generator: torch.Generator, device: torch
         colours = torch.rand_like(points) if colours is None else colours
         points, colours = torch.cat([points, shell]), torch.cat([colours, shell_colours])
         scales = torch.cat([scales, knn_scales(shell, clamp=None)])
+        if cfg.fill_points > 0:
+            fill, fill_colours = fill_points(scene, cfg.fill_points, cfg.fill_radius, generator, colour)
+            points, colours = torch.cat([points, fill]), torch.cat([colours, fill_colours])
+            scales = torch.cat([scales, knn_scales(fill)])
     model = Gaussians.from_points(points, colours, cfg.gaussians)
     with torch.no_grad():
         model.log_scales.copy_((scales * cfg.init_scale).log()[:, None].expand(-1, 3))
