@@ -404,3 +404,17 @@ def test_absgrad_densification_reads_the_per_pixel_gradient_magnitudes(captured)
         assert float(model.strategy.grad_accum.sum()) > 0
     finally:
         native.set_mode(previous)
+
+
+def test_perf_bench_times_a_fitted_capture_with_both_paths(captured, tmp_path):
+    from threedistill.bench.perf_bench import fit_run_rows, markdown_report
+    from threedistill.errors import ThreeDistillError
+
+    run = fit(scene=str(captured[0]), steps=2, out=str(tmp_path), overrides=FIT_FAST, **QUIET)
+    rows = fit_run_rows(run.dir, 1, lambda s: None, views=2)
+    assert rows[0]["views"] == 2 and rows[0]["gaussians"] == len(run.model)
+    assert rows[0]["torch"] > 0 and rows[0]["native"] > 0
+    report = markdown_report("# perf", [], [], [], None, 0.8, fitted=rows)
+    assert "on a fitted capture" in report and f"| {run.dir.name} |" in report
+    with pytest.raises(ThreeDistillError, match="not a run directory"):
+        fit_run_rows(tmp_path, 1, lambda s: None)

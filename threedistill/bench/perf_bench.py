@@ -116,6 +116,44 @@ def raster_rows(repeats: int, log) -> list[dict]:
     return rows
 
 
+def fit_run_rows(run_dir: Path, repeats: int, log, views: int = 6) -> list[dict]:
+    """A fitted capture's Gaussians rendered (forward + backward, rgb only, as a fit step) at `views` of its
+    training views, PyTorch path against native: seconds per view. Real fits have far more, larger and fainter
+    Gaussians per pixel than the random scenes of `raster_rows`."""
+    from ..scenes import load_scene
+    from ..scenes.views import SceneViews
+    from ..workflows.loading import load_run
+
+    run = load_run(Path(run_dir))
+    if run.kind != "fit" or run.config.representation != "gaussians":
+        raise ThreeDistillError(
+            f"--fit-run {run_dir} is a {run.kind} run of {run.config.representation}; give a t3d fit run of Gaussians"
+        )
+    data = load_scene(run.config.scene)
+    picked = data.train_indices[:: max(1, len(data.train_indices) // views)][:views]
+    scene_views = SceneViews(data, picked, run.config.resolution_rule(), torch.device("cpu"), run.config.background)
+    model = run.model
+
+    def one_pass():
+        for i, (height, width) in enumerate(scene_views.sizes):
+            model.render(scene_views.cameras[i : i + 1], height, width)["rgb"].sum().backward()
+
+    row = {
+        "run": Path(run_dir).name,
+        "gaussians": len(model),
+        "size": "x".join(map(str, scene_views.sizes[0])),
+        "views": len(picked),
+    }
+    for mode in ("torch", "native"):
+        with kernel_mode(mode):
+            row[mode] = median_time(one_pass, repeats) / len(picked)
+    log(
+        f"fitted capture {row['run']} ({row['gaussians']} Gaussians, {row['size']}): "
+        f"torch {row['torch'] * 1000:.0f} ms, native {row['native'] * 1000:.0f} ms per view"
+    )
+    return [row]
+
+
 def hash_rows(repeats: int, log) -> list[dict]:
     rows = []
     for name, kwargs in HASH_GRIDS.items():
@@ -277,10 +315,12 @@ def perf_header(repeats: int) -> str:
     )
 
 
-def run_perf_bench(repeats: int = 5, with_generate: bool = True, target: float = 0.8, log=print) -> dict:
-    """Everything `t3d bench perf` measures, as the arguments of `markdown_report`: raster and hash rows, the
-    default generate timed with native kernels and with the PyTorch path, and the whole command in a child
-    process (the last two only `with_generate`)."""
+def run_perf_bench(
+    repeats: int = 5, with_generate: bool = True, target: float = 0.8, log=print, fit_run: Path | None = None
+) -> dict:
+    """Everything `t3d bench perf` measures, as the arguments of `markdown_report`: raster and hash rows (and a
+    fitted capture's renders with `fit_run`), the default generate timed with native kernels and with the PyTorch
+    path, and the whole command in a child process (the last two only `with_generate`)."""
     import tempfile
 
     check_positive("--repeats", repeats)
@@ -289,6 +329,7 @@ def run_perf_bench(repeats: int = 5, with_generate: bool = True, target: float =
             "the native kernels are unavailable here (no C++ compiler, or "
             "THREEDISTILL_NATIVE=torch); nothing to compare"
         )
+    fitted = fit_run_rows(fit_run, repeats, log) if fit_run is not None else []
     raster = raster_rows(repeats, log)
     hashing = hash_rows(repeats, log)
     runs, command = [], None
@@ -301,11 +342,17 @@ def run_perf_bench(repeats: int = 5, with_generate: bool = True, target: float =
             command = command_wall_and_memory(PERF_PROMPT, Path(tmp), repeats, log)
             command["phases"] = command_phases(PERF_PROMPT, Path(tmp), repeats, log)
         log(f"whole command: {command['wall_seconds']:.1f} s (median), peak {command['peak_mb']:.0f} MB")
-    return {"raster": raster, "hashing": hashing, "runs": runs, "command": command, "target": target}
+    return {"raster": raster, "hashing": hashing, "runs": runs, "command": command, "target": target, "fitted": fitted}
 
 
 def markdown_report(
-    header: str, raster: list[dict], hashing: list[dict], runs: list[dict], command: dict | None, target: float
+    header: str,
+    raster: list[dict],
+    hashing: list[dict],
+    runs: list[dict],
+    command: dict | None,
+    target: float,
+    fitted: list[dict] = (),
 ) -> str:
     ms = lambda s: "-" if s is None else f"{s * 1000:.0f} ms"  # noqa: E731
     lines = [
@@ -322,6 +369,19 @@ def markdown_report(
             f"| {r['gaussians']} | {r['size']}x{r['size']} | {ms(r['torch'])} | {ms(r['native'])} | "
             f"{ms(r['dense'])} | **{r['torch'] / r['native']:.1f}x** | {dense_ratio} |"
         )
+    if fitted:
+        lines += [
+            "",
+            "## Gaussian rasterizer on a fitted capture (`--fit-run`), forward + backward per training view",
+            "",
+            "| fit run | Gaussians | image | views | PyTorch path | native | native vs PyTorch |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in fitted:
+            lines.append(
+                f"| {r['run']} | {r['gaussians']} | {r['size']} | {r['views']} | {ms(r['torch'])} | "
+                f"{ms(r['native'])} | **{r['torch'] / r['native']:.1f}x** |"
+            )
     lines += [
         "",
         "## Hash-grid encoding, forward + backward",

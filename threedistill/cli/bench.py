@@ -401,6 +401,9 @@ def bench_perf(
     generate: bool = typer.Option(True, "--generate/--no-generate", help="Also time the default generate end to end."),
     target: float = typer.Option(0.8, help="Silhouette IoU the generate timing waits for."),
     out: Path = typer.Option(Path("docs/benchmarks/performance.md"), "--out", help="Markdown report to write."),
+    fit_run: Optional[Path] = typer.Option(
+        None, "--fit-run", help="A t3d fit run of Gaussians: also time its renders at its training views."
+    ),
 ):
     """CPU speed, native kernels vs PyTorch: rasterizer, hash grid, and the default generate (time, step split,
     memory)."""
@@ -409,7 +412,7 @@ def bench_perf(
 
     header = perf_header(repeats)
     report_writer(out, lambda result: markdown_report(header, **result))(
-        run_perf_bench(repeats, generate, target, log=typer.echo)
+        run_perf_bench(repeats, generate, target, log=typer.echo, fit_run=fit_run)
     )
     typer.echo(f"wrote {out}")
 
