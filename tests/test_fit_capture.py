@@ -353,6 +353,10 @@ def test_fill_points_lie_inside_the_nearest_camera_and_fill_the_ball(captured):
     grown = build_model(cfg, scene, torch.Generator().manual_seed(0), torch.device("cpu"))
     base = build_model(plain, scene, torch.Generator().manual_seed(0), torch.device("cpu"))
     assert len(grown) == len(base) + 300
+    alone = FitConfig(scene=str(captured[0]), background_points=0, fill_points=300)  # without the shell too
+    assert (
+        len(build_model(alone, scene, torch.Generator().manual_seed(0), torch.device("cpu"))) == len(base) - 100 + 300
+    )
     for bad in ("fill_points=-1", "fill_radius=1.5", "fill_radius=0"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             fit(scene=str(captured[0]), steps=1, overrides=FIT_FAST + [bad], **QUIET)

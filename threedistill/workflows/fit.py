@@ -171,7 +171,8 @@ def build_model(cfg: FitConfig, scene, generator: torch.Generator, device: torch
     """Gaussians seeded from the scene's points (colours and kNN sizes), else from random points in the
     cameras' bounds, plus `background_points` on a sphere beyond the cameras in the photos' median colour (taken
     from the loaded training `views`, else from the photos read small) unless the views have masks (then the
-    object alone is fitted); or a NeRF; on `device`."""
+    object alone is fitted), plus `fill_points` inside the nearest camera in that colour; or a NeRF; on
+    `device`."""
     if cfg.representation == "nerf":
         from ..representations.nerf import NeRF
 
@@ -187,21 +188,23 @@ def build_model(cfg: FitConfig, scene, generator: torch.Generator, device: torch
         points, colours = points[keep], None if colours is None else colours[keep]
     points, colours = points.float(), None if colours is None else colours.float()
     scales = knn_scales(points)
-    if cfg.background_points > 0 and not (views is not None and views.has_masks):
+    shell = cfg.background_points > 0 and not (views is not None and views.has_masks)
+    if shell or cfg.fill_points > 0:
         if views is not None:
             photos = views.images
         else:  # read small: up to 16 of the training photos
             picked = scene.train_indices[:: max(1, len(scene.train_indices) // 16)]
             photos = [scene.load_images([i], 32, 32)[0][0] for i in picked]
         colour = median_colour(photos)
-        shell, shell_colours = shell_points(scene, cfg.background_points, cfg.background_radius, generator, colour)
         colours = torch.rand_like(points) if colours is None else colours
-        points, colours = torch.cat([points, shell]), torch.cat([colours, shell_colours])
-        scales = torch.cat([scales, knn_scales(shell, clamp=None)])
+        extra = []
+        if shell:
+            extra.append(shell_points(scene, cfg.background_points, cfg.background_radius, generator, colour) + (None,))
         if cfg.fill_points > 0:
-            fill, fill_colours = fill_points(scene, cfg.fill_points, cfg.fill_radius, generator, colour)
-            points, colours = torch.cat([points, fill]), torch.cat([colours, fill_colours])
-            scales = torch.cat([scales, knn_scales(fill)])
+            extra.append(fill_points(scene, cfg.fill_points, cfg.fill_radius, generator, colour) + (0.2,))
+        for more, more_colours, clamp in extra:
+            points, colours = torch.cat([points, more]), torch.cat([colours, more_colours])
+            scales = torch.cat([scales, knn_scales(more, clamp=clamp)])
     model = Gaussians.from_points(points, colours, cfg.gaussians)
     with torch.no_grad():
         model.log_scales.copy_((scales * cfg.init_scale).log()[:, None].expand(-1, 3))
