@@ -196,7 +196,7 @@ def build_model(cfg: FitConfig, scene, generator: torch.Generator, device: torch
             picked = scene.train_indices[:: max(1, len(scene.train_indices) // 16)]
             photos = [scene.load_images([i], 32, 32)[0][0] for i in picked]
         colour = median_colour(photos)
-        colours = torch.rand_like(points) if colours is None else colours
+        colours = torch.rand(points.shape, generator=generator) if colours is None else colours
         extra = []
         if shell:
             extra.append(shell_points(scene, cfg.background_points, cfg.background_radius, generator, colour) + (None,))
