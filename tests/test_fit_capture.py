@@ -375,7 +375,7 @@ def test_a_short_fit_stops_densifying_and_resetting_opacity_before_its_end(captu
 
 def test_absgrad_densification_reads_the_per_pixel_gradient_magnitudes(captured):
     """gaussians.capture.absgrad: the statistic is the norm of means2d.absgrad (AbsGS), never below the plain
-    gradient's, and more Gaussians cross the threshold; the PyTorch path has no absgrad and says so once."""
+    gradient's, and clearly larger in sum; the PyTorch path has no absgrad and says so once."""
     scene = load_scene(captured[0])
     cams = scene.cameras(scene.train_indices[:2])
     target = capture_model(scene)
