@@ -422,3 +422,12 @@ def test_perf_bench_times_a_fitted_capture_with_both_paths(captured, tmp_path):
     assert "on a fitted capture" in report and f"| {run.dir.name} |" in report
     with pytest.raises(ThreeDistillError, match="not a run directory"):
         fit_run_rows(tmp_path, 1, lambda s: None)
+    nerf = fit(
+        scene=str(captured[0]),
+        steps=1,
+        out=str(tmp_path / "nerf"),
+        overrides=FIT_FAST + ["representation=nerf"],
+        **QUIET,
+    )
+    with pytest.raises(ThreeDistillError, match="is a fit run of nerf; give a t3d fit run of Gaussians"):
+        fit_run_rows(nerf.dir, 1, lambda s: None)

@@ -125,10 +125,9 @@ def fit_run_rows(run_dir: Path, repeats: int, log, views: int = 6) -> list[dict]
     from ..workflows.loading import load_run
 
     run = load_run(Path(run_dir))
+    what = f"{run.kind} run" if run.kind != "fit" else f"fit run of {run.config.representation}"
     if run.kind != "fit" or run.config.representation != "gaussians":
-        raise ThreeDistillError(
-            f"--fit-run {run_dir} is a {run.kind} run of {run.config.representation}; give a t3d fit run of Gaussians"
-        )
+        raise ThreeDistillError(f"--fit-run {run_dir} is a {what}; give a t3d fit run of Gaussians")
     data = load_scene(run.config.scene)
     picked = data.train_indices[:: max(1, len(data.train_indices) // views)][:views]
     scene_views = SceneViews(data, picked, run.config.resolution_rule(), torch.device("cpu"), run.config.background)

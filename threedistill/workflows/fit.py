@@ -197,14 +197,14 @@ def build_model(cfg: FitConfig, scene, generator: torch.Generator, device: torch
             photos = [scene.load_images([i], 32, 32)[0][0] for i in picked]
         colour = median_colour(photos)
         colours = torch.rand(points.shape, generator=generator) if colours is None else colours
-        extra = []
-        if shell:
-            extra.append(shell_points(scene, cfg.background_points, cfg.background_radius, generator, colour) + (None,))
+        parts = [(points, colours, scales)]
+        if shell:  # sizes unclamped: the shell's points lie far apart
+            more, more_colours = shell_points(scene, cfg.background_points, cfg.background_radius, generator, colour)
+            parts.append((more, more_colours, knn_scales(more, clamp=None)))
         if cfg.fill_points > 0:
-            extra.append(fill_points(scene, cfg.fill_points, cfg.fill_radius, generator, colour) + (0.2,))
-        for more, more_colours, clamp in extra:
-            points, colours = torch.cat([points, more]), torch.cat([colours, more_colours])
-            scales = torch.cat([scales, knn_scales(more, clamp=clamp)])
+            more, more_colours = fill_points(scene, cfg.fill_points, cfg.fill_radius, generator, colour)
+            parts.append((more, more_colours, knn_scales(more)))
+        points, colours, scales = (torch.cat(column) for column in zip(*parts))
     model = Gaussians.from_points(points, colours, cfg.gaussians)
     with torch.no_grad():
         model.log_scales.copy_((scales * cfg.init_scale).log()[:, None].expand(-1, 3))
