@@ -45,6 +45,38 @@ def test_colmap_tracks_become_each_views_matched_points(tmp_path, binary):
     assert [p.tolist() for p in scene.point_views] == [[0], [0, 3], [1, 3]]
 
 
+@pytest.mark.parametrize("binary", [False, True])
+def test_cameras_and_points_that_disagree_are_a_one_line_error(tmp_path, binary):
+    """Points3D from another reconstruction than images.bin (a public capture shipped such a pair; pycolmap
+    refuses it): most matched points fall behind or outside their views, and reading the model says so."""
+    from threedistill.errors import SceneFormatError
+
+    (tmp_path / "images").mkdir()
+    names = [f"{i}.png" for i in range(4)]
+    for name in names:
+        (tmp_path / "images" / name).write_bytes(b"")  # not decoded by the reader
+    c2w = np.tile(np.eye(4), (4, 1, 1))
+    c2w[:, 2, 3] = [3.0, 4.0, 5.0, 6.0]
+    cams, imgs = pinhole_model(c2w, names, np.tile([20.0, 20.0, 8.0, 6.0, 16, 12], (4, 1)))
+    xyz = np.random.default_rng(0).normal(size=(40, 3)) * 0.2
+    tracks = [[1, 2, 3, 4]] * 40
+    write_colmap_model(tmp_path / "sparse" / "0", cams, imgs, xyz, None, binary, tracks)
+    assert len(read_colmap(tmp_path)) == 4  # consistent: every matched point is in front and inside
+    elsewhere = xyz + np.array([0.0, 0.0, 8.0])  # the same points behind every camera
+    write_colmap_model(tmp_path / "sparse" / "0", cams, imgs, elsewhere, None, binary, tracks)
+    with pytest.raises(SceneFormatError, match=r"images.bin|images.txt") as err:
+        read_colmap(tmp_path)
+    message = str(err.value)
+    assert "disagree" in message and "0% of the points" in message and "\n" not in message
+    aside = xyz + np.array([5.0, 0.0, 0.0])  # beside the views: in front, outside the frame (x > 8 + 20 * 5 / 9)
+    write_colmap_model(tmp_path / "sparse" / "0", cams, imgs, aside, None, binary, tracks)
+    with pytest.raises(SceneFormatError, match="disagree"):
+        read_colmap(tmp_path)
+    half = np.concatenate([xyz[:30], elsewhere[30:]])  # a quarter of the points wrong: still read
+    write_colmap_model(tmp_path / "sparse" / "0", cams, imgs, half, None, binary, tracks)
+    assert len(read_colmap(tmp_path)) == 4
+
+
 def test_matched_points_project_where_the_rasterizer_projects_them(captured, tmp_path):
     scene = load_scene(colmap_only(captured[0], tmp_path))
     assert scene.point_views is not None and sum(len(v) for v in scene.point_views) == len(scene.points)

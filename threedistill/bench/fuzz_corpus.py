@@ -685,6 +685,7 @@ def colmap_txt_cases(c: Corpus) -> None:
     c.add("colmap_txt/cameras_missing", lambda w, fx: _colmap_remove(w, fx, "cameras.txt"), fragment="cameras")
     c.add("colmap_txt/images_missing", lambda w, fx: _colmap_remove(w, fx, "images.txt"), fragment="images")
     c.add("colmap_txt/all_points_one_place", _colmap_txt(pts, _one_place), expect="ok")
+    c.add("colmap_txt/points_from_another_model", _points_elsewhere, fragment="disagree")
 
 
 def _drop_points2d(text):
@@ -715,6 +716,25 @@ def _one_place(text):
         tok[1:4] = ["0.1", "0.2", "0.3"]
         rows.append(" ".join(tok))
     return "\n".join(rows) + "\n"
+
+
+def _points_elsewhere(work, fx):
+    """points3D.txt from another reconstruction than images.txt: every point matched in every view (a track
+    naming each image), but far from where those views look."""
+    scene = copy_scene(work, fx, "colmap")
+    model = scene / "sparse" / "0"
+    data = [line.split() for line in (model / "images.txt").read_text().splitlines() if not line.startswith("#")]
+    ids = [tok[0] for tok in data[::2] if tok]  # IMAGE_ID lines; each is followed by its POINTS2D line
+    track = " ".join(f"{i} 0" for i in ids)
+    rows = []
+    for line in (model / "points3D.txt").read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        tok = line.split()[:8]
+        tok[1:4] = [str(float(v) + 100.0) for v in tok[1:4]]
+        rows.append(" ".join(tok + [track]))
+    (model / "points3D.txt").write_text("\n".join(rows) + "\n")
+    return fit_argv(scene, work)
 
 
 def _colmap_remove(work, fx, name):

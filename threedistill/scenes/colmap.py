@@ -378,7 +378,36 @@ def read_colmap(path) -> SceneData:
     )
     if tracks and scene.points is not None and any(len(t) for t in tracks):
         scene.point_views = point_views(tracks, [im.id for im in images])
+        check_point_views(scene, str(img_file))
     return scene
+
+
+AGREEMENT_MIN = 0.5  # the median view must see at least this share of its matched points
+
+
+def check_point_views(scene: SceneData, where: str, margin: float = 0.1) -> None:
+    """One-line SceneFormatError when the cameras and the SfM points disagree. Each view's matched points (the
+    points whose track names it) must lie in front of it and inside its frame (widened by `margin` of its size on
+    every side, since this pinhole projection ignores lens distortion): in a consistent model nearly all do. When
+    the median view sees fewer than half, images.bin and points3D.bin come from different reconstructions
+    (pycolmap refuses to read such a model), and a fit from it only paints fog (a public capture did this)."""
+    from ..cameras import project_points
+
+    shares = []
+    for i, matched in enumerate(scene.point_views):
+        if len(matched) == 0:
+            continue
+        w, h = (int(v) for v in scene.sizes[i])
+        xy, depth = (v[0] for v in project_points(scene.points[matched].float(), scene.cameras([i]), h, w))
+        x, y = xy.unbind(-1)
+        inside = (depth > 0) & (x > -margin * w) & (x < (1 + margin) * w) & (y > -margin * h) & (y < (1 + margin) * h)
+        shares.append(float(inside.float().mean()))
+    if shares and float(np.median(shares)) < AGREEMENT_MIN:
+        raise SceneFormatError(
+            f"{where}: the cameras and the SfM points disagree: in the median view only {np.median(shares):.0%} of "
+            f"the points matched in it lie in front of it and inside its frame (a consistent model has nearly "
+            f"all); images.bin and points3D.bin probably come from different reconstructions: export the model again"
+        )
 
 
 def point_views(tracks: list[np.ndarray], image_ids: list[int]) -> list[torch.Tensor]:
