@@ -378,19 +378,20 @@ def read_colmap(path) -> SceneData:
     )
     if tracks and scene.points is not None and any(len(t) for t in tracks):
         scene.point_views = point_views(tracks, [im.id for im in images])
-        check_point_views(scene, str(img_file))
+        check_point_views(scene, img_file, pts_file)
     return scene
 
 
 AGREEMENT_MIN = 0.5  # the median view must see at least this share of its matched points
 
 
-def check_point_views(scene: SceneData, where: str, margin: float = 0.1) -> None:
+def check_point_views(scene: SceneData, images_file: Path, points_file: Path, margin: float = 0.1) -> None:
     """One-line SceneFormatError when the cameras and the SfM points disagree. Each view's matched points (the
     points whose track names it) must lie in front of it and inside its frame (widened by `margin` of its size on
     every side, since this pinhole projection ignores lens distortion): in a consistent model nearly all do. When
-    the median view sees fewer than half, images.bin and points3D.bin come from different reconstructions
-    (pycolmap refuses to read such a model), and a fit from it only paints fog (a public capture did this)."""
+    the median view sees fewer than half, the images file and the points file come from different
+    reconstructions (pycolmap refuses to read such a model), and a fit from it only paints fog (a public capture
+    did this)."""
     from ..cameras import project_points
 
     shares = []
@@ -404,9 +405,10 @@ def check_point_views(scene: SceneData, where: str, margin: float = 0.1) -> None
         shares.append(float(inside.float().mean()))
     if shares and float(np.median(shares)) < AGREEMENT_MIN:
         raise SceneFormatError(
-            f"{where}: the cameras and the SfM points disagree: in the median view only {np.median(shares):.0%} of "
-            f"the points matched in it lie in front of it and inside its frame (a consistent model has nearly "
-            f"all); images.bin and points3D.bin probably come from different reconstructions: export the model again"
+            f"{images_file}: the cameras and the SfM points disagree: in the median view only "
+            f"{np.median(shares):.0%} of the points matched in it lie in front of it and inside its frame (a "
+            f"consistent model has nearly all); {images_file.name} and {points_file.name} probably come from "
+            f"different reconstructions: export the model again"
         )
 
 
