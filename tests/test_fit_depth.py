@@ -68,8 +68,8 @@ def test_cameras_and_points_that_disagree_are_a_one_line_error(tmp_path, binary)
         read_colmap(tmp_path)
     message = str(err.value)
     assert "disagree" in message and "0% of the points" in message and "\n" not in message
-    names = ("images.bin", "points3D.bin") if binary else ("images.txt", "points3D.txt")
-    assert f"{names[0]} and {names[1]} probably come from different reconstructions" in message
+    files = ("images.bin", "points3D.bin") if binary else ("images.txt", "points3D.txt")
+    assert f"{files[0]} and {files[1]} probably come from different reconstructions" in message
     aside = xyz + np.array([5.0, 0.0, 0.0])  # beside the views: in front, outside the frame (x > 8 + 20 * 5 / 9)
     write_colmap_model(tmp_path / "sparse" / "0", cams, imgs, aside, None, binary, tracks)
     with pytest.raises(SceneFormatError, match="disagree"):

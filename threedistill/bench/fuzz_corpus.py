@@ -721,19 +721,14 @@ def _one_place(text):
 def _points_elsewhere(work, fx):
     """points3D.txt from another reconstruction than images.txt: every point matched in every view (a track
     naming each image), but far from where those views look."""
+    from ..scenes.colmap import read_cameras, read_images, read_points3d, write_colmap_model
+
     scene = copy_scene(work, fx, "colmap")
     model = scene / "sparse" / "0"
-    data = [line.split() for line in (model / "images.txt").read_text().splitlines() if not line.startswith("#")]
-    ids = [tok[0] for tok in data[::2] if tok]  # IMAGE_ID lines; each is followed by its POINTS2D line
-    track = " ".join(f"{i} 0" for i in ids)
-    rows = []
-    for line in (model / "points3D.txt").read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        tok = line.split()[:8]
-        tok[1:4] = [str(float(v) + 100.0) for v in tok[1:4]]
-        rows.append(" ".join(tok + [track]))
-    (model / "points3D.txt").write_text("\n".join(rows) + "\n")
+    cams, images = read_cameras(model / "cameras.txt"), read_images(model / "images.txt")
+    xyz, rgb = read_points3d(model / "points3D.txt")
+    tracks = [[im.id for im in images]] * len(xyz)
+    write_colmap_model(model, list(cams.values()), images, xyz + 100.0, rgb, binary=False, tracks=tracks)
     return fit_argv(scene, work)
 
 

@@ -403,10 +403,11 @@ def check_point_views(scene: SceneData, images_file: Path, points_file: Path, ma
         x, y = xy.unbind(-1)
         inside = (depth > 0) & (x > -margin * w) & (x < (1 + margin) * w) & (y > -margin * h) & (y < (1 + margin) * h)
         shares.append(float(inside.float().mean()))
-    if shares and float(np.median(shares)) < AGREEMENT_MIN:
+    median = float(np.median(shares)) if shares else 1.0
+    if median < AGREEMENT_MIN:
         raise SceneFormatError(
             f"{images_file}: the cameras and the SfM points disagree: in the median view only "
-            f"{np.median(shares):.0%} of the points matched in it lie in front of it and inside its frame (a "
+            f"{median:.0%} of the points matched in it lie in front of it and inside its frame (a "
             f"consistent model has nearly all); {images_file.name} and {points_file.name} probably come from "
             f"different reconstructions: export the model again"
         )
