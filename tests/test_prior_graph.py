@@ -142,7 +142,8 @@ def test_multiview_prior_through_the_graph_matches_the_direct_call():
     assert torch.equal(fast, slow)
 
 
-def test_a_signature_is_traced_only_after_its_warmup_calls(monkeypatch):
+def test_a_signature_is_traced_only_after_its_warmup_calls(monkeypatch, tmp_path):
+    monkeypatch.setenv("THREEDISTILL_CACHE", str(tmp_path))  # nothing traced before, by another test
     monkeypatch.setattr(GraphUNet, "warmup_calls", 2)
     prior = load_prior(precision="bfloat16")
     x, t, emb = _inputs(prior, 4)
@@ -161,3 +162,45 @@ def test_large_or_gpu_models_run_directly():
     big = torch.nn.Module()
     big.w = torch.nn.Parameter(torch.empty(60_000_000, device="meta"))
     assert not use_graph(big, torch.device("cpu"))
+
+
+def test_a_traced_graph_is_kept_on_disk_and_a_later_prior_starts_from_it(monkeypatch, tmp_path):
+    """The first prior traces its graph after the warm-up and saves it; a second one (a later process) loads it,
+    in bfloat16 without warm-up and without loading the UNet module, and gets the same bits. A damaged file is
+    traced again; weights written in place are never served from the file of the weights as loaded."""
+    monkeypatch.setenv("THREEDISTILL_CACHE", str(tmp_path))
+    monkeypatch.setattr(GraphUNet, "warmup_calls", 2)
+    first = load_prior(precision="bfloat16")
+    x, t, emb = _inputs(first, 4, seed=3)
+    with torch.no_grad():
+        expected = [first._unet(x, t, emb) for _ in range(3)][0]
+    files = list((tmp_path / "unet-graphs").glob("*.pt"))
+    assert files, "the traced graph was not saved"
+
+    def no_tracing(*args, **kwargs):
+        raise AssertionError("traced although the graph was on disk")
+
+    monkeypatch.setattr(torch.jit, "trace", no_tracing)
+    second = load_prior(precision="bfloat16")
+    assert "unet" not in second.__dict__  # started from the bundle the first prior wrote
+    with torch.no_grad():
+        out = second._unet(x, t, emb)
+    assert len(second.graph._graphs) >= 1 and "unet" not in second.__dict__
+    assert torch.equal(out, expected)
+
+    for f in files:
+        f.write_bytes(b"not a graph")
+    monkeypatch.undo()
+    monkeypatch.setenv("THREEDISTILL_CACHE", str(tmp_path))
+    monkeypatch.setattr(GraphUNet, "warmup_calls", 0)
+    third = load_prior(precision="bfloat16")
+    with torch.no_grad():
+        assert torch.equal(third._unet(x, t, emb), expected)  # traced again over the damaged file
+        with torch.no_grad():
+            for p in third.unet.parameters():
+                p.mul_(1.5)
+                break
+        changed = third._unet(x, t, emb)
+        third.use_graph = False
+        direct = third._unet(x, t, emb)
+    assert torch.equal(changed, direct) and not torch.equal(changed, expected)

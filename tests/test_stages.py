@@ -175,6 +175,30 @@ def test_a_methods_settings_for_one_representation_apply_only_there():
     assert switched[1].guidance.guidance_scale == for_nerf.guidance_scale
 
 
+def test_a_method_file_for_a_representation_overrides_its_defaults_and_the_user_overrides_both(tmp_path):
+    """configs/guidance/sds-gaussians.yaml (SDS's 200-step recipe) comes after configs/generate/gaussians.yaml (300
+    steps, shared by every method), and a user's YAML after both; another method, the multi-view prior and the
+    staged configs keep the Gaussians' 300-step settings."""
+    from threedistill.config import packaged_config
+    from threedistill.workflows.generate import new_run_config
+
+    def pick(cfg):
+        g = cfg.gaussians
+        return cfg.trainer.steps, g.densify_from, g.densify_until, g.densify_every, g.lr_sh
+
+    shared = (300, 100, 250, 50, 0.01)
+    assert pick(new_run_config(prompt="x")) == (200, 67, 167, 33, 0.02)
+    assert pick(new_run_config(prompt="x", guidance="nfsd")) == shared
+    assert pick(new_run_config(prompt="x", prior="toyworld-mv")) == shared
+    assert pick(new_run_config(prompt="x", steps=250)) == (250, 67, 167, 33, 0.02)
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("trainer:\n  steps: 120\ngaussians:\n  lr_sh: 0.005\n")
+    assert pick(new_run_config(prompt="x", config=mine)) == (120, 67, 167, 33, 0.005)
+    for name in ("gaussians-then-mesh", "gaussians-then-mesh-oracle", "stabledreamer"):
+        coarse = stage_configs(new_run_config(prompt="x", config=packaged_config("generate", f"{name}.yaml")))[0]
+        assert coarse.representation == "gaussians" and pick(coarse)[1:] == shared[1:], name
+
+
 def test_stage_bench_on_ray_measures_what_it_measures_locally(tmp_path):
     """Two staged runs (a NeRF coarse stage, then a mesh stage) through `t3d bench stages`' runner, once on a
     local Ray instance two at a time and once on the local engine: the same rows in task order, the metrics of

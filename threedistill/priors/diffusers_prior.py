@@ -14,9 +14,11 @@ import torch
 
 from ..config import packaged_asset
 from ..errors import PriorLoadError, ThreeDistillError
+from ..utils.cache import prior_cache_enabled
 from ..utils.files import read_json
 from .base import Prior, resize_to_native
-from .graph import GraphUNet, use_graph
+from .bundle import LeanTokenizer, PriorBundle, eligible, prior_identity
+from .graph import GraphUNet, LazyUNet, use_graph, weights_state
 from .multiview import camera_embedding, check_camera_convention, check_multiview_unet, make_multiview
 
 REQUIRED = ("unet", "scheduler", "text_encoder", "tokenizer")
@@ -122,6 +124,13 @@ def _quiet_libraries() -> None:
     diffusers.utils.logging.set_verbosity_error()
 
 
+def _token_ids(tok, text: str, add_special_tokens: bool) -> list[int]:
+    """The token ids of `text`, unpadded, from a transformers tokenizer or a LeanTokenizer."""
+    if isinstance(tok, LeanTokenizer):
+        return tok.encode(text, add_special_tokens=add_special_tokens)
+    return tok(text, add_special_tokens=add_special_tokens).input_ids
+
+
 def _frozen(module, device: torch.device, dtype: torch.dtype):
     module = module.to(device)
     if next(module.parameters()).dtype != dtype:
@@ -140,27 +149,39 @@ class DiffusersPrior(Prior):
         super().__init__()
         self.path = resolve_prior_path(path)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        _quiet_libraries()
         index = _read_index(self.path)
         self.index = index
         self.device, self.dtype = torch.device(device), dtype
-        load = lambda n: _load_component(self.path, n, index[n])  # noqa: E731
-        self.scheduler = load("scheduler")
-        self.tokenizer = load("tokenizer")
-        self.text_encoder = _frozen(load("text_encoder"), self.device, dtype)
-        self.unet = _frozen(load("unet"), self.device, dtype)
-        self.vae = _frozen(load("vae"), self.device, dtype) if "vae" in index else None
+        # a small CPU prior starts from its cached bundle where one exists (priors/bundle.py), without diffusers
+        lean = prior_cache_enabled() and dtype == torch.float32 and eligible(self.path, index, self.device)
+        identity = prior_identity(self.path) if lean else None
+        self.bundle = PriorBundle(identity) if identity is not None else None
+        meta = self.bundle.meta() if self.bundle is not None else None
+        tokenizer = LeanTokenizer(self.path / "tokenizer") if meta is not None else None
+        if meta is not None and tokenizer.valid:
+            self.tokenizer = tokenizer
+            self.vae = None
+            self.alphas_cumprod = torch.tensor(meta["alphas_cumprod"], dtype=torch.float32)
+            self.num_train_timesteps = int(meta["num_train_timesteps"])
+            self.prediction_type = meta["prediction_type"]
+            sample_size, self.channels = int(meta["sample_size"]), int(meta["in_channels"])
+            self._unet_parameters = int(meta["unet_parameters"])
+        else:
+            self._load_components()
+            self.alphas_cumprod = self.scheduler.alphas_cumprod.to(torch.float32).to(self.device)
+            self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
+            self.prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
+            sample_size, self.channels = int(self.unet.config.sample_size), int(self.unet.config.in_channels)
+            self._unet_parameters = sum(p.numel() for p in self.unet.parameters())
+            if self.bundle is not None:
+                self.bundle.write_meta(self)
         self.latent = self.vae is not None
-        self.alphas_cumprod = self.scheduler.alphas_cumprod.to(torch.float32).to(self.device)
-        self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
-        self.prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
         if self.latent:
             self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
             self.latent_scaling = float(self.vae.config.get("scaling_factor", 0.18215))
-            self.native_resolution = int(self.unet.config.sample_size) * self.vae_scale
+            self.native_resolution = sample_size * self.vae_scale
         else:
-            self.native_resolution = int(self.unet.config.sample_size)
-        self.channels = int(self.unet.config.in_channels)
+            self.native_resolution = sample_size
         self.info = index.get("threedistill", {})
         multiview = multiview_entry(self.info)
         if multiview is not None:
@@ -171,8 +192,33 @@ class DiffusersPrior(Prior):
             self.num_views = num_views
             self.view_prompts = bool(multiview.get("view_prompts", False))
             make_multiview(self.unet, num_views)
-        self.use_graph = use_graph(self.unet, self.device)
+            self._unet_state = weights_state(self.unet)
+        self.use_graph = use_graph(self._unet_parameters, self.device)
         self._graph = self._graph_dtype = None
+
+    _COMPONENTS = ("scheduler", "tokenizer", "text_encoder", "unet")
+
+    def _load_components(self) -> None:
+        """The pipeline's components from diffusers and transformers, those not already set."""
+        _quiet_libraries()
+        load = lambda n: _load_component(self.path, n, self.index[n])  # noqa: E731
+        for name in self._COMPONENTS:
+            if name not in self.__dict__:
+                value = load(name)
+                setattr(
+                    self, name, _frozen(value, self.device, self.dtype) if name in ("text_encoder", "unet") else value
+                )
+                if name == "unet":
+                    self._unet_state = weights_state(self.unet)
+        if "vae" not in self.__dict__:
+            self.vae = _frozen(load("vae"), self.device, self.dtype) if "vae" in self.index else None
+
+    def __getattr__(self, name: str):
+        # started from a bundle: a component is loaded in full the first time something asks for it
+        if name in DiffusersPrior._COMPONENTS and "index" in self.__dict__:
+            self._load_components()
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
         kind = "latent" if self.latent else "pixel"
@@ -181,14 +227,20 @@ class DiffusersPrior(Prior):
         return f"DiffusersPrior({self.path}, {kind}, {self.native_resolution}px, {self.prediction_type}{views})"
 
     def _encode_uncached(self, texts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(
-            texts,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        return self.text_encoder(tokens.input_ids.to(self.device)).last_hidden_state.to(self.dtype)
+        tok = self.tokenizer
+        if isinstance(tok, LeanTokenizer):
+            ids = tok.ids(texts).to(self.device)
+        else:
+            ids = tok(
+                texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+            ).input_ids.to(self.device)
+        graph = self.bundle.text_graph(len(texts)) if self.bundle is not None else None
+        if graph is not None:
+            return graph(ids).to(self.dtype)
+        out = self.text_encoder(ids).last_hidden_state
+        if self.bundle is not None:
+            self.bundle.save_text_graph(self.text_encoder, ids, out)
+        return out.to(self.dtype)
 
     def prompt_warnings(self, text: str) -> list[str]:
         """Words the tokenizer maps to its unknown token, and the words cut off by its length limit."""
@@ -196,7 +248,7 @@ class DiffusersPrior(Prior):
         out = []
         if tok.unk_token_id is not None:
             words = re.findall(r"[\w']+|[^\w\s]", text)
-            unknown = [w for w in words if tok.unk_token_id in tok(w, add_special_tokens=False).input_ids]
+            unknown = [w for w in words if tok.unk_token_id in _token_ids(tok, w, add_special_tokens=False)]
             if unknown:
                 toy = isinstance(self.info, dict) and "trained_steps" in self.info  # trained here: a toy prior
                 real = "; it knows the toy world only (--prior PATH takes a real model)" if toy else ""
@@ -204,7 +256,7 @@ class DiffusersPrior(Prior):
                     f"the prior {self.path.name} does not know the words {', '.join(dict.fromkeys(unknown))} of "
                     f"{text!r}; they are read as unknown{real}"
                 )
-        ids = tok(text, add_special_tokens=True).input_ids
+        ids = _token_ids(tok, text, add_special_tokens=True)
         limit = int(tok.model_max_length)
         if len(ids) > limit:
             kept = tok.decode(ids[:limit], skip_special_tokens=True)
@@ -232,23 +284,33 @@ class DiffusersPrior(Prior):
             return None
         # a graph records the precision it was traced at: a new runner after `set_precision`
         if self._graph is None or self._graph_dtype != self.compute_dtype:
-            self._graph = GraphUNet(self.unet, self.autocast, group=self.num_views)
+            loaded = lambda: (self.__dict__["unet"], self._unet_state) if "unet" in self.__dict__ else None  # noqa: E731
+            self._graph = GraphUNet(
+                LazyUNet(loaded, lambda: self.unet),
+                self.autocast,
+                group=self.num_views,
+                identity=None if self.bundle is None else self.bundle.identity,
+                exact=self.compute_dtype == torch.bfloat16,
+            )
             self._graph_dtype = self.compute_dtype
         return self._graph
 
     def _unet(self, x_t, t, embeddings, **cond):
-        return self.unet_output(self.unet, x_t, t, embeddings, **cond)
+        return self.unet_output(None, x_t, t, embeddings, **cond)
 
     def unet_output(self, unet, x_t, t, embeddings, **cond) -> torch.Tensor:
-        """Raw output of `unet` (this prior's UNet or an adapted copy, e.g. VSD's LoRA particle model)."""
+        """Raw output of `unet` (this prior's UNet, or None for it, or an adapted copy, e.g. VSD's LoRA particle
+        model)."""
         if self.num_views > 1:
             cameras = camera_embedding(self.view_cameras(x_t.shape[0]), self.camera_convention)
             cond = {"class_labels": cameras.to(self.device, self.dtype)} | cond
         x_t, t, embeddings = x_t.to(self.dtype), t.to(self.device), embeddings.to(self.dtype)
-        graph = self.graph if unet is self.unet else None
+        own = unet is None or unet is self.__dict__.get("unet")
+        graph = self.graph if own else None
         if graph is not None and graph.applies(x_t, embeddings, cond):
             out = graph(x_t, t, embeddings, **cond)
         else:
+            unet = self.unet if unet is None else unet
             with self.autocast():
                 out = unet(x_t, t, encoder_hidden_states=embeddings, **cond).sample
         out = out.to(self.dtype)

@@ -8,6 +8,14 @@ import json
 import os
 from pathlib import Path
 
+PRIOR_CACHE_ENV = "THREEDISTILL_PRIOR_CACHE"  # 0 / off: no prior bundles or traced UNet graphs read or written
+
+
+def prior_cache_enabled() -> bool:
+    """Whether the prior's disk caches (priors/bundle.py, priors/graph.py) are used: unless $THREEDISTILL_PRIOR_CACHE
+    is 0, off, false or no (a first run's behaviour, e.g. to time it)."""
+    return os.environ.get(PRIOR_CACHE_ENV, "1").strip().lower() not in ("0", "off", "false", "no")
+
 
 def cache_dir(kind: str) -> Path:
     root = (

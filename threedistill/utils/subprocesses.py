@@ -60,11 +60,14 @@ def private_tempdir(purpose: str) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def run_module(module: str, args: list[str], timeout: float | None = None, cwd: str | Path | None = None):
+def run_module(
+    module: str, args: list[str], timeout: float | None = None, cwd: str | Path | None = None, env: dict | None = None
+):
     """`python -m module args` with its output captured. `-m` puts the working directory first on `sys.path`, so a
     stray `xatlas.py` there would be imported: the child gets PYTHONSAFEPATH (Python >= 3.11 adds nothing) and,
-    unless `cwd` is given (the arguments then may be relative to it), an empty working directory."""
-    env = {**os.environ, "PYTHONSAFEPATH": "1"}
+    unless `cwd` is given (the arguments then may be relative to it), an empty working directory; `env` adds to
+    the environment."""
+    env = {**os.environ, **(env or {}), "PYTHONSAFEPATH": "1"}
     preexec = _die_with_parent if sys.platform.startswith("linux") else None
     with private_tempdir("child") as empty:
         return subprocess.run(

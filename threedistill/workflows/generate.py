@@ -138,6 +138,20 @@ def method_config_paths(guidance_type: str, representation: str) -> list[Path]:
     return [p for p in paths if p.is_file()]
 
 
+def method_layers(sources: list, guidance_type: str, representation: str) -> list:
+    """`sources` with the method's files (method_config_paths) laid in: its general file first; its file for the
+    representation right after the representation's defaults (configs/generate/<representation>.yaml) where
+    `sources` holds them, being more specific (e.g. SDS's 200-step recipe on Gaussians in
+    configs/guidance/sds-gaussians.yaml), and first too where it does not."""
+    general, specific = (
+        [p for p in method_config_paths(guidance_type, representation) if p.stem == stem]
+        for stem in (guidance_type, f"{guidance_type}-{representation}")
+    )
+    defaults = default_config_path(representation)
+    at = next((i + 1 for i, s in enumerate(sources) if defaults is not None and s == defaults), 0)
+    return general + list(sources[:at]) + specific + list(sources[at:])
+
+
 def generate_schema(guidance_type: str) -> type[GenerateConfig]:
     """GenerateConfig with its `guidance` section typed by that method's config class, so a key of another
     method is an error naming this method's keys."""
@@ -180,25 +194,26 @@ def _check_guidance_overrides(guidance_type: str, overrides, action: str = "") -
 def _load_for_method(
     sources: list, overrides, default_method: str, action: str = "", method_defaults: bool = True
 ) -> GenerateConfig:
-    """A GenerateConfig typed by the guidance method `sources` (files or dicts) and `overrides` pick: the method's
-    configs/guidance files (method_config_paths) first when `method_defaults`, then `sources`, then `overrides`."""
+    """A GenerateConfig typed by the guidance method `sources` (files or dicts) and `overrides` pick: `sources` with
+    the method's configs/guidance files laid in when `method_defaults` (method_layers), then `overrides`."""
     files = [s for s in sources if not isinstance(s, dict)]
     method = str(peek_key("guidance_type", files, overrides, default_method))
     _check_guidance_overrides(method, overrides, action)
-    method_files = []
+    layers = list(sources)
     if method_defaults:
         given = [s["representation"] for s in sources if isinstance(s, dict) and "representation" in s]
         representation = peek_key(
             "representation", files, overrides, given[-1] if given else GenerateConfig.representation
         )
-        method_files = method_config_paths(method, str(representation))
-    return load_config(generate_schema(method), method_files + list(sources), overrides)
+        layers = method_layers(layers, method, str(representation))
+    return load_config(generate_schema(method), layers, overrides)
 
 
 def load_generate_config(config_files, overrides) -> GenerateConfig:
-    """Dataclass defaults, then the method's configs/guidance/<method>.yaml and <method>-<representation>.yaml, then
-    `config_files` (a representation's defaults or the user's YAML), then `key=value` overrides, validated against
-    the chosen method's schema."""
+    """Dataclass defaults, then the method's configs/guidance/<method>.yaml, the representation's defaults
+    (configs/generate/<representation>.yaml, where `config_files` start with them), the method's
+    <method>-<representation>.yaml, the rest of `config_files` (a multi-view prior's defaults, the user's YAML), then
+    `key=value` overrides, validated against the chosen method's schema."""
     return _load_for_method([f for f in config_files if f is not None], overrides, GenerateConfig.guidance_type)
 
 
