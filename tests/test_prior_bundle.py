@@ -111,3 +111,23 @@ def test_the_prior_cache_can_be_turned_off(monkeypatch, tmp_path):
         with torch.no_grad():
             prior._unet(torch.zeros(2, 3, 32, 32), torch.tensor([5, 500]), prior.encode_prompt(["a red cone", ""]))
     assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("meta.json"))
+
+
+def test_a_meta_file_with_wrong_values_is_not_used(monkeypatch, tmp_path):
+    import json
+
+    monkeypatch.setenv("THREEDISTILL_CACHE", str(tmp_path))
+    load_prior()
+    (meta_path,) = (tmp_path / "prior-bundles").rglob("meta.json")
+    good = json.loads(meta_path.read_text())
+    for key, value in [
+        ("alphas_cumprod", ["x"] * good["num_train_timesteps"]),
+        ("alphas_cumprod", [0.5] * 3),
+        ("sample_size", 0),
+        ("unet_parameters", True),
+        ("prediction_type", "noise"),
+        ("identity", "another"),
+    ]:
+        meta_path.write_text(json.dumps({**good, key: value}))
+        assert "unet" in load_prior().__dict__, key  # loaded in full (which writes the meta again)
+    assert "unet" not in load_prior().__dict__

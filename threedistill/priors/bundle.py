@@ -110,6 +110,7 @@ class PriorBundle:
     def __init__(self, identity: str):
         self.identity = identity
         self.folder = cache_dir("prior-bundles") / identity
+        self._text_graphs: dict[int, torch.jit.ScriptModule] = {}
 
     def meta(self) -> dict | None:
         """The bundle's meta.json, or None when it is missing or not this bundle's."""
@@ -120,10 +121,18 @@ class PriorBundle:
             meta = read_json(path, "prior bundle meta.json")
         except Exception:  # noqa: BLE001 - a damaged cache file is written again by the next full load
             return None
-        keys = {"identity", "alphas_cumprod", "num_train_timesteps", "prediction_type", "sample_size", "in_channels"}
-        if not (isinstance(meta, dict) and keys <= set(meta) and meta["identity"] == self.identity):
-            return None
-        return meta
+        counts = ("num_train_timesteps", "sample_size", "in_channels", "unet_parameters")
+        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+        ok = (
+            isinstance(meta, dict)
+            and meta.get("identity") == self.identity
+            and all(isinstance(meta.get(k), int) and not isinstance(meta.get(k), bool) and meta[k] > 0 for k in counts)
+            and meta.get("prediction_type") in ("epsilon", "v_prediction", "sample")
+            and isinstance(meta.get("alphas_cumprod"), list)
+            and len(meta["alphas_cumprod"]) == meta.get("num_train_timesteps")
+            and all(number(a) for a in meta["alphas_cumprod"])
+        )
+        return meta if ok else None
 
     def write_meta(self, prior) -> None:
         """Record what a fully loaded `prior` gives its users without its components."""
@@ -146,13 +155,16 @@ class PriorBundle:
 
     def text_graph(self, batch: int):
         """The text encoder traced for `batch` prompts, or None."""
+        if batch in self._text_graphs:
+            return self._text_graphs[batch]
         path = self.text_file(batch)
         if not path.is_file():
             return None
         try:
-            return torch.jit.load(str(path), map_location="cpu")
+            self._text_graphs[batch] = torch.jit.load(str(path), map_location="cpu")
         except Exception:  # noqa: BLE001 - a damaged cache file: the full encoder runs and writes it again
             return None
+        return self._text_graphs[batch]
 
     def save_text_graph(self, text_encoder, ids: torch.Tensor, expected: torch.Tensor) -> None:
         """Trace `text_encoder` on `ids` and keep the graph if it gives `expected` (its eager output) bit for bit."""
