@@ -131,3 +131,20 @@ def test_a_meta_file_with_wrong_values_is_not_used(monkeypatch, tmp_path):
         meta_path.write_text(json.dumps({**good, key: value}))
         assert "unet" in load_prior().__dict__, key  # loaded in full (which writes the meta again)
     assert "unet" not in load_prior().__dict__
+
+
+def test_an_unwritable_cache_means_full_loads_and_traces_without_a_word(monkeypatch, tmp_path):
+    from threedistill.priors.graph import GraphUNet
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("THREEDISTILL_CACHE", str(blocked / "cache"))  # mkdir fails under a file
+    monkeypatch.setattr(GraphUNet, "warmup_calls", 0)
+    prior = load_prior(precision="bfloat16")
+    assert prior.bundle is None and "unet" in prior.__dict__
+    x, t = torch.zeros(2, 3, 32, 32), torch.tensor([5, 500])
+    emb = prior.encode_prompt(["a red cone", ""])
+    with torch.no_grad():
+        fast = prior._unet(x, t, emb)
+        prior.use_graph = False
+        assert torch.equal(fast, prior._unet(x, t, emb))

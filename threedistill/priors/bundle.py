@@ -108,6 +108,7 @@ class PriorBundle:
     """The cached stand-ins of one prior's components (see the module's notes)."""
 
     def __init__(self, identity: str):
+        """Raises OSError where the cache folder cannot be made (a read-only home): the prior then loads in full."""
         self.identity = identity
         self.folder = cache_dir("prior-bundles") / identity
         self._text_graphs: dict[int, torch.jit.ScriptModule] = {}

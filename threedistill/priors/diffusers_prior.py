@@ -155,7 +155,10 @@ class DiffusersPrior(Prior):
         # a small CPU prior starts from its cached bundle where one exists (priors/bundle.py), without diffusers
         lean = prior_cache_enabled() and dtype == torch.float32 and eligible(self.path, index, self.device)
         identity = prior_identity(self.path) if lean else None
-        self.bundle = PriorBundle(identity) if identity is not None else None
+        try:
+            self.bundle = PriorBundle(identity) if identity is not None else None
+        except OSError:  # no cache folder to be had: every load is a full one
+            self.bundle = None
         meta = self.bundle.meta() if self.bundle is not None else None
         tokenizer = LeanTokenizer(self.path / "tokenizer") if meta is not None else None
         if meta is not None and tokenizer.valid:

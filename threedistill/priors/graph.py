@@ -165,7 +165,8 @@ class GraphUNet:
 
     def _stored(self, key: tuple) -> bool:
         if key not in self._on_disk:
-            self._on_disk[key] = key in self._graphs or self.cache_file(key).is_file()
+            path = self._cache_path(key)
+            self._on_disk[key] = key in self._graphs or (path is not None and path.is_file())
         return self._on_disk[key]
 
     def _digest(self) -> str:
@@ -193,6 +194,13 @@ class GraphUNet:
         )
         return cache_dir("unet-graphs") / f"{name}.pt"
 
+    def _cache_path(self, key: tuple) -> Path | None:
+        """`cache_file(key)`, or None where the cache folder cannot be made (a read-only home)."""
+        try:
+            return self.cache_file(key)
+        except OSError:
+            return None
+
     def _trace(self, x, t, embeddings, cond_names, cond) -> torch.jit.ScriptModule:
         call = _Call(self.unet, cond_names).eval()
         previous = torch._C._jit_set_autocast_mode(False)  # record autocast's casts, do not re-apply them
@@ -210,7 +218,7 @@ class GraphUNet:
         with self._lock:
             graph = self._graphs.get(key)
             if graph is None:
-                path = self.cache_file(key) if self.disk_cache and prior_cache_enabled() else None
+                path = self._cache_path(key) if self.disk_cache and prior_cache_enabled() else None
                 if path is not None and path.is_file():
                     try:
                         graph = torch.jit.load(str(path), map_location=x.device)
