@@ -1,5 +1,6 @@
-"""The user cache folder for things that are slow to build and cheap to keep (silhouette banks, later the
-native kernels): $THREEDISTILL_CACHE, else $XDG_CACHE_HOME/threedistill, else ~/.cache/threedistill."""
+"""The user cache folder for things that are slow to build and cheap to keep (silhouette banks, the native
+kernels, traced UNet graphs, small priors' bundles): $THREEDISTILL_CACHE, else $XDG_CACHE_HOME/threedistill, else
+~/.cache/threedistill."""
 
 from __future__ import annotations
 
