@@ -344,7 +344,7 @@ def run_perf_bench(
         with tempfile.TemporaryDirectory() as tmp:
             # a first run on a machine: the prior loaded in full and its UNet traced (no prior cache)
             first = command_wall_and_memory(PERF_PROMPT, Path(tmp), repeats, log, {PRIOR_CACHE_ENV: "0"}, "first")
-            command = command_wall_and_memory(PERF_PROMPT, Path(tmp), 1, log)  # fills the cache if it is empty
+            command_wall_and_memory(PERF_PROMPT, Path(tmp), 1, log, label="fill")  # fills the cache if it is empty
             command = command_wall_and_memory(PERF_PROMPT, Path(tmp), repeats, log)
             command["first_run"] = first
             command["phases"] = command_phases(PERF_PROMPT, Path(tmp), repeats, log)

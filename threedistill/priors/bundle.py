@@ -20,24 +20,16 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from importlib import metadata
 from pathlib import Path
 
 import torch
 
-from ..utils.cache import cache_dir, cache_key
+from ..utils.cache import cache_dir, cache_key, installed_version
 from ..utils.files import atomic_path, atomic_write, read_json
 
 # Priors whose files add up to more than this are not hashed at every load (a real model's gigabytes).
 MAX_BUNDLE_BYTES = 200_000_000
 META_VERSION = 1
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "-"
 
 
 def prior_identity(root: Path) -> str | None:
@@ -50,14 +42,12 @@ def prior_identity(root: Path) -> str | None:
     for p in files:
         h.update(str(p.relative_to(root)).encode() + b"\0")
         h.update(hashlib.sha256(p.read_bytes()).digest())
-    versions = {d: _version(d) for d in ("torch", "diffusers", "transformers", "tokenizers")}
+    versions = {d: installed_version(d) for d in ("torch", "diffusers", "transformers", "tokenizers")}
     return cache_key(files=h.hexdigest(), versions=versions, meta=META_VERSION)
 
 
-def eligible(root: Path, index: dict, device: torch.device) -> bool:
+def eligible(root: Path, index: dict, device: torch.device, multiview: bool) -> bool:
     """Whether a bundle can stand in for this prior's components: CPU, no VAE, 2D, a tokenizers tokenizer.json."""
-    info = index.get("threedistill")
-    multiview = isinstance(info, dict) and info.get("multiview") is not None
     return (
         device.type == "cpu"
         and "vae" not in index
@@ -135,19 +125,12 @@ class PriorBundle:
         )
         return meta if ok else None
 
-    def write_meta(self, prior) -> None:
-        """Record what a fully loaded `prior` gives its users without its components."""
-        meta = {
-            "identity": self.identity,
-            "alphas_cumprod": [float(a) for a in prior.alphas_cumprod.cpu().tolist()],
-            "num_train_timesteps": prior.num_train_timesteps,
-            "prediction_type": prior.prediction_type,
-            "sample_size": int(prior.unet.config.sample_size),
-            "in_channels": int(prior.unet.config.in_channels),
-            "unet_parameters": sum(p.numel() for p in prior.unet.parameters()),
-        }
+    def write_meta(self, values: dict) -> None:
+        """Record what a fully loaded prior gives its users without its components: the values `meta` checks
+        (alphas_cumprod as a list of floats, num_train_timesteps, prediction_type, sample_size, in_channels,
+        unet_parameters)."""
         try:
-            atomic_write(self.folder / "meta.json", json.dumps(meta) + "\n")
+            atomic_write(self.folder / "meta.json", json.dumps({"identity": self.identity, **values}) + "\n")
         except OSError:  # a read-only or full cache: every process loads in full
             pass
 

@@ -152,8 +152,11 @@ class DiffusersPrior(Prior):
         index = _read_index(self.path)
         self.index = index
         self.device, self.dtype = torch.device(device), dtype
+        self.info = index.get("threedistill", {})
+        multiview = multiview_entry(self.info)
         # a small CPU prior starts from its cached bundle where one exists (priors/bundle.py), without diffusers
-        lean = prior_cache_enabled() and dtype == torch.float32 and eligible(self.path, index, self.device)
+        lean = prior_cache_enabled() and dtype == torch.float32
+        lean = lean and eligible(self.path, index, self.device, multiview is not None)
         identity = prior_identity(self.path) if lean else None
         try:
             self.bundle = PriorBundle(identity) if identity is not None else None
@@ -162,22 +165,23 @@ class DiffusersPrior(Prior):
         meta = self.bundle.meta() if self.bundle is not None else None
         tokenizer = LeanTokenizer(self.path / "tokenizer") if meta is not None else None
         if meta is not None and tokenizer.valid:
-            self.tokenizer = tokenizer
-            self.vae = None
-            self.alphas_cumprod = torch.tensor(meta["alphas_cumprod"], dtype=torch.float32)
-            self.num_train_timesteps = int(meta["num_train_timesteps"])
-            self.prediction_type = meta["prediction_type"]
-            sample_size, self.channels = int(meta["sample_size"]), int(meta["in_channels"])
-            self._unet_parameters = int(meta["unet_parameters"])
+            self.tokenizer, self.vae, values = tokenizer, None, meta
         else:
             self._load_components()
-            self.alphas_cumprod = self.scheduler.alphas_cumprod.to(torch.float32).to(self.device)
-            self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
-            self.prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
-            sample_size, self.channels = int(self.unet.config.sample_size), int(self.unet.config.in_channels)
-            self._unet_parameters = sum(p.numel() for p in self.unet.parameters())
+            values = {
+                "alphas_cumprod": self.scheduler.alphas_cumprod.to(torch.float32).tolist(),
+                "num_train_timesteps": int(self.scheduler.config.num_train_timesteps),
+                "prediction_type": self.scheduler.config.get("prediction_type", "epsilon"),
+                "sample_size": int(self.unet.config.sample_size),
+                "in_channels": int(self.unet.config.in_channels),
+                "unet_parameters": sum(p.numel() for p in self.unet.parameters()),
+            }
             if self.bundle is not None:
-                self.bundle.write_meta(self)
+                self.bundle.write_meta(values)
+        self.alphas_cumprod = torch.tensor(values["alphas_cumprod"], dtype=torch.float32, device=self.device)
+        self.num_train_timesteps, self.prediction_type = values["num_train_timesteps"], values["prediction_type"]
+        sample_size, self.channels = values["sample_size"], values["in_channels"]
+        self._unet_parameters = values["unet_parameters"]
         self.latent = self.vae is not None
         if self.latent:
             self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -185,8 +189,6 @@ class DiffusersPrior(Prior):
             self.native_resolution = sample_size * self.vae_scale
         else:
             self.native_resolution = sample_size
-        self.info = index.get("threedistill", {})
-        multiview = multiview_entry(self.info)
         if multiview is not None:
             where = str(self.path / "model_index.json")
             num_views = multiview.get("num_views")

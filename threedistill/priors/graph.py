@@ -28,18 +28,8 @@ from pathlib import Path
 
 import torch
 
-from ..utils.cache import cache_dir, cache_key, prior_cache_enabled
+from ..utils.cache import cache_dir, cache_key, installed_version, prior_cache_enabled
 from ..utils.files import atomic_path
-
-
-def _version(dist: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "-"
-
 
 # UNets above this many parameters run directly: their convolutions use the threads well already, and tracing
 # a large model costs seconds of set-up for little gain.
@@ -149,7 +139,7 @@ class GraphUNet:
         self._calls[key] = self._calls.get(key, 0) + 1
         if self._calls[key] > self.warmup_calls:
             return True
-        if not (self.exact and self.disk_cache and prior_cache_enabled() and not self._changed):
+        if not (self.exact and not self._changed):
             return False
         names = tuple(sorted(cond))
         pieces = [
@@ -166,7 +156,7 @@ class GraphUNet:
     def _stored(self, key: tuple) -> bool:
         if key not in self._on_disk:
             path = self._cache_path(key)
-            self._on_disk[key] = key in self._graphs or (path is not None and path.is_file())
+            self._on_disk[key] = path is not None and (key in self._graphs or path.is_file())
         return self._on_disk[key]
 
     def _digest(self) -> str:
@@ -180,8 +170,11 @@ class GraphUNet:
             self._weights_digest = h.hexdigest()
         return self._weights_digest
 
-    def cache_file(self, key: tuple) -> Path:
-        """Where the frozen graph for the input signature `key` is kept across processes."""
+    def _cache_path(self, key: tuple) -> Path | None:
+        """Where the frozen graph for the input signature `key` is kept across processes; None where the disk cache
+        is off (`disk_cache`, $THREEDISTILL_PRIOR_CACHE) or its folder cannot be made (a read-only home)."""
+        if not (self.disk_cache and prior_cache_enabled()):
+            return None
         with torch.no_grad(), self.autocast():  # the type autocast computes in (None: no autocast)
             computes = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
         weights = self.identity if self.identity is not None and not self._changed else self._digest()
@@ -190,14 +183,10 @@ class GraphUNet:
             signature=repr(key),
             autocast=str(computes),
             torch=torch.__version__,
-            diffusers=_version("diffusers"),
+            diffusers=installed_version("diffusers"),
         )
-        return cache_dir("unet-graphs") / f"{name}.pt"
-
-    def _cache_path(self, key: tuple) -> Path | None:
-        """`cache_file(key)`, or None where the cache folder cannot be made (a read-only home)."""
         try:
-            return self.cache_file(key)
+            return cache_dir("unet-graphs") / f"{name}.pt"
         except OSError:
             return None
 
@@ -218,7 +207,7 @@ class GraphUNet:
         with self._lock:
             graph = self._graphs.get(key)
             if graph is None:
-                path = self._cache_path(key) if self.disk_cache and prior_cache_enabled() else None
+                path = self._cache_path(key)
                 if path is not None and path.is_file():
                     try:
                         graph = torch.jit.load(str(path), map_location=x.device)

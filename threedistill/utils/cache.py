@@ -18,6 +18,16 @@ def prior_cache_enabled() -> bool:
     return os.environ.get(PRIOR_CACHE_ENV, "1").strip().lower() not in ("0", "off", "false", "no")
 
 
+def installed_version(dist: str) -> str:
+    """The installed version of the distribution `dist` ("-" if it is not installed), for cache keys."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
 def cache_dir(kind: str) -> Path:
     root = (
         os.environ.get("THREEDISTILL_CACHE")
