@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from threedistill.priors import load_prior
@@ -148,3 +149,11 @@ def test_an_unwritable_cache_means_full_loads_and_traces_without_a_word(monkeypa
         fast = prior._unet(x, t, emb)
         prior.use_graph = False
         assert torch.equal(fast, prior._unet(x, t, emb))
+
+
+def test_a_bad_prior_cache_setting_is_a_one_line_error(monkeypatch):
+    from threedistill.errors import ConfigError
+
+    monkeypatch.setenv("THREEDISTILL_PRIOR_CACHE", "maybe")
+    with pytest.raises(ConfigError, match="THREEDISTILL_PRIOR_CACHE must be one of .* got 'maybe'"):
+        load_prior()

@@ -12,10 +12,20 @@ from pathlib import Path
 PRIOR_CACHE_ENV = "THREEDISTILL_PRIOR_CACHE"  # 0 / off: no prior bundles or traced UNet graphs read or written
 
 
+PRIOR_CACHE_VALUES = {v: True for v in ("1", "on", "true", "yes")} | {v: False for v in ("0", "off", "false", "no")}
+
+
 def prior_cache_enabled() -> bool:
     """Whether the prior's disk caches (priors/bundle.py, priors/graph.py) are used: unless $THREEDISTILL_PRIOR_CACHE
-    is 0, off, false or no (a first run's behaviour, e.g. to time it)."""
-    return os.environ.get(PRIOR_CACHE_ENV, "1").strip().lower() not in ("0", "off", "false", "no")
+    is 0, off, false or no (a first run's behaviour, e.g. to time it); another value is a one-line ConfigError."""
+    value = os.environ.get(PRIOR_CACHE_ENV, "1").strip().lower()
+    if value not in PRIOR_CACHE_VALUES:
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"{PRIOR_CACHE_ENV} must be one of {', '.join(PRIOR_CACHE_VALUES)}, got {os.environ[PRIOR_CACHE_ENV]!r}"
+        )
+    return PRIOR_CACHE_VALUES[value]
 
 
 def installed_version(dist: str) -> str:
