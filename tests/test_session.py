@@ -48,3 +48,37 @@ def test_run_config_layers_shipped_config_options_and_overrides(tmp_path):
     assert cfg.trainer.steps != shipped.trainer.steps or cfg.resolution == shipped.resolution
     with pytest.raises(ThreeDistillError, match="not a run directory"):
         run_config(FitConfig, "fit", "representation", tmp_path, [])
+
+
+def test_a_new_run_that_fails_before_training_leaves_no_folder_and_a_resumed_one_is_kept(tmp_path):
+    out = tmp_path / "out"
+    session = RunSession.start("fit", FitConfig(scene="x"), out / "scene", "fit-gaussians", log=lambda s: None)
+    with pytest.raises(ThreeDistillError, match="bad prior"), session:
+        raise ThreeDistillError("bad prior")
+    assert not out.exists()  # the run folder and the two folders start made for it
+    kept = RunSession.start("fit", FitConfig(scene="x"), tmp_path, "fit-gaussians", log=lambda s: None)
+    with kept:  # no error: the folder stays
+        pass
+    resumed = RunSession.resume("fit", FitConfig(scene="x"), kept.dir, log=lambda s: None)
+    with pytest.raises(KeyboardInterrupt), resumed:
+        raise KeyboardInterrupt
+    assert (kept.dir / "config.yaml").is_file() and tmp_path.is_dir()  # a folder the run did not make is kept
+
+
+def test_a_bad_prior_leaves_no_run_folder_but_a_crash_after_training_keeps_the_run(tmp_path, monkeypatch):
+    from threedistill.workflows import generate as workflow
+
+    args = dict(prompt="a red cone", steps=2, progress=False, log=lambda s: None, out=str(tmp_path / "runs"))
+    overrides = ["device=cpu", "export=[]", "gaussians.num_points=100", "trainer.resolution=16"]
+    with pytest.raises(ThreeDistillError, match="prior directory not found"):
+        generate(prior=str(tmp_path / "no-prior"), overrides=overrides, **args)
+    assert not (tmp_path / "runs").exists()
+
+    def broken_turntable(run):  # a crash in the finishing work, after the training wrote its checkpoint
+        raise OSError("disk full")
+
+    monkeypatch.setattr(workflow, "write_turntable", broken_turntable)
+    with pytest.raises(OSError, match="disk full"):
+        generate(overrides=overrides + ["trainer.checkpoint_every=2"], **args)
+    (run_dir,) = (tmp_path / "runs" / "a-red-cone").iterdir()
+    assert (run_dir / "checkpoints" / "latest.json").is_file()  # kept, so `--resume` can finish it

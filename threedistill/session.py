@@ -2,16 +2,18 @@
 atomically, never shared by two runs), the resolved config and the run's kind saved in it, device, kernels and
 seed, resuming from the latest checkpoint, the wall time and metrics merged into metrics.json.
 
-A workflow opens a session (`RunSession.start` for a new run, `RunSession.resume` for a run directory), builds
-its model, objective and views, trains one or more Trainers with `session.train`, writes its outputs and calls
-`session.finish`. `read_run_kind` tells what kind of run a directory holds, so commands that take any run
-(`t3d export`, `t3d eval`) can load it."""
+A workflow opens a session (`RunSession.start` for a new run, `RunSession.resume` for a run directory) and, inside
+`with session:`, builds its model, objective and views, trains one or more Trainers with `session.train`, writes
+its outputs and calls `session.finish`; a new run that fails before its training starts leaves no folder.
+`read_run_kind` tells what kind of run a directory holds, so commands that take any run (`t3d export`,
+`t3d eval`) can load it."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import sys
 import time
 import warnings
@@ -219,14 +221,38 @@ class RunSession:
         self.kind, self.cfg, self.dir, self.resuming, self.log = kind, cfg, Path(run_dir), resuming, log
         self._lock = lock_run(self.dir)  # released when the session is dropped or its process dies
         self.started = time.time()
+        self.training = False  # set when `train` first runs: from then on the folder is the run's, whatever happens
+        self.made: list[Path] = []  # the folders above a new run's that `start` made (removed with a failed run)
+
+    def __enter__(self) -> "RunSession":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        """A new run that fails (or is stopped) before its training starts leaves no folder behind: it holds only
+        the config and would show up among the runs as one that never ran (a bad prior, an unreadable model).
+        A resumed run, or one that reached its training, is kept whatever happens, so it can be resumed."""
+        if self._lock is not None:  # the session ends here: another process may resume the run from now on
+            self._lock.close()
+            self._lock = None
+        if error is None or self.resuming or self.training or self.has_checkpoint():
+            return
+        shutil.rmtree(self.dir, ignore_errors=True)
+        for folder in self.made:  # e.g. --out's <prompt> folder, unless another run has appeared in it meanwhile
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
     @classmethod
     def start(cls, kind: str, cfg, parent: Path, method: str, log=print) -> "RunSession":
         """A new run: parent/<method>@<timestamp>/ with config.yaml (the resolved config) and run.json."""
+        made = [p for p in [Path(parent), *Path(parent).parents] if not p.exists()]  # deepest first
         run_dir = new_run_dir_at(parent, method)
         save_config(cfg, run_dir / "config.yaml")
         write_json(run_dir / RUN_FILE, {"kind": kind}, indent=None)
-        return cls(kind, cfg, run_dir, resuming=False, log=log)
+        session = cls(kind, cfg, run_dir, resuming=False, log=log)
+        session.made = made
+        return session
 
     @classmethod
     def resume(cls, kind: str, cfg, run_dir: Path, log=print) -> "RunSession":
@@ -262,6 +288,7 @@ class RunSession:
         on_step: Callable[[int, dict], None] | None = None,
     ) -> bool:
         """Run `trainer` to its end (or `stop_at`); True when it reached its last step."""
+        self.training = True
         trainer.fit(progress=progress, stop_at=stop_at, preview=preview, on_step=on_step)
         return trainer.step == trainer.cfg.steps
 

@@ -152,43 +152,44 @@ def edit(
         session = RunSession.start("edit", cfg, Path(cfg.out) / scene_slug(str(scene_path)), f"edit-{cfg.method}", log)
     else:
         session = RunSession.resume("edit", cfg, run_dir, log)
-    device, _ = session.setup(cfg.device, cfg.native, cfg.trainer.seed)
-    original = RegionModel(copy.deepcopy(gaussians).requires_grad_(False), selected).to(device)
-    if cfg.method == "drag":
-        model, guidance, views = build_drag(cfg, points, scene, gaussians, selected, original, device, log)
-    else:
-        model = RegionModel(gaussians, selected, cfg.lambda_preserve, cfg.lr, cfg.max_scale_growth).to(device)
-    if cfg.method == "in2n":  # trains on a dataset of edit views (RegionViews' cameras) that it re-edits in 2D
-        guidance, views = build_in2n(cfg, model, RegionViews(original, object_radius(the_region), cfg), device)
-    elif cfg.method != "drag":
-        guidance = method_guidance(cfg, load_prior(cfg.prior, device=device))
-        views = RegionViews(original, object_radius(the_region), cfg, with_source="source" in guidance.targets)
-    trainer = Trainer(cfg.trainer, model, guidance, cfg.prompt, session.dir, log=log, views=views)
-    if cfg.method == "in2n":
-        views.draw(trainer.generator)  # the dataset's cameras come from the run's generator
-    session.restore(trainer)
-    run = Run(session.dir, cfg, gaussians, trainer, kind="edit")
-    preview = edit_preview(fit_dir, scene, the_region, original, views, cfg)
-    live = start_viewer(viewer, cfg.trainer.steps, scene=scene, log=log)
-    try:
-        finished = session.train(
-            trainer,
-            progress=progress,
-            stop_at=stop_at,
-            preview=lambda step: write_edit_preview(run, model, preview, step),
-            on_step=on_step(live, model),
-        )
-    finally:
-        if live is not None:
-            live.close()
-    if finished:
-        write_edit_preview(run, model.cpu(), preview, cfg.trainer.steps, name="edit.png")
-        metrics = {"edited_gaussians": int(selected.sum()), "region": str(the_region)}
-        if cfg.method == "drag":  # the edit written into the scene's Gaussians (rest rows: the source's own)
-            run.model = gaussians = model.baked()
-            metrics["ring_gaussians"] = len(model.ring_index)
-        export_scene_model(gaussians.cpu(), "gaussians", scene, cfg.export, session.dir, log)
-        session.finish(metrics)
+    with session:
+        device, _ = session.setup(cfg.device, cfg.native, cfg.trainer.seed)
+        original = RegionModel(copy.deepcopy(gaussians).requires_grad_(False), selected).to(device)
+        if cfg.method == "drag":
+            model, guidance, views = build_drag(cfg, points, scene, gaussians, selected, original, device, log)
+        else:
+            model = RegionModel(gaussians, selected, cfg.lambda_preserve, cfg.lr, cfg.max_scale_growth).to(device)
+        if cfg.method == "in2n":  # trains on a dataset of edit views (RegionViews' cameras) that it re-edits in 2D
+            guidance, views = build_in2n(cfg, model, RegionViews(original, object_radius(the_region), cfg), device)
+        elif cfg.method != "drag":
+            guidance = method_guidance(cfg, load_prior(cfg.prior, device=device))
+            views = RegionViews(original, object_radius(the_region), cfg, with_source="source" in guidance.targets)
+        trainer = Trainer(cfg.trainer, model, guidance, cfg.prompt, session.dir, log=log, views=views)
+        if cfg.method == "in2n":
+            views.draw(trainer.generator)  # the dataset's cameras come from the run's generator
+        session.restore(trainer)
+        run = Run(session.dir, cfg, gaussians, trainer, kind="edit")
+        preview = edit_preview(fit_dir, scene, the_region, original, views, cfg)
+        live = start_viewer(viewer, cfg.trainer.steps, scene=scene, log=log)
+        try:
+            finished = session.train(
+                trainer,
+                progress=progress,
+                stop_at=stop_at,
+                preview=lambda step: write_edit_preview(run, model, preview, step),
+                on_step=on_step(live, model),
+            )
+        finally:
+            if live is not None:
+                live.close()
+        if finished:
+            write_edit_preview(run, model.cpu(), preview, cfg.trainer.steps, name="edit.png")
+            metrics = {"edited_gaussians": int(selected.sum()), "region": str(the_region)}
+            if cfg.method == "drag":  # the edit written into the scene's Gaussians (rest rows: the source's own)
+                run.model = gaussians = model.baked()
+                metrics["ring_gaussians"] = len(model.ring_index)
+            export_scene_model(gaussians.cpu(), "gaussians", scene, cfg.export, session.dir, log)
+            session.finish(metrics)
     return run
 
 

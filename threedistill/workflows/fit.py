@@ -381,38 +381,39 @@ def fit(
         session = RunSession.start("fit", cfg, Path(cfg.out) / scene_slug(cfg.scene), f"fit-{cfg.representation}", log)
     else:
         session = RunSession.resume("fit", cfg, run_dir, log)
-    device, gen = session.setup(cfg.device, cfg.native, cfg.trainer.seed)
-    depth = cfg.lambda_depth > 0
-    views = SceneViews(data, data.train_indices, cfg.resolution_rule(), device, cfg.background, depth_points=depth)
-    model = build_model(cfg, data, gen, device, views)
-    objective = PhotometricLoss(
-        cfg.lambda_dssim,
-        masked=cfg.mask_loss,
-        appearance_views=len(data.train_indices) if cfg.appearance else 0,
-        lr_appearance=cfg.lr_appearance,
-        lambda_depth=cfg.lambda_depth,
-        depth_scale=cfg.gaussians.scene_scale,
-    )
-    trainer = Trainer(cfg.trainer, model, objective, "", session.dir, log=log, views=views)
-    session.restore(trainer)
-    run = Run(session.dir, cfg, model, trainer, kind="fit")
-    live = start_viewer(viewer, cfg.trainer.steps, scene=data, log=log)
-    try:
-        finished = session.train(
-            trainer,
-            progress=progress,
-            stop_at=stop_at,
-            preview=lambda step: write_fit_preview(run, data, step),
-            on_step=on_step(live, model),
+    with session:
+        device, gen = session.setup(cfg.device, cfg.native, cfg.trainer.seed)
+        depth = cfg.lambda_depth > 0
+        views = SceneViews(data, data.train_indices, cfg.resolution_rule(), device, cfg.background, depth_points=depth)
+        model = build_model(cfg, data, gen, device, views)
+        objective = PhotometricLoss(
+            cfg.lambda_dssim,
+            masked=cfg.mask_loss,
+            appearance_views=len(data.train_indices) if cfg.appearance else 0,
+            lr_appearance=cfg.lr_appearance,
+            lambda_depth=cfg.lambda_depth,
+            depth_scale=cfg.gaussians.scene_scale,
         )
-    finally:
-        if live is not None:
-            live.close()
-    if finished:
-        model.cpu()
-        metrics = {**fit_metrics(run, data), "peak_memory_gb": peak_memory_gb()}
-        export_scene_model(model, cfg.representation, data, cfg.export, session.dir, log)
-        session.finish(metrics)
+        trainer = Trainer(cfg.trainer, model, objective, "", session.dir, log=log, views=views)
+        session.restore(trainer)
+        run = Run(session.dir, cfg, model, trainer, kind="fit")
+        live = start_viewer(viewer, cfg.trainer.steps, scene=data, log=log)
+        try:
+            finished = session.train(
+                trainer,
+                progress=progress,
+                stop_at=stop_at,
+                preview=lambda step: write_fit_preview(run, data, step),
+                on_step=on_step(live, model),
+            )
+        finally:
+            if live is not None:
+                live.close()
+        if finished:
+            model.cpu()
+            metrics = {**fit_metrics(run, data), "peak_memory_gb": peak_memory_gb()}
+            export_scene_model(model, cfg.representation, data, cfg.export, session.dir, log)
+            session.finish(metrics)
     return run
 
 

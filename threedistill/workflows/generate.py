@@ -348,26 +348,27 @@ def generate(
         session = RunSession.start(
             "generate", cfg, Path(cfg.out) / slugify(cfg.prompt), f"{cfg.guidance_type}-{cfg.representation}", log
         )
-    run_dir = session.dir
-    resumed = resume is not None and session.has_checkpoint()
-    first = int(latest_checkpoint(run_dir)[1].get("stage", 0)) if resumed else 0
-    offset = sum(c.trainer.steps for c in stages[:first])
-    live = start_viewer(viewer, cfg.trainer.steps, log=log)
-    try:
-        run, offset = _run_stages(cfg, stages, first, offset, session, live, progress, stop_at, log)
-    finally:
-        if live is not None:
-            live.close()
-    if run is None:
-        raise ThreeDistillError(f"nothing to run: stop_at={stop_at} is before the run's next step {offset}")
-    if run.trainer.step == run.config.trainer.steps and run.trainer.stage == len(stages) - 1:
-        run.model.cpu()  # turntable and exports run on the CPU whatever the training device
-        log("writing the turntable and the exports")
-        write_turntable(run)
-        export_finished_run(run, log)
-        session.finish()
-        if page and RUN_PAGE in run.config.export:  # after metrics.json has the run's wall time
-            export_run_page(run.dir, run.model, run.config.representation, log)
+    with session:
+        run_dir = session.dir
+        resumed = resume is not None and session.has_checkpoint()
+        first = int(latest_checkpoint(run_dir)[1].get("stage", 0)) if resumed else 0
+        offset = sum(c.trainer.steps for c in stages[:first])
+        live = start_viewer(viewer, cfg.trainer.steps, log=log)
+        try:
+            run, offset = _run_stages(cfg, stages, first, offset, session, live, progress, stop_at, log)
+        finally:
+            if live is not None:
+                live.close()
+        if run is None:
+            raise ThreeDistillError(f"nothing to run: stop_at={stop_at} is before the run's next step {offset}")
+        if run.trainer.step == run.config.trainer.steps and run.trainer.stage == len(stages) - 1:
+            run.model.cpu()  # turntable and exports run on the CPU whatever the training device
+            log("writing the turntable and the exports")
+            write_turntable(run)
+            export_finished_run(run, log)
+            session.finish()
+            if page and RUN_PAGE in run.config.export:  # after metrics.json has the run's wall time
+                export_run_page(run.dir, run.model, run.config.representation, log)
     return run
 
 
