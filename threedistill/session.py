@@ -219,7 +219,7 @@ class RunSession:
 
     def __init__(self, kind: str, cfg, run_dir: Path, resuming: bool, log: Callable[[str], None] = print):
         self.kind, self.cfg, self.dir, self.resuming, self.log = kind, cfg, Path(run_dir), resuming, log
-        self._lock = lock_run(self.dir)  # released when the session is dropped or its process dies
+        self._lock = lock_run(self.dir)  # released when the session ends (`with`), is dropped or its process dies
         self.started = time.time()
         self.training = False  # set when `train` first runs: from then on the folder is the run's, whatever happens
         self.made: list[Path] = []  # the folders above a new run's that `start` made (removed with a failed run)
