@@ -217,12 +217,14 @@ def lock_run(run_dir: Path):
 class RunSession:
     """The run directory and bookkeeping of one run of `kind` (see the module docstring)."""
 
-    def __init__(self, kind: str, cfg, run_dir: Path, resuming: bool, log: Callable[[str], None] = print):
+    def __init__(
+        self, kind: str, cfg, run_dir: Path, resuming: bool, log: Callable[[str], None] = print, made: list[Path] = ()
+    ):
         self.kind, self.cfg, self.dir, self.resuming, self.log = kind, cfg, Path(run_dir), resuming, log
         self._lock = lock_run(self.dir)  # released when the session ends (`with`), is dropped or its process dies
         self.started = time.time()
         self.training = False  # set when `train` first runs: from then on the folder is the run's, whatever happens
-        self.made: list[Path] = []  # the folders above a new run's that `start` made (removed with a failed run)
+        self.made = list(made)  # the folders above a new run's that `start` made (removed with a failed run)
 
     def __enter__(self) -> "RunSession":
         return self
@@ -234,7 +236,7 @@ class RunSession:
         if self._lock is not None:  # the session ends here: another process may resume the run from now on
             self._lock.close()
             self._lock = None
-        if error is None or self.resuming or self.training or self.has_checkpoint():
+        if error is None or self.resuming or self.training:  # a new run's checkpoints come from its training
             return
         shutil.rmtree(self.dir, ignore_errors=True)
         for folder in self.made:  # e.g. --out's <prompt> folder, unless another run has appeared in it meanwhile
@@ -250,9 +252,7 @@ class RunSession:
         run_dir = new_run_dir_at(parent, method)
         save_config(cfg, run_dir / "config.yaml")
         write_json(run_dir / RUN_FILE, {"kind": kind}, indent=None)
-        session = cls(kind, cfg, run_dir, resuming=False, log=log)
-        session.made = made
-        return session
+        return cls(kind, cfg, run_dir, resuming=False, log=log, made=made)
 
     @classmethod
     def resume(cls, kind: str, cfg, run_dir: Path, log=print) -> "RunSession":
