@@ -24,7 +24,7 @@ from ..session import Run, RunSession, read_run_kind, run_config
 from ..trainer import Trainer
 from .edit_config import EditConfig
 from .fit import export_scene_model, scene_slug
-from .live_view import LiveViewerOptions, on_step, start_viewer
+from .live_view import LiveViewerOptions, train_watched
 
 
 def load_source(source: str | Path, log=print):
@@ -170,18 +170,17 @@ def edit(
         session.restore(trainer)
         run = Run(session.dir, cfg, gaussians, trainer, kind="edit")
         preview = edit_preview(fit_dir, scene, the_region, original, views, cfg)
-        live = start_viewer(viewer, cfg.trainer.steps, scene=scene, log=log)
-        try:
-            finished = session.train(
-                trainer,
-                progress=progress,
-                stop_at=stop_at,
-                preview=lambda step: write_edit_preview(run, model, preview, step),
-                on_step=on_step(live, model),
-            )
-        finally:
-            if live is not None:
-                live.close()
+        finished = train_watched(
+            session,
+            trainer,
+            model,
+            viewer=viewer,
+            scene=scene,
+            progress=progress,
+            stop_at=stop_at,
+            preview=lambda step: write_edit_preview(run, model, preview, step),
+            log=log,
+        )
         if finished:
             write_edit_preview(run, model.cpu(), preview, cfg.trainer.steps, name="edit.png")
             metrics = {"edited_gaussians": int(selected.sum()), "region": str(the_region)}

@@ -21,7 +21,7 @@ from ..session import Run, RunSession, peak_memory_gb, run_config, slugify
 from ..trainer import Trainer, TrainerConfig, model_tensors, read_checkpoint
 from ..utils.ssim import ssim_map
 from .generate import export_formats
-from .live_view import LiveViewerOptions, on_step, start_viewer
+from .live_view import LiveViewerOptions, train_watched
 
 FIT_REPRESENTATIONS = ("gaussians", "nerf")  # what `t3d fit` reconstructs a captured scene as
 
@@ -397,18 +397,17 @@ def fit(
         trainer = Trainer(cfg.trainer, model, objective, "", session.dir, log=log, views=views)
         session.restore(trainer)
         run = Run(session.dir, cfg, model, trainer, kind="fit")
-        live = start_viewer(viewer, cfg.trainer.steps, scene=data, log=log)
-        try:
-            finished = session.train(
-                trainer,
-                progress=progress,
-                stop_at=stop_at,
-                preview=lambda step: write_fit_preview(run, data, step),
-                on_step=on_step(live, model),
-            )
-        finally:
-            if live is not None:
-                live.close()
+        finished = train_watched(
+            session,
+            trainer,
+            model,
+            viewer=viewer,
+            scene=data,
+            progress=progress,
+            stop_at=stop_at,
+            preview=lambda step: write_fit_preview(run, data, step),
+            log=log,
+        )
         if finished:
             model.cpu()
             metrics = {**fit_metrics(run, data), "peak_memory_gb": peak_memory_gb()}

@@ -188,6 +188,17 @@ def start_viewer(options: LiveViewerOptions | None, total_steps: int, scene=None
     return viewer
 
 
+def train_watched(session, trainer, model, *, viewer, scene, progress, stop_at, preview, log=print) -> bool:
+    """`session.train(trainer, ...)` with a live viewer of `model` (with the captured cameras of `scene`) when
+    `viewer` asks for one, closed whatever happens; True when the trainer reached its last step."""
+    live = start_viewer(viewer, trainer.cfg.steps, scene=scene, log=log)
+    try:
+        return session.train(trainer, progress=progress, stop_at=stop_at, preview=preview, on_step=on_step(live, model))
+    finally:
+        if live is not None:
+            live.close()
+
+
 def on_step(viewer: LiveViewer | None, model):
     """The trainer's `on_step` callback that shows `model` in `viewer` (None without a viewer)."""
     return None if viewer is None else lambda step, logs: viewer.update(step, logs, model)
