@@ -10,6 +10,10 @@
 // Threads: the caller passes torch's thread count (the extension's OpenMP runtime may not be torch's).
 // The backward pass walks each pixel's list back to front, recovering the transmittance by division (as 3DGS),
 // and sums per-Gaussian gradients into one buffer per thread, reduced at the end (no atomics).
+// Precision: the per-pixel arithmetic is float32, as in 3DGS and gsplat (colour and transmittance along a pixel's
+// list, the backward pass's running sums); each tile's per-Gaussian gradient sums go into double per-thread buffers.
+// float32 lanes take half the vector width of double ones: forward + backward 2.3-2.7x faster than with double
+// lanes on AVX2 (docs/benchmarks/performance.md).
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -46,15 +50,12 @@ constexpr int kLanes = 8;  // pixels of a row evaluated together, as one vector
 typedef float F8 __attribute__((vector_size(4 * kLanes)));
 typedef int32_t I8 __attribute__((vector_size(4 * kLanes)));
 typedef double D8 __attribute__((vector_size(8 * kLanes)));
-typedef int64_t L8 __attribute__((vector_size(8 * kLanes)));
 
 inline bool any(I8 mask) {
     int32_t bits = 0;
     for (int l = 0; l < kLanes; ++l) bits |= mask[l];
     return bits != 0;
 }
-
-inline L8 wide(I8 mask) { return __builtin_convertvector(mask, L8); }
 
 // exp(x) for x <= 0, element-wise: Cody-Waite reduction by ln 2 and Cephes' degree-6 polynomial, within 1 ulp of
 // the exact exp (0.99 at most, 0.27 on average over 3M points of [-87, 0] in IEEE float32 without fused
@@ -97,8 +98,9 @@ inline bool evaluate(const Splat& s, F8 px, float py, float a_min, float a_max, 
     return any(e.blend);
 }
 
-// The sum of a lane vector, pairwise (a fixed order).
-inline double sum_lanes(D8 v) {
+// The sum of a lane vector in double, pairwise (a fixed order).
+inline double sum_lanes(F8 lanes) {
+    const D8 v = __builtin_convertvector(lanes, D8);
     return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
 }
 
@@ -221,7 +223,7 @@ std::vector<at::Tensor> raster_forward(const at::Tensor& means2d, const at::Tens
     {
         std::vector<Splat> splats;
         std::vector<float> feats;
-        std::vector<D8> acc(nf);  // per feature, the lanes' blended sums
+        std::vector<F8> acc(nf);  // per feature, the lanes' blended sums
         Eval e;
 #pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < sc.tile_count(); ++t) {
@@ -236,24 +238,24 @@ std::vector<at::Tensor> raster_forward(const at::Tensor& means2d, const at::Tens
                     F8 px;
                     I8 active, k_last = I8{};  // active: lanes in the image and not yet terminated
                     for (int l = 0; l < kLanes; ++l) px[l] = (xs + l) + 0.5f, active[l] = l < lanes ? -1 : 0;
-                    D8 trans = D8{} + 1.0;
-                    std::fill(acc.begin(), acc.end(), D8{});
+                    F8 trans = F8{} + 1.0f;
+                    std::fill(acc.begin(), acc.end(), F8{});
                     for (int64_t k = 0; k < count && any(active); ++k) {
                         if (!evaluate(splats[k], px, py, sc.a_min, sc.a_max, active, e)) continue;
                         // alpha where the lane blends, else 0: the other lanes stay exactly as they were
-                        const D8 a = wide(e.blend) ? __builtin_convertvector(e.alpha, D8) : D8{};
-                        const D8 w = a * trans;
+                        const F8 a = e.blend ? e.alpha : F8{};
+                        const F8 w = a * trans;
                         const float* f_k = feats.data() + k * nf;
-                        for (int64_t f = 0; f < nf; ++f) acc[f] += w * static_cast<double>(f_k[f]);
-                        trans *= 1.0 - a;
+                        for (int64_t f = 0; f < nf; ++f) acc[f] += w * f_k[f];
+                        trans *= 1.0f - a;
                         k_last = e.blend ? I8{} + static_cast<int32_t>(k + 1) : k_last;
-                        active &= __builtin_convertvector(trans >= t_min, I8);
+                        active &= trans >= static_cast<float>(t_min);
                     }
                     for (int l = 0; l < lanes; ++l) {
                         const int64_t p = y * width + xs + l;
-                        for (int64_t f = 0; f < nf; ++f) img[p * nf + f] = static_cast<float>(acc[f][l]);
-                        a_img[p] = static_cast<float>(1.0 - trans[l]);
-                        t_img[p] = static_cast<float>(trans[l]);
+                        for (int64_t f = 0; f < nf; ++f) img[p * nf + f] = acc[f][l];
+                        a_img[p] = 1.0f - trans[l];
+                        t_img[p] = trans[l];
                         last_img[p] = k_last[l];
                     }
                 }
@@ -286,9 +288,9 @@ std::vector<at::Tensor> raster_backward(const at::Tensor& means2d, const at::Ten
     {
         std::vector<Splat> splats;
         std::vector<float> feats;
-        std::vector<D8> behind(nf);  // per feature and lane: sum over the Gaussians behind of f_j alpha_j T_j
-        std::vector<D8> d_col(nf);   // per feature and lane: dL/dimage
-        std::vector<D8> tile_grad;   // per Gaussian of the tile's list: its `stride` gradients, per lane
+        std::vector<F8> behind(nf);  // per feature and lane: sum over the Gaussians behind of f_j alpha_j T_j
+        std::vector<F8> d_col(nf);   // per feature and lane: dL/dimage
+        std::vector<F8> tile_grad;   // per Gaussian of the tile's list: its `stride` gradients, per lane
         std::vector<char> touched;   // which of them got any
         Eval e;
         double* grad = buffers.data() + static_cast<size_t>(thread_id()) * n * stride;
@@ -296,7 +298,7 @@ std::vector<at::Tensor> raster_backward(const at::Tensor& means2d, const at::Ten
         for (int64_t t = 0; t < sc.tile_count(); ++t) {
             const int64_t count = sc.stage(t, splats, feats);
             if (count == 0) continue;
-            if (static_cast<int64_t>(tile_grad.size()) < count * stride) tile_grad.resize(count * stride, D8{});
+            if (static_cast<int64_t>(tile_grad.size()) < count * stride) tile_grad.resize(count * stride, F8{});
             touched.assign(count, 0);
             const int64_t x0 = (t % sc.tiles_x) * tile, y0 = (t / sc.tiles_x) * tile;
             const int64_t x_end = std::min(x0 + tile, width), y_end = std::min(y0 + tile, height);
@@ -306,68 +308,67 @@ std::vector<at::Tensor> raster_backward(const at::Tensor& means2d, const at::Ten
                     const int lanes = static_cast<int>(std::min<int64_t>(kLanes, x_end - xs));
                     const int64_t p0 = y * width + xs;
                     F8 px;
-                    D8 trans_after = D8{} + 1.0;  // transmittance behind the current Gaussian
-                    D8 d_final = D8{};            // dL/dalpha x final transmittance
+                    F8 trans_after = F8{} + 1.0f;  // transmittance behind the current Gaussian
+                    F8 d_final = F8{};            // dL/dalpha x final transmittance
                     I8 k_last = I8{};
                     int32_t k_max = 0;
-                    for (int64_t f = 0; f < nf; ++f) d_col[f] = D8{};
+                    for (int64_t f = 0; f < nf; ++f) d_col[f] = F8{};
                     for (int l = 0; l < kLanes; ++l) {
                         px[l] = (xs + l) + 0.5f;
                         if (l >= lanes) continue;
                         trans_after[l] = t_img[p0 + l];
-                        d_final[l] = g_alpha[p0 + l] * static_cast<double>(t_img[p0 + l]);
+                        d_final[l] = g_alpha[p0 + l] * t_img[p0 + l];
                         k_last[l] = last_img[p0 + l];
                         k_max = std::max(k_max, k_last[l]);
                         for (int64_t f = 0; f < nf; ++f) d_col[f][l] = g_img[(p0 + l) * nf + f];
                     }
-                    std::fill(behind.begin(), behind.end(), D8{});
+                    std::fill(behind.begin(), behind.end(), F8{});
                     for (int32_t k = k_max - 1; k >= 0; --k) {
                         const Splat& sp = splats[k];
                         // lanes that blended Gaussian k or one behind it
                         if (!evaluate(sp, px, py, sc.a_min, sc.a_max, k < k_last, e)) continue;
                         // Lanes that do not blend get alpha 0: their transmittance and sums stay exactly as they were.
-                        const L8 blend = wide(e.blend);
-                        const D8 a = blend ? __builtin_convertvector(e.alpha, D8) : D8{};
-                        const D8 inv = 1.0 / (1.0 - a);
-                        const D8 trans = trans_after * inv;
-                        const D8 w = a * trans;
-                        D8 d_alpha = d_final * inv;
-                        D8* gg = tile_grad.data() + k * stride;
+                        const F8 a = e.blend ? e.alpha : F8{};
+                        const F8 inv = 1.0f / (1.0f - a);
+                        const F8 trans = trans_after * inv;
+                        const F8 w = a * trans;
+                        F8 d_alpha = d_final * inv;
+                        F8* gg = tile_grad.data() + k * stride;
                         touched[k] = 1;
                         const float* f_k = feats.data() + k * nf;
                         for (int64_t f = 0; f < nf; ++f) {
-                            const double v = f_k[f];
+                            const float v = f_k[f];
                             gg[8 + f] += w * d_col[f];
                             d_alpha += d_col[f] * (v * trans - behind[f] * inv);
                             behind[f] += v * w;
                         }
                         trans_after = trans;
                         // Opacity: not where alpha is clamped at alpha_max; shape: not where exp(min(power, 0)) is flat.
-                        const L8 opacity = blend & wide(e.raw <= sc.a_max);
-                        const L8 shape = opacity & wide(e.power <= 0.0f);
-                        const D8 gauss = __builtin_convertvector(e.gauss, D8);
-                        const D8 d_power = shape ? d_alpha * static_cast<double>(sp.o) * gauss : D8{};
+                        const I8 opacity = e.blend & (e.raw <= sc.a_max);
+                        const I8 shape = opacity & (e.power <= 0.0f);
+                        const F8 gauss = e.gauss;
+                        const F8 d_power = shape ? d_alpha * sp.o * gauss : F8{};
                         const float dy = py - sp.my;
-                        const D8 dx = __builtin_convertvector(e.dx, D8);
-                        const D8 g_x = d_power * __builtin_convertvector(sp.a * e.dx + sp.b * dy, D8);
-                        const D8 g_y = d_power * __builtin_convertvector(sp.c * dy + sp.b * e.dx, D8);
+                        const F8 dx = e.dx;
+                        const F8 g_x = d_power * (sp.a * e.dx + sp.b * dy);
+                        const F8 g_y = d_power * (sp.c * dy + sp.b * e.dx);
                         gg[0] += g_x;
                         gg[1] += g_y;
-                        gg[6] += g_x < 0.0 ? -g_x : g_x;  // AbsGS: per-pixel magnitudes, which do not cancel
-                        gg[7] += g_y < 0.0 ? -g_y : g_y;
-                        gg[2] += d_power * (-0.5 * dx * dx);
-                        gg[3] += d_power * (-dx * static_cast<double>(dy));
-                        gg[4] += d_power * (-0.5 * static_cast<double>(dy) * static_cast<double>(dy));
-                        gg[5] += opacity ? d_alpha * gauss : D8{};
+                        gg[6] += g_x < 0.0f ? -g_x : g_x;  // AbsGS: per-pixel magnitudes, which do not cancel
+                        gg[7] += g_y < 0.0f ? -g_y : g_y;
+                        gg[2] += d_power * (-0.5f * dx * dx);
+                        gg[3] += d_power * (-dx * dy);
+                        gg[4] += d_power * (-0.5f * dy * dy);
+                        gg[5] += opacity ? d_alpha * gauss : F8{};
                     }
                 }
             }
             // The tile's sums, lanes and rows together, into the thread's per-Gaussian buffer (zeroed for the next tile).
             for (int64_t k = 0; k < count; ++k) {
                 if (!touched[k]) continue;
-                D8* gk = tile_grad.data() + k * stride;
+                F8* gk = tile_grad.data() + k * stride;
                 double* gg = grad + splats[k].id * stride;
-                for (int64_t j = 0; j < stride; ++j) gg[j] += sum_lanes(gk[j]), gk[j] = D8{};
+                for (int64_t j = 0; j < stride; ++j) gg[j] += sum_lanes(gk[j]), gk[j] = F8{};
             }
         }
     }
