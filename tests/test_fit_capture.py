@@ -239,6 +239,22 @@ def test_ssim_matches_kornia_inside_the_image_and_its_backward_is_exact():
     assert float(ssim_map(y.float(), y.float()).min()) > 0.9999
 
 
+def test_ssim_blur_channels_last_gives_the_nchw_convolutions_bits():
+    import torch.nn.functional as F
+
+    from threedistill.utils.ssim import _blur, _window
+
+    gen = torch.Generator().manual_seed(1)
+    g = _window(11, 1.5)
+    for shape in [(1, 15, 72, 96), (1, 15, 61, 40), (2, 9, 33, 17)]:
+        maps = torch.rand(shape, generator=gen)
+        k = shape[1]
+        rows = F.conv2d(maps, g.view(1, 1, 1, 11).expand(k, 1, 1, 11), padding=(0, 5), groups=k)
+        nchw = F.conv2d(rows, g.view(1, 1, 11, 1).expand(k, 1, 11, 1), padding=(5, 0), groups=k)
+        ours = _blur(maps, 11, 1.5)
+        assert ours.is_contiguous() and torch.equal(ours, nchw)
+
+
 def test_bench_fit_measures_a_capture_in_its_own_process(captured, tmp_path):
     from test_cli import t3d
 
