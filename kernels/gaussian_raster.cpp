@@ -309,7 +309,7 @@ std::vector<at::Tensor> raster_backward(const at::Tensor& means2d, const at::Ten
                     const int64_t p0 = y * width + xs;
                     F8 px;
                     F8 trans_after = F8{} + 1.0f;  // transmittance behind the current Gaussian
-                    F8 d_final = F8{};            // dL/dalpha x final transmittance
+                    F8 d_final = F8{};             // dL/dalpha x final transmittance
                     I8 k_last = I8{};
                     int32_t k_max = 0;
                     for (int64_t f = 0; f < nf; ++f) d_col[f] = F8{};
@@ -346,20 +346,18 @@ std::vector<at::Tensor> raster_backward(const at::Tensor& means2d, const at::Ten
                         // Opacity: not where alpha is clamped at alpha_max; shape: not where exp(min(power, 0)) is flat.
                         const I8 opacity = e.blend & (e.raw <= sc.a_max);
                         const I8 shape = opacity & (e.power <= 0.0f);
-                        const F8 gauss = e.gauss;
-                        const F8 d_power = shape ? d_alpha * sp.o * gauss : F8{};
+                        const F8 d_power = shape ? d_alpha * sp.o * e.gauss : F8{};
                         const float dy = py - sp.my;
-                        const F8 dx = e.dx;
                         const F8 g_x = d_power * (sp.a * e.dx + sp.b * dy);
                         const F8 g_y = d_power * (sp.c * dy + sp.b * e.dx);
                         gg[0] += g_x;
                         gg[1] += g_y;
                         gg[6] += g_x < 0.0f ? -g_x : g_x;  // AbsGS: per-pixel magnitudes, which do not cancel
                         gg[7] += g_y < 0.0f ? -g_y : g_y;
-                        gg[2] += d_power * (-0.5f * dx * dx);
-                        gg[3] += d_power * (-dx * dy);
+                        gg[2] += d_power * (-0.5f * e.dx * e.dx);
+                        gg[3] += d_power * (-e.dx * dy);
                         gg[4] += d_power * (-0.5f * dy * dy);
-                        gg[5] += opacity ? d_alpha * gauss : F8{};
+                        gg[5] += opacity ? d_alpha * e.gauss : F8{};
                     }
                 }
             }

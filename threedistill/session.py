@@ -19,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -218,7 +218,13 @@ class RunSession:
     """The run directory and bookkeeping of one run of `kind` (see the module docstring)."""
 
     def __init__(
-        self, kind: str, cfg, run_dir: Path, resuming: bool, log: Callable[[str], None] = print, made: list[Path] = ()
+        self,
+        kind: str,
+        cfg,
+        run_dir: Path,
+        resuming: bool,
+        log: Callable[[str], None] = print,
+        made: Iterable[Path] = (),
     ):
         self.kind, self.cfg, self.dir, self.resuming, self.log = kind, cfg, Path(run_dir), resuming, log
         self._lock = lock_run(self.dir)  # released when the session ends (`with`), is dropped or its process dies
