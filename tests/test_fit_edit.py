@@ -114,12 +114,84 @@ def assert_region_only_edit(captured, tmp_path, overrides, **kwargs):
     assert (result.dir / "renders" / "edit.png").is_file()
 
 
+def test_runs_record_absolute_paths_so_they_are_edited_from_any_folder(captured, tmp_path, monkeypatch):
+    """A fit given a relative --scene, then edited (by a relative run path) from another working directory: the
+    edit finds the scene; both configs hold absolute paths."""
+    scene, _ = captured
+    monkeypatch.chdir(scene.parent)
+    fitted = fit(
+        scene=scene.name,
+        steps=2,
+        seed=0,
+        out=str(tmp_path / "fits"),
+        progress=False,
+        log=lambda s: None,
+        overrides=FIT_FAST,
+    )
+    assert fitted.config.scene == str(scene.resolve())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    edited = edit(
+        source=str(fitted.dir.relative_to(tmp_path)),
+        prompt="a blue cube",
+        region=cube_region(scene),
+        steps=1,
+        seed=0,
+        out="edits",
+        progress=False,
+        log=lambda s: None,
+        overrides=EDIT_FAST,
+        source_prompt="a red cube",
+    )
+    assert edited.config.source == str(fitted.dir.resolve())
+    edit_dir = edited.dir.resolve()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    from threedistill.workflows.loading import load_run, scene_source
+
+    assert scene_source(load_run(edit_dir))[1] == scene.resolve()
+
+
 def load_scene_transform(fit_dir):
     from threedistill.config import load_config
     from threedistill.scenes import load_scene
     from threedistill.workflows.fit import FitConfig
 
     return load_scene(load_config(FitConfig, fit_dir / "config.yaml").scene).transform
+
+
+def test_edit_scales_the_view_dependent_colour_updates_of_the_region(captured):
+    """sh_rest_lr_factor: the SH bands above 0 move that fraction of Adam's step (0: not at all), band 0 moves
+    in full, and Gaussians outside the region not at all; resuming from a checkpoint keeps the rule."""
+    import copy
+
+    from threedistill.editing.region_model import RegionModel
+
+    scene, run = captured
+    base = load_fit_model(run.dir)
+    assert base.sh.shape[1] > 1
+    region = EditRegion.parse(cube_region(scene)).transformed(load_scene_transform(run.dir))
+    inside = region.contains(base.means.detach())
+    cams = orbit_cameras([0.0, 120.0], 20.0, 3.0)
+
+    def one_step(factor):
+        g = copy.deepcopy(base).requires_grad_(True)
+        model = RegionModel(g, inside, sh_rest_lr_factor=factor)
+        optimizer = torch.optim.Adam(model.param_groups())
+        model.render(cams, 16, 16)["rgb"][:, 2].mean().neg().backward()  # bluer
+        optimizer.step()
+        model.after_step()
+        return (g.sh.detach() - base.sh.detach()), model
+
+    full, _ = one_step(1.0)
+    assert full[inside, 1:].abs().max() > 0 and full[~inside].abs().max() == 0
+    tenth, model = one_step(0.1)
+    assert torch.allclose(tenth[inside, 1:], 0.1 * full[inside, 1:], atol=1e-7)
+    assert torch.equal(tenth[inside, :1], full[inside, :1])
+    frozen, _ = one_step(0.0)
+    assert frozen[inside, 1:].abs().max() == 0 and frozen[inside, 0].abs().max() > 0
+    model.load_tensors(base.state_dict())  # a resumed edit scales from the restored bands, not from older ones
+    model.after_step()
+    assert torch.equal(model.gaussians.sh.detach(), base.sh.detach())
 
 
 def test_region_parsing_transform_and_membership():
@@ -160,6 +232,18 @@ def test_edit_and_fit_errors_are_one_line(captured, tmp_path):
         with pytest.raises(error, match=words) as info:
             edit(steps=1, **kwargs, **quiet)
         assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"sh_rest_lr_factor must be in \[0, 1\].*got -0.5") as info:
+        edit(
+            source=str(run.dir),
+            prompt="a blue cube",
+            source_prompt="a red cube",
+            steps=1,
+            progress=False,
+            log=lambda s: None,
+            out=str(tmp_path),
+            overrides=EDIT_FAST + ["sh_rest_lr_factor=-0.5"],
+        )
+    assert "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="gaussians or nerf"):
         fit(scene=str(scene), representation="mesh", progress=False, log=lambda s: None)
     with pytest.raises(ThreeDistillError, match=str(tmp_path / "empty")):

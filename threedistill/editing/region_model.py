@@ -40,14 +40,16 @@ class RegionModel(Representation):
         lambda_preserve: float = 0.0,
         lr: EditLearningRates | None = None,
         max_scale_growth: float | None = None,
+        sh_rest_lr_factor: float = 1.0,
     ):
         super().__init__()
         self.gaussians, self.lambda_preserve, self.lr = gaussians, lambda_preserve, lr or EditLearningRates()
-        self.max_scale_growth = max_scale_growth
+        self.max_scale_growth, self.sh_rest_lr_factor = max_scale_growth, sh_rest_lr_factor
         self.register_buffer("selected", selected)
         self.original = {
             n: getattr(gaussians, n).detach()[selected].clone() for n in ("means", "sh", "log_scales", "opacity_logits")
         }
+        self._sh_rest = self._current_sh_rest()
 
     @property
     def device(self):
@@ -61,6 +63,14 @@ class RegionModel(Representation):
 
     def load_tensors(self, state) -> None:
         load_model_state(self.gaussians, state)
+        self._sh_rest = self._current_sh_rest()
+
+    def _current_sh_rest(self) -> torch.Tensor | None:
+        """The region's SH bands above 0 as they are now, when their updates are to be scaled."""
+        g = self.gaussians
+        if g.sh.shape[1] == 1 or self.sh_rest_lr_factor == 1.0:
+            return None
+        return g.sh.detach()[self.selected, 1:].clone()
 
     def render(
         self,
@@ -91,10 +101,14 @@ class RegionModel(Representation):
     def after_step(self) -> None:
         """Keep every edited Gaussian at most `max_scale_growth` times its unedited size: score gradients otherwise
         blow Gaussians up into a haze that spills over the rest of the scene."""
+        g, s = self.gaussians, self.selected
         if self.max_scale_growth:
-            g, s = self.gaussians, self.selected
             cap = self.original["log_scales"].to(g.device) + math.log(self.max_scale_growth)
             g.log_scales[s] = torch.minimum(g.log_scales[s], cap)
+        if self._sh_rest is not None:  # Adam's update is proportional to the learning rate: scale it afterwards
+            rest = self._sh_rest.to(g.device)
+            self._sh_rest = rest + (g.sh[s, 1:] - rest) * self.sh_rest_lr_factor
+            g.sh[s, 1:] = self._sh_rest
 
     def loss_weights(self) -> dict[str, float]:
         return {"preserve": self.lambda_preserve}

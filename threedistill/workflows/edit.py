@@ -148,7 +148,7 @@ def edit(
         raise ThreeDistillError(f"the edit region {cfg.region} holds none of the scene's {len(gaussians)} Gaussians")
     log(f"edit region {the_region} (normalised frame) holds {int(selected.sum())} of {len(gaussians)} Gaussians")
     if resume is None:
-        cfg.source = str(fit_dir)
+        cfg.source = str(Path(fit_dir).resolve())  # absolute: the run is read from other folders later
         session = RunSession.start("edit", cfg, Path(cfg.out) / scene_slug(str(scene_path)), f"edit-{cfg.method}", log)
     else:
         session = RunSession.resume("edit", cfg, run_dir, log)
@@ -158,7 +158,9 @@ def edit(
         if cfg.method == "drag":
             model, guidance, views = build_drag(cfg, points, scene, gaussians, selected, original, device, log)
         else:
-            model = RegionModel(gaussians, selected, cfg.lambda_preserve, cfg.lr, cfg.max_scale_growth).to(device)
+            model = RegionModel(
+                gaussians, selected, cfg.lambda_preserve, cfg.lr, cfg.max_scale_growth, cfg.sh_rest_lr_factor
+            ).to(device)
         if cfg.method == "in2n":  # trains on a dataset of edit views (RegionViews' cameras) that it re-edits in 2D
             guidance, views = build_in2n(cfg, model, RegionViews(original, object_radius(the_region), cfg), device)
         elif cfg.method != "drag":

@@ -77,6 +77,10 @@ class EditConfig:
     lambda_preserve: float = 0.0  # L2 pull of the region's Gaussians toward their unedited values
     lr: EditLearningRates = field(default_factory=EditLearningRates)
     max_scale_growth: Optional[float] = 1.0  # edited Gaussians may shrink but grow at most this much; null = free
+    # Learning-rate factor of the region's SH bands above 0 (its view-dependent colour), in [0, 1]. 0: they stay as
+    # fitted. At 1, on fits with SH degree 3, per-view colour absorbed the edits' guidance and DDS failed the shape
+    # edits (3/6 against 5/6 at 0; docs/benchmarks/editing.md, fourteenth session)
+    sh_rest_lr_factor: float = 0.0
     trainer: TrainerConfig = field(
         default_factory=lambda: TrainerConfig(
             steps=300, resolution=32, cameras=CameraRange(elevation=[0.0, 45.0], radius=[1.0, 1.0], fovy=[40.0, 40.0])
@@ -94,6 +98,11 @@ class EditConfig:
             parse_view_mask(self.region) if self.region.startswith("view:") else EditRegion.parse(self.region)
         if self.view_distance <= 0 or self.lambda_preserve < 0:
             raise ConfigError("view_distance must be positive and lambda_preserve >= 0")
+        if not 0.0 <= self.sh_rest_lr_factor <= 1.0:
+            raise ConfigError(
+                f"sh_rest_lr_factor must be in [0, 1] (0 keeps the fitted view-dependent colour), "
+                f"got {self.sh_rest_lr_factor}"
+            )
         dragging = bool(self.drag.points or self.drag.file or self.drag.gaussian_mask)
         if dragging and self.method != "drag":
             raise ConfigError(f"drag points and Gaussian masks are for --method drag (method is {self.method})")

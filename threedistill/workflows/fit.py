@@ -354,6 +354,8 @@ def fit(
         raise ConfigError(
             "--scene is missing; give a captured-scene folder (nerfstudio, Blender or COLMAP), e.g. --scene data/garden"
         )
+    if resume is None:  # absolute: edits and renders of this run read the scene from other folders
+        cfg.scene = str(Path(cfg.scene).expanduser().resolve())
     data = load_scene(cfg.scene)  # before the run directory: a bad scene leaves nothing behind
     if not data.image_paths:
         raise ThreeDistillError(f"{cfg.scene} has no images to fit (a .ply alone is already a reconstruction)")
