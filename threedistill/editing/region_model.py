@@ -99,8 +99,9 @@ class RegionModel(Representation):
 
     @torch.no_grad()
     def after_step(self) -> None:
-        """Keep every edited Gaussian at most `max_scale_growth` times its unedited size: score gradients otherwise
-        blow Gaussians up into a haze that spills over the rest of the scene."""
+        """Keep every edited Gaussian at most `max_scale_growth` times its unedited size (score gradients otherwise
+        blow Gaussians up into a haze that spills over the rest of the scene), and let the SH bands above 0 move only
+        `sh_rest_lr_factor` of this step's update (view-dependent colour otherwise absorbs the guidance)."""
         g, s = self.gaussians, self.selected
         if self.max_scale_growth:
             cap = self.original["log_scales"].to(g.device) + math.log(self.max_scale_growth)
