@@ -441,3 +441,24 @@ def test_export_of_a_fit_run_from_the_command_line(captured, tmp_path):
         text=True,
     )
     assert bad.returncode != 0 and "not a run directory" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_an_edit_run_saves_the_files_it_names_by_absolute_paths(tmp_path, monkeypatch):
+    """The edit config's file fields (drag points, mask, teacher, prior, view masks) that exist by a relative path
+    are made absolute when the run starts; names and missing paths stay as given."""
+    from threedistill.workflows.edit_config import DragEditConfig, EditConfig
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("points.json", "mask.npy", "masks/a.png", "masks/b.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "teacher").mkdir()
+    root = tmp_path.resolve()
+    drag = EditConfig(method="drag", prior="toyworld", drag=DragEditConfig(file="points.json", teacher="teacher"))
+    drag.drag.gaussian_mask = "./mask.npy"
+    drag.resolve_paths()
+    assert (drag.drag.file, drag.drag.teacher) == (str(root / "points.json"), str(root / "teacher"))
+    assert drag.drag.gaussian_mask == str(root / "mask.npy") and drag.prior == "toyworld"  # a name stays
+    masked = EditConfig(region="view:img_01.png:masks/a.png;view:img_02.png:masks/missing.png")
+    masked.resolve_paths()
+    assert masked.region == f"view:img_01.png:{root / 'masks/a.png'};view:img_02.png:masks/missing.png"

@@ -82,3 +82,47 @@ def test_a_bad_prior_leaves_no_run_folder_but_a_crash_after_training_keeps_the_r
         generate(overrides=overrides + ["trainer.checkpoint_every=2"], **args)
     (run_dir,) = (tmp_path / "runs" / "a-red-cone").iterdir()
     assert (run_dir / "checkpoints" / "latest.json").is_file()  # kept, so `--resume` can finish it
+
+
+def test_absolute_path_rewrites_only_relative_paths_that_exist(tmp_path, monkeypatch):
+    from threedistill.config import absolute_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "front.png").write_bytes(b"")
+    assert absolute_path("model") == str(tmp_path.resolve() / "model")
+    assert absolute_path("./front.png") == str(tmp_path.resolve() / "front.png")
+    for value in ("toyworld-oracle", "auto", "missing/dir", "", None, str(tmp_path / "model")):
+        assert absolute_path(value) == value  # names, missing paths and absolute ones stay as given
+
+
+def test_a_run_given_relative_paths_resumes_and_reads_back_from_another_folder(tmp_path, monkeypatch):
+    """A generate run with a relative local prior and reference image, stopped, then resumed from another working
+    directory: it finds both (its config.yaml holds them as absolute paths). Fails if they are saved as given."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    from threedistill.priors import embedded_prior_path
+
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir(), elsewhere.mkdir()
+    (here / "my-prior").symlink_to(embedded_prior_path(), target_is_directory=True)  # a user's local model
+    image = np.zeros((16, 16, 4), np.uint8)
+    image[4:12, 4:12] = (200, 30, 30, 255)
+    iio.imwrite(here / "front.png", image)
+    overrides = ["device=cpu", "export=[]", "gaussians.num_points=100", "trainer.resolution=16",
+                 "trainer.checkpoint_every=1", "reference.image=front.png", "reference.resolution=16",
+                 "stages=[{name: a, steps: 1}, {name: b, steps: 1, overrides: [prior=my-prior]}]"]  # fmt: skip
+    monkeypatch.chdir(here)
+    args = dict(progress=False, log=lambda s: None)
+    run = generate(prompt="a red cone", prior="my-prior", steps=2, out="runs", overrides=overrides, stop_at=1, **args)
+    run_dir = run.dir.resolve()
+    saved = (run_dir / "config.yaml").read_text()
+    prior = str((here / "my-prior").resolve())
+    assert f"prior: {prior}" in saved and f"image: {here.resolve() / 'front.png'}" in saved
+    assert f"prior={prior}" in saved  # the stage's override too
+    monkeypatch.chdir(elsewhere)
+    resumed = generate(resume=run_dir, **args)
+    from threedistill.trainer import latest_checkpoint
+
+    assert latest_checkpoint(resumed.dir)[0].name == "step_000002"  # the second stage ran, with the prior

@@ -207,6 +207,28 @@ def save_config(cfg, path: str | Path) -> None:
         OmegaConf.save(OmegaConf.structured(cfg), tmp)
 
 
+def absolute_path(value):
+    """`value` as an absolute path when it is a relative path (or ~) to a file or folder that exists, else as
+    given: names (a registered prior, `auto`) and missing paths are for their own loaders to resolve or report."""
+    if not isinstance(value, str) or not value:
+        return value
+    path = Path(value).expanduser()
+    if value.startswith("~") or not path.is_absolute():
+        return str(path.resolve()) if path.exists() else value
+    return value
+
+
+def absolute_paths(cfg, keys: Sequence[str]) -> None:
+    """Make each dotted field of `cfg` in `keys` absolute where it names an existing file or folder by a relative
+    path (in place; see `absolute_path`), so a run resumed, edited or exported from another folder finds it."""
+    for key in keys:
+        *parents, name = key.split(".")
+        section = cfg
+        for part in parents:
+            section = getattr(section, part)
+        setattr(section, name, absolute_path(getattr(section, name)))
+
+
 def check_schedules(cfg, section: str, names: Sequence[str]) -> None:
     """One-line error unless each named field of `cfg` is a number or a schedule [k0, v0, v1, k1]."""
     for name in names:

@@ -253,7 +253,11 @@ class RunSession:
 
     @classmethod
     def start(cls, kind: str, cfg, parent: Path, method: str, log=print) -> "RunSession":
-        """A new run: parent/<method>@<timestamp>/ with config.yaml (the resolved config) and run.json."""
+        """A new run: parent/<method>@<timestamp>/ with config.yaml (the resolved config) and run.json. A config
+        with a `resolve_paths()` method has it called first: the files it names by relative paths are saved as
+        absolute ones, so the run can be resumed, edited or exported from any folder."""
+        if callable(getattr(cfg, "resolve_paths", None)):
+            cfg.resolve_paths()
         made = [p for p in [Path(parent), *Path(parent).parents] if not p.exists()]  # deepest first
         run_dir = new_run_dir_at(parent, method)
         save_config(cfg, run_dir / "config.yaml")

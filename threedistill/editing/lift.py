@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cameras import project_points
+from ..config import absolute_path
 from ..errors import ConfigError
 from ..renderers.gaussian_raster import covariances, intrinsics, opencv_viewmats, project, rasterize_camera
 from .region import EditRegion
@@ -93,6 +94,15 @@ def parse_view_mask(text: str) -> tuple[str, Path]:
             f"sphere:cx,cy,cz,r"
         )
     return name, Path(path)
+
+
+def absolute_view_masks(text: str) -> str:
+    """`view:NAME:PATH` items (joined by `;`) with each PATH that exists by a relative path made absolute."""
+    items = []
+    for item in split_view_masks(text):
+        name, path = parse_view_mask(item)
+        items.append(f"view:{name}:{absolute_path(str(path))}")
+    return MASK_SEPARATOR.join(items)
 
 
 def split_view_masks(masks: str | list[str] | tuple[str, ...]) -> list[str]:

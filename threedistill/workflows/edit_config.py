@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
+from ..config import absolute_paths
 from ..editing import EDIT_METHODS
 from ..editing.dds import DDSConfig
 from ..editing.drag_model import DragFieldConfig, DragLearningRates
 from ..editing.in2n import In2NConfig
-from ..editing.lift import parse_view_mask
+from ..editing.lift import absolute_view_masks, parse_view_mask
 from ..editing.region import EditRegion
 from ..editing.region_model import EditLearningRates
 from ..errors import ConfigError
@@ -89,6 +90,23 @@ class EditConfig:
     guidance: EditGuidanceConfig = field(default_factory=EditGuidanceConfig)
     in2n: In2NConfig = field(default_factory=In2NConfig)  # method in2n: its edit dataset and updates
     drag: DragEditConfig = field(default_factory=DragEditConfig)  # method drag: points, mask, scaffold, teacher
+
+    # The fields that may name local files or folders (saved absolute: `resolve_paths`); `source` is made
+    # absolute by the edit workflow, which reads it first.
+    PATH_FIELDS: ClassVar[tuple[str, ...]] = (
+        "prior",
+        "guidance.instruct_pix2pix",
+        "drag.file",
+        "drag.gaussian_mask",
+        "drag.teacher",
+    )
+
+    def resolve_paths(self) -> None:
+        """Relative paths to existing files in `PATH_FIELDS` and in a view:NAME:MASK region made absolute (called
+        when a run starts, so it resumes from any folder)."""
+        absolute_paths(self, self.PATH_FIELDS)
+        if self.region is not None and self.region.startswith("view:"):
+            self.region = absolute_view_masks(self.region)
 
     def __post_init__(self):
         EDIT_METHODS.get(self.method)  # one-line error naming the known methods

@@ -9,12 +9,12 @@ import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 
 from .. import native as native_kernels
-from ..config import load_config, packaged_config, peek_key
+from ..config import absolute_path, absolute_paths, load_config, packaged_config, peek_key
 from ..errors import ConfigError, ThreeDistillError
 from ..guidance import GUIDANCE, GuidanceConfig
 from ..priors.base import check_precision, precision_name
@@ -89,6 +89,16 @@ class GenerateConfig:
     # trainer.steps is their total.
     stages: list[StageConfig] = field(default_factory=list)
 
+    # The fields that may name local files or folders (saved absolute: `resolve_paths`).
+    PATH_FIELDS: ClassVar[tuple[str, ...]] = ("prior", "reward.model", "reward.visual_prompt", "reference.image")
+
+    def resolve_paths(self) -> None:
+        """Relative paths to existing files in `PATH_FIELDS`, and in the stages' overrides of them, made absolute
+        (called when a run starts, so it resumes from any folder)."""
+        absolute_paths(self, self.PATH_FIELDS)
+        for stage in self.stages:
+            stage.overrides = [_absolute_override(item, self.PATH_FIELDS) for item in stage.overrides]
+
     def __post_init__(self):
         if self.stages:
             self.trainer.steps = sum(stage.steps for stage in self.stages)
@@ -98,6 +108,12 @@ class GenerateConfig:
         check_precision(self.prior_precision)
         if self.native is not None:
             native_kernels.check_mode(self.native)
+
+
+def _absolute_override(item: str, keys: tuple[str, ...]) -> str:
+    """A stage's `key=value` override with its value made absolute when `key` is a path field naming a file."""
+    key, sep, value = item.partition("=")
+    return f"{key}={absolute_path(value.strip())}" if sep and key.strip() in keys else item
 
 
 RUN_PAGE = "viewer"  # in `export`: RUN_DIR/export/viewer.html (workflows/view.py)
