@@ -175,6 +175,7 @@ class Trainer:
         log: Callable[[str], None] | None = None,
         views: Views | None = None,
         terms: list[ExtraTerm] = (),
+        checks: list = (),
     ):
         self.cfg, self.model, self.guidance, self.views = cfg, model, guidance, views
         per_set = getattr(guidance, "views_per_set", 1)
@@ -184,12 +185,16 @@ class Trainer:
                 f"set trainer.batch_size to a multiple of {per_set}"
             )
         self.terms = [t for t in terms if t is not None]
+        # checks after the step at steps of their own (`due(step, steps)`), which may change the model in place
+        # (`apply(model, optimizer)` -> logs), e.g. the orientation check (rewards/orientation.py)
+        self.checks = [c for c in checks if c is not None]
         self.prompt = prompt
         self.prompt_state = guidance.prompt_state(prompt)
         self.run_dir = run_dir
         self.log = log or (lambda s: None)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step = 0  # steps taken in this stage
+        self.checked = False  # whether the last step ran a check (`checks`)
         self.stage, self.step_offset = 0, 0  # a multi-stage run: this stage's index and the steps before it
         self.optimizer = self._make_optimizer()
 
@@ -315,6 +320,13 @@ class Trainer:
             event = lambda name, record: self.log(json.dumps({"step": self.step_offset + step, name: record}))  # noqa: E731
             logs.update(strategy.step_post_backward(self.model, self.optimizer, step, self.generator, event))
         self.step = step
+        self.checked = False  # a step with a check is always written to log.jsonl
+        for check in self.checks:
+            if check.due(step, c.steps):
+                record = check.apply(self.model, self.optimizer)
+                self.log(json.dumps({"step": self.step_offset + step, check.name: record}))
+                logs.update(record)
+                self.checked = True
         logs["loss"] = float(total.detach())
         return logs
 
@@ -338,7 +350,7 @@ class Trainer:
                 logs["step_seconds"] = round(time.perf_counter() - start, 4)
                 bar.update(1)
                 bar.set_postfix(loss=f"{logs['loss']:.4f}", s_per_step=f"{logs['step_seconds']:.2f}")
-                if log_file and (self.step % self.cfg.log_every == 0 or self.step == end):
+                if log_file and (self.step % self.cfg.log_every == 0 or self.step == end or self.checked):
                     stage = {"stage": self.stage} if self.stage else {}
                     log_file.write(json.dumps({"step": self.step_offset + self.step, **stage, **logs}) + "\n")
                     log_file.flush()

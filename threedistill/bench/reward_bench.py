@@ -6,7 +6,8 @@ for the variants that draw their reference from the prior, whether that referenc
 Variants: `none`; `visual-auto` (a front view drawn from the run's prior as the reference image, VP3D);
 `visual-gt` (the toy world's true front view as the reference: an oracle, reported as such); `clip` and `vlm`
 (a reward model given by directory, when one is); `critic` (the embedded toy critic, reward.name=critic) and
-`critic+visual-auto` (both)."""
+`critic+visual-auto` (both); `orient` (the orientation check halfway through: orientation.check_at=[0.5], turning
+the object round when the embedded judge finds it faces backwards; `turned` counts the runs it turned)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from .harness import (
 )
 
 FRONTED = ("snowman", "duck", "house", "robot")
-VARIANTS = ("none", "visual-auto", "visual-gt", "clip", "vlm", "critic", "critic+visual-auto")
+VARIANTS = ("none", "visual-auto", "visual-gt", "clip", "vlm", "critic", "critic+visual-auto", "orient")
 ROW = "reward_row.json"
 
 
@@ -89,7 +90,17 @@ def variant_overrides(variant: str, subject: str, out_root: Path, models: dict[s
         return ["reward.name=critic"]
     if variant == "critic+visual-auto":
         return ["reward.name=critic", "reference.image=auto"]
+    if variant == "orient":
+        return ["orientation.check_at=[0.5]"]
     return []
+
+
+def turned(run_dir: Path) -> int | None:
+    """How many times the orientation check turned the run round (None: it ran no check)."""
+    path = Path(run_dir) / "log.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    checks = [r["orientation_turned"] for r in rows if "orientation_turned" in r]
+    return sum(checks) if checks else None
 
 
 def reward_run(
@@ -125,6 +136,7 @@ def reward_run(
         "colour_error": metrics["colour_error"],
         "front_back_correct": metrics.get("front_back_correct"),
         "reference_front": reference_front(run.dir, subject),
+        "turned": turned(run.dir),
         "step_seconds": median_step_seconds(run.dir),
         "wall_seconds": time.time() - start,
     }
@@ -186,6 +198,7 @@ def janus(rows: list[dict]) -> float | None:
 
 def markdown_report(rows: list[dict], command: str, engine: EngineConfig | None, overrides=()) -> str:
     has_ref = any(r.get("reference_front") is not None for r in rows)
+    has_turn = any(r.get("turned") is not None for r in rows)
     lines = [
         report_header("Reward guidance against the Janus failure", command + engine_flags(engine), overrides)
         + ". Scored against the toy world's ground truth, never with a reward model. Janus rate: the share of "
@@ -197,12 +210,14 @@ def markdown_report(rows: list[dict], command: str, engine: EngineConfig | None,
             if has_ref
             else ""
         )
+        + (" Turned: the runs the orientation check turned round." if has_turn else "")
         + engine_note(engine),
         "",
         "| method | representation | variant | runs | IoU | colour error | Janus rate | "
         + ("reference front | " if has_ref else "")
+        + ("turned | " if has_turn else "")
         + "s/step | wall s/run |",
-        "|---|---|---|---|---|---|---|" + ("---|" if has_ref else "") + "---|---|",
+        "|---|---|---|---|---|---|---|" + ("---|" if has_ref else "") + ("---|" if has_turn else "") + "---|---|",
     ]
 
     def cell(value, digits=3):
@@ -215,6 +230,7 @@ def markdown_report(rows: list[dict], command: str, engine: EngineConfig | None,
             f"| {method} | {rep} | {variant} | {len(rs)} | {cell(mean_or_none(r['silhouette_iou'] for r in rs))} | "
             f"{cell(mean_or_none(r['colour_error'] for r in rs))} | {cell(janus(rs), 2)} | "
             + (f"{cell(mean_or_none(r.get('reference_front') for r in rs), 2)} | " if has_ref else "")
+            + (f"{sum(bool(r.get('turned')) for r in rs)} | " if has_turn else "")
             + f"{cell(mean_or_none(r['step_seconds'] for r in rs), 3)} | "
             f"{cell(mean_or_none(r['wall_seconds'] for r in rs), 0)} |"
         )

@@ -226,7 +226,8 @@ def bench_reward(
     ctx: typer.Context,
     variants: str = typer.Option(
         "none,visual-auto,visual-gt",
-        help="Comma-separated: none, visual-auto, visual-gt (an oracle), clip, vlm, critic, critic+visual-auto.",
+        help="Comma-separated: none, visual-auto, visual-gt (an oracle), clip, vlm, critic, critic+visual-auto, "
+        "orient (the orientation check halfway).",
     ),
     objects: str = typer.Option("snowman,duck,house,robot", help="Comma-separated toy objects with a front."),
     colours: str = typer.Option("red,blue,green", help="Comma-separated colours of each object."),

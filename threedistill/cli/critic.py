@@ -94,3 +94,20 @@ def critic_train_clip(
     cfg = load_config(ClipTrainConfig, config or packaged_config("critic", "toyworld_clip.yaml"), ctx.args)
     out = train_clip(cfg, log=log)
     typer.echo(json.dumps(json.loads((out / "toyworld_clip.json").read_text())["eval"], indent=2))
+
+
+@command(critic_app, "train-orient", overrides="t3d critic train-orient steps=500 out=data/toy-orient")
+def critic_train_orient(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(
+        None, help="YAML config (default configs/critic/toyworld_orient.yaml); key=value overrides follow."
+    ),
+):
+    """Train the orientation check's judge (orientation.check_at=[...]; default assets/critics/toyworld-orient) on
+    toy views of the objects with a front, and report its held-out accuracy."""
+    from ..config import load_config, packaged_config
+    from ..toyworld.training.orientation import OrientTrainConfig, train_judge
+
+    cfg = load_config(OrientTrainConfig, config or packaged_config("critic", "toyworld_orient.yaml"), ctx.args)
+    out = train_judge(cfg, log=log)
+    typer.echo(json.dumps(json.loads((out / "config.json").read_text())["eval"], indent=2))

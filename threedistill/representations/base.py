@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..cameras import Cameras
-from ..errors import ThreeDistillError
+from ..errors import ConfigError, ThreeDistillError
 from .strategies.base import Strategy
 
 
@@ -63,9 +63,28 @@ class Representation(nn.Module):
     def after_step(self) -> None:
         """A projection after every optimiser step (e.g. an edit's size cap); nothing by default."""
 
+    def turn_around(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Turn the object 180 degrees about the vertical (y) axis, in place: what a camera at azimuth a saw, one
+        at a + 180 sees now (the orientation check's fix for a run whose front grew at the back). `optimizer`:
+        its Adam moments follow the parameters. Representations that cannot turn raise a one-line ConfigError."""
+        raise ConfigError(f"the {type(self).__name__} representation cannot be turned around (orientation check)")
+
     def load_tensors(self, state: dict[str, torch.Tensor]) -> None:
         """Restore from a state dict (representations whose sizes change override this)."""
         self.load_state_dict(state)
+
+
+def transform_adam_state(optimizer, param: torch.Tensor, signs: torch.Tensor, order=None) -> None:
+    """Keep `param`'s Adam moments in step with a parameter just mapped by x -> x[..., order] * signs (a signed
+    permutation: `order` permutes the last axis, None: not at all; `signs` broadcasts against the parameter): the
+    first moment maps the same way, the second (elementwise squares) is only permuted. Adam's update is equivariant
+    to such maps, so stepping the mapped parameter equals mapping the stepped one."""
+    state = optimizer.state.get(param) if optimizer is not None else None
+    if not state:
+        return
+    for key, factor in (("exp_avg", signs), ("exp_avg_sq", None)):
+        value = state[key] if order is None else state[key][..., order]
+        state[key] = (value * factor if factor is not None else value).contiguous()
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -15,8 +15,8 @@ from torch import nn
 from ..cameras import Cameras
 from ..config import check_schedules, scale_schedule
 from ..errors import ConfigError
-from ..renderers.gaussian_raster import SH_C0, rasterize
-from .base import Representation
+from ..renderers.gaussian_raster import SH_C0, rasterize, sh_to_rgb
+from .base import Representation, transform_adam_state
 from .strategies import STRATEGIES, CaptureStrategyConfig, McmcStrategyConfig
 
 
@@ -67,6 +67,17 @@ PARAM_NAMES = ("means", "log_scales", "quats", "opacity_logits", "sh")
 
 def _inverse_sigmoid(x: float) -> float:
     return math.log(x / (1 - x))
+
+
+def _turn_signs(n_coeffs: int, device) -> torch.Tensor:
+    """+1 or -1 per SH coefficient: how each basis function of `sh_to_rgb` changes when the direction turns 180
+    degrees about y ((x, y, z) -> (-x, y, -z)); every real SH basis function maps to plus or minus itself."""
+    dirs = torch.nn.functional.normalize(torch.randn(64, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
+    turned = dirs * torch.tensor([-1.0, 1.0, -1.0])
+    basis = 0.01 * torch.eye(n_coeffs)[:, :, None].expand(n_coeffs, n_coeffs, 3)  # one coefficient at a time
+    before = torch.stack([sh_to_rgb(b[None].expand(64, -1, -1), dirs)[:, 0] for b in basis]) - 0.5
+    after = torch.stack([sh_to_rgb(b[None].expand(64, -1, -1), turned)[:, 0] for b in basis]) - 0.5
+    return torch.sign((before * after).sum(1)).to(device)
 
 
 class Gaussians(Representation):
@@ -212,6 +223,20 @@ class Gaussians(Representation):
                         optimizer.state[param] = state
             setattr(self, name, param)
         self._reset_stats()
+
+    def turn_around(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Turn the Gaussians 180 degrees about the y axis (see `Representation.turn_around`): means (x, y, z) ->
+        (-x, y, -z), rotations q -> q_y(180) q, SH coefficients by their parity under that turn; Adam moments too."""
+        flip = torch.tensor([-1.0, 1.0, -1.0], device=self.device)
+        quat_order, quat_signs = [2, 3, 0, 1], torch.tensor([-1.0, 1.0, 1.0, -1.0], device=self.device)
+        sh_signs = _turn_signs(self.sh.shape[1], self.device)[:, None]
+        with torch.no_grad():
+            self.means.copy_(self.means * flip)
+            self.quats.copy_(self.quats[:, quat_order] * quat_signs)
+            self.sh.copy_(self.sh * sh_signs)
+        transform_adam_state(optimizer, self.means, flip)
+        transform_adam_state(optimizer, self.quats, quat_signs, quat_order)
+        transform_adam_state(optimizer, self.sh, sh_signs)
 
     # ------------------------------------------------------------ checkpoints
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:

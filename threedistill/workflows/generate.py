@@ -20,11 +20,13 @@ from ..guidance import GUIDANCE, GuidanceConfig
 from ..priors.base import check_precision, precision_name
 from ..prompting import check_prompt
 from ..representations import REPRESENTATIONS
+from ..representations.base import Representation
 from ..representations.gaussians import GaussiansConfig
 from ..representations.mesh import MeshConfig
 from ..representations.nerf import NeRFConfig
 from ..representations.triplane import TriplaneConfig
 from ..rewards import ReferenceConfig, RewardConfig, reference_term, reward_term
+from ..rewards.orientation import OrientationConfig, orientation_check
 from ..session import Run, RunSession, check_device_name, expect_run_kind, resolve_device, slugify
 from ..trainer import Trainer, TrainerConfig, latest_checkpoint
 from .handover import hand_over
@@ -83,6 +85,9 @@ class GenerateConfig:
     # An image of the object from the front (VP3D's visual prompt, image-to-3D): reference.image=FILE (RGBA: the
     # alpha is the mask) or auto (drawn from the prior); matched at the front camera as the loss term `reference`.
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    # The orientation check (rewards/orientation.py): orientation.check_at=[0.5] turns the object round halfway
+    # through when a judge finds it faces backwards (a full front/back flip); off by default.
+    orientation: OrientationConfig = field(default_factory=OrientationConfig)
     # Stages run one after another, each from the previous one's result (StableDreamer's pixel-then-latent prior,
     # coarse-to-fine schedules, a volumetric stage then a mesh stage: `representation=mesh` in a stage's overrides
     # starts from the previous stage's exported surface); empty = one stage, this config. With stages,
@@ -90,7 +95,13 @@ class GenerateConfig:
     stages: list[StageConfig] = field(default_factory=list)
 
     # The fields that may name local files or folders (saved absolute: `resolve_paths`).
-    PATH_FIELDS: ClassVar[tuple[str, ...]] = ("prior", "reward.model", "reward.visual_prompt", "reference.image")
+    PATH_FIELDS: ClassVar[tuple[str, ...]] = (
+        "prior",
+        "reward.model",
+        "reward.visual_prompt",
+        "reference.image",
+        "orientation.model",
+    )
 
     def resolve_paths(self) -> None:
         """Relative paths to existing files in `PATH_FIELDS`, and in the stages' overrides of them, made absolute
@@ -290,7 +301,10 @@ def build(
     prior.use_graph = prior.use_graph and cfg.prior_graph
     guidance = guidance_cls(prior, guidance_cfg)
     terms = [reward_term(cfg.reward, device), reference_term(cfg.reference, guidance.prior, cfg, run_dir, log)]
-    return model, Trainer(cfg.trainer, model, guidance, cfg.prompt, run_dir, log=log, terms=terms)
+    if cfg.orientation.check_at and type(model).turn_around is Representation.turn_around:
+        raise ConfigError(f"orientation.check_at: the {cfg.representation} representation cannot be turned around")
+    checks = [orientation_check(cfg.orientation)]
+    return model, Trainer(cfg.trainer, model, guidance, cfg.prompt, run_dir, log=log, terms=terms, checks=checks)
 
 
 def new_run_config(
