@@ -78,10 +78,10 @@ def test_prior_sample_and_info(tmp_path):
 
 def test_prior_eval_writes_report(tmp_path):
     out = tmp_path / "gate.json"
-    result = t3d("prior", "eval", "--n", "1", "--steps", "4", "--out", str(out))
+    result = t3d("prior", "eval", "--n", "1", "--steps", "4", "--objects", "cone,duck", "--out", str(out))
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    assert len(report["per_prompt"]) == 54 and 0.0 <= report["accuracy"]["all"] <= 1.0
+    assert len(report["per_prompt"]) == 12 and 0.0 <= report["accuracy"]["all"] <= 1.0  # 6 colours x 2 objects
     assert ("PASS" in result.stdout) == report["passed"]
     assert out.with_suffix(".png").is_file()
 

@@ -75,14 +75,16 @@ def test_a_damaged_bundle_is_ignored_and_written_again(monkeypatch, tmp_path):
 
 def test_a_default_generate_from_a_bundle_imports_neither_library_and_ends_bit_identical(tmp_path):
     """Two fresh processes: the first loads the prior in full and writes its bundle, the second starts from it
-    without importing diffusers or transformers; both runs end with the same weights. (In bfloat16, where the
+    without importing diffusers or transformers; both runs end with the same weights (the default config, made
+    smaller: one view a step, no Perp-Neg, fewer points). (In bfloat16, where the
     traced UNet gives the direct call's bits; in float32 the warm-up's direct calls load the UNet.)"""
     code = (
         "import sys, hashlib\n"
         "from threedistill.workflows.generate import generate\n"
         "run = generate(prompt='a red cone', steps=25, out=sys.argv[1], progress=False, log=lambda s: None,"
         " page=False, overrides=['native=torch', 'prior_precision=bfloat16', 'export=[]',"
-        " 'trainer.preview_every=0', 'trainer.checkpoint_every=0'])\n"
+        " 'trainer.preview_every=0', 'trainer.checkpoint_every=0', 'trainer.batch_size=1',"
+        " 'guidance.perp_neg=false', 'gaussians.num_points=500'])\n"
         "digest = hashlib.sha256(b''.join(p.detach().contiguous().numpy().tobytes()"
         " for p in run.model.parameters())).hexdigest()\n"
         "print(digest, 'diffusers' in sys.modules, 'transformers' in sys.modules)\n"
