@@ -30,7 +30,7 @@ from ..rewards.orientation import OrientationConfig, orientation_check
 from ..session import Run, RunSession, check_device_name, expect_run_kind, resolve_device, slugify
 from ..trainer import Trainer, TrainerConfig, latest_checkpoint
 from .handover import hand_over
-from .live_view import LiveViewerOptions, on_step, start_viewer
+from .live_view import LiveViewerOptions, on_step, watching
 
 
 @dataclass
@@ -383,12 +383,8 @@ def generate(
         resumed = resume is not None and session.has_checkpoint()
         first = int(latest_checkpoint(run_dir)[1].get("stage", 0)) if resumed else 0
         offset = sum(c.trainer.steps for c in stages[:first])
-        live = start_viewer(viewer, cfg.trainer.steps, log=log)
-        try:
+        with watching(viewer, cfg.trainer.steps, log=log) as live:  # one viewer through all the stages
             run, offset = _run_stages(cfg, stages, first, offset, session, live, progress, stop_at, log)
-        finally:
-            if live is not None:
-                live.close()
         if run is None:
             raise ThreeDistillError(f"nothing to run: stop_at={stop_at} is before the run's next step {offset}")
         if run.trainer.step == run.config.trainer.steps and run.trainer.stage == len(stages) - 1:

@@ -188,15 +188,23 @@ def start_viewer(options: LiveViewerOptions | None, total_steps: int, scene=None
     return viewer
 
 
-def train_watched(session, trainer, model, *, viewer, scene, progress, stop_at, preview, log=print) -> bool:
-    """`session.train(trainer, ...)` with a live viewer of `model` (with the captured cameras of `scene`) when
-    `viewer` asks for one, closed whatever happens; True when the trainer reached its last step."""
-    live = start_viewer(viewer, trainer.cfg.steps, scene=scene, log=log)
+@contextlib.contextmanager
+def watching(options: LiveViewerOptions | None, total_steps: int, scene=None, log=print):
+    """A live viewer (see `start_viewer`; None when `options` asks for none) for the `with` block, closed whatever
+    happens in it."""
+    live = start_viewer(options, total_steps, scene=scene, log=log)
     try:
-        return session.train(trainer, progress=progress, stop_at=stop_at, preview=preview, on_step=on_step(live, model))
+        yield live
     finally:
         if live is not None:
             live.close()
+
+
+def train_watched(session, trainer, model, *, viewer, scene, progress, stop_at, preview, log=print) -> bool:
+    """`session.train(trainer, ...)` with a live viewer of `model` (with the captured cameras of `scene`) when
+    `viewer` asks for one, closed whatever happens; True when the trainer reached its last step."""
+    with watching(viewer, trainer.cfg.steps, scene=scene, log=log) as live:
+        return session.train(trainer, progress=progress, stop_at=stop_at, preview=preview, on_step=on_step(live, model))
 
 
 def on_step(viewer: LiveViewer | None, model):
