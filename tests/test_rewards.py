@@ -341,15 +341,19 @@ def test_bench_reward_writes_its_janus_table(tmp_path):
 
     out = tmp_path / "reward.md"
     result = t3d(
-        "bench", "reward", "--variants", "none,visual-gt", "--objects", "duck", "--colours", "red", "--seeds", "1",
-        "--methods", "sds", "--representation", "gaussians", "--steps", "2", "--out", str(out), "--runs-dir",
-        str(tmp_path / "runs"), *FAST,
+        "bench", "reward", "--variants", "none,visual-gt,orient", "--objects", "duck", "--colours", "red",
+        "--seeds", "1", "--methods", "sds", "--representation", "gaussians", "--steps", "2", "--out", str(out),
+        "--runs-dir", str(tmp_path / "runs"), *FAST,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     table = out.read_text()
-    for variant in ("none", "visual-gt"):
+    for variant in ("none", "visual-gt", "orient"):
         row = next(line for line in table.splitlines() if line.startswith(f"| sds | gaussians | {variant} | 1 |"))
         assert 0.0 <= float(row.split(" | ")[6]) <= 1.0  # a Janus rate over the front/back views
+        assert (row.split(" | ")[7] == "-") == (variant != "orient")  # turned: only the checked runs count
+    assert "Turned: the runs the orientation check turned round" in table
+    orient = next(line for line in table.splitlines() if line.startswith("| sds | gaussians | orient |"))
+    assert orient.split(" | ")[7] in ("0", "1")  # the check ran at the last step and may have turned the run
     assert (tmp_path / "runs" / "references" / "red_duck_front.png").is_file()
     assert "visual-gt uses the true front view: an oracle" in table
 

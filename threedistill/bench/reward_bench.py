@@ -6,8 +6,9 @@ for the variants that draw their reference from the prior, whether that referenc
 Variants: `none`; `visual-auto` (a front view drawn from the run's prior as the reference image, VP3D);
 `visual-gt` (the toy world's true front view as the reference: an oracle, reported as such); `clip` and `vlm`
 (a reward model given by directory, when one is); `critic` (the embedded toy critic, reward.name=critic) and
-`critic+visual-auto` (both); `orient` (the orientation check halfway through: orientation.check_at=[0.5], turning
-the object round when the embedded judge finds it faces backwards; `turned` counts the runs it turned)."""
+`critic+visual-auto` (both); `orient` (the orientation check at the last step: orientation.check_at=[1.0], turning
+the object round when the embedded judge finds it faces backwards; `turned` counts the runs it turned; halfway,
+[0.5], measured worse: docs/benchmarks/reward_orient.md)."""
 
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def variant_overrides(variant: str, subject: str, out_root: Path, models: dict[s
     if variant == "critic+visual-auto":
         return ["reward.name=critic", "reference.image=auto"]
     if variant == "orient":
-        return ["orientation.check_at=[0.5]"]
+        return ["orientation.check_at=[1.0]"]
     return []
 
 
@@ -191,6 +192,12 @@ def run_reward_bench(
     )
 
 
+def turned_cell(rows: list[dict]) -> str:
+    """How many of the rows' runs the orientation check turned; '-' when none of them ran the check."""
+    checked = [r for r in rows if r.get("turned") is not None]
+    return str(sum(bool(r["turned"]) for r in checked)) if checked else "-"
+
+
 def janus(rows: list[dict]) -> float | None:
     """The share of front/back views that look mirrored, over the rows that have any."""
     return mean_or_none(None if r["front_back_correct"] is None else 1 - r["front_back_correct"] for r in rows)
@@ -230,7 +237,7 @@ def markdown_report(rows: list[dict], command: str, engine: EngineConfig | None,
             f"| {method} | {rep} | {variant} | {len(rs)} | {cell(mean_or_none(r['silhouette_iou'] for r in rs))} | "
             f"{cell(mean_or_none(r['colour_error'] for r in rs))} | {cell(janus(rs), 2)} | "
             + (f"{cell(mean_or_none(r.get('reference_front') for r in rs), 2)} | " if has_ref else "")
-            + (f"{sum(bool(r.get('turned')) for r in rs)} | " if has_turn else "")
+            + (f"{turned_cell(rs)} | " if has_turn else "")
             + f"{cell(mean_or_none(r['step_seconds'] for r in rs), 3)} | "
             f"{cell(mean_or_none(r['wall_seconds'] for r in rs), 0)} |"
         )

@@ -227,7 +227,7 @@ def bench_reward(
     variants: str = typer.Option(
         "none,visual-auto,visual-gt",
         help="Comma-separated: none, visual-auto, visual-gt (an oracle), clip, vlm, critic, critic+visual-auto, "
-        "orient (the orientation check halfway).",
+        "orient (the orientation check at the last step).",
     ),
     objects: str = typer.Option("snowman,duck,house,robot", help="Comma-separated toy objects with a front."),
     colours: str = typer.Option("red,blue,green", help="Comma-separated colours of each object."),

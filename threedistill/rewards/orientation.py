@@ -1,6 +1,7 @@
 """The orientation check: a small per-view azimuth judge finds a run whose object faces backwards (its front grew
-where the prompt's "back view" cameras look) and turns the object 180 degrees about the vertical axis, mid-run, so
-score distillation refines it the right way round. A full flip is one source of the Janus rate that a per-pixel
+where the prompt's "back view" cameras look) and turns the object 180 degrees about the vertical axis at the steps
+`check_at` names (mid-run, score distillation then refines it the right way round; at the last step, the result is
+turned). A full flip is one source of the Janus rate that a per-pixel
 reward cannot fix: every view of a flipped object is consistent, only the whole is turned (docs/benchmarks/
 reward.md). It is a training signal like the rewards, but not a loss: the judge only decides whether to turn.
 
@@ -92,8 +93,10 @@ def load_judge(path: str | Path | None = None) -> OrientationJudge:
 
 @dataclass
 class OrientationConfig:
-    # When to check, as fractions of the (stage's) steps, e.g. [0.5]; [] (the default): never. At each, the object
-    # is turned 180 degrees about the vertical axis if the judge finds it faces backwards.
+    # When to check, as fractions of the (stage's) steps, e.g. [1.0] (the last step); [] (the default): never. At
+    # each, the object is turned 180 degrees about the vertical axis if the judge finds it faces backwards. Halfway
+    # ([0.5]) the judge is less sure of the still blurry object: on the benchmark it turned two houses, one wrongly,
+    # and missed the flipped duck it catches at the end (docs/benchmarks/reward_orient.md).
     check_at: list = field(default_factory=list)
     model: Optional[str] = None  # the judge's directory; None: the shipped toy one (assets/critics/toyworld-orient)
     margin: float = 5.0  # turn when score(front at 180) - score(front at 0) exceeds this (summed log-probabilities)

@@ -85,8 +85,9 @@ class GenerateConfig:
     # An image of the object from the front (VP3D's visual prompt, image-to-3D): reference.image=FILE (RGBA: the
     # alpha is the mask) or auto (drawn from the prior); matched at the front camera as the loss term `reference`.
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
-    # The orientation check (rewards/orientation.py): orientation.check_at=[0.5] turns the object round halfway
-    # through when a judge finds it faces backwards (a full front/back flip); off by default.
+    # The orientation check (rewards/orientation.py): orientation.check_at=[1.0] turns the object round at the
+    # last step when a judge finds it faces backwards (a full front/back flip); off by default (the shipped judge
+    # knows the toy world's objects only). docs/benchmarks/reward_orient.md
     orientation: OrientationConfig = field(default_factory=OrientationConfig)
     # Stages run one after another, each from the previous one's result (StableDreamer's pixel-then-latent prior,
     # coarse-to-fine schedules, a volumetric stage then a mesh stage: `representation=mesh` in a stage's overrides
