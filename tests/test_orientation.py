@@ -126,6 +126,16 @@ def test_orientation_settings_are_checked_before_the_run(tmp_path):
         load_judge(tmp_path)
     with pytest.raises(ConfigError, match="mesh representation cannot be turned"):
         run_with_check(tmp_path, "mesh", 0.0, representation="mesh")
+    from threedistill.workflows.generate import generate
+
+    staged = FAST + [
+        "orientation.check_at=[1.0]",
+        "stages=[{name: coarse, steps: 1}, {name: mesh, steps: 1, overrides: [representation=mesh]}]",
+    ]
+    with pytest.raises(ConfigError, match="mesh representation cannot be turned"):  # before the first stage trains
+        generate(prompt="a red duck", representation="nerf", out=str(tmp_path / "staged"), overrides=staged,
+                 progress=False, log=lambda s: None)  # fmt: skip
+    assert not (tmp_path / "staged").exists()
 
 
 def test_the_judge_trains_reproducibly_and_loads(tmp_path):

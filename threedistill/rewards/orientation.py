@@ -1,9 +1,9 @@
 """The orientation check: a small per-view azimuth judge finds a run whose object faces backwards (its front grew
 where the prompt's "back view" cameras look) and turns the object 180 degrees about the vertical axis at the steps
 `check_at` names (mid-run, score distillation then refines it the right way round; at the last step, the result is
-turned). A full flip is one source of the Janus rate that a per-pixel
-reward cannot fix: every view of a flipped object is consistent, only the whole is turned (docs/benchmarks/
-reward.md). It is a training signal like the rewards, but not a loss: the judge only decides whether to turn.
+turned). A full flip is one source of the Janus rate that a per-pixel reward cannot fix: every view of a flipped
+object is consistent, only the whole is turned (docs/benchmarks/reward_orient.md). It is a training signal like the
+rewards, but not a loss: the judge only decides whether to turn.
 
 The judge (`t3d critic train-orient`, threedistill/toyworld/training/orientation.py; shipped as
 assets/critics/toyworld-orient) is trained on toy-world renders of the objects that have a front, blurred and

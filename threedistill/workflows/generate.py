@@ -275,6 +275,13 @@ def read_run_config(run_dir: Path, overrides=(), action: str = "") -> GenerateCo
     return _load_for_method([path], list(overrides), GenerateConfig.guidance_type, action, method_defaults=False)
 
 
+def check_orientation(cfg: GenerateConfig) -> None:
+    """A one-line error when the orientation check is asked of a representation that cannot turn (a mesh)."""
+    model_cls = REPRESENTATIONS.get(cfg.representation)
+    if cfg.orientation.check_at and model_cls.turn_around is Representation.turn_around:
+        raise ConfigError(f"orientation.check_at: the {cfg.representation} representation cannot be turned around")
+
+
 def build(
     cfg: GenerateConfig, run_dir: Path | None, log=print, device: str | None = None
 ) -> tuple[torch.nn.Module, Trainer]:
@@ -282,6 +289,7 @@ def build(
     from ..priors import load_prior
 
     check_prompt(cfg.prompt)
+    check_orientation(cfg)
     model_cls = REPRESENTATIONS.get(cfg.representation)
     guidance_cls = GUIDANCE.get(cfg.guidance_type)
     torch.manual_seed(cfg.trainer.seed)
@@ -302,8 +310,6 @@ def build(
     prior.use_graph = prior.use_graph and cfg.prior_graph
     guidance = guidance_cls(prior, guidance_cfg)
     terms = [reward_term(cfg.reward, device), reference_term(cfg.reference, guidance.prior, cfg, run_dir, log)]
-    if cfg.orientation.check_at and type(model).turn_around is Representation.turn_around:
-        raise ConfigError(f"orientation.check_at: the {cfg.representation} representation cannot be turned around")
     checks = [orientation_check(cfg.orientation)]
     return model, Trainer(cfg.trainer, model, guidance, cfg.prompt, run_dir, log=log, terms=terms, checks=checks)
 
@@ -373,6 +379,8 @@ def generate(
     else:
         cfg = new_run_config(prompt, representation, guidance, prior, steps, seed, out, device, config, overrides)
     stages = stage_configs(cfg)
+    for stage in stages:  # before any stage trains
+        check_orientation(stage)
     if resume is not None:
         session = RunSession.resume("generate", cfg, run_dir, log)
     else:
