@@ -77,24 +77,19 @@ class RadianceField(Representation):
         self.background_net = (
             nn.Sequential(nn.Linear(3, 32), nn.ReLU(), nn.Linear(32, 3)) if cfg.background == "learned" else None
         )
-        # 1 once the object was turned 180 degrees about y (`turn_around`): the field is then read at (-x, y, -z)
-        self.register_buffer("turned", torch.zeros(()))
+        # (1, 1, 1), or (-1, 1, -1) once the object was turned 180 degrees about y (`turn_around`): the field reads
+        # points and directions multiplied by it (a multiply rather than a branch: no device sync per evaluation)
+        self.register_buffer("field_signs", torch.ones(3))
         self.to(device)  # parameters are initialised on the CPU (same values on any device), then moved
 
     def turn_around(self, optimizer=None) -> None:
         """Turn the object 180 degrees about y (`Representation.turn_around`): the field is read at the turned
         point from now on (a turn again undoes it); its parameters and their Adam moments stay as they are."""
-        self.turned.fill_(1.0 - float(self.turned))
-
-    def _field_points(self, points: torch.Tensor) -> torch.Tensor:
-        """World points (or directions) as the field reads them: turned about y when `turned` is set."""
-        if not float(self.turned):
-            return points
-        return points * torch.tensor([-1.0, 1.0, -1.0], device=points.device, dtype=points.dtype)
+        self.field_signs.mul_(torch.tensor([-1.0, 1.0, -1.0], device=self.field_signs.device))
 
     def load_tensors(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore from a state dict; one written before fields could turn has no `turned` (not turned)."""
-        self.load_state_dict({"turned": torch.zeros(()), **state})
+        """Restore from a state dict; one written before fields could turn has no `field_signs` (not turned)."""
+        self.load_state_dict({"field_signs": torch.ones(3), **state})
 
     def make_encoding(self, cfg: FieldConfig, device: torch.device) -> nn.Module:
         raise NotImplementedError
@@ -121,7 +116,7 @@ class RadianceField(Representation):
 
     def density(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Density (N,) and geometry features (N,F) at world points inside the bound."""
-        h = self.density_net(self.encoding((self._field_points(points) / BOUND + 1.0) * 0.5))
+        h = self.density_net(self.encoding((points * self.field_signs / BOUND + 1.0) * 0.5))
         r = points.norm(dim=-1)
         bias = self.cfg.blob_density * (1.0 - r / self.cfg.blob_radius)
         return F.softplus(h[:, 0] + bias), h[:, 1:]
@@ -132,7 +127,7 @@ class RadianceField(Representation):
     def background(self, dirs: torch.Tensor) -> torch.Tensor:
         if self.background_net is None:
             return torch.ones_like(dirs)
-        return torch.sigmoid(self.background_net(self._field_points(dirs)))
+        return torch.sigmoid(self.background_net(dirs * self.field_signs))
 
     def normals(self, points: torch.Tensor) -> torch.Tensor:
         """Outward normals -grad(sigma)/|grad(sigma)| by central differences (6 extra density evaluations)."""

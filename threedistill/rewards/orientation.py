@@ -40,6 +40,11 @@ def default_judge_path() -> Path:
     return packaged_asset("critics", "toyworld-orient")
 
 
+def azimuth_bins(azimuth: torch.Tensor, bins: int) -> torch.Tensor:
+    """The judge's bin of each azimuth (degrees): bin b covers b * 360 / bins +- half a bin."""
+    return ((azimuth % 360.0) * bins / 360.0 + 0.5).floor().long() % bins
+
+
 class OrientationJudge(nn.Module):
     """One view (B,3,H,W) in [0,1] -> log-probabilities (B, bins) of the azimuth it shows the object from: a
     strided CNN, mean-pooled, a linear head."""
@@ -123,16 +128,15 @@ def flip_margin(judge: OrientationJudge, model, cfg: OrientationConfig) -> float
     docstring); positive: it looks turned round. Deterministic renders, no random numbers drawn."""
     from ..cameras import orbit_cameras
 
-    azimuths = [i * 360.0 / cfg.views for i in range(cfg.views)]
+    azimuths = torch.arange(cfg.views) * 360.0 / cfg.views
     scores = torch.zeros(2)
     for elevation in cfg.elevation:
-        cams = orbit_cameras(azimuths, [float(elevation)] * cfg.views, cfg.radius, cfg.fovy).to(model.device)
+        cams = orbit_cameras(azimuths.tolist(), [float(elevation)] * cfg.views, cfg.radius, cfg.fovy).to(model.device)
         with torch.no_grad():
             rgb = model.render(cams, cfg.resolution, cfg.resolution, perturb=False)["rgb"].clamp(0, 1)
             logp = judge(rgb.float().cpu())
-        for k, front in enumerate((0.0, 180.0)):
-            shown = [round(((a - front) % 360.0) * judge.bins / 360.0) % judge.bins for a in azimuths]
-            scores[k] += logp[torch.arange(cfg.views), torch.tensor(shown)].sum()
+        for k, front in enumerate((0.0, 180.0)):  # the azimuth each view shows an object whose front is there
+            scores[k] += logp[torch.arange(cfg.views), azimuth_bins(azimuths - front, judge.bins)].sum()
     return float(scores[1] - scores[0])
 
 

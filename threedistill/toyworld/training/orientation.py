@@ -18,10 +18,12 @@ from tqdm import tqdm
 
 from ...cameras import orbit_cameras
 from ...errors import ConfigError
-from ...rewards.orientation import OrientationJudge, save_judge
+from ...rewards.orientation import OrientationJudge, azimuth_bins, save_judge
 from ..catalogue import COLOURS, OBJECTS, get_colour
 from ..render import object_sdf, render_field
 from .critic import palette
+
+FRONTED = [name for name, obj in OBJECTS.items() if obj.has_front]  # the objects the judge learns (snowman, ...)
 
 
 @dataclass
@@ -65,9 +67,8 @@ def render_views(cfg: OrientTrainConfig, per_subject: int, seed: int, progress: 
     `views_per_instance` sharing a body-colour instance: images (N,3,H,W) uint8, azimuth (N,) degrees, object
     index (N,) into the fronted objects."""
     gen = torch.Generator().manual_seed(seed)
-    fronted = [name for name, obj in OBJECTS.items() if obj.has_front]
     images, azimuths, objects = [], [], []
-    subjects = [(colour, name) for name in fronted for colour in COLOURS]
+    subjects = [(colour, name) for name in FRONTED for colour in COLOURS]
     for colour, name in tqdm(subjects, desc="rendering orientation views", disable=not progress):
         obj = OBJECTS[name]
         for first in range(0, per_subject, cfg.views_per_instance):
@@ -84,13 +85,8 @@ def render_views(cfg: OrientTrainConfig, per_subject: int, seed: int, progress: 
                 )
             images.append((out["rgb"].clamp(0, 1) * 255).round().to(torch.uint8))
             azimuths.append(az)
-            objects.append(torch.full((n,), fronted.index(name)))
+            objects.append(torch.full((n,), FRONTED.index(name)))
     return {"images": torch.cat(images), "azimuth": torch.cat(azimuths), "object": torch.cat(objects)}
-
-
-def azimuth_bins(azimuth: torch.Tensor, bins: int) -> torch.Tensor:
-    """The bin of each azimuth (degrees): bin b covers b * 360 / bins +- half a bin."""
-    return ((azimuth % 360.0) * bins / 360.0 + 0.5).floor().long() % bins
 
 
 def augment(images: torch.Tensor, cfg: OrientTrainConfig, gen: torch.Generator) -> torch.Tensor:
@@ -114,7 +110,6 @@ def evaluate_judge(judge: OrientationJudge, views: dict, bins: int) -> dict:
     truth = azimuth_bins(views["azimuth"], bins)
     off = (predicted - truth) % bins
     distance = torch.minimum(off, bins - off)
-    fronted = [name for name, obj in OBJECTS.items() if obj.has_front]
 
     def rates(keep):
         d = distance[keep]
@@ -126,7 +121,7 @@ def evaluate_judge(judge: OrientationJudge, views: dict, bins: int) -> dict:
         }
 
     report = rates(torch.ones_like(truth, dtype=torch.bool))
-    report["per_object"] = {name: rates(views["object"] == i) for i, name in enumerate(fronted)}
+    report["per_object"] = {name: rates(views["object"] == i) for i, name in enumerate(FRONTED)}
     return report
 
 
