@@ -212,6 +212,7 @@ def test_generate_bad_input(tmp_path, args, fragment):
 RAY = importlib.util.find_spec("ray") is not None  # the cluster extra (.ci/run installs it)
 
 
+@pytest.mark.xdist_group("ray")  # one Ray instance at a time (tests/test_batch.py)
 def test_bench_fidelity_writes_a_table(tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# two toy prompts\na red cone\na blue duck\n")

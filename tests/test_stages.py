@@ -199,6 +199,7 @@ def test_a_method_file_for_a_representation_overrides_its_defaults_and_the_user_
         assert coarse.representation == "gaussians" and pick(coarse)[1:] == shared[1:], name
 
 
+@pytest.mark.xdist_group("ray")  # one Ray instance at a time (tests/test_batch.py)
 def test_stage_bench_on_ray_measures_what_it_measures_locally(tmp_path):
     """Two staged runs (a NeRF coarse stage, then a mesh stage) through `t3d bench stages`' runner, once on a
     local Ray instance two at a time and once on the local engine: the same rows in task order, the metrics of
