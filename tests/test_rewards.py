@@ -123,7 +123,7 @@ def test_the_clip_reward_pulls_every_view_and_a_visual_prompt_scores_itself_high
 @pytest.mark.parametrize(
     "make, fragment",
     [
-        (lambda d: RewardConfig(name="magic", model=str(d)), "unknown reward 'magic'; known: clip, critic, vlm"),
+        (lambda d: RewardConfig(name="magic", model=str(d)), "unknown reward 'magic'; known: clip, critic, orient"),
         (lambda d: RewardConfig(name="vlm"), "reward vlm needs reward.model=DIR"),
         (lambda d: RewardConfig(name="clip", model=str(d), views=0), "reward.views, reward.resolution"),
         (lambda d: RewardConfig(name="clip", model=str(d), elevation=[30, 0]), "reward.elevation must be [low, high]"),
@@ -167,7 +167,7 @@ def test_a_bad_reward_key_is_a_one_line_error_from_the_command_line(tmp_path):
     from test_cli import assert_one_line_error, t3d
 
     result = t3d("generate", "--prompt", "a red cone", "reward.name=magic", "reward.model=/x", cwd=tmp_path)
-    assert_one_line_error(result, "unknown reward 'magic'; known: clip, critic, vlm")
+    assert_one_line_error(result, "unknown reward 'magic'; known: clip, critic, orient, vlm")
 
 
 def test_reference_images_give_their_mask_from_alpha_or_from_a_plain_background(tmp_path):

@@ -8,7 +8,8 @@ Variants: `none`; `visual-auto` (a front view drawn from the run's prior as the 
 (a reward model given by directory, when one is); `critic` (the embedded toy critic, reward.name=critic) and
 `critic+visual-auto` (both); `orient` (the orientation check at the last step: orientation.check_at=[1.0], turning
 the object round when the embedded judge finds it faces backwards; `turned` counts the runs it turned; halfway,
-[0.5], measured worse: docs/benchmarks/reward_orient.md)."""
+[0.5], measured worse: docs/benchmarks/reward_orient.md); `orient-reward` (the same judge as a differentiable
+reward, reward.name=orient: each reward view pushed toward the look of its camera's azimuth)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,17 @@ from .harness import (
 )
 
 FRONTED = ("snowman", "duck", "house", "robot")
-VARIANTS = ("none", "visual-auto", "visual-gt", "clip", "vlm", "critic", "critic+visual-auto", "orient")
+VARIANTS = (
+    "none",
+    "visual-auto",
+    "visual-gt",
+    "clip",
+    "vlm",
+    "critic",
+    "critic+visual-auto",
+    "orient",
+    "orient-reward",
+)
 ROW = "reward_row.json"
 
 
@@ -93,6 +104,8 @@ def variant_overrides(variant: str, subject: str, out_root: Path, models: dict[s
         return ["reward.name=critic", "reference.image=auto"]
     if variant == "orient":
         return ["orientation.check_at=[1.0]"]
+    if variant == "orient-reward":
+        return ["reward.name=orient"]
     return []
 
 

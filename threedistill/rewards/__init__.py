@@ -3,7 +3,8 @@ any guidance method as the named loss term `loss_reward` = -R (guidance_spec sec
 model loaded from a local directory (no hub access): `clip` (a transformers CLIPModel: text-image cosine, or
 image-image to a visual prompt), `vlm` (Qwen2-VL / Qwen2.5-VL asked a yes/no question about the views: R =
 logit(Yes) - logit(No) of its first answer token, VLM3D), `critic` (the embedded toy critic, a small multi-view
-yes/no model trained on toy-world ground truth; its model defaults to assets/critics/toyworld-critic). Every
+yes/no model trained on toy-world ground truth; its model defaults to assets/critics/toyworld-critic), `orient`
+(the orientation judge of rewards/orientation.py: each view's log-probability of its camera's azimuth). Every
 image op on the way into the model is a torch op, so the gradient reaches the renders (no PIL or numpy on the
 gradient path).
 
@@ -27,7 +28,7 @@ from ..registry import Registry
 
 @dataclass
 class RewardConfig:
-    name: Optional[str] = None  # clip | vlm | critic; None: no reward
+    name: Optional[str] = None  # clip | vlm | critic | orient; None: no reward
     model: Optional[str] = None  # the reward model's local directory (critic: default the shipped toy critic)
     views: int = 4  # orbit views 90 degrees apart (360 / views)
     resolution: int = 64  # render size of the reward's views (the model resizes them to its own input)
@@ -62,6 +63,8 @@ class RewardConfig:
 class Reward(nn.Module):
     """A frozen model scoring images (k,3,H,W) in [0,1] against a prompt: `score` returns a scalar tensor with
     gradient with respect to the images (higher is better)."""
+
+    uses_azimuths = False  # True: `score` also takes `azimuths`, the views' camera azimuths in degrees (k,)
 
     def __init__(self, cfg: RewardConfig):
         super().__init__()
@@ -155,16 +158,20 @@ class RewardTerm(ExtraTerm):
         return {"reward": [300.0, 1.0, run_steps]}
 
     def cameras(self, generator: torch.Generator):
+        """(cameras, their azimuths in degrees)."""
         from ..cameras import orbit_cameras
 
         start, lift = torch.rand(2, generator=generator).tolist()
         low, high = self.cfg.elevation
         azimuths = [(start * 360.0 + i * 360.0 / self.cfg.views) % 360.0 for i in range(self.cfg.views)]
-        return orbit_cameras(azimuths, low + (high - low) * lift, self.cfg.radius, self.cfg.fovy)
+        cams = orbit_cameras(azimuths, low + (high - low) * lift, self.cfg.radius, self.cfg.fovy)
+        return cams, torch.tensor(azimuths)
 
     def loss(self, model, generator: torch.Generator, prompt: str) -> torch.Tensor:
-        cams = self.cameras(generator).to(model.device)
-        out = model.render(cams, self.cfg.resolution, self.cfg.resolution, generator=generator)
+        cams, azimuths = self.cameras(generator)
+        out = model.render(cams.to(model.device), self.cfg.resolution, self.cfg.resolution, generator=generator)
+        if self.reward.uses_azimuths:
+            return -self.reward.score(out["rgb"], prompt, azimuths=azimuths)
         return -self.reward.score(out["rgb"], prompt)
 
 
@@ -174,5 +181,5 @@ def reward_term(cfg: RewardConfig, device: torch.device | str = "cpu") -> Reward
     return None if reward is None else RewardTerm(reward, cfg)
 
 
-from . import clip, critic, vlm  # noqa: E402,F401  (register the rewards)
+from . import clip, critic, orientation, vlm  # noqa: E402,F401  (register the rewards)
 from .reference import ReferenceConfig, reference_term  # noqa: E402,F401

@@ -31,6 +31,7 @@ from torch import nn
 from ..config import packaged_asset
 from ..errors import ConfigError, ThreeDistillError
 from ..utils.files import write_json
+from . import REWARDS, Reward
 
 FORMAT = "threedistill-orientation"
 
@@ -163,3 +164,25 @@ class OrientationCheck:
 def orientation_check(cfg: OrientationConfig) -> OrientationCheck | None:
     """The check a config asks for (None without `check_at`)."""
     return OrientationCheck(load_judge(cfg.model), cfg) if cfg.check_at else None
+
+
+@REWARDS.register("orient")
+class OrientationReward(Reward):
+    """`reward=orient`: the judge as a differentiable reward. R = the mean over the reward's views of the judge's
+    log-probability of the azimuth each camera looks from (the front at azimuth 0, as the prompt's view suffixes
+    assume), so a back view that shows a second face is pushed to look like a back. Unlike the check it acts on
+    two-faced objects too, not only on turned ones; it knows the toy world's fronted objects only (the prompt is not
+    read)."""
+
+    uses_azimuths = True
+    default_model = staticmethod(default_judge_path)
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.judge = load_judge(cfg.model)
+
+    def score(self, images: torch.Tensor, prompt: str, azimuths: torch.Tensor | None = None) -> torch.Tensor:
+        if azimuths is None or azimuths.shape != images.shape[:1]:
+            raise ThreeDistillError("the orient reward needs each view's camera azimuth (one per image)")
+        logp = self.judge(images.float())
+        return logp[torch.arange(images.shape[0]), azimuth_bins(azimuths.to(logp.device), self.judge.bins)].mean()
