@@ -29,7 +29,7 @@ from ..registry import Registry
 @dataclass
 class RewardConfig:
     name: Optional[str] = None  # clip | vlm | critic | orient; None: no reward
-    model: Optional[str] = None  # the reward model's local directory (critic: default the shipped toy critic)
+    model: Optional[str] = None  # the reward model's local directory (critic, orient: default the shipped one)
     views: int = 4  # orbit views 90 degrees apart (360 / views)
     resolution: int = 64  # render size of the reward's views (the model resizes them to its own input)
     every: int = 1  # steps between reward evaluations

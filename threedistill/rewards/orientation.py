@@ -172,7 +172,8 @@ class OrientationReward(Reward):
     log-probability of the azimuth each camera looks from (the front at azimuth 0, as the prompt's view suffixes
     assume), so a back view that shows a second face is pushed to look like a back. Unlike the check it acts on
     two-faced objects too, not only on turned ones; it knows the toy world's fronted objects only (the prompt is not
-    read)."""
+    read). Measured worse, not recommended: the renders learn a speckle that fools the small judge, and the Janus
+    rate rises (docs/benchmarks/reward_orient.md)."""
 
     uses_azimuths = True
     default_model = staticmethod(default_judge_path)
