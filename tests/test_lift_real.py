@@ -25,6 +25,8 @@ SKULL = Path(__file__).parent / "data" / "skull_capture"
 # held-out precision 0.894 and coverage 0.886 where the fit itself covers 0.914 of the silhouettes; all the
 # Gaussians within the cameras' reach give precision 0.68 (the floaters and the stand's surroundings).
 MIN_PRECISION, MIN_COVERAGE_SHARE = 0.84, 0.85
+# Under pytest-xdist the module's tests share one worker, so the fit below is made once, not once per worker.
+pytestmark = pytest.mark.xdist_group("lift_real")
 
 
 @pytest.fixture(scope="module")
