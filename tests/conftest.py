@@ -6,8 +6,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # pytest-xdist (`-n auto` in pyproject.toml) runs one worker per core: each worker, and the `t3d` commands it starts,
 # gets its share of the cores, so the workers do not fight over them. Without xdist: up to 2 threads, as before.
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # ours to use
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
+THREADS = max(1, min(2, CORES // WORKERS))
 if WORKERS > 1:
     os.environ["OMP_NUM_THREADS"] = str(THREADS)
 torch.set_num_threads(THREADS)
@@ -16,8 +17,7 @@ torch.set_num_threads(THREADS)
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: one worker per core this process may use, at most 8 (each worker holds torch and a few small runs,
     about 1-2 GB)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores))
+    return max(1, min(8, CORES))
 
 
 @pytest.fixture(scope="session")

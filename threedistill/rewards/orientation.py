@@ -46,6 +46,11 @@ def azimuth_bins(azimuth: torch.Tensor, bins: int) -> torch.Tensor:
     return ((azimuth % 360.0) * bins / 360.0 + 0.5).floor().long() % bins
 
 
+def azimuth_logp(logp: torch.Tensor, azimuths: torch.Tensor, bins: int) -> torch.Tensor:
+    """Each view's log-probability (V,) of the azimuth (degrees) given for it, from the judge's output (V, bins)."""
+    return logp[torch.arange(logp.shape[0]), azimuth_bins(azimuths.to(logp.device), bins)]
+
+
 class OrientationJudge(nn.Module):
     """One view (B,3,H,W) in [0,1] -> log-probabilities (B, bins) of the azimuth it shows the object from: a
     strided CNN, mean-pooled, a linear head."""
@@ -137,7 +142,7 @@ def flip_margin(judge: OrientationJudge, model, cfg: OrientationConfig) -> float
             rgb = model.render(cams, cfg.resolution, cfg.resolution, perturb=False)["rgb"].clamp(0, 1)
             logp = judge(rgb.float().cpu())
         for k, front in enumerate((0.0, 180.0)):  # the azimuth each view shows an object whose front is there
-            scores[k] += logp[torch.arange(cfg.views), azimuth_bins(azimuths - front, judge.bins)].sum()
+            scores[k] += azimuth_logp(logp, azimuths - front, judge.bins).sum()
     return float(scores[1] - scores[0])
 
 
@@ -185,5 +190,4 @@ class OrientationReward(Reward):
     def score(self, images: torch.Tensor, prompt: str, azimuths: torch.Tensor | None = None) -> torch.Tensor:
         if azimuths is None or azimuths.shape != images.shape[:1]:
             raise ThreeDistillError("the orient reward needs each view's camera azimuth (one per image)")
-        logp = self.judge(images.float())
-        return logp[torch.arange(images.shape[0]), azimuth_bins(azimuths.to(logp.device), self.judge.bins)].mean()
+        return azimuth_logp(self.judge(images.float()), azimuths, self.judge.bins).mean()
