@@ -227,7 +227,7 @@ def bench_reward(
     variants: str = typer.Option(
         "none,visual-auto,visual-gt",
         help="Comma-separated: none, visual-auto, visual-gt (an oracle), clip, vlm, critic, critic+visual-auto, "
-        "orient (the orientation check at the last step).",
+        "orient (the orientation check at the last step), orient-reward (its judge as a reward; measured worse).",
     ),
     objects: str = typer.Option("snowman,duck,house,robot", help="Comma-separated toy objects with a front."),
     colours: str = typer.Option("red,blue,green", help="Comma-separated colours of each object."),
