@@ -356,6 +356,17 @@ def test_bench_reward_writes_its_janus_table(tmp_path):
     assert orient.split(" | ")[7] in ("0", "1")  # the check ran at the last step and may have turned the run
     assert (tmp_path / "runs" / "references" / "red_duck_front.png").is_file()
     assert "visual-gt uses the true front view: an oracle" in table
+    # --resume with a second seed: seed 0's finished run is read back (no second run folder), seed 1 runs
+    first = next(line for line in result.stdout.splitlines() if " none " in line and "seed 0" in line)
+    again = t3d(
+        "bench", "reward", "--variants", "none", "--objects", "duck", "--colours", "red", "--seeds", "2",
+        "--methods", "sds", "--representation", "gaussians", "--steps", "2", "--out", str(tmp_path / "again.md"),
+        "--runs-dir", str(tmp_path / "runs"), "--resume", *FAST,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    none = tmp_path / "runs" / "sds-gaussians" / "none"
+    assert [len(list(none.glob(f"seed{k}/a-red-duck/*/reward_row.json"))) for k in (0, 1)] == [1, 1]
+    assert first.rsplit(" ", 1)[0] in again.stdout  # the same IoU and Janus, read back
 
 
 def test_guidance_bench_runs_each_method_with_each_reward(tmp_path):

@@ -22,6 +22,7 @@ from ..errors import ThreeDistillError
 from .harness import (
     engine_flags,
     engine_note,
+    finished_row,
     in_task_order,
     mean_or_none,
     median_step_seconds,
@@ -132,7 +133,7 @@ def reward_run(
     from ..workflows.generate import generate_or_resume
     from ..workflows.results import evaluate_run
 
-    out = Path(out_root) / f"{method}-{rep}" / variant / f"seed{seed}"
+    out = task_dir(out_root, method, rep, variant, seed)
     start = time.time()
     run = generate_or_resume(
         out, prompt=f"a {subject}", representation=rep, guidance=method, seed=seed, steps=steps,
@@ -142,6 +143,8 @@ def reward_run(
     row = {
         "variant": variant,
         "subject": subject,
+        "prompt": f"a {subject}",
+        "task": {"steps": steps, "overrides": list(overrides)},  # what --resume compares
         "seed": seed,
         "representation": rep,
         "guidance": method,
@@ -158,6 +161,11 @@ def reward_run(
     return row
 
 
+def task_dir(out_root: str | Path, method: str, rep: str, variant: str, seed: int) -> Path:
+    """Where a task's run goes: OUT_ROOT/METHOD-REP/VARIANT/seedK (one folder per prompt below it)."""
+    return Path(out_root) / f"{method}-{rep}" / variant / f"seed{seed}"
+
+
 def run_reward_bench(
     variants: list[str],
     subjects: list[str],
@@ -171,7 +179,11 @@ def run_reward_bench(
     engine: EngineConfig | None = None,
     log=print,
     on_row=None,
+    reuse: bool = False,
 ) -> list[dict]:
+    """Every (method, representation, variant, subject, seed) run, evaluated against ground truth; `on_row(rows)`
+    after each. `reuse` reads finished runs of the same task (same steps and overrides) back from `out_root`
+    instead of running them again (a benchmark stopped half-way, or given more seeds, goes on)."""
     out_root = Path(out_root).resolve()
     models = models or {}
     tasks = [
@@ -196,7 +208,11 @@ def run_reward_bench(
             on_row,
         )
 
-    run_tasks(reward_run, tasks, report, engine, log=log)
+    def read_back(t: dict) -> dict | None:
+        where = task_dir(t["out_root"], t["method"], t["rep"], t["variant"], t["seed"])
+        return finished_row(where, f"a {t['subject']}", {"steps": t["steps"], "overrides": t["overrides"]}, ROW)
+
+    run_tasks(reward_run, tasks, report, engine, read_back if reuse else None, log=log)
     key = lambda t: (t["method"], t["rep"], t["variant"], t["subject"], t["seed"])  # noqa: E731
     return in_task_order(
         rows,

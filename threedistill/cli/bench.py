@@ -240,6 +240,7 @@ def bench_reward(
     vlm_model: Optional[str] = typer.Option(None, help="A local Qwen2-VL directory (variant vlm)."),
     out: Path = typer.Option(Path("docs/benchmarks/reward.md"), "--out", help="Markdown report to write."),
     runs_dir: Path = typer.Option(Path("outputs/bench-reward"), help="Where the runs go."),
+    resume: bool = typer.Option(False, "--resume", help="Read finished runs of the same tasks back from --runs-dir."),
     engine: str = EngineOption,
     jobs: int = JobsOption,
     address: Optional[str] = AddressOption,
@@ -273,7 +274,7 @@ def bench_reward(
     write = report_writer(out, lambda rows: markdown_report(rows, command, engine_cfg, ctx.args))
     rows = run_reward_bench(
         names, subjects, seeds, parse_representations(representation), parse_methods(methods), runs_dir, ctx.args,
-        steps, models, engine_cfg, log=typer.echo, on_row=write,
+        steps, models, engine_cfg, log=typer.echo, on_row=write, reuse=resume,
     )  # fmt: skip
     write(rows)
     typer.echo(f"wrote {out}")
