@@ -107,6 +107,24 @@ def test_a_child_started_by_run_module_dies_when_its_parent_is_killed():
             parent.kill()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_a_child_whose_parent_died_before_it_asked_to_die_with_it_kills_itself():
+    """The race the death signal cannot cover: the parent killed between fork and the child's prctl. The child
+    then finds another parent than the one that started it (here: a pid that is not its parent) and ends."""
+    from threedistill.utils.subprocesses import _die_with_parent
+
+    sleeper = [sys.executable, "-c", "import time; time.sleep(30)"]
+    orphan = subprocess.Popen(sleeper, preexec_fn=lambda: _die_with_parent(os.getpid() + 1_000_000))
+    assert orphan.wait(timeout=30) == -signal.SIGKILL
+    child = subprocess.Popen(sleeper, preexec_fn=lambda parent=os.getpid(): _die_with_parent(parent))
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):  # its parent is alive: it runs
+            child.wait(timeout=1)
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_a_run_locked_by_another_process_cannot_be_locked_again_until_it_is_released(tmp_path):
     from threedistill.session import lock_run
 

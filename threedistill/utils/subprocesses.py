@@ -13,15 +13,18 @@ from pathlib import Path
 from typing import Iterator
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child between fork and exec
     """Linux: the child gets SIGKILL when its parent dies (even by SIGKILL), so a killed export leaves no xatlas
-    behind; elsewhere a no-op."""
+    behind; a parent that died before the request took effect (the child then belongs to init) is checked for
+    right after it; elsewhere a no-op."""
     try:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass
+        return
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 TEMP_PREFIX = "t3d-"
@@ -68,7 +71,8 @@ def run_module(
     unless `cwd` is given (the arguments then may be relative to it), an empty working directory; `env` adds to
     the environment."""
     env = {**os.environ, **(env or {}), "PYTHONSAFEPATH": "1"}
-    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    parent = os.getpid()
+    preexec = (lambda: _die_with_parent(parent)) if sys.platform.startswith("linux") else None
     with private_tempdir("child") as empty:
         return subprocess.run(
             [sys.executable, "-m", module, *args],
