@@ -232,6 +232,33 @@ def test_nfsd_domain_term_switches_at_t_200(prior):
     assert torch.allclose(g_none[1], (without.weight(t) * 7.5 * (eps_y - eps_e))[1], atol=1e-5)
 
 
+def test_nfsd_with_perp_neg_has_sds_perp_neg_condition_term(prior):
+    """guidance.perp_neg=true (the Gaussians' default) reaches NFSD's condition term as it reaches SDS's: for
+    t >= 200 and no negative prompt, SDS's G minus NFSD's is w(t) (eps_empty - noise) with Perp-Neg as without it,
+    and Perp-Neg changes NFSD's G (cameras off the front and back, where its negatives weigh)."""
+    x, noise, _ = draws()
+    t = torch.tensor([300, 700])
+    cams = orbit_cameras([30.0, 150.0], 10.0, 3.0)
+    grads = []
+    for perp in (False, True):
+        nfsd, sds = (build(prior, name, guidance_scale=7.5, perp_neg=perp) for name in ("nfsd", "sds"))
+        state = nfsd.prompt_state("a cat")
+        g_n = nfsd.gradient(x, cams, state, 0, t, noise)
+        g_s = sds.gradient(x, cams, sds.prompt_state("a cat"), 0, t, noise)
+        eps_e = prior.predict_noise(prior.add_noise(x, noise, t), t, state.empty(2))
+        assert torch.allclose(g_s - g_n, nfsd.weight(t).view(-1, 1, 1, 1) * (eps_e - noise), atol=1e-5)
+        grads.append(g_n)
+    assert (grads[1] - grads[0]).abs().max() > 1e-3
+    assert build(prior, "nfsd", perp_neg=True).teacher_evals == 4
+    assert build(prior, "nfsd", perp_neg=True, negative_prompt="a dog").teacher_evals == 5
+
+
+@pytest.mark.parametrize("name", ["bsd", "csm"])
+def test_a_method_without_a_perp_neg_form_says_it_ignores_perp_neg(prior, name):
+    with pytest.warns(UserWarning, match=f"{name} has no Perp-Neg form: guidance.perp_neg=true is ignored"):
+        build(prior, name, perp_neg=True)
+
+
 # ---------------------------------------------------------------- VSD / ESD (spec 2.6, 3.4)
 @pytest.fixture(scope="module")
 def toy_prior():

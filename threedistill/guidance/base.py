@@ -133,6 +133,7 @@ class Guidance(Objective):
     config_class = GuidanceConfig
     name = "guidance"
     shared_timestep = False  # one t for every view of a step (LucidDreamer-family methods)
+    perp_neg_path = True  # False: the method has no Perp-Neg form, and guidance.perp_neg=true is ignored (a warning)
 
     def __init__(self, prior: Prior, cfg: Optional[GuidanceConfig] = None):
         super().__init__()
@@ -142,6 +143,12 @@ class Guidance(Objective):
             raise ConfigError(
                 "guidance.perp_neg=true is a 2D prior's remedy for views; a multi-view prior is told each view's "
                 "camera instead: set guidance.perp_neg=false"
+            )
+        if self.cfg.perp_neg and not self.perp_neg_path:
+            warnings.warn(
+                f"{self.name} has no Perp-Neg form: guidance.perp_neg=true is ignored (guidance.perp_neg=false "
+                "silences this)",
+                stacklevel=2,
             )
 
     @property
@@ -209,6 +216,31 @@ class Guidance(Objective):
             branches.append((x_t, t, prompt.unconditional(b)))
         eps = self.teacher(*branches)
         return eps[0], eps[2] if len(eps) == 3 else eps[1], eps[1]
+
+    @property
+    def classifier_evals(self) -> int:
+        """Teacher evaluations of one `classifier_terms` call per view: prompt and empty, the negative prompt's
+        when there is one, and Perp-Neg's two negative views when it is on."""
+        return (2 if self.cfg.negative_prompt == "" else 3) + (2 if self.cfg.perp_neg else 0)
+
+    @torch.no_grad()
+    def classifier_terms(
+        self, x_t: torch.Tensor, t: torch.Tensor, cameras: Cameras, prompt: PromptState
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(eps_y, eps_negative, eps_empty, perp) at x_t, for methods that keep the branches apart (CSD, NFSD):
+        prompt_eps's three, and Perp-Neg's perpendicular sum over the other views' directions,
+        sum_i w_i perp(eps_neg_i - eps_empty; eps_y - eps_empty), with eps_y the view-interpolated prompt's
+        prediction, when guidance.perp_neg is on (0 when off)."""
+        if not self.cfg.perp_neg:
+            eps_y, eps_n, eps_e = self.prompt_eps(x_t, t, cameras, prompt)
+            return eps_y, eps_n, eps_e, torch.zeros_like(eps_y)
+        from .perp_neg import perp_neg_embeddings, perp_neg_terms
+
+        b = x_t.shape[0]
+        pos, negs, weights = perp_neg_embeddings(self.prior, prompt.prompt, cameras)
+        eps_y, eps_e, perp = perp_neg_terms(self.prior, x_t, t, pos, negs, weights, prompt.empty(b))
+        eps_n = eps_e if prompt.negative_prompt == "" else self.teacher((x_t, t, prompt.unconditional(b)))[0]
+        return eps_y, eps_n, eps_e, perp
 
     @torch.no_grad()
     def guided_eps(

@@ -49,6 +49,7 @@ def min_norm_weight(g_c: torch.Tensor, g_d: torch.Tensor) -> torch.Tensor:
 class BSDGuidance(Guidance):
     config_class = BSDConfig
     name = "bsd"
+    perp_neg_path = False
     shared_timestep = True
 
     @property

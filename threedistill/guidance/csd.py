@@ -46,23 +46,7 @@ class CSDGuidance(Guidance):
 
     @property
     def teacher_evals(self) -> int:
-        return (2 if self.cfg.negative_prompt == "" else 3) + (2 if self.cfg.perp_neg else 0)
-
-    @torch.no_grad()
-    def classifier_terms(
-        self, x_t: torch.Tensor, t: torch.Tensor, cameras: Cameras, prompt: PromptState
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(eps_y, eps_negative, eps_empty, perp) at x_t; perp is Perp-Neg's perpendicular sum (0 when off)."""
-        if not self.cfg.perp_neg:
-            eps_y, eps_n, eps_e = self.prompt_eps(x_t, t, cameras, prompt)
-            return eps_y, eps_n, eps_e, torch.zeros_like(eps_y)
-        from .perp_neg import perp_neg_embeddings, perp_neg_terms
-
-        b = x_t.shape[0]
-        pos, negs, weights = perp_neg_embeddings(self.prior, prompt.prompt, cameras)
-        eps_y, eps_e, perp = perp_neg_terms(self.prior, x_t, t, pos, negs, weights, prompt.empty(b))
-        eps_n = eps_e if prompt.negative_prompt == "" else self.teacher((x_t, t, prompt.unconditional(b)))[0]
-        return eps_y, eps_n, eps_e, perp
+        return self.classifier_evals
 
     def gradient(
         self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor, noise: torch.Tensor

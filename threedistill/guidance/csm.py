@@ -27,6 +27,7 @@ class CSMConfig(InversionConfig):
 class CSMGuidance(Guidance):
     config_class = CSMConfig
     name = "csm"
+    perp_neg_path = False
 
     @property
     def teacher_evals(self) -> int:

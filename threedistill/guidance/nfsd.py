@@ -5,6 +5,10 @@ Three predictions on one x_t: eps_y, eps_n (the negative prompt), eps_e (empty).
 condition term d_C = s (eps_y - eps_e) and the domain term d_D = eps_e for t < t_switch (small noise: the
 prior's own denoising), else eps_e - eps_n (push away from the negative prompt). No "- eps" term: the random
 noise never enters G. 3 teacher evaluations per view (2 without a negative prompt).
+
+With guidance.perp_neg=true (the Gaussians' default) the condition term is Perp-Neg's view-aware one, as SDS's:
+d_C = s (eps_y - eps_e + sum_i w_i perp(eps_neg_i - eps_e; eps_y - eps_e)), eps_y the view-interpolated prompt's
+prediction, the other views' directions the negatives (guidance_spec section 1.4); 2 more teacher evaluations.
 """
 
 from __future__ import annotations
@@ -33,14 +37,14 @@ class NFSDGuidance(Guidance):
 
     @property
     def teacher_evals(self) -> int:
-        return 2 if self.cfg.negative_prompt == "" else 3
+        return self.classifier_evals
 
     def gradient(
         self, x: torch.Tensor, cameras: Cameras, prompt: PromptState, step: int, t: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
         x_t = self.prior.add_noise(x.detach(), noise, t)
-        eps_y, eps_n, eps_e = self.prompt_eps(x_t, t, cameras, prompt)
-        d_c = scheduled(self.cfg.guidance_scale, step) * (eps_y - eps_e)
+        eps_y, eps_n, eps_e, perp = self.classifier_terms(x_t, t, cameras, prompt)
+        d_c = scheduled(self.cfg.guidance_scale, step) * (eps_y - eps_e + perp)
         small = (t < self.cfg.t_switch).view(-1, *[1] * (x.ndim - 1))
         d_d = torch.where(small, eps_e, eps_e - eps_n)
         return self.weight(t) * (d_c + d_d)
