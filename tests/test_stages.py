@@ -177,8 +177,9 @@ def test_a_methods_settings_for_one_representation_apply_only_there():
 
 def test_a_method_file_for_a_representation_overrides_its_defaults_and_the_user_overrides_both(tmp_path):
     """configs/guidance/sds-gaussians.yaml (SDS's 200-step recipe) comes after configs/generate/gaussians.yaml (300
-    steps, shared by every method), and a user's YAML after both; another method, the multi-view prior and the
-    staged configs keep the Gaussians' 300-step settings."""
+    steps, shared by every method), and a user's YAML after both; nfsd-gaussians.yaml gives NFSD the same recipe
+    without its annealed timestep window; another method, the multi-view prior and the staged configs keep the
+    Gaussians' 300-step settings."""
     from threedistill.config import packaged_config
     from threedistill.workflows.generate import new_run_config
 
@@ -188,7 +189,10 @@ def test_a_method_file_for_a_representation_overrides_its_defaults_and_the_user_
 
     shared = (300, 100, 250, 50, 0.01)
     assert pick(new_run_config(prompt="x")) == (200, 67, 167, 33, 0.02)
-    assert pick(new_run_config(prompt="x", guidance="nfsd")) == shared
+    assert pick(new_run_config(prompt="x", guidance="nfsd")) == (200, 67, 167, 33, 0.02)
+    assert new_run_config(prompt="x", guidance="nfsd").guidance.max_step_percent == 0.98
+    assert new_run_config(prompt="x", guidance="nfsd", representation="nerf").guidance.max_step_percent != 0.98
+    assert pick(new_run_config(prompt="x", guidance="csd")) == shared
     assert pick(new_run_config(prompt="x", prior="toyworld-mv")) == shared
     assert pick(new_run_config(prompt="x", steps=250)) == (250, 67, 167, 33, 0.02)
     mine = tmp_path / "mine.yaml"
