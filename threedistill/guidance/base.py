@@ -209,7 +209,7 @@ class Guidance(Objective):
         self, x_t: torch.Tensor, t: torch.Tensor, cameras: Cameras, prompt: PromptState
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(eps_y, eps_negative, eps_empty) at x_t in one batched call; without a negative prompt the negative
-        prediction is the empty one (no extra evaluation). For methods that keep the three apart (CSD, NFSD)."""
+        prediction is the empty one (no extra evaluation). classifier_terms without Perp-Neg."""
         b = x_t.shape[0]
         branches = [(x_t, t, prompt.conditional(cameras)), (x_t, t, prompt.empty(b))]
         if prompt.negative_prompt != "":
