@@ -133,18 +133,18 @@ def reward_run(
     from ..workflows.generate import generate_or_resume
     from ..workflows.results import evaluate_run
 
-    out = task_dir(out_root, method, rep, variant, seed)
+    out, prompt = task_dir(out_root, method, rep, variant, seed), f"a {subject}"
     start = time.time()
     run = generate_or_resume(
-        out, prompt=f"a {subject}", representation=rep, guidance=method, seed=seed, steps=steps,
+        out, prompt=prompt, representation=rep, guidance=method, seed=seed, steps=steps,
         overrides=overrides, log=lambda s: None,
     )  # fmt: skip
     metrics = evaluate_run(run.dir, run)
     row = {
         "variant": variant,
         "subject": subject,
-        "prompt": f"a {subject}",
-        "task": {"steps": steps, "overrides": list(overrides)},  # what --resume compares
+        "prompt": prompt,
+        "task": task_record(steps, overrides),
         "seed": seed,
         "representation": rep,
         "guidance": method,
@@ -159,6 +159,11 @@ def reward_run(
     }
     (run.dir / ROW).write_text(json.dumps(row))
     return row
+
+
+def task_record(steps: int | None, overrides) -> dict:
+    """What a row records of its task and --resume compares: the step count and the overrides."""
+    return {"steps": steps, "overrides": list(overrides)}
 
 
 def task_dir(out_root: str | Path, method: str, rep: str, variant: str, seed: int) -> Path:
@@ -210,7 +215,7 @@ def run_reward_bench(
 
     def read_back(t: dict) -> dict | None:
         where = task_dir(t["out_root"], t["method"], t["rep"], t["variant"], t["seed"])
-        return finished_row(where, f"a {t['subject']}", {"steps": t["steps"], "overrides": t["overrides"]}, ROW)
+        return finished_row(where, f"a {t['subject']}", task_record(t["steps"], t["overrides"]), ROW)
 
     run_tasks(reward_run, tasks, report, engine, read_back if reuse else None, log=log)
     key = lambda t: (t["method"], t["rep"], t["variant"], t["subject"], t["seed"])  # noqa: E731
