@@ -35,6 +35,9 @@ def test_the_training_loop_writes_a_loadable_teacher_with_its_gate(tmp_path):
     gate = json.loads((tmp_path / "teacher" / "model_index.json").read_text())["threedistill"]["gate"]
     assert teacher.resolution == 16 and gate["samples"] == 12  # one view of each of the 12 named drags
     assert set(gate) >= {"teacher_mean_iou", "hint_mean_iou", "reference_mean_iou", "passed"}
+    by_drag = gate["teacher_iou_by_drag"]  # one sample each: the per-drag means average to the overall one
+    assert len(by_drag) == 12 and "duck-head_raise" in by_drag
+    assert sum(by_drag.values()) / 12 == pytest.approx(gate["teacher_mean_iou"], abs=1e-3)
 
 
 def test_the_shipped_teacher_records_its_gate():
@@ -68,3 +71,57 @@ def test_the_gate_scores_the_moved_pixels_apart_from_the_still_ones():
     half[0, 2:4, 5:7] = True  # arrived but did not leave
     assert moved_accuracy(half, after, moved).item() == pytest.approx(4 / 12)
     assert torch.isnan(moved_accuracy(after, after, torch.zeros_like(moved))).all()
+
+
+def test_a_sample_predicting_teacher_trains_and_its_eps_gives_back_its_image(tmp_path):
+    """prediction=sample with hint_residual: the network's correction starts at zero, so the untrained teacher's
+    noise prediction is the one whose clean image is the hint inside the mask and the reference outside, and a
+    DDIM sample from it is that image; training writes a loadable teacher that says what it predicts."""
+    from threedistill.priors.drag_teacher import drag_condition
+    from threedistill.toyworld.training.components import build_scheduler
+    from threedistill.toyworld.training.drag_teacher import build_teacher_unet, save_teacher
+
+    cfg = DragTeacherTrainConfig(
+        out=str(tmp_path / "teacher"), dataset_cache=str(tmp_path / "pairs.pt"), drags=3, views_per_drag=2,
+        resolution=16, steps=2, batch_size=4, channels=[8, 16, 16], layers_per_block=1, gate_views=1, gate_steps=2,
+        snapshot_every=0, prediction="sample", hint_residual=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    unet = build_teacher_unet(cfg)
+    torch.nn.init.zeros_(unet.conv_out.weight)
+    torch.nn.init.zeros_(unet.conv_out.bias)
+    save_teacher(tmp_path / "zero", unet, build_scheduler(cfg.beta_schedule, "sample"), {"hint_residual": True})
+    teacher = DragTeacher(tmp_path / "zero")
+    assert teacher.prediction == "sample" and teacher.hint_residual
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+    part = torch.zeros(2, 1, 16, 16)
+    part[:, :, 4:8, 4:8] = 1
+    handles = torch.tensor([[[6.0, 6.0]], [[6.0, 6.0]]])
+    cond, uncond, m = drag_condition(ref, part, handles, handles + torch.tensor([5.0, 0.0]))
+    clean = m * cond[:, 7:10] + (1 - m) * ref
+    expected = clean.clamp(-1, 1)
+    assert not torch.allclose(expected, ref)  # the hint moved the part
+    x0 = torch.randn(2, 3, 16, 16, generator=g)
+    for t in (900, 500, 20):  # (at t = 999, alpha_t is 5e-5: the float32 inverse is noise)
+        tt = torch.tensor([t])
+        abar = teacher.alphas_cumprod[t]
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * torch.randn(2, 3, 16, 16, generator=g)
+        eps = teacher.eps(x_t, tt, cond)
+        assert torch.allclose((x_t - (1 - abar).sqrt() * eps) / abar.sqrt(), clean, atol=1e-3)
+    assert torch.allclose(teacher.sample(cond, uncond, scale=1.0, steps=5), expected, atol=1e-3)
+    # CFG over the points extrapolates from the unmoved reference (the unconditional image) through the hint
+    guided = (m * (ref + 4.0 * (cond[:, 7:10] - ref)) + (1 - m) * ref).clamp(-1, 1)
+    assert torch.allclose(teacher.sample(cond, uncond, scale=4.0, steps=5), guided, atol=1e-3)
+    train_drag_teacher(cfg, progress=False, log=lambda s: None)
+    trained = DragTeacher(tmp_path / "teacher")
+    assert trained.prediction == "sample" and trained.hint_residual and "sample" in repr(trained)
+
+
+def test_the_teacher_config_rejects_a_residual_without_an_image_target():
+    from threedistill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="hint_residual needs prediction=sample"):
+        DragTeacherTrainConfig(hint_residual=True)
+    with pytest.raises(ConfigError, match="prediction must be"):
+        DragTeacherTrainConfig(prediction="v_prediction")

@@ -17,6 +17,14 @@ hint. m is the dilated union of the part's visible footprint and where the drag 
 points; the training code (toyworld/training/drag_teacher.py) and Drag-SDS (editing/drag_sds.py) use the same
 function, so the teacher sees at edit time what it saw in training.
 
+What the network's 3 output channels mean is the scheduler's `prediction_type`: `epsilon` (the noise, the first
+shipped teachers) or `sample` (the clean image; with `hint_residual` in model_index.json's `threedistill` entry, as
+a correction added to the hint channel, so an untrained network already returns the cut-and-paste). The teacher's
+`eps` converts either to the noise Drag-SDS and DDIM use. An eps-predicting network has to get the clean image
+right through x0 = (x_t - sigma_t eps) / alpha_t, which at high t multiplies its error by sigma_t / alpha_t; when
+the condition nearly fixes the clean image (a drag mostly copies its reference), predicting the image is the
+well-posed target (toyworld/training/drag_teacher.py).
+
 A teacher directory is diffusers-shaped: `model_index.json` (`_class_name: ToyWorldDragPipeline`), `unet/`
 (UNet2DModel, 15 input channels) and `scheduler/`. A real drag model (LightningDrag's weights) does not fit this
 input and would need its own loader class with the same `guided_eps` (not built: see the README).
@@ -118,6 +126,21 @@ def inpainting_eps(
     return m * eps + (1 - m) * outside
 
 
+def inpainting_x0(raw: torch.Tensor, condition: torch.Tensor, hint_residual: bool) -> torch.Tensor:
+    """The clean image of a `sample`-predicting network: inside m its prediction (plus the hint channel with
+    `hint_residual`: the hint when conditional, the reference when the points are dropped), outside m the
+    reference."""
+    m, reference, hint = condition[:, :1], condition[:, 4:7], condition[:, 7:10]
+    inside = raw + hint if hint_residual else raw
+    return m * inside + (1 - m) * reference
+
+
+def eps_from_x0(x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """The noise that x_t = alpha_t x0 + sigma_t eps implies (sigma_t floored so t = 0 stays finite)."""
+    abar = alphas_cumprod.to(x_t.device)[t.long()].view(-1, 1, 1, 1)
+    return (x_t - abar.sqrt() * x0) / (1 - abar).clamp_min(1e-8).sqrt()
+
+
 def guidance_scale(step: int, steps: int, start: float = 4.0) -> float:
     """DYG's decaying point-CFG scale s(k) = (s0 - 1)(1 - k/K)^2 + 1 (diffusers convention)."""
     return (start - 1.0) * (1.0 - min(step, steps) / max(steps, 1)) ** 2 + 1.0
@@ -157,16 +180,24 @@ class DragTeacher:
             raise PriorLoadError(
                 f"{root}/unet takes {self.unet.config.in_channels} input channels; a drag teacher takes {CHANNELS}"
             )
+        self.prediction = scheduler.config.prediction_type
+        if self.prediction not in ("epsilon", "sample"):
+            raise PriorLoadError(
+                f"{root}/scheduler predicts {self.prediction!r}; a drag teacher predicts 'epsilon' or 'sample'"
+            )
+        self.hint_residual = bool((index.get("threedistill") or {}).get("hint_residual", False))
         self.path, self.scheduler = root, scheduler
         self.alphas_cumprod = scheduler.alphas_cumprod.float()
         self.resolution = int(self.unet.config.sample_size)
 
     def __repr__(self) -> str:
-        return f"DragTeacher({self.path}, {self.resolution}px)"
+        return f"DragTeacher({self.path}, {self.resolution}px, predicts {self.prediction})"
 
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         t = t.expand(x_t.shape[0]) if t.numel() == 1 else t
         raw = self.unet(torch.cat([x_t, condition], 1), t).sample
+        if self.prediction == "sample":
+            return eps_from_x0(inpainting_x0(raw, condition, self.hint_residual), x_t, t, self.alphas_cumprod)
         return inpainting_eps(raw, x_t, t, condition, self.alphas_cumprod)
 
     @torch.no_grad()
@@ -188,7 +219,7 @@ class DragTeacher:
         """DDIM (eta 0) samples in [-1, 1] for the given conditions."""
         from diffusers import DDIMScheduler
 
-        ddim = DDIMScheduler.from_config(self.scheduler.config)
+        ddim = DDIMScheduler.from_config(self.scheduler.config, prediction_type="epsilon")  # guided_eps is noise
         ddim.set_timesteps(steps)
         g = torch.Generator().manual_seed(seed)
         x = torch.randn((cond.shape[0], 3, *cond.shape[-2:]), generator=g).to(cond.device)

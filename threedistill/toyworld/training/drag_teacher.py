@@ -1,8 +1,10 @@
 """Trains the toy drag teacher (`t3d prior train-drag`, configs/prior/toyworld_drag.yaml) on random toy drags
 (toyworld/drag_pairs.py) and gates it on the benchmark's twelve named drags, which training never sees.
 
-The teacher is a diffusers UNet2DModel predicting the noise of the dragged image from x_t and the drag condition
-of priors/drag_teacher.py (mask, masked reference, reference, cut-and-paste hint, point maps). The point condition
+The teacher is a diffusers UNet2DModel predicting, from x_t and the drag condition of priors/drag_teacher.py (mask,
+masked reference, reference, cut-and-paste hint, point maps), either the noise of the dragged image (`prediction:
+epsilon`, min-SNR weighted; the first shipped teacher) or the dragged image itself (`prediction: sample`, a plain
+clean-image MSE, optionally as a correction to the hint: `hint_residual`). The point condition
 is dropped (zero maps, unmoved hint) with probability `uncond_prob` so CFG over points works. Loop: min-SNR
 weighting, AdamW with warm-up and cosine decay, EMA weights, snapshots (as the prior's).
 
@@ -15,7 +17,7 @@ That IoU counts every object pixel inside m, and most of them do not move: the u
 0.76 on it. So the gate also reports the drag itself (`*_moved_accuracy`, a diagnostic, not part of passing): of
 the pixels inside m whose object-or-ground label differs between the reference and the dragged truth (where the
 part arrives and where it leaves), the share an image labels as the truth does. The reference scores 0 on it by
-construction and the truth 1.
+construction and the truth 1. `teacher_iou_by_drag` gives the teacher's mean IoU per named drag.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from ...errors import ConfigError
-from ...priors.drag_teacher import CHANNELS, CLASS_NAME, DragTeacher, drag_condition, inpainting_eps
+from ...priors.drag_teacher import CHANNELS, CLASS_NAME, DragTeacher, drag_condition, inpainting_eps, inpainting_x0
 from .common import clipped_step, ema_update, min_snr_loss, warmup_cosine
 from .components import build_scheduler, norm_groups
 
@@ -52,7 +54,9 @@ class DragTeacherTrainConfig:
     lr_end: float = 0.1
     weight_decay: float = 0.01
     ema_decay: float = 0.999
-    min_snr_gamma: float = 5.0
+    min_snr_gamma: float = 5.0  # eps prediction only: min-SNR weighting of the noise loss
+    prediction: str = "epsilon"  # what the network predicts: "epsilon" (noise) or "sample" (the clean image)
+    hint_residual: bool = False  # "sample" only: the network predicts a correction to the hint channel
     uncond_prob: float = 0.1  # the point condition dropped (for CFG over points)
     channels: list[int] = field(default_factory=lambda: [32, 64, 96])
     layers_per_block: int = 2
@@ -72,6 +76,10 @@ class DragTeacherTrainConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.resolution not in (16, 32, 64):
             raise ConfigError(f"resolution must be 16, 32 or 64, got {self.resolution}")
+        if self.prediction not in ("epsilon", "sample"):
+            raise ConfigError(f"prediction must be 'epsilon' or 'sample', got {self.prediction!r}")
+        if self.hint_residual and self.prediction != "sample":
+            raise ConfigError("hint_residual needs prediction=sample (a correction to the hint is an image)")
         if not 0 <= self.uncond_prob < 1:
             raise ConfigError(f"uncond_prob must be in [0, 1), got {self.uncond_prob}")
 
@@ -144,7 +152,10 @@ def train_drag_teacher(cfg: DragTeacherTrainConfig, progress: bool = True, log=p
         unet = UNet2DModel.from_pretrained(Path(cfg.init_from) / "unet").float()
     else:
         unet = build_teacher_unet(cfg)
-    scheduler = build_scheduler(cfg.beta_schedule)
+        if cfg.hint_residual:  # a zero correction: the untrained teacher returns the hint
+            torch.nn.init.zeros_(unet.conv_out.weight)
+            torch.nn.init.zeros_(unet.conv_out.bias)
+    scheduler = build_scheduler(cfg.beta_schedule, prediction_type=cfg.prediction)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     lr_at = warmup_cosine(cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr_end)
@@ -158,7 +169,12 @@ def train_drag_teacher(cfg: DragTeacherTrainConfig, progress: bool = True, log=p
     out, start = Path(cfg.out), time.time()
 
     def snapshot(step: int, gate: dict | None = None):
-        extra = {"trained_steps": step, "train_config": asdict(cfg), "train_seconds": round(time.time() - start, 1)}
+        extra = {
+            "trained_steps": step,
+            "hint_residual": cfg.hint_residual,
+            "train_config": asdict(cfg),
+            "train_seconds": round(time.time() - start, 1),
+        }
         save_teacher(out, ema, scheduler, extra | ({"gate": gate} if gate else {}))
 
     bar = tqdm(range(cfg.steps), desc="training toy drag teacher", disable=not progress)
@@ -169,8 +185,11 @@ def train_drag_teacher(cfg: DragTeacherTrainConfig, progress: bool = True, log=p
         t = torch.from_numpy(rng.integers(0, 1000, cfg.batch_size))
         noise = torch.from_numpy(rng.standard_normal(x0.shape).astype(np.float32))
         xt = scheduler.add_noise(x0, noise, t)
-        pred = inpainting_eps(unet(torch.cat([xt, condition], 1), t).sample, xt, t, condition, abar)
-        loss = min_snr_loss(pred, noise, t, snr, cfg.min_snr_gamma)
+        raw = unet(torch.cat([xt, condition], 1), t).sample
+        if cfg.prediction == "sample":  # the clean-image MSE, every t weighted alike
+            loss = torch.nn.functional.mse_loss(inpainting_x0(raw, condition, cfg.hint_residual), x0)
+        else:
+            loss = min_snr_loss(inpainting_eps(raw, xt, t, condition, abar), noise, t, snr, cfg.min_snr_gamma)
         clipped_step(opt, loss, unet.parameters(), lr_at(step))
         ema_update(ema, unet, step, cfg.ema_decay)
         bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -209,6 +228,7 @@ def drag_gate(teacher: DragTeacher, cfg: DragTeacherTrainConfig, progress: bool 
     """The held-out gate on the named drags (see the module docstring)."""
     from ...utils.images import make_grid, save_image
     from ..drag_pairs import named_drag_set
+    from ..drags import DRAGS
 
     data = named_drag_set(cfg.gate_views, cfg.resolution, progress=progress)
     idx = torch.arange(len(data["before"]))
@@ -234,6 +254,8 @@ def drag_gate(teacher: DragTeacher, cfg: DragTeacherTrainConfig, progress: bool 
             make_grid(rows.reshape(4, len(idx), 3, *rows.shape[-2:])[:, order].flatten(0, 1), nrow=len(order)), images
         )
     share = lambda s: float((s >= cfg.gate_iou).float().mean())  # noqa: E731
+    names = list(DRAGS)
+    by_drag = {names[i]: round(float(scores["teacher"][data["drag"] == i].mean()), 4) for i in range(len(names))}
     return {
         "samples": len(idx),
         "iou_threshold": cfg.gate_iou,
@@ -241,4 +263,5 @@ def drag_gate(teacher: DragTeacher, cfg: DragTeacherTrainConfig, progress: bool 
         **{f"{k}_share": round(share(v), 4) for k, v in scores.items()},
         **{f"{k}_moved_accuracy": round(float(v.nanmean()), 4) for k, v in moves.items()},
         "passed": share(scores["teacher"]) >= cfg.gate_share,
+        "teacher_iou_by_drag": by_drag,
     }
