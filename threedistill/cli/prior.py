@@ -39,7 +39,7 @@ def prior_train_drag(
     ),
 ):
     """Train the toy drag teacher of Drag-SDS on random toy drags and gate it on the named ones (the default config
-    is stage 1; configs/prior/toyworld_drag_stage2.yaml continues it into assets/priors/toyworld-drag)."""
+    writes the shipped assets/priors/toyworld-drag: give out=DIR to keep it)."""
     from ..config import load_config, packaged_config
     from ..toyworld.training.drag_teacher import DragTeacherTrainConfig, train_drag_teacher
 
