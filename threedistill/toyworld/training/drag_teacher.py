@@ -5,8 +5,8 @@ The teacher is a diffusers UNet2DModel predicting, from x_t and the drag conditi
 masked reference, reference, cut-and-paste hint, point maps), either the noise of the dragged image (`prediction:
 epsilon`, min-SNR weighted; the first shipped teacher) or the dragged image itself (`prediction: sample`, a plain
 clean-image MSE, optionally as a correction to the hint: `hint_residual`). The point condition
-is dropped (zero maps, unmoved hint) with probability `uncond_prob` so CFG over points works. Loop: min-SNR
-weighting, AdamW with warm-up and cosine decay, EMA weights, snapshots (as the prior's).
+is dropped (zero maps, unmoved hint) with probability `uncond_prob` so CFG over points works. Loop: AdamW with
+warm-up and cosine decay, EMA weights, snapshots (as the prior's).
 
 Gate (`drag_gate`): DDIM samples (50 steps, point CFG 4) of the held-out pairs; the object's pixels are those that
 differ from the empty ground's render by more than 0.1; the moved-part IoU is the IoU of the sample's object
