@@ -87,10 +87,8 @@ def test_a_sample_predicting_teacher_trains_and_its_eps_gives_back_its_image(tmp
         snapshot_every=0, prediction="sample", hint_residual=True,
     )  # fmt: skip
     torch.manual_seed(0)
-    unet = build_teacher_unet(cfg)
-    torch.nn.init.zeros_(unet.conv_out.weight)
-    torch.nn.init.zeros_(unet.conv_out.bias)
-    save_teacher(tmp_path / "zero", unet, build_scheduler(cfg.beta_schedule, "sample"), {"hint_residual": True})
+    scheduler = build_scheduler(cfg.beta_schedule, cfg.prediction)
+    save_teacher(tmp_path / "zero", build_teacher_unet(cfg), scheduler, {"hint_residual": True})
     teacher = DragTeacher(tmp_path / "zero")
     assert teacher.prediction == "sample" and teacher.hint_residual
     g = torch.Generator().manual_seed(0)

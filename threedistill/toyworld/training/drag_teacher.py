@@ -113,7 +113,7 @@ def build_teacher_unet(cfg: DragTeacherTrainConfig):
     from diffusers import UNet2DModel
 
     n = len(cfg.channels)
-    return UNet2DModel(
+    unet = UNet2DModel(
         sample_size=cfg.resolution,
         in_channels=CHANNELS,
         out_channels=3,
@@ -124,6 +124,10 @@ def build_teacher_unet(cfg: DragTeacherTrainConfig):
         attention_head_dim=8,
         norm_num_groups=norm_groups(cfg.channels),
     )
+    if cfg.hint_residual:  # a zero correction: the untrained teacher returns the hint
+        torch.nn.init.zeros_(unet.conv_out.weight)
+        torch.nn.init.zeros_(unet.conv_out.bias)
+    return unet
 
 
 def save_teacher(out: Path, unet, scheduler, extra: dict) -> None:
@@ -152,9 +156,6 @@ def train_drag_teacher(cfg: DragTeacherTrainConfig, progress: bool = True, log=p
         unet = UNet2DModel.from_pretrained(Path(cfg.init_from) / "unet").float()
     else:
         unet = build_teacher_unet(cfg)
-        if cfg.hint_residual:  # a zero correction: the untrained teacher returns the hint
-            torch.nn.init.zeros_(unet.conv_out.weight)
-            torch.nn.init.zeros_(unet.conv_out.bias)
     scheduler = build_scheduler(cfg.beta_schedule, prediction_type=cfg.prediction)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
