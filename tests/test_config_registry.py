@@ -38,6 +38,28 @@ def test_bad_overrides_name_the_key(overrides, fragment):
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
+@dataclass
+class Inner:
+    teacher: str = "a"
+
+
+@dataclass
+class Outer:
+    guidance: Demo = field(default_factory=Demo)
+    drag: Inner = field(default_factory=Inner)
+
+
+def test_a_key_in_the_wrong_section_names_where_it_lives():
+    with pytest.raises(ConfigError) as err:
+        load_config(Outer, None, ["guidance.teacher=b"])
+    message = str(err.value)
+    assert "unknown config key 'guidance.teacher'" in message and "did you mean drag.teacher?" in message
+    with pytest.raises(ConfigError) as err:  # a leaf that lives nowhere: no guess
+        load_config(Outer, None, ["guidance.teachr=b"])
+    assert "did you mean" not in str(err.value)
+    assert load_config(Outer, None, ["drag.teacher=b"]).drag.teacher == "b"
+
+
 def test_unknown_key_in_yaml_and_missing_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("stpes: 3\n")

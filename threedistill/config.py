@@ -33,6 +33,27 @@ def _known_keys(schema, full_key: str = "") -> str:
     return ", ".join(prefix + f.name for f in dataclasses.fields(section))
 
 
+def _same_leaf(schema, full_key: str) -> list[str]:
+    """Every key of the (nested) schema whose last part is `full_key`'s, elsewhere than `full_key`: the key a user
+    most likely meant when they put a setting in the wrong section (guidance.teacher for drag.teacher)."""
+    import typing
+
+    leaf, found = full_key.split(".")[-1], []
+
+    def walk(section, prefix: str, depth: int) -> None:
+        hints = typing.get_type_hints(section)
+        for f in dataclasses.fields(section):
+            name = prefix + f.name
+            if f.name == leaf and name != full_key:
+                found.append(name)
+            if dataclasses.is_dataclass(hints.get(f.name)) and depth < 4:
+                walk(hints[f.name], name + ".", depth + 1)
+
+    if dataclasses.is_dataclass(schema):
+        walk(schema, "", 0)
+    return found
+
+
 def _parse_overrides(overrides: Sequence[str]) -> list[str]:
     for item in overrides:
         key, sep, _ = item.partition("=")
@@ -170,8 +191,10 @@ def load_config(
         merged = _apply_overrides(merged, _parse_overrides(overrides))
         result = OmegaConf.to_object(merged)
     except ConfigKeyError as err:
+        meant = _same_leaf(schema, err.full_key or "")
+        hint = f"did you mean {' or '.join(meant)}? " if meant else ""
         raise ConfigError(
-            f"unknown config key {err.full_key!r} ({where}); known keys: {_known_keys(schema, err.full_key)}"
+            f"unknown config key {err.full_key!r} ({where}); {hint}known keys: {_known_keys(schema, err.full_key)}"
         ) from None
     except ValidationError as err:
         message = (err.msg or str(err) or type(err).__name__).splitlines()[0]

@@ -57,6 +57,27 @@ def resize_to_native(rgb: torch.Tensor, size: int) -> torch.Tensor:
     )
 
 
+def alpha_sigma_at(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Signal and noise scales alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t) of a schedule, shaped (B,1,1,1)."""
+    abar = alphas_cumprod.to(t.device)[t.long()].view(-1, 1, 1, 1)
+    return abar.sqrt(), (1 - abar).sqrt()
+
+
+def epsilon_from_prediction(
+    prediction_type: str, out: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor
+) -> torch.Tensor:
+    """The noise a model output of `prediction_type` implies at x_t = alpha_t x0 + sigma_t eps (sigma_t floored,
+    so t = 0 stays finite): the one conversion the priors and the drag teacher share."""
+    alpha, sigma = alpha.to(x_t.dtype), sigma.to(x_t.dtype)
+    if prediction_type == "epsilon":
+        return out
+    if prediction_type == "v_prediction":
+        return sigma * x_t + alpha * out
+    if prediction_type == "sample":
+        return (x_t - alpha * out) / sigma.clamp_min(1e-8)
+    raise ValueError(f"unsupported prediction type {prediction_type!r}")
+
+
 class Prior(ABC):
     """A frozen text-conditioned diffusion model.
 
@@ -153,8 +174,7 @@ class Prior(ABC):
 
     def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Signal and noise scales alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t), shaped (B,1,1,1)."""
-        abar = self.alphas_cumprod.to(t.device)[t.long()].view(-1, 1, 1, 1)
-        return abar.sqrt(), (1 - abar).sqrt()
+        return alpha_sigma_at(self.alphas_cumprod, t)
 
     def add_noise(self, x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         alpha, sigma = self.alpha_sigma(t)
@@ -169,12 +189,7 @@ class Prior(ABC):
         """Convert a raw model output of this prior's prediction type to epsilon."""
         if self.prediction_type == "epsilon":
             return out
-        alpha, sigma = (s.to(x_t.dtype) for s in self.alpha_sigma(t))
-        if self.prediction_type == "v_prediction":
-            return sigma * x_t + alpha * out
-        if self.prediction_type == "sample":
-            return (x_t - alpha * out) / sigma.clamp_min(1e-8)
-        raise ValueError(f"unsupported prediction type {self.prediction_type!r}")
+        return epsilon_from_prediction(self.prediction_type, out, x_t, *self.alpha_sigma(t))
 
     def training_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """What a model of this prediction type is trained to output at alpha_t x0 + sigma_t noise."""

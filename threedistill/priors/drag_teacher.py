@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from ..errors import PriorLoadError
 from ..utils.files import read_json
+from .base import alpha_sigma_at, epsilon_from_prediction
 
 CHANNELS = 15
 POINT_SIGMA = 1.0  # pixels: the width of a point in the handle / target maps
@@ -121,8 +122,7 @@ def inpainting_eps(
     reference: eps = m eps_net + (1 - m)(x_t - alpha_t r_ref) / sigma_t. An inpainting model leaves what lies
     outside its mask as it was; built in, the teacher spends nothing on copying it (training and use alike)."""
     m, reference = condition[:, :1], condition[:, 4:7]
-    abar = alphas_cumprod.to(x_t.device)[t.long()].view(-1, 1, 1, 1)
-    outside = (x_t - abar.sqrt() * reference) / (1 - abar).sqrt()
+    outside = epsilon_from_prediction("sample", reference, x_t, *alpha_sigma_at(alphas_cumprod, t))
     return m * eps + (1 - m) * outside
 
 
@@ -133,12 +133,6 @@ def inpainting_x0(raw: torch.Tensor, condition: torch.Tensor, hint_residual: boo
     m, reference, hint = condition[:, :1], condition[:, 4:7], condition[:, 7:10]
     inside = raw + hint if hint_residual else raw
     return m * inside + (1 - m) * reference
-
-
-def eps_from_x0(x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """The noise that x_t = alpha_t x0 + sigma_t eps implies (sigma_t floored so t = 0 stays finite)."""
-    abar = alphas_cumprod.to(x_t.device)[t.long()].view(-1, 1, 1, 1)
-    return (x_t - abar.sqrt() * x0) / (1 - abar).clamp_min(1e-8).sqrt()
 
 
 def guidance_scale(step: int, steps: int, start: float = 4.0) -> float:
@@ -197,7 +191,8 @@ class DragTeacher:
         t = t.expand(x_t.shape[0]) if t.numel() == 1 else t
         raw = self.unet(torch.cat([x_t, condition], 1), t).sample
         if self.prediction == "sample":
-            return eps_from_x0(inpainting_x0(raw, condition, self.hint_residual), x_t, t, self.alphas_cumprod)
+            x0 = inpainting_x0(raw, condition, self.hint_residual)
+            return epsilon_from_prediction("sample", x0, x_t, *alpha_sigma_at(self.alphas_cumprod, t))
         return inpainting_eps(raw, x_t, t, condition, self.alphas_cumprod)
 
     @torch.no_grad()
