@@ -83,6 +83,27 @@ def test_a_drag_edit_takes_a_gaussian_mask_file(captured, teacher_dir, tmp_path)
     assert list((tmp_path / "runs").glob("*/edit-drag@*/export/point_cloud.ply"))
 
 
+def test_a_drag_edit_can_start_from_the_geometric_warp(captured, teacher_dir, tmp_path):
+    from threedistill.editing.drag_points import DragPoints, default_falloff, warp_gaussians
+    from threedistill.editing.region import EditRegion
+
+    _, fit_run = captured
+    sphere, drag = part_of(fit_run)
+    run = edit(
+        source=str(fit_run.dir), method="drag", region=sphere, drag=[drag], out=str(tmp_path), progress=False,
+        log=lambda s: None, overrides=FAST + [f"drag.teacher={teacher_dir}", "drag.start=warp", "trainer.steps=1"],
+    )  # fmt: skip
+    source = fit_run.model.means.detach()
+    selected = EditRegion.parse(sphere).contains(source)
+    points = DragPoints.parse([drag])
+    warped = warp_gaussians(source, selected, points, default_falloff(points))
+    edited = load_run(run.dir).model.means.detach()
+    moved = (warped - source).norm(dim=1)
+    assert moved.max() > 0.05  # the warp moves the part's Gaussians near the handle by most of the drag
+    # after one step the part sits where the warp put it, up to the field's first Adam step (about 0.013 here)
+    assert (edited - warped)[selected].norm(dim=1).max() < 0.25 * moved.max()
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -159,3 +159,27 @@ def test_edits_bound_the_drag_field_by_default_and_null_unbounds_it():
     assert DragEditConfig(max_move=None).max_move is None
     with pytest.raises(ConfigError, match="drag.max_move must be positive"):
         DragEditConfig(max_move=0)
+
+
+def test_a_warp_start_puts_the_mask_where_the_geometric_drag_does_and_nothing_else():
+    from threedistill.editing.drag_points import DragPoints, default_falloff, warp_gaussians, warp_offsets
+    from threedistill.workflows.edit_config import DragEditConfig
+
+    g = gaussians_fixture()
+    means = g.means.detach()
+    mask = means[:, 0] > 0.3
+    points = DragPoints(torch.tensor([[0.6, 0.0, 0.0]]), torch.tensor([[0.6, 0.4, 0.0]]))
+    falloff = default_falloff(points)
+    start = warp_offsets(means, mask, points, falloff)
+    region = EditRegion("sphere", torch.zeros(3), torch.ones(1))
+    model = DragModel(g, mask, region, steps=4, ring_k=5, start=start)
+    after = model.tensors()["means"]  # the field's last layers start at zero: the start alone
+    assert torch.allclose(after, warp_gaussians(means, mask, points, falloff), atol=1e-6)
+    assert torch.equal(after[~mask], means[~mask])  # ring and rest where they were
+    assert start.norm(dim=-1).max() > 0.1  # it did move something
+    cold = DragModel(g, mask, region, steps=4, ring_k=5)  # the default (DYG): the scene as it was
+    assert torch.equal(cold.tensors()["means"], means)
+    assert "mask_start" not in model.state_dict() and "drag.mask_start" not in model.state_dict()
+    assert DragEditConfig().start == "source" and DragEditConfig(start="warp").start == "warp"
+    with pytest.raises(ConfigError, match="drag.start must be source or warp"):
+        DragEditConfig(start="warped")

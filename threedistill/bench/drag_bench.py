@@ -32,7 +32,6 @@ from .harness import report_header
 
 DRAG_ROW = "drag_row.json"
 GEOMETRIC = ("none", "warp")
-WARP_FALLOFF = 0.5  # the geometric drag's falloff radius, as a fraction of the longest handle -> target move
 
 
 def _finished(path: Path, task: dict) -> dict | None:
@@ -216,13 +215,12 @@ def geometric_edit(method: str, model, ref: dict):
     """`none` or `warp` applied to a copy of the fitted Gaussians (`ref`: the drag's `drag_reference`)."""
     import copy
 
-    from ..editing.drag_points import warp_gaussians
+    from ..editing.drag_points import default_falloff, warp_gaussians
 
     edited = copy.deepcopy(model)
     if method == "warp":
         points, selected = ref["points"], ref["part"]
-        falloff = WARP_FALLOFF * float((points.targets - points.handles).norm(dim=1).max())
-        edited.means.data = warp_gaussians(model.means.detach(), selected, points, falloff)
+        edited.means.data = warp_gaussians(model.means.detach(), selected, points, default_falloff(points))
     return edited
 
 

@@ -125,6 +125,7 @@ class DragModel(Representation):
         ring_k: int = 20,
         lambda_reg: float = 2500.0,
         max_move: float | None = None,
+        start: torch.Tensor | None = None,
     ):
         super().__init__()
         # the source, untouched and not a submodule (its tensors are the base buffers): `baked()` edits a copy
@@ -134,6 +135,10 @@ class DragModel(Representation):
         means = gaussians.means.detach()
         ring = knn_ring(means, mask, ring_k)
         self.register_buffer("mask_index", mask.nonzero().reshape(-1))
+        # where the mask's Gaussians start (M,3 offsets, e.g. the geometric warp's): the field learns the rest; not
+        # saved (the config rebuilds it), so a zero start keeps older runs' checkpoints loadable
+        start = torch.zeros(len(self.mask_index), 3) if start is None else start.detach().reshape(-1, 3)
+        self.register_buffer("mask_start", start.to(means).clone(), persistent=False)
         self.register_buffer("ring_index", ring.nonzero().reshape(-1))
         for name in TENSORS:
             self.register_buffer(f"base_{name}", getattr(gaussians, name).detach().clone(), persistent=False)
@@ -153,7 +158,7 @@ class DragModel(Representation):
         m = len(self.mask_index)
         points = torch.cat([self.base_means[self.mask_index], self.base_means[self.ring_index]])
         d1, d2 = self.field(points)
-        d_mask, d_ring = d1[:m], d1[m:].detach() + d2[m:]
+        d_mask, d_ring = d1[:m] + self.mask_start, d1[m:].detach() + d2[m:]
         if self.max_move:  # no Gaussian moves further than max_move (a radial clamp; identity below it)
             limit = lambda d: d / (d.norm(dim=-1, keepdim=True) / self.max_move).clamp_min(1.0)  # noqa: E731
             d_mask, d_ring = limit(d_mask), limit(d_ring)

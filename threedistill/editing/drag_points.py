@@ -114,6 +114,9 @@ def read_gaussian_mask(path: str | Path, count: int) -> torch.Tensor:
     return mask
 
 
+WARP_FALLOFF = 0.5  # the geometric drag's default falloff radius, as a fraction of the longest handle -> target move
+
+
 def warp_gaussians(
     means: torch.Tensor, selected: torch.Tensor, points: DragPoints, falloff: float | None = None
 ) -> torch.Tensor:
@@ -122,6 +125,14 @@ def warp_gaussians(
     exceeds 1 (several handles pulling one point share it); the others stay bit-identical. `falloff` None: no
     falloff (every selected Gaussian moves by the handles' mean displacement: a rigid translation)."""
     out = means.clone()
+    out[selected] = means[selected] + warp_offsets(means, selected, points, falloff)
+    return out
+
+
+def warp_offsets(
+    means: torch.Tensor, selected: torch.Tensor, points: DragPoints, falloff: float | None = None
+) -> torch.Tensor:
+    """(M,3): how far `warp_gaussians` moves each selected Gaussian, in the order of selected.nonzero()."""
     sel = means[selected]
     shift = (points.targets - points.handles).to(sel)
     if falloff is None:
@@ -130,8 +141,12 @@ def warp_gaussians(
         d2 = torch.cdist(sel, points.handles.to(sel)) ** 2  # (M, K)
         weights = torch.exp(-d2 / (2 * falloff**2))
         weights = weights / weights.sum(1, keepdim=True).clamp_min(1.0)
-    out[selected] = sel + weights @ shift
-    return out
+    return weights @ shift
+
+
+def default_falloff(points: DragPoints) -> float:
+    """The geometric drag's falloff: WARP_FALLOFF of the longest handle -> target move."""
+    return WARP_FALLOFF * float((points.targets - points.handles).norm(dim=1).max())
 
 
 def handle_error(

@@ -251,10 +251,15 @@ def drag_context(cfg: EditConfig, scene, gaussians, selected: torch.Tensor, poin
 def build_drag(cfg: EditConfig, points, scene, gaussians, selected, original, device, log):
     """(DragModel, Drag-SDS guidance, DragViews) of a drag edit (`points` in the normalised frame)."""
     from ..editing.drag_model import DragModel, DragViews
+    from ..editing.drag_points import default_falloff, warp_offsets
     from ..priors import load_prior
 
     context = drag_context(cfg, scene, gaussians, selected, points)
     longest = float((points.targets - points.handles).norm(dim=1).max())
+    start = None
+    if cfg.drag.start == "warp":
+        means = gaussians.means.detach()
+        start = warp_offsets(means, selected.to(means.device), points, default_falloff(points))
     model = DragModel(
         gaussians,
         selected,
@@ -265,6 +270,7 @@ def build_drag(cfg: EditConfig, points, scene, gaussians, selected, original, de
         cfg.drag.ring_k,
         cfg.drag.lambda_reg,
         max_move=cfg.drag.max_move * longest if cfg.drag.max_move and longest > 0 else None,
+        start=start,
     ).to(device)
     log(
         f"drag: {len(points)} point pair(s), {len(model.mask_index)} masked and {len(model.ring_index)} ring "
