@@ -20,6 +20,7 @@ holds where the part goes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -253,6 +254,8 @@ def run_drag_bench(
         get_drag(name)  # one-line errors before anything runs
     out_root = Path(out_root).resolve()
     rows, fits = [], {}
+    # runs with other overrides keep their rows in their own folders (METHOD-<hash>), beside the defaults' rows
+    variant = "-" + hashlib.sha1("\n".join(overrides).encode()).hexdigest()[:8] if overrides else ""
     for name in drags:
         drag = get_drag(name)
         scene_dir, fit_dir = prepare_drag(name, out_root, fit_steps, log, size)
@@ -268,7 +271,7 @@ def run_drag_bench(
             task["fit"] = str(fit_dir.name)  # a row belongs to the fit it edited
             if method in ("warp", "drag"):
                 task["mask"] = "part"  # the dragged parts' Gaussians (rows before it moved the region's)
-            out = out_root / "edits" / name / method
+            out = out_root / "edits" / name / (method + variant)
             row = _finished(out / DRAG_ROW, task)
             if row is None:
                 ref = ref or drag_reference(scene_dir, data, model, drag)

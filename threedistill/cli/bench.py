@@ -472,7 +472,10 @@ def bench_drag(
     drag_steps: Optional[int] = typer.Option(None, help="Override Drag-SDS's steps (configs/edit/drag.yaml)."),
     seed: int = typer.Option(0, help="Edit seed."),
     out: Path = typer.Option(Path("docs/benchmarks/drag.md"), "--out", help="Markdown report to write."),
-    runs_dir: Path = typer.Option(Path("outputs/bench-drag"), help="Where drag scenes, fits and edits go (reused)."),
+    runs_dir: Path = typer.Option(
+        Path("outputs/bench-drag"),
+        help="Where drag scenes, fits and edits go (reused; a run with KEY=VALUE overrides keeps its edits apart).",
+    ),
 ):
     """Drag edits of toy objects against the exact dragged object: handle error, object IoU, PSNR against the
     dragged capture and outside the region, time, memory; the geometric drag and text edits as baselines."""
