@@ -35,7 +35,12 @@ def test_the_drag_bench_scores_no_edit_the_geometric_drag_and_drag_sds_against_t
         ["none"], [name], tmp_path, fit_steps=30, log=lambda s: None, size=(8, 48, 36), overrides=["seed=3"]
     )  # fmt: skip
     assert other["rows"][0]["task"]["overrides"] == ["seed=3"]  # a variant's rows go beside, not over, the others
-    assert len([p for p in (tmp_path / "edits" / name).iterdir() if p.name.startswith("none")]) == 2
+    longer = run_drag_bench(
+        ["none"], [name], tmp_path, fit_steps=30, log=lambda s: None, size=(8, 48, 36), edit_steps=7,
+        overrides=["trainer.batch_size=2", "trainer.preview_every=0"],
+    )  # fmt: skip
+    assert longer["rows"][0]["task"]["steps"] == 7  # other steps: a variant too, beside the others
+    assert len([p for p in (tmp_path / "edits" / name).iterdir() if p.name.startswith("none")]) == 3
     assert run_drag_bench(
         ["none"], [name], tmp_path, fit_steps=30, log=lambda s: None, size=(8, 48, 36),
         overrides=["trainer.batch_size=2", "trainer.preview_every=0"],

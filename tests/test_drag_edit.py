@@ -58,7 +58,7 @@ def test_a_drag_edit_moves_the_part_and_leaves_every_other_gaussian_bit_identica
     metrics = (run.dir / "metrics.json").read_text()
     assert '"ring_gaussians"' in metrics and (run.dir / "export" / "point_cloud.ply").is_file()
     moved = (edited.means - source.means.detach()).norm(dim=1) > 0
-    assert moved[selected].any()  # the field moved the part (the Gaussians learn only after k_tri)
+    assert moved[selected].any()  # the field moved the part
     ring = int(metrics.split('"ring_gaussians": ')[1].split(",")[0].split("}")[0])
     assert int(moved.sum()) <= int(selected.sum()) + ring
     from threedistill.editing.drag_model import knn_ring
@@ -66,6 +66,14 @@ def test_a_drag_edit_moves_the_part_and_leaves_every_other_gaussian_bit_identica
     rest = ~(selected | knn_ring(source.means.detach(), selected, 20))
     for name in ("means", "log_scales", "quats", "opacity_logits", "sh"):
         assert torch.equal(getattr(edited, name)[rest], getattr(source, name).detach()[rest])
+    for name in ("log_scales", "quats", "opacity_logits", "sh"):  # the default: only the field learns
+        assert torch.equal(getattr(edited, name), getattr(source, name).detach())
+    dyg = edit(
+        source=str(fit_run.dir), method="drag", region=sphere, drag=[drag], out=str(tmp_path / "dyg"), progress=False,
+        log=lambda s: None, overrides=FAST + [f"drag.teacher={teacher_dir}", "drag.lr.sh=2.5e-3"],
+    )  # fmt: skip
+    changed = (load_run(dyg.dir).model.sh - source.sh.detach()).abs().flatten(1).amax(1) > 0
+    assert changed[selected].any() and not changed[rest].any()  # DYG's second phase: the part's colours learn too
 
 
 def test_a_drag_edit_takes_a_gaussian_mask_file(captured, teacher_dir, tmp_path):
@@ -114,6 +122,7 @@ def test_a_drag_edit_can_start_from_the_geometric_warp(captured, teacher_dir, tm
         (["--drag", "40,0,0>0,0.1,0", "--mask", "sphere:0,0,0,0.5"], r"handle point 1 \[40.0, 0.0, 0.0\] lies outside"),
         (["--drag", "0,0,0>0,0.1,0", "--mask", "missing.pt"], "missing.pt not found"),
         (["--drag", "0,0,0>0,0.1,0", "--mask", "missing.pt", "--mask", "sphere:0,0,0,1"], "given alone"),
+        (["--drag", "0,0,0>0,0.1,0", "--mask", "sphere:0,0,0,0.5", "drag.lr.sh=-1"], r"drag.lr.sh must be >= 0"),
     ],
 )
 def test_drag_input_errors_are_one_line(captured, tmp_path, capsys, args, message):

@@ -254,8 +254,13 @@ def run_drag_bench(
         get_drag(name)  # one-line errors before anything runs
     out_root = Path(out_root).resolve()
     rows, fits = [], {}
-    # runs with other overrides keep their rows in their own folders (METHOD-<hash>), beside the defaults' rows
-    variant = "-" + hashlib.sha1("\n".join(overrides).encode()).hexdigest()[:8] if overrides else ""
+
+    def variant(steps: int | None) -> str:
+        """Runs with other overrides or steps keep their rows in their own folders (METHOD-<hash>), beside the
+        defaults' rows (a row is read back only for its own task, but a variant must not overwrite the defaults')."""
+        keys = list(overrides) + ([f"steps={steps}"] if steps is not None else [])
+        return "-" + hashlib.sha1("\n".join(keys).encode()).hexdigest()[:8] if keys else ""
+
     for name in drags:
         drag = get_drag(name)
         scene_dir, fit_dir = prepare_drag(name, out_root, fit_steps, log, size)
@@ -271,7 +276,7 @@ def run_drag_bench(
             task["fit"] = str(fit_dir.name)  # a row belongs to the fit it edited
             if method in ("warp", "drag"):
                 task["mask"] = "part"  # the dragged parts' Gaussians (rows before it moved the region's)
-            out = out_root / "edits" / name / (method + variant)
+            out = out_root / "edits" / name / (method + variant(steps))
             row = _finished(out / DRAG_ROW, task)
             if row is None:
                 ref = ref or drag_reference(scene_dir, data, model, drag)

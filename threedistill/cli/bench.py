@@ -474,7 +474,8 @@ def bench_drag(
     out: Path = typer.Option(Path("docs/benchmarks/drag.md"), "--out", help="Markdown report to write."),
     runs_dir: Path = typer.Option(
         Path("outputs/bench-drag"),
-        help="Where drag scenes, fits and edits go (reused; a run with KEY=VALUE overrides keeps its edits apart).",
+        help="Where drag scenes, fits and edits go (reused; a run with KEY=VALUE overrides or other steps keeps "
+        "its edits apart).",
     ),
 ):
     """Drag edits of toy objects against the exact dragged object: handle error, object IoU, PSNR against the

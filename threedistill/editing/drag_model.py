@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..cameras import Cameras, project_points
+from ..errors import ConfigError
 from ..objective import ViewBatch
 from ..renderers.gaussian_raster import rasterize
 from ..representations.base import Representation
@@ -59,6 +60,11 @@ class DragLearningRates:
     quats: float = 2.5e-3
     log_scales: float = 2.5e-4
     ring_scale: float = 0.3  # the ring's rates are this share of the mask's
+
+    def __post_init__(self):
+        for name in (*EDITABLE, "ring_scale"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"drag.lr.{name} must be >= 0 (0 keeps the fitted value), got {getattr(self, name)}")
 
 
 class DeformationField(nn.Module):

@@ -272,9 +272,16 @@ def build_drag(cfg: EditConfig, points, scene, gaussians, selected, original, de
         max_move=cfg.drag.max_move * longest if cfg.drag.max_move and longest > 0 else None,
         start=start,
     ).to(device)
+    rates = cfg.drag.lr
+    learn = any((rates.sh, rates.opacity_logits, rates.quats, rates.log_scales))
     log(
         f"drag: {len(points)} point pair(s), {len(model.mask_index)} masked and {len(model.ring_index)} ring "
-        f"Gaussians, cameras around {context}; Gaussians learn from step {model.k_tri}"
+        f"Gaussians, cameras around {context}; "
+        + (
+            f"Gaussians learn from step {model.k_tri}"
+            if learn
+            else f"only the field learns (x0.1 from step {model.k_tri})"
+        )
     )
     guidance = method_guidance(cfg, load_prior(cfg.prior, device=device))
     views = DragViews(original.gaussians, selected, context, points, cfg, cfg.drag.depth_tolerance)
