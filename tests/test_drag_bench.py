@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from threedistill.bench.drag_bench import check_methods, markdown_report, run_drag_bench
+from threedistill.bench.drag_bench import DRAG_ROW, check_methods, config_digest, markdown_report, run_drag_bench
 from threedistill.errors import ConfigError
 from threedistill.toyworld.drags import DRAGS
 
@@ -45,6 +47,17 @@ def test_the_drag_bench_scores_no_edit_the_geometric_drag_and_drag_sds_against_t
         ["none"], [name], tmp_path, fit_steps=30, log=lambda s: None, size=(8, 48, 36),
         overrides=["trainer.batch_size=2", "trainer.preview_every=0"],
     )["rows"][0] == none  # fmt: skip
+    # a row belongs to the default config it ran under: one made under another configs/edit/drag.yaml is run again
+    assert drag_sds["task"]["config"] == config_digest("drag") and config_digest("warp") is None
+    row_file = next((tmp_path / "edits" / name).glob(f"drag*/{DRAG_ROW}"))
+    stale = json.loads(row_file.read_text())
+    stale["task"]["config"], stale["target_iou"] = "an older config", -1.0
+    row_file.write_text(json.dumps(stale))
+    rerun = run_drag_bench(
+        ["drag"], [name], tmp_path, fit_steps=30, log=lambda s: None, size=(8, 48, 36), drag_steps=4,
+        overrides=["trainer.batch_size=2", "trainer.preview_every=0"],
+    )  # fmt: skip
+    assert rerun["rows"][0]["target_iou"] == drag_sds["target_iou"]  # made again (deterministic), not read back
 
 
 def test_unknown_methods_and_drags_are_refused_before_anything_runs(tmp_path):

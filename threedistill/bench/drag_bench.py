@@ -44,6 +44,17 @@ def _finished(path: Path, task: dict) -> dict | None:
     return row if row.get("task") == task else None
 
 
+def config_digest(method: str) -> str | None:
+    """sha1[:12] of the shipped configs/edit/METHOD.yaml (None for the geometric methods or without one): part of
+    a row's task, so that rows made under an older default config are run again, not read back."""
+    from ..config import packaged_config
+
+    path = packaged_config("edit", f"{method}.yaml")
+    if method in GEOMETRIC or not path.is_file():
+        return None
+    return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+
+
 def check_methods(methods: list[str]) -> None:
     from ..editing import EDIT_METHODS
 
@@ -274,6 +285,8 @@ def run_drag_bench(
             steps = drag_steps if method == "drag" else edit_steps
             task = {"drag": name, "method": method, "steps": steps, "seed": seed, "overrides": list(overrides)}
             task["fit"] = str(fit_dir.name)  # a row belongs to the fit it edited
+            if (digest := config_digest(method)) is not None:
+                task["config"] = digest  # ... and to the default config it ran under
             if method in ("warp", "drag"):
                 task["mask"] = "part"  # the dragged parts' Gaussians (rows before it moved the region's)
             out = out_root / "edits" / name / (method + variant(steps))
