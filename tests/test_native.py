@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from threedistill import native
@@ -337,6 +337,7 @@ def test_native_projection_equals_pytorch_in_float64(n, seed, scale, spread, hei
 
 @settings(max_examples=20, deadline=None)
 @given(st.integers(1, 200), st.integers(0, 10_000), st.sampled_from([1e-4, 0.05, 0.5]), st.sampled_from([0.3, 3.0]))
+@example(1, 236, 1e-4, 3.0)  # a Gaussian 0.04 in front of the camera: its float32 depth cancels (CI, 2026-12-07)
 def test_native_projection_matches_pytorch_in_float32(n, seed, scale, spread):
     """float32, as rendering runs. The native kernel computes in float64 inside: its outputs and gradients are
     those of the PyTorch path in float64 to float32 rounding. The PyTorch path in float32 is further off (its
@@ -351,7 +352,11 @@ def test_native_projection_matches_pytorch_in_float32(n, seed, scale, spread):
         assert close(a, b.double(), 1e-6)
     for a, b in zip(grad_x, grad_n):
         assert close(a, b.double(), 1e-5)
-    assert close(out_t[0], out_n[0], 1e-5) and close(out_t[2], out_n[2], 1e-6)
+    assert close(out_t[0], out_n[0], 1e-5)
+    # depth = r3 . p + t3: in float32 the terms round before they cancel, so near the camera plane the error is a
+    # few float32 roundings of the terms' size, not of the depth's
+    terms = means.abs().sum(-1) * viewmat[:3, :3].abs().max() + viewmat[:3, 3].abs().max()
+    assert bool(((out_t[2] - out_n[2]).abs() <= 1e-6 * (terms + out_n[2].abs())).all())
     conic = out_x[1]
     det = conic[:, 0] * conic[:, 2] - conic[:, 1] ** 2
     mid = 0.5 * (conic[:, 0] + conic[:, 2]) / det
