@@ -49,10 +49,10 @@ def config_digest(method: str) -> str | None:
     a row's task, so that rows made under an older default config are run again, not read back."""
     from ..config import packaged_config
 
-    path = packaged_config("edit", f"{method}.yaml")
-    if method in GEOMETRIC or not path.is_file():
+    if method in GEOMETRIC:
         return None
-    return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+    path = packaged_config("edit", f"{method}.yaml")
+    return hashlib.sha1(path.read_bytes()).hexdigest()[:12] if path.is_file() else None
 
 
 def check_methods(methods: list[str]) -> None:

@@ -66,6 +66,11 @@ class DragLearningRates:
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"drag.lr.{name} must be >= 0 (0 keeps the fitted value), got {getattr(self, name)}")
 
+    @property
+    def learns_gaussians(self) -> bool:
+        """Whether any of the Gaussians' own tensors learns after k_tri (else only the deformation field does)."""
+        return any(getattr(self, name) for name in EDITABLE)
+
 
 class DeformationField(nn.Module):
     def __init__(self, cfg: DragFieldConfig, centre: torch.Tensor, radius: float):

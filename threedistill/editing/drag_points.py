@@ -34,6 +34,11 @@ class DragPoints:
         if not (torch.isfinite(self.handles).all() and torch.isfinite(self.targets).all()):
             raise ConfigError("drag points contain NaN or inf")
 
+    @property
+    def longest_move(self) -> float:
+        """The longest handle -> target distance."""
+        return float((self.targets - self.handles).norm(dim=1).max())
+
     def __len__(self) -> int:
         return len(self.handles)
 
@@ -146,7 +151,7 @@ def warp_offsets(
 
 def default_falloff(points: DragPoints) -> float:
     """The geometric drag's falloff: WARP_FALLOFF of the longest handle -> target move."""
-    return WARP_FALLOFF * float((points.targets - points.handles).norm(dim=1).max())
+    return WARP_FALLOFF * points.longest_move
 
 
 def handle_error(

@@ -255,7 +255,7 @@ def build_drag(cfg: EditConfig, points, scene, gaussians, selected, original, de
     from ..priors import load_prior
 
     context = drag_context(cfg, scene, gaussians, selected, points)
-    longest = float((points.targets - points.handles).norm(dim=1).max())
+    longest = points.longest_move
     start = None
     if cfg.drag.start == "warp":
         means = gaussians.means.detach()
@@ -272,14 +272,12 @@ def build_drag(cfg: EditConfig, points, scene, gaussians, selected, original, de
         max_move=cfg.drag.max_move * longest if cfg.drag.max_move and longest > 0 else None,
         start=start,
     ).to(device)
-    rates = cfg.drag.lr
-    learn = any((rates.sh, rates.opacity_logits, rates.quats, rates.log_scales))
     log(
         f"drag: {len(points)} point pair(s), {len(model.mask_index)} masked and {len(model.ring_index)} ring "
         f"Gaussians, cameras around {context}; "
         + (
             f"Gaussians learn from step {model.k_tri}"
-            if learn
+            if cfg.drag.lr.learns_gaussians
             else f"only the field learns (x0.1 from step {model.k_tri})"
         )
     )
