@@ -14,10 +14,10 @@ from threedistill.toyworld.drags import DRAGS
 def test_the_drag_bench_scores_no_edit_the_geometric_drag_and_drag_sds_against_the_dragged_object(tmp_path):
     name = "house-roof_up"
     result = run_drag_bench(
-        ["none", "warp", "drag"], [name], tmp_path, tmp_path / "pictures", fit_steps=30, log=lambda s: None,
+        ["none", "warp", "joint", "drag"], [name], tmp_path, tmp_path / "pictures", fit_steps=30, log=lambda s: None,
         size=(8, 48, 36), drag_steps=4, overrides=["trainer.batch_size=2", "trainer.preview_every=0"],
     )  # fmt: skip
-    none, warp, drag_sds = result["rows"]
+    none, warp, joint, drag_sds = result["rows"]
     assert drag_sds["outside_psnr"] > 35 and 0 < drag_sds["target_iou"] <= 1  # only the part and its ring moved
     drag = DRAGS[name]
     move = float((drag.target_points() - drag.handle_points()).norm(dim=1).mean()) / 2  # object size 2 (own frame)
@@ -25,6 +25,8 @@ def test_the_drag_bench_scores_no_edit_the_geometric_drag_and_drag_sds_against_t
     assert none["outside_identical"] and 0 < none["target_iou"] <= 1
     assert warp["handle_error"] < none["handle_error"]  # the handles' neighbourhoods moved toward the targets
     assert warp["outside_psnr"] > 40
+    # the roof moved rigidly (two pairs moved alike: a shift) lands its handles nearer than the falloff warp
+    assert joint["handle_error"] < warp["handle_error"] and joint["outside_psnr"] > 40
     report = markdown_report(result, "# header")
     assert f"| {name} | 2 | warp |" in report and "| none | 1 |" in report and "| drag | 1 |" in report
     assert (tmp_path / "pictures" / f"{name}_warp.png").is_file()
@@ -47,6 +49,18 @@ def test_the_drag_bench_scores_no_edit_the_geometric_drag_and_drag_sds_against_t
         ["none"], [name], tmp_path, fit_steps=30, log=lambda s: None, size=(8, 48, 36),
         overrides=["trainer.batch_size=2", "trainer.preview_every=0"],
     )["rows"][0] == none  # fmt: skip
+    # a row scored with an older handle error is scored again from its saved edit, not edited again
+    row_file = next((tmp_path / "edits" / name).glob(f"drag*/{DRAG_ROW}"))
+    older = json.loads(row_file.read_text())
+    older["task"]["metric"], older["handle_error"], older["seconds"] = 1, -1.0, 12345.0
+    row_file.write_text(json.dumps(older))
+    runs = sorted(row_file.parent.glob("*/edit-*@*"))
+    rescored = run_drag_bench(
+        ["drag"], [name], tmp_path, fit_steps=30, log=lambda s: None, size=(8, 48, 36), drag_steps=4,
+        overrides=["trainer.batch_size=2", "trainer.preview_every=0"],
+    )["rows"][0]  # fmt: skip
+    assert rescored["handle_error"] == drag_sds["handle_error"] and rescored["seconds"] == 12345.0
+    assert rescored["task"] == drag_sds["task"] and sorted(row_file.parent.glob("*/edit-*@*")) == runs
     # a row belongs to the default config it ran under: one made under another configs/edit/drag.yaml is run again
     assert drag_sds["task"]["config"] == config_digest("drag") and config_digest("warp") is None
     row_file = next((tmp_path / "edits" / name).glob(f"drag*/{DRAG_ROW}"))

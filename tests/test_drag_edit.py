@@ -66,8 +66,10 @@ def test_a_drag_edit_moves_the_part_and_leaves_every_other_gaussian_bit_identica
     rest = ~(selected | knn_ring(source.means.detach(), selected, 20))
     for name in ("means", "log_scales", "quats", "opacity_logits", "sh"):
         assert torch.equal(getattr(edited, name)[rest], getattr(source, name).detach()[rest])
-    for name in ("log_scales", "quats", "opacity_logits", "sh"):  # the default: only the field learns
+    for name in ("log_scales", "opacity_logits", "sh"):  # the default: only the field learns
         assert torch.equal(getattr(edited, name), getattr(source, name).detach())
+    # orientations: the part's turn with it where the rigid start turns it (drag.start=joint), nothing else's
+    assert torch.equal(edited.quats[~selected], source.quats.detach()[~selected])
     dyg = edit(
         source=str(fit_run.dir), method="drag", region=sphere, drag=[drag], out=str(tmp_path / "dyg"), progress=False,
         log=lambda s: None, overrides=FAST + [f"drag.teacher={teacher_dir}", "drag.lr.sh=2.5e-3"],
@@ -110,6 +112,31 @@ def test_a_drag_edit_can_start_from_the_geometric_warp(captured, teacher_dir, tm
     assert moved.max() > 0.05  # the warp moves the part's Gaussians near the handle by most of the drag
     # after one step the part sits where the warp put it, up to the field's first Adam step (about 0.013 here)
     assert (edited - warped)[selected].norm(dim=1).max() < 0.25 * moved.max()
+
+
+def test_a_drag_edit_can_start_from_the_part_moved_rigidly_with_the_hint_rendered_from_there(
+    captured, teacher_dir, tmp_path
+):
+    from threedistill.editing.drag_points import DragPoints, joint_motion
+    from threedistill.editing.region import EditRegion
+
+    _, fit_run = captured
+    sphere, drag = part_of(fit_run)
+    lines = []
+    run = edit(
+        source=str(fit_run.dir), method="drag", region=sphere, drag=[drag], out=str(tmp_path), progress=False,
+        log=lines.append, overrides=FAST + [f"drag.teacher={teacher_dir}", "drag.start=joint", "drag.hint=start",
+                                            "trainer.steps=1"],
+    )  # fmt: skip
+    source = fit_run.model.means.detach()
+    selected = EditRegion.parse(sphere).contains(source)
+    motion = joint_motion(source, selected, DragPoints.parse([drag]))
+    rigid = motion.moved(fit_run.model, selected).means.detach()
+    edited = load_run(run.dir).model.means.detach()
+    moved = (rigid - source).norm(dim=1)
+    assert moved.max() > 0.05
+    assert (edited - rigid)[selected].norm(dim=1).max() < 0.25 * moved.max()  # where the rigid move put it
+    assert any("drag: starts from the part" in line for line in lines)
 
 
 @pytest.mark.parametrize(

@@ -84,3 +84,108 @@ def test_with_handles_equal_to_targets_the_geometric_drag_moves_nothing():
     means = torch.randn(500, 3, generator=torch.Generator().manual_seed(0))
     points = DragPoints(means[:3].clone(), means[:3].clone())
     assert torch.equal(warp_gaussians(means, means[:, 0] > 0, points), means)
+
+
+def _body_and_arm(n_body: int = 600, n_arm: int = 60) -> tuple[torch.Tensor, torch.Tensor]:
+    """A flat slab (the body, y in [-0.1, 0]) and an arm standing on it: a line of points from (0, 0.02, 0) up to
+    (0, 0.6, 0); the arm is selected."""
+    g = torch.Generator().manual_seed(0)
+    body = torch.rand(n_body, 3, generator=g) * torch.tensor([1.0, 0.1, 1.0]) - torch.tensor([0.5, 0.1, 0.5])
+    arm = torch.zeros(n_arm, 3)
+    arm[:, 1] = torch.linspace(0.02, 0.6, n_arm)
+    arm[:, 0] = 0.01 * torch.randn(n_arm, generator=g)
+    means = torch.cat([body, arm])
+    return means, torch.arange(len(means)) >= n_body
+
+
+def test_a_part_attached_at_one_end_turns_about_its_joint():
+    from threedistill.editing.drag_points import joint_motion
+    from threedistill.toyworld.catalogue import rotation
+
+    means, arm = _body_and_arm()
+    turn = rotation("z", 60.0)
+    tip = torch.tensor([[0.0, 0.6, 0.0]])
+    points = DragPoints(tip, tip @ turn.T)  # the arm's tip turned 60 degrees about the joint (the origin)
+    motion = joint_motion(means, arm, points)
+    assert motion.kind == "turn"
+    assert motion.pivot.norm() < 0.1  # found where the arm meets the body
+    assert torch.allclose(motion.apply(tip), points.targets, atol=1e-5)  # the handle lands on its target
+    moved = motion.apply(means[arm])
+    assert torch.allclose(moved, means[arm] @ turn.T, atol=0.1)  # the whole arm turned (about a pivot 0.08 up)
+    shifted = means[arm] + (points.targets - points.handles)
+    assert (shifted - means[arm] @ turn.T).norm(dim=1).max() > 0.2  # (a shift would have been far off)
+
+
+def test_a_drag_a_turn_cannot_explain_or_a_free_part_is_a_shift():
+    from threedistill.editing.drag_points import joint_motion
+
+    means, arm = _body_and_arm()
+    # straight up, away from the joint: no turn about it reaches the target
+    up = DragPoints(torch.tensor([[0.0, 0.6, 0.0]]), torch.tensor([[0.0, 0.9, 0.0]]))
+    motion = joint_motion(means, arm, up)
+    assert motion.kind == "shift" and motion.miss > 0.2
+    assert torch.allclose(motion.apply(means[arm]), means[arm] + torch.tensor([0.0, 0.3, 0.0]), atol=1e-6)
+    # two pairs moved alike, far from any turn about the joint: a shift
+    handles = torch.tensor([[0.0, 0.6, 0.0], [0.0, 0.3, 0.0]])
+    pairs = DragPoints(handles, handles + torch.tensor([0.4, 0.0, 0.0]))
+    assert joint_motion(means, arm, pairs).kind == "shift"
+    # handles on their targets: nothing moves
+    still = DragPoints(torch.tensor([[0.0, 0.6, 0.0]]), torch.tensor([[0.0, 0.6, 0.0]]))
+    assert torch.equal(joint_motion(means, arm, still).apply(means[arm]), means[arm])
+
+
+def test_the_rigid_move_turns_orientations_with_the_part_and_leaves_the_rest_bit_identical():
+    from types import SimpleNamespace
+
+    from threedistill.editing.drag_points import RigidMotion
+    from threedistill.geometry import quat_to_rotmat
+    from threedistill.toyworld.catalogue import rotation
+
+    g = torch.Generator().manual_seed(1)
+    quats = torch.nn.functional.normalize(torch.randn(50, 4, generator=g), dim=-1)
+    means = torch.randn(50, 3, generator=g)
+    scene = SimpleNamespace(means=torch.nn.Parameter(means.clone()), quats=torch.nn.Parameter(quats.clone()))
+    turn = rotation("y", 35.0)
+    motion = RigidMotion(turn, torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0.0, 0.5, 0.0]), "turn")
+    selected = torch.arange(50) < 20
+    out = motion.moved(scene, selected)
+    assert torch.equal(out.means[~selected], means[~selected]) and torch.equal(out.quats[~selected], quats[~selected])
+    assert torch.allclose(out.means[selected], (means[selected] - motion.pivot) @ turn.T + motion.pivot + motion.shift)
+    # each turned orientation is the turn times the old one
+    assert torch.allclose(quat_to_rotmat(out.quats[selected]), turn @ quat_to_rotmat(quats[selected]), atol=1e-5)
+    assert torch.equal(scene.means, means)  # the source is not touched
+
+
+def test_on_the_toy_turns_the_joint_is_found_near_the_true_pivot():
+    from threedistill.editing.drag_points import joint_motion
+
+    for name in ("duck-head_turn", "cone-lean"):
+        drag = DRAGS[name]
+        means = _surface(drag.object)
+        label = object_sdf(get_object(drag.object), means)[1]
+        selected = torch.isin(label, torch.tensor(drag.parts))
+        if name == "cone-lean":  # the cone stands on the ground: a floor of points under it
+            g = torch.Generator().manual_seed(0)
+            floor = torch.rand(2000, 3, generator=g) * torch.tensor([2.0, 0.0, 2.0]) - torch.tensor([1.0, 0.63, 1.0])
+            means, selected = torch.cat([means, floor]), torch.cat([selected, torch.zeros(2000, dtype=torch.bool)])
+        points = DragPoints(drag.handle_points(), drag.target_points())
+        motion = joint_motion(means, selected, points)
+        assert motion.kind == "turn", name
+        moved = motion.apply(means[selected])
+        truth = drag.move(means[selected])
+        # the part lands closer to the truth than the rigid shift of the same drag puts it
+        shift = means[selected] + (points.targets - points.handles).mean(0)
+        assert (moved - truth).norm(dim=1).mean() < 0.6 * (shift - truth).norm(dim=1).mean(), name
+
+
+def test_the_handle_error_of_the_exact_drag_is_zero_for_turns_too_and_no_edit_scores_the_drag_length():
+    for drag in DRAGS.values():  # sparse samples, as a fit's few Gaussians on a small part
+        means = _surface(drag.object, n=1500)
+        label = object_sdf(get_object(drag.object), means)[1]
+        part = torch.isin(label, torch.tensor(drag.parts))
+        exact = means.clone()
+        exact[part] = drag.move(means[part])
+        points = DragPoints(drag.handle_points(), drag.target_points())
+        assert max(handle_error(means, exact, points, size=2.0, part=part)) < 1e-3, drag.name
+        lengths = (points.targets - points.handles).norm(dim=1) / 2.0
+        assert torch.allclose(torch.tensor(handle_error(means, means, points, size=2.0, part=part)), lengths, atol=1e-4)

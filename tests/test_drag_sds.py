@@ -181,5 +181,28 @@ def test_a_warp_start_puts_the_mask_where_the_geometric_drag_does_and_nothing_el
     assert torch.equal(cold.tensors()["means"], means)
     assert "mask_start" not in model.state_dict() and "drag.mask_start" not in model.state_dict()
     assert DragEditConfig().start == "source" and DragEditConfig(start="warp").start == "warp"
-    with pytest.raises(ConfigError, match="drag.start must be source or warp"):
+    with pytest.raises(ConfigError, match="drag.start must be source, warp or joint"):
         DragEditConfig(start="warped")
+
+
+def test_a_joint_start_turns_the_mask_and_the_hint_can_come_from_it():
+    from threedistill.editing.drag_points import DragPoints, joint_motion
+    from threedistill.workflows.edit_config import DragEditConfig
+
+    g = gaussians_fixture()
+    means = g.means.detach()
+    mask = means[:, 0] > 0.3
+    points = DragPoints(torch.tensor([[0.9, 0.0, 0.0]]), torch.tensor([[0.7, 0.55, 0.0]]))
+    motion = joint_motion(means, mask, points)
+    start = motion.apply(means[mask]) - means[mask]
+    region = EditRegion("sphere", torch.zeros(3), torch.ones(1))
+    model = DragModel(g, mask, region, steps=4, ring_k=5, start=start, start_quats=motion.turn_quats(g.quats[mask]))
+    moved = motion.moved(g, mask)
+    t = model.tensors()
+    assert torch.allclose(t["means"], moved.means, atol=1e-6) and torch.allclose(t["quats"], moved.quats)
+    assert torch.equal(t["quats"][~mask], g.quats.detach()[~mask])  # the others keep their orientation
+    assert DragEditConfig(start="joint", hint="start").hint == "start"
+    with pytest.raises(ConfigError, match="drag.hint=start renders the part where drag.start puts it"):
+        DragEditConfig(hint="start")
+    with pytest.raises(ConfigError, match="drag.hint must be 2d or start"):
+        DragEditConfig(start="joint", hint="3d")

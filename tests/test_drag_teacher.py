@@ -123,3 +123,26 @@ def test_the_teacher_config_rejects_a_residual_without_an_image_target():
         DragTeacherTrainConfig(hint_residual=True)
     with pytest.raises(ConfigError, match="prediction must be"):
         DragTeacherTrainConfig(prediction="v_prediction")
+
+
+def test_a_given_moved_render_replaces_the_cut_and_paste_in_the_hint_and_the_mask():
+    from threedistill.priors.drag_teacher import drag_condition
+
+    g = torch.Generator().manual_seed(0)
+    ref, elsewhere = (torch.rand(1, 3, 16, 16, generator=g) * 2 - 1 for _ in range(2))
+    part, moved_part = torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 16)
+    part[..., 2:5, 2:5] = 1
+    moved_part[..., 10:14, 9:13] = 1  # where a 3D motion put it (not where the points' 2D shift would)
+    handles = torch.tensor([[[3.0, 3.0]]])
+    cond, uncond, m = drag_condition(ref, part, handles, handles + 1, moved=(elsewhere, moved_part))
+    hint = cond[:, 7:10]
+    covered = moved_part.bool().expand_as(hint)
+    assert torch.equal(hint[covered], elsewhere[covered])  # the moved render where the part went
+    vacated = (part.bool() & ~moved_part.bool()).expand_as(hint)
+    assert torch.equal(hint[vacated], torch.zeros_like(hint[vacated]))  # grey where it was, as in training
+    still = ~(covered | vacated)
+    assert torch.equal(hint[still], ref[still])
+    assert m[0, 0, 12, 11] == 1 and m[0, 0, 3, 3] == 1 and m[0, 0, 0, 15] == 0  # both footprints, dilated
+    plain, _, _ = drag_condition(ref, part, handles, handles + 1)
+    assert not torch.equal(plain[:, 7:10], hint)
+    assert torch.equal(uncond[:, 7:10], ref)  # the unconditional input is unchanged: the unmoved reference

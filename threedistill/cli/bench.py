@@ -464,7 +464,9 @@ def bench_fuzz(
 @command(bench_app, "drag", overrides="t3d bench drag --quick trainer.resolution=48")
 def bench_drag(
     ctx: typer.Context,
-    methods: str = typer.Option("none,warp,dds,drag", help="Comma-separated: none, warp (no prior), {edit_methods}."),
+    methods: str = typer.Option(
+        "none,warp,joint,dds,drag", help="Comma-separated: none, warp, joint (no prior), {edit_methods}."
+    ),
     drags: Optional[str] = typer.Option(None, help="Comma-separated toy drags ({drags}); default: all."),
     quick: bool = typer.Option(False, "--quick", help="Smoke-size run: 3 drags, 1000 fit steps, 60 edit steps."),
     fit_steps: Optional[int] = typer.Option(None, help="Override the fit config's steps."),

@@ -15,7 +15,10 @@ deformation field, and the views it trains on.
 - `DragViews`: cameras orbiting the drag's context sphere at the edit framing, each with the unedited scene's
   render (the teacher's reference), the mask group's visible footprint in it (rendered alone, kept where it is not
   behind the unedited scene: depth within `depth_tolerance` of the scene's) and the handles / targets projected
-  to pixels, re-projected for every camera.
+  to pixels, re-projected for every camera; with a `moved` scene (the part where the edit's start puts it,
+  `drag.hint=start`) also its render and the part's footprint in it, from which the teacher's hint is built.
+- `start` / `start_quats`: where the mask's Gaussians start (offsets, orientations), e.g. the part moved rigidly
+  (`drag.start=joint`); the field learns the rest of the move from there.
 
 Not built (said in docs/benchmarks/drag.md): DYG's densify / prune of the edited groups between 25% and 80% of the
 run, and training cameras taken from the capture (the toy teacher knows object-centred views only).
@@ -137,6 +140,7 @@ class DragModel(Representation):
         lambda_reg: float = 2500.0,
         max_move: float | None = None,
         start: torch.Tensor | None = None,
+        start_quats: torch.Tensor | None = None,
     ):
         super().__init__()
         # the source, untouched and not a submodule (its tensors are the base buffers): `baked()` edits a copy
@@ -157,6 +161,8 @@ class DragModel(Representation):
         for group, index in (("mask", self.mask_index), ("ring", self.ring_index)):
             for name in EDITABLE:
                 self.edited[f"{group}_{name}"] = nn.Parameter(getattr(gaussians, name).detach()[index].clone())
+        if start_quats is not None:  # the mask's orientations where the start turned them (M,4)
+            self.edited["mask_quats"].data = start_quats.detach().to(means).reshape(-1, 4).clone()
         self.field = DeformationField(field_cfg or DragFieldConfig(), context.centre, context.radius)
         self.k_tri = phase_switch(steps)
 
@@ -255,25 +261,37 @@ class DragViews:
     """Cameras orbiting the context sphere, each with the teacher's inputs: `reference` (the unedited scene's
     render), `part` (the mask's visible footprint in it), `handles` / `targets` (pixels, (B, K, 2))."""
 
-    def __init__(self, source, mask: torch.Tensor, context: EditRegion, points, cfg, depth_tolerance: float = 0.1):
+    def __init__(
+        self, source, mask: torch.Tensor, context: EditRegion, points, cfg, depth_tolerance: float = 0.1, moved=None
+    ):
         self.source, self.mask, self.context, self.points, self.cfg = source, mask, context, points, cfg
+        self.moved = moved  # the source with the mask moved (a 3D start): its renders make the teacher's hint
         self.tolerance = depth_tolerance * context.radius
         self.image_size = (cfg.trainer.resolution, cfg.trainer.resolution)
 
     def cameras(self, generator: torch.Generator, n: int) -> Cameras:
         return orbit_region(self.cfg, self.context, generator, n)
 
-    @torch.no_grad()
-    def inputs(self, cams: Cameras) -> dict[str, torch.Tensor]:
-        g, (h, w) = self.source, self.image_size
-        cams = cams.to(g.device)
+    def footprint(self, g, cams: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the scene's render (B,3,H,W), the mask group's visible footprint in it (B,1,H,W))."""
+        h, w = self.image_size
         scene = g.render(cams, h, w, geometry=True)
         s = self.mask.to(g.device)
         part = rasterize(g.means[s], g.scales[s], g.quats[s], g.opacities[s], g.sh[s], cams, h, w, geometry=True)
         seen = (part["alpha"] > 0.5) & (part["depth"] <= scene["depth"] + self.tolerance)
+        return scene["rgb"], seen.float()
+
+    @torch.no_grad()
+    def inputs(self, cams: Cameras) -> dict[str, torch.Tensor]:
+        g, (h, w) = self.source, self.image_size
+        cams = cams.to(g.device)
+        reference, part = self.footprint(g, cams)
         handles, _ = project_points(self.points.handles.to(g.device), cams, h, w)
         targets, _ = project_points(self.points.targets.to(g.device), cams, h, w)
-        return {"reference": scene["rgb"], "part": seen.float(), "handles": handles, "targets": targets}
+        out = {"reference": reference, "part": part, "handles": handles, "targets": targets}
+        if self.moved is not None:
+            out["moved_reference"], out["moved_part"] = self.footprint(self.moved, cams)
+        return out
 
     def sample(self, generator: torch.Generator, n: int) -> ViewBatch:
         cams = self.cameras(generator, n)

@@ -101,9 +101,11 @@ class DragSDSGuidance(Guidance):
         emb = self.embedding.expand(x_t.shape[0], *self.embedding.shape[1:])
         return self.prior.to_epsilon(self.prior.unet_output(self.estimator, x_t, t, emb), x_t, t)
 
-    def teacher_eps(self, x_t, t, step, reference, part, handles, targets) -> torch.Tensor:
+    def teacher_eps(self, x_t, t, step, reference, part, handles, targets, moved=None) -> torch.Tensor:
         ref = self.prior.to_diffusion_space(reference.detach())
-        cond, uncond, _ = drag_condition(ref, part, handles, targets)
+        if moved is not None:  # the part's 3D motion rendered (DragViews with a moved scene)
+            moved = (self.prior.to_diffusion_space(moved[0].detach()), moved[1])
+        cond, uncond, _ = drag_condition(ref, part, handles, targets, moved=moved)
         scale = guidance_scale(step, self.cfg.trainer_max_steps, float(self.cfg.guidance_scale))
         return self.drag_teacher.guided_eps(x_t, t, cond, uncond, scale)
 
@@ -119,11 +121,14 @@ class DragSDSGuidance(Guidance):
         part: torch.Tensor | None = None,
         handles: torch.Tensor | None = None,
         targets: torch.Tensor | None = None,
+        moved_reference: torch.Tensor | None = None,
+        moved_part: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if reference is None or part is None or handles is None or targets is None:
             raise ConfigError("Drag-SDS needs views with the unedited render, the part's footprint and the points")
         x_t = self.prior.add_noise(x.detach(), noise, t)
-        eps_drag = self.teacher_eps(x_t, t, step, reference, part, handles, targets)
+        moved = None if moved_reference is None else (moved_reference, moved_part)
+        eps_drag = self.teacher_eps(x_t, t, step, reference, part, handles, targets, moved)
         with torch.no_grad():
             eps_psi = self.estimator_eps(x_t, t)
         alpha, sigma = self.prior.alpha_sigma(t)

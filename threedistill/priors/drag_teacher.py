@@ -90,19 +90,24 @@ def drag_condition(
     handles: torch.Tensor,
     targets: torch.Tensor,
     valid: torch.Tensor | None = None,
+    moved: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(conditional input, unconditional input, mask m): the 12 channels that follow x_t for each, and m.
 
     reference (B,3,H,W) in [-1, 1]: the unedited render; part (B,1,H,W) in [0, 1]: the dragged part's visible
     footprint in it; handles / targets (B,K,2): pixel positions (x, y), `valid` (B,K) marking real pairs (padding
-    otherwise)."""
+    otherwise). `moved` (render (B,3,H,W) in [-1, 1], footprint (B,1,H,W)): where the part goes, when the caller
+    knows better than the 2D cut-and-paste (a 3D motion of the part rendered); the hint is then built from them."""
     h, w = reference.shape[-2:]
     if valid is None:
         valid = torch.ones(handles.shape[:2], dtype=torch.bool, device=reference.device)
     valid = valid.bool()
-    source = _grid(h, w, reference.device)[None] - displacement(handles, targets, valid, h, w)
-    moved_part = _sample(part, source)
-    moved_ref = _sample(reference, source)
+    if moved is None:
+        source = _grid(h, w, reference.device)[None] - displacement(handles, targets, valid, h, w)
+        moved_part = _sample(part, source)
+        moved_ref = _sample(reference, source)
+    else:
+        moved_ref, moved_part = moved
     covered = moved_part > 0.5
     hint = torch.where(covered, moved_ref, torch.where(part > 0.5, torch.zeros_like(reference), reference))
     m = (torch.maximum(part, moved_part) > 0.1).float()

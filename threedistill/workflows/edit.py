@@ -251,15 +251,24 @@ def drag_context(cfg: EditConfig, scene, gaussians, selected: torch.Tensor, poin
 def build_drag(cfg: EditConfig, points, scene, gaussians, selected, original, device, log):
     """(DragModel, Drag-SDS guidance, DragViews) of a drag edit (`points` in the normalised frame)."""
     from ..editing.drag_model import DragModel, DragViews
-    from ..editing.drag_points import default_falloff, warp_offsets
+    from ..editing.drag_points import default_falloff, joint_motion, warp_offsets
     from ..priors import load_prior
 
     context = drag_context(cfg, scene, gaussians, selected, points)
     longest = points.longest_move
-    start = None
+    start = start_quats = moved = None
+    means, sel = gaussians.means.detach(), selected.to(gaussians.means.device)
     if cfg.drag.start == "warp":
-        means = gaussians.means.detach()
-        start = warp_offsets(means, selected.to(means.device), points, default_falloff(points))
+        start = warp_offsets(means, sel, points, default_falloff(points))
+        if cfg.drag.hint == "start":
+            moved = copy.deepcopy(original.gaussians)
+            moved.means.data = moved.means.detach().index_put((sel.nonzero().reshape(-1),), means[sel] + start)
+    elif cfg.drag.start == "joint":
+        motion = joint_motion(means, sel, points)
+        start, start_quats = motion.apply(means[sel]) - means[sel], motion.turn_quats(gaussians.quats.detach()[sel])
+        log(f"drag: starts from the part {'turned about its joint' if motion.kind == 'turn' else 'shifted'}")
+        if cfg.drag.hint == "start":
+            moved = motion.moved(original.gaussians, selected)
     model = DragModel(
         gaussians,
         selected,
@@ -271,6 +280,7 @@ def build_drag(cfg: EditConfig, points, scene, gaussians, selected, original, de
         cfg.drag.lambda_reg,
         max_move=cfg.drag.max_move * longest if cfg.drag.max_move and longest > 0 else None,
         start=start,
+        start_quats=start_quats,
     ).to(device)
     log(
         f"drag: {len(points)} point pair(s), {len(model.mask_index)} masked and {len(model.ring_index)} ring "
@@ -282,7 +292,7 @@ def build_drag(cfg: EditConfig, points, scene, gaussians, selected, original, de
         )
     )
     guidance = method_guidance(cfg, load_prior(cfg.prior, device=device))
-    views = DragViews(original.gaussians, selected, context, points, cfg, cfg.drag.depth_tolerance)
+    views = DragViews(original.gaussians, selected, context, points, cfg, cfg.drag.depth_tolerance, moved)
     return model, guidance, views
 
 

@@ -45,9 +45,13 @@ class DragEditConfig:
     # 12 toy drags (handle errors 0.86-1.88 of the object's size; 0.26-0.41 with 2, though the part still does not
     # survive the edit: docs/benchmarks/drag.md)
     max_move: Optional[float] = 2.0
-    # where the dragged Gaussians start: source (the field starts at zero, as in DYG) or warp (where the geometric
-    # drag of `t3d bench drag`'s warp baseline puts them; the field and the Gaussians learn from there)
+    # where the dragged Gaussians start: source (the field starts at zero, as in DYG), warp (where the geometric
+    # drag of `t3d bench drag`'s warp baseline puts them) or joint (the part moved rigidly: turned about where it
+    # joins the rest, or shifted; editing/drag_points.joint_motion); the field learns from there
     start: str = "source"
+    # the teacher's 2D hint (the part where the drag puts it): 2d (the reference's part cut out and pasted by the
+    # points' 2D displacement, as in training) or start (the scene with the part where `start` puts it, rendered)
+    hint: str = "2d"
     scaffold: DragFieldConfig = field(default_factory=DragFieldConfig)  # the deformation field
     lr: DragLearningRates = field(default_factory=DragLearningRates)
 
@@ -56,8 +60,12 @@ class DragEditConfig:
             raise ConfigError(f"drag.ring_k and drag.lora_rank must be >= 1, got {self.ring_k}, {self.lora_rank}")
         if self.lambda_reg < 0 or self.depth_tolerance <= 0:
             raise ConfigError("drag.lambda_reg must be >= 0 and drag.depth_tolerance positive")
-        if self.start not in ("source", "warp"):
-            raise ConfigError(f"drag.start must be source or warp, got {self.start!r}")
+        if self.start not in ("source", "warp", "joint"):
+            raise ConfigError(f"drag.start must be source, warp or joint, got {self.start!r}")
+        if self.hint not in ("2d", "start"):
+            raise ConfigError(f"drag.hint must be 2d or start, got {self.hint!r}")
+        if self.hint == "start" and self.start == "source":
+            raise ConfigError("drag.hint=start renders the part where drag.start puts it; set drag.start=warp or joint")
         if self.max_move is not None and self.max_move <= 0:
             raise ConfigError(f"drag.max_move must be positive (or null for unbounded), got {self.max_move}")
         if self.context is not None:
