@@ -198,18 +198,22 @@ class RigidMotion:
 def _turn_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The rotation (3,3) that takes the directions a (K,3) to b (K,3) best: Kabsch for two or more, the
     smallest rotation (Rodrigues) for one."""
-    if len(a) == 1:
+    eye = torch.eye(3, dtype=a.dtype, device=a.device)
+    if len(a) == 1:  # (opposite directions: no smallest turn; the identity, which then misses and is not taken)
         u, v = a[0] / a[0].norm().clamp_min(1e-12), b[0] / b[0].norm().clamp_min(1e-12)
         axis, cos = torch.linalg.cross(u, v), (u * v).sum().clamp(-1, 1)
         sin = axis.norm()
         if sin < 1e-9:
-            return torch.eye(3, dtype=a.dtype)
+            return eye
         k = axis / sin
-        kx = torch.tensor([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]], dtype=a.dtype)
-        return torch.eye(3, dtype=a.dtype) + sin * kx + (1 - cos) * kx @ kx
+        zero = k.new_zeros(())
+        kx = torch.stack([torch.stack([zero, -k[2], k[1]]), torch.stack([k[2], zero, -k[0]]),
+                          torch.stack([-k[1], k[0], zero])])  # fmt: skip
+        return eye + sin * kx + (1 - cos) * kx @ kx
     u, _, vh = torch.linalg.svd(a.T @ b)
-    d = torch.sign(torch.det(vh.T @ u.T))
-    return vh.T @ torch.diag(torch.tensor([1.0, 1.0, float(d)], dtype=a.dtype)) @ u.T
+    flip = eye.clone()
+    flip[2, 2] = torch.sign(torch.det(vh.T @ u.T))
+    return vh.T @ flip @ u.T
 
 
 def joint_motion(means: torch.Tensor, selected: torch.Tensor, points: DragPoints) -> RigidMotion:
@@ -217,9 +221,9 @@ def joint_motion(means: torch.Tensor, selected: torch.Tensor, points: DragPoints
     to the rest (a head on a neck, an arm at a shoulder) turns about where it joins it; a free part, or one whose
     drag a turn cannot explain, is shifted.
 
-    The joint: the selected Gaussians within JOINT_CONTACT x the mask's median spacing of an unselected one (where
-    the part touches the rest), and of those the ones farther from the handles than JOINT_FAR of the farthest (a
-    hand's arm turns at the shoulder, not along its side); their mean is the pivot. The turn: the rotation about
+    The joint: the JOINT_CONTACT share of the selected Gaussians nearest an unselected one (where the part touches
+    the rest), and of those the ones farther from the handles than JOINT_FAR of the farthest (a hand's arm turns at
+    the shoulder, not along its side); their mean is the pivot. The turn: the rotation about
     the pivot that takes the handles' directions to the targets' (Kabsch; the smallest rotation for one pair), then
     the mean shift that lands the handles on their targets. It is used when its rotation alone misses the targets
     by at most JOINT_FIT of the mean drag length; otherwise (or with no contact) the part is shifted by the mean
@@ -227,7 +231,7 @@ def joint_motion(means: torch.Tensor, selected: torch.Tensor, points: DragPoints
     handles, targets = points.handles.to(means), points.targets.to(means)
     move = (targets - handles).mean(0)
     length = float((targets - handles).norm(dim=1).mean())
-    shift = RigidMotion(torch.eye(3, dtype=means.dtype), handles.mean(0), move, "shift")
+    shift = RigidMotion(torch.eye(3, dtype=means.dtype, device=means.device), handles.mean(0), move, "shift")
     part, rest = means[selected], means[~selected]
     if len(part) < 4 or not len(rest) or length == 0:
         return shift
@@ -265,9 +269,9 @@ def handle_error(
     offset too, so their mean displacement is not the handle's either: on the toy fits it put the exact turn of
     the robot's arm 0.1 of the object's size off. Neighbours outside the part, such as the wall behind the house's
     door, do not move with it.)"""
-    pool = torch.arange(len(before)) if part is None else part.to(before.device).nonzero().reshape(-1)
-    if not len(pool):
-        pool = torch.arange(len(before))
+    pool = torch.arange(len(before), device=before.device)
+    if part is not None and part.any():
+        pool = part.to(before.device).nonzero().reshape(-1)
     errors = []
     for handle, target in zip(points.handles, points.targets):
         handle = handle.to(before)
@@ -275,8 +279,9 @@ def handle_error(
         src, dst = before[near].double(), after[near].to(before).double()
         cs, cd = src.mean(0), dst.mean(0)
         u, _, vh = torch.linalg.svd((src - cs).T @ (dst - cd))
-        d = float(torch.sign(torch.det(vh.T @ u.T))) or 1.0
-        rotation = vh.T @ torch.diag(torch.tensor([1.0, 1.0, d], dtype=src.dtype)) @ u.T
+        flip = torch.eye(3, dtype=src.dtype, device=src.device)
+        flip[2, 2] = float(torch.sign(torch.det(vh.T @ u.T))) or 1.0
+        rotation = vh.T @ flip @ u.T
         moved = (handle.double() - cs) @ rotation.T + cd
         errors.append(float((moved - target.to(moved)).norm()) / size)
     return errors
