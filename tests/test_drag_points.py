@@ -189,3 +189,16 @@ def test_the_handle_error_of_the_exact_drag_is_zero_for_turns_too_and_no_edit_sc
         assert max(handle_error(means, exact, points, size=2.0, part=part)) < 1e-3, drag.name
         lengths = (points.targets - points.handles).norm(dim=1) / 2.0
         assert torch.allclose(torch.tensor(handle_error(means, means, points, size=2.0, part=part)), lengths, atol=1e-4)
+
+
+def test_a_part_too_small_to_fix_a_rotation_moves_the_handle_by_its_mean_displacement():
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(200, 3, generator=g)
+    part = torch.zeros(200, dtype=torch.bool)
+    part[:5] = True
+    after = means.clone()
+    after[:5] += torch.tensor([0.3, 0.0, 0.0]) + 0.05 * torch.randn(5, 3, generator=g)  # a shift, unevenly
+    handle = means[:5].mean(0, keepdim=True) + torch.tensor([[0.2, 0.0, 0.0]])
+    points = DragPoints(handle, handle + torch.tensor([[0.3, 0.0, 0.0]]))
+    expected = float((handle[0] + (after[:5] - means[:5]).mean(0) - points.targets[0]).norm())
+    assert handle_error(means, after, points, size=1.0, part=part)[0] == pytest.approx(expected, abs=1e-6)

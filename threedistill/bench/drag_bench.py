@@ -36,7 +36,8 @@ DRAG_ROW = "drag_row.json"
 GEOMETRIC = ("none", "warp", "joint")
 
 
-HANDLE_METRIC = 2  # the handle error's version (2: a rigid fit to the part's Gaussians near the handle, 2026-12-07)
+HANDLE_METRIC = 3  # the handle error's version (2: a rigid fit to the part's Gaussians near the handle, 2026-12-07;
+# 3: their mean move when the part has fewer than 16)
 
 
 def _finished(path: Path, task: dict, metric_only: bool = False) -> dict | None:

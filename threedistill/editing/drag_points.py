@@ -268,7 +268,8 @@ def handle_error(
     sits off a handle on a tip or an edge, so its own position is not the handle's; and a turned part turns that
     offset too, so their mean displacement is not the handle's either: on the toy fits it put the exact turn of
     the robot's arm 0.1 of the object's size off. Neighbours outside the part, such as the wall behind the house's
-    door, do not move with it.)"""
+    door, do not move with it.) A part of fewer than k Gaussians is too few to fix a rotation: the handle moves by
+    their mean displacement."""
     pool = torch.arange(len(before), device=before.device)
     if part is not None and part.any():
         pool = part.to(before.device).nonzero().reshape(-1)
@@ -278,6 +279,9 @@ def handle_error(
         near = pool[(before[pool] - handle).norm(dim=1).topk(min(k, len(pool)), largest=False).indices]
         src, dst = before[near].double(), after[near].to(before).double()
         cs, cd = src.mean(0), dst.mean(0)
+        if len(near) < k:  # too few to fix a rotation (the toy house's door: 5): their mean move
+            errors.append(float((handle.double() + cd - cs - target.to(cd)).norm()) / size)
+            continue
         u, _, vh = torch.linalg.svd((src - cs).T @ (dst - cd))
         flip = torch.eye(3, dtype=src.dtype, device=src.device)
         flip[2, 2] = float(torch.sign(torch.det(vh.T @ u.T))) or 1.0
