@@ -266,10 +266,10 @@ def handle_error(
     rigid motion that best carries the k Gaussians nearest the handle (before the edit; among `part`'s, the dragged
     part's Gaussians, when given) to where they are after it (Kabsch), applied to the handle. (Their mean centre
     sits off a handle on a tip or an edge, so its own position is not the handle's; and a turned part turns that
-    offset too, so their mean displacement is not the handle's either: on the toy fits it put the exact turn of
-    the robot's arm 0.1 of the object's size off. Neighbours outside the part, such as the wall behind the house's
-    door, do not move with it.) A part of fewer than k Gaussians is too few to fix a rotation: the handle moves by
-    their mean displacement."""
+    offset too, so their mean displacement is not the handle's either: on the toy fit it scored the robot's arm,
+    turned rigidly onto its target, 0.11 of the object's size off. Neighbours outside the part, such as the wall
+    behind the house's door, do not move with it.) A part of fewer than k Gaussians is too few to fix a rotation:
+    the handle moves by their mean displacement."""
     pool = torch.arange(len(before), device=before.device)
     if part is not None and part.any():
         pool = part.to(before.device).nonzero().reshape(-1)
