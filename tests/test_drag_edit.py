@@ -101,7 +101,8 @@ def test_a_drag_edit_can_start_from_the_geometric_warp(captured, teacher_dir, tm
     sphere, drag = part_of(fit_run)
     run = edit(
         source=str(fit_run.dir), method="drag", region=sphere, drag=[drag], out=str(tmp_path), progress=False,
-        log=lambda s: None, overrides=FAST + [f"drag.teacher={teacher_dir}", "drag.start=warp", "trainer.steps=1"],
+        log=lambda s: None,
+        overrides=FAST + [f"drag.teacher={teacher_dir}", "drag.start=warp", "drag.hint=start", "trainer.steps=1"],
     )  # fmt: skip
     source = fit_run.model.means.detach()
     selected = EditRegion.parse(sphere).contains(source)
