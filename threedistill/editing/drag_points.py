@@ -195,6 +195,14 @@ class RigidMotion:
         return out
 
 
+def _kabsch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The rotation (3,3) that best takes the vectors a (K,3) onto b (K,3) (Kabsch: no reflection)."""
+    u, _, vh = torch.linalg.svd(a.T @ b)
+    flip = torch.eye(3, dtype=a.dtype, device=a.device)
+    flip[2, 2] = float(torch.sign(torch.det(vh.T @ u.T))) or 1.0
+    return vh.T @ flip @ u.T
+
+
 def _turn_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The rotation (3,3) that takes the directions a (K,3) to b (K,3) best: Kabsch for two or more, the
     smallest rotation (Rodrigues) for one."""
@@ -210,10 +218,7 @@ def _turn_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         kx = torch.stack([torch.stack([zero, -k[2], k[1]]), torch.stack([k[2], zero, -k[0]]),
                           torch.stack([-k[1], k[0], zero])])  # fmt: skip
         return eye + sin * kx + (1 - cos) * kx @ kx
-    u, _, vh = torch.linalg.svd(a.T @ b)
-    flip = eye.clone()
-    flip[2, 2] = torch.sign(torch.det(vh.T @ u.T))
-    return vh.T @ flip @ u.T
+    return _kabsch(a, b)
 
 
 def joint_motion(means: torch.Tensor, selected: torch.Tensor, points: DragPoints) -> RigidMotion:
@@ -282,10 +287,6 @@ def handle_error(
         if len(near) < k:  # too few to fix a rotation (the toy house's door: 5): their mean move
             errors.append(float((handle.double() + cd - cs - target.to(cd)).norm()) / size)
             continue
-        u, _, vh = torch.linalg.svd((src - cs).T @ (dst - cd))
-        flip = torch.eye(3, dtype=src.dtype, device=src.device)
-        flip[2, 2] = float(torch.sign(torch.det(vh.T @ u.T))) or 1.0
-        rotation = vh.T @ flip @ u.T
-        moved = (handle.double() - cs) @ rotation.T + cd
+        moved = (handle.double() - cs) @ _kabsch(src - cs, dst - cd).T + cd
         errors.append(float((moved - target.to(moved)).norm()) / size)
     return errors
