@@ -19,6 +19,7 @@ from threedistill.export.mesh import check_budget, choose_threshold, extract_mes
 from threedistill.export.mesh_files import write_mesh
 from threedistill.export.run_export import export_model
 from threedistill.export.texture import unwrap
+from threedistill.lighting import light_intensity
 from threedistill.representations.gaussians import Gaussians, GaussiansConfig
 from threedistill.representations.nerf import NeRF, NeRFConfig
 from threedistill.toyworld.catalogue import BEAK, get_object
@@ -127,6 +128,25 @@ def test_nerf_surface_from_density_and_obj_files(tmp_path):
     ours = model.render(cams, 48, 48, perturb=False)["alpha"][:, 0]
     assert silhouette_iou(render_mesh(mesh, cams, 48)["alpha"][:, 0], ours) > 0.85
     assert 0.25 < radius.mean() < 0.6 and radius.std() < 0.05  # the blob initialisation is a ball
+
+
+def test_a_lambert_nerf_exports_its_albedo_lit_by_the_rig():
+    # The same weights with shading albedo and lambert: the lambert mesh's vertex colours are the albedo mesh's
+    # times the rig's light at the vertex normals (what its renders show), the surface itself is the same.
+    def exported(shading):
+        cfg = NeRFConfig(levels=4, log2_table_size=10, n_samples=16, n_importance=16, shading=shading)
+        model = NeRF(cfg, torch.Generator().manual_seed(0))
+        with torch.no_grad():  # a grey albedo: light is then the only thing that tells the vertices apart
+            model.color_net[-1].weight.zero_()
+            model.color_net[-1].bias.fill_(0.4)
+        return extract_mesh(model, faces=2000, texture_size=0).mesh
+
+    flat, lit = exported("albedo"), exported("lambert")
+    assert np.allclose(flat.vertices, lit.vertices)
+    light = light_intensity(torch.tensor(np.asarray(lit.vertex_normals), dtype=torch.float32))[:, 0].numpy()
+    expected = flat.visual.vertex_colors[:, :3].astype(float) * light[:, None]
+    assert np.abs(lit.visual.vertex_colors[:, :3] - expected).max() <= 1.5  # uint8 rounding
+    assert light.min() < 0.5 < light.max()  # lit and unlit sides
 
 
 def test_threshold_is_chosen_to_match_the_silhouettes():

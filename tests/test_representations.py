@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from threedistill.cameras import orbit_cameras
+from threedistill.errors import ConfigError
+from threedistill.lighting import light_intensity
 from threedistill.renderers.volume import render_volume
 from threedistill.representations.gaussians import Gaussians, GaussiansConfig
 from threedistill.representations.hash_grid import HashGridEncoding
@@ -83,6 +85,62 @@ def test_nerf_starts_as_a_centred_blob_with_outward_normals():
     points = torch.tensor([[0.3, 0.0, 0.0], [0.0, -0.3, 0.0], [0.0, 0.0, 0.3]])
     cosine = (nerf.normals(points) * torch.nn.functional.normalize(points, dim=-1)).sum(-1)
     assert (cosine > 0.9).all()
+
+
+class SolidSphere(ConstantBall):
+    """A dense ball of radius 0.5 whose normals point out from its centre."""
+
+    def density(self, points):
+        return torch.where(points.norm(dim=-1) < 0.5, 200.0, 0.0), torch.zeros(len(points), 1)
+
+    def normals(self, points):
+        return torch.nn.functional.normalize(points, dim=-1)
+
+
+@pytest.mark.parametrize("azimuth", [0.0, 90.0, 200.0])
+def test_lambert_shading_lights_the_albedo_at_the_ray_surface(azimuth):
+    # The central ray meets the sphere where its normal faces the camera: the pixel is the albedo times the
+    # rig's light there; without surface_light it is the albedo.
+    cams = orbit_cameras(azimuth, 20.0, 3.0)
+    kwargs = dict(n_samples=128, n_importance=64, perturb=False)
+    lit = render_volume(SolidSphere(0, (0.8, 0.4, 0.2)), cams, 1, 1, surface_light=light_intensity, **kwargs)
+    flat = render_volume(SolidSphere(0, (0.8, 0.4, 0.2)), cams, 1, 1, **kwargs)
+    light = light_intensity(torch.nn.functional.normalize(cams.positions, dim=-1))[0, 0]
+    assert flat["rgb"][0, :, 0, 0].tolist() == pytest.approx([0.8, 0.4, 0.2], abs=1e-3)
+    assert lit["rgb"][0, :, 0, 0].tolist() == pytest.approx((torch.tensor([0.8, 0.4, 0.2]) * light).tolist(), abs=2e-3)
+    assert light < 0.999  # the test means something: this side is not fully lit
+
+
+def test_lambert_nerf_moves_its_density_through_the_shading():
+    # A grey NeRF, all of whose colour is its albedo: with lambert shading the rendered brightness depends on the
+    # density's normals, so a loss on brightness alone reaches the density (whose features feed the colour too,
+    # so compare against the same loss with the colour network frozen and the shading off).
+    def density_grad(shading):
+        torch.manual_seed(0)
+        nerf = NeRF(NeRFConfig(levels=4, log2_table_size=10, shading=shading), torch.Generator().manual_seed(0))
+        nerf.color_net.requires_grad_(False)
+        with torch.no_grad():
+            nerf.color_net[-1].weight.zero_()  # colour 0.5 everywhere: features do not change it
+        out = nerf.render(orbit_cameras([0.0, 90.0], [20.0, 20.0], 3.0), 12, 12, perturb=False)
+        (out["rgb"] * out["alpha"]).mean().backward()  # brightness inside the silhouette
+        return nerf.density_net[0].weight.grad.abs().sum().item()
+
+    flat, lit = density_grad("albedo"), density_grad("lambert")
+    assert lit > 2 * flat > 0
+
+
+def test_nerf_shading_must_be_albedo_or_lambert():
+    with pytest.raises(ConfigError, match="nerf.shading must be 'albedo' or 'lambert', got 'phong'"):
+        NeRFConfig(shading="phong")
+
+
+def test_batched_normals_match_one_difference_per_axis():
+    nerf = NeRF(NeRFConfig(levels=4, log2_table_size=10), generator=torch.Generator().manual_seed(3))
+    points = torch.rand(64, 3, generator=torch.Generator().manual_seed(4)) - 0.5
+    eps = nerf.cfg.normal_eps
+    grads = [nerf.density(points + o)[0] - nerf.density(points - o)[0] for o in torch.eye(3) * eps]
+    expected = -torch.nn.functional.normalize(torch.stack(grads, -1), dim=-1)
+    assert torch.allclose(nerf.normals(points), expected, atol=1e-5)
 
 
 def _with_adam(model: Gaussians) -> torch.optim.Adam:

@@ -19,6 +19,7 @@ from PIL import Image
 
 from ..cameras import camera_rays, orbit_cameras
 from ..errors import ThreeDistillError
+from ..lighting import light_intensity
 from .fields import BOUND, field_grids, grid_spacing, sample_grid, surface_colours
 from .texture import bake, unwrap
 
@@ -178,8 +179,11 @@ def extract_mesh(
             f"surface: {name} level {level:.4g} (silhouette IoU {iou:.3f} against the renders), {len(mesh.faces)} faces"
         )
 
+        lit = getattr(getattr(model, "cfg", None), "shading", "albedo") == "lambert"  # a NeRF's colour is an albedo
+
         def colour_fn(points, normals):
-            return surface_colours(grids, points, normals)
+            colour = surface_colours(grids, points, normals)
+            return colour * light_intensity(normals) if lit else colour
 
     positions = torch.tensor(np.asarray(mesh.vertices), dtype=torch.float32)
     unit_normals = vertex_normals(mesh)

@@ -14,6 +14,7 @@ from torch import nn
 from ..cameras import Cameras
 from ..config import check_schedules
 from ..errors import ConfigError
+from ..lighting import light_intensity
 from ..renderers.volume import BOUND, render_volume
 from .base import Representation
 from .hash_grid import make_encoding
@@ -29,6 +30,9 @@ class FieldConfig:
     blob_density: float = 10.0
     blob_radius: float = 0.5
     background: str = "white"  # white | learned
+    # albedo: the colour MLP is the colour seen; lambert: it is an albedo lit by the toy world's light rig at each
+    # ray's surface (normals from the density), so shading cues move the shape (DreamFusion's shaded renders)
+    shading: str = "albedo"
     n_samples: int = 32
     n_importance: int = 32
     normal_eps: float = 0.01  # finite-difference step for density-gradient normals
@@ -39,6 +43,8 @@ class FieldConfig:
     def __post_init__(self):
         if self.background not in ("white", "learned"):
             raise ConfigError(f"background must be 'white' or 'learned', got {self.background!r}")
+        if self.shading not in ("albedo", "lambert"):
+            raise ConfigError(f"{self.section}.shading must be 'albedo' or 'lambert', got {self.shading!r}")
         check_schedules(self, self.section, ("lr_grid", "lr_mlp", "lr_background"))
 
     section = "nerf"  # the config section's name, for error messages
@@ -133,8 +139,9 @@ class RadianceField(Representation):
         """Outward normals -grad(sigma)/|grad(sigma)| by central differences (6 extra density evaluations)."""
         eps = self.cfg.normal_eps
         offsets = torch.eye(3, device=points.device) * eps
-        grads = [self.density(points + o)[0] - self.density(points - o)[0] for o in offsets]
-        return -F.normalize(torch.stack(grads, -1), dim=-1)
+        offsets = torch.cat([offsets, -offsets])  # +x +y +z -x -y -z, evaluated in one call of the field
+        sigma = self.density((points[None] + offsets[:, None]).reshape(-1, 3))[0].reshape(6, -1)
+        return -F.normalize((sigma[:3] - sigma[3:]).T, dim=-1)
 
     def render(
         self,
@@ -159,6 +166,7 @@ class RadianceField(Representation):
             geometry,
             generator,
             perturb,
+            surface_light=light_intensity if self.cfg.shading == "lambert" else None,
         )
 
     def training_losses(self, out: dict, weights: dict[str, float]) -> dict[str, torch.Tensor]:
