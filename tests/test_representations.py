@@ -134,6 +134,21 @@ def test_nerf_shading_must_be_albedo_or_lambert():
         NeRFConfig(shading="phong")
 
 
+def test_the_colour_mlp_gets_its_own_rate_only_when_asked():
+    def groups(**kw):
+        nerf = NeRF(NeRFConfig(levels=2, log2_table_size=8, **kw), torch.Generator().manual_seed(0))
+        return nerf, {g["name"]: g for g in nerf.param_groups()}
+
+    nerf, default = groups(lr_mlp=0.01)
+    assert "color" not in default and len(default["mlp"]["params"]) == 4 + 4  # both MLPs share lr_mlp
+    nerf, split = groups(lr_mlp=0.01, lr_color=0.002)
+    assert split["color"]["lr"] == 0.002 and split["mlp"]["lr"] == 0.01
+    assert {id(p) for p in split["color"]["params"]} == {id(p) for p in nerf.color_net.parameters()}
+    assert not {id(p) for p in split["mlp"]["params"]} & {id(p) for p in nerf.color_net.parameters()}
+    with pytest.raises(ConfigError, match="nerf.lr_color: expected a number or a schedule"):
+        NeRFConfig(lr_color="fast")
+
+
 def test_batched_normals_match_one_difference_per_axis():
     nerf = NeRF(NeRFConfig(levels=4, log2_table_size=10), generator=torch.Generator().manual_seed(3))
     points = torch.rand(64, 3, generator=torch.Generator().manual_seed(4)) - 0.5

@@ -38,6 +38,7 @@ class FieldConfig:
     normal_eps: float = 0.01  # finite-difference step for density-gradient normals
     lr_grid: Any = 1e-2  # learning rates: a number or a schedule [k0, v0, v1, k1]; lr_grid is the encoding's
     lr_mlp: Any = 1e-3
+    lr_color: Any = None  # the colour MLP's own rate; None: lr_mlp (one group with the density MLP)
     lr_background: Any = 1e-3
 
     def __post_init__(self):
@@ -45,7 +46,11 @@ class FieldConfig:
             raise ConfigError(f"background must be 'white' or 'learned', got {self.background!r}")
         if self.shading not in ("albedo", "lambert"):
             raise ConfigError(f"{self.section}.shading must be 'albedo' or 'lambert', got {self.shading!r}")
-        check_schedules(self, self.section, ("lr_grid", "lr_mlp", "lr_background"))
+        check_schedules(
+            self,
+            self.section,
+            ("lr_grid", "lr_mlp", "lr_background") + (("lr_color",) if self.lr_color is not None else ()),
+        )
 
     section = "nerf"  # the config section's name, for error messages
 
@@ -109,11 +114,14 @@ class RadianceField(Representation):
         groups = [
             {"params": list(self.encoding.parameters()), "lr": c.lr_grid, "name": "grid"},
             {
-                "params": list(self.density_net.parameters()) + list(self.color_net.parameters()),
+                "params": list(self.density_net.parameters())
+                + (list(self.color_net.parameters()) if c.lr_color is None else []),
                 "lr": c.lr_mlp,
                 "name": "mlp",
             },
         ]
+        if c.lr_color is not None:
+            groups.append({"params": list(self.color_net.parameters()), "lr": c.lr_color, "name": "color"})
         if self.background_net is not None:
             groups.append(
                 {"params": list(self.background_net.parameters()), "lr": c.lr_background, "name": "background"}
