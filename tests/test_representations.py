@@ -112,9 +112,8 @@ def test_lambert_shading_lights_the_albedo_at_the_ray_surface(azimuth):
 
 
 def test_lambert_nerf_moves_its_density_through_the_shading():
-    # A grey NeRF, all of whose colour is its albedo: with lambert shading the rendered brightness depends on the
-    # density's normals, so a loss on brightness alone reaches the density (whose features feed the colour too,
-    # so compare against the same loss with the colour network frozen and the shading off).
+    # A grey NeRF (colour network frozen at 0.5): without shading a loss on brightness reaches the density only
+    # through the opacity; with lambert shading also through the surface normals, so its gradient is larger.
     def density_grad(shading):
         torch.manual_seed(0)
         nerf = NeRF(NeRFConfig(levels=4, log2_table_size=10, shading=shading), torch.Generator().manual_seed(0))
