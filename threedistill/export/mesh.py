@@ -19,7 +19,6 @@ from PIL import Image
 
 from ..cameras import camera_rays, orbit_cameras
 from ..errors import ThreeDistillError
-from ..lighting import light_intensity
 from .fields import BOUND, field_grids, grid_spacing, sample_grid, surface_colours
 from .texture import bake, unwrap
 
@@ -179,11 +178,11 @@ def extract_mesh(
             f"surface: {name} level {level:.4g} (silhouette IoU {iou:.3f} against the renders), {len(mesh.faces)} faces"
         )
 
-        lit = getattr(getattr(model, "cfg", None), "shading", "albedo") == "lambert"  # a NeRF's colour is an albedo
+        light = getattr(model, "surface_light", None)  # a field whose colour is an albedo lit at the surface
 
         def colour_fn(points, normals):
             colour = surface_colours(grids, points, normals)
-            return colour * light_intensity(normals) if lit else colour
+            return colour * light(normals) if light is not None else colour
 
     positions = torch.tensor(np.asarray(mesh.vertices), dtype=torch.float32)
     unit_normals = vertex_normals(mesh)

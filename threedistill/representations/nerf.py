@@ -174,8 +174,14 @@ class RadianceField(Representation):
             geometry,
             generator,
             perturb,
-            surface_light=light_intensity if self.cfg.shading == "lambert" else None,
+            surface_light=self.surface_light,
         )
+
+    @property
+    def surface_light(self):
+        """`normals (N,3) -> light (N,1)` when the colour is an albedo lit at the surface (shading lambert), else
+        None: what the renders apply, and what an export of the surface applies to its colours."""
+        return light_intensity if self.cfg.shading == "lambert" else None
 
     def training_losses(self, out: dict, weights: dict[str, float]) -> dict[str, torch.Tensor]:
         """loss_orientation: normals facing away from the camera (DreamFusion), from a `geometry` render."""
