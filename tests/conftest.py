@@ -2,6 +2,12 @@ import os
 
 import pytest
 import torch
+from hypothesis import settings
+
+# The property tests draw their examples from a fixed seed per test (the same examples on every run and machine:
+# the project's determinism rule); a test's own @settings still sets its example count and deadline.
+settings.register_profile("threedistill", derandomize=True, database=None)
+settings.load_profile("threedistill")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # pytest-xdist (`-n auto` in pyproject.toml) runs one worker per core: each worker, and the `t3d` commands it starts,

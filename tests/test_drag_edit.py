@@ -140,6 +140,30 @@ def test_a_drag_edit_can_start_from_the_part_moved_rigidly_with_the_hint_rendere
     assert any("drag: starts from the part" in line for line in lines)
 
 
+def test_the_rigid_move_alone_is_a_drag_edit_whose_field_stays_at_zero(captured, teacher_dir, tmp_path):
+    """The README's recipe for real captures until a real drag teacher is given (`trainer.steps=1
+    drag.scaffold.lr=0`): the part ends exactly where `drag.start=joint` moves it, with its orientations turned
+    alike; everything else is bit-identical."""
+    from threedistill.editing.drag_points import DragPoints, joint_motion
+    from threedistill.editing.region import EditRegion
+
+    _, fit_run = captured
+    sphere, drag = part_of(fit_run)
+    run = edit(
+        source=str(fit_run.dir), method="drag", region=sphere, drag=[drag], out=str(tmp_path), progress=False,
+        log=lambda s: None, overrides=FAST + [f"drag.teacher={teacher_dir}", "drag.start=joint", "drag.hint=start",
+                                              "trainer.steps=1", "drag.scaffold.lr=0"],
+    )  # fmt: skip
+    source = fit_run.model
+    selected = EditRegion.parse(sphere).contains(source.means.detach())
+    rigid = joint_motion(source.means.detach(), selected, DragPoints.parse([drag])).moved(source, selected)
+    edited = load_run(run.dir).model
+    assert (rigid.means.detach() - source.means.detach())[selected].norm(dim=1).max() > 0.05
+    torch.testing.assert_close(edited.means, rigid.means.detach(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(edited.quats, rigid.quats.detach(), atol=1e-6, rtol=0)
+    assert torch.equal(edited.means[~selected], source.means.detach()[~selected])
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
